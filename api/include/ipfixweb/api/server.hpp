@@ -1,0 +1,41 @@
+// The HTTP front-end: validates requests, forwards them to the broker and
+// reads task state from SQLite (read-only). It never converts anything.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+namespace ipfixweb::api {
+
+struct Config {
+  std::string host = "127.0.0.1";
+  int port = 8000;  // 0: any free port (see Server::port())
+  std::string broker = "tcp://127.0.0.1:5561";
+  std::string db_path = "var/ipfixweb.db";
+  std::vector<std::string> input_roots = {"var/input"};
+  std::string output_root = "var/output";
+  int threads = 16;
+  double broker_timeout_s = 2.0;
+  std::size_t max_body = 1u << 20;
+  std::vector<std::string> tokens;            // bearer tokens; empty: no auth
+  std::string sample_pcap = "sample.pcap";    // for the compatibility test route
+};
+
+class Server {
+ public:
+  Server(Config cfg, zmq::context_t& ctx);  // throws on bad roots or bind failure
+  ~Server();
+  int port() const;
+  void serve();  // blocks until stop()
+  void stop();   // safe from another thread
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ipfixweb::api

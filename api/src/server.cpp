@@ -1,0 +1,414 @@
+#include "ipfixweb/api/server.hpp"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+#include "ipfixweb/api/broker_client.hpp"
+#include "ipfixweb/api/validation.hpp"
+#include "ipfixweb/shared/logging.hpp"
+#include "ipfixweb/shared/paths.hpp"
+#include "ipfixweb/shared/store.hpp"
+#include "ipfixweb/shared/util.hpp"
+
+namespace ipfixweb::api {
+
+using nlohmann::json;
+
+namespace {
+
+const char* const kProblem = "application/problem+json";
+
+json null_if_empty(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
+
+void problem(httplib::Response& res, int status, const std::string& title,
+             const std::string& detail, const std::vector<FieldError>& errors = {}) {
+  json body = {{"type", "about:blank"}, {"title", title}, {"status", status}, {"detail", detail}};
+  if (!errors.empty()) {
+    json list = json::array();
+    for (auto& e : errors) list.push_back({{"field", e.field}, {"message", e.message}});
+    body["errors"] = list;
+  }
+  res.status = status;
+  res.set_content(body.dump(), kProblem);
+}
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+// Constant-time comparison: the time taken does not depend on where the
+// strings differ.
+bool same_secret(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  return diff == 0;
+}
+
+}  // namespace
+
+struct Server::Impl {
+  Config cfg;
+  zmq::context_t& ctx;
+  std::shared_ptr<spdlog::logger> log = logger("api");
+  Roots roots;
+  httplib::Server http;
+  int bound_port = 0;
+  std::atomic<bool> draining{false};
+
+  // Per-thread resources: a broker socket and a read-only database connection.
+  struct ThreadState {
+    const Impl* owner = nullptr;
+    std::unique_ptr<BrokerClient> broker;
+    std::optional<TaskStore> store;
+  };
+
+  Impl(Config c, zmq::context_t& z) : cfg(std::move(c)), ctx(z) {
+    for (auto& r : cfg.input_roots) roots.inputs.push_back(paths::canonical_dir(r));
+    roots.output = paths::canonical_dir(cfg.output_root);
+  }
+
+  ThreadState& local() {
+    thread_local ThreadState ts;
+    if (ts.owner != this) {
+      ts.broker.reset();
+      ts.store.reset();
+      ts.owner = this;
+    }
+    return ts;
+  }
+
+  BrokerClient& broker() {
+    auto& ts = local();
+    if (!ts.broker) ts.broker = std::make_unique<BrokerClient>(ctx, cfg.broker, cfg.broker_timeout_s);
+    return *ts.broker;
+  }
+
+  // nullptr when the database cannot be opened yet (the broker creates it).
+  TaskStore* store() {
+    auto& ts = local();
+    if (!ts.store) {
+      try {
+        ts.store.emplace(TaskStore::open_reader(cfg.db_path));
+      } catch (const std::exception& e) {
+        log->warn("database not readable: {}", e.what());
+        return nullptr;
+      }
+    }
+    return &*ts.store;
+  }
+
+  json task_json(const TaskRecord& t) {
+    json request = json::parse(t.request, nullptr, false);
+    json summary = t.summary.empty() ? json(nullptr) : json::parse(t.summary, nullptr, false);
+    std::string self = "/api/v1/tasks/" + t.id;
+    return {{"task_id", t.id},
+            {"state", t.state},
+            {"progress", t.progress},
+            {"created_at", t.created_at},
+            {"queued_at", null_if_empty(t.queued_at)},
+            {"started_at", null_if_empty(t.started_at)},
+            {"finished_at", null_if_empty(t.finished_at)},
+            {"attempts", t.attempts},
+            {"worker", null_if_empty(t.worker)},
+            {"priority", t.priority},
+            {"output_path", request.is_object() ? request.value("output_path", "") : ""},
+            {"request", request},
+            {"summary", summary},
+            {"error", null_if_empty(t.error)},
+            {"links", {{"self", self}, {"events", self + "/events"}}}};
+  }
+
+  void routes();
+  void submit(const httplib::Request& req, httplib::Response& res, const json& body);
+  void submit_body(const httplib::Request& req, httplib::Response& res);
+  void get_task(const httplib::Request& req, httplib::Response& res);
+  void list_tasks(const httplib::Request& req, httplib::Response& res);
+  void cancel_task(const httplib::Request& req, httplib::Response& res);
+  void task_events(const httplib::Request& req, httplib::Response& res);
+  void readyz(httplib::Response& res);
+};
+
+void Server::Impl::submit_body(const httplib::Request& req, httplib::Response& res) {
+  std::string ctype = req.get_header_value("Content-Type");
+  std::string base = ctype.substr(0, ctype.find(';'));
+  base.erase(std::remove(base.begin(), base.end(), ' '), base.end());
+  std::transform(base.begin(), base.end(), base.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (base != "application/json") {
+    problem(res, 415, "Unsupported Media Type",
+            "send the task as JSON with Content-Type: application/json");
+    return;
+  }
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded()) {
+    problem(res, 400, "Bad Request", "the request body is not valid JSON");
+    return;
+  }
+  submit(req, res, body);
+}
+
+void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, const json& body) {
+  std::vector<FieldError> errors;
+  auto parsed = parse_task_request(body, errors);
+  proto::TaskSpec spec;
+  if (!parsed || !resolve_paths(*parsed, roots, spec, errors)) {
+    problem(res, 422, "Unprocessable Content", "the task request is not valid", errors);
+    return;
+  }
+  std::string key = req.get_header_value("Idempotency-Key");
+  if (key.size() > 255) {
+    problem(res, 422, "Unprocessable Content", "Idempotency-Key is longer than 255 characters");
+    return;
+  }
+  proto::Submit s;
+  s.request = parsed->normalised.dump();
+  s.spec = std::move(spec);
+  s.idempotency_key = key;
+  s.fingerprint = fingerprint(s.request);
+  s.priority = parsed->priority;
+  auto reply = broker().submit(std::move(s));
+  if (!reply) {
+    res.set_header("Retry-After", "1");
+    problem(res, 503, "Service Unavailable", "the broker did not answer; try again");
+    return;
+  }
+  if (!reply->accepted) {
+    if (reply->code == "conflict") {
+      problem(res, 422, "Unprocessable Content", reply->reason);
+      return;
+    }
+    long secs = std::max(1L, static_cast<long>(std::ceil(reply->retry_after)));
+    res.set_header("Retry-After", std::to_string(secs));
+    problem(res, 503, "Service Unavailable", reply->reason);
+    return;
+  }
+  std::string location = "/api/v1/tasks/" + reply->task_id;
+  res.set_header("Location", location);
+  json out = {{"task_id", reply->task_id},
+              {"state", reply->state},
+              {"links", {{"self", location}}}};
+  if (reply->existing) out["existing"] = true;
+  send_json(res, reply->existing ? 200 : 202, out);
+}
+
+void Server::Impl::get_task(const httplib::Request& req, httplib::Response& res) {
+  std::string id = req.matches[1];
+  auto* st = store();
+  if (!st) return problem(res, 503, "Service Unavailable", "the task database is not available");
+  auto t = is_uuid(id) ? st->get(id) : std::nullopt;
+  if (!t) return problem(res, 404, "Not Found", "no task with id " + id);
+  send_json(res, 200, task_json(*t));
+}
+
+void Server::Impl::list_tasks(const httplib::Request& req, httplib::Response& res) {
+  auto* st = store();
+  if (!st) return problem(res, 503, "Service Unavailable", "the task database is not available");
+  TaskFilter f;
+  std::vector<FieldError> errors;
+  if (req.has_param("state")) {
+    f.state = req.get_param_value("state");
+    if (!state::is_valid(f.state)) errors.push_back({"state", "unknown state '" + f.state + "'"});
+  }
+  if (req.has_param("limit")) {
+    try {
+      f.limit = std::stoi(req.get_param_value("limit"));
+    } catch (...) {
+      f.limit = -1;
+    }
+    if (f.limit < 1 || f.limit > 1000) errors.push_back({"limit", "must be from 1 to 1000"});
+  }
+  if (req.has_param("next")) {
+    try {
+      f.before_seq = std::stoll(req.get_param_value("next"));
+    } catch (...) {
+      f.before_seq = -1;
+    }
+    if (f.before_seq < 1) errors.push_back({"next", "is not a cursor this server issued"});
+  }
+  f.created_after = req.get_param_value("created_after");
+  f.created_before = req.get_param_value("created_before");
+  f.input = req.get_param_value("input");
+  if (!errors.empty())
+    return problem(res, 422, "Unprocessable Content", "invalid query parameters", errors);
+  ++f.limit;  // one extra row tells whether there is a next page
+  auto rows = st->list(f);
+  json tasks = json::array();
+  json next = nullptr;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (static_cast<int>(i) == f.limit - 1) {
+      next = std::to_string(rows[i - 1].seq);
+      break;
+    }
+    tasks.push_back(task_json(rows[i]));
+  }
+  send_json(res, 200, {{"tasks", tasks}, {"next", next}});
+}
+
+void Server::Impl::cancel_task(const httplib::Request& req, httplib::Response& res) {
+  std::string id = req.matches[1];
+  if (!is_uuid(id)) return problem(res, 404, "Not Found", "no task with id " + id);
+  auto reply = broker().cancel(id);
+  if (!reply) {
+    res.set_header("Retry-After", "1");
+    return problem(res, 503, "Service Unavailable", "the broker did not answer; try again");
+  }
+  if (reply->result == "not_found") return problem(res, 404, "Not Found", "no task with id " + id);
+  if (reply->result == "finished")
+    return problem(res, 409, "Conflict", "task " + id + " already finished: " + reply->state);
+  send_json(res, reply->result == "cancelled" ? 200 : 202,
+            {{"task_id", id}, {"state", reply->state}, {"result", reply->result}});
+}
+
+void Server::Impl::task_events(const httplib::Request& req, httplib::Response& res) {
+  std::string id = req.matches[1];
+  auto* st = store();
+  if (!st) return problem(res, 503, "Service Unavailable", "the task database is not available");
+  if (!is_uuid(id) || !st->get(id)) return problem(res, 404, "Not Found", "no task with id " + id);
+  json events = json::array();
+  for (auto& e : st->events(id))
+    events.push_back({{"at", e.at},
+                      {"state", e.state},
+                      {"reason", null_if_empty(e.reason)},
+                      {"worker", null_if_empty(e.worker)}});
+  send_json(res, 200, {{"task_id", id}, {"events", events}});
+}
+
+void Server::Impl::readyz(httplib::Response& res) {
+  json checks;
+  bool ok = true;
+  if (draining) {
+    ok = false;
+    checks["draining"] = true;
+  }
+  auto* st = store();
+  if (st) {
+    try {
+      st->count_by_state();
+      checks["database"] = "ok";
+    } catch (const std::exception& e) {
+      ok = false;
+      checks["database"] = e.what();
+    }
+  } else {
+    ok = false;
+    checks["database"] = "not available";
+  }
+  auto pong = broker().ping(std::min(cfg.broker_timeout_s, 1.0));
+  if (pong) {
+    checks["broker"] = {{"workers", pong->workers}, {"slots", pong->slots},
+                        {"credit", pong->credit},   {"running", pong->running},
+                        {"queued", pong->queued},   {"max_queue", pong->max_queue}};
+    if (pong->draining) ok = false;
+  } else {
+    ok = false;
+    checks["broker"] = "unreachable";
+  }
+  send_json(res, ok ? 200 : 503, {{"status", ok ? "ready" : "not ready"}, {"checks", checks}});
+}
+
+void Server::Impl::routes() {
+  const std::string id = "([^/]+)";
+  http.Get("/livez", [](const httplib::Request&, httplib::Response& res) {
+    send_json(res, 200, {{"status", "alive"}});
+  });
+  http.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) { readyz(res); });
+  auto post = [this](const httplib::Request& q, httplib::Response& r) { submit_body(q, r); };
+  auto get = [this](const httplib::Request& q, httplib::Response& r) { get_task(q, r); };
+  auto list = [this](const httplib::Request& q, httplib::Response& r) { list_tasks(q, r); };
+  http.Post("/api/v1/tasks", post);
+  http.Get("/api/v1/tasks", list);
+  http.Get("/api/v1/tasks/" + id, get);
+  http.Delete("/api/v1/tasks/" + id,
+              [this](const httplib::Request& q, httplib::Response& r) { cancel_task(q, r); });
+  http.Get("/api/v1/tasks/" + id + "/events",
+           [this](const httplib::Request& q, httplib::Response& r) { task_events(q, r); });
+  // Compatibility with the original service (IPyFIXweb).
+  http.Post("/api/export-task", post);
+  http.Get("/api/task-status/" + id, get);
+  http.Get("/api/tasks", list);
+  http.Get("/api/v1/test/health", [](const httplib::Request&, httplib::Response& res) {
+    send_json(res, 200, {{"status", "ok"}});
+  });
+  http.Post("/api/v1/test/file_exporter/export_task",
+            [this](const httplib::Request& q, httplib::Response& r) {
+              json body = {{"pcap_files", {cfg.sample_pcap}},
+                           {"output_path", "test/" + new_uuid() + ".ipfix"},
+                           {"DPI", true},
+                           {"analysis_list", {"tcp", "udp"}}};
+              submit(q, r, body);
+            });
+}
+
+Server::Server(Config cfg, zmq::context_t& ctx) : impl_(std::make_unique<Impl>(std::move(cfg), ctx)) {
+  auto& im = *impl_;
+  int threads = std::max(1, im.cfg.threads);
+  im.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  im.http.set_payload_max_length(im.cfg.max_body);
+  im.http.set_read_timeout(5, 0);
+  im.http.set_write_timeout(5, 0);
+  im.http.set_keep_alive_max_count(1000);
+  im.http.set_exception_handler([&im](const httplib::Request&, httplib::Response& res,
+                                      std::exception_ptr ep) {
+    std::string what = "unknown error";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    im.log->error("request failed: {}", what);
+    problem(res, 500, "Internal Server Error", "the request failed; see the api log");
+  });
+  im.http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    switch (res.status) {
+      case 404: problem(res, 404, "Not Found", "no such route"); break;
+      case 413: problem(res, 413, "Content Too Large", "the request body is too large"); break;
+      default: problem(res, res.status, "Error", "request failed");
+    }
+  });
+  if (!im.cfg.tokens.empty()) {
+    im.http.set_pre_routing_handler([&im](const httplib::Request& req, httplib::Response& res) {
+      if (req.path == "/livez") return httplib::Server::HandlerResponse::Unhandled;
+      std::string auth = req.get_header_value("Authorization");
+      const std::string prefix = "Bearer ";
+      bool ok = false;
+      if (auth.compare(0, prefix.size(), prefix) == 0) {
+        std::string given = auth.substr(prefix.size());
+        for (auto& t : im.cfg.tokens) ok |= same_secret(given, t);
+      }
+      if (ok) return httplib::Server::HandlerResponse::Unhandled;
+      res.set_header("WWW-Authenticate", "Bearer");
+      problem(res, 401, "Unauthorized", "a valid bearer token is required");
+      return httplib::Server::HandlerResponse::Handled;
+    });
+  }
+  im.routes();
+  if (im.cfg.port == 0) {
+    im.bound_port = im.http.bind_to_any_port(im.cfg.host);
+  } else {
+    im.bound_port = im.http.bind_to_port(im.cfg.host, im.cfg.port) ? im.cfg.port : -1;
+  }
+  if (im.bound_port <= 0)
+    throw std::runtime_error("cannot listen on " + im.cfg.host + ":" + std::to_string(im.cfg.port));
+  im.log->info("api listening on http://{}:{} (broker {}, db {})", im.cfg.host, im.bound_port,
+               im.cfg.broker, im.cfg.db_path);
+}
+
+Server::~Server() = default;
+int Server::port() const { return impl_->bound_port; }
+void Server::serve() { impl_->http.listen_after_bind(); }
+void Server::stop() {
+  impl_->draining = true;
+  impl_->http.stop();
+}
+
+}  // namespace ipfixweb::api

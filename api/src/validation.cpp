@@ -1,0 +1,151 @@
+#include "ipfixweb/api/validation.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "ipfixweb/shared/paths.hpp"
+
+namespace ipfixweb::api {
+
+namespace {
+constexpr std::size_t kMaxFiles = 1000;
+
+std::string type_name(const nlohmann::json& v) { return v.type_name(); }
+}  // namespace
+
+const std::vector<std::string>& analysis_names() {
+  static const std::vector<std::string> names = {"tcp", "udp",  "icmp", "dns",
+                                                 "tls", "http", "quic", "other"};
+  return names;
+}
+
+std::optional<ParsedRequest> parse_task_request(const nlohmann::json& body,
+                                                std::vector<FieldError>& errors) {
+  if (!body.is_object()) {
+    errors.push_back({"", "request body must be a JSON object, not " + type_name(body)});
+    return std::nullopt;
+  }
+  ParsedRequest r;
+  // pcap_files: required non-empty array of non-empty strings.
+  if (!body.contains("pcap_files")) {
+    errors.push_back({"pcap_files", "is required"});
+  } else if (const auto& f = body["pcap_files"]; !f.is_array()) {
+    errors.push_back({"pcap_files", "must be an array of strings, not " + type_name(f)});
+  } else if (f.empty()) {
+    errors.push_back({"pcap_files", "must name at least one capture"});
+  } else if (f.size() > kMaxFiles) {
+    errors.push_back({"pcap_files", "at most " + std::to_string(kMaxFiles) + " files"});
+  } else {
+    for (std::size_t i = 0; i < f.size(); ++i) {
+      std::string field = "pcap_files[" + std::to_string(i) + "]";
+      if (!f[i].is_string())
+        errors.push_back({field, "must be a string, not " + type_name(f[i])});
+      else if (f[i].get_ref<const std::string&>().empty())
+        errors.push_back({field, "must not be empty"});
+      else
+        r.pcap_files.push_back(f[i].get<std::string>());
+    }
+  }
+  if (!body.contains("output_path")) {
+    errors.push_back({"output_path", "is required"});
+  } else if (!body["output_path"].is_string()) {
+    errors.push_back({"output_path", "must be a string, not " + type_name(body["output_path"])});
+  } else if (body["output_path"].get_ref<const std::string&>().empty()) {
+    errors.push_back({"output_path", "must not be empty"});
+  } else {
+    r.output_path = body["output_path"].get<std::string>();
+  }
+  // The original service spells it "DPI"; accept "dpi" too.
+  for (const char* key : {"DPI", "dpi"}) {
+    if (!body.contains(key)) continue;
+    if (!body[key].is_boolean())
+      errors.push_back({key, std::string("must be true or false, not ") + type_name(body[key])});
+    else
+      r.dpi = body[key].get<bool>();
+  }
+  if (body.contains("analysis_list")) {
+    const auto& a = body["analysis_list"];
+    if (!a.is_array()) {
+      errors.push_back({"analysis_list", "must be an array of strings, not " + type_name(a)});
+    } else {
+      const auto& names = analysis_names();
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        std::string field = "analysis_list[" + std::to_string(i) + "]";
+        if (!a[i].is_string()) {
+          errors.push_back({field, "must be a string, not " + type_name(a[i])});
+          continue;
+        }
+        std::string v = a[i].get<std::string>();
+        std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
+        if (std::find(names.begin(), names.end(), v) == names.end()) {
+          std::string all;
+          for (auto& n : names) all += (all.empty() ? "" : ", ") + n;
+          errors.push_back({field, "unknown analysis '" + a[i].get<std::string>() +
+                                       "' (known: " + all + ")"});
+        } else if (std::find(r.analysis.begin(), r.analysis.end(), v) == r.analysis.end()) {
+          r.analysis.push_back(v);
+        }
+      }
+    }
+  }
+  if (body.contains("priority")) {
+    const auto& p = body["priority"];
+    if (!p.is_number_integer() || p.get<std::int64_t>() < -100 || p.get<std::int64_t>() > 100)
+      errors.push_back({"priority", "must be an integer from -100 to 100"});
+    else
+      r.priority = p.get<int>();
+  }
+  auto timeout = [&](const char* key, double& out) {
+    if (!body.contains(key)) return;
+    const auto& v = body[key];
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() <= 0 ||
+        v.get<double>() > 31536000)
+      errors.push_back({key, "must be a number of seconds greater than 0"});
+    else
+      out = v.get<double>();
+  };
+  timeout("idle_timeout", r.idle_timeout);
+  timeout("active_timeout", r.active_timeout);
+  if (body.contains("filter")) {
+    if (!body["filter"].is_string())
+      errors.push_back({"filter", "must be a string (a BPF expression)"});
+    else if (body["filter"].get_ref<const std::string&>().size() > 4096)
+      errors.push_back({"filter", "is too long"});
+    else
+      r.filter = body["filter"].get<std::string>();
+  }
+  if (!errors.empty()) return std::nullopt;
+  r.normalised = {{"pcap_files", r.pcap_files},   {"output_path", r.output_path},
+                  {"DPI", r.dpi},                 {"analysis_list", r.analysis},
+                  {"priority", r.priority},       {"idle_timeout", r.idle_timeout},
+                  {"active_timeout", r.active_timeout}, {"filter", r.filter}};
+  return r;
+}
+
+bool resolve_paths(const ParsedRequest& req, const Roots& roots, proto::TaskSpec& spec,
+                   std::vector<FieldError>& errors) {
+  spec = {};
+  for (std::size_t i = 0; i < req.pcap_files.size(); ++i) {
+    auto r = paths::resolve_input(roots.inputs, req.pcap_files[i]);
+    if (r.ok)
+      spec.inputs.push_back(r.path);
+    else
+      errors.push_back({"pcap_files[" + std::to_string(i) + "]", r.error});
+  }
+  auto out = paths::resolve_output(roots.output, req.output_path);
+  if (out.ok) {
+    for (const auto& in : spec.inputs)
+      if (in == out.path) errors.push_back({"output_path", "must not overwrite an input file"});
+    spec.output = out.path;
+  } else {
+    errors.push_back({"output_path", out.error});
+  }
+  spec.dpi = req.dpi;
+  spec.analysis = req.analysis;
+  spec.idle_timeout = req.idle_timeout;
+  spec.active_timeout = req.active_timeout;
+  spec.filter = req.filter;
+  return errors.empty();
+}
+
+}  // namespace ipfixweb::api

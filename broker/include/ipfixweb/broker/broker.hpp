@@ -1,0 +1,116 @@
+// The broker: the only writer of the task database, the admission controller
+// and the credit-based dispatcher between api clients and workers.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+#include <zmq.hpp>
+
+#include "ipfixweb/shared/protocol.hpp"
+#include "ipfixweb/shared/store.hpp"
+
+namespace ipfixweb::broker {
+
+struct Config {
+  std::string frontend = "tcp://127.0.0.1:5561";  // api clients (ROUTER bind)
+  std::string backend = "tcp://127.0.0.1:5562";   // workers (ROUTER bind)
+  std::string db_path = "var/ipfixweb.db";
+  std::string synchronous = "FULL";
+  std::uint32_t max_queue = 64;   // tasks waiting beyond granted credit
+  double heartbeat_s = 1.0;
+  int liveness = 3;               // missed heartbeats before a worker is dead
+  int max_attempts = 3;           // dispatches per task before it fails
+  double task_timeout_s = 0;      // passed to workers; 0 = none
+  double orphan_grace_s = 0;      // after a restart, wait this long for workers to claim
+                                  // running tasks (0: heartbeat * liveness * 2)
+};
+
+class Broker {
+ public:
+  Broker(Config cfg, zmq::context_t& ctx);
+  ~Broker();
+  // Runs until `stop` becomes true. Never throws for peer misbehaviour.
+  void run(const std::atomic<bool>& stop);
+
+ private:
+  struct Pending {  // a task waiting for credit
+    std::string id;
+    int priority = 0;
+    std::int64_t seq = 0;
+    int attempts = 0;  // dispatches so far
+    proto::TaskSpec spec;
+  };
+  struct Running {
+    Pending task;
+    std::string worker;        // routing id; empty while orphaned after a restart
+    double since = 0;          // monotonic
+    double orphan_deadline = 0;
+    bool cancel_requested = false;
+  };
+  struct Worker {
+    std::string identity;
+    std::uint32_t slots = 0;
+    std::set<std::string> running;
+    double last_seen = 0;
+    std::string host;
+    std::int64_t pid = 0;
+    std::uint32_t credit() const {
+      return slots > running.size() ? slots - static_cast<std::uint32_t>(running.size()) : 0;
+    }
+  };
+  struct Outgoing {
+    zmq::socket_t* sock;
+    std::string identity;
+    std::string payload;
+    std::string task_id;  // for backend task sends: re-queue on failure
+  };
+
+  void recover();
+  void iteration(const std::atomic<bool>& stop);
+  void handle_frontend(const std::string& identity, const proto::Envelope& env,
+                       std::vector<proto::Submit>& submits,
+                       std::vector<std::string>& submit_ids);
+  void handle_backend(const std::string& identity, const proto::Envelope& env);
+  void process_submits(std::vector<proto::Submit>& submits,
+                       const std::vector<std::string>& identities);
+  void dispatch();
+  void check_liveness();
+  void lose_worker(const std::string& identity, const std::string& why);
+  // Puts a task back in the queue after a failure not its own, or fails it
+  // when it has used up its attempts.
+  void retry_or_fail(Running r, const std::string& why);
+  void finish(const std::string& id, const std::string& st, const std::string& summary,
+              const std::string& error, const std::string& reason);
+  void enqueue(Pending p);
+  void flush();
+  void write_tx();  // opens the iteration's transaction if not yet open
+  std::uint32_t total_slots() const;
+  std::uint32_t total_credit() const;
+  double retry_after() const;
+
+  Config cfg_;
+  std::shared_ptr<spdlog::logger> log_;
+  TaskStore store_;
+  zmq::socket_t front_, back_;
+  std::multimap<std::pair<int, std::int64_t>, Pending> queue_;  // (-priority, seq)
+  std::unordered_map<std::string, Running> running_;
+  std::unordered_map<std::string, Worker> workers_;
+  std::vector<Outgoing> out_;
+  std::unique_ptr<db::Transaction> tx_;
+  std::size_t rr_ = 0;  // round-robin offset among equally loaded workers
+  double next_heartbeat_ = 0;
+  std::uint32_t hb_seq_ = 0;
+  bool draining_ = false;
+  double avg_task_s_ = 1.0;  // moving average of task durations, for Retry-After
+};
+
+}  // namespace ipfixweb::broker

@@ -1,0 +1,79 @@
+// ipfixweb-broker: thin entry point over ipfixweb_broker_lib.
+#include <CLI/CLI.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+
+#include "ipfixweb/broker/broker.hpp"
+#include "ipfixweb/shared/config.hpp"
+#include "ipfixweb/shared/logging.hpp"
+
+namespace {
+std::atomic<bool> g_stop{false};
+extern "C" void on_signal(int) { g_stop.store(true); }
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ipfixweb;
+  broker::Config cfg;
+  LogOptions log_opts;
+  std::string data_dir = "var";
+  CLI::App app{"ipfixweb broker: durable task queue and credit-based dispatcher"};
+  app.add_option("--data-dir", data_dir, "Data directory (database default inside it)")
+      ->envname("IPFIXWEB_DATA_DIR")
+      ->capture_default_str();
+  cfg.db_path.clear();
+  app.add_option("--db", cfg.db_path, "SQLite database file (default <data-dir>/ipfixweb.db)")
+      ->envname("IPFIXWEB_DB");
+  app.add_option("--frontend", cfg.frontend, "ZeroMQ endpoint for api clients")
+      ->envname("IPFIXWEB_BROKER_FRONTEND")
+      ->capture_default_str();
+  app.add_option("--backend", cfg.backend, "ZeroMQ endpoint for workers")
+      ->envname("IPFIXWEB_BROKER_BACKEND")
+      ->capture_default_str();
+  app.add_option("--max-queue", cfg.max_queue, "Tasks accepted beyond granted worker credit")
+      ->envname("IPFIXWEB_MAX_QUEUE")
+      ->capture_default_str();
+  app.add_option("--max-attempts", cfg.max_attempts, "Dispatches per task before it fails")
+      ->envname("IPFIXWEB_MAX_ATTEMPTS")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  app.add_option("--task-timeout", cfg.task_timeout_s, "Seconds a task may run (0: no limit)")
+      ->envname("IPFIXWEB_TASK_TIMEOUT")
+      ->capture_default_str();
+  app.add_option("--heartbeat", cfg.heartbeat_s, "Heartbeat interval in seconds")
+      ->envname("IPFIXWEB_HEARTBEAT")
+      ->check(CLI::Range(0.01, 60.0))
+      ->capture_default_str();
+  app.add_option("--liveness", cfg.liveness, "Missed heartbeats before a worker is dead")
+      ->envname("IPFIXWEB_LIVENESS")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  app.add_option("--synchronous", cfg.synchronous, "SQLite synchronous mode: OFF NORMAL FULL EXTRA")
+      ->envname("IPFIXWEB_DB_SYNCHRONOUS")
+      ->check(CLI::IsMember({"OFF", "NORMAL", "FULL", "EXTRA"}, CLI::ignore_case))
+      ->capture_default_str();
+  add_log_options(app, log_opts);
+  add_print_config(app);
+  CLI11_PARSE(app, argc, argv);
+  if (cfg.db_path.empty()) cfg.db_path = data_dir + "/ipfixweb.db";
+  if (handle_print_config(app)) return 0;
+
+  auto log = setup_logging("broker", log_opts);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGPIPE, SIG_IGN);
+  try {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(cfg.db_path).parent_path(), ec);
+    zmq::context_t ctx(1);
+    broker::Broker b(cfg, ctx);
+    b.run(g_stop);
+  } catch (const std::exception& e) {
+    log->critical("broker failed: {}", e.what());
+    return 1;
+  }
+  log->info("broker stopped");
+  return 0;
+}

@@ -1,0 +1,504 @@
+#include "ipfixweb/broker/broker.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+#include "ipfixweb/shared/logging.hpp"
+#include "ipfixweb/shared/spec_json.hpp"
+#include "ipfixweb/shared/util.hpp"
+#include "ipfixweb/shared/zmq_util.hpp"
+
+namespace ipfixweb::broker {
+
+namespace {
+constexpr std::size_t kMaxBatch = 1024;  // messages read per socket per iteration
+}
+
+Broker::Broker(Config cfg, zmq::context_t& ctx)
+    : cfg_(std::move(cfg)),
+      log_(logger("broker")),
+      store_(TaskStore::open_writer(cfg_.db_path, TaskStore::parse_sync(cfg_.synchronous))),
+      front_(ctx, zmq::socket_type::router),
+      back_(ctx, zmq::socket_type::router) {
+  if (cfg_.orphan_grace_s <= 0) cfg_.orphan_grace_s = cfg_.heartbeat_s * cfg_.liveness * 2;
+  for (auto* s : {&front_, &back_}) {
+    s->set(zmq::sockopt::router_mandatory, 1);
+    s->set(zmq::sockopt::linger, 0);
+    s->set(zmq::sockopt::sndhwm, 100000);
+    s->set(zmq::sockopt::rcvhwm, 100000);
+  }
+  // A worker that reconnects with a fresh socket keeps its routing id.
+  back_.set(zmq::sockopt::router_handover, 1);
+  front_.bind(cfg_.frontend);
+  back_.bind(cfg_.backend);
+  recover();
+  log_->info("broker listening: frontend {} backend {} db {} (synchronous={}, max_queue={})",
+             cfg_.frontend, cfg_.backend, cfg_.db_path, cfg_.synchronous, cfg_.max_queue);
+}
+
+Broker::~Broker() = default;
+
+void Broker::recover() {
+  double now = now_mono();
+  std::size_t queued = 0, orphaned = 0;
+  for (auto& rec : store_.unfinished()) {
+    Pending p;
+    p.id = rec.id;
+    p.priority = rec.priority;
+    p.seq = rec.seq;
+    p.attempts = rec.attempts;
+    try {
+      p.spec = proto::spec_from_json(nlohmann::json::parse(rec.spec));
+    } catch (const std::exception& e) {
+      write_tx();
+      store_.finish(rec.id, state::kFailed, "", "unreadable task spec in database", e.what(),
+                    now_iso());
+      continue;
+    }
+    if (rec.state == state::kRunning) {
+      // Its worker may still be running it: wait for it to re-register.
+      Running r;
+      r.task = std::move(p);
+      r.since = now;
+      r.orphan_deadline = now + cfg_.orphan_grace_s;
+      running_.emplace(rec.id, std::move(r));
+      ++orphaned;
+    } else {
+      enqueue(std::move(p));
+      ++queued;
+    }
+  }
+  flush();
+  if (queued || orphaned)
+    log_->info("recovered {} queued and {} running tasks from the database", queued, orphaned);
+}
+
+void Broker::enqueue(Pending p) {
+  auto key = std::make_pair(-p.priority, p.seq);
+  queue_.emplace(key, std::move(p));
+}
+
+void Broker::write_tx() {
+  if (!tx_) tx_ = std::make_unique<db::Transaction>(store_.db());
+}
+
+void Broker::flush() {
+  if (tx_) {
+    // A broker that cannot persist must not acknowledge anything: on failure
+    // this throws, nothing below is sent, and main exits non-zero.
+    tx_->commit();
+    tx_.reset();
+  }
+  for (auto& o : out_) {
+    if (zmqu::send_to(*o.sock, o.identity, o.payload)) continue;
+    if (o.sock == &back_) {
+      log_->warn("cannot reach worker {}: treating it as gone", o.identity);
+      lose_worker(o.identity, "unreachable");
+    } else {
+      log_->debug("client {} went away before its reply", o.identity.size());
+    }
+  }
+  out_.clear();
+  if (tx_) flush();  // lose_worker may have written; commit that too
+}
+
+std::uint32_t Broker::total_slots() const {
+  std::uint32_t n = 0;
+  for (auto& [id, w] : workers_) n += w.slots;
+  return n;
+}
+
+std::uint32_t Broker::total_credit() const {
+  std::uint32_t n = 0;
+  for (auto& [id, w] : workers_) n += w.credit();
+  return n;
+}
+
+double Broker::retry_after() const {
+  double slots = std::max<std::uint32_t>(1, total_slots());
+  double est = std::ceil(static_cast<double>(queue_.size() + 1) / slots * avg_task_s_);
+  return std::clamp(est, 1.0, 300.0);
+}
+
+void Broker::run(const std::atomic<bool>& stop) {
+  next_heartbeat_ = now_mono() + cfg_.heartbeat_s;
+  while (!stop.load()) iteration(stop);
+  draining_ = true;
+  // Tell workers we are going away is not needed: they detect silence and
+  // reconnect; running tasks stay 'running' and are reconciled on restart.
+  log_->info("broker stopping: {} queued, {} running", queue_.size(), running_.size());
+}
+
+void Broker::iteration(const std::atomic<bool>& stop) {
+  std::vector<zmq::pollitem_t> items = {{front_.handle(), 0, ZMQ_POLLIN, 0},
+                                        {back_.handle(), 0, ZMQ_POLLIN, 0}};
+  double wait = std::max(0.0, next_heartbeat_ - now_mono());
+  zmqu::poll(items, std::min<long>(static_cast<long>(wait * 1000) + 1, 100));
+  if (stop.load()) return;
+
+  std::vector<proto::Submit> submits;
+  std::vector<std::string> submit_ids;
+  std::string err;
+  // Backend first: finished tasks free credit for this iteration's dispatch.
+  for (std::size_t n = 0; n < kMaxBatch; ++n) {
+    auto parts = zmqu::recv_multipart(back_);
+    if (!parts) break;
+    if (parts->size() != 2) {
+      log_->warn("backend: dropped message with {} frames", parts->size());
+      continue;
+    }
+    std::string identity = (*parts)[0].to_string();
+    auto env = proto::decode((*parts)[1].data(), (*parts)[1].size(), &err);
+    if (!env) {
+      log_->warn("backend: dropped malformed message from {}: {}", identity, err);
+      continue;
+    }
+    handle_backend(identity, *env);
+  }
+  for (std::size_t n = 0; n < kMaxBatch; ++n) {
+    auto parts = zmqu::recv_multipart(front_);
+    if (!parts) break;
+    if (parts->size() != 2) {
+      log_->warn("frontend: dropped message with {} frames", parts->size());
+      continue;
+    }
+    std::string identity = (*parts)[0].to_string();
+    auto env = proto::decode((*parts)[1].data(), (*parts)[1].size(), &err);
+    if (!env) {
+      log_->warn("frontend: dropped malformed message: {}", err);
+      continue;
+    }
+    handle_frontend(identity, *env, submits, submit_ids);
+  }
+  if (!submits.empty()) process_submits(submits, submit_ids);
+  check_liveness();
+  dispatch();
+  if (now_mono() >= next_heartbeat_) {
+    std::string hb = proto::encode(proto::type::kHeartbeat, proto::Heartbeat{++hb_seq_});
+    for (auto& [id, w] : workers_) out_.push_back({&back_, id, hb, {}});
+    next_heartbeat_ = now_mono() + cfg_.heartbeat_s;
+  }
+  flush();
+}
+
+void Broker::handle_frontend(const std::string& identity, const proto::Envelope& env,
+                             std::vector<proto::Submit>& submits,
+                             std::vector<std::string>& submit_ids) {
+  std::string err;
+  if (env.type == proto::type::kSubmit) {
+    auto s = env.as<proto::Submit>(&err);
+    if (!s) {
+      log_->warn("frontend: {}", err);
+      return;
+    }
+    submits.push_back(std::move(*s));
+    submit_ids.push_back(identity);
+  } else if (env.type == proto::type::kPing) {
+    auto p = env.as<proto::Ping>(&err);
+    if (!p) return;
+    proto::Pong pong;
+    pong.req_id = p->req_id;
+    pong.workers = static_cast<std::uint32_t>(workers_.size());
+    pong.slots = total_slots();
+    pong.credit = total_credit();
+    pong.running = static_cast<std::uint32_t>(running_.size());
+    pong.queued = static_cast<std::uint32_t>(queue_.size());
+    pong.max_queue = cfg_.max_queue;
+    pong.draining = draining_;
+    out_.push_back({&front_, identity, proto::encode(proto::type::kPong, pong), {}});
+  } else if (env.type == proto::type::kCancel) {
+    auto c = env.as<proto::Cancel>(&err);
+    if (!c) return;
+    proto::CancelReply reply;
+    reply.req_id = c->req_id;
+    auto qit = std::find_if(queue_.begin(), queue_.end(),
+                            [&](auto& kv) { return kv.second.id == c->task_id; });
+    auto rit = running_.find(c->task_id);
+    if (qit != queue_.end()) {
+      queue_.erase(qit);
+      finish(c->task_id, state::kCancelled, "", "", "cancelled by user while queued");
+      reply.result = "cancelled";
+      reply.state = state::kCancelled;
+    } else if (rit != running_.end() && rit->second.worker.empty()) {
+      running_.erase(rit);
+      finish(c->task_id, state::kCancelled, "", "", "cancelled by user");
+      reply.result = "cancelled";
+      reply.state = state::kCancelled;
+    } else if (rit != running_.end()) {
+      rit->second.cancel_requested = true;
+      out_.push_back({&back_, rit->second.worker,
+                      proto::encode(proto::type::kAbort,
+                                    proto::Abort{c->task_id, "cancelled by user"}),
+                      {}});
+      reply.result = "cancelling";
+      reply.state = state::kRunning;
+    } else if (auto rec = store_.get(c->task_id)) {
+      reply.result = "finished";
+      reply.state = rec->state;
+    } else {
+      reply.result = "not_found";
+    }
+    out_.push_back({&front_, identity, proto::encode(proto::type::kCancelReply, reply), {}});
+  } else {
+    log_->warn("frontend: dropped message of unknown type '{}'", env.type);
+  }
+}
+
+void Broker::process_submits(std::vector<proto::Submit>& submits,
+                             const std::vector<std::string>& identities) {
+  write_tx();
+  std::string now = now_iso();
+  std::unordered_map<std::string, std::pair<std::string, std::string>> batch_keys;  // key ->
+                                                                                    // (id, fp)
+  std::size_t in_system = queue_.size() + running_.size();
+  std::size_t capacity = static_cast<std::size_t>(total_slots()) + cfg_.max_queue;
+  for (std::size_t i = 0; i < submits.size(); ++i) {
+    auto& s = submits[i];
+    proto::SubmitReply r;
+    r.req_id = s.req_id;
+    if (!s.idempotency_key.empty()) {
+      std::string id, fp, st;
+      if (auto b = batch_keys.find(s.idempotency_key); b != batch_keys.end()) {
+        id = b->second.first;
+        fp = b->second.second;
+        st = state::kQueued;
+      } else if (auto rec = store_.find_by_key(s.idempotency_key)) {
+        id = rec->id;
+        fp = rec->fingerprint;
+        st = rec->state;
+      }
+      if (!id.empty()) {
+        if (fp == s.fingerprint) {
+          r.accepted = true;
+          r.existing = true;
+          r.task_id = id;
+          r.state = st;
+        } else {
+          r.code = "conflict";
+          r.reason = "Idempotency-Key was already used with a different request";
+        }
+        out_.push_back({&front_, identities[i], proto::encode(proto::type::kSubmitReply, r), {}});
+        continue;
+      }
+    }
+    if (draining_) {
+      r.code = "draining";
+      r.reason = "broker is shutting down";
+      r.retry_after = 1;
+    } else if (in_system >= capacity) {
+      r.code = "capacity";
+      r.reason = "queue full: " + std::to_string(running_.size()) + " running, " +
+                 std::to_string(queue_.size()) + " queued, " + std::to_string(total_slots()) +
+                 " worker slots, max queue " + std::to_string(cfg_.max_queue);
+      r.retry_after = retry_after();
+    } else {
+      TaskStore::NewTask t;
+      t.id = new_uuid();
+      t.request = s.request;
+      t.spec = proto::spec_to_json(s.spec).dump();
+      t.idempotency_key = s.idempotency_key;
+      t.fingerprint = s.fingerprint;
+      t.output_path = s.spec.output;
+      t.priority = s.priority;
+      store_.insert(t, now);
+      Pending p;
+      p.id = t.id;
+      p.priority = s.priority;
+      p.seq = store_.db().scalar_int("SELECT last_insert_rowid()");
+      p.spec = std::move(s.spec);
+      enqueue(std::move(p));
+      ++in_system;
+      if (!s.idempotency_key.empty()) batch_keys[s.idempotency_key] = {t.id, s.fingerprint};
+      r.accepted = true;
+      r.task_id = t.id;
+      r.state = state::kQueued;
+    }
+    out_.push_back({&front_, identities[i], proto::encode(proto::type::kSubmitReply, r), {}});
+  }
+}
+
+void Broker::dispatch() {
+  if (draining_) return;
+  while (!queue_.empty()) {
+    // Least-loaded worker with credit: most free slots; ties round-robin.
+    Worker* best = nullptr;
+    std::size_t i = 0, n = workers_.size();
+    std::size_t start = n ? rr_ % n : 0;
+    std::vector<Worker*> order;
+    order.reserve(n);
+    for (auto& [id, w] : workers_) order.push_back(&w);
+    for (i = 0; i < n; ++i) {
+      Worker* w = order[(start + i) % n];
+      if (w->credit() == 0) continue;
+      if (!best || w->credit() > best->credit()) best = w;
+    }
+    if (!best) return;
+    ++rr_;
+    auto it = queue_.begin();
+    Pending p = std::move(it->second);
+    queue_.erase(it);
+    write_tx();
+    ++p.attempts;
+    store_.set_running(p.id, best->identity, p.attempts, now_iso());
+    proto::Task msg{p.id, static_cast<std::uint32_t>(p.attempts), p.spec, cfg_.task_timeout_s};
+    out_.push_back({&back_, best->identity, proto::encode(proto::type::kTask, msg), p.id});
+    best->running.insert(p.id);
+    Running r;
+    r.task = std::move(p);
+    r.worker = best->identity;
+    r.since = now_mono();
+    running_.emplace(r.task.id, std::move(r));
+  }
+}
+
+void Broker::handle_backend(const std::string& identity, const proto::Envelope& env) {
+  std::string err;
+  double now = now_mono();
+  auto wit = workers_.find(identity);
+  if (env.type == proto::type::kReady) {
+    auto r = env.as<proto::Ready>(&err);
+    if (!r) {
+      log_->warn("backend: {}", err);
+      return;
+    }
+    bool known = wit != workers_.end();
+    Worker& w = workers_[identity];
+    w.identity = identity;
+    w.slots = r->slots;  // 0: draining, takes no new work
+    w.last_seen = now;
+    w.host = r->host;
+    w.pid = r->pid;
+    std::set<std::string> claimed(r->running.begin(), r->running.end());
+    // Tasks we believe it runs but it does not: lost with its previous life.
+    for (auto id : std::vector<std::string>(w.running.begin(), w.running.end())) {
+      if (claimed.count(id)) continue;
+      w.running.erase(id);
+      auto rit = running_.find(id);
+      if (rit != running_.end()) {
+        Running lost = std::move(rit->second);
+        running_.erase(rit);
+        retry_or_fail(std::move(lost), "worker " + identity + " restarted without it");
+      }
+    }
+    for (auto& id : claimed) {
+      auto rit = running_.find(id);
+      if (rit != running_.end() && (rit->second.worker.empty() || rit->second.worker == identity)) {
+        rit->second.worker = identity;
+        w.running.insert(id);
+      } else {
+        // Finished, cancelled or handed to someone else meanwhile: stop it.
+        out_.push_back({&back_, identity,
+                        proto::encode(proto::type::kAbort, proto::Abort{id, "no longer assigned"}),
+                        {}});
+      }
+    }
+    log_->info("worker {} {} ({} slots, {} running, host {} pid {})", identity,
+               known ? "re-registered" : "registered", w.slots, w.running.size(), w.host, w.pid);
+    return;
+  }
+  if (wit == workers_.end()) {
+    // Unknown peer (e.g. we restarted): ask it to register again.
+    out_.push_back({&back_, identity, proto::encode(proto::type::kReregister, proto::Bye{}), {}});
+    return;
+  }
+  Worker& w = wit->second;
+  w.last_seen = now;
+  if (env.type == proto::type::kHeartbeat || env.type == proto::type::kStarted) return;
+  if (env.type == proto::type::kProgress) {
+    auto p = env.as<proto::ProgressMsg>(&err);
+    if (!p || !w.running.count(p->task_id)) return;
+    write_tx();
+    store_.set_progress(p->task_id, std::clamp(p->progress, 0.0, 1.0));
+  } else if (env.type == proto::type::kDone) {
+    auto d = env.as<proto::Done>(&err);
+    if (!d) {
+      log_->warn("backend: {}", err);
+      return;
+    }
+    w.running.erase(d->task_id);
+    auto rit = running_.find(d->task_id);
+    if (rit == running_.end() || rit->second.worker != identity) {
+      log_->warn("worker {} reported task {} it does not own; ignored", identity, d->task_id);
+      return;
+    }
+    Running r = std::move(rit->second);
+    running_.erase(rit);
+    double took = now - r.since;
+    avg_task_s_ = 0.8 * avg_task_s_ + 0.2 * std::max(0.001, took);
+    if (r.cancel_requested && d->state != state::kSucceeded) {
+      finish(d->task_id, state::kCancelled, d->summary, "", "cancelled by user");
+    } else if (d->state == state::kSucceeded || d->state == state::kCancelled ||
+               (d->state == state::kFailed && !d->retryable)) {
+      finish(d->task_id, d->state, d->summary, d->error,
+             d->state == state::kFailed ? d->error : "finished on " + identity);
+    } else if (d->state == "aborted") {
+      --r.task.attempts;  // not the task's fault (worker shutting down)
+      retry_or_fail(std::move(r), "aborted by worker " + identity + ": " + d->error);
+    } else {
+      retry_or_fail(std::move(r), d->error.empty() ? "failed on " + identity : d->error);
+    }
+  } else if (env.type == proto::type::kBye) {
+    lose_worker(identity, "worker said goodbye");
+  } else {
+    log_->warn("backend: dropped message of unknown type '{}' from {}", env.type, identity);
+  }
+}
+
+void Broker::finish(const std::string& id, const std::string& st, const std::string& summary,
+                    const std::string& error, const std::string& reason) {
+  write_tx();
+  store_.finish(id, st, summary, error, reason, now_iso());
+  log_->info("task {} {}{}{}", id, st, error.empty() ? "" : ": ", error);
+}
+
+void Broker::retry_or_fail(Running r, const std::string& why) {
+  const std::string& id = r.task.id;
+  if (r.cancel_requested) {
+    finish(id, state::kCancelled, "", "", "cancelled by user; " + why);
+  } else if (r.task.attempts >= cfg_.max_attempts) {
+    finish(id, state::kFailed, "",
+           "gave up after " + std::to_string(r.task.attempts) + " attempts; last: " + why, why);
+  } else {
+    write_tx();
+    store_.requeue(id, why, now_iso());
+    log_->warn("task {} re-queued: {}", id, why);
+    enqueue(std::move(r.task));
+  }
+}
+
+void Broker::lose_worker(const std::string& identity, const std::string& why) {
+  auto wit = workers_.find(identity);
+  if (wit == workers_.end()) return;
+  std::set<std::string> tasks = std::move(wit->second.running);
+  workers_.erase(wit);
+  log_->warn("worker {} lost ({}); {} tasks to re-queue", identity, why, tasks.size());
+  for (auto& id : tasks) {
+    auto rit = running_.find(id);
+    if (rit == running_.end()) continue;
+    Running r = std::move(rit->second);
+    running_.erase(rit);
+    retry_or_fail(std::move(r), "worker " + identity + " lost: " + why);
+  }
+}
+
+void Broker::check_liveness() {
+  double now = now_mono();
+  double limit = cfg_.heartbeat_s * cfg_.liveness;
+  std::vector<std::string> dead;
+  for (auto& [id, w] : workers_)
+    if (now - w.last_seen > limit) dead.push_back(id);
+  for (auto& id : dead) lose_worker(id, "missed heartbeats");
+  std::vector<std::string> orphans;
+  for (auto& [id, r] : running_)
+    if (r.worker.empty() && now > r.orphan_deadline) orphans.push_back(id);
+  for (auto& id : orphans) {
+    Running r = std::move(running_.at(id));
+    running_.erase(id);
+    retry_or_fail(std::move(r), "no worker reclaimed it after a broker restart");
+  }
+}
+
+}  // namespace ipfixweb::broker

@@ -1,0 +1,19 @@
+# All dependencies come from Debian 12 packages (scripts/bootstrap installs them).
+find_package(PkgConfig REQUIRED)
+find_package(Threads REQUIRED)
+
+find_package(cppzmq REQUIRED)                 # cppzmq-dev (+ libzmq3-dev)
+find_package(msgpack REQUIRED CONFIG)         # libmsgpack-cxx-dev: target msgpackc-cxx
+find_package(spdlog REQUIRED)                 # libspdlog-dev
+find_package(nlohmann_json REQUIRED)          # nlohmann-json3-dev
+find_package(CLI11 REQUIRED)                  # libcli11-dev
+find_package(SQLite3 REQUIRED)                # libsqlite3-dev
+
+pkg_check_modules(PCAP REQUIRED IMPORTED_TARGET libpcap)        # libpcap-dev
+pkg_check_modules(NDPI REQUIRED IMPORTED_TARGET libndpi)        # libndpi-dev (4.2)
+pkg_check_modules(FIXBUF REQUIRED IMPORTED_TARGET libfixbuf)    # libfixbuf-dev (2.4)
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib) # libcpp-httplib-dev (0.11)
+
+if(IPFIXWEB_BUILD_TESTS)
+  find_package(GTest REQUIRED)                # libgtest-dev
+endif()

@@ -1,0 +1,34 @@
+// Command-line/environment configuration helpers shared by the executables.
+// Every setting is a flag and an IPFIXWEB_* environment variable (CLI11's
+// envname); --print-config shows the effective values.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "ipfixweb/shared/logging.hpp"
+
+namespace ipfixweb {
+
+inline void add_log_options(CLI::App& app, LogOptions& opts) {
+  app.add_option("--log-level", opts.level, "trace, debug, info, warn, error, critical, off")
+      ->envname("IPFIXWEB_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.add_flag("--log-json", opts.json, "Log JSON lines instead of text")
+      ->envname("IPFIXWEB_LOG_JSON");
+  app.add_option("--log-dir", opts.dir, "Also write rotating log files into this directory")
+      ->envname("IPFIXWEB_LOG_DIR");
+}
+
+inline void add_print_config(CLI::App& app) {
+  app.add_flag("--print-config")->description("Print the effective configuration and exit");
+}
+
+// True (after printing) when --print-config was given.
+inline bool handle_print_config(const CLI::App& app) {
+  if (app.count("--print-config") == 0) return false;
+  std::cout << app.config_to_str(true, true);
+  return true;
+}
+
+}  // namespace ipfixweb

@@ -1,0 +1,204 @@
+// Wire protocol between api <-> broker (frontend) and worker <-> broker (backend).
+// Every ZeroMQ message is one frame holding a msgpack array
+//   [protocol_version, type, body]
+// where body is a map. Unknown keys are ignored, missing keys take defaults,
+// so fields can be added without bumping the version. See docs/protocol.md.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <msgpack.hpp>
+
+namespace ipfixweb::proto {
+
+inline constexpr std::uint32_t kVersion = 1;
+
+// ---- message type names -------------------------------------------------
+namespace type {
+// frontend: client -> broker
+inline constexpr std::string_view kSubmit = "submit";
+inline constexpr std::string_view kPing = "ping";
+inline constexpr std::string_view kCancel = "cancel";
+// frontend: broker -> client
+inline constexpr std::string_view kSubmitReply = "submit_reply";
+inline constexpr std::string_view kPong = "pong";
+inline constexpr std::string_view kCancelReply = "cancel_reply";
+// backend: worker -> broker
+inline constexpr std::string_view kReady = "ready";
+inline constexpr std::string_view kHeartbeat = "heartbeat";  // both ways
+inline constexpr std::string_view kStarted = "started";
+inline constexpr std::string_view kProgress = "progress";
+inline constexpr std::string_view kDone = "done";
+inline constexpr std::string_view kBye = "bye";
+// backend: broker -> worker
+inline constexpr std::string_view kTask = "task";
+inline constexpr std::string_view kAbort = "abort";
+inline constexpr std::string_view kReregister = "reregister";
+}  // namespace type
+
+// What a worker needs to run a task: paths are already resolved and checked.
+struct TaskSpec {
+  std::vector<std::string> inputs;
+  std::string output;
+  bool dpi = true;
+  std::vector<std::string> analysis;
+  double idle_timeout = 300;
+  double active_timeout = 1800;
+  std::string filter;
+  MSGPACK_DEFINE_MAP(inputs, output, dpi, analysis, idle_timeout, active_timeout, filter)
+};
+
+// ---- frontend ------------------------------------------------------------
+struct Submit {
+  std::uint64_t req_id = 0;
+  std::string request;  // the user's request, normalised JSON text (stored as is)
+  TaskSpec spec;
+  std::string idempotency_key;  // empty: none
+  std::string fingerprint;      // hash of the request, to detect key reuse with another body
+  std::int32_t priority = 0;    // higher first
+  MSGPACK_DEFINE_MAP(req_id, request, spec, idempotency_key, fingerprint, priority)
+};
+
+struct SubmitReply {
+  std::uint64_t req_id = 0;
+  bool accepted = false;
+  std::string task_id;
+  std::string state;
+  bool existing = false;      // idempotency key matched an existing task
+  std::string code;           // when refused: "capacity", "conflict", "internal"
+  std::string reason;         // human-readable
+  double retry_after = 0;     // seconds, when code == "capacity"
+  MSGPACK_DEFINE_MAP(req_id, accepted, task_id, state, existing, code, reason, retry_after)
+};
+
+struct Ping {
+  std::uint64_t req_id = 0;
+  MSGPACK_DEFINE_MAP(req_id)
+};
+
+struct Pong {
+  std::uint64_t req_id = 0;
+  std::uint32_t workers = 0;
+  std::uint32_t slots = 0;
+  std::uint32_t credit = 0;    // free slots
+  std::uint32_t running = 0;
+  std::uint32_t queued = 0;
+  std::uint32_t max_queue = 0;
+  bool draining = false;
+  MSGPACK_DEFINE_MAP(req_id, workers, slots, credit, running, queued, max_queue, draining)
+};
+
+struct Cancel {
+  std::uint64_t req_id = 0;
+  std::string task_id;
+  MSGPACK_DEFINE_MAP(req_id, task_id)
+};
+
+struct CancelReply {
+  std::uint64_t req_id = 0;
+  std::string result;  // "cancelled", "cancelling", "finished", "not_found"
+  std::string state;
+  MSGPACK_DEFINE_MAP(req_id, result, state)
+};
+
+// ---- backend -------------------------------------------------------------
+struct Ready {
+  std::string worker_id;
+  std::uint32_t slots = 1;
+  std::vector<std::string> running;  // tasks it still runs (after a broker restart)
+  std::string host;
+  std::int64_t pid = 0;
+  MSGPACK_DEFINE_MAP(worker_id, slots, running, host, pid)
+};
+
+struct Heartbeat {
+  std::uint32_t seq = 0;
+  MSGPACK_DEFINE_MAP(seq)
+};
+
+struct Task {
+  std::string task_id;
+  std::uint32_t attempt = 1;
+  TaskSpec spec;
+  double timeout = 0;  // seconds, 0 = none
+  MSGPACK_DEFINE_MAP(task_id, attempt, spec, timeout)
+};
+
+struct Started {
+  std::string task_id;
+  MSGPACK_DEFINE_MAP(task_id)
+};
+
+struct ProgressMsg {
+  std::string task_id;
+  double progress = 0;  // 0..1
+  std::uint64_t packets = 0;
+  MSGPACK_DEFINE_MAP(task_id, progress, packets)
+};
+
+struct Done {
+  std::string task_id;
+  std::string state;    // "succeeded", "failed", "cancelled", "aborted" (re-queue)
+  std::string summary;  // JSON text (empty when none)
+  std::string error;
+  bool retryable = false;  // failed for a reason another attempt may not hit (crash, timeout)
+  MSGPACK_DEFINE_MAP(task_id, state, summary, error, retryable)
+};
+
+struct Abort {
+  std::string task_id;
+  std::string reason;
+  MSGPACK_DEFINE_MAP(task_id, reason)
+};
+
+struct Bye {
+  std::string reason;
+  MSGPACK_DEFINE_MAP(reason)
+};
+
+// ---- encoding --------------------------------------------------------------
+template <class Body>
+std::string encode(std::string_view type, const Body& body) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(3);
+  pk.pack(kVersion);
+  pk.pack(type);
+  pk.pack(body);
+  return {buf.data(), buf.size()};
+}
+
+// A decoded message. `body` stays valid as long as the Envelope lives.
+class Envelope {
+ public:
+  std::uint32_t version = 0;
+  std::string type;
+
+  // Converts the body; nullopt (and *error) when it has the wrong shape.
+  template <class T>
+  std::optional<T> as(std::string* error = nullptr) const {
+    try {
+      T out;
+      body_.convert(out);
+      return out;
+    } catch (const std::exception& e) {
+      if (error) *error = std::string("bad ") + type + " body: " + e.what();
+      return std::nullopt;
+    }
+  }
+
+ private:
+  friend std::optional<Envelope> decode(const void*, std::size_t, std::string*);
+  msgpack::object_handle handle_;
+  msgpack::object body_;
+};
+
+// Decodes one frame. Malformed input is an expected outcome, not an exception:
+// returns nullopt and a reason in *error.
+std::optional<Envelope> decode(const void* data, std::size_t size, std::string* error);
+
+}  // namespace ipfixweb::proto

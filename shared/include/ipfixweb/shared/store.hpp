@@ -1,0 +1,110 @@
+// Durable task state in SQLite. The broker is the only writer (TaskStore opened
+// ReadWrite); the api opens the same file ReadOnly, one connection per thread.
+// Schema and example queries: docs/schema.md.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ipfixweb/shared/sqlite.hpp"
+
+namespace ipfixweb {
+
+namespace state {
+inline constexpr const char* kQueued = "queued";
+inline constexpr const char* kRunning = "running";
+inline constexpr const char* kSucceeded = "succeeded";
+inline constexpr const char* kFailed = "failed";
+inline constexpr const char* kCancelled = "cancelled";
+bool is_terminal(const std::string& s);
+bool is_valid(const std::string& s);
+}  // namespace state
+
+struct TaskRecord {
+  std::int64_t seq = 0;
+  std::string id;
+  std::string state;
+  std::string request;  // the user's request (JSON text)
+  std::string spec;     // resolved TaskSpec (JSON text)
+  std::string idempotency_key;
+  std::string fingerprint;
+  int priority = 0;
+  std::string created_at, queued_at, started_at, finished_at;
+  int attempts = 0;
+  std::string worker;
+  double progress = 0;
+  std::string output_path;
+  std::string summary;  // JSON text
+  std::string error;
+};
+
+struct TaskEvent {
+  std::int64_t id = 0;
+  std::string task_id;
+  std::string at;
+  std::string state;
+  std::string reason;
+  std::string worker;
+};
+
+struct TaskFilter {
+  std::string state;           // exact state, empty: any
+  std::string created_after;   // ISO time, exclusive
+  std::string created_before;  // ISO time, exclusive
+  std::string input;           // substring of an input file name
+  std::int64_t before_seq = 0; // cursor: only tasks with seq < this (0: none)
+  int limit = 50;
+};
+
+class TaskStore {
+ public:
+  static constexpr int kSchemaVersion = 1;
+  enum class Sync { Off, Normal, Full, Extra };
+  static Sync parse_sync(const std::string& s);  // throws std::invalid_argument
+
+  // Writer: creates the file and migrates the schema. Read-only: expects a
+  // migrated database (throws db::Error otherwise).
+  static TaskStore open_writer(const std::string& path, Sync sync = Sync::Full);
+  static TaskStore open_reader(const std::string& path);
+
+  TaskStore(TaskStore&&) = default;
+
+  db::Database& db() { return db_; }
+
+  // ---- writes (broker only); call inside a db::Transaction ----
+  struct NewTask {
+    std::string id, request, spec, idempotency_key, fingerprint, output_path;
+    int priority = 0;
+  };
+  void insert(const NewTask& t, const std::string& now);
+  void set_running(const std::string& id, const std::string& worker, int attempt,
+                   const std::string& now);
+  void set_progress(const std::string& id, double progress);
+  void finish(const std::string& id, const std::string& state, const std::string& summary,
+              const std::string& error, const std::string& reason, const std::string& now);
+  void requeue(const std::string& id, const std::string& reason, const std::string& now);
+  void add_event(const std::string& id, const std::string& state, const std::string& reason,
+                 const std::string& worker, const std::string& now);
+
+  // ---- reads ----
+  std::optional<TaskRecord> get(const std::string& id);
+  std::optional<TaskRecord> find_by_key(const std::string& idempotency_key);
+  std::vector<TaskRecord> list(const TaskFilter& f);
+  std::vector<TaskEvent> events(const std::string& id);
+  std::vector<TaskRecord> unfinished();  // queued and running, in dispatch order
+  std::map<std::string, std::int64_t> count_by_state();
+
+ private:
+  explicit TaskStore(db::Database db);
+  void prepare();
+  static TaskRecord read_row(const db::Statement& st);
+
+  db::Database db_;
+  db::Statement insert_, insert_event_, set_running_, set_progress_, finish_, requeue_, get_,
+      by_key_, events_, unfinished_, counts_;
+};
+
+}  // namespace ipfixweb

@@ -1,0 +1,25 @@
+// Small helpers over cppzmq used by all three components.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+namespace ipfixweb::zmqu {
+
+// Receives one whole multipart message without blocking; nullopt when none.
+std::optional<std::vector<zmq::message_t>> recv_multipart(zmq::socket_t& s);
+
+// ROUTER send to one peer, never blocking. False when the peer is unknown or
+// its queue is full (with ROUTER_MANDATORY set), so the caller can react.
+bool send_to(zmq::socket_t& router, const std::string& identity, const std::string& payload);
+
+// Sends a single frame without blocking; false if it could not be queued.
+bool send_frame(zmq::socket_t& s, const std::string& payload);
+
+// zmq::poll that returns 0 when interrupted by a signal instead of throwing.
+int poll(std::vector<zmq::pollitem_t>& items, long timeout_ms);
+
+}  // namespace ipfixweb::zmqu

@@ -1,0 +1,266 @@
+#include "ipfixweb/shared/store.hpp"
+
+#include <sqlite3.h>
+
+#include <stdexcept>
+
+namespace ipfixweb {
+
+namespace state {
+bool is_terminal(const std::string& s) {
+  return s == kSucceeded || s == kFailed || s == kCancelled;
+}
+bool is_valid(const std::string& s) {
+  return s == kQueued || s == kRunning || is_terminal(s);
+}
+}  // namespace state
+
+namespace {
+
+constexpr const char* kColumns =
+    "seq, id, state, request, spec, idempotency_key, fingerprint, priority, created_at, "
+    "queued_at, started_at, finished_at, attempts, worker, progress, output_path, summary, error";
+
+// Each entry migrates the schema from version i to i+1. Never edit a shipped
+// entry: append a new one.
+const char* const kMigrations[] = {
+    R"sql(
+CREATE TABLE tasks (
+  seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+  id              TEXT    NOT NULL UNIQUE,
+  state           TEXT    NOT NULL CHECK (state IN ('queued','running','succeeded','failed','cancelled')),
+  request         TEXT    NOT NULL,
+  spec            TEXT    NOT NULL,
+  idempotency_key TEXT    UNIQUE,
+  fingerprint     TEXT,
+  priority        INTEGER NOT NULL DEFAULT 0,
+  created_at      TEXT    NOT NULL,
+  queued_at       TEXT,
+  started_at      TEXT,
+  finished_at     TEXT,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  worker          TEXT,
+  progress        REAL    NOT NULL DEFAULT 0,
+  output_path     TEXT,
+  summary         TEXT,
+  error           TEXT
+);
+CREATE INDEX tasks_state ON tasks(state, seq);
+CREATE TABLE task_events (
+  id       INTEGER PRIMARY KEY AUTOINCREMENT,
+  task_id  TEXT NOT NULL REFERENCES tasks(id),
+  at       TEXT NOT NULL,
+  state    TEXT NOT NULL,
+  reason   TEXT,
+  worker   TEXT
+);
+CREATE INDEX task_events_task ON task_events(task_id, id);
+)sql",
+};
+
+}  // namespace
+
+TaskStore::Sync TaskStore::parse_sync(const std::string& s) {
+  if (s == "OFF" || s == "off") return Sync::Off;
+  if (s == "NORMAL" || s == "normal") return Sync::Normal;
+  if (s == "FULL" || s == "full") return Sync::Full;
+  if (s == "EXTRA" || s == "extra") return Sync::Extra;
+  throw std::invalid_argument("synchronous must be OFF, NORMAL, FULL or EXTRA, not '" + s + "'");
+}
+
+TaskStore::TaskStore(db::Database db) : db_(std::move(db)) {}
+
+TaskStore TaskStore::open_writer(const std::string& path, Sync sync) {
+  db::Database db(path, db::Database::Mode::ReadWriteCreate);
+  db.exec("PRAGMA journal_mode=WAL");
+  static const char* const kSyncNames[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
+  db.exec(std::string("PRAGMA synchronous=") + kSyncNames[static_cast<int>(sync)]);
+  db.exec("PRAGMA foreign_keys=ON");
+  auto version = static_cast<int>(db.scalar_int("PRAGMA user_version"));
+  constexpr int kKnown = static_cast<int>(sizeof kMigrations / sizeof kMigrations[0]);
+  static_assert(kKnown == kSchemaVersion, "one migration per schema version");
+  if (version > kKnown)
+    throw db::Error("database schema version " + std::to_string(version) +
+                        " is newer than this program's (" + std::to_string(kKnown) + ")",
+                    0);
+  for (int v = version; v < kKnown; ++v) {
+    db::Transaction tx(db);
+    db.exec(kMigrations[v]);
+    db.exec("PRAGMA user_version=" + std::to_string(v + 1));
+    tx.commit();
+  }
+  TaskStore store(std::move(db));
+  store.prepare();
+  return store;
+}
+
+TaskStore TaskStore::open_reader(const std::string& path) {
+  db::Database db(path, db::Database::Mode::ReadOnly);
+  auto version = db.scalar_int("PRAGMA user_version");
+  if (version != kSchemaVersion)
+    throw db::Error("database " + path + " has schema version " + std::to_string(version) +
+                        ", expected " + std::to_string(kSchemaVersion),
+                    0);
+  TaskStore store(std::move(db));
+  store.prepare();
+  return store;
+}
+
+void TaskStore::prepare() {
+  const std::string cols = kColumns;
+  get_ = db::Statement(db_, "SELECT " + cols + " FROM tasks WHERE id = ?1");
+  by_key_ = db::Statement(db_, "SELECT " + cols + " FROM tasks WHERE idempotency_key = ?1");
+  events_ = db::Statement(
+      db_, "SELECT id, task_id, at, state, reason, worker FROM task_events WHERE task_id = ?1 "
+           "ORDER BY id");
+  unfinished_ = db::Statement(db_, "SELECT " + cols +
+                                       " FROM tasks WHERE state IN ('queued','running') "
+                                       "ORDER BY priority DESC, seq");
+  counts_ = db::Statement(db_, "SELECT state, count(*) FROM tasks GROUP BY state");
+  if (sqlite3_db_readonly(db_.handle(), "main") == 1) return;
+  insert_ = db::Statement(
+      db_,
+      "INSERT INTO tasks (id, state, request, spec, idempotency_key, fingerprint, priority, "
+      "created_at, queued_at, output_path) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)");
+  insert_event_ = db::Statement(
+      db_, "INSERT INTO task_events (task_id, at, state, reason, worker) VALUES (?1,?2,?3,?4,?5)");
+  set_running_ = db::Statement(
+      db_,
+      "UPDATE tasks SET state='running', worker=?2, attempts=?3, started_at=?4, progress=0 "
+      "WHERE id=?1");
+  set_progress_ = db::Statement(db_, "UPDATE tasks SET progress=?2 WHERE id=?1");
+  finish_ = db::Statement(
+      db_,
+      "UPDATE tasks SET state=?2, summary=?3, error=?4, finished_at=?5, "
+      "progress=CASE WHEN ?2='succeeded' THEN 1 ELSE progress END WHERE id=?1");
+  requeue_ = db::Statement(
+      db_, "UPDATE tasks SET state='queued', worker=NULL, queued_at=?2, progress=0 WHERE id=?1");
+}
+
+TaskRecord TaskStore::read_row(const db::Statement& st) {
+  TaskRecord r;
+  r.seq = st.col_int(0);
+  r.id = st.col_text(1);
+  r.state = st.col_text(2);
+  r.request = st.col_text(3);
+  r.spec = st.col_text(4);
+  r.idempotency_key = st.col_text(5);
+  r.fingerprint = st.col_text(6);
+  r.priority = static_cast<int>(st.col_int(7));
+  r.created_at = st.col_text(8);
+  r.queued_at = st.col_text(9);
+  r.started_at = st.col_text(10);
+  r.finished_at = st.col_text(11);
+  r.attempts = static_cast<int>(st.col_int(12));
+  r.worker = st.col_text(13);
+  r.progress = st.col_double(14);
+  r.output_path = st.col_text(15);
+  r.summary = st.col_text(16);
+  r.error = st.col_text(17);
+  return r;
+}
+
+void TaskStore::insert(const NewTask& t, const std::string& now) {
+  insert_.bind(1, t.id)
+      .bind(2, t.request)
+      .bind(3, t.spec)
+      .bind_opt(4, t.idempotency_key)
+      .bind_opt(5, t.fingerprint)
+      .bind(6, t.priority)
+      .bind(7, now)
+      .bind(8, t.output_path)
+      .run();
+  add_event(t.id, state::kQueued, "submitted", "", now);
+}
+
+void TaskStore::add_event(const std::string& id, const std::string& st, const std::string& reason,
+                          const std::string& worker, const std::string& now) {
+  insert_event_.bind(1, id).bind(2, now).bind(3, st).bind_opt(4, reason).bind_opt(5, worker).run();
+}
+
+void TaskStore::set_running(const std::string& id, const std::string& worker, int attempt,
+                            const std::string& now) {
+  set_running_.bind(1, id).bind(2, worker).bind(3, attempt).bind(4, now).run();
+  add_event(id, state::kRunning, "dispatched (attempt " + std::to_string(attempt) + ")", worker,
+            now);
+}
+
+void TaskStore::set_progress(const std::string& id, double progress) {
+  set_progress_.bind(1, id).bind(2, progress).run();
+}
+
+void TaskStore::finish(const std::string& id, const std::string& st, const std::string& summary,
+                       const std::string& error, const std::string& reason,
+                       const std::string& now) {
+  finish_.bind(1, id).bind(2, st).bind_opt(3, summary).bind_opt(4, error).bind(5, now).run();
+  add_event(id, st, reason, "", now);
+}
+
+void TaskStore::requeue(const std::string& id, const std::string& reason, const std::string& now) {
+  requeue_.bind(1, id).bind(2, now).run();
+  add_event(id, state::kQueued, reason, "", now);
+}
+
+std::optional<TaskRecord> TaskStore::get(const std::string& id) {
+  get_.bind(1, id);
+  std::optional<TaskRecord> out;
+  if (get_.step()) out = read_row(get_);
+  get_.reset();
+  return out;
+}
+
+std::optional<TaskRecord> TaskStore::find_by_key(const std::string& key) {
+  by_key_.bind(1, key);
+  std::optional<TaskRecord> out;
+  if (by_key_.step()) out = read_row(by_key_);
+  by_key_.reset();
+  return out;
+}
+
+std::vector<TaskRecord> TaskStore::list(const TaskFilter& f) {
+  // Built per call: the filter shape varies; values are always bound.
+  std::string sql = std::string("SELECT ") + kColumns + " FROM tasks WHERE 1=1";
+  if (!f.state.empty()) sql += " AND state = ?1";
+  if (!f.created_after.empty()) sql += " AND created_at > ?2";
+  if (!f.created_before.empty()) sql += " AND created_at < ?3";
+  if (!f.input.empty()) sql += " AND instr(spec, ?4) > 0";
+  if (f.before_seq > 0) sql += " AND seq < ?5";
+  sql += " ORDER BY seq DESC LIMIT ?6";
+  db::Statement st(db_, sql);
+  if (!f.state.empty()) st.bind(1, f.state);
+  if (!f.created_after.empty()) st.bind(2, f.created_after);
+  if (!f.created_before.empty()) st.bind(3, f.created_before);
+  if (!f.input.empty()) st.bind(4, f.input);
+  if (f.before_seq > 0) st.bind(5, f.before_seq);
+  st.bind(6, f.limit);
+  std::vector<TaskRecord> out;
+  while (st.step()) out.push_back(read_row(st));
+  return out;
+}
+
+std::vector<TaskEvent> TaskStore::events(const std::string& id) {
+  events_.bind(1, id);
+  std::vector<TaskEvent> out;
+  while (events_.step()) {
+    out.push_back({events_.col_int(0), events_.col_text(1), events_.col_text(2),
+                   events_.col_text(3), events_.col_text(4), events_.col_text(5)});
+  }
+  events_.reset();
+  return out;
+}
+
+std::vector<TaskRecord> TaskStore::unfinished() {
+  std::vector<TaskRecord> out;
+  while (unfinished_.step()) out.push_back(read_row(unfinished_));
+  unfinished_.reset();
+  return out;
+}
+
+std::map<std::string, std::int64_t> TaskStore::count_by_state() {
+  std::map<std::string, std::int64_t> out;
+  while (counts_.step()) out[counts_.col_text(0)] = counts_.col_int(1);
+  counts_.reset();
+  return out;
+}
+
+}  // namespace ipfixweb

@@ -1,0 +1,267 @@
+#include "harness.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+namespace fs = std::filesystem;
+
+namespace ipfixweb::test {
+
+std::string bin_dir() { return IPFIXWEB_TEST_BIN_DIR; }
+
+std::string shared_pcaps() {
+  const char* env = std::getenv("IPFIXWEB_PCAPS");
+  std::string dir = env && *env ? env : IPFIXWEB_TEST_PCAPS_DIR;
+  return fs::is_directory(dir) ? fs::canonical(dir).string() : "";
+}
+
+std::string test_data() { return IPFIXWEB_TEST_DATA_DIR; }
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  int port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
+}
+
+std::string run_capture(const std::string& cmd, int* status) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) {
+    if (status) *status = -1;
+    return out;
+  }
+  std::array<char, 65536> buf;
+  std::size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int st = ::pclose(p);
+  if (status) *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+bool have_tool(const std::string& name) {
+  int st = 0;
+  run_capture("command -v " + name + " >/dev/null 2>&1", &st);
+  return st == 0;
+}
+
+Process::Process(std::string name, std::vector<std::string> argv,
+                 std::map<std::string, std::string> env, std::string log_path)
+    : name_(std::move(name)), log_(std::move(log_path)) {
+  pid_t parent = ::getpid();
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    // Die with the test binary, whatever happens to it.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::close(fd);
+    }
+    int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(devnull, 0);
+    for (auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    std::perror("execv");
+    ::_exit(127);
+  }
+}
+
+Process::~Process() { stop(std::chrono::milliseconds(2000)); }
+
+bool Process::running() {
+  if (status_) return false;
+  int st = 0;
+  pid_t r = ::waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    status_ = st;
+    return false;
+  }
+  return true;
+}
+
+void Process::signal(int sig) {
+  if (running()) ::kill(pid_, sig);
+}
+
+std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (running()) {
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return status_;
+}
+
+void Process::stop(std::chrono::milliseconds grace) {
+  if (pid_ <= 0 || !running()) return;
+  ::kill(pid_, SIGTERM);
+  if (!wait(grace)) {
+    ::kill(pid_, SIGKILL);
+    wait(std::chrono::milliseconds(5000));
+  }
+}
+
+Stack::Stack(StackOptions opts) : opts_(std::move(opts)) {
+  std::string base = fs::temp_directory_path() / "ipfixweb-test-XXXXXX";
+  std::vector<char> tmpl(base.begin(), base.end());
+  tmpl.push_back('\0');
+  if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  dir_ = tmpl.data();
+  fs::create_directories(input_dir());
+  fs::create_directories(output_dir());
+  fs::copy_file(test_data() + "/sample.pcap", input_dir() + "/sample.pcap");
+  http_port_ = free_port();
+  front_port_ = free_port();
+  back_port_ = free_port();
+  start_broker();
+  for (int i = 0; i < opts_.workers; ++i) start_worker();
+  start_api();
+  wait_ready(opts_.workers);
+}
+
+Stack::~Stack() {
+  bool failed = ::testing::Test::HasFailure();
+  api_.reset();
+  workers_.clear();
+  broker_.reset();
+  if (failed) {
+    dump_logs();
+    std::cerr << "kept test data directory " << dir_ << "\n";
+  } else {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+}
+
+void Stack::start_broker() {
+  std::vector<std::string> args = {bin_dir() + "/ipfixweb-broker",
+                                   "--data-dir", dir_,
+                                   "--frontend", "tcp://127.0.0.1:" + std::to_string(front_port_),
+                                   "--backend", "tcp://127.0.0.1:" + std::to_string(back_port_),
+                                   "--max-queue", std::to_string(opts_.max_queue),
+                                   "--heartbeat", std::to_string(opts_.heartbeat)};
+  args.insert(args.end(), opts_.extra_broker_args.begin(), opts_.extra_broker_args.end());
+  broker_ = std::make_unique<Process>("broker", args, std::map<std::string, std::string>{},
+                                      dir_ + "/broker.log");
+}
+
+Process& Stack::start_worker(const std::string& id) {
+  std::string wid = id.empty() ? "w" + std::to_string(++worker_seq_) : id;
+  std::vector<std::string> args = {bin_dir() + "/ipfixweb-worker",
+                                   "--broker", "tcp://127.0.0.1:" + std::to_string(back_port_),
+                                   "--id", wid,
+                                   "--slots", std::to_string(opts_.slots),
+                                   "--heartbeat", std::to_string(opts_.heartbeat)};
+  args.insert(args.end(), opts_.extra_worker_args.begin(), opts_.extra_worker_args.end());
+  workers_.push_back(std::make_unique<Process>("worker " + wid, args,
+                                               std::map<std::string, std::string>{},
+                                               dir_ + "/worker-" + wid + ".log"));
+  return *workers_.back();
+}
+
+void Stack::start_api() {
+  std::vector<std::string> args = {bin_dir() + "/ipfixweb-api",
+                                   "--data-dir", dir_,
+                                   "--listen", "127.0.0.1:" + std::to_string(http_port_),
+                                   "--broker", "tcp://127.0.0.1:" + std::to_string(front_port_)};
+  args.insert(args.end(), opts_.extra_api_args.begin(), opts_.extra_api_args.end());
+  api_ = std::make_unique<Process>("api", args, std::map<std::string, std::string>{},
+                                   dir_ + "/api.log");
+}
+
+std::unique_ptr<httplib::Client> Stack::client() const {
+  auto c = std::make_unique<httplib::Client>("127.0.0.1", http_port_);
+  c->set_connection_timeout(2, 0);
+  c->set_read_timeout(10, 0);
+  return c;
+}
+
+void Stack::wait_ready(int workers, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto c = client();
+  std::string last;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (auto r = c->Get("/readyz")) {
+      last = r->body;
+      if (r->status == 200) {
+        auto j = nlohmann::json::parse(r->body, nullptr, false);
+        if (!j.is_discarded() && j["checks"]["broker"].value("workers", -1) >= workers) return;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  dump_logs();
+  throw std::runtime_error("stack not ready in time; last /readyz: " + last);
+}
+
+std::pair<int, nlohmann::json> Stack::submit(const nlohmann::json& body,
+                                             const std::string& idempotency_key) {
+  httplib::Headers h;
+  if (!idempotency_key.empty()) h.emplace("Idempotency-Key", idempotency_key);
+  auto r = client()->Post("/api/v1/tasks", h, body.dump(), "application/json");
+  if (!r) return {0, nullptr};
+  return {r->status, nlohmann::json::parse(r->body, nullptr, false)};
+}
+
+nlohmann::json Stack::get_task(const std::string& id) {
+  auto r = client()->Get("/api/v1/tasks/" + id);
+  if (!r) return nullptr;
+  return nlohmann::json::parse(r->body, nullptr, false);
+}
+
+nlohmann::json Stack::wait_terminal(const std::string& id, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  nlohmann::json t;
+  while (std::chrono::steady_clock::now() < deadline) {
+    t = get_task(id);
+    if (t.is_object()) {
+      std::string st = t.value("state", "");
+      if (st == "succeeded" || st == "failed" || st == "cancelled") return t;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ADD_FAILURE() << "task " << id << " not finished in time; last: " << t.dump();
+  return t;
+}
+
+void Stack::dump_logs() const {
+  for (auto& entry : fs::directory_iterator(dir_)) {
+    if (entry.path().extension() != ".log") continue;
+    std::ifstream in(entry.path());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.size() > 20000) text = "...\n" + text.substr(text.size() - 20000);
+    std::cerr << "===== " << entry.path().filename().string() << " =====\n" << text << "\n";
+  }
+}
+
+}  // namespace ipfixweb::test

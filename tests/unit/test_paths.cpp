@@ -1,0 +1,94 @@
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "ipfixweb/shared/paths.hpp"
+#include "ipfixweb/shared/util.hpp"
+
+using namespace ipfixweb;
+namespace fs = std::filesystem;
+
+class Paths : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base = fs::temp_directory_path() / ("ipfixweb-paths-" + new_uuid());
+    fs::create_directories(base / "in" / "sub");
+    fs::create_directories(base / "out");
+    fs::create_directories(base / "secret");
+    std::ofstream(base / "in" / "a.pcap") << "x";
+    std::ofstream(base / "in" / "sub" / "b.pcap") << "x";
+    std::ofstream(base / "secret" / "s.pcap") << "x";
+    fs::create_symlink(base / "secret", base / "in" / "escape");
+    fs::create_symlink(base / "in" / "a.pcap", base / "in" / "alias.pcap");
+    in = paths::canonical_dir((base / "in").string());
+    out = paths::canonical_dir((base / "out").string());
+  }
+  void TearDown() override { fs::remove_all(base); }
+  fs::path base;
+  std::string in, out;
+};
+
+TEST_F(Paths, AcceptsFilesUnderTheRoot) {
+  auto r = paths::resolve_input({in}, "a.pcap");
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.path, in + "/a.pcap");
+  EXPECT_TRUE(paths::resolve_input({in}, "sub/b.pcap").ok);
+  EXPECT_TRUE(paths::resolve_input({in}, in + "/sub/b.pcap").ok);  // absolute inside
+  EXPECT_TRUE(paths::resolve_input({in}, "alias.pcap").ok);        // link that stays inside
+}
+
+TEST_F(Paths, RefusesEscapes) {
+  EXPECT_FALSE(paths::resolve_input({in}, "../secret/s.pcap").ok);
+  EXPECT_FALSE(paths::resolve_input({in}, "sub/../../secret/s.pcap").ok);
+  EXPECT_FALSE(paths::resolve_input({in}, (base / "secret" / "s.pcap").string()).ok);
+  auto link = paths::resolve_input({in}, "escape/s.pcap");
+  EXPECT_FALSE(link.ok);
+  EXPECT_NE(link.error.find("outside"), std::string::npos) << link.error;
+  EXPECT_FALSE(paths::resolve_input({in}, "").ok);
+  EXPECT_FALSE(paths::resolve_input({in}, std::string("a\0b", 3)).ok);
+}
+
+TEST_F(Paths, ChecksExistenceTypeAndReadability) {
+  auto missing = paths::resolve_input({in}, "nope.pcap");
+  EXPECT_FALSE(missing.ok);
+  EXPECT_NE(missing.error.find("does not exist"), std::string::npos);
+  EXPECT_FALSE(paths::resolve_input({in}, "sub").ok);  // a directory
+  if (::geteuid() != 0) {  // root reads everything
+    fs::permissions(base / "in" / "a.pcap", fs::perms::none);
+    EXPECT_FALSE(paths::resolve_input({in}, "a.pcap").ok);
+  }
+}
+
+TEST_F(Paths, TriesEveryInputRoot) {
+  std::string other = paths::canonical_dir((base / "secret").string());
+  auto r = paths::resolve_input({in, other}, "s.pcap");
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.path, other + "/s.pcap");
+}
+
+TEST_F(Paths, OutputsMayCreateDirectoriesButStayInside) {
+  auto r = paths::resolve_output(out, "new/dir/x.ipfix");
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.path, out + "/new/dir/x.ipfix");
+  EXPECT_TRUE(paths::resolve_output(out, out + "/y.ipfix").ok);
+  EXPECT_FALSE(paths::resolve_output(out, "../x.ipfix").ok);
+  EXPECT_FALSE(paths::resolve_output(out, "/tmp/x.ipfix").ok);
+  EXPECT_FALSE(paths::resolve_output(out, "dir/").ok);
+  fs::create_symlink(base / "secret", base / "out" / "link");
+  EXPECT_FALSE(paths::resolve_output(out, "link/x.ipfix").ok);
+  fs::create_symlink(base / "secret" / "s.pcap", base / "out" / "file-link.ipfix");
+  EXPECT_FALSE(paths::resolve_output(out, "file-link.ipfix").ok);
+  fs::create_directories(base / "out" / "adir");
+  EXPECT_FALSE(paths::resolve_output(out, "adir").ok);
+}
+
+TEST(PathsWithin, ComparesWholeComponents) {
+  EXPECT_TRUE(paths::is_within("/a/b", "/a/b"));
+  EXPECT_TRUE(paths::is_within("/a/b", "/a/b/c"));
+  EXPECT_FALSE(paths::is_within("/a/b", "/a/bc"));
+  EXPECT_FALSE(paths::is_within("/a/b", "/a"));
+  EXPECT_TRUE(paths::is_within("/", "/x"));
+}

@@ -1,0 +1,176 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "ipfixweb/shared/store.hpp"
+#include "ipfixweb/shared/util.hpp"
+
+using namespace ipfixweb;
+namespace fs = std::filesystem;
+
+namespace {
+struct TempDb {
+  std::string path;
+  TempDb() {
+    path = (fs::temp_directory_path() / ("ipfixweb-store-" + new_uuid() + ".db")).string();
+  }
+  ~TempDb() {
+    for (auto suffix : {"", "-wal", "-shm"}) fs::remove(path + suffix);
+  }
+};
+
+TaskStore::NewTask new_task(const std::string& key = "") {
+  TaskStore::NewTask t;
+  t.id = new_uuid();
+  t.request = R"({"pcap_files":["a.pcap"]})";
+  t.spec = R"({"inputs":["/in/a.pcap"],"output":"/out/a.ipfix"})";
+  t.idempotency_key = key;
+  t.fingerprint = "f";
+  t.output_path = "/out/a.ipfix";
+  return t;
+}
+}  // namespace
+
+TEST(Store, TaskLifecycleIsRecordedWithEvents) {
+  TempDb tmp;
+  auto store = TaskStore::open_writer(tmp.path);
+  auto t = new_task();
+  {
+    db::Transaction tx(store.db());
+    store.insert(t, "2026-01-01T00:00:00.000Z");
+    tx.commit();
+  }
+  {
+    db::Transaction tx(store.db());
+    store.set_running(t.id, "w1", 1, "2026-01-01T00:00:01.000Z");
+    store.set_progress(t.id, 0.5);
+    tx.commit();
+  }
+  auto rec = store.get(t.id);
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->state, "running");
+  EXPECT_EQ(rec->worker, "w1");
+  EXPECT_EQ(rec->attempts, 1);
+  EXPECT_DOUBLE_EQ(rec->progress, 0.5);
+  {
+    db::Transaction tx(store.db());
+    store.finish(t.id, state::kSucceeded, R"({"packets":1})", "", "done",
+                 "2026-01-01T00:00:02.000Z");
+    tx.commit();
+  }
+  rec = store.get(t.id);
+  EXPECT_EQ(rec->state, "succeeded");
+  EXPECT_DOUBLE_EQ(rec->progress, 1.0);
+  EXPECT_EQ(rec->summary, R"({"packets":1})");
+  auto ev = store.events(t.id);
+  ASSERT_EQ(ev.size(), 3u);
+  EXPECT_EQ(ev[0].state, "queued");
+  EXPECT_EQ(ev[1].state, "running");
+  EXPECT_EQ(ev[1].worker, "w1");
+  EXPECT_EQ(ev[2].state, "succeeded");
+  EXPECT_TRUE(store.unfinished().empty());
+}
+
+TEST(Store, RolledBackTransactionsLeaveNoTrace) {
+  TempDb tmp;
+  auto store = TaskStore::open_writer(tmp.path);
+  auto t = new_task();
+  {
+    db::Transaction tx(store.db());
+    store.insert(t, now_iso());
+    // no commit: the destructor rolls back
+  }
+  EXPECT_FALSE(store.get(t.id));
+  EXPECT_TRUE(store.events(t.id).empty());
+}
+
+TEST(Store, ReaderSeesCommittedStateAndCannotWrite) {
+  TempDb tmp;
+  auto writer = TaskStore::open_writer(tmp.path);
+  auto reader = TaskStore::open_reader(tmp.path);
+  auto t = new_task("key-1");
+  {
+    db::Transaction tx(writer.db());
+    writer.insert(t, now_iso());
+    tx.commit();
+  }
+  auto rec = reader.find_by_key("key-1");
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->id, t.id);
+  EXPECT_THROW(reader.db().exec("DELETE FROM tasks"), db::Error);
+  EXPECT_EQ(reader.count_by_state()["queued"], 1);
+}
+
+TEST(Store, ListFiltersAndPagesNewestFirst) {
+  TempDb tmp;
+  auto store = TaskStore::open_writer(tmp.path);
+  std::vector<std::string> ids;
+  {
+    db::Transaction tx(store.db());
+    for (int i = 0; i < 5; ++i) {
+      auto t = new_task();
+      store.insert(t, "2026-01-01T00:00:0" + std::to_string(i) + ".000Z");
+      ids.push_back(t.id);
+    }
+    store.finish(ids[1], state::kFailed, "", "boom", "boom", now_iso());
+    tx.commit();
+  }
+  TaskFilter f;
+  f.limit = 2;
+  auto page1 = store.list(f);
+  ASSERT_EQ(page1.size(), 2u);
+  EXPECT_EQ(page1[0].id, ids[4]);
+  EXPECT_EQ(page1[1].id, ids[3]);
+  f.before_seq = page1[1].seq;
+  auto page2 = store.list(f);
+  ASSERT_EQ(page2.size(), 2u);
+  EXPECT_EQ(page2[0].id, ids[2]);
+  TaskFilter failed;
+  failed.state = "failed";
+  auto fl = store.list(failed);
+  ASSERT_EQ(fl.size(), 1u);
+  EXPECT_EQ(fl[0].error, "boom");
+  TaskFilter after;
+  after.created_after = "2026-01-01T00:00:02.500Z";
+  EXPECT_EQ(store.list(after).size(), 2u);
+}
+
+TEST(Store, IdempotencyKeyIsUnique) {
+  TempDb tmp;
+  auto store = TaskStore::open_writer(tmp.path);
+  db::Transaction tx(store.db());
+  store.insert(new_task("same"), now_iso());
+  EXPECT_THROW(store.insert(new_task("same"), now_iso()), db::Error);
+}
+
+TEST(Store, ReopeningKeepsDataAndSchemaVersion) {
+  TempDb tmp;
+  std::string id;
+  {
+    auto store = TaskStore::open_writer(tmp.path);
+    auto t = new_task();
+    id = t.id;
+    db::Transaction tx(store.db());
+    store.insert(t, now_iso());
+    tx.commit();
+  }
+  auto again = TaskStore::open_writer(tmp.path);
+  EXPECT_EQ(again.db().scalar_int("PRAGMA user_version"), TaskStore::kSchemaVersion);
+  ASSERT_EQ(again.unfinished().size(), 1u);
+  EXPECT_EQ(again.unfinished()[0].id, id);
+}
+
+TEST(Store, RefusesADatabaseFromTheFuture) {
+  TempDb tmp;
+  {
+    db::Database raw(tmp.path, db::Database::Mode::ReadWriteCreate);
+    raw.exec("PRAGMA user_version=999");
+  }
+  EXPECT_THROW(TaskStore::open_writer(tmp.path), db::Error);
+}
+
+TEST(Store, ParsesSynchronousModes) {
+  EXPECT_EQ(TaskStore::parse_sync("FULL"), TaskStore::Sync::Full);
+  EXPECT_EQ(TaskStore::parse_sync("normal"), TaskStore::Sync::Normal);
+  EXPECT_THROW(TaskStore::parse_sync("sometimes"), std::invalid_argument);
+}

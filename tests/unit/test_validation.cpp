@@ -1,0 +1,71 @@
+#include <gtest/gtest.h>
+
+#include "ipfixweb/api/validation.hpp"
+
+using namespace ipfixweb::api;
+using nlohmann::json;
+
+namespace {
+std::vector<FieldError> errors_of(const json& body) {
+  std::vector<FieldError> errors;
+  EXPECT_FALSE(parse_task_request(body, errors)) << body.dump();
+  return errors;
+}
+bool has_field(const std::vector<FieldError>& errs, const std::string& field) {
+  for (auto& e : errs)
+    if (e.field == field) return true;
+  return false;
+}
+}  // namespace
+
+TEST(Validation, AcceptsTheDocumentedRequest) {
+  std::vector<FieldError> errors;
+  auto r = parse_task_request(json::parse(R"({"pcap_files": ["sample.pcap"],
+      "output_path": "sample.ipfix", "DPI": true, "analysis_list": ["tcp", "UDP", "tcp"]})"),
+                              errors);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->pcap_files, std::vector<std::string>{"sample.pcap"});
+  EXPECT_EQ(r->output_path, "sample.ipfix");
+  EXPECT_TRUE(r->dpi);
+  EXPECT_EQ(r->analysis, (std::vector<std::string>{"tcp", "udp"}));
+  EXPECT_EQ(r->normalised["DPI"], true);
+  EXPECT_EQ(r->normalised["idle_timeout"], 300.0);
+}
+
+TEST(Validation, DefaultsAndOptionalFields) {
+  std::vector<FieldError> errors;
+  auto r = parse_task_request(json::parse(R"({"pcap_files": ["a"], "output_path": "b",
+      "dpi": false, "priority": 5, "idle_timeout": 30, "active_timeout": 60.5, "filter": "tcp"})"),
+                              errors);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->dpi);
+  EXPECT_EQ(r->priority, 5);
+  EXPECT_EQ(r->idle_timeout, 30);
+  EXPECT_EQ(r->active_timeout, 60.5);
+  EXPECT_EQ(r->filter, "tcp");
+}
+
+TEST(Validation, ReportsEveryFieldProblem) {
+  auto errs = errors_of(json::parse(R"({"pcap_files": "a.pcap", "DPI": "yes",
+      "analysis_list": ["tcp", "bogus", 3], "priority": 1.5, "idle_timeout": -1})"));
+  EXPECT_TRUE(has_field(errs, "pcap_files"));
+  EXPECT_TRUE(has_field(errs, "output_path"));
+  EXPECT_TRUE(has_field(errs, "DPI"));
+  EXPECT_TRUE(has_field(errs, "analysis_list[1]"));
+  EXPECT_TRUE(has_field(errs, "analysis_list[2]"));
+  EXPECT_TRUE(has_field(errs, "priority"));
+  EXPECT_TRUE(has_field(errs, "idle_timeout"));
+}
+
+TEST(Validation, RejectsWrongShapes) {
+  EXPECT_TRUE(has_field(errors_of(json::array()), ""));
+  EXPECT_TRUE(has_field(errors_of(json("text")), ""));
+  EXPECT_TRUE(has_field(errors_of(json::parse(R"({"pcap_files": [], "output_path": "x"})")),
+                        "pcap_files"));
+  EXPECT_TRUE(has_field(errors_of(json::parse(R"({"pcap_files": [""], "output_path": "x"})")),
+                        "pcap_files[0]"));
+  EXPECT_TRUE(has_field(errors_of(json::parse(R"({"pcap_files": ["a"], "output_path": ""})")),
+                        "output_path"));
+  EXPECT_TRUE(has_field(errors_of(json::parse(R"({"pcap_files": [null], "output_path": 1})")),
+                        "output_path"));
+}

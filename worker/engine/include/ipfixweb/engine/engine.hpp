@@ -1,0 +1,72 @@
+// Public interface of the conversion engine (pcap/pcapng -> IPFIX with nDPI).
+// Used by the worker (inside a forked child per task) and by pcap2ipfix.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ipfixweb::engine {
+
+struct Options {
+  std::vector<std::string> inputs;  // capture files, read as one stream in timestamp order
+  std::string output;               // IPFIX file path, or tcp://HOST:PORT / udp://HOST:PORT
+  bool dpi = true;
+  double idle_timeout_s = 300;
+  double active_timeout_s = 1800;
+  std::string bpf_filter;
+  bool biflow = true;               // false: one record per direction (--uniflow)
+  std::size_t max_flows = 1u << 20; // memory bound of the flow table
+  std::uint32_t observation_domain = 1;
+  std::vector<std::string> analysis; // protocol families broken down in the summary
+  // Added by the engine: meter the inner packet of IP-in-IP, 6in4, GRE, ERSPAN, VXLAN, Geneve
+  // and Teredo (as ndpiReader does for IP-in-IP/Teredo) instead of the outer one.
+  bool decapsulate_tunnels = true;
+  // Progress callback period in packets (the callback also runs once at the end).
+  std::uint64_t progress_every_packets = 100000;
+};
+
+struct Progress {
+  std::uint64_t packets = 0;
+  std::uint64_t bytes_read = 0;   // bytes of input consumed so far
+  std::uint64_t bytes_total = 0;  // total input size (0 if unknown)
+};
+using ProgressFn = std::function<void(const Progress&)>;
+
+// Bad input or an unusable output: a clear one-line message. The engine never
+// leaves a partial file under the output name when it throws.
+class EngineError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Thrown when the cancel flag was raised; no output is left behind.
+class Cancelled : public std::runtime_error {
+ public:
+  Cancelled() : std::runtime_error("cancelled") {}
+};
+
+class Engine {
+ public:
+  Engine();  // initialises nDPI once; cheap to fork after construction
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Runs one conversion. Returns the run summary (see docs): at least
+  // "packets", "bytes", "flows" (records exported) as unsigned integers.
+  nlohmann::json convert(const Options& opts, const ProgressFn& progress = {},
+                         const std::atomic<bool>* cancel = nullptr);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ipfixweb::engine

@@ -1,0 +1,113 @@
+#include "dpi.hpp"
+
+#include <ndpi/ndpi_api.h>
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+
+#include "ipfixweb/engine/engine.hpp"
+
+namespace ipfixweb::engine {
+
+void NdpiFlowDeleter::operator()(ndpi_flow_struct* f) const noexcept {
+  if (f) ndpi_flow_free(f);
+}
+
+NdpiModule::NdpiModule() {
+  mod_ = ndpi_init_detection_module(ndpi_no_prefs);
+  if (!mod_) throw EngineError("nDPI initialisation failed");
+  NDPI_PROTOCOL_BITMASK all;
+  NDPI_BITMASK_SET_ALL(all);
+  ndpi_set_protocol_detection_bitmask2(mod_, &all);
+  ndpi_finalize_initialization(mod_);
+}
+
+NdpiModule::~NdpiModule() {
+  if (mod_) ndpi_exit_detection_module(mod_);
+}
+
+unsigned NdpiModule::protocol_count() const { return ndpi_get_num_supported_protocols(mod_); }
+
+void Dpi::process(Flow& f, const DecodedPacket& p, std::uint64_t ts_ms) {
+  if (f.dpi_done) return;
+  if (p.fragment && !p.first_fragment) return;  // nDPI ignores non-first fragments anyway
+  if (!f.ndpi) {
+    void* mem = ndpi_flow_malloc(SIZEOF_FLOW_STRUCT);
+    if (!mem) {
+      ++stats_.alloc_failures;
+      f.dpi_done = true;
+      return;
+    }
+    std::memset(mem, 0, SIZEOF_FLOW_STRUCT);
+    f.ndpi.reset(static_cast<ndpi_flow_struct*>(mem));
+  }
+  ++f.dpi_packets;
+  const std::uint8_t proto = p.key.proto;
+  const bool enough = (proto == 17 && f.dpi_packets > kMaxUdpPackets) ||
+                      (proto != 17 && f.dpi_packets > kMaxTcpPackets);
+  const auto len = static_cast<unsigned short>(std::min<std::uint32_t>(p.l3_caplen, 0xffff));
+  const ndpi_protocol r = ndpi_detection_process_packet(mod_, f.ndpi.get(), p.l3, len, ts_ms);
+  f.master_proto = r.master_protocol;
+  f.app_proto = r.app_protocol;
+  if (enough || r.app_protocol != NDPI_PROTOCOL_UNKNOWN) {
+    if (!enough && ndpi_extra_dissection_possible(mod_, f.ndpi.get())) return;  // e.g. certs
+    complete(f);
+  }
+}
+
+void Dpi::complete(Flow& f) {
+  if (f.dpi_done) return;
+  f.dpi_done = true;
+  if (!f.ndpi) {
+    ++stats_.flows_unknown;
+    return;
+  }
+  if (f.app_proto != NDPI_PROTOCOL_UNKNOWN) {
+    ++stats_.flows_classified;
+  } else {
+    std::uint8_t guessed = 0;
+    const ndpi_protocol r = ndpi_detection_giveup(mod_, f.ndpi.get(), 1, &guessed);
+    f.master_proto = r.master_protocol;
+    f.app_proto = r.app_protocol;
+    if (f.app_proto == NDPI_PROTOCOL_UNKNOWN && f.master_proto == NDPI_PROTOCOL_UNKNOWN) {
+      ++stats_.flows_unknown;
+    } else {
+      ++stats_.flows_guessed;
+    }
+  }
+  const char* host = f.ndpi->host_server_name;
+  const std::size_t n = strnlen(host, sizeof(f.ndpi->host_server_name));
+  if (n) f.host.assign(host, n);
+  f.ndpi.reset();
+}
+
+void Dpi::finish(Flow& f) { complete(f); }
+
+std::uint8_t Dpi::server_kind(const Flow& f) {
+  for (const std::uint16_t id : {f.master_proto, f.app_proto}) {
+    switch (id) {
+      case NDPI_PROTOCOL_HTTP: return 1;
+      case NDPI_PROTOCOL_TLS:
+      case NDPI_PROTOCOL_QUIC:
+      case NDPI_PROTOCOL_DTLS: return 2;
+      case NDPI_PROTOCOL_DNS: return 3;
+      default: break;
+    }
+  }
+  return 0;
+}
+
+const std::string& Dpi::name(std::uint16_t master, std::uint16_t app) {
+  const std::uint32_t key = (std::uint32_t{master} << 16) | app;
+  auto it = names_.find(key);
+  if (it != names_.end()) return it->second;
+  char buf[128] = {};
+  ndpi_protocol p{};
+  p.master_protocol = master;
+  p.app_protocol = app;
+  ndpi_protocol2name(mod_, p, buf, sizeof buf);
+  return names_.emplace(key, std::string(buf)).first->second;
+}
+
+}  // namespace ipfixweb::engine

@@ -1,0 +1,64 @@
+// nDPI 4.2 integration. Packets are fed to nDPI the way ndpiReader (example/reader_util.c)
+// does: the IP header and captured length, until a protocol is found and no extra dissection
+// is possible, or until 80 TCP / 24 UDP packets; then undetected flows are given up with
+// guessing on. The per-flow nDPI state is freed as soon as the flow is classified.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+
+#include "decoder.hpp"
+#include "flow_table.hpp"
+
+struct ndpi_detection_module_struct;
+
+namespace ipfixweb::engine {
+
+// Owner of the nDPI detection module (initialised once per Engine, inherited across fork).
+class NdpiModule {
+ public:
+  NdpiModule();
+  ~NdpiModule();
+  NdpiModule(const NdpiModule&) = delete;
+  NdpiModule& operator=(const NdpiModule&) = delete;
+  ndpi_detection_module_struct* get() const { return mod_; }
+  unsigned protocol_count() const;
+
+ private:
+  ndpi_detection_module_struct* mod_ = nullptr;
+};
+
+struct DpiStats {
+  std::uint64_t flows_classified = 0;  // found by DPI (app protocol set before giving up)
+  std::uint64_t flows_guessed = 0;     // labelled by ndpi_detection_giveup's guess
+  std::uint64_t flows_unknown = 0;
+  std::uint64_t alloc_failures = 0;
+};
+
+class Dpi {
+ public:
+  static constexpr std::uint8_t kClassificationEngineId = 22;  // RFC 6759 first octet (brief)
+  static constexpr std::uint16_t kMaxTcpPackets = 80;
+  static constexpr std::uint16_t kMaxUdpPackets = 24;
+
+  explicit Dpi(const NdpiModule& module) : mod_(module.get()) {}
+
+  void process(Flow& f, const DecodedPacket& p, std::uint64_t ts_ms);
+  // Ends classification (gives up with guessing when nothing was found). Idempotent.
+  void finish(Flow& f);
+  // nDPI's display name: "TLS.YouTube", "DNS", "Unknown" (ndpi_protocol2name).
+  const std::string& name(std::uint16_t master, std::uint16_t app);
+  static std::uint16_t label_id(const Flow& f) { return f.app_proto ? f.app_proto : f.master_proto; }
+  // Which metadata field the server name belongs to: 0 other, 1 HTTP host, 2 TLS/QUIC SNI, 3 DNS.
+  static std::uint8_t server_kind(const Flow& f);
+  const DpiStats& stats() const { return stats_; }
+
+ private:
+  void complete(Flow& f);
+  ndpi_detection_module_struct* mod_;
+  std::unordered_map<std::uint32_t, std::string> names_;
+  DpiStats stats_;
+};
+
+}  // namespace ipfixweb::engine

@@ -1,0 +1,196 @@
+#include "ipfixweb/engine/engine.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "decoder.hpp"
+#include "dpi.hpp"
+#include "exporter.hpp"
+#include "flow_table.hpp"
+#include "pcap_reader.hpp"
+#include "summary.hpp"
+
+namespace ipfixweb::engine {
+namespace {
+
+std::shared_ptr<spdlog::logger> logger() {
+  auto lg = spdlog::get("engine");
+  if (lg) return lg;
+  lg = spdlog::default_logger()->clone("engine");
+  try {
+    spdlog::register_logger(lg);
+  } catch (const spdlog::spdlog_ex&) {  // registered concurrently
+    if (auto existing = spdlog::get("engine")) return existing;
+  }
+  return lg;
+}
+
+// Receives finished flows from the table: completes DPI, writes IPFIX, updates the summary.
+class ExportSink final : public FlowSink {
+ public:
+  ExportSink(IpfixExporter& exporter, Dpi* dpi, Summary& summary)
+      : exporter_(exporter), dpi_(dpi), summary_(summary) {}
+  void set_now(std::uint64_t ms) { now_ms_ = ms; }
+
+  void on_flow_end(Flow& f, EndReason reason) override {
+    FlowLabel label;
+    const std::string* name = nullptr;
+    if (dpi_) {
+      dpi_->finish(f);
+      name = &dpi_->name(f.master_proto, f.app_proto);
+      label.name = name;
+      label.id = Dpi::label_id(f);
+      label.server = &f.host;
+      label.server_kind = static_cast<FlowLabel::ServerKind>(Dpi::server_kind(f));
+    }
+    const unsigned n = exporter_.write(f, reason, label, std::max(now_ms_, f.end_ms));
+    summary_.on_record(f, reason, n, name);
+  }
+
+ private:
+  IpfixExporter& exporter_;
+  Dpi* dpi_;
+  Summary& summary_;
+  std::uint64_t now_ms_ = 0;
+};
+
+std::uint64_t seconds_to_ms(double s, const char* what) {
+  if (!(s > 0) || !std::isfinite(s) || s > 1e9) {
+    throw EngineError(std::string("invalid ") + what + " (must be a positive number of seconds)");
+  }
+  return static_cast<std::uint64_t>(std::llround(s * 1000.0));
+}
+
+}  // namespace
+
+struct Engine::Impl {
+  NdpiModule ndpi;
+};
+
+Engine::Engine() : impl_(std::make_unique<Impl>()) {}
+Engine::~Engine() = default;
+
+nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
+                               const std::atomic<bool>* cancel) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto cancelled = [cancel] { return cancel && cancel->load(std::memory_order_relaxed); };
+  if (cancelled()) throw Cancelled();
+  if (opts.inputs.empty()) throw EngineError("no input file given");
+  if (opts.output.empty()) throw EngineError("no output given");
+  if (opts.max_flows == 0) throw EngineError("invalid max_flows (must be at least 1)");
+  FlowTableConfig tcfg;
+  tcfg.idle_timeout_ms = seconds_to_ms(opts.idle_timeout_s, "idle timeout");
+  tcfg.active_timeout_ms = seconds_to_ms(opts.active_timeout_s, "active timeout");
+  tcfg.max_flows = opts.max_flows;
+
+  MergedReader reader(opts.inputs, opts.bpf_filter);  // input errors before touching the output
+  Summary summary(opts.analysis);
+  for (const auto& r : reader.readers()) {
+    InputInfo info;
+    info.path = r->path();
+    info.link_type = r->dlt();
+    const char* n = pcap_datalink_val_to_name(r->dlt());
+    info.link_name = n ? n : "";
+    info.file_bytes = r->file_size();
+    summary.inputs.push_back(info);
+  }
+
+  ExporterConfig ecfg;
+  ecfg.output = opts.output;
+  ecfg.dpi = opts.dpi;
+  ecfg.biflow = opts.biflow;
+  ecfg.observation_domain = opts.observation_domain;
+  IpfixExporter exporter(ecfg);  // removes its temporary file unless committed
+
+  std::unique_ptr<Dpi> dpi;
+  if (opts.dpi) dpi = std::make_unique<Dpi>(impl_->ndpi);
+  ExportSink sink(exporter, dpi.get(), summary);
+  FlowTable table(tcfg, sink);
+  FragmentTracker fragments;
+  DecodeOptions dopts;
+  dopts.decapsulate_tunnels = opts.decapsulate_tunnels;
+
+  Progress prog;
+  prog.bytes_total = reader.bytes_total();
+  const std::uint64_t every = std::max<std::uint64_t>(opts.progress_every_packets, 1);
+  std::uint64_t next_progress = every;
+
+  RawPacket raw;
+  DecodedPacket pkt;
+  std::uint64_t max_ts_us = 0;
+  while (reader.next(raw)) {
+    const std::uint64_t n = ++summary.packets_read;
+    if ((n & 1023) == 0 && cancelled()) throw Cancelled();
+    if (progress && n >= next_progress) {
+      next_progress += every;
+      prog.packets = n;
+      prog.bytes_read = reader.bytes_read();
+      progress(prog);
+    }
+    if (raw.ts_us < max_ts_us) ++summary.out_of_order_packets;
+    max_ts_us = std::max(max_ts_us, raw.ts_us);
+
+    const DecodeStatus st = decode_packet(raw.dlt, raw.data, raw.caplen, dopts, pkt);
+    if (st != DecodeStatus::kOk) {
+      summary.on_not_metered(st);
+      continue;
+    }
+    const std::uint64_t ts_ms = raw.ts_us / 1000;
+    if (pkt.fragment) {
+      if (pkt.first_fragment) {
+        fragments.remember(pkt, ts_ms);
+      } else if (!fragments.resolve(pkt, ts_ms)) {
+        ++summary.fragments_unmatched;
+      }
+    }
+    if (pkt.tunnels) ++summary.tunnelled_packets;
+    sink.set_now(std::max(ts_ms, table.now_ms()));
+    const FlowTable::Hit hit = table.update(pkt, ts_ms);
+    if (dpi) dpi->process(*hit.flow, pkt, ts_ms);
+    summary.on_packet(raw.ts_us, pkt.ip_octets);
+  }
+  if (cancelled()) throw Cancelled();
+
+  for (std::size_t i = 0; i < reader.readers().size(); ++i) {
+    const auto& r = *reader.readers()[i];
+    summary.inputs[i].packets = r.packets();
+    summary.inputs[i].truncated = r.truncated();
+    if (r.truncated()) {
+      summary.warn("input '" + r.path() + "': last record cut short after " +
+                   std::to_string(r.packets()) + " packets (" + r.truncation_message() + ")");
+    }
+  }
+  if (summary.out_of_order_packets) {
+    summary.warn(std::to_string(summary.out_of_order_packets) +
+                 " packets had timestamps earlier than a previous packet");
+  }
+  if (summary.packets_read == 0) summary.warn("the input contains no packets");
+  summary.peak_flows = table.peak_size();
+  table.flush(EndReason::kForcedEnd);
+  exporter.commit();
+
+  if (progress) {
+    prog.packets = summary.packets_read;
+    prog.bytes_read = prog.bytes_total;
+    progress(prog);
+  }
+  summary.elapsed_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  nlohmann::json j = summary.to_json();
+  j["output"] = opts.output;
+  j["dpi"] = opts.dpi;
+  j["biflow"] = opts.biflow;
+  if (dpi) {
+    j["dpi_stats"] = {{"classified", dpi->stats().flows_classified},
+                      {"guessed", dpi->stats().flows_guessed},
+                      {"unknown", dpi->stats().flows_unknown}};
+  }
+  logger()->info("converted {} packets into {} IPFIX records ({} flows) in {:.3f} s",
+                 summary.packets_read, summary.records(), j["biflows"].get<std::uint64_t>(),
+                 summary.elapsed_s);
+  return j;
+}
+
+}  // namespace ipfixweb::engine

@@ -1,0 +1,394 @@
+#include "exporter.hpp"
+
+#include <fixbuf/public.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string_view>
+
+#include "ipfixweb/engine/engine.hpp"
+
+namespace ipfixweb::engine {
+namespace {
+
+constexpr std::uint32_t kNtopPen = 35632;  // ntop nProbe elements, named by tshark
+
+// Spec flags: an element is in an external template when all its flags are selected.
+constexpr std::uint32_t kFDpi = 1;
+constexpr std::uint32_t kFRev = 2;
+constexpr std::uint32_t kFV4 = 4;
+constexpr std::uint32_t kFV6 = 8;
+constexpr std::uint32_t kFAll = kFDpi | kFRev | kFV4 | kFV6;
+
+// The internal record. Field order and sizes match kSpec exactly; no implicit padding.
+struct IpfixRecord {
+  fbVarfield_t applicationId;
+  fbVarfield_t applicationName;
+  fbVarfield_t flowServerName;
+  fbVarfield_t httpHost;
+  fbVarfield_t sslServerName;
+  fbVarfield_t dnsQuery;
+  std::uint64_t flowStartMilliseconds;
+  std::uint64_t flowEndMilliseconds;
+  std::uint64_t octetDeltaCount;
+  std::uint64_t packetDeltaCount;
+  std::uint64_t reverseOctetDeltaCount;
+  std::uint64_t reversePacketDeltaCount;
+  std::uint8_t sourceIPv6Address[16];
+  std::uint8_t destinationIPv6Address[16];
+  std::uint32_t sourceIPv4Address;
+  std::uint32_t destinationIPv4Address;
+  std::uint16_t sourceTransportPort;
+  std::uint16_t destinationTransportPort;
+  std::uint16_t vlanId;
+  std::uint16_t tcpControlBits;
+  std::uint16_t reverseTcpControlBits;
+  std::uint16_t icmpTypeCodeIPv4;
+  std::uint16_t reverseIcmpTypeCodeIPv4;
+  std::uint16_t icmpTypeCodeIPv6;
+  std::uint16_t reverseIcmpTypeCodeIPv6;
+  std::uint8_t protocolIdentifier;
+  std::uint8_t ipVersion;
+  std::uint8_t ipClassOfService;
+  std::uint8_t reverseIpClassOfService;
+  std::uint8_t flowEndReason;
+  std::uint8_t paddingOctets[1];
+};
+static_assert(sizeof(IpfixRecord) == 6 * sizeof(fbVarfield_t) + 48 + 32 + 8 + 18 + 6);
+
+#define IE(name, len, flags) {const_cast<char*>(name), len, flags}
+fbInfoElementSpec_t kSpec[] = {
+    IE("applicationId", FB_IE_VARLEN, kFDpi),
+    IE("applicationName", FB_IE_VARLEN, kFDpi),
+    IE("ntopFlowServerName", FB_IE_VARLEN, kFDpi),
+    IE("ntopHttpHost", FB_IE_VARLEN, kFDpi),
+    IE("ntopSslServerName", FB_IE_VARLEN, kFDpi),
+    IE("ntopDnsQuery", FB_IE_VARLEN, kFDpi),
+    IE("flowStartMilliseconds", 8, 0),
+    IE("flowEndMilliseconds", 8, 0),
+    IE("octetDeltaCount", 8, 0),
+    IE("packetDeltaCount", 8, 0),
+    IE("reverseOctetDeltaCount", 8, kFRev),
+    IE("reversePacketDeltaCount", 8, kFRev),
+    IE("sourceIPv6Address", 16, kFV6),
+    IE("destinationIPv6Address", 16, kFV6),
+    IE("sourceIPv4Address", 4, kFV4),
+    IE("destinationIPv4Address", 4, kFV4),
+    IE("sourceTransportPort", 2, 0),
+    IE("destinationTransportPort", 2, 0),
+    IE("vlanId", 2, 0),
+    IE("tcpControlBits", 2, 0),
+    IE("reverseTcpControlBits", 2, kFRev),
+    IE("icmpTypeCodeIPv4", 2, kFV4),
+    IE("reverseIcmpTypeCodeIPv4", 2, kFV4 | kFRev),
+    IE("icmpTypeCodeIPv6", 2, kFV6),
+    IE("reverseIcmpTypeCodeIPv6", 2, kFV6 | kFRev),
+    IE("protocolIdentifier", 1, 0),
+    IE("ipVersion", 1, 0),
+    IE("ipClassOfService", 1, 0),
+    IE("reverseIpClassOfService", 1, kFRev),
+    IE("flowEndReason", 1, 0),
+    IE("paddingOctets", 1, kFAll + 16),  // internal only: never selected for export
+    FB_IESPEC_NULL};
+#undef IE
+
+struct NtopElement {
+  const char* name;
+  std::uint16_t num;
+  const char* description;
+};
+constexpr NtopElement kNtopElements[] = {
+    {"ntopFlowServerName", 122, "FLOW_SERVER_NAME: server name nDPI found (SNI, Host, query)"},
+    {"ntopHttpHost", 187, "HTTP_HOST"},
+    {"ntopSslServerName", 188, "SSL_SERVER_NAME: TLS/QUIC SNI"},
+    {"ntopDnsQuery", 205, "DNS_QUERY"},
+};
+
+std::string take_error(GError*& err) {
+  std::string msg = err && err->message ? err->message : "unknown libfixbuf error";
+  if (err) g_clear_error(&err);
+  return msg;
+}
+
+struct InfoModelDeleter {
+  void operator()(fbInfoModel_t* m) const noexcept { fbInfoModelFree(m); }
+};
+struct FbufDeleter {
+  void operator()(fBuf_t* b) const noexcept { fBufFree(b); }
+};
+struct SessionDeleter {
+  void operator()(fbSession_t* s) const noexcept { fbSessionFree(s); }
+};
+struct TemplateDeleter {
+  void operator()(fbTemplate_t* t) const noexcept { fbTemplateFreeUnused(t); }
+};
+struct FileCloser {
+  void operator()(FILE* f) const noexcept { std::fclose(f); }
+};
+
+}  // namespace
+
+struct IpfixExporter::Impl {
+  ExporterConfig cfg;
+  std::unique_ptr<fbInfoModel_t, InfoModelDeleter> model;
+  std::unique_ptr<fbSession_t, SessionDeleter> session;  // until the fBuf owns it
+  std::unique_ptr<fBuf_t, FbufDeleter> fbuf;             // owns session and exporter
+  std::unique_ptr<FILE, FileCloser> file;
+  std::string tmp_path;
+  std::uint16_t int_tid = 0;
+  std::uint16_t current_ext = 0;
+  std::uint32_t last_export_time = 0;
+  bool error = false;
+};
+
+bool IpfixExporter::is_network_target(const std::string& output) {
+  return output.rfind("tcp://", 0) == 0 || output.rfind("udp://", 0) == 0;
+}
+
+IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.cfg = cfg;
+  network_ = is_network_target(cfg.output);
+  GError* err = nullptr;
+
+  m.model.reset(fbInfoModelAlloc());
+  for (const auto& e : kNtopElements) {
+    fbInfoElement_t ie{};
+    ie.ref.name = e.name;
+    ie.ent = kNtopPen;
+    ie.num = e.num;
+    ie.len = FB_IE_VARLEN;
+    ie.type = FB_STRING;
+    ie.description = e.description;
+    fbInfoModelAddElement(m.model.get(), &ie);
+  }
+  m.session.reset(fbSessionAlloc(m.model.get()));
+  fbSessionSetDomain(m.session.get(), cfg.observation_domain);
+
+  auto add_template = [&](std::uint32_t flags, bool internal, std::uint16_t tid) {
+    std::unique_ptr<fbTemplate_t, TemplateDeleter> t(fbTemplateAlloc(m.model.get()));
+    if (!fbTemplateAppendSpecArray(t.get(), kSpec, flags, &err)) {
+      throw EngineError("IPFIX template setup failed: " + take_error(err));
+    }
+    const std::uint16_t id = fbSessionAddTemplate(m.session.get(), internal ? TRUE : FALSE, tid,
+                                                  t.get(), &err);
+    if (id == 0) throw EngineError("IPFIX template setup failed: " + take_error(err));
+    t.release();  // the session owns it now
+    return id;
+  };
+  m.int_tid = add_template(UINT32_MAX, true, FB_TID_AUTO);
+  const std::uint32_t dpi = cfg.dpi ? kFDpi : 0;
+  if (cfg.biflow) {
+    add_template(dpi | kFRev | kFV4, false, kTidIpv4Biflow);
+    add_template(dpi | kFRev | kFV6, false, kTidIpv6Biflow);
+  } else {
+    add_template(dpi | kFV4, false, kTidIpv4Uniflow);
+    add_template(dpi | kFV6, false, kTidIpv6Uniflow);
+  }
+
+  fbExporter_t* exporter = nullptr;
+  if (network_) {
+    const bool tcp = cfg.output.rfind("tcp://", 0) == 0;
+    std::string hostport = cfg.output.substr(6);
+    std::string host;
+    std::string port;
+    if (!hostport.empty() && hostport[0] == '[') {
+      const auto close = hostport.find(']');
+      if (close == std::string::npos || close + 1 >= hostport.size() || hostport[close + 1] != ':') {
+        throw EngineError("bad collector address '" + cfg.output + "' (want tcp://HOST:PORT)");
+      }
+      host = hostport.substr(1, close - 1);
+      port = hostport.substr(close + 2);
+    } else {
+      const auto colon = hostport.rfind(':');
+      if (colon == std::string::npos) {
+        throw EngineError("bad collector address '" + cfg.output + "' (want tcp://HOST:PORT)");
+      }
+      host = hostport.substr(0, colon);
+      port = hostport.substr(colon + 1);
+    }
+    if (host.empty() || port.empty() || port.find_first_not_of("0123456789") != std::string::npos) {
+      throw EngineError("bad collector address '" + cfg.output + "' (want tcp://HOST:PORT)");
+    }
+    fbConnSpec_t spec{};
+    spec.transport = tcp ? FB_TCP : FB_UDP;
+    spec.host = host.data();
+    spec.svc = port.data();
+    exporter = fbExporterAllocNet(&spec);
+  } else {
+    if (cfg.output.empty()) throw EngineError("no output file given");
+    m.tmp_path = cfg.output + ".tmp." + std::to_string(::getpid());
+    m.file.reset(std::fopen(m.tmp_path.c_str(), "wb"));
+    if (!m.file) {
+      throw EngineError("cannot write output '" + cfg.output + "': " + std::strerror(errno));
+    }
+    exporter = fbExporterAllocFP(m.file.get());
+  }
+  if (!exporter) throw EngineError("cannot create IPFIX exporter for '" + cfg.output + "'");
+  m.fbuf.reset(fBufAllocForExport(m.session.release(), exporter));
+}
+
+IpfixExporter::~IpfixExporter() {
+  if (!committed_) abort();
+}
+
+void IpfixExporter::abort() noexcept {
+  if (!impl_) return;
+  impl_->fbuf.reset();  // frees session + exporter (does not close our FILE)
+  impl_->file.reset();
+  if (!impl_->tmp_path.empty()) ::unlink(impl_->tmp_path.c_str());
+  impl_->tmp_path.clear();
+}
+
+unsigned IpfixExporter::write(const Flow& f, EndReason reason, const FlowLabel& label,
+                              std::uint64_t now_ms) {
+  Impl& m = *impl_;
+  GError* err = nullptr;
+  const auto fail = [&](const char* what) {
+    m.error = true;
+    throw EngineError(std::string("error writing IPFIX output '") + m.cfg.output + "' (" + what +
+                      "): " + take_error(err));
+  };
+  const auto export_time = static_cast<std::uint32_t>(now_ms / 1000);
+  if (appended_ == 0) {
+    fBufSetExportTime(m.fbuf.get(), export_time);
+    if (!fbSessionExportTemplates(fBufGetSession(m.fbuf.get()), &err)) fail("templates");
+    if (!fBufSetInternalTemplate(m.fbuf.get(), m.int_tid, &err)) fail("internal template");
+  }
+  if (export_time != m.last_export_time) {
+    fBufSetExportTime(m.fbuf.get(), export_time);
+    m.last_export_time = export_time;
+  }
+
+  IpfixRecord r{};
+  std::uint8_t app_id[3];
+  const auto set_var = [](fbVarfield_t& v, const std::string* s) {
+    if (s && !s->empty()) {
+      v.len = s->size();
+      v.buf = reinterpret_cast<std::uint8_t*>(const_cast<char*>(s->data()));
+    }
+  };
+  if (m.cfg.dpi) {
+    app_id[0] = 22;
+    app_id[1] = static_cast<std::uint8_t>(label.id >> 8);
+    app_id[2] = static_cast<std::uint8_t>(label.id & 0xff);
+    r.applicationId.len = sizeof app_id;
+    r.applicationId.buf = app_id;
+    set_var(r.applicationName, label.name);
+    set_var(r.flowServerName, label.server);
+    if (label.server && label.server_kind == FlowLabel::kHttp) set_var(r.httpHost, label.server);
+    if (label.server && label.server_kind == FlowLabel::kTls) set_var(r.sslServerName, label.server);
+    if (label.server && label.server_kind == FlowLabel::kDns) set_var(r.dnsQuery, label.server);
+  }
+  r.vlanId = f.key.vlan;
+  r.protocolIdentifier = f.key.proto;
+  r.ipVersion = f.key.ip_version;
+  r.flowEndReason = static_cast<std::uint8_t>(reason);
+
+  const bool v6 = f.key.ip_version == 6;
+  const auto set_endpoints = [&](const FlowKey& k) {
+    if (v6) {
+      std::memcpy(r.sourceIPv6Address, k.src.data(), 16);
+      std::memcpy(r.destinationIPv6Address, k.dst.data(), 16);
+    } else {
+      r.sourceIPv4Address = (std::uint32_t{k.src[0]} << 24) | (std::uint32_t{k.src[1]} << 16) |
+                            (std::uint32_t{k.src[2]} << 8) | k.src[3];
+      r.destinationIPv4Address = (std::uint32_t{k.dst[0]} << 24) |
+                                 (std::uint32_t{k.dst[1]} << 16) | (std::uint32_t{k.dst[2]} << 8) |
+                                 k.dst[3];
+    }
+    r.sourceTransportPort = k.sport;
+    r.destinationTransportPort = k.dport;
+  };
+  const auto set_forward = [&](const DirectionStats& d) {
+    r.octetDeltaCount = d.octets;
+    r.packetDeltaCount = d.packets;
+    r.tcpControlBits = d.tcp_flags;
+    r.ipClassOfService = d.tos;
+    (v6 ? r.icmpTypeCodeIPv6 : r.icmpTypeCodeIPv4) = d.icmp_type_code;
+  };
+  const bool icmp = f.key.proto == 1 || f.key.proto == 58;
+
+  unsigned written = 0;
+  const auto append = [&](std::uint16_t ext) {
+    if (ext != m.current_ext) {
+      if (!fBufSetExportTemplate(m.fbuf.get(), ext, &err)) fail("export template");
+      m.current_ext = ext;
+    }
+    if (!fBufAppend(m.fbuf.get(), reinterpret_cast<std::uint8_t*>(&r), sizeof r, &err)) {
+      fail("append");
+    }
+    ++appended_;
+    ++records_;
+    ++written;
+  };
+
+  if (m.cfg.biflow) {
+    set_endpoints(f.key);
+    set_forward(f.fwd);
+    if (!icmp) r.icmpTypeCodeIPv4 = r.icmpTypeCodeIPv6 = 0;
+    r.flowStartMilliseconds = f.start_ms;
+    r.flowEndMilliseconds = f.end_ms;
+    r.reverseOctetDeltaCount = f.rev.octets;
+    r.reversePacketDeltaCount = f.rev.packets;
+    r.reverseTcpControlBits = f.rev.tcp_flags;
+    r.reverseIpClassOfService = f.rev.tos;
+    if (icmp) (v6 ? r.reverseIcmpTypeCodeIPv6 : r.reverseIcmpTypeCodeIPv4) = f.rev.icmp_type_code;
+    append(v6 ? kTidIpv6Biflow : kTidIpv4Biflow);
+  } else {
+    const std::uint16_t tid = v6 ? kTidIpv6Uniflow : kTidIpv4Uniflow;
+    if (f.fwd.packets) {
+      set_endpoints(f.key);
+      set_forward(f.fwd);
+      if (!icmp) r.icmpTypeCodeIPv4 = r.icmpTypeCodeIPv6 = 0;
+      r.flowStartMilliseconds = f.fwd.first_ms;
+      r.flowEndMilliseconds = f.fwd.last_ms;
+      append(tid);
+    }
+    if (f.rev.packets) {
+      set_endpoints(f.key.reversed());
+      set_forward(f.rev);
+      if (!icmp) r.icmpTypeCodeIPv4 = r.icmpTypeCodeIPv6 = 0;
+      r.flowStartMilliseconds = f.rev.first_ms;
+      r.flowEndMilliseconds = f.rev.last_ms;
+      append(tid);
+    }
+  }
+  return written;
+}
+
+void IpfixExporter::commit() {
+  Impl& m = *impl_;
+  GError* err = nullptr;
+  if (appended_ == 0) {  // still write the templates so the file is a valid IPFIX file
+    if (!fbSessionExportTemplates(fBufGetSession(m.fbuf.get()), &err)) {
+      throw EngineError("error writing IPFIX output '" + m.cfg.output + "': " + take_error(err));
+    }
+  }
+  if (!fBufEmit(m.fbuf.get(), &err)) {
+    throw EngineError("error writing IPFIX output '" + m.cfg.output + "': " + take_error(err));
+  }
+  if (network_) {
+    m.fbuf.reset();  // closes the connection
+    committed_ = true;
+    return;
+  }
+  m.fbuf.reset();
+  FILE* fp = m.file.get();
+  if (std::fflush(fp) != 0 || std::ferror(fp) || ::fsync(fileno(fp)) != 0) {
+    throw EngineError("error writing IPFIX output '" + m.cfg.output + "': " +
+                      std::strerror(errno ? errno : EIO));
+  }
+  if (std::fclose(m.file.release()) != 0) {
+    throw EngineError("error writing IPFIX output '" + m.cfg.output + "': " +
+                      std::strerror(errno));
+  }
+  if (std::rename(m.tmp_path.c_str(), m.cfg.output.c_str()) != 0) {
+    throw EngineError("cannot rename output into '" + m.cfg.output + "': " + std::strerror(errno));
+  }
+  m.tmp_path.clear();
+  committed_ = true;
+}
+
+}  // namespace ipfixweb::engine

@@ -1,0 +1,61 @@
+// IPFIX writer on top of libfixbuf: one internal template (the IpfixRecord struct) transcoded to
+// up to four external templates (IPv4/IPv6 x biflow/uniflow). Files are written to
+// "<output>.tmp.<pid>" and renamed into place on commit(); live export goes to tcp:// or udp://.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "flow_table.hpp"
+
+namespace ipfixweb::engine {
+
+// External template ids (stable so tests and collectors can rely on them).
+inline constexpr std::uint16_t kTidIpv4Biflow = 256;
+inline constexpr std::uint16_t kTidIpv6Biflow = 257;
+inline constexpr std::uint16_t kTidIpv4Uniflow = 258;
+inline constexpr std::uint16_t kTidIpv6Uniflow = 259;
+
+struct ExporterConfig {
+  std::string output;  // path, or tcp://HOST:PORT / udp://HOST:PORT
+  bool dpi = true;     // include applicationId / applicationName / server name
+  bool biflow = true;
+  std::uint32_t observation_domain = 1;
+};
+
+struct FlowLabel {
+  const std::string* name = nullptr;  // applicationName; null when DPI is off
+  std::uint16_t id = 0;               // nDPI protocol id for applicationId
+  const std::string* server = nullptr;  // TLS SNI / HTTP host / DNS query, may be empty
+  enum ServerKind : std::uint8_t { kOther, kHttp, kTls, kDns } server_kind = kOther;
+};
+
+class IpfixExporter {
+ public:
+  explicit IpfixExporter(const ExporterConfig& cfg);
+  ~IpfixExporter();  // without commit(): removes the temporary file
+  IpfixExporter(const IpfixExporter&) = delete;
+  IpfixExporter& operator=(const IpfixExporter&) = delete;
+
+  // Writes one flow (one biflow record, or one or two uniflow records). Returns records written.
+  unsigned write(const Flow& f, EndReason reason, const FlowLabel& label, std::uint64_t now_ms);
+  // Emits the last message; for files: flush, fsync, rename into place.
+  void commit();
+  std::uint64_t records() const { return records_; }
+  std::uint64_t messages_hint() const { return appended_; }
+  bool is_network() const { return network_; }
+  static bool is_network_target(const std::string& output);
+
+ private:
+  struct Impl;
+  void abort() noexcept;
+  std::unique_ptr<Impl> impl_;
+  std::uint64_t records_ = 0;
+  std::uint64_t appended_ = 0;
+  bool network_ = false;
+  bool committed_ = false;
+};
+
+}  // namespace ipfixweb::engine

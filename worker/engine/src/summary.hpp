@@ -1,0 +1,83 @@
+// Run statistics collected while converting and their JSON form (the convert() result).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "decoder.hpp"
+#include "flow_table.hpp"
+
+namespace ipfixweb::engine {
+
+struct Counter {
+  std::uint64_t flows = 0;  // records
+  std::uint64_t packets = 0;
+  std::uint64_t bytes = 0;
+  void add(std::uint64_t p, std::uint64_t b) {
+    ++flows;
+    packets += p;
+    bytes += b;
+  }
+};
+
+struct InputInfo {
+  std::string path;
+  int link_type = 0;
+  std::string link_name;
+  std::uint64_t packets = 0;
+  std::uint64_t file_bytes = 0;
+  bool truncated = false;
+};
+
+class Summary {
+ public:
+  explicit Summary(std::vector<std::string> analysis_families);
+
+  void on_packet(std::uint64_t ts_us, std::uint32_t ip_octets);
+  void on_not_metered(DecodeStatus s) { ++not_metered_[static_cast<int>(s)]; }
+  void on_record(const Flow& f, EndReason reason, unsigned records, const std::string* app);
+  void warn(std::string w) { warnings_.push_back(std::move(w)); }
+
+  std::uint64_t packets_read = 0;
+  std::uint64_t fragments_unmatched = 0;
+  std::uint64_t tunnelled_packets = 0;
+  std::uint64_t out_of_order_packets = 0;
+  std::uint64_t peak_flows = 0;
+  double elapsed_s = 0;
+  std::vector<InputInfo> inputs;
+
+  std::uint64_t packets() const { return packets_; }
+  std::uint64_t bytes() const { return bytes_; }
+  std::uint64_t records() const { return records_; }
+
+  nlohmann::json to_json() const;
+
+ private:
+  struct Family {
+    Counter total;
+    std::unordered_map<std::string, Counter> hosts;
+  };
+  std::uint64_t packets_ = 0;
+  std::uint64_t bytes_ = 0;
+  std::uint64_t records_ = 0;
+  std::uint64_t biflows_ = 0;
+  std::uint64_t first_us_ = 0;
+  std::uint64_t last_us_ = 0;
+  std::array<std::uint64_t, kDecodeStatusCount> not_metered_{};
+  std::array<std::uint64_t, 6> reasons_{};
+  std::map<std::uint8_t, Counter> protocols_;
+  std::unordered_map<std::string, Counter> apps_;
+  std::vector<std::string> families_;
+  std::map<std::string, Family> family_stats_;
+  std::vector<std::string> warnings_;
+};
+
+std::string iso8601_ms(std::uint64_t ts_us);
+
+}  // namespace ipfixweb::engine

@@ -1,0 +1,62 @@
+// ipfixweb-worker: thin entry point over ipfixweb_worker_lib.
+#include <atomic>
+#include <csignal>
+
+#include "ipfixweb/shared/config.hpp"
+#include "ipfixweb/shared/logging.hpp"
+#include "ipfixweb/worker/worker.hpp"
+
+namespace {
+std::atomic<bool> g_stop{false};
+extern "C" void on_signal(int) { g_stop.store(true); }
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ipfixweb;
+  worker::Config cfg;
+  LogOptions log_opts;
+  CLI::App app{"ipfixweb worker: converts captures to IPFIX for the broker"};
+  app.add_option("--broker", cfg.broker, "Broker backend endpoint")
+      ->envname("IPFIXWEB_BROKER_BACKEND")
+      ->capture_default_str();
+  app.add_option("--id", cfg.worker_id, "Stable worker id (default: host-pid-random)")
+      ->envname("IPFIXWEB_WORKER_ID");
+  app.add_option("--slots", cfg.slots, "Concurrent tasks (0: number of CPUs)")
+      ->envname("IPFIXWEB_WORKER_SLOTS")
+      ->capture_default_str();
+  app.add_option("--heartbeat", cfg.heartbeat_s, "Heartbeat interval in seconds")
+      ->envname("IPFIXWEB_HEARTBEAT")
+      ->check(CLI::Range(0.01, 60.0))
+      ->capture_default_str();
+  app.add_option("--liveness", cfg.liveness, "Missed heartbeats before the broker is presumed gone")
+      ->envname("IPFIXWEB_LIVENESS")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  app.add_option("--grace", cfg.grace_s, "Seconds to let running tasks finish on SIGTERM")
+      ->envname("IPFIXWEB_WORKER_GRACE")
+      ->capture_default_str();
+  app.add_option("--memory-limit-mb", cfg.memory_limit_mb, "Address-space limit per task (0: none)")
+      ->envname("IPFIXWEB_TASK_MEMORY_MB")
+      ->capture_default_str();
+  app.add_option("--cpu-limit", cfg.cpu_limit_s, "CPU seconds per task (0: none)")
+      ->envname("IPFIXWEB_TASK_CPU_SECONDS")
+      ->capture_default_str();
+  add_log_options(app, log_opts);
+  add_print_config(app);
+  CLI11_PARSE(app, argc, argv);
+  if (handle_print_config(app)) return 0;
+
+  auto log = setup_logging("worker", log_opts);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGPIPE, SIG_IGN);
+  try {
+    zmq::context_t ctx(1);
+    worker::Worker w(cfg, ctx);
+    w.run(g_stop);
+  } catch (const std::exception& e) {
+    log->critical("worker failed: {}", e.what());
+    return 1;
+  }
+  return 0;
+}
