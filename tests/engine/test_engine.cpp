@@ -1,0 +1,265 @@
+// Engine::convert on captures generated in the test: summary figures, output handling, errors.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "ipfixweb/engine/engine.hpp"
+#include "pcap_writer.hpp"
+
+namespace ipfixweb::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using test::Bytes;
+
+Engine& engine() {
+  static Engine e;  // nDPI initialised once for the whole test binary
+  return e;
+}
+
+bool no_temp_left(const std::string& dir) {
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().filename().string().find(".tmp.") != std::string::npos) return false;
+  }
+  return true;
+}
+
+// 3 flows: a TCP connection (SYN..FIN, 7 packets), a DNS exchange over IPv6 (2), ICMP echo (2),
+// plus an ARP frame (not metered).
+void write_small_capture(const std::string& path) {
+  test::PcapWriter w(path);
+  const std::string c = "192.168.0.10";
+  const std::string s = "192.168.0.20";
+  std::uint64_t t = 1'700'000'000'000'000ULL;
+  w.add(t, test::ether4(test::ipv4(c, s, 6, test::tcp(40000, 8080, 0x02))));
+  w.add(t += 1000, test::ether4(test::ipv4(s, c, 6, test::tcp(8080, 40000, 0x12))));
+  w.add(t += 1000, test::ether4(test::ipv4(c, s, 6, test::tcp(40000, 8080, 0x10))));
+  w.add(t += 1000, test::ether4(test::ipv4(c, s, 6, test::tcp(40000, 8080, 0x18, 100))));
+  w.add(t += 1000, test::ether4(test::ipv4(s, c, 6, test::tcp(8080, 40000, 0x11))));
+  w.add(t += 1000, test::ether4(test::ipv4(c, s, 6, test::tcp(40000, 8080, 0x11))));
+  w.add(t += 1000, test::ether4(test::ipv4(s, c, 6, test::tcp(8080, 40000, 0x10))));
+  w.add(t += 1000, test::ether6(test::ipv6("2001:db8::1", "2001:db8::53", 17, test::udp(5353, 53, 30))));
+  w.add(t += 1000, test::ether6(test::ipv6("2001:db8::53", "2001:db8::1", 17, test::udp(53, 5353, 60))));
+  w.add(t += 1000, test::ether4(test::ipv4(c, s, 1, test::icmp(8, 0, 56))));
+  w.add(t += 1000, test::ether4(test::ipv4(s, c, 1, test::icmp(0, 0, 56))));
+  w.add(t += 1000, test::ether(Bytes(28, 0), 0x0806));
+  w.close();
+}
+
+TEST(Engine, ConvertsSmallCaptureAndSummarises) {
+  test::TempDir dir;
+  write_small_capture(dir.file("in.pcap"));
+  Options o;
+  o.inputs = {dir.file("in.pcap")};
+  o.output = dir.file("out.ipfix");
+  o.analysis = {"dns"};
+  std::vector<Progress> seen;
+  const auto j = engine().convert(o, [&](const Progress& p) { seen.push_back(p); });
+  EXPECT_EQ(j["packets"].get<std::uint64_t>(), 11u);
+  EXPECT_EQ(j["packets_read"].get<std::uint64_t>(), 12u);
+  EXPECT_EQ(j["flows"].get<std::uint64_t>(), 3u);
+  EXPECT_EQ(j["not_metered"]["non_ip"].get<std::uint64_t>(), 1u);
+  // 7 TCP packets of 40 bytes + 100 payload; UDP 40+8+30 and 40+8+60; ICMP 2 * (20+4+56)
+  EXPECT_EQ(j["bytes"].get<std::uint64_t>(), 7u * 40 + 100 + 78 + 108 + 2 * 80);
+  EXPECT_EQ(j["protocols"]["TCP"]["packets"].get<std::uint64_t>(), 7u);
+  EXPECT_EQ(j["protocols"]["UDP"]["flows"].get<std::uint64_t>(), 1u);
+  EXPECT_EQ(j["protocols"]["ICMP"]["packets"].get<std::uint64_t>(), 2u);
+  EXPECT_EQ(j["flow_end_reasons"]["end_of_flow"].get<std::uint64_t>(), 1u);
+  EXPECT_EQ(j["flow_end_reasons"]["end_of_input"].get<std::uint64_t>(), 2u);
+  EXPECT_EQ(j["first_packet"].get<std::string>(), "2023-11-14T22:13:20.000Z");
+  // Times of metered packets (the ARP frame at .011 is not metered).
+  EXPECT_EQ(j["last_packet"].get<std::string>(), "2023-11-14T22:13:20.010Z");
+  EXPECT_TRUE(j["warnings"].empty());
+  EXPECT_TRUE(j.contains("analysis"));
+  EXPECT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().packets, 12u);
+  EXPECT_TRUE(fs::exists(o.output));
+  EXPECT_GT(fs::file_size(o.output), 100u);
+  EXPECT_TRUE(no_temp_left(dir.path()));
+}
+
+TEST(Engine, UniflowWritesOneRecordPerDirection) {
+  test::TempDir dir;
+  write_small_capture(dir.file("in.pcap"));
+  Options o;
+  o.inputs = {dir.file("in.pcap")};
+  o.output = dir.file("out.ipfix");
+  o.biflow = false;
+  o.dpi = false;
+  const auto j = engine().convert(o);
+  EXPECT_EQ(j["flows"].get<std::uint64_t>(), 6u);
+  EXPECT_EQ(j["biflows"].get<std::uint64_t>(), 3u);
+  EXPECT_FALSE(j.contains("dpi_stats"));
+}
+
+TEST(Engine, MultipleInputsMergeInTimeOrderAndShareFlowState) {
+  test::TempDir dir;
+  const std::uint64_t t = 1'600'000'000'000'000ULL;
+  {
+    test::PcapWriter a(dir.file("a.pcap"));
+    a.add(t, test::ether4(test::ipv4("10.0.0.1", "10.0.0.2", 17, test::udp(1, 2))));
+    a.add(t + 2000, test::ether4(test::ipv4("10.0.0.1", "10.0.0.2", 17, test::udp(1, 2))));
+    test::PcapWriter b(dir.file("b.pcap"), 101);  // raw IP link type
+    b.add(t + 1000, test::ipv4("10.0.0.2", "10.0.0.1", 17, test::udp(2, 1)));
+    b.add(t + 3000, test::ipv4("10.0.0.2", "10.0.0.1", 17, test::udp(2, 1)));
+  }
+  Options o;
+  o.inputs = {dir.file("a.pcap"), dir.file("b.pcap")};
+  o.output = dir.file("out.ipfix");
+  const auto j = engine().convert(o);
+  EXPECT_EQ(j["packets"].get<std::uint64_t>(), 4u);
+  EXPECT_EQ(j["flows"].get<std::uint64_t>(), 1u);
+  EXPECT_EQ(j["out_of_order_packets"].get<std::uint64_t>(), 0u);
+  EXPECT_EQ(j["inputs"].size(), 2u);
+}
+
+TEST(Engine, TimeoutsAndMaxFlowsFromOptions) {
+  test::TempDir dir;
+  const std::uint64_t t = 1'600'000'000'000'000ULL;
+  {
+    test::PcapWriter w(dir.file("in.pcap"));
+    for (int i = 0; i < 5; ++i) {  // 5 distinct flows, 1 s apart, then flow 0 again after 10 s
+      w.add(t + static_cast<std::uint64_t>(i) * 1'000'000,
+            test::ether4(test::ipv4("10.0.0." + std::to_string(i + 1), "10.0.1.1", 17, test::udp(7, 7))));
+    }
+    w.add(t + 14'000'000, test::ether4(test::ipv4("10.0.0.1", "10.0.1.1", 17, test::udp(7, 7))));
+  }
+  Options o;
+  o.inputs = {dir.file("in.pcap")};
+  o.output = dir.file("out.ipfix");
+  o.idle_timeout_s = 5;
+  o.max_flows = 3;
+  o.dpi = false;
+  const auto j = engine().convert(o);
+  EXPECT_EQ(j["flows"].get<std::uint64_t>(), 6u);
+  EXPECT_EQ(j["flow_end_reasons"]["lack_of_resources"].get<std::uint64_t>(), 2u);
+  EXPECT_EQ(j["flow_end_reasons"]["idle_timeout"].get<std::uint64_t>(), 3u);
+  EXPECT_EQ(j["flow_end_reasons"]["end_of_input"].get<std::uint64_t>(), 1u);
+}
+
+TEST(Engine, TruncatedSnaplenCountsIpLength) {
+  test::TempDir dir;
+  {
+    test::PcapWriter w(dir.file("in.pcap"), 1, 64);
+    w.add(1'600'000'000'000'000ULL,
+          test::ether4(test::ipv4("10.0.0.1", "10.0.0.2", 6, test::tcp(1, 2, 0x18, 1000))), 64);
+  }
+  Options o;
+  o.inputs = {dir.file("in.pcap")};
+  o.output = dir.file("out.ipfix");
+  const auto j = engine().convert(o);
+  EXPECT_EQ(j["packets"].get<std::uint64_t>(), 1u);
+  EXPECT_EQ(j["bytes"].get<std::uint64_t>(), 1040u);
+}
+
+TEST(Engine, TruncatedLastRecordIsAWarning) {
+  test::TempDir dir;
+  write_small_capture(dir.file("in.pcap"));
+  fs::resize_file(dir.file("in.pcap"), fs::file_size(dir.file("in.pcap")) - 10);
+  Options o;
+  o.inputs = {dir.file("in.pcap")};
+  o.output = dir.file("out.ipfix");
+  const auto j = engine().convert(o);
+  EXPECT_EQ(j["packets_read"].get<std::uint64_t>(), 11u);
+  ASSERT_EQ(j["warnings"].size(), 1u);
+  EXPECT_NE(j["warnings"][0].get<std::string>().find("cut short"), std::string::npos);
+  EXPECT_TRUE(j["inputs"][0]["truncated"].get<bool>());
+}
+
+void expect_error(const Options& o, const std::string& fragment) {
+  try {
+    engine().convert(o);
+    FAIL() << "no error, expected: " << fragment;
+  } catch (const EngineError& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
+  }
+  if (!o.output.empty()) {
+    EXPECT_FALSE(fs::exists(o.output));
+  }
+}
+
+TEST(Engine, ErrorsAreOneLineAndLeaveNoOutput) {
+  test::TempDir dir;
+  write_small_capture(dir.file("good.pcap"));
+  std::ofstream(dir.file("text.txt")) << "hello, this is not a capture\n";
+  std::ofstream(dir.file("empty.pcap")).close();
+  Options o;
+  o.output = dir.file("out.ipfix");
+  o.inputs = {dir.file("missing.pcap")};
+  expect_error(o, "No such file");
+  o.inputs = {dir.file("empty.pcap")};
+  expect_error(o, "empty");
+  o.inputs = {dir.file("text.txt")};
+  expect_error(o, "not a readable pcap");
+  {
+    test::PcapWriter w(dir.file("wifi.pcap"), 105);
+    w.add(1, Bytes(30, 0));
+  }
+  o.inputs = {dir.file("wifi.pcap")};
+  expect_error(o, "unsupported link type 105");
+  o.inputs = {dir.file("good.pcap")};
+  o.bpf_filter = "tcp port nonsense";
+  expect_error(o, "bad BPF filter");
+  o.bpf_filter.clear();
+  o.output = dir.file("no/such/dir/out.ipfix");
+  expect_error(o, "cannot write output");
+  o.output = dir.file("out.ipfix");
+  o.idle_timeout_s = 0;
+  expect_error(o, "idle timeout");
+  EXPECT_TRUE(no_temp_left(dir.path()));
+}
+
+TEST(Engine, BpfFilterSelectsPackets) {
+  test::TempDir dir;
+  write_small_capture(dir.file("in.pcap"));
+  Options o;
+  o.inputs = {dir.file("in.pcap")};
+  o.output = dir.file("out.ipfix");
+  o.bpf_filter = "tcp";
+  const auto j = engine().convert(o);
+  EXPECT_EQ(j["packets"].get<std::uint64_t>(), 7u);
+  EXPECT_EQ(j["flows"].get<std::uint64_t>(), 1u);
+}
+
+TEST(Engine, CancelLeavesNoOutput) {
+  test::TempDir dir;
+  write_small_capture(dir.file("in.pcap"));
+  Options o;
+  o.inputs = {dir.file("in.pcap")};
+  o.output = dir.file("out.ipfix");
+  std::atomic<bool> cancel{true};
+  EXPECT_THROW(engine().convert(o, {}, &cancel), Cancelled);
+  EXPECT_FALSE(fs::exists(o.output));
+  EXPECT_TRUE(no_temp_left(dir.path()));
+}
+
+TEST(Engine, ForkedChildrenShareTheInitialisedEngine) {
+  test::TempDir dir;
+  write_small_capture(dir.file("in.pcap"));
+  Engine& e = engine();
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    Options o;
+    o.inputs = {dir.file("in.pcap")};
+    o.output = dir.file("child.ipfix");
+    try {
+      const auto j = e.convert(o);
+      _exit(j["flows"].get<std::uint64_t>() == 3 ? 0 : 2);
+    } catch (...) {
+      _exit(3);
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_TRUE(fs::exists(dir.file("child.ipfix")));
+}
+
+}  // namespace
+}  // namespace ipfixweb::engine

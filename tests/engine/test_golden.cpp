@@ -1,0 +1,353 @@
+// Golden tests: pcap2ipfix output decoded by independent tools (ipfixDump, tshark) and compared
+// with capinfos, tshark conversation tables and ndpiReader's flow labels.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "pcap_writer.hpp"
+#include "tool_helpers.hpp"
+
+namespace ipfixweb::engine::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+#define REQUIRE_TOOL(name) \
+  if (!have_tool(name)) GTEST_SKIP() << name << " not installed"
+#define REQUIRE_PCAPS()                                                   \
+  const std::string pcaps = pcaps_dir();                                  \
+  if (pcaps.empty()) GTEST_SKIP() << "shared pcaps not found (set IPFIXWEB_PCAPS)"
+
+std::string convert(const std::string& in, const std::string& out, const std::string& extra = "") {
+  const RunResult r = run(shell_quote(pcap2ipfix()) + " -q " + extra + " -o " + shell_quote(out) +
+                          " " + shell_quote(in));
+  EXPECT_EQ(r.exit_code, 0) << in << ": " << r.err;
+  return r.err;
+}
+
+std::uint64_t u64(const Record& r, const std::string& k) {
+  const auto it = r.find(k);
+  return it == r.end() ? 0 : std::stoull(it->second);
+}
+std::string str(const Record& r, const std::string& k) {
+  const auto it = r.find(k);
+  return it == r.end() ? std::string() : it->second;
+}
+std::string src_addr(const Record& r) { return r.count("8") ? str(r, "8") : str(r, "27"); }
+std::string dst_addr(const Record& r) { return r.count("12") ? str(r, "12") : str(r, "28"); }
+std::uint64_t total_packets(const Record& r) { return u64(r, "2") + u64(r, "29305/2"); }
+
+TEST(Golden, GeneratedCaptureDecodesWithIpfixDumpAndTshark) {
+  REQUIRE_TOOL("ipfixDump");
+  TempDir dir;
+  {
+    PcapWriter w(dir.file("in.pcap"));
+    const std::uint64_t t = 1'700'000'000'000'000ULL;
+    w.add(t, ether4(ipv4("10.0.0.1", "10.0.0.2", 6, tcp(40000, 80, 0x02)), {42}));
+    w.add(t + 1000, ether4(ipv4("10.0.0.2", "10.0.0.1", 6, tcp(80, 40000, 0x12)), {42}));
+    w.add(t + 2000, ether4(ipv4("10.0.0.1", "10.0.0.2", 6, tcp(40000, 80, 0x04)), {42}));
+    w.add(t + 3000, ether6(ipv6("2001:db8::1", "2001:db8::2", 58, icmp(128, 0, 16))));
+    w.add(t + 4000, ether6(ipv6("2001:db8::2", "2001:db8::1", 58, icmp(129, 0, 16))));
+  }
+  convert(dir.file("in.pcap"), dir.file("out.ipfix"));
+  const DumpResult d = ipfix_dump(dir.file("out.ipfix"));
+  EXPECT_TRUE(d.stderr_text.empty()) << d.stderr_text;
+  ASSERT_EQ(d.records.size(), 2u);
+  const Record& v6 = d.records[0].count("27") ? d.records[0] : d.records[1];
+  const Record& v4 = d.records[0].count("8") ? d.records[0] : d.records[1];
+  EXPECT_EQ(str(v4, "8"), "10.0.0.1");
+  EXPECT_EQ(str(v4, "12"), "10.0.0.2");
+  EXPECT_EQ(u64(v4, "7"), 40000u);
+  EXPECT_EQ(u64(v4, "11"), 80u);
+  EXPECT_EQ(u64(v4, "2"), 2u);
+  EXPECT_EQ(u64(v4, "29305/2"), 1u);
+  EXPECT_EQ(u64(v4, "1"), 80u);
+  EXPECT_EQ(u64(v4, "58"), 42u);
+  EXPECT_EQ(u64(v4, "6"), 0x06u);  // SYN | RST
+  EXPECT_EQ(u64(v4, "29305/6"), 0x12u);
+  EXPECT_EQ(u64(v4, "136"), 3u);  // end of flow (RST)
+  EXPECT_EQ(u64(v4, "4"), 6u);
+  EXPECT_EQ(str(v4, "152"), "2023-11-14 22:13:20.000");
+  EXPECT_EQ(str(v4, "153"), "2023-11-14 22:13:20.002");
+  EXPECT_EQ(str(v6, "27"), "2001:db8::1");
+  EXPECT_EQ(u64(v6, "139"), 128u << 8);
+  EXPECT_EQ(u64(v6, "29305/139"), 129u << 8);
+  EXPECT_EQ(u64(v6, "136"), 4u);  // end of input
+  EXPECT_EQ(str(v6, "96"), "ICMPV6");
+
+  if (have_tool("tshark")) {
+    const RunResult t = run("tshark -r " + shell_quote(dir.file("out.ipfix")) +
+                            " -Y 'cflow && _ws.expert.severity >= warning' -T fields -e frame.number");
+    EXPECT_EQ(t.exit_code, 0) << t.err;
+    EXPECT_TRUE(t.out.empty()) << "tshark expert warnings in frames: " << t.out;
+    const RunResult s = run("tshark -r " + shell_quote(dir.file("out.ipfix")) +
+                            " -T fields -e cflow.appl_name -e cflow.appl_id.classification_engine_id");
+    EXPECT_NE(s.out.find("ICMPV6"), std::string::npos) << s.out;
+  }
+}
+
+TEST(Golden, DpiMetadataAsNtopElements) {
+  REQUIRE_PCAPS();
+  REQUIRE_TOOL("tshark");  // tshark names the ntop (PEN 35632) elements; ipfixDump does not
+  TempDir dir;
+  const auto field = [&](const std::string& file, const std::string& f) {
+    return run("tshark -r " + shell_quote(file) + " -T fields -E aggregator=, -e " + f).out;
+  };
+  convert(pcaps + "/443-git.pcap", dir.file("tls.ipfix"));
+  EXPECT_NE(field(dir.file("tls.ipfix"), "cflow.appl_name").find("TLS.Github"), std::string::npos);
+  EXPECT_NE(field(dir.file("tls.ipfix"), "cflow.pie.ntop.ssl_server_name").find("github.com"),
+            std::string::npos);
+  EXPECT_NE(field(dir.file("tls.ipfix"), "cflow.pie.ntop.flow_server_name").find("github.com"),
+            std::string::npos);
+  convert(pcaps + "/dns_ambiguous_names.pcap", dir.file("dns.ipfix"));
+  EXPECT_NE(field(dir.file("dns.ipfix"), "cflow.pie.ntop.dns_query").find("teams.skype.com"),
+            std::string::npos);
+  convert(pcaps + "/extra/pppoe-session-http.pcap", dir.file("http.ipfix"));
+  EXPECT_FALSE(field(dir.file("http.ipfix"), "cflow.pie.ntop.http_host").find_first_not_of("\n") ==
+               std::string::npos);
+}
+
+TEST(Golden, ExtraEncapsulations) {
+  REQUIRE_PCAPS();
+  REQUIRE_TOOL("ipfixDump");
+  TempDir dir;
+  struct Case {
+    const char* file;
+    std::size_t records;
+    const char* must_contain;  // an inner endpoint
+  };
+  const Case cases[] = {{"extra/vxlan.pcap", 13, "SSH"},
+                        {"extra/gre-sample.pcap", 6, "SSH"},
+                        {"extra/pppoe-session-http.pcap", 1, "HTTP.Google"},
+                        {"extra/decode-sll2-01.pcap", 1, "HTTP"},
+                        {"extra/ipv4frags.pcap", 1, "ICMP"},
+                        {"extra/frag-ip-tcp.pcap", 1, ""},
+                        {"extra/frag-eth-vlan-ipv6-tcp.pcap", 1, ""}};
+  for (const auto& c : cases) {
+    const std::string in = pcaps + "/" + c.file;
+    if (!fs::exists(in)) continue;
+    const std::string out = dir.file("x.ipfix");
+    convert(in, out);
+    const DumpResult d = ipfix_dump(out);
+    EXPECT_TRUE(d.stderr_text.empty()) << c.file << d.stderr_text;
+    EXPECT_EQ(d.records.size(), c.records) << c.file;
+    bool found = *c.must_contain == 0;
+    for (const auto& r : d.records) found |= str(r, "96") == c.must_contain;
+    EXPECT_TRUE(found) << c.file << " has no " << c.must_contain << " record";
+    if (have_tool("capinfos")) {
+      std::uint64_t pkts = 0;
+      for (const auto& r : d.records) pkts += total_packets(r);
+      EXPECT_EQ(pkts, capinfos_packets(in)) << c.file;  // every packet metered (fragments too)
+    }
+  }
+}
+
+// Captures in which every frame is IPv4/IPv6 (checked with tshark below).
+const char* const kAllIpCaptures[] = {
+    "ssh.pcap", "dns_ambiguous_names.pcap", "quic.pcap", "443-git.pcap", "http_ipv6.pcap",
+    "443-chrome.pcap", "bittorrent.pcap", "smtp.pcap", "ocs.pcap", "nats.pcap",
+    "KakaoTalk_chat.pcap", "ajp.pcap", "tls_verylong_certificate.pcap", "wireguard.pcap",
+    "dns_fragmented.pcap", "6in4tunnel.pcap"};
+
+TEST(Golden, PacketTotalsMatchCapinfos) {
+  REQUIRE_PCAPS();
+  REQUIRE_TOOL("ipfixDump");
+  REQUIRE_TOOL("capinfos");
+  REQUIRE_TOOL("tshark");
+  TempDir dir;
+  int checked = 0;
+  for (const char* name : kAllIpCaptures) {
+    const std::string in = pcaps + "/" + name;
+    if (!fs::exists(in)) continue;
+    const RunResult nonip = run("tshark -r " + shell_quote(in) + " -Y 'not ip and not ipv6' -T fields -e frame.number");
+    ASSERT_TRUE(nonip.out.empty()) << name << " has non-IP frames; fix the list";
+    const std::string out = dir.file(std::string(name) + ".ipfix");
+    convert(in, out, "--no-dpi");
+    const DumpResult d = ipfix_dump(out);
+    EXPECT_TRUE(d.stderr_text.empty()) << name << ": " << d.stderr_text;
+    std::uint64_t pkts = 0;
+    for (const auto& r : d.records) pkts += total_packets(r);
+    EXPECT_EQ(pkts, capinfos_packets(in)) << name;
+    ++checked;
+  }
+  EXPECT_GT(checked, 5);
+}
+
+// "a:port b:port" with endpoints sorted, as tshark prints them (IPv6 unbracketed).
+std::string conv_key(const std::string& l4, const std::string& a, const std::string& b) {
+  return l4 + " " + std::min(a, b) + " " + std::max(a, b);
+}
+
+TEST(Golden, ConversationsMatchTsharkConv) {
+  REQUIRE_PCAPS();
+  REQUIRE_TOOL("ipfixDump");
+  REQUIRE_TOOL("tshark");
+  TempDir dir;
+  for (const char* name : {"ssh.pcap", "dns_ambiguous_names.pcap", "quic.pcap", "1kxun.pcap"}) {
+    const std::string in = pcaps + "/" + name;
+    if (!fs::exists(in)) continue;
+    std::map<std::string, std::uint64_t> theirs;
+    for (const char* l4 : {"tcp", "udp"}) {
+      const RunResult t = run("tshark -r " + shell_quote(in) + " -q -z conv," + l4);
+      std::istringstream s(t.out);
+      std::string line;
+      while (std::getline(s, line)) {
+        std::istringstream f(line);
+        std::vector<std::string> tok((std::istream_iterator<std::string>(f)),
+                                     std::istream_iterator<std::string>());
+        if (tok.size() < 10 || tok[1] != "<->") continue;
+        theirs[conv_key(l4, tok[0], tok[2])] += std::stoull(tok[9]);
+      }
+    }
+    const std::string out = dir.file(std::string(name) + ".ipfix");
+    // Long timeouts: tshark does not split conversations by time.
+    convert(in, out, "--no-dpi --no-decap --idle-timeout 100000 --active-timeout 100000");
+    std::map<std::string, std::uint64_t> ours;
+    for (const auto& r : ipfix_dump(out).records) {
+      const auto proto = u64(r, "4");
+      if (proto != 6 && proto != 17) continue;
+      ours[conv_key(proto == 6 ? "tcp" : "udp", src_addr(r) + ":" + str(r, "7"),
+                    dst_addr(r) + ":" + str(r, "11"))] += total_packets(r);
+    }
+    std::string diff;
+    for (const auto& [k, v] : theirs) {
+      const auto it = ours.find(k);
+      if (it == ours.end() || it->second != v) {
+        diff += "\n  tshark " + k + " " + std::to_string(v) + ", ours " +
+                (it == ours.end() ? std::string("-") : std::to_string(it->second));
+      }
+    }
+    for (const auto& [k, v] : ours) {
+      if (!theirs.count(k)) diff += "\n  ours only " + k + " " + std::to_string(v);
+    }
+    EXPECT_TRUE(diff.empty()) << name << diff;
+  }
+}
+
+// Normalised "L4 endpointA endpointB label" rows (VALIDATORS.md section 2.2).
+std::string ep(const std::string& a, const std::string& port) {
+  return (a.find(':') != std::string::npos ? "[" + a + "]" : a) + ":" + port;
+}
+
+// ndpiReader prints IPv6 with its own zero compression ("b00c:0:2"): canonicalise.
+std::string canon_ep(const std::string& e) {
+  if (e.empty() || e[0] != '[') return e;
+  const auto close = e.find(']');
+  unsigned char a[16];
+  char buf[INET6_ADDRSTRLEN];
+  const std::string addr = e.substr(1, close - 1);
+  if (inet_pton(AF_INET6, addr.c_str(), a) != 1 || !inet_ntop(AF_INET6, a, buf, sizeof buf)) {
+    return e;
+  }
+  return "[" + std::string(buf) + e.substr(close);
+}
+
+std::multiset<std::string> ndpi_reader_flows(const std::string& in) {
+  const RunResult r = run("ndpiReader -q -i " + shell_quote(in) + " -v 2");
+  std::multiset<std::string> rows;
+  std::istringstream s(r.out);
+  std::string line;
+  while (std::getline(s, line)) {
+    std::istringstream f(line);
+    std::string idx, l4, a, arrow, b, proto_tag, proto;
+    if (!(f >> idx >> l4 >> a >> arrow >> b >> proto_tag)) continue;
+    if (proto_tag.rfind("[VLAN:", 0) == 0 && !(f >> proto_tag)) continue;  // "[VLAN: 7][proto:"
+    if (proto_tag.size() > 7 && proto_tag.compare(proto_tag.size() - 7, 7, "[proto:") == 0) {
+      proto_tag = "[proto:";
+    }
+    if (!(f >> proto)) continue;
+    if ((arrow != "<->" && arrow != "->") || proto_tag != "[proto:") continue;
+    if (l4 != "TCP" && l4 != "UDP" && l4 != "ICMP" && l4 != "ICMPV6") continue;
+    // "92/SSH][Encrypted]..." -> "SSH"
+    const auto slash = proto.find('/');
+    const auto close = proto.find(']');
+    const std::string label = proto.substr(slash + 1, close - slash - 1);
+    a = canon_ep(a);
+    b = canon_ep(b);
+    rows.insert(l4 + " " + std::min(a, b) + " " + std::max(a, b) + " " + label);
+  }
+  return rows;
+}
+
+std::multiset<std::string> our_flows(const std::string& ipfix) {
+  std::multiset<std::string> rows;
+  for (const auto& r : ipfix_dump(ipfix).records) {
+    const auto p = u64(r, "4");
+    const char* l4 = p == 6 ? "TCP" : p == 17 ? "UDP" : p == 1 ? "ICMP" : p == 58 ? "ICMPV6" : nullptr;
+    if (!l4) continue;
+    const std::string a = ep(src_addr(r), str(r, "7"));
+    const std::string b = ep(dst_addr(r), str(r, "11"));
+    rows.insert(std::string(l4) + " " + std::min(a, b) + " " + std::max(a, b) + " " + str(r, "96"));
+  }
+  return rows;
+}
+
+struct Agreement {
+  std::size_t same = 0;
+  std::size_t total = 0;
+  std::vector<std::string> diff;
+};
+
+Agreement compare_labels(const std::string& in, const std::string& out) {
+  const auto theirs = ndpi_reader_flows(in);
+  const auto ours = our_flows(out);
+  Agreement a;
+  a.total = std::max(theirs.size(), ours.size());
+  std::vector<std::string> common;
+  std::set_intersection(theirs.begin(), theirs.end(), ours.begin(), ours.end(),
+                        std::back_inserter(common));
+  a.same = common.size();
+  std::set_symmetric_difference(theirs.begin(), theirs.end(), ours.begin(), ours.end(),
+                                std::back_inserter(a.diff));
+  return a;
+}
+
+TEST(Golden, LabelsMatchNdpiReaderExactlyOnSimpleCaptures) {
+  REQUIRE_PCAPS();
+  REQUIRE_TOOL("ipfixDump");
+  REQUIRE_TOOL("ndpiReader");
+  TempDir dir;
+  for (const char* name : {"ssh.pcap", "dns_ambiguous_names.pcap", "quic.pcap", "443-git.pcap",
+                           "6in4tunnel.pcap", "http_ipv6.pcap"}) {
+    const std::string in = pcaps + "/" + name;
+    if (!fs::exists(in)) continue;
+    const std::string out = dir.file(std::string(name) + ".ipfix");
+    convert(in, out, "--idle-timeout 100000 --active-timeout 100000");
+    const Agreement a = compare_labels(in, out);
+    std::string diff;
+    for (const auto& d : a.diff) diff += "\n  " + d;
+    EXPECT_EQ(a.same, a.total) << name << diff;
+  }
+}
+
+TEST(Golden, LabelAgreementWithNdpiReaderOnMixedCaptures) {
+  REQUIRE_PCAPS();
+  REQUIRE_TOOL("ipfixDump");
+  REQUIRE_TOOL("ndpiReader");
+  TempDir dir;
+  std::size_t same = 0;
+  std::size_t total = 0;
+  for (const char* name : {"1kxun.pcap", "android.pcap", "iphone.pcap", "teams.pcap",
+                           "anyconnect-vpn.pcap", "alexa-app.pcapng", "bittorrent.pcap",
+                           "facebook.pcap", "tor.pcap", "skype.pcap", "youtube_quic.pcap"}) {
+    const std::string in = pcaps + "/" + name;
+    if (!fs::exists(in)) continue;
+    const std::string out = dir.file(std::string(name) + ".ipfix");
+    convert(in, out, "--idle-timeout 100000 --active-timeout 100000");
+    const Agreement a = compare_labels(in, out);
+    same += a.same;
+    total += a.total;
+    std::printf("[ labels ] %-24s %zu/%zu\n", name, a.same, a.total);
+  }
+  if (total == 0) GTEST_SKIP() << "no mixed captures found";
+  const double pct = 100.0 * static_cast<double>(same) / static_cast<double>(total);
+  std::printf("[ labels ] overall agreement %.1f%% (%zu/%zu)\n", pct, same, total);
+  EXPECT_GE(pct, 90.0);
+}
+
+}  // namespace
+}  // namespace ipfixweb::engine::test
