@@ -1,6 +1,7 @@
 #include "ipfixweb/api/server.hpp"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cmath>
@@ -62,6 +63,7 @@ struct Server::Impl {
   Roots roots;
   httplib::Server http;
   int bound_port = 0;
+  int listen_fd = -1;
   std::atomic<bool> draining{false};
 
   // Per-thread resources: a broker socket and a read-only database connection.
@@ -391,6 +393,14 @@ Server::Server(Config cfg, zmq::context_t& ctx) : impl_(std::make_unique<Impl>(s
       return httplib::Server::HandlerResponse::Handled;
     });
   }
+  // Our own socket options: SO_REUSEADDR for quick restarts, but not
+  // httplib's default SO_REUSEPORT, which would let a second stack silently
+  // share this port. We also keep the fd to raise the listen backlog below.
+  im.http.set_socket_options([&im](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    im.listen_fd = sock;
+  });
   im.routes();
   if (im.cfg.port == 0) {
     im.bound_port = im.http.bind_to_any_port(im.cfg.host);
@@ -399,6 +409,10 @@ Server::Server(Config cfg, zmq::context_t& ctx) : impl_(std::make_unique<Impl>(s
   }
   if (im.bound_port <= 0)
     throw std::runtime_error("cannot listen on " + im.cfg.host + ":" + std::to_string(im.cfg.port));
+  // Debian's compiled cpp-httplib listens with a backlog of 5: a burst of
+  // simultaneous clients overflowed it and waited for SYN retransmits (about
+  // 1 s) or failed. Listening again on the same socket raises the backlog.
+  if (im.listen_fd >= 0) ::listen(im.listen_fd, SOMAXCONN);
   im.log->info("api listening on http://{}:{} (broker {}, db {})", im.cfg.host, im.bound_port,
                im.cfg.broker, im.cfg.db_path);
 }

@@ -463,7 +463,7 @@ void Broker::retry_or_fail(Running r, const std::string& why) {
            "gave up after " + std::to_string(r.task.attempts) + " attempts; last: " + why, why);
   } else {
     write_tx();
-    store_.requeue(id, why, now_iso());
+    store_.requeue(id, r.task.attempts, why, now_iso());
     log_->warn("task {} re-queued: {}", id, why);
     enqueue(std::move(r.task));
   }

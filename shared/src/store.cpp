@@ -134,7 +134,8 @@ void TaskStore::prepare() {
       "UPDATE tasks SET state=?2, summary=?3, error=?4, finished_at=?5, "
       "progress=CASE WHEN ?2='succeeded' THEN 1 ELSE progress END WHERE id=?1");
   requeue_ = db::Statement(
-      db_, "UPDATE tasks SET state='queued', worker=NULL, queued_at=?2, progress=0 WHERE id=?1");
+      db_, "UPDATE tasks SET state='queued', worker=NULL, queued_at=?2, progress=0, attempts=?3 "
+           "WHERE id=?1");
 }
 
 TaskRecord TaskStore::read_row(const db::Statement& st) {
@@ -196,8 +197,9 @@ void TaskStore::finish(const std::string& id, const std::string& st, const std::
   add_event(id, st, reason, "", now);
 }
 
-void TaskStore::requeue(const std::string& id, const std::string& reason, const std::string& now) {
-  requeue_.bind(1, id).bind(2, now).run();
+void TaskStore::requeue(const std::string& id, int attempts, const std::string& reason,
+                        const std::string& now) {
+  requeue_.bind(1, id).bind(2, now).bind(3, attempts).run();
   add_event(id, state::kQueued, reason, "", now);
 }
 

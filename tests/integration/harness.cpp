@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <pcap/pcap.h>
 
 #include <array>
 #include <cstdio>
@@ -66,6 +67,39 @@ bool have_tool(const std::string& name) {
   int st = 0;
   run_capture("command -v " + name + " >/dev/null 2>&1", &st);
   return st == 0;
+}
+
+long long make_capture_copies(const std::string& src, const std::string& dst, int copies) {
+  char err[PCAP_ERRBUF_SIZE];
+  struct Packet {
+    pcap_pkthdr hdr;
+    std::string data;
+  };
+  std::vector<Packet> packets;
+  pcap_t* in = pcap_open_offline(src.c_str(), err);
+  if (!in) throw std::runtime_error(err);
+  int link = pcap_datalink(in);
+  pcap_pkthdr* h;
+  const u_char* d;
+  while (pcap_next_ex(in, &h, &d) == 1)
+    packets.push_back({*h, std::string(reinterpret_cast<const char*>(d), h->caplen)});
+  pcap_close(in);
+  pcap_t* dead = pcap_open_dead(link, 65535);
+  pcap_dumper_t* out = pcap_dump_open(dead, dst.c_str());
+  if (!out) throw std::runtime_error(pcap_geterr(dead));
+  long long n = 0;
+  for (int c = 0; c < copies; ++c) {
+    for (auto& p : packets) {
+      pcap_pkthdr hdr = p.hdr;
+      hdr.ts.tv_sec += c * 100;  // each copy 100 s later: same flows, new records
+      pcap_dump(reinterpret_cast<u_char*>(out), &hdr,
+                reinterpret_cast<const u_char*>(p.data.data()));
+      ++n;
+    }
+  }
+  pcap_dump_close(out);
+  pcap_close(dead);
+  return n;
 }
 
 Process::Process(std::string name, std::vector<std::string> argv,
@@ -252,6 +286,14 @@ nlohmann::json Stack::wait_terminal(const std::string& id, std::chrono::millisec
   }
   ADD_FAILURE() << "task " << id << " not finished in time; last: " << t.dump();
   return t;
+}
+
+std::vector<std::string> Stack::temporaries() const {
+  std::vector<std::string> out;
+  for (auto& e : fs::recursive_directory_iterator(output_dir()))
+    if (e.path().filename().string().find(".tmp.") != std::string::npos)
+      out.push_back(e.path().string());
+  return out;
 }
 
 void Stack::dump_logs() const {

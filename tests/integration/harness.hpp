@@ -28,6 +28,9 @@ int free_port();
 // Runs a shell command, returns its stdout (and exit code through *status).
 std::string run_capture(const std::string& cmd, int* status = nullptr);
 bool have_tool(const std::string& name);
+// Writes `copies` time-shifted copies of the capture `src` into `dst` (with
+// libpcap), for tasks that take a while. Returns the packet count written.
+long long make_capture_copies(const std::string& src, const std::string& dst, int copies);
 
 class Process {
  public:
@@ -72,6 +75,8 @@ class Stack {
   std::string output_dir() const { return dir_ + "/output"; }
   std::string db_path() const { return dir_ + "/ipfixweb.db"; }
   int http_port() const { return http_port_; }
+  std::string broker_frontend() const { return "tcp://127.0.0.1:" + std::to_string(front_port_); }
+  std::string broker_backend() const { return "tcp://127.0.0.1:" + std::to_string(back_port_); }
   std::unique_ptr<httplib::Client> client() const;
 
   void start_broker();
@@ -91,6 +96,8 @@ class Stack {
   nlohmann::json wait_terminal(const std::string& id,
                                std::chrono::milliseconds timeout = std::chrono::seconds(60));
   void dump_logs() const;
+  // Lists every file under the output root whose name contains ".tmp.".
+  std::vector<std::string> temporaries() const;
 
  private:
   StackOptions opts_;

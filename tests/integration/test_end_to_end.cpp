@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <sstream>
+#include <fstream>
+#include <sys/wait.h>
 
 #include "harness.hpp"
 
@@ -158,4 +160,16 @@ TEST(EndToEnd, RequestsOutsideTheRootsAreRefused) {
   auto r = stack.client()->Get("/api/v1/tasks");
   ASSERT_TRUE(r);
   EXPECT_EQ(json::parse(r->body)["tasks"].size(), 0u);
+}
+
+TEST(EndToEnd, ASecondApiOnTheSamePortFailsInsteadOfSharingIt) {
+  Stack stack;
+  Process second("api2",
+                 {bin_dir() + "/ipfixweb-api", "--data-dir", stack.data_dir(), "--listen",
+                  "127.0.0.1:" + std::to_string(stack.http_port())},
+                 {}, stack.data_dir() + "/api2.log");
+  auto status = second.wait(std::chrono::seconds(5));
+  ASSERT_TRUE(status) << "second api kept running on a port already in use";
+  EXPECT_TRUE(WIFEXITED(*status));
+  EXPECT_NE(WEXITSTATUS(*status), 0);
 }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,6 +42,21 @@ bool write_all(int fd, const std::string& s) {
     off += static_cast<std::size_t>(n);
   }
   return true;
+}
+
+// An earlier attempt of this task may have died (with its worker) while
+// writing: its temporary file, <output>.tmp.<pid>, is garbage now.
+void remove_stale_temporaries(const std::filesystem::path& output) {
+  std::error_code ec;
+  const std::string prefix = output.filename().string() + ".tmp.";
+  for (auto it = std::filesystem::directory_iterator(output.parent_path(), ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) == 0) {
+      std::error_code rm;
+      std::filesystem::remove(it->path(), rm);
+    }
+  }
 }
 
 std::string signal_name(int sig) {
@@ -221,7 +237,10 @@ void Worker::start_task(const proto::Task& t) {
 }
 
 void Worker::run_child(const proto::Task& t, int fd) {
-  // The child never touches the ZeroMQ context or the parent's sockets.
+  // The child never touches the ZeroMQ context or the parent's sockets, and
+  // dies with its supervisor: a task whose worker is gone is re-run elsewhere.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() == 1) ::_exit(3);
   ::signal(SIGTERM, SIG_DFL);
   ::signal(SIGINT, SIG_IGN);  // Ctrl-C goes to the supervisor, which decides
   if (cfg_.memory_limit_mb) {
@@ -244,8 +263,10 @@ void Worker::run_child(const proto::Task& t, int fd) {
     o.active_timeout_s = t.spec.active_timeout;
     o.bpf_filter = t.spec.filter;
     std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(o.output).parent_path(), ec);
+    std::filesystem::path out(o.output);
+    std::filesystem::create_directories(out.parent_path(), ec);
     if (ec) throw engine::EngineError("cannot create output directory: " + ec.message());
+    if (t.attempt > 1) remove_stale_temporaries(out);
     double last = 0;
     auto progress = [&](const engine::Progress& p) {
       double now = now_mono();

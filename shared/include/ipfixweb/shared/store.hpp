@@ -85,7 +85,9 @@ class TaskStore {
   void set_progress(const std::string& id, double progress);
   void finish(const std::string& id, const std::string& state, const std::string& summary,
               const std::string& error, const std::string& reason, const std::string& now);
-  void requeue(const std::string& id, const std::string& reason, const std::string& now);
+  // Back to the queue; `attempts` is the number of dispatches that count.
+  void requeue(const std::string& id, int attempts, const std::string& reason,
+               const std::string& now);
   void add_event(const std::string& id, const std::string& state, const std::string& reason,
                  const std::string& worker, const std::string& now);
 

@@ -1,0 +1,369 @@
+// Issue 4: nothing accepted is lost under faults. Real processes, real kills.
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <set>
+#include <thread>
+#include <zmq.hpp>
+
+#include "harness.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace ipfixweb::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A capture that takes a while to convert: 1000 time-shifted copies of the
+// sample (347,000 packets, 77 MB; roughly 0.1 s of work on this machine),
+// made once per test run and hard-linked into each stack's input root. A task
+// names it `refs` times to last longer.
+json long_task(Stack& s, int refs, const std::string& output) {
+  static const std::string made = [] {
+    std::string path = (fs::temp_directory_path() /
+                        ("ipfixweb-test-big-" + std::to_string(::getpid()) + ".pcap"))
+                           .string();
+    make_capture_copies(test_data() + "/sample.pcap", path, 1000);
+    static struct Cleanup {
+      std::string p;
+      ~Cleanup() { fs::remove(p); }
+    } cleanup{path};
+    return path;
+  }();
+  std::string big = s.input_dir() + "/big.pcap";
+  if (!fs::exists(big)) {
+    std::error_code ec;
+    fs::create_hard_link(made, big, ec);
+    if (ec) fs::copy_file(made, big);
+  }
+  json files = json::array();
+  for (int i = 0; i < refs; ++i) files.push_back("big.pcap");
+  return {{"pcap_files", files}, {"output_path", output}, {"DPI", true}};
+}
+
+json small_task(const std::string& output) {
+  return {{"pcap_files", {"sample.pcap"}}, {"output_path", output}, {"DPI", true}};
+}
+
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return pred();
+}
+
+json events_of(Stack& s, const std::string& id) {
+  auto r = s.client()->Get("/api/v1/tasks/" + id + "/events");
+  return r ? json::parse(r->body)["events"] : json();
+}
+
+int terminal_events(const json& events) {
+  int n = 0;
+  for (auto& e : events) {
+    std::string st = e["state"];
+    n += st == "succeeded" || st == "failed" || st == "cancelled";
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST(Faults, WorkerKilledMidTaskLosesNothing) {
+  StackOptions o;
+  o.workers = 2;
+  o.slots = 1;
+  Stack s(o);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    auto [st, body] = s.submit(long_task(s, 10, "kill/" + std::to_string(i) + ".ipfix"));
+    ASSERT_EQ(st, 202) << body.dump();
+    ids.push_back(body["task_id"]);
+  }
+  // Wait until w1 is in the middle of a task, then kill it without warning.
+  std::string victim;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        for (auto& id : ids) {
+          auto t = s.get_task(id);
+          if (t["state"] == "running" && t["worker"] == "w1" && t["progress"] > 0) victim = id;
+        }
+        return !victim.empty();
+      },
+      20s));
+  s.workers()[0]->signal(SIGKILL);
+  for (auto& id : ids) {
+    auto t = s.wait_terminal(id, 60s);
+    EXPECT_EQ(t["state"], "succeeded") << t.dump();
+    EXPECT_EQ(terminal_events(events_of(s, id)), 1);
+  }
+  auto t = s.get_task(victim);
+  EXPECT_EQ(t["attempts"], 2) << t.dump();
+  EXPECT_EQ(t["worker"], "w2");
+  bool requeued = false;
+  for (auto& e : events_of(s, victim))
+    requeued |= e["state"] == "queued" && e["reason"].get<std::string>().find("lost") != std::string::npos;
+  EXPECT_TRUE(requeued) << events_of(s, victim).dump();
+  EXPECT_TRUE(s.temporaries().empty()) << s.temporaries()[0];
+}
+
+TEST(Faults, BrokerKilledUnderLoadAndRestartedFinishesEveryAcceptedTaskOnce) {
+  StackOptions o;
+  o.workers = 2;
+  o.slots = 2;
+  o.max_queue = 500;
+  Stack s(o);
+  std::vector<std::string> accepted;
+  std::mutex mu;
+  std::atomic<bool> stop{false};
+  std::thread submitter([&] {
+    for (int i = 0; i < 60 && !stop; ++i) {
+      auto [st, body] = s.submit(long_task(s, 1, "load/" + std::to_string(i) + ".ipfix"));
+      if (st == 202) {
+        std::lock_guard<std::mutex> lock(mu);
+        accepted.push_back(body["task_id"]);
+      } else {
+        EXPECT_EQ(st, 503) << body.dump();  // refused while the broker is down: fine
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+  });
+  ASSERT_TRUE(wait_until(
+      [&] {
+        std::lock_guard<std::mutex> lock(mu);
+        return accepted.size() >= 15;
+      },
+      30s));
+  s.broker().signal(SIGKILL);
+  ASSERT_TRUE(s.broker().wait(5s));
+  std::this_thread::sleep_for(300ms);
+  s.start_broker();
+  submitter.join();
+  ASSERT_GE(accepted.size(), 15u);
+  for (auto& id : accepted) {
+    auto t = s.wait_terminal(id, 90s);
+    EXPECT_EQ(t["state"], "succeeded") << t.dump();
+    EXPECT_EQ(terminal_events(events_of(s, id)), 1) << events_of(s, id).dump();
+  }
+  // Nothing else appeared: every task in the database is one we were told of.
+  auto r = s.client()->Get("/api/v1/tasks?limit=1000");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(json::parse(r->body)["tasks"].size(), accepted.size());
+  EXPECT_TRUE(s.temporaries().empty());
+}
+
+TEST(Faults, AdmissionAcceptsExactlyCapacityAndRefusesTheRestAtOnce) {
+  StackOptions o;
+  o.workers = 1;
+  o.slots = 1;
+  o.max_queue = 4;
+  Stack s(o);
+  long_task(s, 1, "warm.ipfix");  // create big.pcap before the burst
+  std::vector<std::thread> threads;
+  std::mutex mu;
+  std::vector<std::string> accepted;
+  int refused = 0;
+  double slowest_refusal = 0;
+  for (int i = 0; i < 50; ++i) {
+    threads.emplace_back([&, i] {
+      auto c = s.client();
+      auto body = long_task(s, 15, "adm/" + std::to_string(i) + ".ipfix");
+      auto t0 = std::chrono::steady_clock::now();
+      auto r = c->Post("/api/v1/tasks", body.dump(), "application/json");
+      double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ASSERT_TRUE(r) << httplib::to_string(r.error()) << " after " << took << " s";
+      std::lock_guard<std::mutex> lock(mu);
+      if (r->status == 202) {
+        accepted.push_back(json::parse(r->body)["task_id"]);
+      } else {
+        EXPECT_EQ(r->status, 503) << r->body;
+        EXPECT_FALSE(r->get_header_value("Retry-After").empty());
+        EXPECT_GE(std::stoi(r->get_header_value("Retry-After")), 1);
+        ++refused;
+        slowest_refusal = std::max(slowest_refusal, took);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(accepted.size(), 5u);  // 1 slot of credit + a queue of 4
+  EXPECT_EQ(refused, 45);
+  // Refusals did not wait for capacity: all of them came back while the first
+  // accepted task (seconds of work) was still running.
+  int finished = 0;
+  for (auto& id : accepted) {
+    std::string st = s.get_task(id)["state"];
+    finished += st != "queued" && st != "running";
+  }
+  EXPECT_EQ(finished, 0) << "slowest refusal took " << slowest_refusal << " s";
+  for (auto& id : accepted) EXPECT_EQ(s.wait_terminal(id, 120s)["state"], "succeeded");
+}
+
+TEST(Faults, CrashingTaskFailsAfterMaxAttemptsWhileOthersFlow) {
+  StackOptions o;
+  o.workers = 1;
+  o.slots = 2;
+  // One CPU-second per task: the huge task is killed by SIGXCPU every time.
+  o.extra_worker_args = {"--cpu-limit", "1"};
+  o.extra_broker_args = {"--max-attempts", "2"};
+  Stack s(o);
+  auto [st, body] = s.submit(long_task(s, 60, "huge.ipfix"));
+  ASSERT_EQ(st, 202) << body.dump();
+  std::string huge = body["task_id"];
+  std::vector<std::string> small;
+  for (int i = 0; i < 10; ++i) {
+    auto [st2, b2] = s.submit(small_task("small/" + std::to_string(i) + ".ipfix"));
+    ASSERT_EQ(st2, 202);
+    small.push_back(b2["task_id"]);
+  }
+  for (auto& id : small) EXPECT_EQ(s.wait_terminal(id, 30s)["state"], "succeeded");
+  auto t = s.wait_terminal(huge, 60s);
+  EXPECT_EQ(t["state"], "failed");
+  EXPECT_EQ(t["attempts"], 2);
+  std::string err = t["error"].is_string() ? t["error"].get<std::string>() : "";
+  EXPECT_NE(err.find("SIGXCPU"), std::string::npos) << err;
+  EXPECT_NE(err.find("2 attempts"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(s.output_dir() + "/huge.ipfix"));
+  EXPECT_TRUE(s.temporaries().empty());
+  // The worker survived its children's deaths.
+  EXPECT_TRUE(s.workers()[0]->running());
+}
+
+TEST(Faults, CancelQueuedAndRunningTasks) {
+  StackOptions o;
+  o.workers = 1;
+  o.slots = 1;
+  Stack s(o);
+  auto [s1, running] = s.submit(long_task(s, 30, "cancel/running.ipfix"));
+  auto [s2, queued] = s.submit(small_task("cancel/queued.ipfix"));
+  ASSERT_EQ(s1, 202);
+  ASSERT_EQ(s2, 202);
+  std::string rid = running["task_id"], qid = queued["task_id"];
+  ASSERT_TRUE(wait_until([&] { return s.get_task(rid)["state"] == "running"; }, 10s));
+  auto c = s.client();
+  auto r = c->Delete("/api/v1/tasks/" + qid);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(s.get_task(qid)["state"], "cancelled");
+  auto t0 = std::chrono::steady_clock::now();
+  r = c->Delete("/api/v1/tasks/" + rid);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 202) << r->body;
+  auto t = s.wait_terminal(rid, 10s);
+  EXPECT_EQ(t["state"], "cancelled");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
+  EXPECT_FALSE(fs::exists(s.output_dir() + "/cancel/running.ipfix"));
+  EXPECT_TRUE(s.temporaries().empty());
+  r = c->Delete("/api/v1/tasks/" + rid);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 409);
+  r = c->Delete("/api/v1/tasks/00000000-0000-4000-8000-000000000000");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  // The worker still serves.
+  auto [s3, after] = s.submit(small_task("cancel/after.ipfix"));
+  ASSERT_EQ(s3, 202);
+  EXPECT_EQ(s.wait_terminal(after["task_id"])["state"], "succeeded");
+}
+
+TEST(Faults, TaskTimeLimitAbortsTheChild) {
+  StackOptions o;
+  o.workers = 1;
+  o.slots = 1;
+  o.extra_broker_args = {"--task-timeout", "0.3"};
+  Stack s(o);
+  auto [st, body] = s.submit(long_task(s, 30, "slow.ipfix"));
+  ASSERT_EQ(st, 202);
+  auto t = s.wait_terminal(body["task_id"], 20s);
+  EXPECT_EQ(t["state"], "failed");
+  EXPECT_NE(t["error"].get<std::string>().find("timed out"), std::string::npos) << t.dump();
+  EXPECT_EQ(t["attempts"], 1);  // a timeout is not retried: it would time out again
+  EXPECT_FALSE(fs::exists(s.output_dir() + "/slow.ipfix"));
+  EXPECT_TRUE(s.temporaries().empty());
+}
+
+TEST(Faults, TasksWaitForAWorkerAndRunWhenOneArrives) {
+  StackOptions o;
+  o.workers = 0;
+  Stack s(o);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto [st, body] = s.submit(small_task("wait/" + std::to_string(i) + ".ipfix"));
+    ASSERT_EQ(st, 202);
+    ids.push_back(body["task_id"]);
+  }
+  std::this_thread::sleep_for(300ms);
+  for (auto& id : ids) EXPECT_EQ(s.get_task(id)["state"], "queued");
+  s.start_worker();
+  for (auto& id : ids) EXPECT_EQ(s.wait_terminal(id)["state"], "succeeded");
+}
+
+TEST(Faults, WorkerSigtermDrainsAndRequeuesWhatOutlivesTheGrace) {
+  StackOptions o;
+  o.workers = 1;
+  o.slots = 1;
+  o.extra_worker_args = {"--grace", "0.2"};
+  Stack s(o);
+  auto [st, body] = s.submit(long_task(s, 20, "drain.ipfix"));
+  ASSERT_EQ(st, 202);
+  std::string id = body["task_id"];
+  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 10s));
+  s.workers()[0]->signal(SIGTERM);
+  auto status = s.workers()[0]->wait(5s);
+  ASSERT_TRUE(status) << "worker did not stop within its grace period";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "queued"; }, 5s))
+      << s.get_task(id).dump();
+  EXPECT_EQ(s.get_task(id)["attempts"], 0);  // an abort for shutdown is not the task's fault
+  s.start_worker();
+  EXPECT_EQ(s.wait_terminal(id, 60s)["state"], "succeeded");
+  EXPECT_TRUE(s.temporaries().empty());
+}
+
+TEST(Faults, ApiAnswersQuicklyWhenTheBrokerIsDown) {
+  Stack s;
+  s.broker().signal(SIGKILL);
+  ASSERT_TRUE(s.broker().wait(5s));
+  auto c = s.client();
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = c->Post("/api/v1/tasks", small_task("down.ipfix").dump(), "application/json");
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_FALSE(r->get_header_value("Retry-After").empty());
+  EXPECT_LT(took, 3.0);
+  r = c->Get("/readyz");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  // Back again: ready and accepting.
+  s.start_broker();
+  s.wait_ready(2);
+  auto [st, body] = s.submit(small_task("up.ipfix"));
+  EXPECT_EQ(st, 202) << body.dump();
+}
+
+TEST(Faults, MalformedFramesAreDroppedAndTheBrokerKeepsServing) {
+  Stack s;
+  zmq::context_t ctx;
+  for (const std::string& endpoint : {s.broker_frontend(), s.broker_backend()}) {
+    zmq::socket_t d(ctx, zmq::socket_type::dealer);
+    d.set(zmq::sockopt::linger, 1000);
+    d.connect(endpoint);
+    for (std::string junk : {std::string("garbage"), std::string("\x93\x01", 2),
+                             std::string(1 << 16, '\xff'), std::string()}) {
+      d.send(zmq::buffer(junk), zmq::send_flags::none);
+    }
+    d.send(zmq::str_buffer("a"), zmq::send_flags::sndmore);
+    d.send(zmq::str_buffer("b"), zmq::send_flags::none);
+  }
+  std::this_thread::sleep_for(200ms);
+  EXPECT_TRUE(s.broker().running());
+  auto [st, body] = s.submit(small_task("after-junk.ipfix"));
+  ASSERT_EQ(st, 202);
+  EXPECT_EQ(s.wait_terminal(body["task_id"])["state"], "succeeded");
+}
