@@ -6,6 +6,9 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <iostream>
+#include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 #include <zmq.hpp>
@@ -366,4 +369,112 @@ TEST(Faults, MalformedFramesAreDroppedAndTheBrokerKeepsServing) {
   auto [st, body] = s.submit(small_task("after-junk.ipfix"));
   ASSERT_EQ(st, 202);
   EXPECT_EQ(s.wait_terminal(body["task_id"])["state"], "succeeded");
+}
+
+TEST(Faults, IdempotencyKeyReturnsTheSameTaskAndRefusesAnotherBody) {
+  Stack s;
+  json body = small_task("idem/a.ipfix");
+  auto [s1, b1] = s.submit(body, "key-123");
+  ASSERT_EQ(s1, 202) << b1.dump();
+  auto [s2, b2] = s.submit(body, "key-123");
+  EXPECT_EQ(s2, 200) << b2.dump();
+  EXPECT_EQ(b2["task_id"], b1["task_id"]);
+  EXPECT_EQ(b2["existing"], true);
+  auto [s3, b3] = s.submit(small_task("idem/other.ipfix"), "key-123");
+  EXPECT_EQ(s3, 422) << b3.dump();
+  // Many concurrent submissions with one key make one task.
+  std::vector<std::thread> threads;
+  std::mutex mu;
+  std::set<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    threads.emplace_back([&] {
+      auto [st, b] = s.submit(small_task("idem/burst.ipfix"), "burst-key");
+      std::lock_guard<std::mutex> lock(mu);
+      EXPECT_TRUE(st == 200 || st == 202) << st;
+      if (b.is_object() && b.contains("task_id")) ids.insert(b["task_id"]);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ids.size(), 1u);
+  auto r = s.client()->Get("/api/v1/tasks?limit=1000");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(json::parse(r->body)["tasks"].size(), 2u);
+}
+
+// Randomised chaos: workers killed and restarted at random, one broker
+// restart, hundreds of submissions. Every accepted task reaches exactly one
+// terminal state and nothing stays queued or running.
+TEST(Faults, RandomisedFaultRunLosesNoAcceptedTask) {
+  StackOptions o;
+  o.workers = 3;
+  o.slots = 2;
+  o.max_queue = 1000;
+  o.extra_broker_args = {"--max-attempts", "20"};
+  Stack s(o);
+  long_task(s, 1, "warm.ipfix");
+  std::mt19937 rng(12345);
+  std::vector<std::string> accepted;
+  std::mutex mu;
+  std::atomic<bool> done{false};
+  std::atomic<int> refused{0};
+  const int kTasks = 500;
+  std::thread submitter([&] {
+    std::mt19937 r2(777);
+    for (int i = 0; i < kTasks; ++i) {
+      json body = (r2() % 5 == 0) ? long_task(s, 1, "chaos/" + std::to_string(i) + ".ipfix")
+                                  : small_task("chaos/" + std::to_string(i) + ".ipfix");
+      auto [st, b] = s.submit(body);
+      if (st == 202) {
+        std::lock_guard<std::mutex> lock(mu);
+        accepted.push_back(b["task_id"]);
+      } else {
+        ++refused;
+      }
+    }
+    done = true;
+  });
+  int kills = 0;
+  bool broker_restarted = false;
+  auto started = std::chrono::steady_clock::now();
+  while (!done) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 200));
+    auto& ws = s.workers();
+    std::size_t victim = rng() % ws.size();
+    if (ws[victim]->running()) {
+      ws[victim]->signal(SIGKILL);
+      ws[victim]->wait(5s);
+      ++kills;
+    }
+    s.start_worker();  // a fresh worker (new id) takes its place
+    if (!broker_restarted && std::chrono::steady_clock::now() - started > 2s) {
+      s.broker().signal(SIGKILL);
+      s.broker().wait(5s);
+      s.start_broker();
+      broker_restarted = true;
+    }
+  }
+  submitter.join();
+  EXPECT_TRUE(broker_restarted);
+  EXPECT_GT(kills, 3);
+  ASSERT_GT(accepted.size(), kTasks / 2u) << refused << " refused";
+  int succeeded = 0, failed = 0;
+  for (auto& id : accepted) {
+    auto t = s.wait_terminal(id, 120s);
+    if (t["state"] == "succeeded") ++succeeded;
+    if (t["state"] == "failed") {
+      ++failed;
+      ADD_FAILURE() << t.dump();
+    }
+    EXPECT_EQ(terminal_events(events_of(s, id)), 1) << id;
+  }
+  EXPECT_EQ(succeeded + failed, static_cast<int>(accepted.size()));
+  // Nothing is left queued or running in the database.
+  auto q = s.client()->Get("/api/v1/tasks?state=queued");
+  auto r = s.client()->Get("/api/v1/tasks?state=running");
+  ASSERT_TRUE(q && r);
+  EXPECT_EQ(json::parse(q->body)["tasks"].size(), 0u) << q->body;
+  EXPECT_EQ(json::parse(r->body)["tasks"].size(), 0u) << r->body;
+  EXPECT_TRUE(s.temporaries().empty());
+  std::cout << "accepted " << accepted.size() << ", refused " << refused << ", worker kills "
+            << kills << ", broker restarts 1\n";
 }
