@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ipfixweb/api/broker_client.hpp"
+#include "ipfixweb/api/render.hpp"
 #include "ipfixweb/api/validation.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/paths.hpp"
@@ -108,27 +109,6 @@ struct Server::Impl {
     return &*ts.store;
   }
 
-  json task_json(const TaskRecord& t) {
-    json request = json::parse(t.request, nullptr, false);
-    json summary = t.summary.empty() ? json(nullptr) : json::parse(t.summary, nullptr, false);
-    std::string self = "/api/v1/tasks/" + t.id;
-    return {{"task_id", t.id},
-            {"state", t.state},
-            {"progress", t.progress},
-            {"created_at", t.created_at},
-            {"queued_at", null_if_empty(t.queued_at)},
-            {"started_at", null_if_empty(t.started_at)},
-            {"finished_at", null_if_empty(t.finished_at)},
-            {"attempts", t.attempts},
-            {"worker", null_if_empty(t.worker)},
-            {"priority", t.priority},
-            {"output_path", request.is_object() ? request.value("output_path", "") : ""},
-            {"request", request},
-            {"summary", summary},
-            {"error", null_if_empty(t.error)},
-            {"links", {{"self", self}, {"events", self + "/events"}}}};
-  }
-
   void routes();
   void submit(const httplib::Request& req, httplib::Response& res, const json& body);
   void submit_body(const httplib::Request& req, httplib::Response& res);
@@ -207,7 +187,11 @@ void Server::Impl::get_task(const httplib::Request& req, httplib::Response& res)
   if (!st) return problem(res, 503, "Service Unavailable", "the task database is not available");
   auto t = is_uuid(id) ? st->get(id) : std::nullopt;
   if (!t) return problem(res, 404, "Not Found", "no task with id " + id);
-  send_json(res, 200, task_json(*t));
+  std::string body;
+  body.reserve(4096);
+  append_task_json(body, *t, roots.output);
+  res.status = 200;
+  res.set_content(std::move(body), "application/json");
 }
 
 void Server::Impl::list_tasks(const httplib::Request& req, httplib::Response& res) {
@@ -242,16 +226,19 @@ void Server::Impl::list_tasks(const httplib::Request& req, httplib::Response& re
     return problem(res, 422, "Unprocessable Content", "invalid query parameters", errors);
   ++f.limit;  // one extra row tells whether there is a next page
   auto rows = st->list(f);
-  json tasks = json::array();
-  json next = nullptr;
+  std::string body = "{\"tasks\":[";
+  std::string next = "null";
   for (std::size_t i = 0; i < rows.size(); ++i) {
     if (static_cast<int>(i) == f.limit - 1) {
-      next = std::to_string(rows[i - 1].seq);
+      next = "\"" + std::to_string(rows[i - 1].seq) + "\"";
       break;
     }
-    tasks.push_back(task_json(rows[i]));
+    if (i) body.push_back(',');
+    append_task_json(body, rows[i], roots.output);
   }
-  send_json(res, 200, {{"tasks", tasks}, {"next", next}});
+  body += "],\"next\":" + next + "}";
+  res.status = 200;
+  res.set_content(std::move(body), "application/json");
 }
 
 void Server::Impl::cancel_task(const httplib::Request& req, httplib::Response& res) {
@@ -356,7 +343,7 @@ Server::Server(Config cfg, zmq::context_t& ctx) : impl_(std::make_unique<Impl>(s
   im.http.set_payload_max_length(im.cfg.max_body);
   im.http.set_read_timeout(5, 0);
   im.http.set_write_timeout(5, 0);
-  im.http.set_keep_alive_max_count(1000);
+  im.http.set_keep_alive_max_count(100);
   // Responses go out in several writes: without TCP_NODELAY, Nagle plus the
   // peer's delayed ACK stalls each keep-alive request by up to 40 ms.
   im.http.set_tcp_nodelay(true);

@@ -18,7 +18,7 @@ struct Config {
   std::string db_path = "var/ipfixweb.db";
   std::vector<std::string> input_roots = {"var/input"};
   std::string output_root = "var/output";
-  int threads = 16;
+  int threads = 64;  // each keep-alive connection holds one while open
   double broker_timeout_s = 2.0;
   std::size_t max_body = 1u << 20;
   std::vector<std::string> tokens;            // bearer tokens; empty: no auth
