@@ -4,6 +4,10 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
 #include <cmath>
 #include <filesystem>
 #include <optional>
@@ -12,6 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "ipfixweb/api/broker_client.hpp"
+#include "ipfixweb/api/metrics.hpp"
+#include "ipfixweb/api/openapi.hpp"
 #include "ipfixweb/api/render.hpp"
 #include "ipfixweb/api/validation.hpp"
 #include "ipfixweb/shared/logging.hpp"
@@ -109,7 +115,13 @@ struct Server::Impl {
     return &*ts.store;
   }
 
+  using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
+  Metrics metrics;
+  void add(const std::string& method, const std::string& path_template,
+           const std::string& pattern, Handler fn);
   void routes();
+  void metrics_text(httplib::Response& res);
+  void download(const httplib::Request& req, httplib::Response& res);
   void submit(const httplib::Request& req, httplib::Response& res, const json& body);
   void submit_body(const httplib::Request& req, httplib::Response& res);
   void get_task(const httplib::Request& req, httplib::Response& res);
@@ -138,10 +150,12 @@ void Server::Impl::submit_body(const httplib::Request& req, httplib::Response& r
 }
 
 void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, const json& body) {
+  metrics.submitted.fetch_add(1, std::memory_order_relaxed);
   std::vector<FieldError> errors;
   auto parsed = parse_task_request(body, errors);
   proto::TaskSpec spec;
   if (!parsed || !resolve_paths(*parsed, roots, spec, errors)) {
+    metrics.invalid.fetch_add(1, std::memory_order_relaxed);
     problem(res, 422, "Unprocessable Content", "the task request is not valid", errors);
     return;
   }
@@ -158,20 +172,25 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
   s.priority = parsed->priority;
   auto reply = broker().submit(std::move(s));
   if (!reply) {
+    metrics.refused_unavailable.fetch_add(1, std::memory_order_relaxed);
     res.set_header("Retry-After", "1");
     problem(res, 503, "Service Unavailable", "the broker did not answer; try again");
     return;
   }
   if (!reply->accepted) {
     if (reply->code == "conflict") {
+      metrics.invalid.fetch_add(1, std::memory_order_relaxed);
       problem(res, 422, "Unprocessable Content", reply->reason);
       return;
     }
+    (reply->code == "capacity" ? metrics.refused_capacity : metrics.refused_unavailable)
+        .fetch_add(1, std::memory_order_relaxed);
     long secs = std::max(1L, static_cast<long>(std::ceil(reply->retry_after)));
     res.set_header("Retry-After", std::to_string(secs));
     problem(res, 503, "Service Unavailable", reply->reason);
     return;
   }
+  metrics.accepted.fetch_add(1, std::memory_order_relaxed);
   std::string location = "/api/v1/tasks/" + reply->task_id;
   res.set_header("Location", location);
   json out = {{"task_id", reply->task_id},
@@ -303,37 +322,126 @@ void Server::Impl::readyz(httplib::Response& res) {
   send_json(res, ok ? 200 : 503, {{"status", ok ? "ready" : "not ready"}, {"checks", checks}});
 }
 
+void Server::Impl::metrics_text(httplib::Response& res) {
+  std::string out = metrics.render();
+  char buf[256];
+  auto gauge = [&](const char* name, const char* help, double v) {
+    std::snprintf(buf, sizeof buf, "# HELP %s %s\n# TYPE %s gauge\n%s %g\n", name, help, name,
+                  name, v);
+    out += buf;
+  };
+  auto pong = broker().ping(std::min(cfg.broker_timeout_s, 0.5));
+  gauge("ipfixweb_broker_up", "1 when the broker answered the api's ping.", pong ? 1 : 0);
+  if (pong) {
+    gauge("ipfixweb_broker_workers", "Workers registered with the broker.", pong->workers);
+    gauge("ipfixweb_broker_slots", "Task slots granted by all workers.", pong->slots);
+    gauge("ipfixweb_broker_credit", "Free task slots.", pong->credit);
+    gauge("ipfixweb_broker_running", "Tasks running on workers.", pong->running);
+    gauge("ipfixweb_broker_queue_depth", "Tasks waiting for credit.", pong->queued);
+    gauge("ipfixweb_broker_queue_max", "Bound of the queue beyond credit.", pong->max_queue);
+  }
+  if (auto* st = store()) {
+    out +=
+        "# HELP ipfixweb_tasks Tasks in the database by state.\n"
+        "# TYPE ipfixweb_tasks gauge\n";
+    auto counts = st->count_by_state();
+    for (const char* s : {state::kQueued, state::kRunning, state::kSucceeded, state::kFailed,
+                          state::kCancelled}) {
+      std::snprintf(buf, sizeof buf, "ipfixweb_tasks{state=\"%s\"} %lld\n", s,
+                    static_cast<long long>(counts[s]));
+      out += buf;
+    }
+  }
+  res.status = 200;
+  res.set_content(std::move(out), "text/plain; version=0.0.4");
+}
+
+void Server::Impl::download(const httplib::Request& req, httplib::Response& res) {
+  std::string id = req.matches[1];
+  auto* st = store();
+  if (!st) return problem(res, 503, "Service Unavailable", "the task database is not available");
+  auto t = is_uuid(id) ? st->get(id) : std::nullopt;
+  if (!t) return problem(res, 404, "Not Found", "no task with id " + id);
+  if (t->state != state::kSucceeded)
+    return problem(res, 409, "Conflict", "task " + id + " is " + t->state + ", not succeeded");
+  // The stored path was confined at submission; check again on the resolved
+  // path in case the tree changed since (e.g. a symlink put in its place).
+  std::error_code ec;
+  auto real = std::filesystem::canonical(t->output_path, ec);
+  if (ec || !paths::is_within(roots.output, real.string()) ||
+      !std::filesystem::is_regular_file(real))
+    return problem(res, 404, "Not Found", "the output file of task " + id + " is gone");
+  auto file = std::make_shared<std::ifstream>(real, std::ios::binary);
+  auto size = std::filesystem::file_size(real, ec);
+  if (!*file || ec) return problem(res, 404, "Not Found", "cannot read the output file");
+  res.set_header("Content-Disposition",
+                 "attachment; filename=\"" + real.filename().string() + "\"");
+  res.set_content_provider(
+      size, "application/ipfix",
+      [file](size_t offset, size_t length, httplib::DataSink& sink) {
+        char buf[65536];
+        file->seekg(static_cast<std::streamoff>(offset));
+        std::size_t want = std::min(length, sizeof buf);
+        file->read(buf, static_cast<std::streamsize>(want));
+        auto got = file->gcount();
+        if (got <= 0) return false;
+        sink.write(buf, static_cast<std::size_t>(got));
+        return true;
+      });
+}
+
+void Server::Impl::add(const std::string& method, const std::string& path_template,
+                       const std::string& pattern, Handler fn) {
+  int idx = metrics.route(method, path_template);
+  auto wrapped = [this, idx, fn = std::move(fn)](const httplib::Request& q, httplib::Response& r) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn(q, r);
+    metrics.observe(idx, r.status,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  };
+  if (method == "GET")
+    http.Get(pattern, wrapped);
+  else if (method == "POST")
+    http.Post(pattern, wrapped);
+  else if (method == "DELETE")
+    http.Delete(pattern, wrapped);
+}
+
 void Server::Impl::routes() {
   const std::string id = "([^/]+)";
-  http.Get("/livez", [](const httplib::Request&, httplib::Response& res) {
-    send_json(res, 200, {{"status", "alive"}});
-  });
-  http.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) { readyz(res); });
-  auto post = [this](const httplib::Request& q, httplib::Response& r) { submit_body(q, r); };
-  auto get = [this](const httplib::Request& q, httplib::Response& r) { get_task(q, r); };
-  auto list = [this](const httplib::Request& q, httplib::Response& r) { list_tasks(q, r); };
-  http.Post("/api/v1/tasks", post);
-  http.Get("/api/v1/tasks", list);
-  http.Get("/api/v1/tasks/" + id, get);
-  http.Delete("/api/v1/tasks/" + id,
-              [this](const httplib::Request& q, httplib::Response& r) { cancel_task(q, r); });
-  http.Get("/api/v1/tasks/" + id + "/events",
-           [this](const httplib::Request& q, httplib::Response& r) { task_events(q, r); });
+  using Q = const httplib::Request&;
+  using R = httplib::Response&;
+  add("GET", "/livez", "/livez", [](Q, R res) { send_json(res, 200, {{"status", "alive"}}); });
+  add("GET", "/readyz", "/readyz", [this](Q, R res) { readyz(res); });
+  add("GET", "/metrics", "/metrics", [this](Q, R res) { metrics_text(res); });
+  add("GET", "/openapi.json", "/openapi.json",
+      [](Q, R res) { res.set_content(openapi_document(), "application/json"); });
+  auto post = [this](Q q, R r) { submit_body(q, r); };
+  auto get = [this](Q q, R r) { get_task(q, r); };
+  auto list = [this](Q q, R r) { list_tasks(q, r); };
+  add("POST", "/api/v1/tasks", "/api/v1/tasks", post);
+  add("GET", "/api/v1/tasks", "/api/v1/tasks", list);
+  add("GET", "/api/v1/tasks/{id}", "/api/v1/tasks/" + id, get);
+  add("DELETE", "/api/v1/tasks/{id}", "/api/v1/tasks/" + id,
+      [this](Q q, R r) { cancel_task(q, r); });
+  add("GET", "/api/v1/tasks/{id}/events", "/api/v1/tasks/" + id + "/events",
+      [this](Q q, R r) { task_events(q, r); });
+  add("GET", "/api/v1/tasks/{id}/output", "/api/v1/tasks/" + id + "/output",
+      [this](Q q, R r) { download(q, r); });
   // Compatibility with the original service (IPyFIXweb).
-  http.Post("/api/export-task", post);
-  http.Get("/api/task-status/" + id, get);
-  http.Get("/api/tasks", list);
-  http.Get("/api/v1/test/health", [](const httplib::Request&, httplib::Response& res) {
-    send_json(res, 200, {{"status", "ok"}});
-  });
-  http.Post("/api/v1/test/file_exporter/export_task",
-            [this](const httplib::Request& q, httplib::Response& r) {
-              json body = {{"pcap_files", {cfg.sample_pcap}},
-                           {"output_path", "test/" + new_uuid() + ".ipfix"},
-                           {"DPI", true},
-                           {"analysis_list", {"tcp", "udp"}}};
-              submit(q, r, body);
-            });
+  add("POST", "/api/export-task", "/api/export-task", post);
+  add("GET", "/api/task-status/{id}", "/api/task-status/" + id, get);
+  add("GET", "/api/tasks", "/api/tasks", list);
+  add("GET", "/api/v1/test/health", "/api/v1/test/health",
+      [](Q, R res) { send_json(res, 200, {{"status", "ok"}}); });
+  add("POST", "/api/v1/test/file_exporter/export_task", "/api/v1/test/file_exporter/export_task",
+      [this](Q q, R r) {
+        json body = {{"pcap_files", {cfg.sample_pcap}},
+                     {"output_path", "test/" + new_uuid() + ".ipfix"},
+                     {"DPI", true},
+                     {"analysis_list", {"tcp", "udp"}}};
+        submit(q, r, body);
+      });
 }
 
 Server::Server(Config cfg, zmq::context_t& ctx) : impl_(std::make_unique<Impl>(std::move(cfg), ctx)) {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <pcap/pcap.h>
+
 #include "ipfixweb/shared/paths.hpp"
 
 namespace ipfixweb::api {
@@ -11,6 +13,23 @@ namespace {
 constexpr std::size_t kMaxFiles = 1000;
 
 std::string type_name(const nlohmann::json& v) { return v.type_name(); }
+
+// Compiles the filter for Ethernet to catch syntax errors at submission
+// rather than as a failed task. (Filters that only make sense for another
+// link type still compile here; the engine checks again per capture.)
+std::string bpf_problem(const std::string& filter) {
+  if (filter.empty()) return {};
+  pcap_t* dead = pcap_open_dead(DLT_EN10MB, 65535);
+  if (!dead) return {};
+  bpf_program prog{};
+  std::string why;
+  if (pcap_compile(dead, &prog, filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0)
+    why = std::string("not a valid BPF filter: ") + pcap_geterr(dead);
+  else
+    pcap_freecode(&prog);
+  pcap_close(dead);
+  return why;
+}
 }  // namespace
 
 const std::vector<std::string>& analysis_names() {
@@ -111,6 +130,8 @@ std::optional<ParsedRequest> parse_task_request(const nlohmann::json& body,
       errors.push_back({"filter", "must be a string (a BPF expression)"});
     else if (body["filter"].get_ref<const std::string&>().size() > 4096)
       errors.push_back({"filter", "is too long"});
+    else if (auto why = bpf_problem(body["filter"].get<std::string>()); !why.empty())
+      errors.push_back({"filter", why});
     else
       r.filter = body["filter"].get<std::string>();
   }

@@ -50,6 +50,45 @@ Bytes tcp(std::uint16_t sport, std::uint16_t dport, std::uint8_t flags, std::siz
   return b;
 }
 
+Bytes tcp(std::uint16_t sport, std::uint16_t dport, std::uint8_t flags, const Bytes& payload) {
+  Bytes b = tcp(sport, dport, flags, std::size_t{0});
+  b.insert(b.end(), payload.begin(), payload.end());
+  return b;
+}
+
+Bytes text(const std::string& s) { return Bytes(s.begin(), s.end()); }
+
+Bytes dns(std::uint16_t id, const std::string& qname, bool response) {
+  Bytes b;
+  put16(b, id);
+  put16(b, response ? 0x8180 : 0x0100);
+  put16(b, 1);                   // questions
+  put16(b, response ? 1 : 0);    // answers
+  put16(b, 0);
+  put16(b, 0);
+  std::size_t start = 0;
+  while (start < qname.size()) {
+    std::size_t dot = qname.find('.', start);
+    if (dot == std::string::npos) dot = qname.size();
+    b.push_back(static_cast<std::uint8_t>(dot - start));
+    b.insert(b.end(), qname.begin() + static_cast<std::ptrdiff_t>(start),
+             qname.begin() + static_cast<std::ptrdiff_t>(dot));
+    start = dot + 1;
+  }
+  b.push_back(0);
+  put16(b, 1);  // A
+  put16(b, 1);  // IN
+  if (response) {
+    put16(b, 0xc00c);  // name pointer to the question
+    put16(b, 1);
+    put16(b, 1);
+    put32(b, 300);
+    put16(b, 4);
+    for (const std::uint8_t o : {192, 0, 2, 1}) b.push_back(o);
+  }
+  return b;
+}
+
 Bytes udp(std::uint16_t sport, std::uint16_t dport, const Bytes& payload) {
   Bytes b;
   put16(b, sport);

@@ -14,9 +14,14 @@ std::array<std::uint8_t, 16> addr(const std::string& text);  // IPv4 or IPv6 lit
 
 // L4 headers (checksums zero; the engine does not verify them).
 Bytes tcp(std::uint16_t sport, std::uint16_t dport, std::uint8_t flags, std::size_t payload = 0);
+Bytes tcp(std::uint16_t sport, std::uint16_t dport, std::uint8_t flags, const Bytes& payload);
 Bytes udp(std::uint16_t sport, std::uint16_t dport, std::size_t payload = 0);
 Bytes udp(std::uint16_t sport, std::uint16_t dport, const Bytes& payload);
 Bytes icmp(std::uint8_t type, std::uint8_t code, std::size_t payload = 8);
+
+Bytes text(const std::string& s);
+// DNS message with one question (`response`: one A answer 192.0.2.1 is appended).
+Bytes dns(std::uint16_t id, const std::string& qname, bool response);
 
 // IP packets. `proto` is the next protocol of `l4`. IPv4 fragment fields: offset in 8-byte units.
 Bytes ipv4(const std::string& src, const std::string& dst, std::uint8_t proto, const Bytes& l4,

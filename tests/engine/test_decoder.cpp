@@ -12,7 +12,9 @@ using test::Bytes;
 DecodedPacket decode_ok(int dlt, const Bytes& frame, std::uint32_t caplen = UINT32_MAX) {
   DecodedPacket p;
   const auto len = std::min<std::uint32_t>(caplen, static_cast<std::uint32_t>(frame.size()));
-  const DecodeStatus s = decode_packet(dlt, frame.data(), len, DecodeOptions{}, p);
+  // The wire length is the whole frame: a shorter `caplen` is a snaplen cut.
+  const DecodeStatus s =
+      decode_packet(dlt, frame.data(), len, DecodeOptions{}, p, static_cast<std::uint32_t>(frame.size()));
   EXPECT_EQ(s, DecodeStatus::kOk) << decode_status_name(s);
   return p;
 }
@@ -20,7 +22,7 @@ DecodedPacket decode_ok(int dlt, const Bytes& frame, std::uint32_t caplen = UINT
 DecodeStatus status(int dlt, const Bytes& frame, std::uint32_t caplen = UINT32_MAX) {
   DecodedPacket p;
   const auto len = std::min<std::uint32_t>(caplen, static_cast<std::uint32_t>(frame.size()));
-  return decode_packet(dlt, frame.data(), len, DecodeOptions{}, p);
+  return decode_packet(dlt, frame.data(), len, DecodeOptions{}, p, static_cast<std::uint32_t>(frame.size()));
 }
 
 TEST(Decoder, EthernetIpv4Tcp) {
@@ -111,6 +113,31 @@ TEST(Decoder, TruncatedSnaplenKeepsIpTotalLength) {
   EXPECT_EQ(status(kDltEthernet, frame, 14 + 20 + 2), DecodeStatus::kTruncated);
   // Cut inside the IP header.
   EXPECT_EQ(status(kDltEthernet, frame, 14 + 10), DecodeStatus::kTruncated);
+}
+
+// An IP total length longer than the frame on the wire is a lie (tshark: "IPv4 total length
+// exceeds packet length"); a snaplen cut (captured < wire length) is not.
+TEST(Decoder, IpLengthBeyondWireLengthIsMalformed) {
+  const Bytes f4 = test::ether4(test::ipv4("10.0.0.1", "10.0.0.2", 17, test::udp(53, 5353, 200)));
+  Bytes lie4 = f4;
+  lie4[14 + 2] = 0x05;  // total length 1500 + 220 bytes
+  lie4[14 + 3] = 0xdc;
+  DecodedPacket p;
+  const auto n4 = static_cast<std::uint32_t>(f4.size());
+  EXPECT_EQ(decode_packet(kDltEthernet, lie4.data(), n4, DecodeOptions{}, p, n4), DecodeStatus::kMalformed);
+  EXPECT_EQ(decode_packet(kDltEthernet, lie4.data(), n4, DecodeOptions{}, p), DecodeStatus::kMalformed);
+  // Cut by the snaplen at 60 bytes out of 1514 on the wire: metered with the header's length.
+  EXPECT_EQ(decode_packet(kDltEthernet, lie4.data(), 60, DecodeOptions{}, p, 1514), DecodeStatus::kOk);
+  EXPECT_EQ(p.ip_octets, 1500u);
+  // Cut at 60 of 300 on the wire: still longer than the wire -> malformed.
+  EXPECT_EQ(decode_packet(kDltEthernet, lie4.data(), 60, DecodeOptions{}, p, 300), DecodeStatus::kMalformed);
+  Bytes lie6 = test::ether6(test::ipv6("2001:db8::1", "2001:db8::2", 17, test::udp(1, 2, 100)));
+  lie6[14 + 4] = 0x04;  // payload length 1024
+  lie6[14 + 5] = 0x00;
+  const auto n6 = static_cast<std::uint32_t>(lie6.size());
+  EXPECT_EQ(decode_packet(kDltEthernet, lie6.data(), n6, DecodeOptions{}, p, n6), DecodeStatus::kMalformed);
+  EXPECT_EQ(decode_packet(kDltEthernet, lie6.data(), n6, DecodeOptions{}, p, n6 + 1000), DecodeStatus::kOk);
+  EXPECT_EQ(p.ip_octets, 40u + 1024u);
 }
 
 TEST(Decoder, NonIpAndMalformed) {

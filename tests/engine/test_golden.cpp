@@ -8,6 +8,8 @@
 #include <set>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "pcap_writer.hpp"
 #include "tool_helpers.hpp"
 
@@ -111,6 +113,48 @@ TEST(Golden, DpiMetadataAsNtopElements) {
                std::string::npos);
 }
 
+// JA3 client hashes (ntop 35632/489, which tshark shows as cflow.enterprise_private_entry): the
+// same set as ndpiReader's "[JA3C: ...]" for TLS and QUIC captures.
+TEST(Golden, Ja3ClientHashesMatchNdpiReader) {
+  REQUIRE_PCAPS();
+  REQUIRE_TOOL("tshark");
+  REQUIRE_TOOL("ndpiReader");
+  TempDir dir;
+  int checked = 0;
+  for (const char* name : {"443-git.pcap", "443-chrome.pcap", "443-firefox.pcap", "443-curl.pcap",
+                           "ja3_lots_of_cipher_suites.pcap", "quic.pcap", "tls_verylong_certificate.pcap"}) {
+    const std::string in = pcaps + "/" + name;
+    if (!fs::exists(in)) continue;
+    std::set<std::string> theirs;
+    {
+      const std::string out = run("ndpiReader -q -v 2 -i " + shell_quote(in)).out;
+      for (std::size_t at = out.find("[JA3C: "); at != std::string::npos; at = out.find("[JA3C: ", at + 1)) {
+        theirs.insert(out.substr(at + 7, 32));
+      }
+    }
+    const std::string ipfix = dir.file(std::string(name) + ".ipfix");
+    convert(in, ipfix);
+    std::set<std::string> ours;
+    std::istringstream s(run("tshark -r " + shell_quote(ipfix) +
+                             " -T fields -E aggregator=, -e cflow.enterprise_private_entry").out);
+    std::string line;
+    while (std::getline(s, line)) {
+      std::istringstream f(line);
+      std::string v;
+      while (std::getline(f, v, ',')) {  // "32:61:..." -> ASCII
+        std::string txt;
+        for (std::size_t i = 0; i + 1 < v.size(); i += 3) {
+          txt.push_back(static_cast<char>(std::stoi(v.substr(i, 2), nullptr, 16)));
+        }
+        if (!txt.empty()) ours.insert(txt);
+      }
+    }
+    EXPECT_EQ(ours, theirs) << name;
+    checked += theirs.empty() ? 0 : 1;
+  }
+  EXPECT_GE(checked, 3);
+}
+
 TEST(Golden, ExtraEncapsulations) {
   REQUIRE_PCAPS();
   REQUIRE_TOOL("ipfixDump");
@@ -144,6 +188,43 @@ TEST(Golden, ExtraEncapsulations) {
       EXPECT_EQ(pkts, capinfos_packets(in)) << c.file;  // every packet metered (fragments too)
     }
   }
+}
+
+// analysis_list on a real TCP-heavy capture: tcp bytes equal tshark's IP length sum of TCP frames,
+// and the TLS flows (TLS.Google etc.) count as tls.
+TEST(Golden, AnalysisFamiliesOnRealCapture) {
+  REQUIRE_PCAPS();
+  REQUIRE_TOOL("tshark");
+  TempDir dir;
+  const std::string in = pcaps + "/443-chrome.pcap";
+  if (!fs::exists(in)) GTEST_SKIP() << "443-chrome.pcap missing";
+  convert(in, dir.file("out.ipfix"),
+          "--analysis tcp --analysis udp --analysis tls --analysis other --summary-json " +
+              shell_quote(dir.file("s.json")));
+  const auto j = nlohmann::json::parse(read_text(dir.file("s.json")));
+  std::uint64_t tcp_len = 0, tcp_frames = 0;
+  {
+    std::istringstream s(run("tshark -r " + shell_quote(in) + " -Y tcp -T fields -e ip.len -e ipv6.plen").out);
+    std::string line;
+    while (std::getline(s, line)) {
+      if (line.empty()) continue;
+      ++tcp_frames;
+      if (line[0] == '\t') {
+        tcp_len += 40 + std::stoull(line.substr(1));
+      } else {
+        tcp_len += std::stoull(line);
+      }
+    }
+  }
+  ASSERT_GT(tcp_frames, 0u);
+  const auto& a = j["analysis"];
+  EXPECT_EQ(a["tcp"]["packets"].get<std::uint64_t>(), tcp_frames);
+  EXPECT_EQ(a["tcp"]["bytes"].get<std::uint64_t>(), tcp_len);
+  EXPECT_GT(a["tls"]["bytes"].get<std::uint64_t>(), 0u);
+  EXPECT_LE(a["tls"]["bytes"].get<std::uint64_t>(), tcp_len);
+  EXPECT_EQ(a["tcp"]["bytes"].get<std::uint64_t>() + a["udp"]["bytes"].get<std::uint64_t>() +
+                a["other"]["bytes"].get<std::uint64_t>(),
+            j["bytes"].get<std::uint64_t>());
 }
 
 // Captures in which every frame is IPv4/IPv6 (checked with tshark below).

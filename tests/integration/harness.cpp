@@ -233,8 +233,10 @@ void Stack::start_api() {
                                    dir_ + "/api.log");
 }
 
-std::unique_ptr<httplib::Client> Stack::client() const {
+std::unique_ptr<httplib::Client> Stack::client(bool with_token) const {
   auto c = std::make_unique<httplib::Client>("127.0.0.1", http_port_);
+  if (with_token && !opts_.require_ready_token.empty())
+    c->set_bearer_token_auth(opts_.require_ready_token.c_str());
   c->set_connection_timeout(2, 0);
   c->set_read_timeout(10, 0);
   return c;
@@ -242,7 +244,7 @@ std::unique_ptr<httplib::Client> Stack::client() const {
 
 void Stack::wait_ready(int workers, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  auto c = client();
+  auto c = client(true);
   std::string last;
   while (std::chrono::steady_clock::now() < deadline) {
     if (auto r = c->Get("/readyz")) {

@@ -63,6 +63,7 @@ struct StackOptions {
   std::vector<std::string> extra_broker_args;
   std::vector<std::string> extra_worker_args;
   std::vector<std::string> extra_api_args;
+  std::string require_ready_token;  // bearer token for /readyz when auth is on
 };
 
 class Stack {
@@ -77,7 +78,9 @@ class Stack {
   int http_port() const { return http_port_; }
   std::string broker_frontend() const { return "tcp://127.0.0.1:" + std::to_string(front_port_); }
   std::string broker_backend() const { return "tcp://127.0.0.1:" + std::to_string(back_port_); }
-  std::unique_ptr<httplib::Client> client() const;
+  // A client for the api (with the bearer token of the options, if any, only
+  // when `with_token`).
+  std::unique_ptr<httplib::Client> client(bool with_token = false) const;
 
   void start_broker();
   Process& start_worker(const std::string& id = "");

@@ -69,3 +69,18 @@ TEST(Validation, RejectsWrongShapes) {
   EXPECT_TRUE(has_field(errors_of(json::parse(R"({"pcap_files": [null], "output_path": 1})")),
                         "output_path"));
 }
+
+TEST(Validation, BpfFiltersAreCompiledAtSubmission) {
+  std::vector<FieldError> errors;
+  EXPECT_TRUE(parse_task_request(
+      json::parse(R"({"pcap_files":["a"],"output_path":"b","filter":"tcp port 443 or udp"})"),
+      errors));
+  auto errs =
+      errors_of(json::parse(R"({"pcap_files":["a"],"output_path":"b","filter":"tcp port banana"})"));
+  ASSERT_TRUE(has_field(errs, "filter"));
+  for (auto& e : errs) {
+    if (e.field == "filter") {
+      EXPECT_NE(e.message.find("BPF"), std::string::npos) << e.message;
+    }
+  }
+}

@@ -1,0 +1,228 @@
+#include "ipfixweb/api/openapi.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "ipfixweb/api/validation.hpp"
+
+namespace ipfixweb::api {
+
+namespace {
+
+using nlohmann::json;
+
+json ref(const std::string& name) { return {{"$ref", "#/components/schemas/" + name}}; }
+
+json problem_response(const std::string& description) {
+  return {{"description", description},
+          {"content", {{"application/problem+json", {{"schema", ref("Problem")}}}}}};
+}
+
+json json_response(const std::string& description, const json& schema) {
+  return {{"description", description}, {"content", {{"application/json", {{"schema", schema}}}}}};
+}
+
+json id_param() {
+  return json::array({{{"name", "id"},
+                       {"in", "path"},
+                       {"required", true},
+                       {"schema", {{"type", "string"}, {"format", "uuid"}}}}});
+}
+
+json submit_operation(const std::string& summary) {
+  return {{"summary", summary},
+          {"parameters",
+           json::array({{{"name", "Idempotency-Key"},
+                         {"in", "header"},
+                         {"required", false},
+                         {"schema", {{"type", "string"}, {"maxLength", 255}}}}})},
+          {"requestBody",
+           {{"required", true},
+            {"content", {{"application/json", {{"schema", ref("TaskRequest")}}}}}}},
+          {"responses",
+           {{"202", json_response("Accepted and committed; Location points at the task",
+                                  ref("Accepted"))},
+            {"200", json_response("Idempotency-Key matched an existing task", ref("Accepted"))},
+            {"400", problem_response("Body is not JSON")},
+            {"413", problem_response("Body too large")},
+            {"415", problem_response("Not application/json")},
+            {"422", problem_response("Invalid fields or paths")},
+            {"503", problem_response("Queue full, draining or broker unavailable; see "
+                                     "Retry-After")}}}};
+}
+
+json list_operation(const std::string& summary) {
+  json params = json::array();
+  for (const char* p : {"state", "created_after", "created_before", "input", "next"})
+    params.push_back({{"name", p}, {"in", "query"}, {"schema", {{"type", "string"}}}});
+  params.push_back({{"name", "limit"},
+                    {"in", "query"},
+                    {"schema", {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}}}});
+  return {{"summary", summary},
+          {"parameters", params},
+          {"responses",
+           {{"200", json_response("Tasks, newest first", ref("TaskList"))},
+            {"422", problem_response("Invalid query parameters")}}}};
+}
+
+json get_task_operation(const std::string& summary) {
+  return {{"summary", summary},
+          {"parameters", id_param()},
+          {"responses",
+           {{"200", json_response("The task", ref("Task"))},
+            {"404", problem_response("No such task")}}}};
+}
+
+json build() {
+  json analysis = json::array();
+  for (auto& n : analysis_names()) analysis.push_back(n);
+  json schemas = {
+      {"TaskRequest",
+       {{"type", "object"},
+        {"required", {"pcap_files", "output_path"}},
+        {"properties",
+         {{"pcap_files",
+           {{"type", "array"},
+            {"minItems", 1},
+            {"maxItems", 1000},
+            {"items", {{"type", "string"}}},
+            {"description", "Captures relative to an input root"}}},
+          {"output_path",
+           {{"type", "string"}, {"description", "IPFIX file relative to the output root"}}},
+          {"DPI", {{"type", "boolean"}, {"default", true}}},
+          {"dpi", {{"type", "boolean"}, {"description", "Alias of DPI"}}},
+          {"analysis_list",
+           {{"type", "array"}, {"items", {{"type", "string"}, {"enum", analysis}}}}},
+          {"priority", {{"type", "integer"}, {"minimum", -100}, {"maximum", 100}, {"default", 0}}},
+          {"idle_timeout", {{"type", "number"}, {"exclusiveMinimum", 0}, {"default", 300}}},
+          {"active_timeout", {{"type", "number"}, {"exclusiveMinimum", 0}, {"default", 1800}}},
+          {"filter", {{"type", "string"}, {"description", "BPF expression"}}}}}}},
+      {"Accepted",
+       {{"type", "object"},
+        {"properties",
+         {{"task_id", {{"type", "string"}}},
+          {"state", {{"type", "string"}}},
+          {"existing", {{"type", "boolean"}}},
+          {"links", {{"type", "object"}}}}}}},
+      {"Task",
+       {{"type", "object"},
+        {"properties",
+         {{"task_id", {{"type", "string"}}},
+          {"state",
+           {{"type", "string"},
+            {"enum", {"queued", "running", "succeeded", "failed", "cancelled"}}}},
+          {"progress", {{"type", "number"}, {"minimum", 0}, {"maximum", 1}}},
+          {"created_at", {{"type", "string"}, {"format", "date-time"}}},
+          {"queued_at", {{"type", "string"}, {"format", "date-time"}, {"nullable", true}}},
+          {"started_at", {{"type", "string"}, {"format", "date-time"}, {"nullable", true}}},
+          {"finished_at", {{"type", "string"}, {"format", "date-time"}, {"nullable", true}}},
+          {"attempts", {{"type", "integer"}}},
+          {"worker", {{"type", "string"}, {"nullable", true}}},
+          {"priority", {{"type", "integer"}}},
+          {"output_path", {{"type", "string"}}},
+          {"request", ref("TaskRequest")},
+          {"summary", {{"type", "object"}, {"nullable", true}}},
+          {"error", {{"type", "string"}, {"nullable", true}}},
+          {"links", {{"type", "object"}}}}}}},
+      {"TaskList",
+       {{"type", "object"},
+        {"properties",
+         {{"tasks", {{"type", "array"}, {"items", ref("Task")}}},
+          {"next", {{"type", "string"}, {"nullable", true}}}}}}},
+      {"Event",
+       {{"type", "object"},
+        {"properties",
+         {{"at", {{"type", "string"}}},
+          {"state", {{"type", "string"}}},
+          {"reason", {{"type", "string"}, {"nullable", true}}},
+          {"worker", {{"type", "string"}, {"nullable", true}}}}}}},
+      {"Problem",
+       {{"type", "object"},
+        {"properties",
+         {{"type", {{"type", "string"}}},
+          {"title", {{"type", "string"}}},
+          {"status", {{"type", "integer"}}},
+          {"detail", {{"type", "string"}}},
+          {"errors",
+           {{"type", "array"},
+            {"items",
+             {{"type", "object"},
+              {"properties",
+               {{"field", {{"type", "string"}}}, {"message", {{"type", "string"}}}}}}}}}}}}}};
+
+  json paths;
+  paths["/api/v1/tasks"]["post"] = submit_operation("Submit a conversion task");
+  paths["/api/v1/tasks"]["get"] = list_operation("List tasks");
+  paths["/api/v1/tasks/{id}"]["get"] = get_task_operation("Task status");
+  paths["/api/v1/tasks/{id}"]["delete"] = {
+      {"summary", "Cancel a queued or running task"},
+      {"parameters", id_param()},
+      {"responses",
+       {{"200", {{"description", "Cancelled"}}},
+        {"202", {{"description", "Cancelling (running on a worker)"}}},
+        {"404", problem_response("No such task")},
+        {"409", problem_response("Already finished")}}}};
+  paths["/api/v1/tasks/{id}/events"]["get"] = {
+      {"summary", "The task's history"},
+      {"parameters", id_param()},
+      {"responses",
+       {{"200", json_response("Events in order",
+                              {{"type", "object"},
+                               {"properties",
+                                {{"task_id", {{"type", "string"}}},
+                                 {"events", {{"type", "array"}, {"items", ref("Event")}}}}}})},
+        {"404", problem_response("No such task")}}}};
+  paths["/api/v1/tasks/{id}/output"]["get"] = {
+      {"summary", "Download the IPFIX file (RFC 5655)"},
+      {"parameters", id_param()},
+      {"responses",
+       {{"200",
+         {{"description", "The file"},
+          {"content",
+           {{"application/ipfix", {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}}},
+        {"404", problem_response("No such task, or its file is gone")},
+        {"409", problem_response("The task has not succeeded")}}}};
+  json plain = {{"responses", {{"200", {{"description", "OK"}}}}}};
+  paths["/livez"]["get"] = plain;
+  paths["/livez"]["get"]["summary"] = "The process serves HTTP";
+  paths["/readyz"]["get"] = {{"summary", "Broker reachable, database readable, not draining"},
+                             {"responses",
+                              {{"200", {{"description", "Ready"}}},
+                               {"503", {{"description", "Not ready"}}}}}};
+  paths["/metrics"]["get"] = {
+      {"summary", "Prometheus metrics"},
+      {"responses",
+       {{"200", {{"description", "Text exposition format"},
+                 {"content", {{"text/plain", {{"schema", {{"type", "string"}}}}}}}}}}}};
+  paths["/openapi.json"]["get"] = plain;
+  paths["/openapi.json"]["get"]["summary"] = "This document";
+  paths["/api/export-task"]["post"] = submit_operation("Compatibility: POST /api/v1/tasks");
+  paths["/api/task-status/{id}"]["get"] =
+      get_task_operation("Compatibility: GET /api/v1/tasks/{id}");
+  paths["/api/tasks"]["get"] = list_operation("Compatibility: GET /api/v1/tasks");
+  paths["/api/v1/test/health"]["get"] = plain;
+  paths["/api/v1/test/health"]["get"]["summary"] = "Compatibility: health";
+  paths["/api/v1/test/file_exporter/export_task"]["post"] = {
+      {"summary", "Compatibility: submit the bundled sample capture"},
+      {"responses",
+       {{"202", json_response("Accepted", ref("Accepted"))},
+        {"503", problem_response("Queue full or broker unavailable")}}}};
+
+  return {{"openapi", "3.0.3"},
+          {"info",
+           {{"title", "ipfixweb"},
+            {"version", "1.0.0"},
+            {"description", "PCAP/PCAPNG to IPFIX conversion jobs with nDPI labels"}}},
+          {"components",
+           {{"schemas", schemas},
+            {"securitySchemes", {{"bearer", {{"type", "http"}, {"scheme", "bearer"}}}}}}},
+          {"paths", paths}};
+}
+
+}  // namespace
+
+const std::string& openapi_document() {
+  static const std::string doc = build().dump();
+  return doc;
+}
+
+}  // namespace ipfixweb::api
