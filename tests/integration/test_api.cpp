@@ -1,5 +1,9 @@
 // Issue 5: every route and every error of the HTTP api against the real stack.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -397,4 +401,32 @@ TEST(Api, BadInputStormLeavesTheServiceHealthyAndTheDiskUntouched) {
   EXPECT_FALSE(fs::exists(fs::path(s.data_dir()) / "escape.ipfix"));
   EXPECT_TRUE(s.api().running());
   EXPECT_TRUE(s.broker().running());
+}
+
+// `curl -X POST URL` sends neither Content-Length nor a body. RFC 9112 says
+// the body is then empty; the server used to wait 5 s for one and answer 400.
+TEST(Api, PostWithoutContentLengthIsAnEmptyBodyNotAWait) {
+  Stack s;
+  auto raw_post = [&](const std::string& path) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(s.http_port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    timeval tv{3, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string req = "POST " + path + " HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n";
+    EXPECT_EQ(::send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+    char buf[4096];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    ::close(fd);
+    return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  std::string r = raw_post("/api/v1/test/file_exporter/export_task");
+  EXPECT_EQ(r.rfind("HTTP/1.1 202", 0), 0u) << r;
+  r = raw_post("/api/v1/tasks");
+  EXPECT_EQ(r.rfind("HTTP/1.1 415", 0), 0u) << r;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.5);
 }
