@@ -56,10 +56,13 @@ int main(int argc, char** argv) {
   add_log_options(app, log_opts);
   add_print_config(app);
   CLI11_PARSE(app, argc, argv);
-  if (handle_print_config(app)) return 0;
   if (cfg.db_path.empty()) cfg.db_path = data_dir + "/ipfixweb.db";
   if (cfg.input_roots.empty()) cfg.input_roots = {data_dir + "/input"};
   if (cfg.output_root.empty()) cfg.output_root = data_dir + "/output";
+  show_effective(app, "--db", cfg.db_path);
+  show_effective(app, "--input-root", cfg.input_roots.front());
+  show_effective(app, "--output-root", cfg.output_root);
+  if (handle_print_config(app)) return 0;
   auto colon = listen.rfind(':');
   if (colon == std::string::npos) {
     std::cerr << "--listen must be HOST:PORT\n";

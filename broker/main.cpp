@@ -54,10 +54,18 @@ int main(int argc, char** argv) {
       ->envname("IPFIXWEB_DB_SYNCHRONOUS")
       ->check(CLI::IsMember({"OFF", "NORMAL", "FULL", "EXTRA"}, CLI::ignore_case))
       ->capture_default_str();
+  app.add_option("--task-log-dir", cfg.task_log_dir,
+                 "Where successful_tasks.jsonl / failed_tasks.jsonl are appended "
+                 "(default <data-dir>/logs; 'none' to disable)")
+      ->envname("IPFIXWEB_TASK_LOG_DIR");
   add_log_options(app, log_opts);
   add_print_config(app);
   CLI11_PARSE(app, argc, argv);
   if (cfg.db_path.empty()) cfg.db_path = data_dir + "/ipfixweb.db";
+  if (cfg.task_log_dir.empty()) cfg.task_log_dir = data_dir + "/logs";
+  if (cfg.task_log_dir == "none") cfg.task_log_dir.clear();
+  show_effective(app, "--db", cfg.db_path);
+  show_effective(app, "--task-log-dir", cfg.task_log_dir);
   if (handle_print_config(app)) return 0;
 
   auto log = setup_logging("broker", log_opts);
@@ -67,6 +75,7 @@ int main(int argc, char** argv) {
   try {
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::path(cfg.db_path).parent_path(), ec);
+    if (!cfg.task_log_dir.empty()) std::filesystem::create_directories(cfg.task_log_dir, ec);
     zmq::context_t ctx(1);
     broker::Broker b(cfg, ctx);
     b.run(g_stop);

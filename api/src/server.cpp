@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <iterator>
+#include <utility>
 #include <cmath>
 #include <filesystem>
 #include <optional>
@@ -343,6 +345,45 @@ void Server::Impl::metrics_text(httplib::Response& res) {
     gauge("ipfixweb_broker_running", "Tasks running on workers.", pong->running);
     gauge("ipfixweb_broker_queue_depth", "Tasks waiting for credit.", pong->queued);
     gauge("ipfixweb_broker_queue_max", "Bound of the queue beyond credit.", pong->max_queue);
+    out +=
+        "# HELP ipfixweb_broker_tasks_finished_total Tasks finished since the broker started.\n"
+        "# TYPE ipfixweb_broker_tasks_finished_total counter\n";
+    for (auto [name, v] : {std::pair<const char*, std::uint64_t>{"succeeded", pong->succeeded},
+                           {"failed", pong->failed},
+                           {"cancelled", pong->cancelled}}) {
+      std::snprintf(buf, sizeof buf, "ipfixweb_broker_tasks_finished_total{state=\"%s\"} %llu\n",
+                    name, static_cast<unsigned long long>(v));
+      out += buf;
+    }
+    std::snprintf(buf, sizeof buf,
+                  "# HELP ipfixweb_broker_tasks_requeued_total Tasks put back in the queue "
+                  "(worker lost, crash, shutdown).\n"
+                  "# TYPE ipfixweb_broker_tasks_requeued_total counter\n"
+                  "ipfixweb_broker_tasks_requeued_total %llu\n",
+                  static_cast<unsigned long long>(pong->requeued));
+    out += buf;
+    const std::size_t nb = std::size(proto::kDurationBuckets);
+    if (pong->duration_counts.size() == nb + 1) {
+      out +=
+          "# HELP ipfixweb_task_duration_seconds Time from dispatch to result, since the "
+          "broker started.\n"
+          "# TYPE ipfixweb_task_duration_seconds histogram\n";
+      std::uint64_t cumulative = 0;
+      for (std::size_t i = 0; i <= nb; ++i) {
+        cumulative += pong->duration_counts[i];
+        if (i < nb)
+          std::snprintf(buf, sizeof buf, "ipfixweb_task_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                        proto::kDurationBuckets[i], static_cast<unsigned long long>(cumulative));
+        else
+          std::snprintf(buf, sizeof buf,
+                        "ipfixweb_task_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+                        "ipfixweb_task_duration_seconds_sum %.6f\n"
+                        "ipfixweb_task_duration_seconds_count %llu\n",
+                        static_cast<unsigned long long>(cumulative), pong->duration_sum,
+                        static_cast<unsigned long long>(cumulative));
+        out += buf;
+      }
+    }
   }
   if (auto* st = store()) {
     out +=

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
@@ -208,6 +210,12 @@ void Broker::handle_frontend(const std::string& identity, const proto::Envelope&
     pong.queued = static_cast<std::uint32_t>(queue_.size());
     pong.max_queue = cfg_.max_queue;
     pong.draining = draining_;
+    pong.succeeded = n_succeeded_;
+    pong.failed = n_failed_;
+    pong.cancelled = n_cancelled_;
+    pong.requeued = n_requeued_;
+    pong.duration_counts = durations_;
+    pong.duration_sum = duration_sum_;
     out_.push_back({&front_, identity, proto::encode(proto::type::kPong, pong), {}});
   } else if (env.type == proto::type::kCancel) {
     auto c = env.as<proto::Cancel>(&err);
@@ -428,6 +436,10 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
     running_.erase(rit);
     double took = now - r.since;
     avg_task_s_ = 0.8 * avg_task_s_ + 0.2 * std::max(0.001, took);
+    std::size_t b = 0;
+    while (b < std::size(proto::kDurationBuckets) && took > proto::kDurationBuckets[b]) ++b;
+    ++durations_[b];
+    duration_sum_ += took;
     if (r.cancel_requested && d->state != state::kSucceeded) {
       finish(d->task_id, state::kCancelled, d->summary, "", "cancelled by user");
     } else if (d->state == state::kSucceeded || d->state == state::kCancelled ||
@@ -452,6 +464,42 @@ void Broker::finish(const std::string& id, const std::string& st, const std::str
   write_tx();
   store_.finish(id, st, summary, error, reason, now_iso());
   log_->info("task {} {}{}{}", id, st, error.empty() ? "" : ": ", error);
+  (st == state::kSucceeded ? n_succeeded_ : st == state::kFailed ? n_failed_ : n_cancelled_)++;
+  log_completion(id, st, error);
+}
+
+// One JSON line per finished task, as the original service kept them:
+// successful_tasks.jsonl and failed_tasks.jsonl (cancelled tasks go to the
+// latter with their state). Written after the state is in the transaction;
+// a line may precede a commit that then fails (the broker exits), never the
+// reverse.
+void Broker::log_completion(const std::string& id, const std::string& st,
+                            const std::string& error) {
+  if (cfg_.task_log_dir.empty()) return;
+  auto rec = store_.get(id);
+  if (!rec) return;
+  nlohmann::json line = {{"time", now_iso()},
+                         {"task_id", id},
+                         {"state", st},
+                         {"created_at", rec->created_at},
+                         {"started_at", rec->started_at},
+                         {"attempts", rec->attempts},
+                         {"worker", rec->worker},
+                         {"request", nlohmann::json::parse(rec->request, nullptr, false)},
+                         {"output_path", rec->output_path}};
+  if (!error.empty()) line["error"] = error;
+  if (!rec->summary.empty()) {
+    auto sum = nlohmann::json::parse(rec->summary, nullptr, false);
+    if (sum.is_object())
+      line["summary"] = {{"packets", sum.value("packets", 0)},
+                         {"bytes", sum.value("bytes", 0)},
+                         {"flows", sum.value("flows", 0)}};
+  }
+  std::string file = cfg_.task_log_dir + "/" +
+                     (st == state::kSucceeded ? "successful_tasks.jsonl" : "failed_tasks.jsonl");
+  std::ofstream out(file, std::ios::app);
+  out << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+  if (!out) log_->warn("cannot append to {}", file);
 }
 
 void Broker::retry_or_fail(Running r, const std::string& why) {
@@ -464,6 +512,7 @@ void Broker::retry_or_fail(Running r, const std::string& why) {
   } else {
     write_tx();
     store_.requeue(id, r.task.attempts, why, now_iso());
+    ++n_requeued_;
     log_->warn("task {} re-queued: {}", id, why);
     enqueue(std::move(r.task));
   }

@@ -271,6 +271,10 @@ TEST(Api, MetricsAreRouteLabelledWithoutTaskIds) {
   EXPECT_NE(m.find("ipfixweb_broker_queue_depth 0"), std::string::npos);
   EXPECT_NE(m.find("ipfixweb_tasks{state=\"succeeded\"} 1"), std::string::npos);
   EXPECT_NE(m.find("ipfixweb_http_request_duration_seconds_bucket"), std::string::npos);
+  EXPECT_NE(m.find("ipfixweb_broker_tasks_finished_total{state=\"succeeded\"} 1"),
+            std::string::npos);
+  EXPECT_NE(m.find("ipfixweb_task_duration_seconds_count 1"), std::string::npos) << m;
+  EXPECT_NE(m.find("ipfixweb_task_duration_seconds_bucket{le=\"+Inf\"} 1"), std::string::npos);
 }
 
 TEST(Api, BearerTokensProtectEverythingButLivez) {

@@ -91,6 +91,18 @@ TEST(EndToEnd, SampleCaptureBecomesIpfixAndStateIsDurable) {
   for (auto& entry : fs::directory_iterator(stack.output_dir()))
     EXPECT_EQ(entry.path().filename(), "sample.ipfix") << "unexpected file in output dir";
 
+  // A completion line for the task, as the original service kept them.
+  {
+    std::ifstream log(stack.data_dir() + "/logs/successful_tasks.jsonl");
+    std::string line;
+    ASSERT_TRUE(std::getline(log, line));
+    auto j = json::parse(line);
+    EXPECT_EQ(j["task_id"], id);
+    EXPECT_EQ(j["state"], "succeeded");
+    EXPECT_EQ(j["summary"]["packets"], 347);
+    EXPECT_FALSE(std::getline(log, line));
+  }
+
   // Independent decoder: every packet of the capture is counted exactly once.
   if (!have_tool("tshark") || !have_tool("capinfos")) GTEST_SKIP() << "tshark/capinfos missing";
   long long expected = capinfos_packets(stack.input_dir() + "/sample.pcap");
@@ -143,6 +155,13 @@ TEST(EndToEnd, BadInputFailsTheTaskWithAReadableError) {
   EXPECT_FALSE(fs::exists(stack.output_dir() + "/notes.ipfix"));
   for (auto& entry : fs::directory_iterator(stack.output_dir()))
     ADD_FAILURE() << "left behind: " << entry.path();
+  std::ifstream log(stack.data_dir() + "/logs/failed_tasks.jsonl");
+  std::string line;
+  ASSERT_TRUE(std::getline(log, line));
+  auto j = json::parse(line);
+  EXPECT_EQ(j["task_id"], body["task_id"]);
+  EXPECT_EQ(j["error"], task["error"]);
+  EXPECT_FALSE(fs::exists(stack.data_dir() + "/logs/successful_tasks.jsonl"));
 }
 
 TEST(EndToEnd, RequestsOutsideTheRootsAreRefused) {

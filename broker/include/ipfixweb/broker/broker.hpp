@@ -32,6 +32,7 @@ struct Config {
   double task_timeout_s = 0;      // passed to workers; 0 = none
   double orphan_grace_s = 0;      // after a restart, wait this long for workers to claim
                                   // running tasks (0: heartbeat * liveness * 2)
+  std::string task_log_dir;       // successful_tasks.jsonl / failed_tasks.jsonl; "" = none
 };
 
 class Broker {
@@ -111,6 +112,12 @@ class Broker {
   std::uint32_t hb_seq_ = 0;
   bool draining_ = false;
   double avg_task_s_ = 1.0;  // moving average of task durations, for Retry-After
+  void log_completion(const std::string& id, const std::string& st, const std::string& error);
+  // Statistics since start, reported in pongs (the api's /metrics).
+  std::uint64_t n_succeeded_ = 0, n_failed_ = 0, n_cancelled_ = 0, n_requeued_ = 0;
+  std::vector<std::uint64_t> durations_ =
+      std::vector<std::uint64_t>(std::size(proto::kDurationBuckets) + 1, 0);
+  double duration_sum_ = 0;
 };
 
 }  // namespace ipfixweb::broker

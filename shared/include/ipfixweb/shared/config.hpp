@@ -24,6 +24,13 @@ inline void add_print_config(CLI::App& app) {
   app.add_flag("--print-config")->description("Print the effective configuration and exit");
 }
 
+// Records a value derived after parsing (e.g. a path inside --data-dir) as
+// the option's default, so --print-config shows what will really be used.
+inline void show_effective(CLI::App& app, const std::string& name, const std::string& value) {
+  auto* opt = app.get_option_no_throw(name);
+  if (opt && opt->count() == 0) opt->default_str(value);
+}
+
 // True (after printing) when --print-config was given.
 inline bool handle_print_config(const CLI::App& app) {
   if (app.count("--print-config") == 0) return false;

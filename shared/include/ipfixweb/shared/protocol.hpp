@@ -89,8 +89,17 @@ struct Pong {
   std::uint32_t queued = 0;
   std::uint32_t max_queue = 0;
   bool draining = false;
-  MSGPACK_DEFINE_MAP(req_id, workers, slots, credit, running, queued, max_queue, draining)
+  // Since the broker started: tasks finished by state, and a histogram of
+  // run times (dispatch to result) with bounds kDurationBuckets.
+  std::uint64_t succeeded = 0, failed = 0, cancelled = 0, requeued = 0;
+  std::vector<std::uint64_t> duration_counts;  // one per bound, plus +Inf
+  double duration_sum = 0;
+  MSGPACK_DEFINE_MAP(req_id, workers, slots, credit, running, queued, max_queue, draining,
+                     succeeded, failed, cancelled, requeued, duration_counts, duration_sum)
 };
+
+inline constexpr double kDurationBuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                              1,     2.5,  5,     10,   30,   60,  300};
 
 struct Cancel {
   std::uint64_t req_id = 0;
