@@ -53,6 +53,10 @@ int main(int argc, char** argv) {
   app.add_option("--sample-pcap", cfg.sample_pcap, "Capture submitted by the test route")
       ->envname("IPFIXWEB_SAMPLE_PCAP")
       ->capture_default_str();
+  app.add_option("--curve-server-key", cfg.curve_server_key, "CURVE: the broker's public key file")
+      ->envname("IPFIXWEB_CURVE_SERVER_KEY");
+  app.add_option("--curve-secret-key", cfg.curve_secret_key, "CURVE: the api's secret key file")
+      ->envname("IPFIXWEB_API_SECRET_KEY");
   add_log_options(app, log_opts);
   add_print_config(app);
   CLI11_PARSE(app, argc, argv);

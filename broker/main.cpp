@@ -58,6 +58,15 @@ int main(int argc, char** argv) {
                  "Where successful_tasks.jsonl / failed_tasks.jsonl are appended "
                  "(default <data-dir>/logs; 'none' to disable)")
       ->envname("IPFIXWEB_TASK_LOG_DIR");
+  app.add_option("--curve-secret-key", cfg.curve_secret_key,
+                 "CURVE: the broker's secret key file (enables encryption and authentication)")
+      ->envname("IPFIXWEB_BROKER_SECRET_KEY");
+  app.add_option("--curve-authorized", cfg.curve_authorized,
+                 "CURVE: file of authorised client public keys, or a directory of *.pub files")
+      ->envname("IPFIXWEB_CURVE_AUTHORIZED");
+  std::string keygen;
+  app.add_option("--curve-keygen", keygen,
+                 "Write a new CURVE key pair to PREFIX.key and PREFIX.pub, then exit");
   add_log_options(app, log_opts);
   add_print_config(app);
   CLI11_PARSE(app, argc, argv);
@@ -67,6 +76,16 @@ int main(int argc, char** argv) {
   show_effective(app, "--db", cfg.db_path);
   show_effective(app, "--task-log-dir", cfg.task_log_dir);
   if (handle_print_config(app)) return 0;
+  if (!keygen.empty()) {
+    try {
+      auto kp = curve::generate(keygen);
+      std::cout << kp.public_key << "\n";
+      return 0;
+    } catch (const std::exception& e) {
+      std::cerr << "ipfixweb-broker: " << e.what() << "\n";
+      return 1;
+    }
+  }
 
   auto log = setup_logging("broker", log_opts);
   std::signal(SIGINT, on_signal);

@@ -41,6 +41,10 @@ int main(int argc, char** argv) {
   app.add_option("--cpu-limit", cfg.cpu_limit_s, "CPU seconds per task (0: none)")
       ->envname("IPFIXWEB_TASK_CPU_SECONDS")
       ->capture_default_str();
+  app.add_option("--curve-server-key", cfg.curve_server_key, "CURVE: the broker's public key file")
+      ->envname("IPFIXWEB_CURVE_SERVER_KEY");
+  app.add_option("--curve-secret-key", cfg.curve_secret_key, "CURVE: this worker's secret key file")
+      ->envname("IPFIXWEB_WORKER_SECRET_KEY");
   add_log_options(app, log_opts);
   add_print_config(app);
   CLI11_PARSE(app, argc, argv);

@@ -7,8 +7,11 @@
 
 namespace ipfixweb::api {
 
-BrokerClient::BrokerClient(zmq::context_t& ctx, std::string endpoint, double timeout_s)
-    : ctx_(ctx), endpoint_(std::move(endpoint)), timeout_s_(timeout_s) {
+BrokerClient::BrokerClient(zmq::context_t& ctx, std::string endpoint, double timeout_s,
+                           const curve::KeyPair* own, std::string server_public)
+    : ctx_(ctx), endpoint_(std::move(endpoint)), timeout_s_(timeout_s),
+      server_public_(std::move(server_public)) {
+  if (own) keys_ = *own;
   std::random_device rd;
   next_id_ = (static_cast<std::uint64_t>(rd()) << 32) | rd();
   reset();
@@ -22,6 +25,7 @@ void BrokerClient::reset() {
   sock_->set(zmq::sockopt::immediate, 1);
   sock_->set(zmq::sockopt::reconnect_ivl, 100);
   sock_->set(zmq::sockopt::reconnect_ivl_max, 1000);
+  if (keys_) curve::make_client(*sock_, *keys_, server_public_);
   sock_->connect(endpoint_);
 }
 

@@ -82,9 +82,18 @@ struct Server::Impl {
     std::optional<TaskStore> store;
   };
 
+  std::optional<curve::KeyPair> curve_keys;
+  std::string curve_server;
+
   Impl(Config c, zmq::context_t& z) : cfg(std::move(c)), ctx(z) {
     for (auto& r : cfg.input_roots) roots.inputs.push_back(paths::canonical_dir(r));
     roots.output = paths::canonical_dir(cfg.output_root);
+    if (!cfg.curve_server_key.empty() || !cfg.curve_secret_key.empty()) {
+      if (cfg.curve_server_key.empty() || cfg.curve_secret_key.empty())
+        throw std::runtime_error("CURVE needs both --curve-server-key and --curve-secret-key");
+      curve_keys = curve::load_secret(cfg.curve_secret_key);
+      curve_server = curve::load_public(cfg.curve_server_key);
+    }
   }
 
   ThreadState& local() {
@@ -99,7 +108,9 @@ struct Server::Impl {
 
   BrokerClient& broker() {
     auto& ts = local();
-    if (!ts.broker) ts.broker = std::make_unique<BrokerClient>(ctx, cfg.broker, cfg.broker_timeout_s);
+    if (!ts.broker)
+      ts.broker = std::make_unique<BrokerClient>(ctx, cfg.broker, cfg.broker_timeout_s,
+                                                 curve_keys ? &*curve_keys : nullptr, curve_server);
     return *ts.broker;
   }
 

@@ -34,6 +34,16 @@ Broker::Broker(Config cfg, zmq::context_t& ctx)
   }
   // A worker that reconnects with a fresh socket keeps its routing id.
   back_.set(zmq::sockopt::router_handover, 1);
+  if (!cfg_.curve_secret_key.empty()) {
+    if (cfg_.curve_authorized.empty())
+      throw std::runtime_error("CURVE needs --curve-authorized (the clients' public keys)");
+    auto keys = curve::load_secret(cfg_.curve_secret_key);
+    auth_ = std::make_unique<curve::Authenticator>(ctx, curve::load_authorized(cfg_.curve_authorized),
+                                                   log_);
+    curve::make_server(front_, keys);
+    curve::make_server(back_, keys);
+    log_->info("CURVE on: broker public key {}", keys.public_key);
+  }
   front_.bind(cfg_.frontend);
   back_.bind(cfg_.backend);
   recover();

@@ -84,6 +84,10 @@ class Stack {
 
   void start_broker();
   Process& start_worker(const std::string& id = "");
+  // Replaces the options' extra worker arguments for workers started from now on.
+  void extra_worker_args_for_next(std::vector<std::string> args) {
+    opts_.extra_worker_args = std::move(args);
+  }
   void start_api();
   Process& broker() { return *broker_; }
   Process& api() { return *api_; }

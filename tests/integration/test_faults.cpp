@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <mutex>
@@ -477,4 +478,49 @@ TEST(Faults, RandomisedFaultRunLosesNoAcceptedTask) {
   EXPECT_TRUE(s.temporaries().empty());
   std::cout << "accepted " << accepted.size() << ", refused " << refused << ", worker kills "
             << kills << ", broker restarts 1\n";
+}
+
+// CURVE: only clients whose public key the broker authorised can talk to it.
+TEST(Security, CurveKeysKeepStrangersOut) {
+  std::string keys = (fs::temp_directory_path() / ("ipfixweb-keys-" + std::to_string(::getpid())))
+                         .string();
+  fs::create_directories(keys + "/authorized");
+  auto keygen = [&](const std::string& prefix) {
+    int st = 0;
+    run_capture(bin_dir() + "/ipfixweb-broker --curve-keygen '" + prefix + "'", &st);
+    ASSERT_EQ(st, 0);
+  };
+  keygen(keys + "/broker");
+  keygen(keys + "/authorized/api");
+  keygen(keys + "/authorized/worker");
+  keygen(keys + "/stranger");
+  StackOptions o;
+  o.workers = 1;
+  o.extra_broker_args = {"--curve-secret-key", keys + "/broker.key", "--curve-authorized",
+                         keys + "/authorized"};
+  o.extra_worker_args = {"--curve-server-key", keys + "/broker.pub", "--curve-secret-key",
+                         keys + "/authorized/worker.key"};
+  o.extra_api_args = {"--curve-server-key", keys + "/broker.pub", "--curve-secret-key",
+                      keys + "/authorized/api.key"};
+  {
+    Stack s(o);
+    auto [st, body] = s.submit(small_task("curve.ipfix"));
+    ASSERT_EQ(st, 202) << body.dump();
+    EXPECT_EQ(s.wait_terminal(body["task_id"])["state"], "succeeded");
+    // A worker with an unknown key, and one without CURVE, never register.
+    s.extra_worker_args_for_next({"--curve-server-key", keys + "/broker.pub", "--curve-secret-key",
+                                  keys + "/stranger.key"});
+    s.start_worker("stranger");
+    s.extra_worker_args_for_next({});
+    s.start_worker("plain");
+    std::this_thread::sleep_for(1500ms);
+    auto r = s.client()->Get("/readyz");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(json::parse(r->body)["checks"]["broker"]["workers"], 1) << r->body;
+    // The broker said why.
+    std::ifstream log(s.data_dir() + "/broker.log");
+    std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("not authorised"), std::string::npos) << text;
+  }
+  fs::remove_all(keys);
 }

@@ -71,6 +71,12 @@ Worker::Worker(Config cfg, zmq::context_t& ctx)
   if (cfg_.slots == 0) cfg_.slots = std::max(1u, std::thread::hardware_concurrency());
   if (cfg_.worker_id.empty())
     cfg_.worker_id = hostname() + "-" + std::to_string(::getpid()) + "-" + new_uuid().substr(0, 4);
+  if (!cfg_.curve_server_key.empty() || !cfg_.curve_secret_key.empty()) {
+    if (cfg_.curve_server_key.empty() || cfg_.curve_secret_key.empty())
+      throw std::runtime_error("CURVE needs both --curve-server-key and --curve-secret-key");
+    curve_keys_ = curve::load_secret(cfg_.curve_secret_key);
+    curve_server_ = curve::load_public(cfg_.curve_server_key);
+  }
   connect();
   log_->info("worker {} connecting to {} with {} slots", cfg_.worker_id, cfg_.broker, cfg_.slots);
 }
@@ -87,6 +93,7 @@ void Worker::connect() {
   sock_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
   sock_->set(zmq::sockopt::routing_id, cfg_.worker_id);
   sock_->set(zmq::sockopt::linger, 0);
+  if (curve_keys_) curve::make_client(*sock_, *curve_keys_, curve_server_);
   sock_->connect(cfg_.broker);
   last_heard_ = now_mono();
   next_heartbeat_ = last_heard_ + cfg_.heartbeat_s;

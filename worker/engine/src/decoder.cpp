@@ -22,6 +22,7 @@ struct Ctx {
   DecodedPacket& out;
   int depth = 0;
   bool vlan_set = false;
+  std::uint32_t uncaptured = 0;  // wire length - captured length (bytes cut by the snaplen)
 };
 
 DecodeStatus decode_ipv4(Ctx& c, const std::uint8_t* p, std::uint32_t len);
@@ -267,6 +268,9 @@ DecodeStatus decode_ipv4(Ctx& c, const std::uint8_t* p, std::uint32_t len) {
   std::uint32_t total = rd16(p + 2);
   if (total == 0) total = len;  // TSO / offloaded length
   if (total < ihl) return DecodeStatus::kMalformed;
+  // The header claims more bytes than the frame had on the wire (not a snaplen cut): the length
+  // is a lie; tshark calls it malformed and ndpiReader drops the packet.
+  if (total > len + c.uncaptured) return DecodeStatus::kMalformed;
   DecodedPacket& o = c.out;
   reset_l3(o);
   o.key.ip_version = 4;
@@ -289,7 +293,7 @@ DecodeStatus decode_ipv4(Ctx& c, const std::uint8_t* p, std::uint32_t len) {
   const std::uint32_t payload = std::min(len, total) - ihl;
   if (o.fragment) {  // first fragment: ports only, never decapsulate a partial packet
     DecodeOptions no_decap{false};
-    Ctx inner{no_decap, o, c.depth, c.vlan_set};
+    Ctx inner{no_decap, o, c.depth, c.vlan_set, c.uncaptured};
     return decode_l4(inner, p[9], p + ihl, payload);
   }
   return decode_l4(c, p[9], p + ihl, payload);
@@ -307,6 +311,7 @@ DecodeStatus decode_ipv6(Ctx& c, const std::uint8_t* p, std::uint32_t len) {
   if ((p[0] >> 4) != 6) return DecodeStatus::kMalformed;
   std::uint32_t total = 40u + rd16(p + 4);
   if (total == 40 && p[6] != 59) total = std::max<std::uint32_t>(len, 40);  // jumbogram / TSO
+  if (total > len + c.uncaptured) return DecodeStatus::kMalformed;  // longer than on the wire
   DecodedPacket& o = c.out;
   reset_l3(o);
   o.key.ip_version = 6;
@@ -352,7 +357,7 @@ DecodeStatus decode_ipv6(Ctx& c, const std::uint8_t* p, std::uint32_t len) {
   }
   if (o.fragment) {
     DecodeOptions no_decap{false};
-    Ctx inner{no_decap, o, c.depth, c.vlan_set};
+    Ctx inner{no_decap, o, c.depth, c.vlan_set, c.uncaptured};
     return decode_l4(inner, nh, p + off, end - off);
   }
   return decode_l4(c, nh, p + off, end - off);
@@ -383,9 +388,10 @@ const char* decode_status_name(DecodeStatus s) {
 }
 
 DecodeStatus decode_packet(int dlt, const std::uint8_t* data, std::uint32_t caplen,
-                           const DecodeOptions& opts, DecodedPacket& out) {
+                           const DecodeOptions& opts, DecodedPacket& out, std::uint32_t wirelen) {
   out = DecodedPacket{};
   Ctx c{opts, out};
+  c.uncaptured = wirelen > caplen ? wirelen - caplen : 0;
   const std::uint8_t* p = data;
   const std::uint32_t len = caplen;
   switch (dlt) {

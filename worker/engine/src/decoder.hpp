@@ -87,9 +87,12 @@ struct DecodeOptions {
   bool decapsulate_teredo = false;
 };
 
-// Decodes one frame of link type `dlt`. On kOk `out` holds the key and counters.
+// Decodes one frame of link type `dlt`. On kOk `out` holds the key and counters. `wirelen` is
+// the frame's original length (pcap `len`; 0 = not cut, same as `caplen`): an IP header whose
+// total length exceeds what was on the wire is kMalformed, one cut by the snaplen is metered
+// with its header's length.
 DecodeStatus decode_packet(int dlt, const std::uint8_t* data, std::uint32_t caplen,
-                           const DecodeOptions& opts, DecodedPacket& out);
+                           const DecodeOptions& opts, DecodedPacket& out, std::uint32_t wirelen = 0);
 
 std::string format_address(const std::array<std::uint8_t, 16>& a, std::uint8_t ip_version);
 

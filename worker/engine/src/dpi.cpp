@@ -47,6 +47,7 @@ void Dpi::process(Flow& f, const DecodedPacket& p, std::uint64_t ts_ms) {
   const bool enough = (proto == 17 && f.dpi_packets > kMaxUdpPackets) ||
                       (proto != 17 && f.dpi_packets > kMaxTcpPackets);
   const auto len = static_cast<unsigned short>(std::min<std::uint32_t>(p.l3_caplen, 0xffff));
+  ++stats_.packets_inspected;
   const ndpi_protocol r = ndpi_detection_process_packet(mod_, f.ndpi.get(), p.l3, len, ts_ms);
   f.master_proto = r.master_protocol;
   f.app_proto = r.app_protocol;
@@ -76,6 +77,24 @@ void Dpi::complete(Flow& f) {
       ++stats_.flows_guessed;
     }
   }
+  if (server_kind(f) == 2) {  // the tls_quic union member is the live one
+    const char* ja3 = f.ndpi->protos.tls_quic.ja3_client;
+    if (strnlen(ja3, sizeof(f.ndpi->protos.tls_quic.ja3_client)) == 32) {
+      bool ok = true;
+      for (int i = 0; i < 16 && ok; ++i) {
+        const auto nib = [&](char c) -> int {
+          if (c >= '0' && c <= '9') return c - '0';
+          if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+          if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+          ok = false;
+          return 0;
+        };
+        f.ja3c[static_cast<std::size_t>(i)] =
+            static_cast<std::uint8_t>((nib(ja3[2 * i]) << 4) | nib(ja3[2 * i + 1]));
+      }
+      f.has_ja3c = ok;
+    }
+  }
   const char* host = f.ndpi->host_server_name;
   const std::size_t n = strnlen(host, sizeof(f.ndpi->host_server_name));
   if (n) f.host.assign(host, n);
@@ -83,6 +102,17 @@ void Dpi::complete(Flow& f) {
 }
 
 void Dpi::finish(Flow& f) { complete(f); }
+
+std::string Dpi::ja3c_hex(const Flow& f) {
+  if (!f.has_ja3c) return {};
+  static const char* const kHex = "0123456789abcdef";
+  std::string s(32, '0');
+  for (std::size_t i = 0; i < 16; ++i) {
+    s[2 * i] = kHex[f.ja3c[i] >> 4];
+    s[2 * i + 1] = kHex[f.ja3c[i] & 15];
+  }
+  return s;
+}
 
 std::uint8_t Dpi::server_kind(const Flow& f) {
   for (const std::uint16_t id : {f.master_proto, f.app_proto}) {

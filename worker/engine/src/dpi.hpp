@@ -34,6 +34,7 @@ struct DpiStats {
   std::uint64_t flows_guessed = 0;     // labelled by ndpi_detection_giveup's guess
   std::uint64_t flows_unknown = 0;
   std::uint64_t alloc_failures = 0;
+  std::uint64_t packets_inspected = 0;  // packets given to ndpi_detection_process_packet
 };
 
 class Dpi {
@@ -52,6 +53,8 @@ class Dpi {
   static std::uint16_t label_id(const Flow& f) { return f.app_proto ? f.app_proto : f.master_proto; }
   // Which metadata field the server name belongs to: 0 other, 1 HTTP host, 2 TLS/QUIC SNI, 3 DNS.
   static std::uint8_t server_kind(const Flow& f);
+  // JA3 client hash as 32 lower-case hex digits ("" when nDPI gave none).
+  static std::string ja3c_hex(const Flow& f);
   const DpiStats& stats() const { return stats_; }
 
  private:

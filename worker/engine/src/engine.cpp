@@ -44,6 +44,8 @@ class ExportSink final : public FlowSink {
       label.id = Dpi::label_id(f);
       label.server = &f.host;
       label.server_kind = static_cast<FlowLabel::ServerKind>(Dpi::server_kind(f));
+      ja3_ = Dpi::ja3c_hex(f);
+      label.ja3c = &ja3_;
     }
     const unsigned n = exporter_.write(f, reason, label, std::max(now_ms_, f.end_ms));
     summary_.on_record(f, reason, n, name);
@@ -54,6 +56,7 @@ class ExportSink final : public FlowSink {
   Dpi* dpi_;
   Summary& summary_;
   std::uint64_t now_ms_ = 0;
+  std::string ja3_;
 };
 
 std::uint64_t seconds_to_ms(double s, const char* what) {
@@ -66,10 +69,14 @@ std::uint64_t seconds_to_ms(double s, const char* what) {
 }  // namespace
 
 struct Engine::Impl {
-  NdpiModule ndpi;
+  std::unique_ptr<NdpiModule> ndpi;
+  bool ndpi_used = false;  // the module's caches hold state from a previous convert()
 };
 
-Engine::Engine() : impl_(std::make_unique<Impl>()) {}
+Engine::Engine() : Engine(true) {}
+Engine::Engine(bool init_dpi) : impl_(std::make_unique<Impl>()) {
+  if (init_dpi) impl_->ndpi = std::make_unique<NdpiModule>();
+}
 Engine::~Engine() = default;
 
 nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
@@ -86,7 +93,7 @@ nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
   tcfg.max_flows = opts.max_flows;
 
   MergedReader reader(opts.inputs, opts.bpf_filter);  // input errors before touching the output
-  Summary summary(opts.analysis);
+  Summary summary(opts.analysis, opts.dpi);
   for (const auto& r : reader.readers()) {
     InputInfo info;
     info.path = r->path();
@@ -103,9 +110,21 @@ nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
   ecfg.biflow = opts.biflow;
   ecfg.observation_domain = opts.observation_domain;
   IpfixExporter exporter(ecfg);  // removes its temporary file unless committed
+  const bool live = exporter.is_network();
 
   std::unique_ptr<Dpi> dpi;
-  if (opts.dpi) dpi = std::make_unique<Dpi>(impl_->ndpi);
+  if (opts.dpi) {
+    // nDPI keeps per-module LRU caches (BitTorrent, STUN, Ookla, TLS certificates, ...) that
+    // change later classifications. A module is used for one conversion only, so a second
+    // convert() in the same process labels exactly like a fresh process (the worker forks a
+    // child per task from a parent that never converts, so it never pays for this).
+    if (!impl_->ndpi || impl_->ndpi_used) {
+      impl_->ndpi.reset();
+      impl_->ndpi = std::make_unique<NdpiModule>();
+    }
+    impl_->ndpi_used = true;
+    dpi = std::make_unique<Dpi>(*impl_->ndpi);
+  }
   ExportSink sink(exporter, dpi.get(), summary);
   FlowTable table(tcfg, sink);
   FragmentTracker fragments;
@@ -132,7 +151,7 @@ nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
     if (raw.ts_us < max_ts_us) ++summary.out_of_order_packets;
     max_ts_us = std::max(max_ts_us, raw.ts_us);
 
-    const DecodeStatus st = decode_packet(raw.dlt, raw.data, raw.caplen, dopts, pkt);
+    const DecodeStatus st = decode_packet(raw.dlt, raw.data, raw.caplen, dopts, pkt, raw.wirelen);
     if (st != DecodeStatus::kOk) {
       summary.on_not_metered(st);
       continue;
@@ -148,6 +167,7 @@ nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
     if (pkt.tunnels) ++summary.tunnelled_packets;
     sink.set_now(std::max(ts_ms, table.now_ms()));
     const FlowTable::Hit hit = table.update(pkt, ts_ms);
+    if (live) exporter.tick(table.now_ms());
     if (dpi) dpi->process(*hit.flow, pkt, ts_ms);
     summary.on_packet(raw.ts_us, pkt.ip_octets);
   }
@@ -185,7 +205,8 @@ nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
   if (dpi) {
     j["dpi_stats"] = {{"classified", dpi->stats().flows_classified},
                       {"guessed", dpi->stats().flows_guessed},
-                      {"unknown", dpi->stats().flows_unknown}};
+                      {"unknown", dpi->stats().flows_unknown},
+                      {"packets_inspected", dpi->stats().packets_inspected}};
   }
   logger()->info("converted {} packets into {} IPFIX records ({} flows) in {:.3f} s",
                  summary.packets_read, summary.records(), j["biflows"].get<std::uint64_t>(),

@@ -1,5 +1,7 @@
 #include "exporter.hpp"
 
+#include <chrono>
+
 #include <fixbuf/public.h>
 #include <unistd.h>
 
@@ -29,6 +31,7 @@ struct IpfixRecord {
   fbVarfield_t httpHost;
   fbVarfield_t sslServerName;
   fbVarfield_t dnsQuery;
+  fbVarfield_t ja3cHash;
   std::uint64_t flowStartMilliseconds;
   std::uint64_t flowEndMilliseconds;
   std::uint64_t octetDeltaCount;
@@ -55,7 +58,7 @@ struct IpfixRecord {
   std::uint8_t flowEndReason;
   std::uint8_t paddingOctets[1];
 };
-static_assert(sizeof(IpfixRecord) == 6 * sizeof(fbVarfield_t) + 48 + 32 + 8 + 18 + 6);
+static_assert(sizeof(IpfixRecord) == 7 * sizeof(fbVarfield_t) + 48 + 32 + 8 + 18 + 6);
 
 #define IE(name, len, flags) {const_cast<char*>(name), len, flags}
 fbInfoElementSpec_t kSpec[] = {
@@ -65,6 +68,7 @@ fbInfoElementSpec_t kSpec[] = {
     IE("ntopHttpHost", FB_IE_VARLEN, kFDpi),
     IE("ntopSslServerName", FB_IE_VARLEN, kFDpi),
     IE("ntopDnsQuery", FB_IE_VARLEN, kFDpi),
+    IE("ntopJa3cHash", FB_IE_VARLEN, kFDpi),
     IE("flowStartMilliseconds", 8, 0),
     IE("flowEndMilliseconds", 8, 0),
     IE("octetDeltaCount", 8, 0),
@@ -103,6 +107,7 @@ constexpr NtopElement kNtopElements[] = {
     {"ntopHttpHost", 187, "HTTP_HOST"},
     {"ntopSslServerName", 188, "SSL_SERVER_NAME: TLS/QUIC SNI"},
     {"ntopDnsQuery", 205, "DNS_QUERY"},
+    {"ntopJa3cHash", 489, "JA3C_HASH: JA3 client fingerprint (MD5, 32 hex digits)"},
 };
 
 std::string take_error(GError*& err) {
@@ -140,6 +145,11 @@ struct IpfixExporter::Impl {
   std::uint16_t current_ext = 0;
   std::uint32_t last_export_time = 0;
   bool error = false;
+  bool udp = false;
+  std::uint64_t pending = 0;         // records appended since the last emitted message
+  std::uint64_t last_flush_ms = 0;   // packet time of the last flush
+  std::uint64_t last_templates_ms = 0;
+  std::chrono::steady_clock::time_point last_templates_wall{};
 };
 
 bool IpfixExporter::is_network_target(const std::string& output) {
@@ -211,6 +221,7 @@ IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique
     if (host.empty() || port.empty() || port.find_first_not_of("0123456789") != std::string::npos) {
       throw EngineError("bad collector address '" + cfg.output + "' (want tcp://HOST:PORT)");
     }
+    m.udp = !tcp;
     fbConnSpec_t spec{};
     spec.transport = tcp ? FB_TCP : FB_UDP;
     spec.host = host.data();
@@ -255,6 +266,8 @@ unsigned IpfixExporter::write(const Flow& f, EndReason reason, const FlowLabel& 
     fBufSetExportTime(m.fbuf.get(), export_time);
     if (!fbSessionExportTemplates(fBufGetSession(m.fbuf.get()), &err)) fail("templates");
     if (!fBufSetInternalTemplate(m.fbuf.get(), m.int_tid, &err)) fail("internal template");
+    m.last_flush_ms = m.last_templates_ms = now_ms;
+    m.last_templates_wall = std::chrono::steady_clock::now();
   }
   if (export_time != m.last_export_time) {
     fBufSetExportTime(m.fbuf.get(), export_time);
@@ -280,6 +293,7 @@ unsigned IpfixExporter::write(const Flow& f, EndReason reason, const FlowLabel& 
     if (label.server && label.server_kind == FlowLabel::kHttp) set_var(r.httpHost, label.server);
     if (label.server && label.server_kind == FlowLabel::kTls) set_var(r.sslServerName, label.server);
     if (label.server && label.server_kind == FlowLabel::kDns) set_var(r.dnsQuery, label.server);
+    set_var(r.ja3cHash, label.ja3c);
   }
   r.vlanId = f.key.vlan;
   r.protocolIdentifier = f.key.proto;
@@ -322,6 +336,7 @@ unsigned IpfixExporter::write(const Flow& f, EndReason reason, const FlowLabel& 
     ++appended_;
     ++records_;
     ++written;
+    ++m.pending;
   };
 
   if (m.cfg.biflow) {
@@ -356,6 +371,36 @@ unsigned IpfixExporter::write(const Flow& f, EndReason reason, const FlowLabel& 
     }
   }
   return written;
+}
+
+void IpfixExporter::tick(std::uint64_t now_ms) {
+  Impl& m = *impl_;
+  if (!network_ || m.pending == 0 || now_ms < m.last_flush_ms + kLiveFlushMs) return;
+  GError* err = nullptr;
+  const auto fail = [&](const char* what) {
+    m.error = true;
+    throw EngineError(std::string("error writing IPFIX output '") + m.cfg.output + "' (" + what +
+                      "): " + take_error(err));
+  };
+  const auto export_time = static_cast<std::uint32_t>(now_ms / 1000);
+  fBufSetExportTime(m.fbuf.get(), export_time);
+  m.last_export_time = export_time;
+  if (!fBufEmit(m.fbuf.get(), &err)) fail("emit");
+  m.pending = 0;
+  m.last_flush_ms = now_ms;
+  const auto wall = std::chrono::steady_clock::now();
+  if (m.udp && (now_ms >= m.last_templates_ms + kTemplateRefreshMs ||
+                wall - m.last_templates_wall >= std::chrono::milliseconds(kTemplateRefreshWallMs))) {
+    // RFC 7011 section 8.4: over UDP, templates are resent periodically. They go in a message of
+    // their own, before the next data.
+    if (!fbSessionExportTemplates(fBufGetSession(m.fbuf.get()), &err)) fail("templates");
+    if (!fBufEmit(m.fbuf.get(), &err)) fail("emit templates");
+    if (!fBufSetInternalTemplate(m.fbuf.get(), m.int_tid, &err)) fail("internal template");
+    m.current_ext = 0;
+    m.last_templates_ms = now_ms;
+    m.last_templates_wall = wall;
+    ++template_resends_;
+  }
 }
 
 void IpfixExporter::commit() {

@@ -30,6 +30,7 @@ struct FlowLabel {
   std::uint16_t id = 0;               // nDPI protocol id for applicationId
   const std::string* server = nullptr;  // TLS SNI / HTTP host / DNS query, may be empty
   enum ServerKind : std::uint8_t { kOther, kHttp, kTls, kDns } server_kind = kOther;
+  const std::string* ja3c = nullptr;  // JA3 client hash (32 hex digits), TLS/QUIC/DTLS only
 };
 
 class IpfixExporter {
@@ -41,6 +42,14 @@ class IpfixExporter {
 
   // Writes one flow (one biflow record, or one or two uniflow records). Returns records written.
   unsigned write(const Flow& f, EndReason reason, const FlowLabel& label, std::uint64_t now_ms);
+  // Live export: called with the packet time of every packet. Emits the pending records at least
+  // every kLiveFlushMs of packet time, and over UDP resends the templates every
+  // kTemplateRefreshMs of packet time or kTemplateRefreshWallMs of wall time (RFC 7011 8.4).
+  void tick(std::uint64_t now_ms);
+  static constexpr std::uint64_t kLiveFlushMs = 1000;
+  static constexpr std::uint64_t kTemplateRefreshMs = 60'000;
+  static constexpr std::uint64_t kTemplateRefreshWallMs = 5'000;
+  std::uint64_t template_resends() const { return template_resends_; }
   // Emits the last message; for files: flush, fsync, rename into place.
   void commit();
   std::uint64_t records() const { return records_; }
@@ -54,6 +63,7 @@ class IpfixExporter {
   std::unique_ptr<Impl> impl_;
   std::uint64_t records_ = 0;
   std::uint64_t appended_ = 0;
+  std::uint64_t template_resends_ = 0;
   bool network_ = false;
   bool committed_ = false;
 };

@@ -3,6 +3,7 @@
 // saw FIN in both directions or RST. All timing is packet time (milliseconds since the epoch).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -62,6 +63,8 @@ struct Flow {
   std::uint16_t master_proto = 0;
   std::uint16_t app_proto = 0;
   std::string host;  // SNI / HTTP Host / DNS query as nDPI reports it
+  std::array<std::uint8_t, 16> ja3c{};  // JA3 client MD5 (TLS/QUIC/DTLS), all zero when none
+  bool has_ja3c = false;
 
   void reset_counters() {
     fwd = DirectionStats{};

@@ -1,6 +1,9 @@
 #include "pcap_reader.hpp"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -11,7 +14,8 @@
 
 namespace ipfixweb::engine {
 
-PcapReader::PcapReader(const std::string& path, const std::string& bpf_filter) : path_(path) {
+PcapReader::PcapReader(const std::string& path, const std::string& bpf_filter, bool allow_map)
+    : path_(path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     throw EngineError("cannot open input '" + path + "': " + std::strerror(errno));
@@ -37,21 +41,175 @@ PcapReader::PcapReader(const std::string& path, const std::string& bpf_filter) :
                       (name ? std::string(" (") + name + ")" : std::string()));
   }
   if (!bpf_filter.empty()) {
-    bpf_program prog{};
-    if (pcap_compile(handle_.get(), &prog, bpf_filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
+    if (pcap_compile(handle_.get(), &prog_, bpf_filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
       throw EngineError("bad BPF filter '" + bpf_filter + "': " + pcap_geterr(handle_.get()));
     }
-    const int rc = pcap_setfilter(handle_.get(), &prog);
-    pcap_freecode(&prog);
-    if (rc != 0) {
+    have_prog_ = true;
+    if (pcap_setfilter(handle_.get(), &prog_) != 0) {
       throw EngineError("cannot apply BPF filter '" + bpf_filter + "': " +
                         pcap_geterr(handle_.get()));
     }
+  }
+  if (allow_map) try_map();
+}
+
+PcapReader::~PcapReader() {
+  if (map_) ::munmap(const_cast<std::uint8_t*>(map_), map_size_);
+  if (have_prog_) pcap_freecode(&prog_);
+}
+
+namespace {
+constexpr std::uint32_t kMagicUs = 0xa1b2c3d4;
+constexpr std::uint32_t kMagicNs = 0xa1b23c4d;
+constexpr std::uint32_t kMaxCaplen = 262144;  // libpcap's limit for the link types we decode
+constexpr std::size_t kFileHeader = 24;
+constexpr std::size_t kRecordHeader = 16;
+
+inline std::uint32_t rd32(const std::uint8_t* p, bool swapped) {
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  return swapped ? __builtin_bswap32(v) : v;
+}
+}  // namespace
+
+void PcapReader::try_map() {
+  if (file_size_ < kFileHeader) return;
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  std::uint8_t hdr[kFileHeader];
+  struct stat st {};
+  const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                       static_cast<std::uint64_t>(st.st_size) == file_size_;
+  if (!regular || ::pread(fd, hdr, sizeof hdr, 0) != static_cast<ssize_t>(sizeof hdr)) {
+    ::close(fd);
+    return;
+  }
+  std::uint32_t magic;
+  std::memcpy(&magic, hdr, 4);
+  bool swapped = false;
+  bool nsec = false;
+  if (magic == kMagicUs || magic == kMagicNs) {
+    nsec = magic == kMagicNs;
+  } else if (__builtin_bswap32(magic) == kMagicUs || __builtin_bswap32(magic) == kMagicNs) {
+    swapped = true;
+    nsec = __builtin_bswap32(magic) == kMagicNs;
+  } else {
+    ::close(fd);  // pcapng or a variant libpcap knows better
+    return;
+  }
+  // Only version 2.4 with a plain link type (no FCS bits): older versions have swapped length
+  // fields, which libpcap sorts out.
+  std::uint16_t major;
+  std::uint16_t minor;
+  std::memcpy(&major, hdr + 4, 2);
+  std::memcpy(&minor, hdr + 6, 2);
+  if (swapped) {
+    major = __builtin_bswap16(major);
+    minor = __builtin_bswap16(minor);
+  }
+  if (major != 2 || minor != 4 || (rd32(hdr + 20, swapped) & 0xfc000000u) != 0) {
+    ::close(fd);
+    return;
+  }
+  void* m = ::mmap(nullptr, file_size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) return;
+  ::madvise(m, file_size_, MADV_SEQUENTIAL);
+  map_ = static_cast<const std::uint8_t*>(m);
+  map_size_ = file_size_;
+  pos_ = kFileHeader;
+  swapped_ = swapped;
+  nsec_ = nsec;
+  snapshot_ = static_cast<std::uint32_t>(pcap_snapshot(handle_.get()));
+  if (snapshot_ == 0 || snapshot_ > kMaxCaplen) snapshot_ = kMaxCaplen;
+}
+
+bool PcapReader::fail_truncated(const std::string& why) {
+  truncated_ = true;
+  truncation_message_ = why;
+  return false;
+}
+
+// Same results as libpcap's sf-pcap reader (1.10) for the link types we decode: records larger
+// than 262144 bytes are an error, records larger than the file's snapshot length are cut to it,
+// a record cut short by the end of the file ends the input as "truncated".
+bool PcapReader::next_mapped(RawPacket& out) {
+  // The previous packet is no longer needed: drop the pages behind it from this process (they
+  // stay in the page cache) so the peak RSS does not grow with the input size.
+  constexpr std::size_t kReleaseChunk = 8u << 20;
+  if (pos_ - released_ >= kReleaseChunk + 4096) {
+    const std::size_t upto = (pos_ & ~std::size_t{4095}) - 4096;
+    ::madvise(const_cast<std::uint8_t*>(map_) + released_, upto - released_, MADV_DONTNEED);
+    released_ = upto;
+  }
+  for (;;) {
+    const std::size_t left = map_size_ - pos_;
+    if (left == 0) return false;
+    if (left < kRecordHeader) {
+      return fail_truncated("truncated dump file; tried to read " + std::to_string(kRecordHeader) +
+                            " header bytes, only got " + std::to_string(left));
+    }
+    const std::uint8_t* h = map_ + pos_;
+    const std::uint32_t sec = rd32(h, swapped_);
+    const std::uint32_t frac = rd32(h + 4, swapped_);
+    std::uint32_t caplen = rd32(h + 8, swapped_);
+    const std::uint32_t len = rd32(h + 12, swapped_);
+    const std::size_t avail = left - kRecordHeader;
+    if (caplen > kMaxCaplen) {
+      throw EngineError("error reading '" + path_ + "' after " + std::to_string(packets_) +
+                        " packets: invalid packet capture length " + std::to_string(caplen) +
+                        (caplen <= snapshot_ ? ", bigger than maximum of " + std::to_string(kMaxCaplen)
+                                             : ", bigger than snaplen of " + std::to_string(snapshot_)));
+    }
+    if (caplen <= snapshot_) {
+      if (avail < caplen) {
+        return fail_truncated("truncated dump file; tried to read " + std::to_string(caplen) +
+                              " captured bytes, only got " + std::to_string(avail));
+      }
+    } else {  // libpcap keeps the first snapshot_ bytes and skips the rest
+      if (avail < snapshot_) {
+        return fail_truncated("truncated dump file; tried to read " + std::to_string(snapshot_) +
+                              " captured bytes, only got " + std::to_string(avail));
+      }
+      if (avail < caplen) {
+        return fail_truncated("truncated dump file; tried to read " + std::to_string(caplen) +
+                              " captured bytes, only got " + std::to_string(avail));
+      }
+    }
+    pos_ += kRecordHeader + caplen;
+    if (caplen > snapshot_) caplen = snapshot_;
+    const std::uint8_t* data = h + kRecordHeader;
+    if (have_prog_) {
+      pcap_pkthdr ph{};
+      ph.caplen = caplen;
+      ph.len = len;
+      if (pcap_offline_filter(&prog_, &ph, data) == 0) continue;
+    }
+    // As libpcap 1.10 does (checked by tests/engine/test_reader.cpp): the 32-bit fields are
+    // signed in native-order files and unsigned in byte-swapped ones; nanoseconds scale down.
+    std::int64_t tv_sec;
+    std::int64_t tv_usec;
+    if (swapped_) {
+      tv_sec = sec;
+      tv_usec = frac;
+    } else {
+      tv_sec = static_cast<std::int32_t>(sec);
+      tv_usec = static_cast<std::int32_t>(frac);
+    }
+    if (nsec_) tv_usec /= 1000;
+    out.ts_us = static_cast<std::uint64_t>(tv_sec) * 1'000'000u + static_cast<std::uint64_t>(tv_usec);
+    out.caplen = caplen;
+    out.wirelen = len;
+    out.data = data;
+    out.dlt = dlt_;
+    ++packets_;
+    return true;
   }
 }
 
 bool PcapReader::next(RawPacket& out) {
   if (truncated_) return false;
+  if (map_) return next_mapped(out);
   pcap_pkthdr* hdr = nullptr;
   const u_char* data = nullptr;
   const int rc = pcap_next_ex(handle_.get(), &hdr, &data);
@@ -77,6 +235,7 @@ bool PcapReader::next(RawPacket& out) {
 }
 
 std::uint64_t PcapReader::position() const {
+  if (map_) return pos_;
   FILE* f = pcap_file(handle_.get());
   if (!f) return 0;
   const long pos = std::ftell(f);

@@ -31,7 +31,11 @@ class PcapReader {
  public:
   // Throws EngineError with a one-line reason for unreadable or non-capture files, unsupported
   // link types and bad filters.
-  PcapReader(const std::string& path, const std::string& bpf_filter);
+  // `allow_map` false: always read through libpcap (tests compare both paths).
+  PcapReader(const std::string& path, const std::string& bpf_filter, bool allow_map = true);
+  ~PcapReader();
+  PcapReader(const PcapReader&) = delete;
+  PcapReader& operator=(const PcapReader&) = delete;
   // true: `out` filled; false: end of file. A cut-short last record ends the file and sets
   // truncated(). Other read errors throw EngineError.
   bool next(RawPacket& out);
@@ -43,8 +47,14 @@ class PcapReader {
   const std::string& truncation_message() const { return truncation_message_; }
   std::uint64_t packets() const { return packets_; }
   int snaplen() const { return pcap_snapshot(handle_.get()); }
+  bool memory_mapped() const { return map_ != nullptr; }
 
  private:
+  // Classic pcap files are read straight from a read-only mapping (no copy per packet); libpcap
+  // opened and validated the file and still reads pcapng and anything unusual.
+  void try_map();
+  bool next_mapped(RawPacket& out);
+  bool fail_truncated(const std::string& why);
   std::string path_;
   PcapHandle handle_;
   int dlt_ = 0;
@@ -52,6 +62,15 @@ class PcapReader {
   std::uint64_t packets_ = 0;
   bool truncated_ = false;
   std::string truncation_message_;
+  const std::uint8_t* map_ = nullptr;
+  std::size_t map_size_ = 0;
+  std::size_t pos_ = 0;
+  std::size_t released_ = 0;  // mapping before this offset was dropped (keeps RSS small)
+  bool swapped_ = false;
+  bool nsec_ = false;
+  std::uint32_t snapshot_ = 0;
+  bpf_program prog_{};
+  bool have_prog_ = false;
 };
 
 // Reads several captures as one stream in timestamp order (ties: input order).

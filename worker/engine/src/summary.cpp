@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cctype>
 #include <ctime>
+#include <initializer_list>
+#include <string_view>
 
 namespace ipfixweb::engine {
 namespace {
@@ -68,8 +70,77 @@ std::string iso8601_ms(std::uint64_t ts_us) {
   return out;
 }
 
-Summary::Summary(std::vector<std::string> analysis_families) {
-  for (auto& f : analysis_families) families_.push_back(lower(std::move(f)));
+namespace {
+
+bool label_has_part(const std::string& label_lower, std::string_view part) {
+  std::size_t start = 0;
+  while (start <= label_lower.size()) {
+    const std::size_t dot = label_lower.find('.', start);
+    const std::size_t end = dot == std::string::npos ? label_lower.size() : dot;
+    if (std::string_view(label_lower).substr(start, end - start) == part) return true;
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return false;
+}
+
+bool either_port(const FlowKey& k, std::initializer_list<std::uint16_t> ports) {
+  for (const std::uint16_t p : ports) {
+    if (k.sport == p || k.dport == p) return true;
+  }
+  return false;
+}
+
+constexpr std::uint8_t kTcp = 6;
+constexpr std::uint8_t kUdp = 17;
+
+}  // namespace
+
+bool analysis_family_match(const std::string& family, const FlowKey& key, const std::string* label) {
+  if (family == "tcp") return key.proto == kTcp;
+  if (family == "udp") return key.proto == kUdp;
+  if (family == "icmp") return key.proto == 1 || key.proto == 58;
+  if (family == "other") return false;
+  if (!label) {  // DPI off: well-known ports
+    const bool tcp = key.proto == kTcp;
+    const bool udp = key.proto == kUdp;
+    if (family == "dns") return (tcp || udp) && either_port(key, {53});
+    if (family == "tls") return tcp && either_port(key, {443, 465, 853, 993, 995, 8443});
+    if (family == "http") return tcp && either_port(key, {80, 8000, 8080});
+    if (family == "quic") return udp && either_port(key, {443});
+    return false;
+  }
+  const std::string l = lower(*label);
+  if (family == "http") {
+    return label_has_part(l, "http") || label_has_part(l, "http_proxy") ||
+           label_has_part(l, "http_connect");
+  }
+  return label_has_part(l, family);
+}
+
+std::size_t Summary::HostKeyHash::operator()(const HostKey& k) const noexcept {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (const std::uint8_t c : k) h = (h ^ c) * 1099511628211ULL;
+  return static_cast<std::size_t>(h);
+}
+
+Summary::Summary(std::vector<std::string> analysis_families, bool dpi) : dpi_(dpi) {
+  for (auto& f : analysis_families) {
+    std::string l = lower(std::move(f));
+    if (std::find(families_.begin(), families_.end(), l) == families_.end()) {
+      families_.push_back(std::move(l));
+    }
+  }
+  family_stats_.resize(families_.size());
+  if (!dpi_) {
+    for (const auto& f : families_) {
+      if (f != "tcp" && f != "udp" && f != "icmp" && f != "other") {
+        warn("DPI is off: analysis families dns/tls/http/quic are matched by well-known ports "
+             "(dns 53; tls TCP 443,465,853,993,995,8443; http TCP 80,8000,8080; quic UDP 443)");
+        break;
+      }
+    }
+  }
 }
 
 void Summary::on_packet(std::uint64_t ts_us, std::uint32_t ip_octets) {
@@ -91,29 +162,36 @@ void Summary::on_record(const Flow& f, EndReason reason, unsigned records, const
   const std::uint64_t p = f.fwd.packets + f.rev.packets;
   const std::uint64_t b = f.fwd.octets + f.rev.octets;
   protocols_[f.key.proto].add(p, b);
-  if (!app) return;
-  apps_[*app].add(p, b);
+  if (app) apps_[*app].add(p, b);
   if (families_.empty()) return;
-  // A flow belongs to family X when X is one of the dot-separated parts of its label.
-  const std::string l = lower(*app);
-  for (const auto& fam : families_) {
-    std::size_t start = 0;
-    bool match = false;
-    while (start <= l.size()) {
-      const std::size_t dot = l.find('.', start);
-      const std::size_t end = dot == std::string::npos ? l.size() : dot;
-      if (l.compare(start, end - start, fam) == 0) {
-        match = true;
-        break;
-      }
-      if (dot == std::string::npos) break;
-      start = dot + 1;
+  const std::string* label = dpi_ ? app : nullptr;
+  bool in_any = false;
+  std::size_t other = families_.size();
+  for (std::size_t i = 0; i < families_.size(); ++i) {
+    if (families_[i] == "other") {
+      other = i;
+      continue;
     }
-    if (!match) continue;
-    Family& fs = family_stats_[fam];
-    fs.total.add(p, b);
-    fs.hosts[f.host.empty() ? std::string("(none)") : f.host].add(p, b);
+    if (!analysis_family_match(families_[i], f.key, label)) continue;
+    in_any = true;
+    add_to_family(family_stats_[i], f, label, p, b);
   }
+  if (other < families_.size() && !in_any) add_to_family(family_stats_[other], f, label, p, b);
+}
+
+void Summary::add_to_family(Family& fs, const Flow& f, const std::string* app, std::uint64_t p,
+                            std::uint64_t b) {
+  fs.total.add(p, b);
+  HostKey h{};
+  std::copy(f.key.src.begin(), f.key.src.end(), h.begin());
+  h[16] = f.key.ip_version;
+  fs.hosts[h].add(p, b);
+  if (f.key.dst != f.key.src) {
+    std::copy(f.key.dst.begin(), f.key.dst.end(), h.begin());
+    fs.hosts[h].add(p, b);
+  }
+  if (app) fs.apps[*app].add(p, b);
+  if (!f.host.empty()) fs.server_names[f.host].add(p, b);
 }
 
 nlohmann::json Summary::to_json() const {
@@ -150,17 +228,22 @@ nlohmann::json Summary::to_json() const {
   j["applications_distinct"] = apps_.size();
   if (!families_.empty()) {
     json a = json::object();
-    for (const auto& fam : families_) {
-      const auto it = family_stats_.find(fam);
-      if (it == family_stats_.end()) {
-        a[fam] = counter_json(Counter{});
-        a[fam]["top_hosts"] = json::array();
-        continue;
+    for (std::size_t i = 0; i < families_.size(); ++i) {
+      const Family& fs = family_stats_[i];
+      json fj = counter_json(fs.total);
+      std::unordered_map<std::string, Counter> hosts;
+      for (const auto& [k, c] : fs.hosts) {
+        std::array<std::uint8_t, 16> addr{};
+        std::copy(k.begin(), k.begin() + 16, addr.begin());
+        hosts.emplace(format_address(addr, k[16]), c);
       }
-      a[fam] = counter_json(it->second.total);
-      a[fam]["top_hosts"] = top(it->second.hosts, true, "host");
+      fj["top_hosts"] = top(hosts, true, "host");
+      fj["top_applications"] = top(fs.apps, true, "application");
+      fj["top_server_names"] = top(fs.server_names, true, "server_name");
+      a[families_[i]] = std::move(fj);
     }
     j["analysis"] = a;
+    j["analysis_method"] = dpi_ ? "dpi" : "ports";
   }
   json in = json::array();
   for (const auto& i : inputs) {

@@ -37,7 +37,9 @@ struct InputInfo {
 
 class Summary {
  public:
-  explicit Summary(std::vector<std::string> analysis_families);
+  // `dpi`: whether flows carry nDPI labels; without them the dns/tls/http/quic families are
+  // matched by well-known ports (see analysis_family_match()).
+  Summary(std::vector<std::string> analysis_families, bool dpi);
 
   void on_packet(std::uint64_t ts_us, std::uint32_t ip_octets);
   void on_not_metered(DecodeStatus s) { ++not_metered_[static_cast<int>(s)]; }
@@ -59,10 +61,19 @@ class Summary {
   nlohmann::json to_json() const;
 
  private:
+  // Host address as the flow key stores it: 16 address bytes + IP version.
+  using HostKey = std::array<std::uint8_t, 17>;
+  struct HostKeyHash {
+    std::size_t operator()(const HostKey& k) const noexcept;
+  };
   struct Family {
     Counter total;
-    std::unordered_map<std::string, Counter> hosts;
+    std::unordered_map<HostKey, Counter, HostKeyHash> hosts;  // both endpoints of each flow
+    std::unordered_map<std::string, Counter> server_names;    // DPI server name (SNI, Host, query)
+    std::unordered_map<std::string, Counter> apps;            // DPI label
   };
+  void add_to_family(Family& fs, const Flow& f, const std::string* app, std::uint64_t p,
+                     std::uint64_t b);
   std::uint64_t packets_ = 0;
   std::uint64_t bytes_ = 0;
   std::uint64_t records_ = 0;
@@ -73,11 +84,18 @@ class Summary {
   std::array<std::uint64_t, 6> reasons_{};
   std::map<std::uint8_t, Counter> protocols_;
   std::unordered_map<std::string, Counter> apps_;
-  std::vector<std::string> families_;
-  std::map<std::string, Family> family_stats_;
+  std::vector<std::string> families_;  // lower case, duplicates dropped, in request order
+  std::vector<Family> family_stats_;    // parallel to families_
+  bool dpi_ = true;
   std::vector<std::string> warnings_;
 };
 
 std::string iso8601_ms(std::uint64_t ts_us);
+
+// Whether a flow belongs to analysis family `family` (lower case), `other` excluded:
+// tcp / udp / icmp (ICMP and ICMPv6) by IP protocol; dns / tls / http / quic by a dot-separated
+// part of the nDPI label (`TLS.YouTube` is tls; http also takes HTTP_Proxy / HTTP_Connect) or,
+// when `label` is null (DPI off), by well-known ports; any other name by label part.
+bool analysis_family_match(const std::string& family, const FlowKey& key, const std::string* label);
 
 }  // namespace ipfixweb::engine

@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
   }
 
   try {
-    eng::Engine engine;
+    eng::Engine engine(opts.dpi);
     const nlohmann::json summary = engine.convert(opts, progress, &g_cancel);
     if (show_progress) std::fputc('\n', stderr);
     if (!summary_path.empty()) {

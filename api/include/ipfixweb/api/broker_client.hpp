@@ -10,13 +10,15 @@
 
 #include <zmq.hpp>
 
+#include "ipfixweb/shared/curve.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 
 namespace ipfixweb::api {
 
 class BrokerClient {
  public:
-  BrokerClient(zmq::context_t& ctx, std::string endpoint, double timeout_s);
+  BrokerClient(zmq::context_t& ctx, std::string endpoint, double timeout_s,
+               const curve::KeyPair* own = nullptr, std::string server_public = {});
 
   // Each returns nullopt when the broker did not answer within the timeout
   // (or is not connected at all): the caller answers 503 at once.
@@ -35,6 +37,8 @@ class BrokerClient {
   double timeout_s_;
   std::unique_ptr<zmq::socket_t> sock_;
   std::uint64_t next_id_;
+  std::optional<curve::KeyPair> keys_;
+  std::string server_public_;
 };
 
 }  // namespace ipfixweb::api

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 #include <zmq.hpp>
 
+#include "ipfixweb/shared/curve.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/shared/store.hpp"
 
@@ -33,6 +34,8 @@ struct Config {
   double orphan_grace_s = 0;      // after a restart, wait this long for workers to claim
                                   // running tasks (0: heartbeat * liveness * 2)
   std::string task_log_dir;       // successful_tasks.jsonl / failed_tasks.jsonl; "" = none
+  std::string curve_secret_key;   // CURVE: the broker's secret key file ("" = plain TCP)
+  std::string curve_authorized;   // CURVE: authorised client public keys (file or dir of *.pub)
 };
 
 class Broker {
@@ -101,6 +104,7 @@ class Broker {
   Config cfg_;
   std::shared_ptr<spdlog::logger> log_;
   TaskStore store_;
+  std::unique_ptr<curve::Authenticator> auth_;
   zmq::socket_t front_, back_;
   std::multimap<std::pair<int, std::int64_t>, Pending> queue_;  // (-priority, seq)
   std::unordered_map<std::string, Running> running_;

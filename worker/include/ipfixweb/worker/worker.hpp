@@ -9,12 +9,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <spdlog/spdlog.h>
 #include <zmq.hpp>
 
 #include "ipfixweb/engine/engine.hpp"
+#include "ipfixweb/shared/curve.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 
 namespace ipfixweb::worker {
@@ -28,6 +30,8 @@ struct Config {
   double grace_s = 10;          // SIGTERM: let running tasks finish this long
   std::uint64_t memory_limit_mb = 0;  // per task child (RLIMIT_AS); 0 = none
   std::uint64_t cpu_limit_s = 0;      // per task child (RLIMIT_CPU); 0 = none
+  std::string curve_server_key;       // CURVE: broker's public key file ("" = plain TCP)
+  std::string curve_secret_key;       // CURVE: this worker's secret key file
 };
 
 class Worker {
@@ -65,6 +69,8 @@ class Worker {
   std::shared_ptr<spdlog::logger> log_;
   zmq::context_t& ctx_;
   std::unique_ptr<zmq::socket_t> sock_;
+  std::optional<curve::KeyPair> curve_keys_;
+  std::string curve_server_;
   engine::Engine engine_;  // nDPI initialised once; children inherit it
   std::map<pid_t, Child> children_;
   double last_heard_ = 0;

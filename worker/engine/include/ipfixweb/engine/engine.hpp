@@ -55,6 +55,9 @@ class Cancelled : public std::runtime_error {
 class Engine {
  public:
   Engine();  // initialises nDPI once; cheap to fork after construction
+  // `init_dpi` false: nDPI is initialised on the first convert() with Options::dpi (saves its
+  // ~50 ms setup for --no-dpi runs).
+  explicit Engine(bool init_dpi);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
