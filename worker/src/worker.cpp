@@ -176,8 +176,10 @@ void Worker::run(const std::atomic<bool>& stop) {
     }
   }
   send(proto::type::kBye, proto::encode(proto::type::kBye, proto::Bye{"shutdown"}));
-  // Give the message a moment to leave before the context closes.
-  sock_->set(zmq::sockopt::linger, 200);
+  // Give the goodbye a moment to leave; it is a courtesy (the broker also
+  // notices missed heartbeats), so a broker that is gone too costs at most
+  // this much of the shutdown.
+  sock_->set(zmq::sockopt::linger, 50);
   log_->info("worker stopped");
 }
 
