@@ -321,11 +321,10 @@ void Broker::process_submits(std::vector<proto::Submit>& submits,
       t.fingerprint = s.fingerprint;
       t.output_path = s.spec.output;
       t.priority = s.priority;
-      store_.insert(t, now);
       Pending p;
+      p.seq = store_.insert(t, now);
       p.id = t.id;
       p.priority = s.priority;
-      p.seq = store_.db().scalar_int("SELECT last_insert_rowid()");
       p.spec = std::move(s.spec);
       enqueue(std::move(p));
       ++in_system;

@@ -44,6 +44,7 @@ std::int64_t Database::scalar_int(const std::string& sql) {
 }
 
 std::int64_t Database::changes() const { return sqlite3_changes64(h_); }
+std::int64_t Database::last_insert_rowid() const { return sqlite3_last_insert_rowid(h_); }
 
 Statement::Statement(Database& db, std::string_view sql) : db_(&db) {
   int rc = sqlite3_prepare_v3(db.handle(), sql.data(), static_cast<int>(sql.size()),

@@ -161,7 +161,7 @@ TaskRecord TaskStore::read_row(const db::Statement& st) {
   return r;
 }
 
-void TaskStore::insert(const NewTask& t, const std::string& now) {
+std::int64_t TaskStore::insert(const NewTask& t, const std::string& now) {
   insert_.bind(1, t.id)
       .bind(2, t.request)
       .bind(3, t.spec)
@@ -171,7 +171,9 @@ void TaskStore::insert(const NewTask& t, const std::string& now) {
       .bind(7, now)
       .bind(8, t.output_path)
       .run();
+  std::int64_t seq = db_.last_insert_rowid();
   add_event(t.id, state::kQueued, "submitted", "", now);
+  return seq;
 }
 
 void TaskStore::add_event(const std::string& id, const std::string& st, const std::string& reason,

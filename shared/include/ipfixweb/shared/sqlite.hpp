@@ -35,6 +35,7 @@ class Database {
   void exec(const std::string& sql);
   std::int64_t scalar_int(const std::string& sql);
   std::int64_t changes() const;
+  std::int64_t last_insert_rowid() const;
   sqlite3* handle() const { return h_; }
   [[noreturn]] void fail(const std::string& what, int rc) const;
 

@@ -79,7 +79,8 @@ class TaskStore {
     std::string id, request, spec, idempotency_key, fingerprint, output_path;
     int priority = 0;
   };
-  void insert(const NewTask& t, const std::string& now);
+  // Returns the task's seq (insertion order).
+  std::int64_t insert(const NewTask& t, const std::string& now);
   void set_running(const std::string& id, const std::string& worker, int attempt,
                    const std::string& now);
   void set_progress(const std::string& id, double progress);
