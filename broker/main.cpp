@@ -1,18 +1,12 @@
 // ipfixweb-broker: thin entry point over ipfixweb_broker_lib.
 #include <CLI/CLI.hpp>
 
-#include <atomic>
-#include <csignal>
 #include <filesystem>
 
 #include "ipfixweb/broker/broker.hpp"
 #include "ipfixweb/shared/config.hpp"
 #include "ipfixweb/shared/logging.hpp"
-
-namespace {
-std::atomic<bool> g_stop{false};
-extern "C" void on_signal(int) { g_stop.store(true); }
-}  // namespace
+#include "ipfixweb/shared/signals.hpp"
 
 int main(int argc, char** argv) {
   using namespace ipfixweb;
@@ -42,14 +36,7 @@ int main(int argc, char** argv) {
   app.add_option("--task-timeout", cfg.task_timeout_s, "Seconds a task may run (0: no limit)")
       ->envname("IPFIXWEB_TASK_TIMEOUT")
       ->capture_default_str();
-  app.add_option("--heartbeat", cfg.heartbeat_s, "Heartbeat interval in seconds")
-      ->envname("IPFIXWEB_HEARTBEAT")
-      ->check(CLI::Range(0.01, 60.0))
-      ->capture_default_str();
-  app.add_option("--liveness", cfg.liveness, "Missed heartbeats before a worker is dead")
-      ->envname("IPFIXWEB_LIVENESS")
-      ->check(CLI::Range(1, 100))
-      ->capture_default_str();
+  add_heartbeat_options(app, cfg.heartbeat_s, cfg.liveness, "Missed heartbeats before a worker is dead");
   app.add_option("--synchronous", cfg.synchronous, "SQLite synchronous mode: OFF NORMAL FULL EXTRA")
       ->envname("IPFIXWEB_DB_SYNCHRONOUS")
       ->check(CLI::IsMember({"OFF", "NORMAL", "FULL", "EXTRA"}, CLI::ignore_case))
@@ -88,16 +75,14 @@ int main(int argc, char** argv) {
   }
 
   auto log = setup_logging("broker", log_opts);
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
-  std::signal(SIGPIPE, SIG_IGN);
+  const auto& stop = install_stop_handlers();
   try {
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::path(cfg.db_path).parent_path(), ec);
     if (!cfg.task_log_dir.empty()) std::filesystem::create_directories(cfg.task_log_dir, ec);
     zmq::context_t ctx(1);
     broker::Broker b(cfg, ctx);
-    b.run(g_stop);
+    b.run(stop);
   } catch (const std::exception& e) {
     log->critical("broker failed: {}", e.what());
     return 1;

@@ -1,15 +1,9 @@
 // ipfixweb-worker: thin entry point over ipfixweb_worker_lib.
-#include <atomic>
-#include <csignal>
 
 #include "ipfixweb/shared/config.hpp"
 #include "ipfixweb/shared/logging.hpp"
+#include "ipfixweb/shared/signals.hpp"
 #include "ipfixweb/worker/worker.hpp"
-
-namespace {
-std::atomic<bool> g_stop{false};
-extern "C" void on_signal(int) { g_stop.store(true); }
-}  // namespace
 
 int main(int argc, char** argv) {
   using namespace ipfixweb;
@@ -24,14 +18,7 @@ int main(int argc, char** argv) {
   app.add_option("--slots", cfg.slots, "Concurrent tasks (0: number of CPUs)")
       ->envname("IPFIXWEB_WORKER_SLOTS")
       ->capture_default_str();
-  app.add_option("--heartbeat", cfg.heartbeat_s, "Heartbeat interval in seconds")
-      ->envname("IPFIXWEB_HEARTBEAT")
-      ->check(CLI::Range(0.01, 60.0))
-      ->capture_default_str();
-  app.add_option("--liveness", cfg.liveness, "Missed heartbeats before the broker is presumed gone")
-      ->envname("IPFIXWEB_LIVENESS")
-      ->check(CLI::Range(1, 100))
-      ->capture_default_str();
+  add_heartbeat_options(app, cfg.heartbeat_s, cfg.liveness, "Missed heartbeats before the broker is presumed gone");
   app.add_option("--grace", cfg.grace_s, "Seconds to let running tasks finish on SIGTERM")
       ->envname("IPFIXWEB_WORKER_GRACE")
       ->capture_default_str();
@@ -51,13 +38,11 @@ int main(int argc, char** argv) {
   if (handle_print_config(app)) return 0;
 
   auto log = setup_logging("worker", log_opts);
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
-  std::signal(SIGPIPE, SIG_IGN);
+  const auto& stop = install_stop_handlers();
   try {
     zmq::context_t ctx(1);
     worker::Worker w(cfg, ctx);
-    w.run(g_stop);
+    w.run(stop);
   } catch (const std::exception& e) {
     log->critical("worker failed: {}", e.what());
     return 1;

@@ -153,38 +153,32 @@ void Broker::iteration(const std::atomic<bool>& stop) {
 
   std::vector<proto::Submit> submits;
   std::vector<std::string> submit_ids;
-  std::string err;
+  // Reads up to kMaxBatch [identity, payload] messages; anything else is
+  // logged and dropped.
+  auto drain = [this](zmq::socket_t& sock, const char* side, auto&& handle) {
+    std::string err;
+    for (std::size_t n = 0; n < kMaxBatch; ++n) {
+      auto parts = zmqu::recv_multipart(sock);
+      if (!parts) break;
+      if (parts->size() != 2) {
+        log_->warn("{}: dropped message with {} frames", side, parts->size());
+        continue;
+      }
+      std::string identity = (*parts)[0].to_string();
+      auto env = proto::decode((*parts)[1].data(), (*parts)[1].size(), &err);
+      if (!env) {
+        log_->warn("{}: dropped malformed message: {}", side, err);
+        continue;
+      }
+      handle(identity, *env);
+    }
+  };
   // Backend first: finished tasks free credit for this iteration's dispatch.
-  for (std::size_t n = 0; n < kMaxBatch; ++n) {
-    auto parts = zmqu::recv_multipart(back_);
-    if (!parts) break;
-    if (parts->size() != 2) {
-      log_->warn("backend: dropped message with {} frames", parts->size());
-      continue;
-    }
-    std::string identity = (*parts)[0].to_string();
-    auto env = proto::decode((*parts)[1].data(), (*parts)[1].size(), &err);
-    if (!env) {
-      log_->warn("backend: dropped malformed message from {}: {}", identity, err);
-      continue;
-    }
-    handle_backend(identity, *env);
-  }
-  for (std::size_t n = 0; n < kMaxBatch; ++n) {
-    auto parts = zmqu::recv_multipart(front_);
-    if (!parts) break;
-    if (parts->size() != 2) {
-      log_->warn("frontend: dropped message with {} frames", parts->size());
-      continue;
-    }
-    std::string identity = (*parts)[0].to_string();
-    auto env = proto::decode((*parts)[1].data(), (*parts)[1].size(), &err);
-    if (!env) {
-      log_->warn("frontend: dropped malformed message: {}", err);
-      continue;
-    }
-    handle_frontend(identity, *env, submits, submit_ids);
-  }
+  drain(back_, "backend",
+        [this](const std::string& id, const proto::Envelope& env) { handle_backend(id, env); });
+  drain(front_, "frontend", [&](const std::string& id, const proto::Envelope& env) {
+    handle_frontend(id, env, submits, submit_ids);
+  });
   if (!submits.empty()) process_submits(submits, submit_ids);
   check_liveness();
   dispatch();

@@ -20,6 +20,20 @@ inline void add_log_options(CLI::App& app, LogOptions& opts) {
       ->envname("IPFIXWEB_LOG_DIR");
 }
 
+// Heartbeat interval and liveness, shared by broker and worker (same env vars,
+// so one setting keeps both sides in step).
+inline void add_heartbeat_options(CLI::App& app, double& heartbeat_s, int& liveness,
+                                  const std::string& liveness_help) {
+  app.add_option("--heartbeat", heartbeat_s, "Heartbeat interval in seconds")
+      ->envname("IPFIXWEB_HEARTBEAT")
+      ->check(CLI::Range(0.01, 60.0))
+      ->capture_default_str();
+  app.add_option("--liveness", liveness, liveness_help)
+      ->envname("IPFIXWEB_LIVENESS")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+}
+
 inline void add_print_config(CLI::App& app) {
   app.add_flag("--print-config")->description("Print the effective configuration and exit");
 }
