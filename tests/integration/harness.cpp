@@ -184,10 +184,25 @@ Stack::Stack(StackOptions opts) : opts_(std::move(opts)) {
 }
 
 Stack::~Stack() {
-  bool failed = ::testing::Test::HasFailure();
   api_.reset();
   workers_.clear();
   broker_.reset();
+  // In sanitizer builds the processes report to their logs: any report fails
+  // the test (a leak only shows at exit, after the test's own checks).
+  for (auto& entry : fs::directory_iterator(dir_)) {
+    if (entry.path().extension() != ".log") continue;
+    std::ifstream in(entry.path());
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.find("ERROR: AddressSanitizer") != std::string::npos ||
+          line.find("ERROR: LeakSanitizer") != std::string::npos ||
+          line.find("runtime error:") != std::string::npos) {
+        ADD_FAILURE() << entry.path().filename().string() << ": " << line;
+        break;
+      }
+    }
+  }
+  bool failed = ::testing::Test::HasFailure();
   if (failed) {
     dump_logs();
     std::cerr << "kept test data directory " << dir_ << "\n";
