@@ -96,16 +96,18 @@ void write_raw(const std::string& path, bool big, bool ns, std::uint32_t snaplen
     put32(b, r.frac, big);
     put32(b, r.caplen, big);
     put32(b, r.len, big);
-    for (std::size_t i = 0; i < r.data; ++i) b.push_back(frame[i % frame.size()] ^ static_cast<std::uint8_t>(i >> 8));
+    for (std::size_t i = 0; i < r.data; ++i)
+      b.push_back(frame[i % frame.size()] ^ static_cast<std::uint8_t>(i >> 8));
   }
   b.resize(b.size() - cut_end);
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()),
-                                               static_cast<std::streamsize>(b.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
 }
 
 TEST(Reader, MappedPathMatchesLibpcapOnCraftedFiles) {
   test::TempDir dir;
-  const std::vector<Rec> normal = {{100, 5, 60, 60, 60}, {100, 999999, 442, 442, 442}, {101, 0, 42, 1500, 42}};
+  const std::vector<Rec> normal = {
+      {100, 5, 60, 60, 60}, {100, 999999, 442, 442, 442}, {101, 0, 42, 1500, 42}};
   int n = 0;
   for (const bool big : {false, true}) {
     for (const bool ns : {false, true}) {
@@ -126,7 +128,8 @@ TEST(Reader, MappedPathMatchesLibpcapOnCraftedFiles) {
   write_raw(dir.file("cut_data.pcap"), false, false, 65535, normal, 10);
   expect_same(dir.file("cut_data.pcap"));
   // A record larger than the file's snapshot length, and snaplen 0 / huge in the header.
-  write_raw(dir.file("oversnap.pcap"), false, false, 128, {{1, 0, 300, 300, 300}, {2, 0, 60, 60, 60}});
+  write_raw(dir.file("oversnap.pcap"), false, false, 128,
+            {{1, 0, 300, 300, 300}, {2, 0, 60, 60, 60}});
   expect_same(dir.file("oversnap.pcap"));
   write_raw(dir.file("oversnap_cut1.pcap"), false, false, 128, {{1, 0, 300, 300, 300}}, 100);
   expect_same(dir.file("oversnap_cut1.pcap"));
@@ -137,11 +140,13 @@ TEST(Reader, MappedPathMatchesLibpcapOnCraftedFiles) {
   write_raw(dir.file("snapbig.pcap"), true, false, 0x7fffffff, normal);
   expect_same(dir.file("snapbig.pcap"));
   // caplen above libpcap's maximum: a read error after the first packet.
-  write_raw(dir.file("huge.pcap"), false, false, 65535, {{1, 0, 60, 60, 60}, {2, 0, 300000, 300000, 0}});
+  write_raw(dir.file("huge.pcap"), false, false, 65535,
+            {{1, 0, 60, 60, 60}, {2, 0, 300000, 300000, 0}});
   expect_same(dir.file("huge.pcap"));
   EXPECT_NE(read_all(dir.file("huge.pcap"), true).error.find("after 1 packets"), std::string::npos);
   // caplen > wire length, zero-length records, header only.
-  write_raw(dir.file("odd.pcap"), false, false, 65535, {{1, 0, 60, 20, 60}, {2, 0, 0, 0, 0}, {3, 0, 0, 60, 0}});
+  write_raw(dir.file("odd.pcap"), false, false, 65535,
+            {{1, 0, 60, 20, 60}, {2, 0, 0, 0, 0}, {3, 0, 0, 60, 0}});
   expect_same(dir.file("odd.pcap"));
   write_raw(dir.file("hdr_only.pcap"), false, false, 65535, {});
   expect_same(dir.file("hdr_only.pcap"));
@@ -179,6 +184,41 @@ TEST(Reader, MappedPathMatchesLibpcapOnEverySharedCapture) {
     ++checked;
   }
   EXPECT_GT(checked, 50);
+}
+
+// Many inputs (rotated files) merge in timestamp order, ties by input order,
+// and every packet comes out once. (Merging was a linear scan per packet:
+// 300 inputs ran at a tenth of the single-file speed.)
+TEST(Reader, ManyInputsMergeInTimestampOrder) {
+  test::TempDir dir;
+  const int kFiles = 200, kPackets = 50;
+  std::vector<std::string> paths;
+  for (int f = 0; f < kFiles; ++f) {
+    paths.push_back(dir.file("part" + std::to_string(f) + ".pcap"));
+    test::PcapWriter w(paths.back());
+    for (int p = 0; p < kPackets; ++p) {
+      // Interleaved times; every 10th packet shares its time with other files.
+      std::uint64_t ts = p % 10 == 0 ? 1000000ull * p : 1000000ull * p + (f * 7919) % 1000000;
+      w.add(ts, test::ether(test::ipv4("10.0.0.1", "10.0.0.2", 17,
+                                       test::udp(static_cast<std::uint16_t>(1000 + f), 53)),
+                            0x0800));
+    }
+    w.close();
+  }
+  MergedReader reader(paths, "");
+  RawPacket pkt;
+  std::uint64_t last_ts = 0;
+  std::size_t last_input = 0, n = 0;
+  while (reader.next(pkt)) {
+    ASSERT_GE(pkt.ts_us, last_ts) << "packet " << n;
+    if (pkt.ts_us == last_ts && n > 0) {
+      EXPECT_GE(pkt.input, last_input) << "tie order, packet " << n;
+    }
+    last_ts = pkt.ts_us;
+    last_input = pkt.input;
+    ++n;
+  }
+  EXPECT_EQ(n, static_cast<std::size_t>(kFiles * kPackets));
 }
 
 }  // namespace

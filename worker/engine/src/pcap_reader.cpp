@@ -1,5 +1,7 @@
 #include "pcap_reader.hpp"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -46,8 +48,8 @@ PcapReader::PcapReader(const std::string& path, const std::string& bpf_filter, b
     }
     have_prog_ = true;
     if (pcap_setfilter(handle_.get(), &prog_) != 0) {
-      throw EngineError("cannot apply BPF filter '" + bpf_filter + "': " +
-                        pcap_geterr(handle_.get()));
+      throw EngineError("cannot apply BPF filter '" + bpf_filter +
+                        "': " + pcap_geterr(handle_.get()));
     }
   }
   if (allow_map) try_map();
@@ -158,8 +160,9 @@ bool PcapReader::next_mapped(RawPacket& out) {
     if (caplen > kMaxCaplen) {
       throw EngineError("error reading '" + path_ + "' after " + std::to_string(packets_) +
                         " packets: invalid packet capture length " + std::to_string(caplen) +
-                        (caplen <= snapshot_ ? ", bigger than maximum of " + std::to_string(kMaxCaplen)
-                                             : ", bigger than snaplen of " + std::to_string(snapshot_)));
+                        (caplen <= snapshot_
+                             ? ", bigger than maximum of " + std::to_string(kMaxCaplen)
+                             : ", bigger than snaplen of " + std::to_string(snapshot_)));
     }
     if (caplen <= snapshot_) {
       if (avail < caplen) {
@@ -197,7 +200,8 @@ bool PcapReader::next_mapped(RawPacket& out) {
       tv_usec = static_cast<std::int32_t>(frac);
     }
     if (nsec_) tv_usec /= 1000;
-    out.ts_us = static_cast<std::uint64_t>(tv_sec) * 1'000'000u + static_cast<std::uint64_t>(tv_usec);
+    out.ts_us =
+        static_cast<std::uint64_t>(tv_sec) * 1'000'000u + static_cast<std::uint64_t>(tv_usec);
     out.caplen = caplen;
     out.wirelen = len;
     out.data = data;
@@ -257,25 +261,34 @@ bool MergedReader::next(RawPacket& out) {
     out.input = 0;
     return true;
   }
-  // Advance the reader whose packet was consumed last (its data pointer is now stale), and prime
-  // readers that have not been read yet.
-  for (std::size_t i = 0; i < readers_.size(); ++i) {
-    Head& h = heads_[i];
-    if (!h.primed || i == last_) {
-      h.primed = true;
-      h.valid = readers_[i]->next(h.pkt);
-      h.pkt.input = i;
+  auto cmp = [this](std::size_t a, std::size_t b) { return later(a, b); };
+  if (!primed_) {
+    primed_ = true;
+    for (std::size_t i = 0; i < readers_.size(); ++i) {
+      heads_[i].primed = true;
+      heads_[i].valid = readers_[i]->next(heads_[i].pkt);
+      heads_[i].pkt.input = i;
+      if (heads_[i].valid) heap_.push_back(i);
+    }
+    std::make_heap(heap_.begin(), heap_.end(), cmp);
+  } else if (last_ != SIZE_MAX) {
+    // Advance the reader whose packet was consumed last (its data pointer is now stale).
+    Head& h = heads_[last_];
+    h.valid = readers_[last_]->next(h.pkt);
+    h.pkt.input = last_;
+    if (h.valid) {
+      heap_.push_back(last_);
+      std::push_heap(heap_.begin(), heap_.end(), cmp);
     }
   }
-  std::size_t best = SIZE_MAX;
-  for (std::size_t i = 0; i < readers_.size(); ++i) {
-    if (heads_[i].valid && (best == SIZE_MAX || heads_[i].pkt.ts_us < heads_[best].pkt.ts_us)) {
-      best = i;
-    }
+  if (heap_.empty()) {
+    last_ = SIZE_MAX;
+    return false;
   }
-  last_ = best;
-  if (best == SIZE_MAX) return false;
-  out = heads_[best].pkt;
+  std::pop_heap(heap_.begin(), heap_.end(), cmp);
+  last_ = heap_.back();
+  heap_.pop_back();
+  out = heads_[last_].pkt;
   return true;
 }
 

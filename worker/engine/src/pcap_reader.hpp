@@ -90,6 +90,14 @@ class MergedReader {
   };
   std::vector<std::unique_ptr<PcapReader>> readers_;
   std::vector<Head> heads_;
+  // Min-heap of readers with a packet, by (timestamp, input index): O(log K)
+  // per packet, so hundreds of rotated files merge as fast as a few.
+  std::vector<std::size_t> heap_;
+  bool primed_ = false;
+  bool later(std::size_t a, std::size_t b) const {
+    const auto ta = heads_[a].pkt.ts_us, tb = heads_[b].pkt.ts_us;
+    return ta != tb ? ta > tb : a > b;
+  }
   std::size_t last_ = SIZE_MAX;  // reader whose packet was handed out last (needs advancing)
   std::uint64_t bytes_total_ = 0;
 };
