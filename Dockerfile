@@ -37,10 +37,12 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release \
 FROM ${DEBIAN_RUNTIME_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive
 # Runtime libraries only (libspdlog1.10 pulls libfmt9); curl for the health check.
+# libglib2.0-0 is named explicitly: Debian's libfixbuf9 needs it but does not
+# depend on it (ldd below finds it missing otherwise).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-      libzmq5 libpcap0.8 libndpi4.2 libsqlite3-0 libspdlog1.10 libfixbuf9 libcpp-httplib0.11 \
-      curl ca-certificates \
+      libzmq5 libpcap0.8 libndpi4.2 libsqlite3-0 libspdlog1.10 libfixbuf9 libglib2.0-0 \
+      libcpp-httplib0.11 curl ca-certificates \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && groupadd --system --gid 10001 ipfixweb \
     && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \
@@ -62,6 +64,12 @@ RUN apt-get update \
     && chmod 0755 /usr/local/bin/ipfixweb-healthcheck
 COPY --from=build /out/ /usr/local/bin/
 COPY tests/data/sample.pcap /usr/share/ipfixweb/sample.pcap
+# Fail the build, not the first task, when a shared library is missing.
+RUN for b in ipfixweb-api ipfixweb-broker ipfixweb-worker pcap2ipfix; do \
+      if ldd /usr/local/bin/$b | grep 'not found'; then echo "$b: missing libraries" >&2; exit 1; fi; \
+    done \
+    && pcap2ipfix -o /tmp/sample.ipfix /usr/share/ipfixweb/sample.pcap 2>/dev/null \
+    && rm -f /tmp/sample.ipfix
 # Every setting is an IPFIXWEB_* variable (README: Configuration). These are
 # the in-container defaults; compose.yaml sets the per-role endpoints.
 ENV IPFIXWEB_DATA_DIR=/data \

@@ -36,7 +36,8 @@ int main(int argc, char** argv) {
   app.add_option("--task-timeout", cfg.task_timeout_s, "Seconds a task may run (0: no limit)")
       ->envname("IPFIXWEB_TASK_TIMEOUT")
       ->capture_default_str();
-  add_heartbeat_options(app, cfg.heartbeat_s, cfg.liveness, "Missed heartbeats before a worker is dead");
+  add_heartbeat_options(app, cfg.heartbeat_s, cfg.liveness,
+                        "Missed heartbeats before a worker is dead");
   app.add_option("--synchronous", cfg.synchronous, "SQLite synchronous mode: OFF NORMAL FULL EXTRA")
       ->envname("IPFIXWEB_DB_SYNCHRONOUS")
       ->check(CLI::IsMember({"OFF", "NORMAL", "FULL", "EXTRA"}, CLI::ignore_case))

@@ -18,7 +18,8 @@ int main(int argc, char** argv) {
   app.add_option("--slots", cfg.slots, "Concurrent tasks (0: number of CPUs)")
       ->envname("IPFIXWEB_WORKER_SLOTS")
       ->capture_default_str();
-  add_heartbeat_options(app, cfg.heartbeat_s, cfg.liveness, "Missed heartbeats before the broker is presumed gone");
+  add_heartbeat_options(app, cfg.heartbeat_s, cfg.liveness,
+                        "Missed heartbeats before the broker is presumed gone");
   app.add_option("--grace", cfg.grace_s, "Seconds to let running tasks finish on SIGTERM")
       ->envname("IPFIXWEB_WORKER_GRACE")
       ->capture_default_str();

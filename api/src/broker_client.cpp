@@ -9,7 +9,9 @@ namespace ipfixweb::api {
 
 BrokerClient::BrokerClient(zmq::context_t& ctx, std::string endpoint, double timeout_s,
                            const curve::KeyPair* own, std::string server_public)
-    : ctx_(ctx), endpoint_(std::move(endpoint)), timeout_s_(timeout_s),
+    : ctx_(ctx),
+      endpoint_(std::move(endpoint)),
+      timeout_s_(timeout_s),
       server_public_(std::move(server_public)) {
   if (own) keys_ = *own;
   std::random_device rd;

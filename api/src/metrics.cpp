@@ -79,8 +79,8 @@ std::string Metrics::render() const {
     out += buf;
   }
   auto counter = [&](const char* name, const char* help, const char* labels, std::uint64_t v) {
-    std::snprintf(buf, sizeof buf, "# HELP %s %s\n# TYPE %s counter\n%s%s %llu\n", name, help,
-                  name, name, labels, static_cast<unsigned long long>(v));
+    std::snprintf(buf, sizeof buf, "# HELP %s %s\n# TYPE %s counter\n%s%s %llu\n", name, help, name,
+                  name, labels, static_cast<unsigned long long>(v));
     out += buf;
   };
   counter("ipfixweb_api_submissions_total", "Task submissions received by the api.", "",

@@ -29,25 +29,24 @@ json id_param() {
 }
 
 json submit_operation(const std::string& summary) {
-  return {{"summary", summary},
-          {"parameters",
-           json::array({{{"name", "Idempotency-Key"},
-                         {"in", "header"},
-                         {"required", false},
-                         {"schema", {{"type", "string"}, {"maxLength", 255}}}}})},
-          {"requestBody",
-           {{"required", true},
-            {"content", {{"application/json", {{"schema", ref("TaskRequest")}}}}}}},
-          {"responses",
-           {{"202", json_response("Accepted and committed; Location points at the task",
-                                  ref("Accepted"))},
-            {"200", json_response("Idempotency-Key matched an existing task", ref("Accepted"))},
-            {"400", problem_response("Body is not JSON")},
-            {"413", problem_response("Body too large")},
-            {"415", problem_response("Not application/json")},
-            {"422", problem_response("Invalid fields or paths")},
-            {"503", problem_response("Queue full, draining or broker unavailable; see "
-                                     "Retry-After")}}}};
+  return {
+      {"summary", summary},
+      {"parameters", json::array({{{"name", "Idempotency-Key"},
+                                   {"in", "header"},
+                                   {"required", false},
+                                   {"schema", {{"type", "string"}, {"maxLength", 255}}}}})},
+      {"requestBody",
+       {{"required", true}, {"content", {{"application/json", {{"schema", ref("TaskRequest")}}}}}}},
+      {"responses",
+       {{"202",
+         json_response("Accepted and committed; Location points at the task", ref("Accepted"))},
+        {"200", json_response("Idempotency-Key matched an existing task", ref("Accepted"))},
+        {"400", problem_response("Body is not JSON")},
+        {"413", problem_response("Body too large")},
+        {"415", problem_response("Not application/json")},
+        {"422", problem_response("Invalid fields or paths")},
+        {"503", problem_response("Queue full, draining or broker unavailable; see "
+                                 "Retry-After")}}}};
 }
 
 json list_operation(const std::string& summary) {
@@ -184,15 +183,16 @@ json build() {
   json plain = {{"responses", {{"200", {{"description", "OK"}}}}}};
   paths["/livez"]["get"] = plain;
   paths["/livez"]["get"]["summary"] = "The process serves HTTP";
-  paths["/readyz"]["get"] = {{"summary", "Broker reachable, database readable, not draining"},
-                             {"responses",
-                              {{"200", {{"description", "Ready"}}},
-                               {"503", {{"description", "Not ready"}}}}}};
+  paths["/readyz"]["get"] = {
+      {"summary", "Broker reachable, database readable, not draining"},
+      {"responses",
+       {{"200", {{"description", "Ready"}}}, {"503", {{"description", "Not ready"}}}}}};
   paths["/metrics"]["get"] = {
       {"summary", "Prometheus metrics"},
       {"responses",
-       {{"200", {{"description", "Text exposition format"},
-                 {"content", {{"text/plain", {{"schema", {{"type", "string"}}}}}}}}}}}};
+       {{"200",
+         {{"description", "Text exposition format"},
+          {"content", {{"text/plain", {{"schema", {{"type", "string"}}}}}}}}}}}};
   paths["/openapi.json"]["get"] = plain;
   paths["/openapi.json"]["get"]["summary"] = "This document";
   paths["/api/export-task"]["post"] = submit_operation("Compatibility: POST /api/v1/tasks");

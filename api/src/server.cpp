@@ -5,15 +5,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
-#include <utility>
-#include <cmath>
-#include <filesystem>
 #include <optional>
 #include <stdexcept>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -132,8 +132,8 @@ struct Server::Impl {
   using PostHandler =
       std::function<void(const httplib::Request&, const std::string& body, httplib::Response&)>;
   Metrics metrics;
-  void add(const std::string& method, const std::string& path_template,
-           const std::string& pattern, Handler fn);
+  void add(const std::string& method, const std::string& path_template, const std::string& pattern,
+           Handler fn);
   void add_post(const std::string& path_template, const std::string& pattern, PostHandler fn);
   void routes();
   void metrics_text(httplib::Response& res);
@@ -152,7 +152,8 @@ void Server::Impl::submit_body(const httplib::Request& req, const std::string& r
   std::string ctype = req.get_header_value("Content-Type");
   std::string base = ctype.substr(0, ctype.find(';'));
   base.erase(std::remove(base.begin(), base.end(), ' '), base.end());
-  std::transform(base.begin(), base.end(), base.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(base.begin(), base.end(), base.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   if (base != "application/json") {
     problem(res, 415, "Unsupported Media Type",
             "send the task as JSON with Content-Type: application/json");
@@ -210,9 +211,8 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
   metrics.accepted.fetch_add(1, std::memory_order_relaxed);
   std::string location = "/api/v1/tasks/" + reply->task_id;
   res.set_header("Location", location);
-  json out = {{"task_id", reply->task_id},
-              {"state", reply->state},
-              {"links", {{"self", location}}}};
+  json out = {
+      {"task_id", reply->task_id}, {"state", reply->state}, {"links", {{"self", location}}}};
   if (reply->existing) out["existing"] = true;
   send_json(res, reply->existing ? 200 : 202, out);
 }
@@ -343,8 +343,8 @@ void Server::Impl::metrics_text(httplib::Response& res) {
   std::string out = metrics.render();
   char buf[256];
   auto gauge = [&](const char* name, const char* help, double v) {
-    std::snprintf(buf, sizeof buf, "# HELP %s %s\n# TYPE %s gauge\n%s %g\n", name, help, name,
-                  name, v);
+    std::snprintf(buf, sizeof buf, "# HELP %s %s\n# TYPE %s gauge\n%s %g\n", name, help, name, name,
+                  v);
     out += buf;
   };
   auto pong = broker().ping(std::min(cfg.broker_timeout_s, 0.5));
@@ -401,8 +401,8 @@ void Server::Impl::metrics_text(httplib::Response& res) {
         "# HELP ipfixweb_tasks Tasks in the database by state.\n"
         "# TYPE ipfixweb_tasks gauge\n";
     auto counts = st->count_by_state();
-    for (const char* s : {state::kQueued, state::kRunning, state::kSucceeded, state::kFailed,
-                          state::kCancelled}) {
+    for (const char* s :
+         {state::kQueued, state::kRunning, state::kSucceeded, state::kFailed, state::kCancelled}) {
       std::snprintf(buf, sizeof buf, "ipfixweb_tasks{state=\"%s\"} %lld\n", s,
                     static_cast<long long>(counts[s]));
       out += buf;
@@ -432,18 +432,17 @@ void Server::Impl::download(const httplib::Request& req, httplib::Response& res)
   if (!*file || ec) return problem(res, 404, "Not Found", "cannot read the output file");
   res.set_header("Content-Disposition",
                  "attachment; filename=\"" + real.filename().string() + "\"");
-  res.set_content_provider(
-      size, "application/ipfix",
-      [file](size_t offset, size_t length, httplib::DataSink& sink) {
-        char buf[65536];
-        file->seekg(static_cast<std::streamoff>(offset));
-        std::size_t want = std::min(length, sizeof buf);
-        file->read(buf, static_cast<std::streamsize>(want));
-        auto got = file->gcount();
-        if (got <= 0) return false;
-        sink.write(buf, static_cast<std::size_t>(got));
-        return true;
-      });
+  res.set_content_provider(size, "application/ipfix",
+                           [file](size_t offset, size_t length, httplib::DataSink& sink) {
+                             char buf[65536];
+                             file->seekg(static_cast<std::streamoff>(offset));
+                             std::size_t want = std::min(length, sizeof buf);
+                             file->read(buf, static_cast<std::streamsize>(want));
+                             auto got = file->gcount();
+                             if (got <= 0) return false;
+                             sink.write(buf, static_cast<std::size_t>(got));
+                             return true;
+                           });
 }
 
 void Server::Impl::add(const std::string& method, const std::string& path_template,
@@ -469,8 +468,8 @@ void Server::Impl::add_post(const std::string& path_template, const std::string&
                             PostHandler fn) {
   int idx = metrics.route("POST", path_template);
   http.Post(pattern, [this, idx, fn = std::move(fn)](const httplib::Request& q,
-                                                       httplib::Response& r,
-                                                       const httplib::ContentReader& reader) {
+                                                     httplib::Response& r,
+                                                     const httplib::ContentReader& reader) {
     auto t0 = std::chrono::steady_clock::now();
     std::string body;
     bool too_large = false;
@@ -518,19 +517,21 @@ void Server::Impl::routes() {
   add_post("/api/export-task", "/api/export-task", post);
   add("GET", "/api/task-status/{id}", "/api/task-status/" + id, get);
   add("GET", "/api/tasks", "/api/tasks", list);
-  add("GET", "/api/v1/test/health", "/api/v1/test/health",
-      [](Q, R res) { send_json(res, 200, {{"status", "ok"}}); });
+  add("GET", "/api/v1/test/health", "/api/v1/test/health", [](Q, R res) {
+    send_json(res, 200, {{"status", "ok"}});
+  });
   add_post("/api/v1/test/file_exporter/export_task", "/api/v1/test/file_exporter/export_task",
-      [this](Q q, const std::string&, R r) {
-        json body = {{"pcap_files", {cfg.sample_pcap}},
-                     {"output_path", "test/" + new_uuid() + ".ipfix"},
-                     {"DPI", true},
-                     {"analysis_list", {"tcp", "udp"}}};
-        submit(q, r, body);
-      });
+           [this](Q q, const std::string&, R r) {
+             json body = {{"pcap_files", {cfg.sample_pcap}},
+                          {"output_path", "test/" + new_uuid() + ".ipfix"},
+                          {"DPI", true},
+                          {"analysis_list", {"tcp", "udp"}}};
+             submit(q, r, body);
+           });
 }
 
-Server::Server(Config cfg, zmq::context_t& ctx) : impl_(std::make_unique<Impl>(std::move(cfg), ctx)) {
+Server::Server(Config cfg, zmq::context_t& ctx)
+    : impl_(std::make_unique<Impl>(std::move(cfg), ctx)) {
   auto& im = *impl_;
   int threads = std::max(1, im.cfg.threads);
   im.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
@@ -542,24 +543,29 @@ Server::Server(Config cfg, zmq::context_t& ctx) : impl_(std::make_unique<Impl>(s
   // Responses go out in several writes: without TCP_NODELAY, Nagle plus the
   // peer's delayed ACK stalls each keep-alive request by up to 40 ms.
   im.http.set_tcp_nodelay(true);
-  im.http.set_exception_handler([&im](const httplib::Request&, httplib::Response& res,
-                                      std::exception_ptr ep) {
-    std::string what = "unknown error";
-    try {
-      if (ep) std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    im.log->error("request failed: {}", what);
-    problem(res, 500, "Internal Server Error", "the request failed; see the api log");
-  });
+  im.http.set_exception_handler(
+      [&im](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown error";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        im.log->error("request failed: {}", what);
+        problem(res, 500, "Internal Server Error", "the request failed; see the api log");
+      });
   im.http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return;
     switch (res.status) {
-      case 404: problem(res, 404, "Not Found", "no such route"); break;
-      case 413: problem(res, 413, "Content Too Large", "the request body is too large"); break;
-      default: problem(res, res.status, "Error", "request failed");
+      case 404:
+        problem(res, 404, "Not Found", "no such route");
+        break;
+      case 413:
+        problem(res, 413, "Content Too Large", "the request body is too large");
+        break;
+      default:
+        problem(res, res.status, "Error", "request failed");
     }
   });
   if (!im.cfg.tokens.empty()) {

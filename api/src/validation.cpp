@@ -95,12 +95,13 @@ std::optional<ParsedRequest> parse_task_request(const nlohmann::json& body,
           continue;
         }
         std::string v = a[i].get<std::string>();
-        std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
+        std::transform(v.begin(), v.end(), v.begin(),
+                       [](unsigned char c) { return std::tolower(c); });
         if (std::find(names.begin(), names.end(), v) == names.end()) {
           std::string all;
           for (auto& n : names) all += (all.empty() ? "" : ", ") + n;
-          errors.push_back({field, "unknown analysis '" + a[i].get<std::string>() +
-                                       "' (known: " + all + ")"});
+          errors.push_back(
+              {field, "unknown analysis '" + a[i].get<std::string>() + "' (known: " + all + ")"});
         } else if (std::find(r.analysis.begin(), r.analysis.end(), v) == r.analysis.end()) {
           r.analysis.push_back(v);
         }
@@ -136,10 +137,14 @@ std::optional<ParsedRequest> parse_task_request(const nlohmann::json& body,
       r.filter = body["filter"].get<std::string>();
   }
   if (!errors.empty()) return std::nullopt;
-  r.normalised = {{"pcap_files", r.pcap_files},   {"output_path", r.output_path},
-                  {"DPI", r.dpi},                 {"analysis_list", r.analysis},
-                  {"priority", r.priority},       {"idle_timeout", r.idle_timeout},
-                  {"active_timeout", r.active_timeout}, {"filter", r.filter}};
+  r.normalised = {{"pcap_files", r.pcap_files},
+                  {"output_path", r.output_path},
+                  {"DPI", r.dpi},
+                  {"analysis_list", r.analysis},
+                  {"priority", r.priority},
+                  {"idle_timeout", r.idle_timeout},
+                  {"active_timeout", r.active_timeout},
+                  {"filter", r.filter}};
   return r;
 }
 

@@ -38,8 +38,8 @@ Broker::Broker(Config cfg, zmq::context_t& ctx)
     if (cfg_.curve_authorized.empty())
       throw std::runtime_error("CURVE needs --curve-authorized (the clients' public keys)");
     auto keys = curve::load_secret(cfg_.curve_secret_key);
-    auth_ = std::make_unique<curve::Authenticator>(ctx, curve::load_authorized(cfg_.curve_authorized),
-                                                   log_);
+    auth_ = std::make_unique<curve::Authenticator>(
+        ctx, curve::load_authorized(cfg_.curve_authorized), log_);
     curve::make_server(front_, keys);
     curve::make_server(back_, keys);
     log_->info("CURVE on: broker public key {}", keys.public_key);
@@ -241,10 +241,11 @@ void Broker::handle_frontend(const std::string& identity, const proto::Envelope&
       reply.state = state::kCancelled;
     } else if (rit != running_.end()) {
       rit->second.cancel_requested = true;
-      out_.push_back({&back_, rit->second.worker,
-                      proto::encode(proto::type::kAbort,
-                                    proto::Abort{c->task_id, "cancelled by user"}),
-                      {}});
+      out_.push_back(
+          {&back_,
+           rit->second.worker,
+           proto::encode(proto::type::kAbort, proto::Abort{c->task_id, "cancelled by user"}),
+           {}});
       reply.result = "cancelling";
       reply.state = state::kRunning;
     } else if (auto rec = store_.get(c->task_id)) {
@@ -401,7 +402,8 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
         w.running.insert(id);
       } else {
         // Finished, cancelled or handed to someone else meanwhile: stop it.
-        out_.push_back({&back_, identity,
+        out_.push_back({&back_,
+                        identity,
                         proto::encode(proto::type::kAbort, proto::Abort{id, "no longer assigned"}),
                         {}});
       }

@@ -17,11 +17,21 @@ class JsonEscapedMessage final : public spdlog::custom_flag_formatter {
               spdlog::memory_buf_t& dest) override {
     for (char c : msg.payload) {
       switch (c) {
-        case '"': dest.append(std::string_view("\\\"")); break;
-        case '\\': dest.append(std::string_view("\\\\")); break;
-        case '\n': dest.append(std::string_view("\\n")); break;
-        case '\r': dest.append(std::string_view("\\r")); break;
-        case '\t': dest.append(std::string_view("\\t")); break;
+        case '"':
+          dest.append(std::string_view("\\\""));
+          break;
+        case '\\':
+          dest.append(std::string_view("\\\\"));
+          break;
+        case '\n':
+          dest.append(std::string_view("\\n"));
+          break;
+        case '\r':
+          dest.append(std::string_view("\\r"));
+          break;
+        case '\t':
+          dest.append(std::string_view("\\t"));
+          break;
         default:
           if (static_cast<unsigned char>(c) < 0x20) {
             char buf[8];
@@ -46,9 +56,7 @@ std::unique_ptr<spdlog::formatter> make_formatter(bool json) {
     return f;
   }
   auto f = std::make_unique<spdlog::pattern_formatter>();
-  {
-    f->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [%n:%P] %v");
-  }
+  { f->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [%n:%P] %v"); }
   return f;
 }
 

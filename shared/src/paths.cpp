@@ -66,7 +66,8 @@ Resolved resolve_input(const std::vector<std::string>& roots, const std::string&
 
 Resolved resolve_output(const std::string& root, const std::string& user_path) {
   if (auto why = lexical_problem(user_path); !why.empty()) return fail(why);
-  fs::path target = fs::path(user_path).is_absolute() ? fs::path(user_path) : root / fs::path(user_path);
+  fs::path target =
+      fs::path(user_path).is_absolute() ? fs::path(user_path) : root / fs::path(user_path);
   target = target.lexically_normal();
   if (!target.has_filename()) return fail(user_path + " names a directory, not a file");
   // Walk up to the nearest existing ancestor and resolve it.

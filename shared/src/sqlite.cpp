@@ -6,12 +6,12 @@ namespace ipfixweb::db {
 
 Database::Database(const std::string& path, Mode mode) {
   int flags = SQLITE_OPEN_NOMUTEX;  // one connection per thread; never shared
-  flags |= mode == Mode::ReadOnly ? SQLITE_OPEN_READONLY
-                                  : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  flags |=
+      mode == Mode::ReadOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   int rc = sqlite3_open_v2(path.c_str(), &h_, flags, nullptr);
   if (rc != SQLITE_OK) {
-    std::string msg = "cannot open database " + path + ": " +
-                      (h_ ? sqlite3_errmsg(h_) : sqlite3_errstr(rc));
+    std::string msg =
+        "cannot open database " + path + ": " + (h_ ? sqlite3_errmsg(h_) : sqlite3_errstr(rc));
     sqlite3_close_v2(h_);
     h_ = nullptr;
     throw Error(msg, rc);

@@ -10,9 +10,7 @@ namespace state {
 bool is_terminal(const std::string& s) {
   return s == kSucceeded || s == kFailed || s == kCancelled;
 }
-bool is_valid(const std::string& s) {
-  return s == kQueued || s == kRunning || is_terminal(s);
-}
+bool is_valid(const std::string& s) { return s == kQueued || s == kRunning || is_terminal(s); }
 }  // namespace state
 
 namespace {
@@ -111,8 +109,9 @@ void TaskStore::prepare() {
   get_ = db::Statement(db_, "SELECT " + cols + " FROM tasks WHERE id = ?1");
   by_key_ = db::Statement(db_, "SELECT " + cols + " FROM tasks WHERE idempotency_key = ?1");
   events_ = db::Statement(
-      db_, "SELECT id, task_id, at, state, reason, worker FROM task_events WHERE task_id = ?1 "
-           "ORDER BY id");
+      db_,
+      "SELECT id, task_id, at, state, reason, worker FROM task_events WHERE task_id = ?1 "
+      "ORDER BY id");
   unfinished_ = db::Statement(db_, "SELECT " + cols +
                                        " FROM tasks WHERE state IN ('queued','running') "
                                        "ORDER BY priority DESC, seq");
@@ -129,13 +128,13 @@ void TaskStore::prepare() {
       "UPDATE tasks SET state='running', worker=?2, attempts=?3, started_at=?4, progress=0 "
       "WHERE id=?1");
   set_progress_ = db::Statement(db_, "UPDATE tasks SET progress=?2 WHERE id=?1");
-  finish_ = db::Statement(
-      db_,
-      "UPDATE tasks SET state=?2, summary=?3, error=?4, finished_at=?5, "
-      "progress=CASE WHEN ?2='succeeded' THEN 1 ELSE progress END WHERE id=?1");
+  finish_ = db::Statement(db_,
+                          "UPDATE tasks SET state=?2, summary=?3, error=?4, finished_at=?5, "
+                          "progress=CASE WHEN ?2='succeeded' THEN 1 ELSE progress END WHERE id=?1");
   requeue_ = db::Statement(
-      db_, "UPDATE tasks SET state='queued', worker=NULL, queued_at=?2, progress=0, attempts=?3 "
-           "WHERE id=?1");
+      db_,
+      "UPDATE tasks SET state='queued', worker=NULL, queued_at=?2, progress=0, attempts=?3 "
+      "WHERE id=?1");
 }
 
 TaskRecord TaskStore::read_row(const db::Statement& st) {

@@ -62,8 +62,8 @@ Bytes dns(std::uint16_t id, const std::string& qname, bool response) {
   Bytes b;
   put16(b, id);
   put16(b, response ? 0x8180 : 0x0100);
-  put16(b, 1);                   // questions
-  put16(b, response ? 1 : 0);    // answers
+  put16(b, 1);                 // questions
+  put16(b, response ? 1 : 0);  // answers
   put16(b, 0);
   put16(b, 0);
   std::size_t start = 0;
@@ -187,7 +187,8 @@ void PcapWriter::close() {
   if (closed_) return;
   closed_ = true;
   std::ofstream out(path_, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(data_.data()), static_cast<std::streamsize>(data_.size()));
+  out.write(reinterpret_cast<const char*>(data_.data()),
+            static_cast<std::streamsize>(data_.size()));
   if (!out) throw std::runtime_error("cannot write " + path_);
 }
 

@@ -45,18 +45,21 @@ std::map<std::string, Expect> write_mixed(const std::string& path) {
     x.bytes += ip.size();
   };
   const std::string c = "10.0.0.1", s = "10.0.0.2";
-  add4("http", test::ipv4(c, s, 6,
-                          test::tcp(40000, 80, 0x18,
-                                    test::text("GET /index.html HTTP/1.1\r\nHost: www.example.org\r\n"
-                                               "User-Agent: test/1.0\r\nAccept: */*\r\n\r\n"))));
+  add4("http",
+       test::ipv4(c, s, 6,
+                  test::tcp(40000, 80, 0x18,
+                            test::text("GET /index.html HTTP/1.1\r\nHost: www.example.org\r\n"
+                                       "User-Agent: test/1.0\r\nAccept: */*\r\n\r\n"))));
   add4("http", test::ipv4(s, c, 6,
                           test::tcp(80, 40000, 0x18,
                                     test::text("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
                                                "Content-Length: 5\r\n\r\nhello"))));
   add4("tcp_other", test::ipv4(c, "10.0.0.9", 6, test::tcp(41000, 9999, 0x02)));
   add4("tcp_other", test::ipv4("10.0.0.9", c, 6, test::tcp(9999, 41000, 0x14)));
-  add4("dns", test::ipv4(c, "10.0.0.53", 17, test::udp(33333, 53, test::dns(0x1234, "www.example.com", false))));
-  add4("dns", test::ipv4("10.0.0.53", c, 17, test::udp(53, 33333, test::dns(0x1234, "www.example.com", true))));
+  add4("dns", test::ipv4(c, "10.0.0.53", 17,
+                         test::udp(33333, 53, test::dns(0x1234, "www.example.com", false))));
+  add4("dns", test::ipv4("10.0.0.53", c, 17,
+                         test::udp(53, 33333, test::dns(0x1234, "www.example.com", true))));
   add4("udp_other", test::ipv4("10.0.0.3", "10.0.0.4", 17, test::udp(5000, 6000, 100)));
   add4("icmp", test::ipv4(c, s, 1, test::icmp(8, 0, 56)));
   add4("icmp", test::ipv4(s, c, 1, test::icmp(0, 0, 56)));
@@ -116,13 +119,16 @@ TEST(Analysis, FamiliesByProtocolAndLabelWithDpi) {
   expect_family(j, "quic", Expect{});
   expect_family(j, "other", sum(e, {"ospf"}));
   const auto& tcp = j["analysis"]["tcp"];
-  EXPECT_GT(tcp["bytes"].get<std::uint64_t>(), 0u);  // regression: tcp used to match label parts only
+  EXPECT_GT(tcp["bytes"].get<std::uint64_t>(),
+            0u);  // regression: tcp used to match label parts only
   EXPECT_TRUE(has_entry(tcp["top_hosts"], "host", "10.0.0.1"));
   EXPECT_TRUE(has_entry(tcp["top_hosts"], "host", "10.0.0.9"));
   EXPECT_EQ(tcp["top_hosts"][0]["host"], "10.0.0.1");  // endpoint of both TCP flows
   EXPECT_TRUE(has_entry(tcp["top_applications"], "application", "HTTP"));
-  EXPECT_TRUE(has_entry(j["analysis"]["http"]["top_server_names"], "server_name", "www.example.org"));
-  EXPECT_TRUE(has_entry(j["analysis"]["dns"]["top_server_names"], "server_name", "www.example.com"));
+  EXPECT_TRUE(
+      has_entry(j["analysis"]["http"]["top_server_names"], "server_name", "www.example.org"));
+  EXPECT_TRUE(
+      has_entry(j["analysis"]["dns"]["top_server_names"], "server_name", "www.example.com"));
   EXPECT_TRUE(has_entry(j["analysis"]["icmp"]["top_hosts"], "host", "2001:db8::1"));
   EXPECT_TRUE(j["warnings"].empty()) << j["warnings"].dump();
 }
@@ -139,7 +145,8 @@ TEST(Analysis, OtherIsEverythingOutsideTheRequestedFamilies) {
   expect_family(j, "other", sum(e, {"http", "tcp_other", "udp_other", "icmp", "icmp6", "ospf"}));
   o.analysis = {"other"};  // alone: every flow
   const auto k = engine().convert(o);
-  expect_family(k, "other", sum(e, {"http", "tcp_other", "dns", "udp_other", "icmp", "icmp6", "ospf"}));
+  expect_family(k, "other",
+                sum(e, {"http", "tcp_other", "dns", "udp_other", "icmp", "icmp6", "ospf"}));
 }
 
 TEST(Analysis, WithoutDpiApplicationFamiliesUseWellKnownPortsAndSaySo) {
@@ -174,15 +181,15 @@ TEST(Analysis, FamilyMatchRules) {
   EXPECT_TRUE(analysis_family_match("tcp", k, &unknown));
   EXPECT_FALSE(analysis_family_match("udp", k, &unknown));
   EXPECT_TRUE(analysis_family_match("tls", k, &tls_yt));
-  EXPECT_TRUE(analysis_family_match("tls", k, nullptr));       // port 443 without DPI
-  EXPECT_FALSE(analysis_family_match("tls", k, &unknown));     // DPI says not TLS
-  EXPECT_TRUE(analysis_family_match("youtube", k, &tls_yt));   // any label part
+  EXPECT_TRUE(analysis_family_match("tls", k, nullptr));      // port 443 without DPI
+  EXPECT_FALSE(analysis_family_match("tls", k, &unknown));    // DPI says not TLS
+  EXPECT_TRUE(analysis_family_match("youtube", k, &tls_yt));  // any label part
   EXPECT_TRUE(analysis_family_match("http", k, &proxy));
-  EXPECT_FALSE(analysis_family_match("other", k, &unknown));   // handled by Summary
+  EXPECT_FALSE(analysis_family_match("other", k, &unknown));  // handled by Summary
   k.proto = 17;
   EXPECT_TRUE(analysis_family_match("quic", k, &quic_g));
   EXPECT_TRUE(analysis_family_match("quic", k, nullptr));
-  EXPECT_FALSE(analysis_family_match("tls", k, nullptr));      // UDP 443 is quic, not tls
+  EXPECT_FALSE(analysis_family_match("tls", k, nullptr));  // UDP 443 is quic, not tls
   EXPECT_TRUE(analysis_family_match("dns", k, &dns_g));
   k.proto = 58;
   EXPECT_TRUE(analysis_family_match("icmp", k, nullptr));

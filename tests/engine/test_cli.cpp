@@ -55,7 +55,8 @@ TEST_P(CliBadInput, ExitsNonZeroWithOneLineAndNoOutput) {
     fs::create_directory(in);
   }  // "missing": nothing
   const std::string out = dir.file("out.ipfix");
-  const RunResult r = run(shell_quote(pcap2ipfix()) + " -o " + shell_quote(out) + " " + shell_quote(in));
+  const RunResult r =
+      run(shell_quote(pcap2ipfix()) + " -o " + shell_quote(out) + " " + shell_quote(in));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(lines(r.err), 1u) << r.err;
   EXPECT_EQ(r.err.rfind("pcap2ipfix: error: ", 0), 0u) << r.err;
@@ -64,13 +65,14 @@ TEST_P(CliBadInput, ExitsNonZeroWithOneLineAndNoOutput) {
   EXPECT_TRUE(dir_has_only(dir.path(), name == "missing" ? 0 : 1)) << "temporary file left";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Inputs, CliBadInput,
-    ::testing::Values(BadInput{"missing", "No such file or directory"}, BadInput{"empty", "is empty"},
-                      BadInput{"text", "not a readable pcap/pcapng capture"},
-                      BadInput{"header_cut", "not a readable pcap/pcapng capture"},
-                      BadInput{"directory", "is a directory"}),
-    [](const auto& p) { return std::string(p.param.name); });
+INSTANTIATE_TEST_SUITE_P(Inputs, CliBadInput,
+                         ::testing::Values(BadInput{"missing", "No such file or directory"},
+                                           BadInput{"empty", "is empty"},
+                                           BadInput{"text", "not a readable pcap/pcapng capture"},
+                                           BadInput{"header_cut",
+                                                    "not a readable pcap/pcapng capture"},
+                                           BadInput{"directory", "is a directory"}),
+                         [](const auto& p) { return std::string(p.param.name); });
 
 TEST(Cli, BadFilterAndUnwritableOutput) {
   TempDir dir;
@@ -80,7 +82,8 @@ TEST(Cli, BadFilterAndUnwritableOutput) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(lines(r.err), 1u);
   EXPECT_NE(r.err.find("bad BPF filter"), std::string::npos) << r.err;
-  r = run(shell_quote(pcap2ipfix()) + " -o /nonexistent-dir/o.ipfix " + shell_quote(dir.file("in.pcap")));
+  r = run(shell_quote(pcap2ipfix()) + " -o /nonexistent-dir/o.ipfix " +
+          shell_quote(dir.file("in.pcap")));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(lines(r.err), 1u);
   EXPECT_NE(r.err.find("cannot write output"), std::string::npos) << r.err;
@@ -98,8 +101,9 @@ TEST(Cli, TruncatedLastRecordSucceedsWithWarning) {
   TempDir dir;
   write_capture(dir.file("in.pcap"));
   fs::resize_file(dir.file("in.pcap"), fs::file_size(dir.file("in.pcap")) - 5);
-  const RunResult r = run(shell_quote(pcap2ipfix()) + " -q --summary-json - -o " +
-                          shell_quote(dir.file("o.ipfix")) + " " + shell_quote(dir.file("in.pcap")));
+  const RunResult r =
+      run(shell_quote(pcap2ipfix()) + " -q --summary-json - -o " +
+          shell_quote(dir.file("o.ipfix")) + " " + shell_quote(dir.file("in.pcap")));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("cut short"), std::string::npos);
   EXPECT_NE(r.out.find("\"packets\": 3"), std::string::npos) << r.out;
@@ -109,9 +113,10 @@ TEST(Cli, TruncatedLastRecordSucceedsWithWarning) {
 TEST(Cli, SummaryFileAndQuiet) {
   TempDir dir;
   write_capture(dir.file("in.pcap"));
-  const RunResult r = run(shell_quote(pcap2ipfix()) + " --quiet --no-dpi --uniflow --summary-json " +
-                          shell_quote(dir.file("s.json")) + " -o " + shell_quote(dir.file("o.ipfix")) +
-                          " " + shell_quote(dir.file("in.pcap")));
+  const RunResult r =
+      run(shell_quote(pcap2ipfix()) + " --quiet --no-dpi --uniflow --summary-json " +
+          shell_quote(dir.file("s.json")) + " -o " + shell_quote(dir.file("o.ipfix")) + " " +
+          shell_quote(dir.file("in.pcap")));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(r.err.empty()) << r.err;
   const std::string text = read_text(dir.file("s.json"));

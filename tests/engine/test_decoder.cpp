@@ -13,8 +13,8 @@ DecodedPacket decode_ok(int dlt, const Bytes& frame, std::uint32_t caplen = UINT
   DecodedPacket p;
   const auto len = std::min<std::uint32_t>(caplen, static_cast<std::uint32_t>(frame.size()));
   // The wire length is the whole frame: a shorter `caplen` is a snaplen cut.
-  const DecodeStatus s =
-      decode_packet(dlt, frame.data(), len, DecodeOptions{}, p, static_cast<std::uint32_t>(frame.size()));
+  const DecodeStatus s = decode_packet(dlt, frame.data(), len, DecodeOptions{}, p,
+                                       static_cast<std::uint32_t>(frame.size()));
   EXPECT_EQ(s, DecodeStatus::kOk) << decode_status_name(s);
   return p;
 }
@@ -22,7 +22,8 @@ DecodedPacket decode_ok(int dlt, const Bytes& frame, std::uint32_t caplen = UINT
 DecodeStatus status(int dlt, const Bytes& frame, std::uint32_t caplen = UINT32_MAX) {
   DecodedPacket p;
   const auto len = std::min<std::uint32_t>(caplen, static_cast<std::uint32_t>(frame.size()));
-  return decode_packet(dlt, frame.data(), len, DecodeOptions{}, p, static_cast<std::uint32_t>(frame.size()));
+  return decode_packet(dlt, frame.data(), len, DecodeOptions{}, p,
+                       static_cast<std::uint32_t>(frame.size()));
 }
 
 TEST(Decoder, EthernetIpv4Tcp) {
@@ -124,19 +125,25 @@ TEST(Decoder, IpLengthBeyondWireLengthIsMalformed) {
   lie4[14 + 3] = 0xdc;
   DecodedPacket p;
   const auto n4 = static_cast<std::uint32_t>(f4.size());
-  EXPECT_EQ(decode_packet(kDltEthernet, lie4.data(), n4, DecodeOptions{}, p, n4), DecodeStatus::kMalformed);
-  EXPECT_EQ(decode_packet(kDltEthernet, lie4.data(), n4, DecodeOptions{}, p), DecodeStatus::kMalformed);
+  EXPECT_EQ(decode_packet(kDltEthernet, lie4.data(), n4, DecodeOptions{}, p, n4),
+            DecodeStatus::kMalformed);
+  EXPECT_EQ(decode_packet(kDltEthernet, lie4.data(), n4, DecodeOptions{}, p),
+            DecodeStatus::kMalformed);
   // Cut by the snaplen at 60 bytes out of 1514 on the wire: metered with the header's length.
-  EXPECT_EQ(decode_packet(kDltEthernet, lie4.data(), 60, DecodeOptions{}, p, 1514), DecodeStatus::kOk);
+  EXPECT_EQ(decode_packet(kDltEthernet, lie4.data(), 60, DecodeOptions{}, p, 1514),
+            DecodeStatus::kOk);
   EXPECT_EQ(p.ip_octets, 1500u);
   // Cut at 60 of 300 on the wire: still longer than the wire -> malformed.
-  EXPECT_EQ(decode_packet(kDltEthernet, lie4.data(), 60, DecodeOptions{}, p, 300), DecodeStatus::kMalformed);
+  EXPECT_EQ(decode_packet(kDltEthernet, lie4.data(), 60, DecodeOptions{}, p, 300),
+            DecodeStatus::kMalformed);
   Bytes lie6 = test::ether6(test::ipv6("2001:db8::1", "2001:db8::2", 17, test::udp(1, 2, 100)));
   lie6[14 + 4] = 0x04;  // payload length 1024
   lie6[14 + 5] = 0x00;
   const auto n6 = static_cast<std::uint32_t>(lie6.size());
-  EXPECT_EQ(decode_packet(kDltEthernet, lie6.data(), n6, DecodeOptions{}, p, n6), DecodeStatus::kMalformed);
-  EXPECT_EQ(decode_packet(kDltEthernet, lie6.data(), n6, DecodeOptions{}, p, n6 + 1000), DecodeStatus::kOk);
+  EXPECT_EQ(decode_packet(kDltEthernet, lie6.data(), n6, DecodeOptions{}, p, n6),
+            DecodeStatus::kMalformed);
+  EXPECT_EQ(decode_packet(kDltEthernet, lie6.data(), n6, DecodeOptions{}, p, n6 + 1000),
+            DecodeStatus::kOk);
   EXPECT_EQ(p.ip_octets, 40u + 1024u);
 }
 
@@ -150,7 +157,8 @@ TEST(Decoder, NonIpAndMalformed) {
 }
 
 TEST(Decoder, Ipv4Fragments) {
-  const Bytes first = test::ipv4("10.0.0.1", "10.0.0.2", 17, test::udp(1111, 2222, 32), 0, 77, 0, true);
+  const Bytes first =
+      test::ipv4("10.0.0.1", "10.0.0.2", 17, test::udp(1111, 2222, 32), 0, 77, 0, true);
   const DecodedPacket f = decode_ok(kDltRaw, first);
   EXPECT_TRUE(f.fragment);
   EXPECT_TRUE(f.first_fragment);
@@ -178,34 +186,40 @@ TEST(Decoder, Ipv6FragmentHeader) {
 TEST(Decoder, IpInIpAndGreAndVxlanDecapsulated) {
   const Bytes inner = test::ipv4("172.16.0.1", "172.16.0.2", 6, test::tcp(4000, 443, 0x02, 5));
   // IPv4 in IPv4
-  const DecodedPacket a = decode_ok(kDltEthernet, test::ether4(test::ipv4("1.1.1.1", "2.2.2.2", 4, inner)));
+  const DecodedPacket a =
+      decode_ok(kDltEthernet, test::ether4(test::ipv4("1.1.1.1", "2.2.2.2", 4, inner)));
   EXPECT_EQ(a.key.src, test::addr("172.16.0.1"));
   EXPECT_EQ(a.ip_octets, inner.size());
   EXPECT_TRUE(a.tunnels & kTunnelIpInIp);
   // 6in4
   const Bytes inner6 = test::ipv6("2001:db8::a", "2001:db8::b", 17, test::udp(5, 53, 10));
-  const DecodedPacket b = decode_ok(kDltEthernet, test::ether4(test::ipv4("1.1.1.1", "2.2.2.2", 41, inner6)));
+  const DecodedPacket b =
+      decode_ok(kDltEthernet, test::ether4(test::ipv4("1.1.1.1", "2.2.2.2", 41, inner6)));
   EXPECT_EQ(b.key.ip_version, 6);
   EXPECT_EQ(b.key.dport, 53);
   // GRE (no options) carrying IPv4
   const Bytes gre = test::concat(Bytes{0, 0, 0x08, 0x00}, inner);
-  const DecodedPacket c = decode_ok(kDltEthernet, test::ether4(test::ipv4("1.1.1.1", "2.2.2.2", 47, gre)));
+  const DecodedPacket c =
+      decode_ok(kDltEthernet, test::ether4(test::ipv4("1.1.1.1", "2.2.2.2", 47, gre)));
   EXPECT_EQ(c.key.dport, 443);
   EXPECT_TRUE(c.tunnels & kTunnelGre);
   // VXLAN carrying Ethernet/IPv4
   const Bytes vx = test::concat(Bytes{0x08, 0, 0, 0, 0, 0, 1, 0}, test::ether4(inner));
-  const DecodedPacket d = decode_ok(kDltEthernet, test::ether4(test::ipv4("1.1.1.1", "2.2.2.2", 17, test::udp(5555, 4789, vx))));
+  const DecodedPacket d = decode_ok(
+      kDltEthernet, test::ether4(test::ipv4("1.1.1.1", "2.2.2.2", 17, test::udp(5555, 4789, vx))));
   EXPECT_EQ(d.key.sport, 4000);
   EXPECT_TRUE(d.tunnels & kTunnelVxlan);
   // Decapsulation off: the outer UDP flow is metered.
   DecodedPacket e;
   const Bytes outer = test::ether4(test::ipv4("1.1.1.1", "2.2.2.2", 17, test::udp(5555, 4789, vx)));
   ASSERT_EQ(decode_packet(kDltEthernet, outer.data(), static_cast<std::uint32_t>(outer.size()),
-                          DecodeOptions{false}, e), DecodeStatus::kOk);
+                          DecodeOptions{false}, e),
+            DecodeStatus::kOk);
   EXPECT_EQ(e.key.dport, 4789);
   // Broken inner packet: falls back to the outer flow.
   const Bytes junk_gre = test::concat(Bytes{0, 0, 0x08, 0x00}, Bytes{0x45, 0});
-  const DecodedPacket g = decode_ok(kDltEthernet, test::ether4(test::ipv4("1.1.1.1", "2.2.2.2", 47, junk_gre)));
+  const DecodedPacket g =
+      decode_ok(kDltEthernet, test::ether4(test::ipv4("1.1.1.1", "2.2.2.2", 47, junk_gre)));
   EXPECT_EQ(g.key.proto, 47);
   EXPECT_EQ(g.key.src, test::addr("1.1.1.1"));
 }

@@ -41,8 +41,10 @@ void write_small_capture(const std::string& path) {
   w.add(t += 1000, test::ether4(test::ipv4(s, c, 6, test::tcp(8080, 40000, 0x11))));
   w.add(t += 1000, test::ether4(test::ipv4(c, s, 6, test::tcp(40000, 8080, 0x11))));
   w.add(t += 1000, test::ether4(test::ipv4(s, c, 6, test::tcp(8080, 40000, 0x10))));
-  w.add(t += 1000, test::ether6(test::ipv6("2001:db8::1", "2001:db8::53", 17, test::udp(5353, 53, 30))));
-  w.add(t += 1000, test::ether6(test::ipv6("2001:db8::53", "2001:db8::1", 17, test::udp(53, 5353, 60))));
+  w.add(t += 1000,
+        test::ether6(test::ipv6("2001:db8::1", "2001:db8::53", 17, test::udp(5353, 53, 30))));
+  w.add(t += 1000,
+        test::ether6(test::ipv6("2001:db8::53", "2001:db8::1", 17, test::udp(53, 5353, 60))));
   w.add(t += 1000, test::ether4(test::ipv4(c, s, 1, test::icmp(8, 0, 56))));
   w.add(t += 1000, test::ether4(test::ipv4(s, c, 1, test::icmp(0, 0, 56))));
   w.add(t += 1000, test::ether(Bytes(28, 0), 0x0806));
@@ -123,7 +125,8 @@ TEST(Engine, TimeoutsAndMaxFlowsFromOptions) {
     test::PcapWriter w(dir.file("in.pcap"));
     for (int i = 0; i < 5; ++i) {  // 5 distinct flows, 1 s apart, then flow 0 again after 10 s
       w.add(t + static_cast<std::uint64_t>(i) * 1'000'000,
-            test::ether4(test::ipv4("10.0.0." + std::to_string(i + 1), "10.0.1.1", 17, test::udp(7, 7))));
+            test::ether4(
+                test::ipv4("10.0.0." + std::to_string(i + 1), "10.0.1.1", 17, test::udp(7, 7))));
     }
     w.add(t + 14'000'000, test::ether4(test::ipv4("10.0.0.1", "10.0.1.1", 17, test::udp(7, 7))));
   }

@@ -18,8 +18,8 @@ struct Ended {
 class RecordingSink : public FlowSink {
  public:
   void on_flow_end(Flow& f, EndReason r) override {
-    ended.push_back({f.key, r, f.fwd.packets, f.rev.packets, f.fwd.octets, f.rev.octets,
-                     f.start_ms, f.end_ms, f.fwd.tcp_flags, f.rev.tcp_flags});
+    ended.push_back({f.key, r, f.fwd.packets, f.rev.packets, f.fwd.octets, f.rev.octets, f.start_ms,
+                     f.end_ms, f.fwd.tcp_flags, f.rev.tcp_flags});
   }
   std::vector<Ended> ended;
 };
@@ -190,8 +190,8 @@ TEST(FlowTable, ManyFlowsSurviveIndexGrowthAndDeletion) {
                             std::to_string((i >> 8) & 255) + "." + std::to_string(i & 255);
     t.update(udp_pkt(src, static_cast<std::uint16_t>(i), "10.255.0.1", 53), 10'000 + i / 10);
     // Every flow gets a reply so lookups must find it in the reverse direction.
-    const auto hit = t.update(udp_pkt("10.255.0.1", 53, src, static_cast<std::uint16_t>(i)),
-                              10'000 + i / 10);
+    const auto hit =
+        t.update(udp_pkt("10.255.0.1", 53, src, static_cast<std::uint16_t>(i)), 10'000 + i / 10);
     ASSERT_TRUE(hit.reverse) << i;
   }
   t.flush(EndReason::kForcedEnd);
@@ -207,7 +207,8 @@ TEST(FlowTable, ManyFlowsSurviveIndexGrowthAndDeletion) {
 
 TEST(FragmentTracker, LaterFragmentsGetTheFirstFragmentsPorts) {
   FragmentTracker ft;
-  const test::Bytes first = test::ipv4("10.0.0.1", "10.0.0.2", 17, test::udp(1111, 2222, 32), 0, 5, 0, true);
+  const test::Bytes first =
+      test::ipv4("10.0.0.1", "10.0.0.2", 17, test::udp(1111, 2222, 32), 0, 5, 0, true);
   const test::Bytes second = test::ipv4("10.0.0.1", "10.0.0.2", 17, test::Bytes(64, 'z'), 0, 5, 5);
   const test::Bytes other = test::ipv4("10.0.0.1", "10.0.0.2", 17, test::Bytes(64, 'z'), 0, 6, 5);
   DecodedPacket a;

@@ -20,8 +20,8 @@ namespace fs = std::filesystem;
 
 #define REQUIRE_TOOL(name) \
   if (!have_tool(name)) GTEST_SKIP() << name << " not installed"
-#define REQUIRE_PCAPS()                                                   \
-  const std::string pcaps = pcaps_dir();                                  \
+#define REQUIRE_PCAPS()                  \
+  const std::string pcaps = pcaps_dir(); \
   if (pcaps.empty()) GTEST_SKIP() << "shared pcaps not found (set IPFIXWEB_PCAPS)"
 
 std::string convert(const std::string& in, const std::string& out, const std::string& extra = "") {
@@ -82,12 +82,14 @@ TEST(Golden, GeneratedCaptureDecodesWithIpfixDumpAndTshark) {
   EXPECT_EQ(str(v6, "96"), "ICMPV6");
 
   if (have_tool("tshark")) {
-    const RunResult t = run("tshark -r " + shell_quote(dir.file("out.ipfix")) +
-                            " -Y 'cflow && _ws.expert.severity >= warning' -T fields -e frame.number");
+    const RunResult t =
+        run("tshark -r " + shell_quote(dir.file("out.ipfix")) +
+            " -Y 'cflow && _ws.expert.severity >= warning' -T fields -e frame.number");
     EXPECT_EQ(t.exit_code, 0) << t.err;
     EXPECT_TRUE(t.out.empty()) << "tshark expert warnings in frames: " << t.out;
-    const RunResult s = run("tshark -r " + shell_quote(dir.file("out.ipfix")) +
-                            " -T fields -e cflow.appl_name -e cflow.appl_id.classification_engine_id");
+    const RunResult s =
+        run("tshark -r " + shell_quote(dir.file("out.ipfix")) +
+            " -T fields -e cflow.appl_name -e cflow.appl_id.classification_engine_id");
     EXPECT_NE(s.out.find("ICMPV6"), std::string::npos) << s.out;
   }
 }
@@ -121,14 +123,16 @@ TEST(Golden, Ja3ClientHashesMatchNdpiReader) {
   REQUIRE_TOOL("ndpiReader");
   TempDir dir;
   int checked = 0;
-  for (const char* name : {"443-git.pcap", "443-chrome.pcap", "443-firefox.pcap", "443-curl.pcap",
-                           "ja3_lots_of_cipher_suites.pcap", "quic.pcap", "tls_verylong_certificate.pcap"}) {
+  for (const char* name :
+       {"443-git.pcap", "443-chrome.pcap", "443-firefox.pcap", "443-curl.pcap",
+        "ja3_lots_of_cipher_suites.pcap", "quic.pcap", "tls_verylong_certificate.pcap"}) {
     const std::string in = pcaps + "/" + name;
     if (!fs::exists(in)) continue;
     std::set<std::string> theirs;
     {
       const std::string out = run("ndpiReader -q -v 2 -i " + shell_quote(in)).out;
-      for (std::size_t at = out.find("[JA3C: "); at != std::string::npos; at = out.find("[JA3C: ", at + 1)) {
+      for (std::size_t at = out.find("[JA3C: "); at != std::string::npos;
+           at = out.find("[JA3C: ", at + 1)) {
         theirs.insert(out.substr(at + 7, 32));
       }
     }
@@ -136,7 +140,8 @@ TEST(Golden, Ja3ClientHashesMatchNdpiReader) {
     convert(in, ipfix);
     std::set<std::string> ours;
     std::istringstream s(run("tshark -r " + shell_quote(ipfix) +
-                             " -T fields -E aggregator=, -e cflow.enterprise_private_entry").out);
+                             " -T fields -E aggregator=, -e cflow.enterprise_private_entry")
+                             .out);
     std::string line;
     while (std::getline(s, line)) {
       std::istringstream f(line);
@@ -204,7 +209,8 @@ TEST(Golden, AnalysisFamiliesOnRealCapture) {
   const auto j = nlohmann::json::parse(read_text(dir.file("s.json")));
   std::uint64_t tcp_len = 0, tcp_frames = 0;
   {
-    std::istringstream s(run("tshark -r " + shell_quote(in) + " -Y tcp -T fields -e ip.len -e ipv6.plen").out);
+    std::istringstream s(
+        run("tshark -r " + shell_quote(in) + " -Y tcp -T fields -e ip.len -e ipv6.plen").out);
     std::string line;
     while (std::getline(s, line)) {
       if (line.empty()) continue;
@@ -228,11 +234,22 @@ TEST(Golden, AnalysisFamiliesOnRealCapture) {
 }
 
 // Captures in which every frame is IPv4/IPv6 (checked with tshark below).
-const char* const kAllIpCaptures[] = {
-    "ssh.pcap", "dns_ambiguous_names.pcap", "quic.pcap", "443-git.pcap", "http_ipv6.pcap",
-    "443-chrome.pcap", "bittorrent.pcap", "smtp.pcap", "ocs.pcap", "nats.pcap",
-    "KakaoTalk_chat.pcap", "ajp.pcap", "tls_verylong_certificate.pcap", "wireguard.pcap",
-    "dns_fragmented.pcap", "6in4tunnel.pcap"};
+const char* const kAllIpCaptures[] = {"ssh.pcap",
+                                      "dns_ambiguous_names.pcap",
+                                      "quic.pcap",
+                                      "443-git.pcap",
+                                      "http_ipv6.pcap",
+                                      "443-chrome.pcap",
+                                      "bittorrent.pcap",
+                                      "smtp.pcap",
+                                      "ocs.pcap",
+                                      "nats.pcap",
+                                      "KakaoTalk_chat.pcap",
+                                      "ajp.pcap",
+                                      "tls_verylong_certificate.pcap",
+                                      "wireguard.pcap",
+                                      "dns_fragmented.pcap",
+                                      "6in4tunnel.pcap"};
 
 TEST(Golden, PacketTotalsMatchCapinfos) {
   REQUIRE_PCAPS();
@@ -244,7 +261,8 @@ TEST(Golden, PacketTotalsMatchCapinfos) {
   for (const char* name : kAllIpCaptures) {
     const std::string in = pcaps + "/" + name;
     if (!fs::exists(in)) continue;
-    const RunResult nonip = run("tshark -r " + shell_quote(in) + " -Y 'not ip and not ipv6' -T fields -e frame.number");
+    const RunResult nonip =
+        run("tshark -r " + shell_quote(in) + " -Y 'not ip and not ipv6' -T fields -e frame.number");
     ASSERT_TRUE(nonip.out.empty()) << name << " has non-IP frames; fix the list";
     const std::string out = dir.file(std::string(name) + ".ipfix");
     convert(in, out, "--no-dpi");
@@ -274,9 +292,9 @@ TEST(Golden, ConversationsMatchTsharkConv) {
   REQUIRE_TOOL("tshark");
   TempDir dir;
   int checked = 0;
-  for (const char* name : {"ssh.pcap", "dns_ambiguous_names.pcap", "quic.pcap", "1kxun.pcap", "443-chrome.pcap",
-                           "smtp.pcap", "http_ipv6.pcap", "KakaoTalk_chat.pcap", "nats.pcap", "bittorrent.pcap",
-                           "ocs.pcap"}) {
+  for (const char* name : {"ssh.pcap", "dns_ambiguous_names.pcap", "quic.pcap", "1kxun.pcap",
+                           "443-chrome.pcap", "smtp.pcap", "http_ipv6.pcap", "KakaoTalk_chat.pcap",
+                           "nats.pcap", "bittorrent.pcap", "ocs.pcap"}) {
     const std::string in = pcaps + "/" + name;
     if (!fs::exists(in)) continue;
     std::map<std::string, std::uint64_t> theirs;
@@ -294,10 +312,12 @@ TEST(Golden, ConversationsMatchTsharkConv) {
     }
     std::map<std::string, std::uint64_t> their_bytes;
     {
-      const RunResult t = run("tshark -r " + shell_quote(in) +
-                              " -Y '(tcp or udp) and not icmp and not icmpv6' -T fields -E occurrence=f -E separator=/t -e ip.src -e ip.dst"
-                              " -e ipv6.src -e ipv6.dst -e tcp.srcport -e tcp.dstport -e udp.srcport"
-                              " -e udp.dstport -e ip.len -e ipv6.plen");
+      const RunResult t =
+          run("tshark -r " + shell_quote(in) +
+              " -Y '(tcp or udp) and not icmp and not icmpv6' -T fields -E occurrence=f -E "
+              "separator=/t -e ip.src -e ip.dst"
+              " -e ipv6.src -e ipv6.dst -e tcp.srcport -e tcp.dstport -e udp.srcport"
+              " -e udp.dstport -e ip.len -e ipv6.plen");
       std::istringstream s(t.out);
       std::string line;
       while (std::getline(s, line)) {
@@ -311,7 +331,8 @@ TEST(Golden, ConversationsMatchTsharkConv) {
         const std::string a = (v4 ? c[0] : c[2]) + ":" + (tcp ? c[4] : c[6]);
         const std::string b = (v4 ? c[1] : c[3]) + ":" + (tcp ? c[5] : c[7]);
         if ((v4 ? c[8] : c[9]).empty()) continue;
-        their_bytes[conv_key(tcp ? "tcp" : "udp", a, b)] += v4 ? std::stoull(c[8]) : 40 + std::stoull(c[9]);
+        their_bytes[conv_key(tcp ? "tcp" : "udp", a, b)] +=
+            v4 ? std::stoull(c[8]) : 40 + std::stoull(c[9]);
       }
     }
     const std::string out = dir.file(std::string(name) + ".ipfix");
@@ -341,7 +362,8 @@ TEST(Golden, ConversationsMatchTsharkConv) {
     EXPECT_TRUE(diff.empty()) << name << diff;
     EXPECT_TRUE(our_bytes == their_bytes) << name << " IP bytes per conversation differ";
     for (const auto& [k, v] : their_bytes) {
-      if (our_bytes[k] != v) ADD_FAILURE() << name << " " << k << " tshark " << v << " ours " << our_bytes[k];
+      if (our_bytes[k] != v)
+        ADD_FAILURE() << name << " " << k << " tshark " << v << " ours " << our_bytes[k];
     }
     ++checked;
   }
@@ -397,7 +419,11 @@ std::multiset<std::string> our_flows(const std::string& ipfix) {
   std::multiset<std::string> rows;
   for (const auto& r : ipfix_dump(ipfix).records) {
     const auto p = u64(r, "4");
-    const char* l4 = p == 6 ? "TCP" : p == 17 ? "UDP" : p == 1 ? "ICMP" : p == 58 ? "ICMPV6" : nullptr;
+    const char* l4 = p == 6    ? "TCP"
+                     : p == 17 ? "UDP"
+                     : p == 1  ? "ICMP"
+                     : p == 58 ? "ICMPV6"
+                               : nullptr;
     if (!l4) continue;
     const std::string a = ep(src_addr(r), str(r, "7"));
     const std::string b = ep(dst_addr(r), str(r, "11"));

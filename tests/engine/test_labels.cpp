@@ -27,13 +27,20 @@ namespace fs = std::filesystem;
 // ndpiReader's ipProto2Name().
 std::string l4_name(std::uint64_t p) {
   switch (p) {
-    case 6: return "TCP";
-    case 17: return "UDP";
-    case 1: return "ICMP";
-    case 58: return "ICMPV6";
-    case 112: return "VRRP";
-    case 2: return "IGMP";
-    default: return std::to_string(p);
+    case 6:
+      return "TCP";
+    case 17:
+      return "UDP";
+    case 1:
+      return "ICMP";
+    case 58:
+      return "ICMPV6";
+    case 112:
+      return "VRRP";
+    case 2:
+      return "IGMP";
+    default:
+      return std::to_string(p);
   }
 }
 
@@ -84,7 +91,8 @@ Flows ndpi_reader_flows(const std::string& in, bool& ok) {
     const auto slash = line.find('/', p);
     const auto close = line.find(']', p);
     if (slash == std::string::npos || close == std::string::npos || slash > close) continue;
-    flows[key_of(l4, canon_ep(a), canon_ep(b))].push_back(line.substr(slash + 1, close - slash - 1));
+    flows[key_of(l4, canon_ep(a), canon_ep(b))].push_back(
+        line.substr(slash + 1, close - slash - 1));
   }
   return flows;
 }
@@ -120,8 +128,11 @@ struct Tally {
   std::vector<std::string> diffs, ndpi_only_rows, ours_only_rows;
 };
 
-const char* const kOddCaptures[] = {"ajp.pcap", "fuzz-2006-06-26-2594.pcap", "fuzz-2020-02-16-11740.pcap",
-                                    "fuzz-2021-06-07-c6c72a0a56.pcap", "fuzz-2021-10-13.pcap",
+const char* const kOddCaptures[] = {"ajp.pcap",
+                                    "fuzz-2006-06-26-2594.pcap",
+                                    "fuzz-2020-02-16-11740.pcap",
+                                    "fuzz-2021-06-07-c6c72a0a56.pcap",
+                                    "fuzz-2021-10-13.pcap",
                                     "ip_fragmented_garbage.pcap"};
 
 bool port_zero_l4(const std::string& key) {
@@ -129,7 +140,8 @@ bool port_zero_l4(const std::string& key) {
   std::istringstream s(key);
   std::string l4, a, b;
   s >> l4 >> a >> b;
-  return a.size() > 2 && (a.compare(a.size() - 2, 2, ":0") == 0 || b.compare(b.size() - 2, 2, ":0") == 0);
+  return a.size() > 2 &&
+         (a.compare(a.size() - 2, 2, ":0") == 0 || b.compare(b.size() - 2, 2, ":0") == 0);
 }
 
 Tally compare(const Flows& theirs, const Flows& ours) {
@@ -139,7 +151,8 @@ Tally compare(const Flows& theirs, const Flows& ours) {
   for (const auto& [k, _] : ours) keys.insert(k);
   for (const auto& k : keys) {
     std::multiset<std::string> a, b;
-    if (auto it = theirs.find(k); it != theirs.end()) a.insert(it->second.begin(), it->second.end());
+    if (auto it = theirs.find(k); it != theirs.end())
+      a.insert(it->second.begin(), it->second.end());
     if (auto it = ours.find(k); it != ours.end()) b.insert(it->second.begin(), it->second.end());
     // Equal labels pair first.
     for (auto it = a.begin(); it != a.end();) {
@@ -179,7 +192,8 @@ Tally compare(const Flows& theirs, const Flows& ours) {
 TEST(Labels, AgreementWithNdpiReaderOverTheCorpus) {
   const std::string pcaps = pcaps_dir();
   if (pcaps.empty()) GTEST_SKIP() << "shared pcaps not found (set IPFIXWEB_PCAPS)";
-  if (!have_tool("ndpiReader") || !have_tool("ipfixDump")) GTEST_SKIP() << "ndpiReader/ipfixDump missing";
+  if (!have_tool("ndpiReader") || !have_tool("ipfixDump"))
+    GTEST_SKIP() << "ndpiReader/ipfixDump missing";
   std::vector<std::string> files;
   for (const auto& e : fs::directory_iterator(pcaps)) {
     const auto ext = e.path().extension().string();
@@ -213,8 +227,9 @@ TEST(Labels, AgreementWithNdpiReaderOverTheCorpus) {
     total.fragment += t.fragment;
     total.other += t.other;
     const std::string base = fs::path(in).filename().string();
-    const bool odd = std::find_if(std::begin(kOddCaptures), std::end(kOddCaptures),
-                                  [&](const char* c) { return base == c; }) != std::end(kOddCaptures);
+    const bool odd =
+        std::find_if(std::begin(kOddCaptures), std::end(kOddCaptures),
+                     [&](const char* c) { return base == c; }) != std::end(kOddCaptures);
     EXPECT_TRUE(odd || t.other == 0) << base << ": flows only one tool reports; see the report";
     const std::string name = fs::path(in).filename().string();
     report << "== " << name << ": " << t.same << "/" << t.both << " same label"
@@ -227,7 +242,8 @@ TEST(Labels, AgreementWithNdpiReaderOverTheCorpus) {
     for (const auto& d : t.ours_only_rows) report << "  OURS-ONLY " << d << "\n";
     for (const auto& d : t.diffs) total.diffs.push_back(name + ": " + d);
   }
-  const double pct = total.both ? 100.0 * static_cast<double>(total.same) / static_cast<double>(total.both) : 0;
+  const double pct =
+      total.both ? 100.0 * static_cast<double>(total.same) / static_cast<double>(total.both) : 0;
   std::ostringstream head;
   head << "captures " << captures << "; flows both report " << total.both << ", same label "
        << total.same << " (" << std::fixed << std::setprecision(2) << pct << "%), different "

@@ -1,10 +1,10 @@
 // Live export to tcp:// and udp:// collectors; the collected stream is checked with ipfixDump.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <signal.h>
@@ -67,13 +67,15 @@ void write_capture(const std::string& path) {
     const std::string c = "10.1.0." + std::to_string(i + 1);
     const auto t = 1'650'000'000'000'000ULL + static_cast<std::uint64_t>(i) * 1000;
     w.add(t, ether4(ipv4(c, "10.2.0.1", 17, udp(static_cast<std::uint16_t>(20000 + i), 53, 30))));
-    w.add(t + 10, ether4(ipv4("10.2.0.1", c, 17, udp(53, static_cast<std::uint16_t>(20000 + i), 60))));
+    w.add(t + 10,
+          ether4(ipv4("10.2.0.1", c, 17, udp(53, static_cast<std::uint16_t>(20000 + i), 60))));
   }
 }
 
 void check_collected(const std::string& bytes, const std::string& file) {
   ASSERT_FALSE(bytes.empty());
-  std::ofstream(file, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(file, std::ios::binary)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   const DumpResult d = ipfix_dump(file);
   EXPECT_TRUE(d.stderr_text.empty()) << d.stderr_text;
   EXPECT_EQ(d.records.size(), 50u);
@@ -95,8 +97,9 @@ TEST(LiveExport, Tcp) {
     conn.fd = ::accept(listener.fd, nullptr, nullptr);
     if (conn.fd >= 0) received = collect(conn.fd, true);
   });
-  const RunResult r = run(shell_quote(pcap2ipfix()) + " -q -o tcp://127.0.0.1:" +
-                          std::to_string(port) + " " + shell_quote(dir.file("in.pcap")));
+  const RunResult r =
+      run(shell_quote(pcap2ipfix()) + " -q -o tcp://127.0.0.1:" + std::to_string(port) + " " +
+          shell_quote(dir.file("in.pcap")));
   server.join();
   EXPECT_EQ(r.exit_code, 0) << r.err;
   check_collected(received, dir.file("tcp.ipfix"));
@@ -111,8 +114,9 @@ TEST(LiveExport, Udp) {
   ASSERT_GT(port, 0);
   std::string received;
   std::thread server([&] { received = collect(sock.fd, false); });
-  const RunResult r = run(shell_quote(pcap2ipfix()) + " -q -o udp://127.0.0.1:" +
-                          std::to_string(port) + " " + shell_quote(dir.file("in.pcap")));
+  const RunResult r =
+      run(shell_quote(pcap2ipfix()) + " -q -o udp://127.0.0.1:" + std::to_string(port) + " " +
+          shell_quote(dir.file("in.pcap")));
   server.join();
   EXPECT_EQ(r.exit_code, 0) << r.err;
   check_collected(received, dir.file("udp.ipfix"));
@@ -143,7 +147,8 @@ std::uint32_t be32(const std::string& s, std::size_t at) {
          std::uint32_t{static_cast<std::uint8_t>(s[at + 3])};
 }
 std::uint16_t be16(const std::string& s, std::size_t at) {
-  return static_cast<std::uint16_t>((static_cast<std::uint8_t>(s[at]) << 8) | static_cast<std::uint8_t>(s[at + 1]));
+  return static_cast<std::uint16_t>((static_cast<std::uint8_t>(s[at]) << 8) |
+                                    static_cast<std::uint8_t>(s[at + 1]));
 }
 
 // 50 two-packet UDP flows, one every 3 s of packet time (150 s in all), so with a 1 s idle
@@ -154,7 +159,8 @@ void write_slow_capture(const std::string& path) {
     const std::string c = "10.1.0." + std::to_string(i + 1);
     const auto t = 1'650'000'000'000'000ULL + static_cast<std::uint64_t>(i) * 3'000'000;
     w.add(t, ether4(ipv4(c, "10.2.0.1", 17, udp(static_cast<std::uint16_t>(20000 + i), 53, 30))));
-    w.add(t + 10, ether4(ipv4("10.2.0.1", c, 17, udp(53, static_cast<std::uint16_t>(20000 + i), 60))));
+    w.add(t + 10,
+          ether4(ipv4("10.2.0.1", c, 17, udp(53, static_cast<std::uint16_t>(20000 + i), 60))));
   }
 }
 
@@ -199,7 +205,8 @@ TEST(LiveExport, UdpFlushesEverySecondOfPacketTimeAndResendsTemplates) {
   EXPECT_GE(data_export_times.size(), 40u) << grams.size() << " datagrams";
   // Templates at the start and again at least every 60 s of packet time (150 s: 3 or more).
   EXPECT_GE(template_messages, 3u);
-  std::ofstream(dir.file("udp.ipfix"), std::ios::binary).write(all.data(), static_cast<std::streamsize>(all.size()));
+  std::ofstream(dir.file("udp.ipfix"), std::ios::binary)
+      .write(all.data(), static_cast<std::streamsize>(all.size()));
   const DumpResult d = ipfix_dump(dir.file("udp.ipfix"));
   EXPECT_TRUE(d.stderr_text.empty()) << d.stderr_text;
   EXPECT_EQ(d.records.size(), 50u);
@@ -240,8 +247,9 @@ TEST(LiveExport, NfcapdCollectorStoresEveryFlow) {
     a.sin_port = htons(static_cast<std::uint16_t>(port));
     listening = ::bind(t.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0;
   }
-  const RunResult r = run(shell_quote(pcap2ipfix()) + " -q -o udp://127.0.0.1:" + std::to_string(port) +
-                          " " + shell_quote(dir.file("in.pcap")));
+  const RunResult r =
+      run(shell_quote(pcap2ipfix()) + " -q -o udp://127.0.0.1:" + std::to_string(port) + " " +
+          shell_quote(dir.file("in.pcap")));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   ::kill(pid, SIGTERM);  // nfcapd writes its file on exit
   int status = 0;
@@ -258,13 +266,14 @@ TEST(LiveExport, NfcapdCollectorStoresEveryFlow) {
     std::istringstream f(line);
     std::string pr, sa, sp, da, dp, pkt, byt, opkt, obyt;
     if (!(f >> pr >> sa >> sp >> da >> dp >> pkt >> byt >> opkt >> obyt)) continue;
-    rows.insert(pr + " " + sa + " " + sp + " " + da + " " + dp + " " + pkt + " " + byt + " " + opkt + " " + obyt);
+    rows.insert(pr + " " + sa + " " + sp + " " + da + " " + dp + " " + pkt + " " + byt + " " +
+                opkt + " " + obyt);
   }
   ASSERT_EQ(rows.size(), 50u) << d.out;
   for (int i = 0; i < 50; ++i) {
     // Forward: 20 + 8 + 30 bytes; reverse 20 + 8 + 60.
-    const std::string want = "UDP 10.1.0." + std::to_string(i + 1) + " " + std::to_string(20000 + i) +
-                             " 10.2.0.1 53 1 58 1 88";
+    const std::string want = "UDP 10.1.0." + std::to_string(i + 1) + " " +
+                             std::to_string(20000 + i) + " 10.2.0.1 53 1 58 1 88";
     EXPECT_TRUE(rows.count(want)) << want << "\n" << d.out;
   }
 }
@@ -275,8 +284,9 @@ TEST(LiveExport, RefusedConnectionIsAnError) {
   Fd s;
   const int port = bind_local(s, SOCK_STREAM);  // bound, not listening: connect is refused
   ASSERT_GT(port, 0);
-  const RunResult r = run(shell_quote(pcap2ipfix()) + " -q -o tcp://127.0.0.1:" +
-                          std::to_string(port) + " " + shell_quote(dir.file("in.pcap")));
+  const RunResult r =
+      run(shell_quote(pcap2ipfix()) + " -q -o tcp://127.0.0.1:" + std::to_string(port) + " " +
+          shell_quote(dir.file("in.pcap")));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("pcap2ipfix: error: "), std::string::npos) << r.err;
   const RunResult bad = run(shell_quote(pcap2ipfix()) + " -q -o tcp://nohostport " +

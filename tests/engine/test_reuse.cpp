@@ -18,8 +18,8 @@ TEST(EngineReuse, SecondConvertLabelsLikeTheFirst) {
   Engine e;
   int checked = 0;
   // Captures whose labels depend on nDPI's caches (BitTorrent, STUN/Teams, Ookla, ...).
-  for (const char* name : {"bittorrent.pcap", "bittorrent_utp.pcap", "stun_signal.pcapng", "teams.pcap",
-                           "tls_torrent.pcapng", "skype.pcap"}) {
+  for (const char* name : {"bittorrent.pcap", "bittorrent_utp.pcap", "stun_signal.pcapng",
+                           "teams.pcap", "tls_torrent.pcapng", "skype.pcap"}) {
     const std::string in = pcaps + "/" + name;
     if (!std::filesystem::exists(in)) continue;
     Options o;

@@ -1,7 +1,7 @@
 #include "tool_helpers.hpp"
 
-#include <sys/wait.h>
 #include <arpa/inet.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -16,7 +16,10 @@ namespace ipfixweb::engine::test {
 std::string shell_quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) {
-    if (c == '\'') q += "'\\''"; else q += c;
+    if (c == '\'')
+      q += "'\\''";
+    else
+      q += c;
   }
   return q + "'";
 }

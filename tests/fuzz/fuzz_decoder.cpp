@@ -22,10 +22,12 @@
 namespace {
 
 constexpr int kDlts[] = {
-    ipfixweb::engine::kDltEthernet,   ipfixweb::engine::kDltLinuxSll,  ipfixweb::engine::kDltLinuxSll2,
-    ipfixweb::engine::kDltRaw,        ipfixweb::engine::kDltIpv4,      ipfixweb::engine::kDltIpv6,
-    ipfixweb::engine::kDltNull,       ipfixweb::engine::kDltLoop,      ipfixweb::engine::kDltPpp,
-    ipfixweb::engine::kDltCiscoHdlc,  ipfixweb::engine::kDltRawOpenBsd, ipfixweb::engine::kDltLinkTypeRaw,
+    ipfixweb::engine::kDltEthernet,   ipfixweb::engine::kDltLinuxSll,
+    ipfixweb::engine::kDltLinuxSll2,  ipfixweb::engine::kDltRaw,
+    ipfixweb::engine::kDltIpv4,       ipfixweb::engine::kDltIpv6,
+    ipfixweb::engine::kDltNull,       ipfixweb::engine::kDltLoop,
+    ipfixweb::engine::kDltPpp,        ipfixweb::engine::kDltCiscoHdlc,
+    ipfixweb::engine::kDltRawOpenBsd, ipfixweb::engine::kDltLinkTypeRaw,
 };
 constexpr std::size_t kDltCount = sizeof kDlts / sizeof kDlts[0];
 
@@ -175,7 +177,8 @@ int main(int argc, char** argv) {
     int seeds = 0;
     auto flush = [&] {
       if (frames == 0) return;
-      const std::string name = outdir + "/seed-" + std::to_string(i) + "-" + std::to_string(seeds++);
+      const std::string name =
+          outdir + "/seed-" + std::to_string(i) + "-" + std::to_string(seeds++);
       if (FILE* f = std::fopen(name.c_str(), "wb")) {
         std::fwrite(seed.data(), 1, seed.size(), f);
         std::fclose(f);

@@ -214,11 +214,16 @@ Stack::~Stack() {
 
 void Stack::start_broker() {
   std::vector<std::string> args = {bin_dir() + "/ipfixweb-broker",
-                                   "--data-dir", dir_,
-                                   "--frontend", "tcp://127.0.0.1:" + std::to_string(front_port_),
-                                   "--backend", "tcp://127.0.0.1:" + std::to_string(back_port_),
-                                   "--max-queue", std::to_string(opts_.max_queue),
-                                   "--heartbeat", std::to_string(opts_.heartbeat)};
+                                   "--data-dir",
+                                   dir_,
+                                   "--frontend",
+                                   "tcp://127.0.0.1:" + std::to_string(front_port_),
+                                   "--backend",
+                                   "tcp://127.0.0.1:" + std::to_string(back_port_),
+                                   "--max-queue",
+                                   std::to_string(opts_.max_queue),
+                                   "--heartbeat",
+                                   std::to_string(opts_.heartbeat)};
   args.insert(args.end(), opts_.extra_broker_args.begin(), opts_.extra_broker_args.end());
   broker_ = std::make_unique<Process>("broker", args, std::map<std::string, std::string>{},
                                       dir_ + "/broker.log");
@@ -227,10 +232,14 @@ void Stack::start_broker() {
 Process& Stack::start_worker(const std::string& id) {
   std::string wid = id.empty() ? "w" + std::to_string(++worker_seq_) : id;
   std::vector<std::string> args = {bin_dir() + "/ipfixweb-worker",
-                                   "--broker", "tcp://127.0.0.1:" + std::to_string(back_port_),
-                                   "--id", wid,
-                                   "--slots", std::to_string(opts_.slots),
-                                   "--heartbeat", std::to_string(opts_.heartbeat)};
+                                   "--broker",
+                                   "tcp://127.0.0.1:" + std::to_string(back_port_),
+                                   "--id",
+                                   wid,
+                                   "--slots",
+                                   std::to_string(opts_.slots),
+                                   "--heartbeat",
+                                   std::to_string(opts_.heartbeat)};
   args.insert(args.end(), opts_.extra_worker_args.begin(), opts_.extra_worker_args.end());
   workers_.push_back(std::make_unique<Process>("worker " + wid, args,
                                                std::map<std::string, std::string>{},
@@ -240,9 +249,12 @@ Process& Stack::start_worker(const std::string& id) {
 
 void Stack::start_api() {
   std::vector<std::string> args = {bin_dir() + "/ipfixweb-api",
-                                   "--data-dir", dir_,
-                                   "--listen", "127.0.0.1:" + std::to_string(http_port_),
-                                   "--broker", "tcp://127.0.0.1:" + std::to_string(front_port_)};
+                                   "--data-dir",
+                                   dir_,
+                                   "--listen",
+                                   "127.0.0.1:" + std::to_string(http_port_),
+                                   "--broker",
+                                   "tcp://127.0.0.1:" + std::to_string(front_port_)};
   args.insert(args.end(), opts_.extra_api_args.begin(), opts_.extra_api_args.end());
   api_ = std::make_unique<Process>("api", args, std::map<std::string, std::string>{},
                                    dir_ + "/api.log");

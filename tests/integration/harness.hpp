@@ -34,8 +34,8 @@ long long make_capture_copies(const std::string& src, const std::string& dst, in
 
 class Process {
  public:
-  Process(std::string name, std::vector<std::string> argv,
-          std::map<std::string, std::string> env, std::string log_path);
+  Process(std::string name, std::vector<std::string> argv, std::map<std::string, std::string> env,
+          std::string log_path);
   ~Process();  // SIGTERM, then SIGKILL after a while; always reaps
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;

@@ -7,8 +7,8 @@
 
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <mutex>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -34,7 +34,8 @@ std::map<std::string, std::pair<std::uintmax_t, fs::file_time_type>> snapshot(
     const std::string& dir) {
   std::map<std::string, std::pair<std::uintmax_t, fs::file_time_type>> out;
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+  for (auto it =
+           fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
        it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) break;
     if (it->is_regular_file(ec))
@@ -73,10 +74,10 @@ TEST(Api, ErrorsAreProblemJsonWithTheRightStatus) {
   for (auto& e : body["errors"]) fields.insert(e["field"]);
   EXPECT_EQ(fields, (std::set<std::string>{"pcap_files", "output_path", "DPI"}));
   // 422 bad filter, unknown analysis
-  r = c->Post("/api/v1/tasks",
-              json{{"pcap_files", {"sample.pcap"}}, {"output_path", "f.ipfix"}, {"filter", "port"}}
-                  .dump(),
-              "application/json");
+  r = c->Post(
+      "/api/v1/tasks",
+      json{{"pcap_files", {"sample.pcap"}}, {"output_path", "f.ipfix"}, {"filter", "port"}}.dump(),
+      "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 422);
   // 413 body over the limit
@@ -240,9 +241,8 @@ TEST(Api, OpenApiDescribesExactlyTheRoutesTheServerAnswers) {
        {"post /api/v1/tasks", "get /api/v1/tasks", "get /api/v1/tasks/{id}",
         "delete /api/v1/tasks/{id}", "get /api/v1/tasks/{id}/events",
         "get /api/v1/tasks/{id}/output", "get /livez", "get /readyz", "get /metrics",
-        "get /openapi.json", "post /api/export-task", "get /api/task-status/{id}",
-        "get /api/tasks", "get /api/v1/test/health",
-        "post /api/v1/test/file_exporter/export_task"})
+        "get /openapi.json", "post /api/export-task", "get /api/task-status/{id}", "get /api/tasks",
+        "get /api/v1/test/health", "post /api/v1/test/file_exporter/export_task"})
     EXPECT_TRUE(documented.count(route)) << route << " is served but not documented";
   EXPECT_EQ(documented.size(), 15u);
 }
@@ -259,11 +259,15 @@ TEST(Api, MetricsAreRouteLabelledWithoutTaskIds) {
   ASSERT_EQ(r->status, 200);
   const std::string& m = r->body;
   EXPECT_EQ(m.find(id), std::string::npos) << "task id leaked into metrics";
-  EXPECT_NE(m.find("ipfixweb_http_requests_total{method=\"GET\",route=\"/api/v1/tasks/{id}\",code=\"200\"}"),
-            std::string::npos)
+  EXPECT_NE(
+      m.find(
+          "ipfixweb_http_requests_total{method=\"GET\",route=\"/api/v1/tasks/{id}\",code=\"200\"}"),
+      std::string::npos)
       << m;
-  EXPECT_NE(m.find("ipfixweb_http_requests_total{method=\"POST\",route=\"/api/v1/tasks\",code=\"422\"} 1"),
-            std::string::npos)
+  EXPECT_NE(
+      m.find(
+          "ipfixweb_http_requests_total{method=\"POST\",route=\"/api/v1/tasks\",code=\"422\"} 1"),
+      std::string::npos)
       << m;
   EXPECT_NE(m.find("ipfixweb_api_submission_results_total{result=\"accepted\"} 1"),
             std::string::npos);
@@ -286,8 +290,8 @@ TEST(Api, BearerTokensProtectEverythingButLivez) {
   auto r = c->Get("/livez");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
-  for (const char* path : {"/readyz", "/api/v1/tasks", "/metrics", "/openapi.json",
-                           "/api/v1/test/health"}) {
+  for (const char* path :
+       {"/readyz", "/api/v1/tasks", "/metrics", "/openapi.json", "/api/v1/test/health"}) {
     r = c->Get(path);
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 401) << path;
@@ -324,24 +328,34 @@ TEST(Api, BadInputStormLeavesTheServiceHealthyAndTheDiskUntouched) {
   auto before_outside = snapshot(outside.string());
   auto before_tmp = snapshot(fs::temp_directory_path().string() + "/ipfixweb-storm-none");
   std::vector<std::pair<std::string, std::string>> bodies;  // (content type, body)
-  const std::vector<std::string> evil_paths = {
-      "../outside/secret.pcap", "/etc/passwd", "link-out/secret.pcap", "input/../../x",
-      std::string("sample.pcap\0.txt", 16), "", "....//....//etc/passwd", "%2e%2e/x",
-      outside.string() + "/secret.pcap", std::string(5000, 'a')};
+  const std::vector<std::string> evil_paths = {"../outside/secret.pcap",
+                                               "/etc/passwd",
+                                               "link-out/secret.pcap",
+                                               "input/../../x",
+                                               std::string("sample.pcap\0.txt", 16),
+                                               "",
+                                               "....//....//etc/passwd",
+                                               "%2e%2e/x",
+                                               outside.string() + "/secret.pcap",
+                                               std::string(5000, 'a')};
   for (auto& p : evil_paths) {
-    bodies.push_back({"application/json", json{{"pcap_files", {p}}, {"output_path", "ok.ipfix"}}.dump()});
-    bodies.push_back({"application/json", json{{"pcap_files", {"sample.pcap"}}, {"output_path", p}}.dump()});
+    bodies.push_back(
+        {"application/json", json{{"pcap_files", {p}}, {"output_path", "ok.ipfix"}}.dump()});
+    bodies.push_back(
+        {"application/json", json{{"pcap_files", {"sample.pcap"}}, {"output_path", p}}.dump()});
   }
   for (const char* out : {"../escape.ipfix", "/tmp/escape.ipfix", "link-out/escape.ipfix",
                           "a/../../escape.ipfix", "/", ".", "sample.pcap"})
-    bodies.push_back({"application/json", json{{"pcap_files", {"sample.pcap"}}, {"output_path", out}}.dump()});
-  for (const char* raw : {"", "{", "[]", "null", "42", "\"str\"", "{\"pcap_files\":}", "\x00\x01\x02",
-                          "{\"pcap_files\":[1,2,3],\"output_path\":{}}",
-                          "{\"pcap_files\":[[\"a\"]],\"output_path\":\"x\"}",
-                          "{\"pcap_files\":[\"sample.pcap\"],\"output_path\":\"x\",\"DPI\":1}",
-                          "{\"pcap_files\":[\"sample.pcap\"],\"output_path\":\"x\",\"priority\":1e309}",
-                          "{\"pcap_files\":[\"sample.pcap\"],\"output_path\":\"x\",\"idle_timeout\":-5}",
-                          "{\"pcap_files\":[\"sample.pcap\"],\"output_path\":\"x\",\"analysis_list\":\"tcp\"}"})
+    bodies.push_back(
+        {"application/json", json{{"pcap_files", {"sample.pcap"}}, {"output_path", out}}.dump()});
+  for (const char* raw :
+       {"", "{", "[]", "null", "42", "\"str\"", "{\"pcap_files\":}", "\x00\x01\x02",
+        "{\"pcap_files\":[1,2,3],\"output_path\":{}}",
+        "{\"pcap_files\":[[\"a\"]],\"output_path\":\"x\"}",
+        "{\"pcap_files\":[\"sample.pcap\"],\"output_path\":\"x\",\"DPI\":1}",
+        "{\"pcap_files\":[\"sample.pcap\"],\"output_path\":\"x\",\"priority\":1e309}",
+        "{\"pcap_files\":[\"sample.pcap\"],\"output_path\":\"x\",\"idle_timeout\":-5}",
+        "{\"pcap_files\":[\"sample.pcap\"],\"output_path\":\"x\",\"analysis_list\":\"tcp\"}"})
     bodies.push_back({"application/json", raw});
   std::string deep(10000, '[');
   bodies.push_back({"application/json", deep});
@@ -366,9 +380,10 @@ TEST(Api, BadInputStormLeavesTheServiceHealthyAndTheDiskUntouched) {
             accepted.push_back(json::parse(r->body)["task_id"]);
           }
         }
-        for (const char* path : {"/api/v1/tasks/../../etc/passwd", "/api/v1/tasks/%00",
-                                 "/api/v1/tasks?limit=-1&next=abc", "/api/v1/tasks?limit=999999999999",
-                                 "/api/v1/tasks/x/output", "/api/v1/tasks/x/events"}) {
+        for (const char* path :
+             {"/api/v1/tasks/../../etc/passwd", "/api/v1/tasks/%00",
+              "/api/v1/tasks?limit=-1&next=abc", "/api/v1/tasks?limit=999999999999",
+              "/api/v1/tasks/x/output", "/api/v1/tasks/x/events"}) {
           auto r = c->Get(path);
           if (r) {
             ++served;

@@ -2,10 +2,10 @@
 // SQLite, and the IPFIX file checked by decoders we did not write.
 #include <gtest/gtest.h>
 
-#include <filesystem>
-#include <sstream>
-#include <fstream>
 #include <sys/wait.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "harness.hpp"
 

@@ -29,9 +29,9 @@ namespace {
 // names it `refs` times to last longer.
 json long_task(Stack& s, int refs, const std::string& output) {
   static const std::string made = [] {
-    std::string path = (fs::temp_directory_path() /
-                        ("ipfixweb-test-big-" + std::to_string(::getpid()) + ".pcap"))
-                           .string();
+    std::string path =
+        (fs::temp_directory_path() / ("ipfixweb-test-big-" + std::to_string(::getpid()) + ".pcap"))
+            .string();
     make_capture_copies(test_data() + "/sample.pcap", path, 1000);
     static struct Cleanup {
       std::string p;
@@ -112,7 +112,8 @@ TEST(Faults, WorkerKilledMidTaskLosesNothing) {
   EXPECT_EQ(t["worker"], "w2");
   bool requeued = false;
   for (auto& e : events_of(s, victim))
-    requeued |= e["state"] == "queued" && e["reason"].get<std::string>().find("lost") != std::string::npos;
+    requeued |=
+        e["state"] == "queued" && e["reason"].get<std::string>().find("lost") != std::string::npos;
   EXPECT_TRUE(requeued) << events_of(s, victim).dump();
   EXPECT_TRUE(s.temporaries().empty()) << s.temporaries()[0];
 }
@@ -482,8 +483,8 @@ TEST(Faults, RandomisedFaultRunLosesNoAcceptedTask) {
 
 // CURVE: only clients whose public key the broker authorised can talk to it.
 TEST(Security, CurveKeysKeepStrangersOut) {
-  std::string keys = (fs::temp_directory_path() / ("ipfixweb-keys-" + std::to_string(::getpid())))
-                         .string();
+  std::string keys =
+      (fs::temp_directory_path() / ("ipfixweb-keys-" + std::to_string(::getpid()))).string();
   fs::create_directories(keys + "/authorized");
   auto keygen = [&](const std::string& prefix) {
     int st = 0;
@@ -508,8 +509,8 @@ TEST(Security, CurveKeysKeepStrangersOut) {
     ASSERT_EQ(st, 202) << body.dump();
     EXPECT_EQ(s.wait_terminal(body["task_id"])["state"], "succeeded");
     // A worker with an unknown key, and one without CURVE, never register.
-    s.extra_worker_args_for_next({"--curve-server-key", keys + "/broker.pub", "--curve-secret-key",
-                                  keys + "/stranger.key"});
+    s.extra_worker_args_for_next(
+        {"--curve-server-key", keys + "/broker.pub", "--curve-secret-key", keys + "/stranger.key"});
     s.start_worker("stranger");
     s.extra_worker_args_for_next({});
     s.start_worker("plain");

@@ -56,7 +56,7 @@ TEST_F(Paths, ChecksExistenceTypeAndReadability) {
   EXPECT_FALSE(missing.ok);
   EXPECT_NE(missing.error.find("does not exist"), std::string::npos);
   EXPECT_FALSE(paths::resolve_input({in}, "sub").ok);  // a directory
-  if (::geteuid() != 0) {  // root reads everything
+  if (::geteuid() != 0) {                              // root reads everything
     fs::permissions(base / "in" / "a.pcap", fs::perms::none);
     EXPECT_FALSE(paths::resolve_input({in}, "a.pcap").ok);
   }

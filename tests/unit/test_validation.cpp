@@ -60,8 +60,8 @@ TEST(Validation, ReportsEveryFieldProblem) {
 TEST(Validation, RejectsWrongShapes) {
   EXPECT_TRUE(has_field(errors_of(json::array()), ""));
   EXPECT_TRUE(has_field(errors_of(json("text")), ""));
-  EXPECT_TRUE(has_field(errors_of(json::parse(R"({"pcap_files": [], "output_path": "x"})")),
-                        "pcap_files"));
+  EXPECT_TRUE(
+      has_field(errors_of(json::parse(R"({"pcap_files": [], "output_path": "x"})")), "pcap_files"));
   EXPECT_TRUE(has_field(errors_of(json::parse(R"({"pcap_files": [""], "output_path": "x"})")),
                         "pcap_files[0]"));
   EXPECT_TRUE(has_field(errors_of(json::parse(R"({"pcap_files": ["a"], "output_path": ""})")),
@@ -75,8 +75,8 @@ TEST(Validation, BpfFiltersAreCompiledAtSubmission) {
   EXPECT_TRUE(parse_task_request(
       json::parse(R"({"pcap_files":["a"],"output_path":"b","filter":"tcp port 443 or udp"})"),
       errors));
-  auto errs =
-      errors_of(json::parse(R"({"pcap_files":["a"],"output_path":"b","filter":"tcp port banana"})"));
+  auto errs = errors_of(
+      json::parse(R"({"pcap_files":["a"],"output_path":"b","filter":"tcp port banana"})"));
   ASSERT_TRUE(has_field(errs, "filter"));
   for (auto& e : errs) {
     if (e.field == "filter") {

@@ -168,8 +168,8 @@ void Worker::run(const std::atomic<bool>& stop) {
     }
     if (now - last_heard_ > cfg_.heartbeat_s * cfg_.liveness) {
       // Broker silent: fresh socket, exponential backoff (1 s .. 32 s).
-      log_->warn("broker silent for {:.1f} s; reconnecting (next wait {:.0f} s)",
-                 now - last_heard_, reconnect_delay_);
+      log_->warn("broker silent for {:.1f} s; reconnecting (next wait {:.0f} s)", now - last_heard_,
+                 reconnect_delay_);
       connect();
       last_heard_ = now_mono() + reconnect_delay_ - cfg_.heartbeat_s * cfg_.liveness;
       reconnect_delay_ = std::min(reconnect_delay_ * 2, 32.0);
@@ -282,8 +282,8 @@ void Worker::run_child(const proto::Task& t, int fd) {
       if (now - last < kProgressInterval) return;
       last = now;
       double frac = p.bytes_total ? static_cast<double>(p.bytes_read) / p.bytes_total : 0.0;
-      write_all(fd, "P " + nlohmann::json{{"progress", frac}, {"packets", p.packets}}.dump() +
-                        "\n");
+      write_all(fd,
+                "P " + nlohmann::json{{"progress", frac}, {"packets", p.packets}}.dump() + "\n");
     };
     auto summary = engine_.convert(o, progress);
     report = {{"state", "succeeded"}, {"summary", summary}};
@@ -381,8 +381,8 @@ void Worker::reap(pid_t pid) {
     }
   } else {
     d.state = "failed";
-    d.error = "child exited with status " + std::to_string(WEXITSTATUS(status)) +
-              " without a result";
+    d.error =
+        "child exited with status " + std::to_string(WEXITSTATUS(status)) + " without a result";
     d.retryable = true;
   }
   if (d.state != "succeeded") {

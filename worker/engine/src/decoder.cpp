@@ -32,9 +32,12 @@ DecodeStatus decode_ether(Ctx& c, const std::uint8_t* p, std::uint32_t len);
 DecodeStatus decode_ip_by_version(Ctx& c, const std::uint8_t* p, std::uint32_t len) {
   if (len < 1) return DecodeStatus::kTruncated;
   switch (p[0] >> 4) {
-    case 4: return decode_ipv4(c, p, len);
-    case 6: return decode_ipv6(c, p, len);
-    default: return DecodeStatus::kMalformed;
+    case 4:
+      return decode_ipv4(c, p, len);
+    case 6:
+      return decode_ipv6(c, p, len);
+    default:
+      return DecodeStatus::kMalformed;
   }
 }
 
@@ -61,12 +64,17 @@ DecodeStatus decode_ethertype(Ctx& c, std::uint16_t type, const std::uint8_t* p,
                               std::uint32_t len) {
   if (++c.depth > kMaxDepth) return DecodeStatus::kUnsupported;
   switch (type) {
-    case 0x0800: return decode_ipv4(c, p, len);
-    case 0x86dd: return decode_ipv6(c, p, len);
+    case 0x0800:
+      return decode_ipv4(c, p, len);
+    case 0x86dd:
+      return decode_ipv6(c, p, len);
     case 0x8847:
-    case 0x8848: return decode_mpls(c, p, len);
-    case 0x6558: return decode_ether(c, p, len);
-    case 0x880b: return decode_ppp(c, p, len);
+    case 0x8848:
+      return decode_mpls(c, p, len);
+    case 0x6558:
+      return decode_ether(c, p, len);
+    case 0x880b:
+      return decode_ppp(c, p, len);
     case 0x8903:  // Cisco FabricPath: FTAG/TTL, then the original Ethernet frame
       if (len < 2) return DecodeStatus::kTruncated;
       return decode_ether(c, p + 2, len - 2);
@@ -74,7 +82,8 @@ DecodeStatus decode_ethertype(Ctx& c, std::uint16_t type, const std::uint8_t* p,
       if (len < 8) return DecodeStatus::kTruncated;
       c.out.tunnels |= kTunnelMplsOrPppoe;
       return decode_ppp(c, p + 6, len - 6);
-    default: return DecodeStatus::kNonIp;
+    default:
+      return DecodeStatus::kNonIp;
   }
 }
 
@@ -101,10 +110,14 @@ DecodeStatus decode_ppp(Ctx& c, const std::uint8_t* p, std::uint32_t len) {
     len -= 2;
   }
   switch (proto) {
-    case 0x0021: return decode_ipv4(c, p, len);
-    case 0x0057: return decode_ipv6(c, p, len);
-    case 0x0281: return decode_mpls(c, p, len);
-    default: return DecodeStatus::kNonIp;
+    case 0x0021:
+      return decode_ipv4(c, p, len);
+    case 0x0057:
+      return decode_ipv6(c, p, len);
+    case 0x0281:
+      return decode_mpls(c, p, len);
+    default:
+      return DecodeStatus::kNonIp;
   }
 }
 
@@ -210,7 +223,8 @@ DecodeStatus decode_l4(Ctx& c, std::uint8_t proto, const std::uint8_t* p, std::u
       } else if (o.key.dport == 6081 && blen >= 8) {  // Geneve
         const std::uint32_t h = 8 + (b[0] & 0x3f) * 4u;
         if (blen > h) {
-          try_inner(c, kTunnelVxlan, [&] { return decode_ethertype(c, rd16(b + 2), b + h, blen - h); });
+          try_inner(c, kTunnelVxlan,
+                    [&] { return decode_ethertype(c, rd16(b + 2), b + h, blen - h); });
         }
       } else if (c.opts.decapsulate_teredo && (o.key.sport == 3544 || o.key.dport == 3544)) {
         const std::uint8_t* t = b;
@@ -231,8 +245,8 @@ DecodeStatus decode_l4(Ctx& c, std::uint8_t proto, const std::uint8_t* p, std::u
       }
       return DecodeStatus::kOk;
     }
-    case 1:    // ICMP
-    case 58:   // ICMPv6
+    case 1:   // ICMP
+    case 58:  // ICMPv6
       if (len >= 2) o.icmp_type_code = rd16(p);
       return DecodeStatus::kOk;
     case 4:  // IPv4 in IP
@@ -301,8 +315,17 @@ DecodeStatus decode_ipv4(Ctx& c, const std::uint8_t* p, std::uint32_t len) {
 
 bool ipv6_ext_header(std::uint8_t nh) {
   switch (nh) {
-    case 0: case 43: case 60: case 135: case 139: case 140: case 253: case 254: return true;
-    default: return false;
+    case 0:
+    case 43:
+    case 60:
+    case 135:
+    case 139:
+    case 140:
+    case 253:
+    case 254:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -367,9 +390,20 @@ DecodeStatus decode_ipv6(Ctx& c, const std::uint8_t* p, std::uint32_t len) {
 
 bool link_type_supported(int dlt) {
   switch (dlt) {
-    case kDltNull: case kDltEthernet: case kDltPpp: case 50: case 51: case kDltRaw:
-    case kDltRawOpenBsd: case kDltLinkTypeRaw: case kDltCiscoHdlc: case kDltLoop:
-    case kDltLinuxSll: case kDltIpv4: case kDltIpv6: case kDltLinuxSll2:
+    case kDltNull:
+    case kDltEthernet:
+    case kDltPpp:
+    case 50:
+    case 51:
+    case kDltRaw:
+    case kDltRawOpenBsd:
+    case kDltLinkTypeRaw:
+    case kDltCiscoHdlc:
+    case kDltLoop:
+    case kDltLinuxSll:
+    case kDltIpv4:
+    case kDltIpv6:
+    case kDltLinuxSll2:
       return true;
     default:
       return false;
@@ -378,11 +412,16 @@ bool link_type_supported(int dlt) {
 
 const char* decode_status_name(DecodeStatus s) {
   switch (s) {
-    case DecodeStatus::kOk: return "ok";
-    case DecodeStatus::kNonIp: return "non_ip";
-    case DecodeStatus::kTruncated: return "truncated";
-    case DecodeStatus::kMalformed: return "malformed";
-    case DecodeStatus::kUnsupported: return "unsupported";
+    case DecodeStatus::kOk:
+      return "ok";
+    case DecodeStatus::kNonIp:
+      return "non_ip";
+    case DecodeStatus::kTruncated:
+      return "truncated";
+    case DecodeStatus::kMalformed:
+      return "malformed";
+    case DecodeStatus::kUnsupported:
+      return "unsupported";
   }
   return "unknown";
 }

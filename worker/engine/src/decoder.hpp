@@ -92,7 +92,8 @@ struct DecodeOptions {
 // total length exceeds what was on the wire is kMalformed, one cut by the snaplen is metered
 // with its header's length.
 DecodeStatus decode_packet(int dlt, const std::uint8_t* data, std::uint32_t caplen,
-                           const DecodeOptions& opts, DecodedPacket& out, std::uint32_t wirelen = 0);
+                           const DecodeOptions& opts, DecodedPacket& out,
+                           std::uint32_t wirelen = 0);
 
 std::string format_address(const std::array<std::uint8_t, 16>& a, std::uint8_t ip_version);
 

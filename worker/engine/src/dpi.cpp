@@ -117,12 +117,16 @@ std::string Dpi::ja3c_hex(const Flow& f) {
 std::uint8_t Dpi::server_kind(const Flow& f) {
   for (const std::uint16_t id : {f.master_proto, f.app_proto}) {
     switch (id) {
-      case NDPI_PROTOCOL_HTTP: return 1;
+      case NDPI_PROTOCOL_HTTP:
+        return 1;
       case NDPI_PROTOCOL_TLS:
       case NDPI_PROTOCOL_QUIC:
-      case NDPI_PROTOCOL_DTLS: return 2;
-      case NDPI_PROTOCOL_DNS: return 3;
-      default: break;
+      case NDPI_PROTOCOL_DTLS:
+        return 2;
+      case NDPI_PROTOCOL_DNS:
+        return 3;
+      default:
+        break;
     }
   }
   return 0;

@@ -50,7 +50,9 @@ class Dpi {
   void finish(Flow& f);
   // nDPI's display name: "TLS.YouTube", "DNS", "Unknown" (ndpi_protocol2name).
   const std::string& name(std::uint16_t master, std::uint16_t app);
-  static std::uint16_t label_id(const Flow& f) { return f.app_proto ? f.app_proto : f.master_proto; }
+  static std::uint16_t label_id(const Flow& f) {
+    return f.app_proto ? f.app_proto : f.master_proto;
+  }
   // Which metadata field the server name belongs to: 0 other, 1 HTTP host, 2 TLS/QUIC SNI, 3 DNS.
   static std::uint8_t server_kind(const Flow& f);
   // JA3 client hash as 32 lower-case hex digits ("" when nDPI gave none).

@@ -196,8 +196,7 @@ nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
     prog.bytes_read = prog.bytes_total;
     progress(prog);
   }
-  summary.elapsed_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  summary.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   nlohmann::json j = summary.to_json();
   j["output"] = opts.output;
   j["dpi"] = opts.dpi;

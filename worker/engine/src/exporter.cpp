@@ -60,7 +60,8 @@ struct IpfixRecord {
 };
 static_assert(sizeof(IpfixRecord) == 7 * sizeof(fbVarfield_t) + 48 + 32 + 8 + 18 + 6);
 
-#define IE(name, len, flags) {const_cast<char*>(name), len, flags}
+#define IE(name, len, flags) \
+  { const_cast<char*>(name), len, flags }
 fbInfoElementSpec_t kSpec[] = {
     IE("applicationId", FB_IE_VARLEN, kFDpi),
     IE("applicationName", FB_IE_VARLEN, kFDpi),
@@ -146,8 +147,8 @@ struct IpfixExporter::Impl {
   std::uint32_t last_export_time = 0;
   bool error = false;
   bool udp = false;
-  std::uint64_t pending = 0;         // records appended since the last emitted message
-  std::uint64_t last_flush_ms = 0;   // packet time of the last flush
+  std::uint64_t pending = 0;        // records appended since the last emitted message
+  std::uint64_t last_flush_ms = 0;  // packet time of the last flush
   std::uint64_t last_templates_ms = 0;
   std::chrono::steady_clock::time_point last_templates_wall{};
 };
@@ -181,8 +182,8 @@ IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique
     if (!fbTemplateAppendSpecArray(t.get(), kSpec, flags, &err)) {
       throw EngineError("IPFIX template setup failed: " + take_error(err));
     }
-    const std::uint16_t id = fbSessionAddTemplate(m.session.get(), internal ? TRUE : FALSE, tid,
-                                                  t.get(), &err);
+    const std::uint16_t id =
+        fbSessionAddTemplate(m.session.get(), internal ? TRUE : FALSE, tid, t.get(), &err);
     if (id == 0) throw EngineError("IPFIX template setup failed: " + take_error(err));
     t.release();  // the session owns it now
     return id;
@@ -205,7 +206,8 @@ IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique
     std::string port;
     if (!hostport.empty() && hostport[0] == '[') {
       const auto close = hostport.find(']');
-      if (close == std::string::npos || close + 1 >= hostport.size() || hostport[close + 1] != ':') {
+      if (close == std::string::npos || close + 1 >= hostport.size() ||
+          hostport[close + 1] != ':') {
         throw EngineError("bad collector address '" + cfg.output + "' (want tcp://HOST:PORT)");
       }
       host = hostport.substr(1, close - 1);
@@ -291,7 +293,8 @@ unsigned IpfixExporter::write(const Flow& f, EndReason reason, const FlowLabel& 
     set_var(r.applicationName, label.name);
     set_var(r.flowServerName, label.server);
     if (label.server && label.server_kind == FlowLabel::kHttp) set_var(r.httpHost, label.server);
-    if (label.server && label.server_kind == FlowLabel::kTls) set_var(r.sslServerName, label.server);
+    if (label.server && label.server_kind == FlowLabel::kTls)
+      set_var(r.sslServerName, label.server);
     if (label.server && label.server_kind == FlowLabel::kDns) set_var(r.dnsQuery, label.server);
     set_var(r.ja3cHash, label.ja3c);
   }
@@ -308,9 +311,8 @@ unsigned IpfixExporter::write(const Flow& f, EndReason reason, const FlowLabel& 
     } else {
       r.sourceIPv4Address = (std::uint32_t{k.src[0]} << 24) | (std::uint32_t{k.src[1]} << 16) |
                             (std::uint32_t{k.src[2]} << 8) | k.src[3];
-      r.destinationIPv4Address = (std::uint32_t{k.dst[0]} << 24) |
-                                 (std::uint32_t{k.dst[1]} << 16) | (std::uint32_t{k.dst[2]} << 8) |
-                                 k.dst[3];
+      r.destinationIPv4Address = (std::uint32_t{k.dst[0]} << 24) | (std::uint32_t{k.dst[1]} << 16) |
+                                 (std::uint32_t{k.dst[2]} << 8) | k.dst[3];
     }
     r.sourceTransportPort = k.sport;
     r.destinationTransportPort = k.dport;
@@ -389,8 +391,9 @@ void IpfixExporter::tick(std::uint64_t now_ms) {
   m.pending = 0;
   m.last_flush_ms = now_ms;
   const auto wall = std::chrono::steady_clock::now();
-  if (m.udp && (now_ms >= m.last_templates_ms + kTemplateRefreshMs ||
-                wall - m.last_templates_wall >= std::chrono::milliseconds(kTemplateRefreshWallMs))) {
+  if (m.udp &&
+      (now_ms >= m.last_templates_ms + kTemplateRefreshMs ||
+       wall - m.last_templates_wall >= std::chrono::milliseconds(kTemplateRefreshWallMs))) {
     // RFC 7011 section 8.4: over UDP, templates are resent periodically. They go in a message of
     // their own, before the next data.
     if (!fbSessionExportTemplates(fBufGetSession(m.fbuf.get()), &err)) fail("templates");
@@ -422,12 +425,11 @@ void IpfixExporter::commit() {
   m.fbuf.reset();
   FILE* fp = m.file.get();
   if (std::fflush(fp) != 0 || std::ferror(fp) || ::fsync(fileno(fp)) != 0) {
-    throw EngineError("error writing IPFIX output '" + m.cfg.output + "': " +
-                      std::strerror(errno ? errno : EIO));
+    throw EngineError("error writing IPFIX output '" + m.cfg.output +
+                      "': " + std::strerror(errno ? errno : EIO));
   }
   if (std::fclose(m.file.release()) != 0) {
-    throw EngineError("error writing IPFIX output '" + m.cfg.output + "': " +
-                      std::strerror(errno));
+    throw EngineError("error writing IPFIX output '" + m.cfg.output + "': " + std::strerror(errno));
   }
   if (std::rename(m.tmp_path.c_str(), m.cfg.output.c_str()) != 0) {
     throw EngineError("cannot rename output into '" + m.cfg.output + "': " + std::strerror(errno));

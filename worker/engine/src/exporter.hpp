@@ -26,8 +26,8 @@ struct ExporterConfig {
 };
 
 struct FlowLabel {
-  const std::string* name = nullptr;  // applicationName; null when DPI is off
-  std::uint16_t id = 0;               // nDPI protocol id for applicationId
+  const std::string* name = nullptr;    // applicationName; null when DPI is off
+  std::uint16_t id = 0;                 // nDPI protocol id for applicationId
   const std::string* server = nullptr;  // TLS SNI / HTTP host / DNS query, may be empty
   enum ServerKind : std::uint8_t { kOther, kHttp, kTls, kDns } server_kind = kOther;
   const std::string* ja3c = nullptr;  // JA3 client hash (32 hex digits), TLS/QUIC/DTLS only

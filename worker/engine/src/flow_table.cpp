@@ -106,8 +106,14 @@ void FlowTable::index_erase(std::uint32_t idx) {
 
 void FlowTable::lru_unlink(std::uint32_t idx) {
   Flow& f = pool_[idx];
-  if (f.lru_prev) pool_[f.lru_prev - 1].lru_next = f.lru_next; else lru_head_ = f.lru_next;
-  if (f.lru_next) pool_[f.lru_next - 1].lru_prev = f.lru_prev; else lru_tail_ = f.lru_prev;
+  if (f.lru_prev)
+    pool_[f.lru_prev - 1].lru_next = f.lru_next;
+  else
+    lru_head_ = f.lru_next;
+  if (f.lru_next)
+    pool_[f.lru_next - 1].lru_prev = f.lru_prev;
+  else
+    lru_tail_ = f.lru_prev;
   f.lru_prev = f.lru_next = 0;
 }
 
@@ -115,7 +121,10 @@ void FlowTable::lru_push_back(std::uint32_t idx) {
   Flow& f = pool_[idx];
   f.lru_prev = lru_tail_;
   f.lru_next = 0;
-  if (lru_tail_) pool_[lru_tail_ - 1].lru_next = idx + 1; else lru_head_ = idx + 1;
+  if (lru_tail_)
+    pool_[lru_tail_ - 1].lru_next = idx + 1;
+  else
+    lru_head_ = idx + 1;
   lru_tail_ = idx + 1;
 }
 
@@ -256,7 +265,8 @@ FragmentTracker::Key FragmentTracker::make_key(const DecodedPacket& p) {
 }
 
 std::size_t FragmentTracker::KeyHash::operator()(const Key& k) const noexcept {
-  return static_cast<std::size_t>(FlowTable::hash_key(k.flow) ^ (std::uint64_t{k.id} * 0x9e3779b97f4a7c15ULL));
+  return static_cast<std::size_t>(FlowTable::hash_key(k.flow) ^
+                                  (std::uint64_t{k.id} * 0x9e3779b97f4a7c15ULL));
 }
 
 void FragmentTracker::remember(const DecodedPacket& p, std::uint64_t ts_ms) {

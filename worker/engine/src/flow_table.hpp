@@ -62,7 +62,7 @@ struct Flow {
   bool dpi_done = false;
   std::uint16_t master_proto = 0;
   std::uint16_t app_proto = 0;
-  std::string host;  // SNI / HTTP Host / DNS query as nDPI reports it
+  std::string host;                     // SNI / HTTP Host / DNS query as nDPI reports it
   std::array<std::uint8_t, 16> ja3c{};  // JA3 client MD5 (TLS/QUIC/DTLS), all zero when none
   bool has_ja3c = false;
 

@@ -21,16 +21,26 @@ std::string lower(std::string s) {
 
 std::string protocol_name(std::uint8_t p) {
   switch (p) {
-    case 1: return "ICMP";
-    case 6: return "TCP";
-    case 17: return "UDP";
-    case 58: return "ICMPv6";
-    case 47: return "GRE";
-    case 132: return "SCTP";
-    case 2: return "IGMP";
-    case 50: return "ESP";
-    case 89: return "OSPF";
-    default: return "IP-" + std::to_string(p);
+    case 1:
+      return "ICMP";
+    case 6:
+      return "TCP";
+    case 17:
+      return "UDP";
+    case 58:
+      return "ICMPv6";
+    case 47:
+      return "GRE";
+    case 132:
+      return "SCTP";
+    case 2:
+      return "IGMP";
+    case 50:
+      return "ESP";
+    case 89:
+      return "OSPF";
+    default:
+      return "IP-" + std::to_string(p);
   }
 }
 
@@ -96,7 +106,8 @@ constexpr std::uint8_t kUdp = 17;
 
 }  // namespace
 
-bool analysis_family_match(const std::string& family, const FlowKey& key, const std::string* label) {
+bool analysis_family_match(const std::string& family, const FlowKey& key,
+                           const std::string* label) {
   if (family == "tcp") return key.proto == kTcp;
   if (family == "udp") return key.proto == kUdp;
   if (family == "icmp") return key.proto == 1 || key.proto == 58;
@@ -135,8 +146,9 @@ Summary::Summary(std::vector<std::string> analysis_families, bool dpi) : dpi_(dp
   if (!dpi_) {
     for (const auto& f : families_) {
       if (f != "tcp" && f != "udp" && f != "icmp" && f != "other") {
-        warn("DPI is off: analysis families dns/tls/http/quic are matched by well-known ports "
-             "(dns 53; tls TCP 443,465,853,993,995,8443; http TCP 80,8000,8080; quic UDP 443)");
+        warn(
+            "DPI is off: analysis families dns/tls/http/quic are matched by well-known ports "
+            "(dns 53; tls TCP 443,465,853,993,995,8443; http TCP 80,8000,8080; quic UDP 443)");
         break;
       }
     }
@@ -208,7 +220,8 @@ nlohmann::json Summary::to_json() const {
   json nm = json::object();
   std::uint64_t nm_total = 0;
   for (int i = 1; i < kDecodeStatusCount; ++i) {
-    nm[decode_status_name(static_cast<DecodeStatus>(i))] = not_metered_[static_cast<std::size_t>(i)];
+    nm[decode_status_name(static_cast<DecodeStatus>(i))] =
+        not_metered_[static_cast<std::size_t>(i)];
     nm_total += not_metered_[static_cast<std::size_t>(i)];
   }
   nm["total"] = nm_total;
@@ -217,8 +230,10 @@ nlohmann::json Summary::to_json() const {
   j["tunnelled_packets"] = tunnelled_packets;
   j["out_of_order_packets"] = out_of_order_packets;
   j["peak_flows"] = peak_flows;
-  j["flow_end_reasons"] = {{"idle_timeout", reasons_[1]},     {"active_timeout", reasons_[2]},
-                           {"end_of_flow", reasons_[3]},      {"end_of_input", reasons_[4]},
+  j["flow_end_reasons"] = {{"idle_timeout", reasons_[1]},
+                           {"active_timeout", reasons_[2]},
+                           {"end_of_flow", reasons_[3]},
+                           {"end_of_input", reasons_[4]},
                            {"lack_of_resources", reasons_[5]}};
   json protos = json::object();
   for (const auto& [p, c] : protocols_) protos[protocol_name(p)] = counter_json(c);

@@ -85,7 +85,7 @@ class Summary {
   std::map<std::uint8_t, Counter> protocols_;
   std::unordered_map<std::string, Counter> apps_;
   std::vector<std::string> families_;  // lower case, duplicates dropped, in request order
-  std::vector<Family> family_stats_;    // parallel to families_
+  std::vector<Family> family_stats_;   // parallel to families_
   bool dpi_ = true;
   std::vector<std::string> warnings_;
 };

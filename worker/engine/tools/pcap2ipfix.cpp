@@ -5,8 +5,8 @@
 #include <fstream>
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "ipfixweb/engine/engine.hpp"
 
@@ -28,7 +28,8 @@ int main(int argc, char** argv) {
   bool uniflow = false;
   bool no_decap = false;
 
-  CLI::App app{"Convert pcap/pcapng captures into IPFIX (RFC 7011/5655) flow records labelled by nDPI"};
+  CLI::App app{
+      "Convert pcap/pcapng captures into IPFIX (RFC 7011/5655) flow records labelled by nDPI"};
   app.add_option("inputs", opts.inputs, "capture files (read as one stream in timestamp order)")
       ->required();
   app.add_option("-o,--output", opts.output, "IPFIX file, or tcp://HOST:PORT / udp://HOST:PORT")
@@ -44,9 +45,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--observation-domain", opts.observation_domain, "IPFIX observation domain id")
       ->capture_default_str();
-  app.add_option("--analysis", opts.analysis, "label families to break down in the summary (dns, tls, ...)");
-  app.add_flag("--no-decap", no_decap, "meter tunnels (GRE, VXLAN, IP-in-IP, Teredo) as outer flows");
-  app.add_option("--summary-json", summary_path, "write the run summary as JSON to FILE ('-' = stdout)");
+  app.add_option("--analysis", opts.analysis,
+                 "label families to break down in the summary (dns, tls, ...)");
+  app.add_flag("--no-decap", no_decap,
+               "meter tunnels (GRE, VXLAN, IP-in-IP, Teredo) as outer flows");
+  app.add_option("--summary-json", summary_path,
+                 "write the run summary as JSON to FILE ('-' = stdout)");
   app.add_flag("-q,--quiet", quiet, "no log output");
   app.add_flag("--progress", show_progress, "print progress to stderr");
 

@@ -2,14 +2,16 @@
 //
 //   pcap_floor FILE...            the floor: a bare libpcap read loop (pcap_next_ex, touching each
 //                                 frame's first byte), prints packets, captured bytes, seconds
-//   pcap_floor --synth OUT N      writes a classic pcap with N single-packet UDP/IPv4 flows (distinct
+//   pcap_floor --synth OUT N      writes a classic pcap with N single-packet UDP/IPv4 flows
+//   (distinct
 //                                 5-tuples, 1 us apart) to measure flow-table memory per flow
 //   pcap_floor --copies IN OUT N SHIFT
-//                                 writes N copies of the classic-pcap Ethernet capture IN one after the
-//                                 other, copy i shifted by i*SHIFT seconds and with the last byte of the
-//                                 outer IPv4/IPv6 source and destination addresses XORed with i (IPv4
-//                                 header checksum fixed), so every copy has its own flows (tools that do
-//                                 not expire flows by packet time would otherwise merge the copies)
+//                                 writes N copies of the classic-pcap Ethernet capture IN one after
+//                                 the other, copy i shifted by i*SHIFT seconds and with the last
+//                                 byte of the outer IPv4/IPv6 source and destination addresses
+//                                 XORed with i (IPv4 header checksum fixed), so every copy has its
+//                                 own flows (tools that do not expire flows by packet time would
+//                                 otherwise merge the copies)
 #include <pcap/pcap.h>
 
 #include <chrono>
@@ -88,7 +90,8 @@ int synth(const char* out, unsigned long n) {
     put16(udp + 2, 5001);
     const std::uint64_t t = t0 + i;
     const std::uint32_t rh[4] = {static_cast<std::uint32_t>(t / 1'000'000),
-                                 static_cast<std::uint32_t>(t % 1'000'000), sizeof frame, sizeof frame};
+                                 static_cast<std::uint32_t>(t % 1'000'000), sizeof frame,
+                                 sizeof frame};
     std::fwrite(rh, 4, 4, f);
     std::fwrite(frame, 1, sizeof frame, f);
   }
@@ -104,7 +107,8 @@ int copies(const char* in, const char* out, unsigned n, std::uint32_t shift) {
   std::vector<std::uint8_t> buf;
   std::uint8_t chunk[1 << 16];
   std::size_t got;
-  while ((got = std::fread(chunk, 1, sizeof chunk, f)) > 0) buf.insert(buf.end(), chunk, chunk + got);
+  while ((got = std::fread(chunk, 1, sizeof chunk, f)) > 0)
+    buf.insert(buf.end(), chunk, chunk + got);
   std::fclose(f);
   std::uint32_t magic = 0;
   if (buf.size() >= 24) std::memcpy(&magic, buf.data(), 4);
@@ -132,7 +136,8 @@ int copies(const char* in, const char* out, unsigned n, std::uint32_t shift) {
                  buf.begin() + static_cast<std::ptrdiff_t>(pos + 16 + caplen));
       pos += 16 + caplen;
       hdr[0] += c * shift;
-      if (x && link == 1 && caplen >= 14) {  // Ethernet: skip VLAN tags, rewrite the outer IP header
+      if (x && link == 1 &&
+          caplen >= 14) {  // Ethernet: skip VLAN tags, rewrite the outer IP header
         std::size_t off = 12;
         std::uint16_t et = static_cast<std::uint16_t>(rec[off] << 8 | rec[off + 1]);
         while ((et == 0x8100 || et == 0x88a8) && off + 6 <= caplen) {
@@ -148,7 +153,8 @@ int copies(const char* in, const char* out, unsigned n, std::uint32_t shift) {
           if (ihl >= 20 && off + ihl <= caplen) {
             ip[10] = ip[11] = 0;
             std::uint32_t sum = 0;
-            for (unsigned i = 0; i < ihl; i += 2) sum += static_cast<std::uint32_t>(ip[i] << 8 | ip[i + 1]);
+            for (unsigned i = 0; i < ihl; i += 2)
+              sum += static_cast<std::uint32_t>(ip[i] << 8 | ip[i + 1]);
             while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
             put16(ip + 10, ~sum & 0xffff);
           }

@@ -13,9 +13,8 @@ namespace ipfixweb::api {
 
 class Metrics {
  public:
-  static constexpr std::array<double, 13> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                       0.025,  0.05,  0.1,    0.25,  0.5,
-                                                       1,      2.5,   5};
+  static constexpr std::array<double, 13> kBuckets = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
   static constexpr std::array<int, 12> kCodes = {200, 202, 400, 401, 404, 409,
                                                  413, 415, 422, 500, 503, 0 /* other */};
 
@@ -24,8 +23,8 @@ class Metrics {
   void observe(int route, int status, double seconds);
 
   // Task submissions as the api saw them.
-  std::atomic<std::uint64_t> submitted{0}, accepted{0}, refused_capacity{0},
-      refused_unavailable{0}, invalid{0};
+  std::atomic<std::uint64_t> submitted{0}, accepted{0}, refused_capacity{0}, refused_unavailable{0},
+      invalid{0};
 
   // Prometheus text exposition of the request metrics and the counters above.
   std::string render() const;

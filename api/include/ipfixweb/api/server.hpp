@@ -21,10 +21,10 @@ struct Config {
   int threads = 64;  // each keep-alive connection holds one while open
   double broker_timeout_s = 2.0;
   std::size_t max_body = 1u << 20;
-  std::vector<std::string> tokens;            // bearer tokens; empty: no auth
-  std::string sample_pcap = "sample.pcap";    // for the compatibility test route
-  std::string curve_server_key;               // CURVE: broker's public key file
-  std::string curve_secret_key;               // CURVE: the api's secret key file
+  std::vector<std::string> tokens;          // bearer tokens; empty: no auth
+  std::string sample_pcap = "sample.pcap";  // for the compatibility test route
+  std::string curve_server_key;             // CURVE: broker's public key file
+  std::string curve_secret_key;             // CURVE: the api's secret key file
 };
 
 class Server {

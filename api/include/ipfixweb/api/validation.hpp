@@ -12,7 +12,7 @@
 namespace ipfixweb::api {
 
 struct FieldError {
-  std::string field;    // JSON pointer-ish: "pcap_files[0]", "DPI"
+  std::string field;  // JSON pointer-ish: "pcap_files[0]", "DPI"
   std::string message;
 };
 

@@ -26,16 +26,16 @@ struct Config {
   std::string backend = "tcp://127.0.0.1:5562";   // workers (ROUTER bind)
   std::string db_path = "var/ipfixweb.db";
   std::string synchronous = "FULL";
-  std::uint32_t max_queue = 64;   // tasks waiting beyond granted credit
+  std::uint32_t max_queue = 64;  // tasks waiting beyond granted credit
   double heartbeat_s = 1.0;
-  int liveness = 3;               // missed heartbeats before a worker is dead
-  int max_attempts = 3;           // dispatches per task before it fails
-  double task_timeout_s = 0;      // passed to workers; 0 = none
-  double orphan_grace_s = 0;      // after a restart, wait this long for workers to claim
-                                  // running tasks (0: heartbeat * liveness * 2)
-  std::string task_log_dir;       // successful_tasks.jsonl / failed_tasks.jsonl; "" = none
-  std::string curve_secret_key;   // CURVE: the broker's secret key file ("" = plain TCP)
-  std::string curve_authorized;   // CURVE: authorised client public keys (file or dir of *.pub)
+  int liveness = 3;              // missed heartbeats before a worker is dead
+  int max_attempts = 3;          // dispatches per task before it fails
+  double task_timeout_s = 0;     // passed to workers; 0 = none
+  double orphan_grace_s = 0;     // after a restart, wait this long for workers to claim
+                                 // running tasks (0: heartbeat * liveness * 2)
+  std::string task_log_dir;      // successful_tasks.jsonl / failed_tasks.jsonl; "" = none
+  std::string curve_secret_key;  // CURVE: the broker's secret key file ("" = plain TCP)
+  std::string curve_authorized;  // CURVE: authorised client public keys (file or dir of *.pub)
 };
 
 class Broker {
@@ -55,8 +55,8 @@ class Broker {
   };
   struct Running {
     Pending task;
-    std::string worker;        // routing id; empty while orphaned after a restart
-    double since = 0;          // monotonic
+    std::string worker;  // routing id; empty while orphaned after a restart
+    double since = 0;    // monotonic
     double orphan_deadline = 0;
     bool cancel_requested = false;
   };
@@ -81,8 +81,7 @@ class Broker {
   void recover();
   void iteration(const std::atomic<bool>& stop);
   void handle_frontend(const std::string& identity, const proto::Envelope& env,
-                       std::vector<proto::Submit>& submits,
-                       std::vector<std::string>& submit_ids);
+                       std::vector<proto::Submit>& submits, std::vector<std::string>& submit_ids);
   void handle_backend(const std::string& identity, const proto::Envelope& env);
   void process_submits(std::vector<proto::Submit>& submits,
                        const std::vector<std::string>& identities);

@@ -15,8 +15,7 @@ struct LogOptions {
 };
 
 // Creates (or replaces) the named logger, makes it the default, and returns it.
-std::shared_ptr<spdlog::logger> setup_logging(const std::string& component,
-                                              const LogOptions& opts);
+std::shared_ptr<spdlog::logger> setup_logging(const std::string& component, const LogOptions& opts);
 
 // The component's logger; falls back to the default logger if not set up.
 std::shared_ptr<spdlog::logger> logger(const std::string& component);

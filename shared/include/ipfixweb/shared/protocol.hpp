@@ -68,10 +68,10 @@ struct SubmitReply {
   bool accepted = false;
   std::string task_id;
   std::string state;
-  bool existing = false;      // idempotency key matched an existing task
-  std::string code;           // when refused: "capacity", "conflict", "internal"
-  std::string reason;         // human-readable
-  double retry_after = 0;     // seconds, when code == "capacity"
+  bool existing = false;   // idempotency key matched an existing task
+  std::string code;        // when refused: "capacity", "conflict", "internal"
+  std::string reason;      // human-readable
+  double retry_after = 0;  // seconds, when code == "capacity"
   MSGPACK_DEFINE_MAP(req_id, accepted, task_id, state, existing, code, reason, retry_after)
 };
 
@@ -84,7 +84,7 @@ struct Pong {
   std::uint64_t req_id = 0;
   std::uint32_t workers = 0;
   std::uint32_t slots = 0;
-  std::uint32_t credit = 0;    // free slots
+  std::uint32_t credit = 0;  // free slots
   std::uint32_t running = 0;
   std::uint32_t queued = 0;
   std::uint32_t max_queue = 0;
@@ -99,7 +99,7 @@ struct Pong {
 };
 
 inline constexpr double kDurationBuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                              1,     2.5,  5,     10,   30,   60,  300};
+                                              1,     2.5,  5,     10,   30,  60,   300};
 
 struct Cancel {
   std::uint64_t req_id = 0;

@@ -8,9 +8,12 @@
 namespace ipfixweb::proto {
 
 inline nlohmann::json spec_to_json(const TaskSpec& s) {
-  return {{"inputs", s.inputs},         {"output", s.output},
-          {"dpi", s.dpi},               {"analysis", s.analysis},
-          {"idle_timeout", s.idle_timeout}, {"active_timeout", s.active_timeout},
+  return {{"inputs", s.inputs},
+          {"output", s.output},
+          {"dpi", s.dpi},
+          {"analysis", s.analysis},
+          {"idle_timeout", s.idle_timeout},
+          {"active_timeout", s.active_timeout},
           {"filter", s.filter}};
 }
 

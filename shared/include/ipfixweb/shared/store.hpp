@@ -51,11 +51,11 @@ struct TaskEvent {
 };
 
 struct TaskFilter {
-  std::string state;           // exact state, empty: any
-  std::string created_after;   // ISO time, exclusive
-  std::string created_before;  // ISO time, exclusive
-  std::string input;           // substring of an input file name
-  std::int64_t before_seq = 0; // cursor: only tasks with seq < this (0: none)
+  std::string state;            // exact state, empty: any
+  std::string created_after;    // ISO time, exclusive
+  std::string created_before;   // ISO time, exclusive
+  std::string input;            // substring of an input file name
+  std::int64_t before_seq = 0;  // cursor: only tasks with seq < this (0: none)
   int limit = 50;
 };
 

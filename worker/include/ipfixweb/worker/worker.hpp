@@ -23,11 +23,11 @@ namespace ipfixweb::worker {
 
 struct Config {
   std::string broker = "tcp://127.0.0.1:5562";
-  std::string worker_id;        // stable id; default host-pid
-  std::uint32_t slots = 0;      // concurrent tasks; 0 = number of CPUs
+  std::string worker_id;    // stable id; default host-pid
+  std::uint32_t slots = 0;  // concurrent tasks; 0 = number of CPUs
   double heartbeat_s = 1.0;
   int liveness = 3;
-  double grace_s = 10;          // SIGTERM: let running tasks finish this long
+  double grace_s = 10;                // SIGTERM: let running tasks finish this long
   std::uint64_t memory_limit_mb = 0;  // per task child (RLIMIT_AS); 0 = none
   std::uint64_t cpu_limit_s = 0;      // per task child (RLIMIT_CPU); 0 = none
   std::string curve_server_key;       // CURVE: broker's public key file ("" = plain TCP)

@@ -21,10 +21,10 @@ struct Options {
   double idle_timeout_s = 300;
   double active_timeout_s = 1800;
   std::string bpf_filter;
-  bool biflow = true;               // false: one record per direction (--uniflow)
-  std::size_t max_flows = 1u << 20; // memory bound of the flow table
+  bool biflow = true;                // false: one record per direction (--uniflow)
+  std::size_t max_flows = 1u << 20;  // memory bound of the flow table
   std::uint32_t observation_domain = 1;
-  std::vector<std::string> analysis; // protocol families broken down in the summary
+  std::vector<std::string> analysis;  // protocol families broken down in the summary
   // Added by the engine: meter the inner packet of IP-in-IP, 6in4, GRE, ERSPAN, VXLAN, Geneve
   // and Teredo (as ndpiReader does for IP-in-IP/Teredo) instead of the outer one.
   bool decapsulate_tunnels = true;
