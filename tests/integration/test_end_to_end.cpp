@@ -2,6 +2,7 @@
 // SQLite, and the IPFIX file checked by decoders we did not write.
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <filesystem>
 #include <fstream>
@@ -191,4 +192,44 @@ TEST(EndToEnd, ASecondApiOnTheSamePortFailsInsteadOfSharingIt) {
   ASSERT_TRUE(status) << "second api kept running on a port already in use";
   EXPECT_TRUE(WIFEXITED(*status));
   EXPECT_NE(WEXITSTATUS(*status), 0);
+}
+
+TEST(Operations, JsonLogsAndLogDirectory) {
+  StackOptions o;
+  o.workers = 1;
+  std::string logdir =
+      (fs::temp_directory_path() / ("ipfixweb-logs-" + std::to_string(::getpid()))).string();
+  for (auto* args : {&o.extra_broker_args, &o.extra_worker_args, &o.extra_api_args})
+    *args = {"--log-json", "--log-dir", logdir};
+  fs::create_directories(logdir);
+  {
+    Stack stack(o);
+    auto [status, body] =
+        stack.submit({{"pcap_files", {"sample.pcap"}}, {"output_path", "j.ipfix"}});
+    ASSERT_EQ(status, 202);
+    stack.wait_terminal(body["task_id"]);
+    stack.broker().signal(SIGTERM);
+    stack.broker().wait(std::chrono::seconds(5));
+    // Every line each process wrote to stderr is one JSON object.
+    int lines = 0;
+    for (const char* name : {"broker.log", "worker-w1.log", "api.log"}) {
+      std::ifstream in(stack.data_dir() + "/" + name);
+      std::string line;
+      while (std::getline(in, line)) {
+        auto j = json::parse(line, nullptr, false);
+        ASSERT_FALSE(j.is_discarded()) << name << ": " << line;
+        EXPECT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg")) << line;
+        ++lines;
+      }
+    }
+    EXPECT_GT(lines, 5);
+  }
+  // The same lines also went to per-component files in --log-dir.
+  for (const char* name : {"broker.log", "worker.log", "api.log"})
+    EXPECT_TRUE(fs::exists(logdir + "/" + name) && fs::file_size(logdir + "/" + name) > 0) << name;
+  std::ifstream in(logdir + "/broker.log");
+  std::string first;
+  ASSERT_TRUE(std::getline(in, first));
+  EXPECT_EQ(json::parse(first, nullptr, false)["logger"], "broker");
+  fs::remove_all(logdir);
 }
