@@ -76,6 +76,7 @@ struct Engine::Impl {
 Engine::Engine() : Engine(true) {}
 Engine::Engine(bool init_dpi) : impl_(std::make_unique<Impl>()) {
   if (init_dpi) impl_->ndpi = std::make_unique<NdpiModule>();
+  IpfixExporter::prepare_model();
 }
 Engine::~Engine() = default;
 

@@ -117,9 +117,6 @@ std::string take_error(GError*& err) {
   return msg;
 }
 
-struct InfoModelDeleter {
-  void operator()(fbInfoModel_t* m) const noexcept { fbInfoModelFree(m); }
-};
 struct FbufDeleter {
   void operator()(fBuf_t* b) const noexcept { fBufFree(b); }
 };
@@ -135,9 +132,29 @@ struct FileCloser {
 
 }  // namespace
 
+// One information model per process, built once and never modified after:
+// sessions and templates only read it. It lives until the process exits.
+static fbInfoModel_t* shared_model() {
+  static fbInfoModel_t* const model = [] {
+    fbInfoModel_t* m = fbInfoModelAlloc();
+    for (const auto& e : kNtopElements) {
+      fbInfoElement_t ie{};
+      ie.ref.name = e.name;
+      ie.ent = kNtopPen;
+      ie.num = e.num;
+      ie.len = FB_IE_VARLEN;
+      ie.type = FB_STRING;
+      ie.description = e.description;
+      fbInfoModelAddElement(m, &ie);
+    }
+    return m;
+  }();
+  return model;
+}
+
 struct IpfixExporter::Impl {
   ExporterConfig cfg;
-  std::unique_ptr<fbInfoModel_t, InfoModelDeleter> model;
+  fbInfoModel_t* model = nullptr;                        // shared_model(): not owned
   std::unique_ptr<fbSession_t, SessionDeleter> session;  // until the fBuf owns it
   std::unique_ptr<fBuf_t, FbufDeleter> fbuf;             // owns session and exporter
   std::unique_ptr<FILE, FileCloser> file;
@@ -153,6 +170,8 @@ struct IpfixExporter::Impl {
   std::chrono::steady_clock::time_point last_templates_wall{};
 };
 
+void IpfixExporter::prepare_model() { shared_model(); }
+
 bool IpfixExporter::is_network_target(const std::string& output) {
   return output.rfind("tcp://", 0) == 0 || output.rfind("udp://", 0) == 0;
 }
@@ -163,22 +182,12 @@ IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique
   network_ = is_network_target(cfg.output);
   GError* err = nullptr;
 
-  m.model.reset(fbInfoModelAlloc());
-  for (const auto& e : kNtopElements) {
-    fbInfoElement_t ie{};
-    ie.ref.name = e.name;
-    ie.ent = kNtopPen;
-    ie.num = e.num;
-    ie.len = FB_IE_VARLEN;
-    ie.type = FB_STRING;
-    ie.description = e.description;
-    fbInfoModelAddElement(m.model.get(), &ie);
-  }
-  m.session.reset(fbSessionAlloc(m.model.get()));
+  m.model = shared_model();
+  m.session.reset(fbSessionAlloc(m.model));
   fbSessionSetDomain(m.session.get(), cfg.observation_domain);
 
   auto add_template = [&](std::uint32_t flags, bool internal, std::uint16_t tid) {
-    std::unique_ptr<fbTemplate_t, TemplateDeleter> t(fbTemplateAlloc(m.model.get()));
+    std::unique_ptr<fbTemplate_t, TemplateDeleter> t(fbTemplateAlloc(m.model));
     if (!fbTemplateAppendSpecArray(t.get(), kSpec, flags, &err)) {
       throw EngineError("IPFIX template setup failed: " + take_error(err));
     }

@@ -56,6 +56,10 @@ class IpfixExporter {
   std::uint64_t messages_hint() const { return appended_; }
   bool is_network() const { return network_; }
   static bool is_network_target(const std::string& output);
+  // Builds the process-wide information model (libfixbuf's default elements
+  // plus ours) now, so that forked children inherit it instead of building
+  // it for every task (its glib hash tables were a visible per-task cost).
+  static void prepare_model();
 
  private:
   struct Impl;
