@@ -378,15 +378,19 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
     }
     bool known = wit != workers_.end();
     Worker& w = workers_[identity];
+    bool restarted = known && w.incarnation != r->incarnation;
     w.identity = identity;
     w.slots = r->slots;  // 0: draining, takes no new work
     w.last_seen = now;
     w.host = r->host;
     w.pid = r->pid;
+    w.incarnation = r->incarnation;
     std::set<std::string> claimed(r->running.begin(), r->running.end());
-    // Tasks we believe it runs but it does not: lost with its previous life.
+    // A new incarnation of the worker lost whatever its previous life ran.
+    // The same incarnation loses nothing: its ready may simply predate a task
+    // we sent it since, and it reports every task it got.
     for (auto id : std::vector<std::string>(w.running.begin(), w.running.end())) {
-      if (claimed.count(id)) continue;
+      if (!restarted || claimed.count(id)) continue;
       w.running.erase(id);
       auto rit = running_.find(id);
       if (rit != running_.end()) {

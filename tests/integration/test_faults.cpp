@@ -9,12 +9,14 @@
 #include <functional>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
 #include <zmq.hpp>
 
 #include "harness.hpp"
+#include "ipfixweb/shared/protocol.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -524,4 +526,86 @@ TEST(Security, CurveKeysKeepStrangersOut) {
     EXPECT_NE(text.find("not authorised"), std::string::npos) << text;
   }
   fs::remove_all(keys);
+}
+
+namespace {
+// A worker written in the test, speaking the backend protocol directly, so a
+// test can send exactly the messages (and the races) it wants.
+struct FakeWorker {
+  zmq::context_t ctx;
+  zmq::socket_t sock{ctx, zmq::socket_type::dealer};
+  std::string id, incarnation;
+  FakeWorker(const std::string& endpoint, std::string wid, std::string inc)
+      : id(std::move(wid)), incarnation(std::move(inc)) {
+    sock.set(zmq::sockopt::routing_id, id);
+    sock.set(zmq::sockopt::linger, 0);
+    sock.connect(endpoint);
+  }
+  void ready(std::vector<std::string> running, std::uint32_t slots = 1) {
+    ipfixweb::proto::Ready r;
+    r.worker_id = id;
+    r.slots = slots;
+    r.running = std::move(running);
+    r.incarnation = incarnation;
+    send(ipfixweb::proto::encode(ipfixweb::proto::type::kReady, r));
+  }
+  void done(const std::string& task, const std::string& state) {
+    ipfixweb::proto::Done d;
+    d.task_id = task;
+    d.state = state;
+    d.summary = R"({"packets":1,"bytes":1,"flows":1})";
+    send(ipfixweb::proto::encode(ipfixweb::proto::type::kDone, d));
+  }
+  void send(const std::string& payload) { sock.send(zmq::buffer(payload), zmq::send_flags::none); }
+  // The next task message within the timeout (heartbeats skipped).
+  std::optional<ipfixweb::proto::Task> next_task(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      zmq::message_t m;
+      sock.set(zmq::sockopt::rcvtimeo, 50);
+      if (!sock.recv(m)) continue;
+      auto env = ipfixweb::proto::decode(m.data(), m.size(), nullptr);
+      if (env && env->type == ipfixweb::proto::type::kTask) return env->as<ipfixweb::proto::Task>();
+    }
+    return std::nullopt;
+  }
+};
+}  // namespace
+
+// Regression: after a broker restart a worker answers every message the new
+// broker does not know with a ready; a ready sent before a task arrived
+// listed no tasks, and the broker took that as "lost", re-dispatched the same
+// task to the same worker, and two children raced for one output file.
+TEST(Faults, StaleReadyOfTheSameWorkerLosesNothingButARestartDoes) {
+  StackOptions o;
+  o.workers = 0;
+  o.heartbeat = 2.0;  // the fake worker does not heartbeat: 6 s before the broker drops it
+  Stack s(o);
+  FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
+  w.ready({});
+  auto [st, body] = s.submit(small_task("stale/a.ipfix"));
+  ASSERT_EQ(st, 202);
+  std::string id = body["task_id"];
+  auto task = w.next_task(3s);
+  ASSERT_TRUE(task);
+  EXPECT_EQ(task->task_id, id);
+  w.ready({});  // stale: written before the task arrived
+  EXPECT_FALSE(w.next_task(500ms)) << "the task was dispatched again";
+  EXPECT_EQ(s.get_task(id)["attempts"], 1);
+  w.done(id, "succeeded");
+  EXPECT_EQ(s.wait_terminal(id, 5s)["state"], "succeeded");
+
+  // A new incarnation under the same id did lose what the old one ran.
+  auto [st2, body2] = s.submit(small_task("stale/b.ipfix"));
+  ASSERT_EQ(st2, 202);
+  std::string id2 = body2["task_id"];
+  ASSERT_TRUE(w.next_task(3s));
+  w.incarnation = "incarnation-2";
+  w.ready({});
+  auto again = w.next_task(3s);
+  ASSERT_TRUE(again) << "a restarted worker's task was not re-dispatched";
+  EXPECT_EQ(again->task_id, id2);
+  EXPECT_EQ(again->attempt, 2u);
+  w.done(id2, "succeeded");
+  EXPECT_EQ(s.wait_terminal(id2, 5s)["state"], "succeeded");
 }

@@ -69,6 +69,7 @@ std::string signal_name(int sig) {
 Worker::Worker(Config cfg, zmq::context_t& ctx)
     : cfg_(std::move(cfg)), log_(logger("worker")), ctx_(ctx) {
   if (cfg_.slots == 0) cfg_.slots = std::max(1u, std::thread::hardware_concurrency());
+  incarnation_ = new_uuid();
   if (cfg_.worker_id.empty())
     cfg_.worker_id = hostname() + "-" + std::to_string(::getpid()) + "-" + new_uuid().substr(0, 4);
   if (!cfg_.curve_server_key.empty() || !cfg_.curve_secret_key.empty()) {
@@ -113,6 +114,7 @@ void Worker::send_ready() {
   for (auto& [pid, c] : children_) r.running.push_back(c.task_id);
   r.host = hostname();
   r.pid = ::getpid();
+  r.incarnation = incarnation_;
   send(proto::type::kReady, proto::encode(proto::type::kReady, r));
 }
 
@@ -199,6 +201,14 @@ void Worker::handle(const proto::Envelope& env) {
       proto::Done d{t->task_id, "aborted", "", "worker is shutting down", false};
       send(proto::type::kDone, proto::encode(proto::type::kDone, d));
       return;
+    }
+    for (auto& [pid, c] : children_) {
+      if (c.task_id == t->task_id) {
+        // Never run one task twice at once (two children would race for one
+        // output); the running child reports for it.
+        log_->warn("task {} is already running in child {}; duplicate ignored", t->task_id, pid);
+        return;
+      }
     }
     start_task(*t);
   } else if (env.type == proto::type::kAbort) {

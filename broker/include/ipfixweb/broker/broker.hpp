@@ -67,6 +67,7 @@ class Broker {
     double last_seen = 0;
     std::string host;
     std::int64_t pid = 0;
+    std::string incarnation;
     std::uint32_t credit() const {
       return slots > running.size() ? slots - static_cast<std::uint32_t>(running.size()) : 0;
     }

@@ -121,7 +121,12 @@ struct Ready {
   std::vector<std::string> running;  // tasks it still runs (after a broker restart)
   std::string host;
   std::int64_t pid = 0;
-  MSGPACK_DEFINE_MAP(worker_id, slots, running, host, pid)
+  // New for every start of the worker process. Re-registrations of the same
+  // incarnation (e.g. several answers to a broker restart, possibly sent
+  // before a task message arrived) never mean tasks were lost; a new
+  // incarnation under the same worker id does.
+  std::string incarnation;
+  MSGPACK_DEFINE_MAP(worker_id, slots, running, host, pid, incarnation)
 };
 
 struct Heartbeat {

@@ -76,6 +76,7 @@ class Worker {
   double last_heard_ = 0;
   double next_heartbeat_ = 0;
   double reconnect_delay_ = 1.0;
+  std::string incarnation_;  // new for every start of this process
   bool draining_ = false;
   std::uint32_t hb_seq_ = 0;
 };
