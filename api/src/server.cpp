@@ -196,7 +196,7 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
     return;
   }
   if (!reply->accepted) {
-    if (reply->code == "conflict") {
+    if (reply->code == "conflict" || reply->code == "invalid") {
       metrics.invalid.fetch_add(1, std::memory_order_relaxed);
       problem(res, 422, "Unprocessable Content", reply->reason);
       return;

@@ -155,11 +155,12 @@ void Broker::iteration(const std::atomic<bool>& stop) {
   std::vector<std::string> submit_ids;
   // Reads up to kMaxBatch [identity, payload] messages; anything else is
   // logged and dropped.
+  // Returns false when it stopped at the cap with messages possibly left.
   auto drain = [this](zmq::socket_t& sock, const char* side, auto&& handle) {
     std::string err;
     for (std::size_t n = 0; n < kMaxBatch; ++n) {
       auto parts = zmqu::recv_multipart(sock);
-      if (!parts) break;
+      if (!parts) return true;
       if (parts->size() != 2) {
         log_->warn("{}: dropped message with {} frames", side, parts->size());
         continue;
@@ -172,15 +173,19 @@ void Broker::iteration(const std::atomic<bool>& stop) {
       }
       handle(identity, *env);
     }
+    return false;
   };
   // Backend first: finished tasks free credit for this iteration's dispatch.
-  drain(back_, "backend",
-        [this](const std::string& id, const proto::Envelope& env) { handle_backend(id, env); });
+  bool backend_drained =
+      drain(back_, "backend",
+            [this](const std::string& id, const proto::Envelope& env) { handle_backend(id, env); });
   drain(front_, "frontend", [&](const std::string& id, const proto::Envelope& env) {
     handle_frontend(id, env, submits, submit_ids);
   });
   if (!submits.empty()) process_submits(submits, submit_ids);
-  check_liveness();
+  // With backend messages still unread, a heartbeat may be among them: do not
+  // declare anyone dead on a backlog.
+  if (backend_drained) check_liveness();
   dispatch();
   if (now_mono() >= next_heartbeat_) {
     std::string hb = proto::encode(proto::type::kHeartbeat, proto::Heartbeat{++hb_seq_});
@@ -307,28 +312,50 @@ void Broker::process_submits(std::vector<proto::Submit>& submits,
                  std::to_string(queue_.size()) + " queued, " + std::to_string(total_slots()) +
                  " worker slots, max queue " + std::to_string(cfg_.max_queue);
       r.retry_after = retry_after();
-    } else {
-      TaskStore::NewTask t;
-      t.id = new_uuid();
-      t.request = s.request;
-      t.spec = proto::spec_to_json(s.spec).dump();
-      t.idempotency_key = s.idempotency_key;
-      t.fingerprint = s.fingerprint;
-      t.output_path = s.spec.output;
-      t.priority = s.priority;
+    } else if (auto seq = record_submission(s, now, r)) {
       Pending p;
-      p.seq = store_.insert(t, now);
-      p.id = t.id;
+      p.seq = *seq;
+      p.id = r.task_id;
       p.priority = s.priority;
       p.spec = std::move(s.spec);
       enqueue(std::move(p));
       ++in_system;
-      if (!s.idempotency_key.empty()) batch_keys[s.idempotency_key] = {t.id, s.fingerprint};
-      r.accepted = true;
-      r.task_id = t.id;
-      r.state = state::kQueued;
+      if (!s.idempotency_key.empty()) batch_keys[s.idempotency_key] = {r.task_id, s.fingerprint};
     }
     out_.push_back({&front_, identities[i], proto::encode(proto::type::kSubmitReply, r), {}});
+  }
+}
+
+// Inserts one submission inside the batch's transaction, in a savepoint of
+// its own: a submission that cannot be stored (e.g. a path that is not valid
+// UTF-8 for the JSON column) is refused alone instead of failing the batch.
+std::optional<std::int64_t> Broker::record_submission(const proto::Submit& s,
+                                                      const std::string& now,
+                                                      proto::SubmitReply& r) {
+  auto& db = store_.db();
+  db.exec("SAVEPOINT submit");
+  try {
+    TaskStore::NewTask t;
+    t.id = new_uuid();
+    t.request = s.request;
+    t.spec = proto::spec_to_json(s.spec).dump();
+    t.idempotency_key = s.idempotency_key;
+    t.fingerprint = s.fingerprint;
+    t.output_path = s.spec.output;
+    t.priority = s.priority;
+    std::int64_t seq = store_.insert(t, now);
+    db.exec("RELEASE submit");
+    r.accepted = true;
+    r.task_id = t.id;
+    r.state = state::kQueued;
+    return seq;
+  } catch (const std::exception& e) {
+    db.exec("ROLLBACK TO submit");
+    db.exec("RELEASE submit");
+    log_->error("could not record a submission: {}", e.what());
+    r.code = "invalid";
+    r.reason = std::string("the task could not be recorded: ") + e.what();
+    return std::nullopt;
   }
 }
 
@@ -437,8 +464,11 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
     }
     w.running.erase(d->task_id);
     auto rit = running_.find(d->task_id);
-    if (rit == running_.end() || rit->second.worker != identity) {
-      log_->warn("worker {} reported task {} it does not own; ignored", identity, d->task_id);
+    // An orphan (recovered after a restart, not yet claimed) may be reported
+    // by the worker that ran it: its result counts.
+    if (rit == running_.end() || (rit->second.worker != identity && !rit->second.worker.empty())) {
+      log_->debug("worker {} reported task {} it does not own (repeat or stale); ignored", identity,
+                  d->task_id);
       return;
     }
     Running r = std::move(rit->second);
@@ -451,12 +481,14 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
     duration_sum_ += took;
     if (r.cancel_requested && d->state != state::kSucceeded) {
       finish(d->task_id, state::kCancelled, d->summary, "", "cancelled by user");
-    } else if (d->state == state::kSucceeded || d->state == state::kCancelled ||
-               (d->state == state::kFailed && !d->retryable)) {
+    } else if (d->state == state::kSucceeded || (d->state == state::kFailed && !d->retryable)) {
       finish(d->task_id, d->state, d->summary, d->error,
              d->state == state::kFailed ? d->error : "finished on " + identity);
-    } else if (d->state == "aborted") {
-      --r.task.attempts;  // not the task's fault (worker shutting down)
+    } else if (d->state == "aborted" || d->state == state::kCancelled) {
+      // Not the task's fault: the worker shut down, or killed a child the
+      // broker had told it to stop (e.g. after it was presumed lost and came
+      // back) while nobody asked for a cancel. Run it again; no attempt used.
+      --r.task.attempts;
       retry_or_fail(std::move(r), "aborted by worker " + identity + ": " + d->error);
     } else {
       retry_or_fail(std::move(r), d->error.empty() ? "failed on " + identity : d->error);

@@ -26,6 +26,31 @@ std::string lexical_problem(const std::string& p) {
   return {};
 }
 
+// Paths are stored as JSON text (task specs): refuse names that are not
+// valid UTF-8 rather than fail later.
+bool valid_utf8(const std::string& s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n;  // continuation bytes that follow
+    if (c < 0x80)
+      n = 0;
+    else if ((c >> 5) == 0x6)
+      n = 1;
+    else if ((c >> 4) == 0xE)
+      n = 2;
+    else if ((c >> 3) == 0x1E)
+      n = 3;
+    else
+      return false;
+    if (i + n >= s.size() && n > 0) return false;
+    for (std::size_t k = 1; k <= n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool is_within(const std::string& root, const std::string& path) {
@@ -54,6 +79,8 @@ Resolved resolve_input(const std::vector<std::string>& roots, const std::string&
     if (ec) continue;
     any_exists = true;
     if (!is_within(root, real.string())) continue;
+    if (!valid_utf8(real.string()))
+      return fail(user_path + " resolves to a name that is not UTF-8");
     struct stat st {};
     if (::stat(real.c_str(), &st) != 0) return fail(user_path + ": " + std::strerror(errno));
     if (!S_ISREG(st.st_mode)) return fail(user_path + " is not a regular file");
@@ -84,6 +111,8 @@ Resolved resolve_output(const std::string& root, const std::string& user_path) {
   fs::path final_path = (real / rest / target.filename()).lexically_normal();
   if (!is_within(root, final_path.string()) || final_path.string() == root)
     return fail(user_path + " is outside the output root");
+  if (!valid_utf8(final_path.string()))
+    return fail(user_path + " resolves to a name that is not UTF-8");
   auto st = fs::symlink_status(final_path, ec);
   if (!ec && fs::is_symlink(st)) return fail(user_path + " is a symbolic link");
   if (!ec && fs::is_directory(st)) return fail(user_path + " is a directory");

@@ -609,3 +609,42 @@ TEST(Faults, StaleReadyOfTheSameWorkerLosesNothingButARestartDoes) {
   w.done(id2, "succeeded");
   EXPECT_EQ(s.wait_terminal(id2, 5s)["state"], "succeeded");
 }
+
+// A result that reaches a restarted broker after the worker re-registered
+// counts for the task it recovered (an orphan), instead of the task being
+// run again; and a 'cancelled' nobody asked for re-runs the task.
+TEST(Faults, ResultsAfterABrokerRestartCountAndUnaskedCancelsRerun) {
+  StackOptions o;
+  o.workers = 0;
+  o.heartbeat = 2.0;  // the fake worker does not heartbeat
+  Stack s(o);
+  FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
+  w.ready({});
+  auto [st, body] = s.submit(small_task("orphan/a.ipfix"));
+  ASSERT_EQ(st, 202);
+  std::string id = body["task_id"];
+  ASSERT_TRUE(w.next_task(3s));
+  s.broker().signal(SIGKILL);
+  ASSERT_TRUE(s.broker().wait(5s));
+  s.start_broker();
+  s.wait_ready(0);
+  // The worker re-registers without the task (its result was already sent to
+  // the old broker and lost), then repeats the result.
+  w.ready({});
+  w.done(id, "succeeded");
+  auto t = s.wait_terminal(id, 5s);
+  EXPECT_EQ(t["state"], "succeeded");
+  EXPECT_EQ(t["attempts"], 1);
+
+  auto [st2, body2] = s.submit(small_task("orphan/b.ipfix"));
+  ASSERT_EQ(st2, 202);
+  std::string id2 = body2["task_id"];
+  ASSERT_TRUE(w.next_task(3s));
+  w.done(id2, "cancelled");  // e.g. it killed a child after a stale abort
+  auto again = w.next_task(3s);
+  ASSERT_TRUE(again) << "an unasked cancel ended the task";
+  EXPECT_EQ(again->task_id, id2);
+  EXPECT_EQ(again->attempt, 1u);
+  w.done(id2, "succeeded");
+  EXPECT_EQ(s.wait_terminal(id2, 5s)["state"], "succeeded");
+}

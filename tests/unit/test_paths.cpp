@@ -92,3 +92,17 @@ TEST(PathsWithin, ComparesWholeComponents) {
   EXPECT_FALSE(paths::is_within("/a/b", "/a"));
   EXPECT_TRUE(paths::is_within("/", "/x"));
 }
+
+TEST_F(Paths, NamesThatAreNotUtf8AreRefused) {
+  std::string latin1 = std::string("caf") + '\xe9' + ".pcap";  // "café" in Latin-1
+  std::ofstream(base / "in" / latin1) << "x";
+  auto r = paths::resolve_input({in}, latin1);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.error.find("UTF-8"), std::string::npos) << r.error;
+  EXPECT_FALSE(paths::resolve_output(out, latin1).ok);
+  // A link with a UTF-8 name that resolves to the Latin-1 one is refused too.
+  fs::create_symlink(base / "in" / latin1, base / "in" / "ok.pcap");
+  EXPECT_FALSE(paths::resolve_input({in}, "ok.pcap").ok);
+  std::ofstream(base / "in" / "caf\xc3\xa9.pcap") << "x";  // UTF-8 is fine
+  EXPECT_TRUE(paths::resolve_input({in}, "caf\xc3\xa9.pcap").ok);
+}

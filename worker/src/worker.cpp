@@ -9,8 +9,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -44,18 +46,36 @@ bool write_all(int fd, const std::string& s) {
   return true;
 }
 
+// True while a process exists and is not a zombie. (A child killed with its
+// supervisor may stay a zombie until something reaps it; it writes no more.)
+bool process_alive(pid_t pid) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  auto close = line.rfind(')');
+  if (close == std::string::npos || close + 2 >= line.size()) return true;
+  char state = line[close + 2];
+  return state != 'Z' && state != 'X';
+}
+
 // An earlier attempt of this task may have died (with its worker) while
-// writing: its temporary file, <output>.tmp.<pid>, is garbage now.
+// writing: its temporary file, <output>.tmp.<pid>, is garbage now if that
+// process no longer exists.
 void remove_stale_temporaries(const std::filesystem::path& output) {
   std::error_code ec;
   const std::string prefix = output.filename().string() + ".tmp.";
   for (auto it = std::filesystem::directory_iterator(output.parent_path(), ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (name.compare(0, prefix.size(), prefix) == 0) {
-      std::error_code rm;
-      std::filesystem::remove(it->path(), rm);
-    }
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    // Only a writer that is gone: another live task may write the same path.
+    char* end = nullptr;
+    long pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
+    if (pid <= 0 || *end != '\0') continue;
+    if (process_alive(static_cast<pid_t>(pid))) continue;
+    std::error_code rm;
+    std::filesystem::remove(it->path(), rm);
   }
 }
 
@@ -116,6 +136,7 @@ void Worker::send_ready() {
   r.pid = ::getpid();
   r.incarnation = incarnation_;
   send(proto::type::kReady, proto::encode(proto::type::kReady, r));
+  for (auto& [when, payload] : recent_done_) send(proto::type::kDone, payload);
 }
 
 void Worker::run(const std::atomic<bool>& stop) {
@@ -402,7 +423,14 @@ void Worker::reap(pid_t pid) {
   }
   log_->info("task {} {} in {:.3f} s{}{}", c.task_id, d.state, took, d.error.empty() ? "" : ": ",
              d.error);
-  send(proto::type::kDone, proto::encode(proto::type::kDone, d));
+  std::string payload = proto::encode(proto::type::kDone, d);
+  send(proto::type::kDone, payload);
+  double now = now_mono();
+  recent_done_.emplace_back(now, std::move(payload));
+  const double keep = cfg_.heartbeat_s * cfg_.liveness * 4 + 5;
+  while (!recent_done_.empty() &&
+         (recent_done_.front().first < now - keep || recent_done_.size() > 1024))
+    recent_done_.pop_front();
 }
 
 }  // namespace ipfixweb::worker

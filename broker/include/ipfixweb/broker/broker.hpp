@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -86,6 +87,8 @@ class Broker {
   void handle_backend(const std::string& identity, const proto::Envelope& env);
   void process_submits(std::vector<proto::Submit>& submits,
                        const std::vector<std::string>& identities);
+  std::optional<std::int64_t> record_submission(const proto::Submit& s, const std::string& now,
+                                                proto::SubmitReply& r);
   void dispatch();
   void check_liveness();
   void lose_worker(const std::string& identity, const std::string& why);

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -77,6 +78,11 @@ class Worker {
   double next_heartbeat_ = 0;
   double reconnect_delay_ = 1.0;
   std::string incarnation_;  // new for every start of this process
+  // Results sent recently, sent again after every re-registration: a result
+  // queued on a socket that was replaced (or sent to a broker that restarted
+  // before reading it) would otherwise be lost and the task stay 'running'.
+  // The broker ignores repeats.
+  std::deque<std::pair<double, std::string>> recent_done_;
   bool draining_ = false;
   std::uint32_t hb_seq_ = 0;
 };
