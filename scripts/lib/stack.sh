@@ -10,10 +10,13 @@ STACK_WORKER_ARGS=(${STACK_WORKER_ARGS[@]+"${STACK_WORKER_ARGS[@]}"})
 STACK_API_ARGS=(${STACK_API_ARGS[@]+"${STACK_API_ARGS[@]}"})
 
 # A port on 127.0.0.1 where nothing listens now (pure bash: no python needed).
+# Taken below the kernel's ephemeral range, where outgoing connections would
+# otherwise hold ports that a probe cannot see and bind() then refuses.
 stack_free_port() {
-  local p
+  local p lo
+  lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
   while :; do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (lo - 10000)))
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }
@@ -40,7 +43,8 @@ stack_start() {
     curl -sf "$STACK_URL/readyz" 2>/dev/null | grep -q "\"workers\":$n" && return 0
     sleep 0.05
   done
-  echo "stack did not become ready; logs in $dir" >&2
+  echo "stack did not become ready; last log lines:" >&2
+  tail -n 20 "$dir"/*.log >&2 || true
   return 1
 }
 
