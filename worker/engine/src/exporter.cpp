@@ -168,6 +168,13 @@ struct IpfixExporter::Impl {
   std::uint64_t last_flush_ms = 0;  // packet time of the last flush
   std::uint64_t last_templates_ms = 0;
   std::chrono::steady_clock::time_point last_templates_wall{};
+
+  // Marks the output broken and throws the one-line error for `what`.
+  [[noreturn]] void fail(const char* what, GError*& err) {
+    error = true;
+    throw EngineError(std::string("error writing IPFIX output '") + cfg.output + "' (" + what +
+                      "): " + take_error(err));
+  }
 };
 
 void IpfixExporter::prepare_model() { shared_model(); }
@@ -267,11 +274,7 @@ unsigned IpfixExporter::write(const Flow& f, EndReason reason, const FlowLabel& 
                               std::uint64_t now_ms) {
   Impl& m = *impl_;
   GError* err = nullptr;
-  const auto fail = [&](const char* what) {
-    m.error = true;
-    throw EngineError(std::string("error writing IPFIX output '") + m.cfg.output + "' (" + what +
-                      "): " + take_error(err));
-  };
+  const auto fail = [&](const char* what) { m.fail(what, err); };
   const auto export_time = static_cast<std::uint32_t>(now_ms / 1000);
   if (appended_ == 0) {
     fBufSetExportTime(m.fbuf.get(), export_time);
@@ -388,11 +391,7 @@ void IpfixExporter::tick(std::uint64_t now_ms) {
   Impl& m = *impl_;
   if (!network_ || m.pending == 0 || now_ms < m.last_flush_ms + kLiveFlushMs) return;
   GError* err = nullptr;
-  const auto fail = [&](const char* what) {
-    m.error = true;
-    throw EngineError(std::string("error writing IPFIX output '") + m.cfg.output + "' (" + what +
-                      "): " + take_error(err));
-  };
+  const auto fail = [&](const char* what) { m.fail(what, err); };
   const auto export_time = static_cast<std::uint32_t>(now_ms / 1000);
   fBufSetExportTime(m.fbuf.get(), export_time);
   m.last_export_time = export_time;
