@@ -140,6 +140,7 @@ struct Server::Impl {
   void download(const httplib::Request& req, httplib::Response& res);
   void submit(const httplib::Request& req, httplib::Response& res, const json& body);
   void submit_body(const httplib::Request& req, const std::string& body, httplib::Response& res);
+  std::optional<TaskRecord> find_task(const httplib::Request& req, httplib::Response& res);
   void get_task(const httplib::Request& req, httplib::Response& res);
   void list_tasks(const httplib::Request& req, httplib::Response& res);
   void cancel_task(const httplib::Request& req, httplib::Response& res);
@@ -217,12 +218,23 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
   send_json(res, reply->existing ? 200 : 202, out);
 }
 
-void Server::Impl::get_task(const httplib::Request& req, httplib::Response& res) {
+// The task named by the route's {id}; answers 503 or 404 itself when there is none.
+std::optional<TaskRecord> Server::Impl::find_task(const httplib::Request& req,
+                                                  httplib::Response& res) {
   std::string id = req.matches[1];
   auto* st = store();
-  if (!st) return problem(res, 503, "Service Unavailable", "the task database is not available");
+  if (!st) {
+    problem(res, 503, "Service Unavailable", "the task database is not available");
+    return std::nullopt;
+  }
   auto t = is_uuid(id) ? st->get(id) : std::nullopt;
-  if (!t) return problem(res, 404, "Not Found", "no task with id " + id);
+  if (!t) problem(res, 404, "Not Found", "no task with id " + id);
+  return t;
+}
+
+void Server::Impl::get_task(const httplib::Request& req, httplib::Response& res) {
+  auto t = find_task(req, res);
+  if (!t) return;
   std::string body;
   body.reserve(4096);
   append_task_json(body, *t, roots.output);
@@ -293,12 +305,11 @@ void Server::Impl::cancel_task(const httplib::Request& req, httplib::Response& r
 }
 
 void Server::Impl::task_events(const httplib::Request& req, httplib::Response& res) {
-  std::string id = req.matches[1];
-  auto* st = store();
-  if (!st) return problem(res, 503, "Service Unavailable", "the task database is not available");
-  if (!is_uuid(id) || !st->get(id)) return problem(res, 404, "Not Found", "no task with id " + id);
+  auto t = find_task(req, res);
+  if (!t) return;
+  const std::string& id = t->id;
   json events = json::array();
-  for (auto& e : st->events(id))
+  for (auto& e : store()->events(id))
     events.push_back({{"at", e.at},
                       {"state", e.state},
                       {"reason", null_if_empty(e.reason)},
@@ -413,11 +424,9 @@ void Server::Impl::metrics_text(httplib::Response& res) {
 }
 
 void Server::Impl::download(const httplib::Request& req, httplib::Response& res) {
-  std::string id = req.matches[1];
-  auto* st = store();
-  if (!st) return problem(res, 503, "Service Unavailable", "the task database is not available");
-  auto t = is_uuid(id) ? st->get(id) : std::nullopt;
-  if (!t) return problem(res, 404, "Not Found", "no task with id " + id);
+  auto t = find_task(req, res);
+  if (!t) return;
+  const std::string& id = t->id;
   if (t->state != state::kSucceeded)
     return problem(res, 409, "Conflict", "task " + id + " is " + t->state + ", not succeeded");
   // The stored path was confined at submission; check again on the resolved
