@@ -7,6 +7,7 @@
 #include <new>
 
 #include "ipfixweb/engine/engine.hpp"
+#include "ndpi_state.hpp"
 
 namespace ipfixweb::engine {
 
@@ -21,11 +22,14 @@ NdpiModule::NdpiModule() {
   NDPI_BITMASK_SET_ALL(all);
   ndpi_set_protocol_detection_bitmask2(mod_, &all);
   ndpi_finalize_initialization(mod_);
+  pristine_ = snapshot_module(mod_);
 }
 
 NdpiModule::~NdpiModule() {
   if (mod_) ndpi_exit_detection_module(mod_);
 }
+
+bool NdpiModule::reset() { return pristine_ && restore_module(mod_, pristine_.get()); }
 
 unsigned NdpiModule::protocol_count() const { return ndpi_get_num_supported_protocols(mod_); }
 

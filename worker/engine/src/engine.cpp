@@ -71,14 +71,22 @@ std::uint64_t seconds_to_ms(double s, const char* what) {
 struct Engine::Impl {
   std::unique_ptr<NdpiModule> ndpi;
   bool ndpi_used = false;  // the module's caches hold state from a previous convert()
+  std::uint64_t ndpi_inits = 0;
+  void make_ndpi() {
+    ndpi = std::make_unique<NdpiModule>();
+    ndpi_used = false;
+    ++ndpi_inits;
+  }
 };
 
 Engine::Engine() : Engine(true) {}
 Engine::Engine(bool init_dpi) : impl_(std::make_unique<Impl>()) {
-  if (init_dpi) impl_->ndpi = std::make_unique<NdpiModule>();
+  if (init_dpi) impl_->make_ndpi();
   IpfixExporter::prepare_model();
 }
 Engine::~Engine() = default;
+
+std::uint64_t Engine::dpi_initialisations() const { return impl_->ndpi_inits; }
 
 nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
                                const std::atomic<bool>* cancel) {
@@ -116,13 +124,14 @@ nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
   std::unique_ptr<Dpi> dpi;
   if (opts.dpi) {
     // nDPI keeps per-module LRU caches (BitTorrent, STUN, Ookla, TLS certificates, ...) that
-    // change later classifications. A module is used for one conversion only, so a second
-    // convert() in the same process labels exactly like a fresh process (the worker forks a
-    // child per task from a parent that never converts, so it never pays for this).
-    if (!impl_->ndpi || impl_->ndpi_used) {
+    // change later classifications. Before a second conversion the module is put back into
+    // its freshly initialised state (or replaced when that is not possible), so every
+    // convert() labels exactly like the first one in a fresh process.
+    if (impl_->ndpi && impl_->ndpi_used && !impl_->ndpi->reset()) {
+      logger()->debug("nDPI module state could not be reset; initialising a new one");
       impl_->ndpi.reset();
-      impl_->ndpi = std::make_unique<NdpiModule>();
     }
+    if (!impl_->ndpi) impl_->make_ndpi();
     impl_->ndpi_used = true;
     dpi = std::make_unique<Dpi>(*impl_->ndpi);
   }

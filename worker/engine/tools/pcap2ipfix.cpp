@@ -1,5 +1,6 @@
 // pcap2ipfix: convert pcap/pcapng captures to an IPFIX file (or live collector) with nDPI labels.
 // Exit status: 0 success, 1 conversion error (one line on stderr), 2 usage error, 130 interrupted.
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -53,6 +54,11 @@ int main(int argc, char** argv) {
                  "write the run summary as JSON to FILE ('-' = stdout)");
   app.add_flag("-q,--quiet", quiet, "no log output");
   app.add_flag("--progress", show_progress, "print progress to stderr");
+  unsigned repeat = 1;
+  app.add_option("--repeat", repeat,
+                 "benchmark: convert N times in this process (as a worker's task runner does) and "
+                 "print the mean time per conversion")
+      ->check(CLI::Range(1u, 100000000u));
 
   try {
     app.parse(argc, argv);
@@ -83,7 +89,16 @@ int main(int argc, char** argv) {
 
   try {
     eng::Engine engine(opts.dpi);
-    const nlohmann::json summary = engine.convert(opts, progress, &g_cancel);
+    nlohmann::json summary;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (unsigned i = 0; i < repeat; ++i) summary = engine.convert(opts, progress, &g_cancel);
+    if (repeat > 1) {
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr,
+                   "pcap2ipfix: %u conversions in %.3f s: %.1f us each, nDPI set up %llu times\n",
+                   repeat, s, s / repeat * 1e6,
+                   static_cast<unsigned long long>(engine.dpi_initialisations()));
+    }
     if (show_progress) std::fputc('\n', stderr);
     if (!summary_path.empty()) {
       if (summary_path == "-") {

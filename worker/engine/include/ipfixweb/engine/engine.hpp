@@ -67,6 +67,10 @@ class Engine {
   nlohmann::json convert(const Options& opts, const ProgressFn& progress = {},
                          const std::atomic<bool>* cancel = nullptr);
 
+  // How many times nDPI was initialised by this engine (1 for a whole run of conversions
+  // when the module could be reset between them every time).
+  std::uint64_t dpi_initialisations() const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
