@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "ipfixweb/shared/util.hpp"
 
@@ -18,6 +21,28 @@ TEST(Util, UuidsAreV4AndDistinct) {
   EXPECT_EQ(seen.size(), 1000u);
   EXPECT_FALSE(is_uuid("not-a-uuid"));
   EXPECT_FALSE(is_uuid("../../../../etc/passwd-aaaaaaaaaaaaaa"));
+}
+
+TEST(Util, UuidV7SortInCreationOrderAndCarryTheTime) {
+  const auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20000; ++i) ids.push_back(new_uuid_v7());  // many per millisecond
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const auto& u = ids[i];
+    ASSERT_TRUE(is_uuid(u)) << u;
+    EXPECT_EQ(u[14], '7') << u;
+    EXPECT_TRUE(u[19] == '8' || u[19] == '9' || u[19] == 'a' || u[19] == 'b') << u;
+    if (i) {
+      ASSERT_LT(ids[i - 1], u) << "not increasing at " << i;
+    }
+  }
+  // The first 48 bits are the Unix time in milliseconds.
+  const std::string hex = ids.front().substr(0, 8) + ids.front().substr(9, 4);
+  const auto ms = static_cast<long long>(std::stoull(hex, nullptr, 16));
+  EXPECT_GE(ms, before);
+  EXPECT_LT(ms, before + 5000);
 }
 
 TEST(Util, IsoTimesAreUtcWithMilliseconds) {

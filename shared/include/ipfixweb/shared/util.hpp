@@ -18,6 +18,8 @@ inline std::string now_iso() { return iso_time(now_unix()); }
 
 // Random RFC 4122 version 4 UUID, lower-case.
 std::string new_uuid();
+// A time-ordered UUID (RFC 9562 version 7): ids made by one thread sort in creation order.
+std::string new_uuid_v7();
 // True if s looks like what new_uuid() returns.
 bool is_uuid(std::string_view s);
 
