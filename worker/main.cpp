@@ -29,6 +29,10 @@ int main(int argc, char** argv) {
   app.add_option("--cpu-limit", cfg.cpu_limit_s, "CPU seconds per task (0: none)")
       ->envname("IPFIXWEB_TASK_CPU_SECONDS")
       ->capture_default_str();
+  app.add_option("--runner-max-tasks", cfg.runner_max_tasks,
+                 "Tasks a runner process serves before it is replaced (0: no limit)")
+      ->envname("IPFIXWEB_RUNNER_MAX_TASKS")
+      ->capture_default_str();
   app.add_option("--curve-server-key", cfg.curve_server_key, "CURVE: the broker's public key file")
       ->envname("IPFIXWEB_CURVE_SERVER_KEY");
   app.add_option("--curve-secret-key", cfg.curve_secret_key, "CURVE: this worker's secret key file")

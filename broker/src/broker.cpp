@@ -46,6 +46,9 @@ Broker::Broker(Config cfg, zmq::context_t& ctx)
   }
   front_.bind(cfg_.frontend);
   back_.bind(cfg_.backend);
+  sp_begin_ = db::Statement(store_.db(), "SAVEPOINT submit");
+  sp_release_ = db::Statement(store_.db(), "RELEASE submit");
+  sp_rollback_ = db::Statement(store_.db(), "ROLLBACK TO submit");
   recover();
   log_->info("broker listening: frontend {} backend {} db {} (synchronous={}, max_queue={})",
              cfg_.frontend, cfg_.backend, cfg_.db_path, cfg_.synchronous, cfg_.max_queue);
@@ -104,6 +107,7 @@ void Broker::flush() {
     tx_->commit();
     tx_.reset();
   }
+  write_completions();
   for (auto& o : out_) {
     if (zmqu::send_to(*o.sock, o.identity, o.payload)) continue;
     if (o.sock == &back_) {
@@ -151,8 +155,7 @@ void Broker::iteration(const std::atomic<bool>& stop) {
   zmqu::poll(items, std::min<long>(static_cast<long>(wait * 1000) + 1, 100));
   if (stop.load()) return;
 
-  std::vector<proto::Submit> submits;
-  std::vector<std::string> submit_ids;
+  subs_.clear();
   // Reads up to kMaxBatch [identity, payload] messages; anything else is
   // logged and dropped.
   // Returns false when it stopped at the cap with messages possibly left.
@@ -180,9 +183,9 @@ void Broker::iteration(const std::atomic<bool>& stop) {
       drain(back_, "backend",
             [this](const std::string& id, const proto::Envelope& env) { handle_backend(id, env); });
   drain(front_, "frontend", [&](const std::string& id, const proto::Envelope& env) {
-    handle_frontend(id, env, submits, submit_ids);
+    handle_frontend(id, env, subs_);
   });
-  if (!submits.empty()) process_submits(submits, submit_ids);
+  if (!subs_.submits.empty()) process_submits(subs_);
   // With backend messages still unread, a heartbeat may be among them: do not
   // declare anyone dead on a backlog.
   if (backend_drained) check_liveness();
@@ -195,9 +198,16 @@ void Broker::iteration(const std::atomic<bool>& stop) {
   flush();
 }
 
+void Broker::Submissions::clear() {
+  submits.clear();
+  identities.clear();
+  batch_of.clear();
+  batches.clear();
+  batch_identities.clear();
+}
+
 void Broker::handle_frontend(const std::string& identity, const proto::Envelope& env,
-                             std::vector<proto::Submit>& submits,
-                             std::vector<std::string>& submit_ids) {
+                             Submissions& subs) {
   std::string err;
   if (env.type == proto::type::kSubmit) {
     auto s = env.as<proto::Submit>(&err);
@@ -205,8 +215,31 @@ void Broker::handle_frontend(const std::string& identity, const proto::Envelope&
       log_->warn("frontend: {}", err);
       return;
     }
-    submits.push_back(std::move(*s));
-    submit_ids.push_back(identity);
+    subs.submits.push_back(std::move(*s));
+    subs.identities.push_back(identity);
+    subs.batch_of.push_back(Submissions::kSingle);
+  } else if (env.type == proto::type::kSubmitBatch) {
+    auto b = env.as<proto::SubmitBatch>(&err);
+    if (!b) {
+      log_->warn("frontend: {}", err);
+      return;
+    }
+    if (b->submits.size() > proto::kMaxSubmitBatch) {
+      log_->warn("frontend: dropped a batch of {} submissions (at most {})", b->submits.size(),
+                 proto::kMaxSubmitBatch);
+      return;
+    }
+    std::size_t index = subs.batches.size();
+    proto::SubmitBatchReply reply;
+    reply.req_id = b->req_id;
+    reply.replies.reserve(b->submits.size());
+    subs.batches.push_back(std::move(reply));
+    subs.batch_identities.push_back(identity);
+    for (auto& s : b->submits) {
+      subs.submits.push_back(std::move(s));
+      subs.identities.push_back(identity);
+      subs.batch_of.push_back(index);
+    }
   } else if (env.type == proto::type::kPing) {
     auto p = env.as<proto::Ping>(&err);
     if (!p) return;
@@ -265,8 +298,18 @@ void Broker::handle_frontend(const std::string& identity, const proto::Envelope&
   }
 }
 
-void Broker::process_submits(std::vector<proto::Submit>& submits,
-                             const std::vector<std::string>& identities) {
+void Broker::process_submits(Submissions& subs) {
+  // Single submissions are answered one message each; a batch's replies are
+  // collected in order and sent as one message after the loop.
+  auto answer = [&](std::size_t i, proto::SubmitReply& r) {
+    std::size_t b = subs.batch_of[i];
+    if (b == Submissions::kSingle)
+      out_.push_back(
+          {&front_, subs.identities[i], proto::encode(proto::type::kSubmitReply, r), {}});
+    else
+      subs.batches[b].replies.push_back(std::move(r));
+  };
+  auto& submits = subs.submits;
   write_tx();
   std::string now = now_iso();
   std::unordered_map<std::string, std::pair<std::string, std::string>> batch_keys;  // key ->
@@ -298,7 +341,7 @@ void Broker::process_submits(std::vector<proto::Submit>& submits,
           r.code = "conflict";
           r.reason = "Idempotency-Key was already used with a different request";
         }
-        out_.push_back({&front_, identities[i], proto::encode(proto::type::kSubmitReply, r), {}});
+        answer(i, r);
         continue;
       }
     }
@@ -322,8 +365,11 @@ void Broker::process_submits(std::vector<proto::Submit>& submits,
       ++in_system;
       if (!s.idempotency_key.empty()) batch_keys[s.idempotency_key] = {r.task_id, s.fingerprint};
     }
-    out_.push_back({&front_, identities[i], proto::encode(proto::type::kSubmitReply, r), {}});
+    answer(i, r);
   }
+  for (std::size_t b = 0; b < subs.batches.size(); ++b)
+    out_.push_back({&front_, subs.batch_identities[b],
+                    proto::encode(proto::type::kSubmitBatchReply, subs.batches[b]), {}});
 }
 
 // Inserts one submission inside the batch's transaction, in a savepoint of
@@ -332,11 +378,10 @@ void Broker::process_submits(std::vector<proto::Submit>& submits,
 std::optional<std::int64_t> Broker::record_submission(const proto::Submit& s,
                                                       const std::string& now,
                                                       proto::SubmitReply& r) {
-  auto& db = store_.db();
-  db.exec("SAVEPOINT submit");
+  sp_begin_.run();
   try {
     TaskStore::NewTask t;
-    t.id = new_uuid();
+    t.id = new_uuid_v7();  // time-ordered: index inserts stay on the last pages
     t.request = s.request;
     t.spec = proto::spec_to_json(s.spec).dump();
     t.idempotency_key = s.idempotency_key;
@@ -344,14 +389,14 @@ std::optional<std::int64_t> Broker::record_submission(const proto::Submit& s,
     t.output_path = s.spec.output;
     t.priority = s.priority;
     std::int64_t seq = store_.insert(t, now);
-    db.exec("RELEASE submit");
+    sp_release_.run();
     r.accepted = true;
     r.task_id = t.id;
     r.state = state::kQueued;
     return seq;
   } catch (const std::exception& e) {
-    db.exec("ROLLBACK TO submit");
-    db.exec("RELEASE submit");
+    sp_rollback_.run();
+    sp_release_.run();
     log_->error("could not record a submission: {}", e.what());
     r.code = "invalid";
     r.reason = std::string("the task could not be recorded: ") + e.what();
@@ -483,7 +528,7 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
       finish(d->task_id, state::kCancelled, d->summary, "", "cancelled by user");
     } else if (d->state == state::kSucceeded || (d->state == state::kFailed && !d->retryable)) {
       finish(d->task_id, d->state, d->summary, d->error,
-             d->state == state::kFailed ? d->error : "finished on " + identity);
+             d->state == state::kFailed ? d->error : "finished on " + identity, &*d);
     } else if (d->state == "aborted" || d->state == state::kCancelled) {
       // Not the task's fault: the worker shut down, or killed a child the
       // broker had told it to stop (e.g. after it was presumed lost and came
@@ -501,21 +546,21 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
 }
 
 void Broker::finish(const std::string& id, const std::string& st, const std::string& summary,
-                    const std::string& error, const std::string& reason) {
+                    const std::string& error, const std::string& reason, const proto::Done* done) {
   write_tx();
   store_.finish(id, st, summary, error, reason, now_iso());
   log_->info("task {} {}{}{}", id, st, error.empty() ? "" : ": ", error);
   (st == state::kSucceeded ? n_succeeded_ : st == state::kFailed ? n_failed_ : n_cancelled_)++;
-  log_completion(id, st, error);
+  log_completion(id, st, error, done);
 }
 
 // One JSON line per finished task, as the original service kept them:
 // successful_tasks.jsonl and failed_tasks.jsonl (cancelled tasks go to the
-// latter with their state). Written after the state is in the transaction;
-// a line may precede a commit that then fails (the broker exits), never the
-// reverse.
-void Broker::log_completion(const std::string& id, const std::string& st,
-                            const std::string& error) {
+// latter with their state). Lines are collected while the iteration's
+// transaction is open and appended right after it commits: a line never
+// describes a state that is not in the database.
+void Broker::log_completion(const std::string& id, const std::string& st, const std::string& error,
+                            const proto::Done* done) {
   if (cfg_.task_log_dir.empty()) return;
   auto rec = store_.get(id);
   if (!rec) return;
@@ -526,21 +571,30 @@ void Broker::log_completion(const std::string& id, const std::string& st,
                          {"started_at", rec->started_at},
                          {"attempts", rec->attempts},
                          {"worker", rec->worker},
-                         {"request", nlohmann::json::parse(rec->request, nullptr, false)},
                          {"output_path", rec->output_path}};
   if (!error.empty()) line["error"] = error;
-  if (!rec->summary.empty()) {
-    auto sum = nlohmann::json::parse(rec->summary, nullptr, false);
-    if (sum.is_object())
-      line["summary"] = {{"packets", sum.value("packets", 0)},
-                         {"bytes", sum.value("bytes", 0)},
-                         {"flows", sum.value("flows", 0)}};
+  if (done && st == state::kSucceeded)
+    line["summary"] = {{"packets", done->packets}, {"bytes", done->bytes}, {"flows", done->flows}};
+  std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  // The request is stored as the api's normalised JSON text: spliced in as it is.
+  if (!rec->request.empty()) {
+    text.pop_back();
+    text += ",\"request\":" + rec->request + "}";
   }
-  std::string file = cfg_.task_log_dir + "/" +
-                     (st == state::kSucceeded ? "successful_tasks.jsonl" : "failed_tasks.jsonl");
-  std::ofstream out(file, std::ios::app);
-  out << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
-  if (!out) log_->warn("cannot append to {}", file);
+  (st == state::kSucceeded ? completed_ok_ : completed_failed_) += text + '\n';
+}
+
+void Broker::write_completions() {
+  for (auto [lines, name] : {std::pair{&completed_ok_, "successful_tasks.jsonl"},
+                              std::pair{&completed_failed_, "failed_tasks.jsonl"}}) {
+    if (lines->empty()) continue;
+    const std::string file = cfg_.task_log_dir + "/" + name;
+    std::ofstream out(file, std::ios::app);
+    out << *lines;
+    out.flush();
+    if (!out) log_->warn("cannot append to {}", file);
+    lines->clear();
+  }
 }
 
 void Broker::retry_or_fail(Running r, const std::string& why) {

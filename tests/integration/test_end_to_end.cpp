@@ -101,6 +101,9 @@ TEST(EndToEnd, SampleCaptureBecomesIpfixAndStateIsDurable) {
     EXPECT_EQ(j["task_id"], id);
     EXPECT_EQ(j["state"], "succeeded");
     EXPECT_EQ(j["summary"]["packets"], 347);
+    EXPECT_GT(j["summary"]["flows"].get<long>(), 0);
+    EXPECT_GT(j["summary"]["bytes"].get<long>(), 0);
+    EXPECT_EQ(j["request"]["pcap_files"], json::array({"sample.pcap"})) << line;
     EXPECT_FALSE(std::getline(log, line));
   }
 

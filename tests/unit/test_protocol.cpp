@@ -90,3 +90,43 @@ TEST(Protocol, TruncatedFramesNeverDecode) {
     }
   }
 }
+
+namespace {
+// A result as workers sent it before Done carried the summary's totals.
+struct DoneWithoutTotals {
+  std::string task_id = "t1";
+  std::string state = "succeeded";
+  std::string summary = "{\"packets\":3}";
+  std::string error;
+  bool retryable = false;
+  MSGPACK_DEFINE_MAP(task_id, state, summary, error, retryable)
+};
+}  // namespace
+
+TEST(Protocol, DoneTotalsRoundTripAndAreZeroFromOlderWorkers) {
+  proto::Done d;
+  d.task_id = "t2";
+  d.state = "succeeded";
+  d.packets = 347;
+  d.bytes = 71000;
+  d.flows = 40;
+  std::string wire = proto::encode(proto::type::kDone, d);
+  std::string err;
+  auto env = proto::decode(wire.data(), wire.size(), &err);
+  ASSERT_TRUE(env) << err;
+  auto back = env->as<proto::Done>(&err);
+  ASSERT_TRUE(back) << err;
+  EXPECT_EQ(back->packets, 347u);
+  EXPECT_EQ(back->bytes, 71000u);
+  EXPECT_EQ(back->flows, 40u);
+
+  wire = proto::encode(proto::type::kDone, DoneWithoutTotals{});
+  env = proto::decode(wire.data(), wire.size(), &err);
+  ASSERT_TRUE(env) << err;
+  back = env->as<proto::Done>(&err);
+  ASSERT_TRUE(back) << err;
+  EXPECT_EQ(back->task_id, "t1");
+  EXPECT_EQ(back->summary, "{\"packets\":3}");
+  EXPECT_EQ(back->packets, 0u);
+  EXPECT_EQ(back->flows, 0u);
+}

@@ -2,17 +2,14 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -21,6 +18,7 @@
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/util.hpp"
 #include "ipfixweb/shared/zmq_util.hpp"
+#include "runner.hpp"
 
 namespace ipfixweb::worker {
 
@@ -32,51 +30,6 @@ std::string hostname() {
   char buf[256] = {};
   ::gethostname(buf, sizeof buf - 1);
   return buf;
-}
-
-// Writes all of `s` to fd, retrying on EINTR; false on failure.
-bool write_all(int fd, const std::string& s) {
-  std::size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = ::write(fd, s.data() + off, s.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    off += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-// True while a process exists and is not a zombie. (A child killed with its
-// supervisor may stay a zombie until something reaps it; it writes no more.)
-bool process_alive(pid_t pid) {
-  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  auto close = line.rfind(')');
-  if (close == std::string::npos || close + 2 >= line.size()) return true;
-  char state = line[close + 2];
-  return state != 'Z' && state != 'X';
-}
-
-// An earlier attempt of this task may have died (with its worker) while
-// writing: its temporary file, <output>.tmp.<pid>, is garbage now if that
-// process no longer exists.
-void remove_stale_temporaries(const std::filesystem::path& output) {
-  std::error_code ec;
-  const std::string prefix = output.filename().string() + ".tmp.";
-  for (auto it = std::filesystem::directory_iterator(output.parent_path(), ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.compare(0, prefix.size(), prefix) != 0) continue;
-    // Only a writer that is gone: another live task may write the same path.
-    char* end = nullptr;
-    long pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
-    if (pid <= 0 || *end != '\0') continue;
-    if (process_alive(static_cast<pid_t>(pid))) continue;
-    std::error_code rm;
-    std::filesystem::remove(it->path(), rm);
-  }
 }
 
 std::string signal_name(int sig) {
@@ -102,14 +55,6 @@ Worker::Worker(Config cfg, zmq::context_t& ctx)
   log_->info("worker {} connecting to {} with {} slots", cfg_.worker_id, cfg_.broker, cfg_.slots);
 }
 
-Worker::~Worker() {
-  for (auto& [pid, c] : children_) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    if (c.fd >= 0) ::close(c.fd);
-  }
-}
-
 void Worker::connect() {
   sock_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
   sock_->set(zmq::sockopt::routing_id, cfg_.worker_id);
@@ -131,12 +76,27 @@ void Worker::send_ready() {
   proto::Ready r;
   r.worker_id = cfg_.worker_id;
   r.slots = draining_ ? 0 : cfg_.slots;
-  for (auto& [pid, c] : children_) r.running.push_back(c.task_id);
+  for (auto& [pid, runner] : runners_)
+    if (runner.job) r.running.push_back(runner.job->task_id);
   r.host = hostname();
   r.pid = ::getpid();
   r.incarnation = incarnation_;
   send(proto::type::kReady, proto::encode(proto::type::kReady, r));
   for (auto& [when, payload] : recent_done_) send(proto::type::kDone, payload);
+}
+
+Worker::~Worker() {
+  for (auto& [pid, r] : runners_) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    if (r.fd >= 0) ::close(r.fd);
+  }
+}
+
+std::size_t Worker::busy() const {
+  std::size_t n = 0;
+  for (auto& [pid, r] : runners_) n += r.job.has_value();
+  return n;
 }
 
 void Worker::run(const std::atomic<bool>& stop) {
@@ -145,18 +105,23 @@ void Worker::run(const std::atomic<bool>& stop) {
     if (stop.load() && !draining_) {
       draining_ = true;
       drain_deadline = now_mono() + cfg_.grace_s;
-      log_->info("draining: {} tasks running, grace {} s", children_.size(), cfg_.grace_s);
+      log_->info("draining: {} tasks running, grace {} s", busy(), cfg_.grace_s);
       send_ready();  // zero slots: the broker sends nothing more
     }
-    if (draining_ && children_.empty()) break;
+    if (draining_ && busy() == 0) break;
     if (draining_ && now_mono() >= drain_deadline) {
-      for (auto& [pid, c] : children_)
-        if (c.kill_reason.empty()) kill_child(c, "shutdown");
+      for (auto& [pid, r] : runners_)
+        if (r.job && r.job->kill_reason.empty()) kill_runner(r, "shutdown");
     }
 
     std::vector<zmq::pollitem_t> items;
+    std::vector<pid_t> polled;  // polled[i] owns items[i + 1]
     items.push_back({sock_->handle(), 0, ZMQ_POLLIN, 0});
-    for (auto& [pid, c] : children_) items.push_back({nullptr, c.fd, ZMQ_POLLIN, 0});
+    for (auto& [pid, r] : runners_) {
+      if (r.fd < 0) continue;
+      items.push_back({nullptr, r.fd, ZMQ_POLLIN, 0});
+      polled.push_back(pid);
+    }
     double now = now_mono();
     double wait = std::clamp(next_heartbeat_ - now, 0.0, 0.1);
     zmqu::poll(items, static_cast<long>(wait * 1000) + 1);
@@ -173,16 +138,13 @@ void Worker::run(const std::atomic<bool>& stop) {
       }
       handle(*env);
     }
-    std::vector<pid_t> pids;
-    for (auto& [pid, c] : children_) pids.push_back(pid);
-    for (pid_t pid : pids) {
-      auto it = children_.find(pid);
-      if (it == children_.end()) continue;
-      read_child(it->second);
-    }
+    // (Handling the broker's messages may have started or replaced runners since the poll.)
+    for (std::size_t i = 0; i < polled.size(); ++i)
+      if (items[i + 1].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) read_runner(polled[i]);
     now = now_mono();
-    for (auto& [pid, c] : children_)
-      if (c.deadline > 0 && now > c.deadline && c.kill_reason.empty()) kill_child(c, "timeout");
+    for (auto& [pid, r] : runners_)
+      if (r.job && r.job->deadline > 0 && now > r.job->deadline && r.job->kill_reason.empty())
+        kill_runner(r, "timeout");
 
     if (now >= next_heartbeat_) {
       send(proto::type::kHeartbeat,
@@ -198,6 +160,16 @@ void Worker::run(const std::atomic<bool>& stop) {
       reconnect_delay_ = std::min(reconnect_delay_ * 2, 32.0);
     }
   }
+  // Idle runners exit when their channel closes.
+  for (auto& [pid, r] : runners_) {
+    ::close(r.fd);
+    r.fd = -1;
+  }
+  for (auto& [pid, r] : runners_) {
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+  runners_.clear();
   send(proto::type::kBye, proto::encode(proto::type::kBye, proto::Bye{"shutdown"}));
   // Give the goodbye a moment to leave; it is a courtesy (the broker also
   // notices missed heartbeats), so a broker that is gone too costs at most
@@ -223,11 +195,11 @@ void Worker::handle(const proto::Envelope& env) {
       send(proto::type::kDone, proto::encode(proto::type::kDone, d));
       return;
     }
-    for (auto& [pid, c] : children_) {
-      if (c.task_id == t->task_id) {
-        // Never run one task twice at once (two children would race for one
-        // output); the running child reports for it.
-        log_->warn("task {} is already running in child {}; duplicate ignored", t->task_id, pid);
+    for (auto& [pid, r] : runners_) {
+      if (r.job && r.job->task_id == t->task_id) {
+        // Never run one task twice at once (two runners would race for one
+        // output); the running one reports for it.
+        log_->warn("task {} is already running in runner {}; duplicate ignored", t->task_id, pid);
         return;
       }
     }
@@ -235,195 +207,177 @@ void Worker::handle(const proto::Envelope& env) {
   } else if (env.type == proto::type::kAbort) {
     auto a = env.as<proto::Abort>(&err);
     if (!a) return;
-    for (auto& [pid, c] : children_)
-      if (c.task_id == a->task_id && c.kill_reason.empty()) kill_child(c, "cancelled");
+    for (auto& [pid, r] : runners_)
+      if (r.job && r.job->task_id == a->task_id && r.job->kill_reason.empty())
+        kill_runner(r, "cancelled");
   } else {
     log_->warn("dropped message of unknown type '{}'", env.type);
   }
 }
 
-void Worker::start_task(const proto::Task& t) {
+Worker::Runner* Worker::idle_runner() {
+  for (auto& [pid, r] : runners_)
+    if (!r.job && !r.killed && r.fd >= 0) return &r;
+  return nullptr;
+}
+
+Worker::Runner* Worker::spawn_runner() {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    proto::Done d{t.task_id, "failed", "", std::string("pipe: ") + std::strerror(errno), true};
-    send(proto::type::kDone, proto::encode(proto::type::kDone, d));
-    return;
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    log_->error("socketpair: {}", std::strerror(errno));
+    return nullptr;
   }
   spdlog::default_logger()->flush();
+  log_->flush();
   pid_t pid = ::fork();
   if (pid < 0) {
+    log_->error("fork: {}", std::strerror(errno));
     ::close(fds[0]);
     ::close(fds[1]);
-    proto::Done d{t.task_id, "failed", "", std::string("fork: ") + std::strerror(errno), true};
-    send(proto::type::kDone, proto::encode(proto::type::kDone, d));
-    return;
+    return nullptr;
   }
   if (pid == 0) {
     ::close(fds[0]);
-    run_child(t, fds[1]);  // never returns
+    detail::RunnerLimits limits{cfg_.memory_limit_mb, cfg_.cpu_limit_s, cfg_.runner_max_tasks};
+    detail::runner_main(engine_, fds[1], limits);  // never returns
   }
   ::close(fds[1]);
-  ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
-  Child c;
-  c.pid = pid;
-  c.fd = fds[0];
-  c.task_id = t.task_id;
-  c.spec = t.spec;
-  c.started = now_mono();
-  c.deadline = t.timeout > 0 ? c.started + t.timeout : 0;
-  children_.emplace(pid, std::move(c));
-  log_->info("task {} started in child {} (attempt {})", t.task_id, pid, t.attempt);
-  send(proto::type::kStarted, proto::encode(proto::type::kStarted, proto::Started{t.task_id}));
+  Runner r;
+  r.pid = pid;
+  r.fd = fds[0];
+  log_->debug("runner {} started", pid);
+  return &runners_.emplace(pid, std::move(r)).first->second;
 }
 
-void Worker::run_child(const proto::Task& t, int fd) {
-  // The child never touches the ZeroMQ context or the parent's sockets, and
-  // dies with its supervisor: a task whose worker is gone is re-run elsewhere.
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() == 1) ::_exit(3);
-  ::signal(SIGTERM, SIG_DFL);
-  ::signal(SIGINT, SIG_IGN);  // Ctrl-C goes to the supervisor, which decides
-  if (cfg_.memory_limit_mb) {
-    rlimit rl{cfg_.memory_limit_mb << 20, cfg_.memory_limit_mb << 20};
-    ::setrlimit(RLIMIT_AS, &rl);
+void Worker::start_task(const proto::Task& t) {
+  const std::string frame = proto::encode(proto::type::kTask, t);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    Runner* r = idle_runner();
+    if (!r) r = spawn_runner();
+    if (!r) break;
+    if (!detail::write_frame(r->fd, 'T', frame)) {
+      // The idle runner died (e.g. killed from outside): replace it once.
+      const pid_t gone = r->pid;
+      runner_gone(gone);
+      continue;
+    }
+    Job job;
+    job.task_id = t.task_id;
+    job.spec = t.spec;
+    job.started = now_mono();
+    job.deadline = t.timeout > 0 ? job.started + t.timeout : 0;
+    r->job = std::move(job);
+    log_->info("task {} started in runner {} (attempt {})", t.task_id, r->pid, t.attempt);
+    send(proto::type::kStarted, proto::encode(proto::type::kStarted, proto::Started{t.task_id}));
+    return;
   }
-  if (cfg_.cpu_limit_s) {
-    rlimit rl{cfg_.cpu_limit_s, cfg_.cpu_limit_s + 1};
-    ::setrlimit(RLIMIT_CPU, &rl);
-  }
-  nlohmann::json report;
-  int code = 0;
-  try {
-    engine::Options o;
-    o.inputs = t.spec.inputs;
-    o.output = t.spec.output;
-    o.dpi = t.spec.dpi;
-    o.analysis = t.spec.analysis;
-    o.idle_timeout_s = t.spec.idle_timeout;
-    o.active_timeout_s = t.spec.active_timeout;
-    o.bpf_filter = t.spec.filter;
-    std::error_code ec;
-    std::filesystem::path out(o.output);
-    std::filesystem::create_directories(out.parent_path(), ec);
-    if (ec) throw engine::EngineError("cannot create output directory: " + ec.message());
-    if (t.attempt > 1) remove_stale_temporaries(out);
-    double last = 0;
-    auto progress = [&](const engine::Progress& p) {
-      double now = now_mono();
-      if (now - last < kProgressInterval) return;
-      last = now;
-      double frac = p.bytes_total ? static_cast<double>(p.bytes_read) / p.bytes_total : 0.0;
-      write_all(fd,
-                "P " + nlohmann::json{{"progress", frac}, {"packets", p.packets}}.dump() + "\n");
-    };
-    auto summary = engine_.convert(o, progress);
-    report = {{"state", "succeeded"}, {"summary", summary}};
-  } catch (const std::exception& e) {
-    report = {{"state", "failed"}, {"error", e.what()}};
-    code = 2;
-  }
-  write_all(fd, "D " + report.dump() + "\n");
-  ::close(fd);
-  ::_exit(code);  // no destructors, no atexit handlers of the parent
+  proto::Done d{t.task_id, "failed", "", "could not start a task runner (see the worker's log)",
+                true};
+  send(proto::type::kDone, proto::encode(proto::type::kDone, d));
 }
 
-void Worker::read_child(Child& c) {
+void Worker::read_runner(pid_t pid) {
+  auto it = runners_.find(pid);
+  if (it == runners_.end()) return;
+  Runner& r = it->second;
   char buf[65536];
+  bool eof = false;
   while (true) {
-    ssize_t n = ::read(c.fd, buf, sizeof buf);
+    ssize_t n = ::recv(r.fd, buf, sizeof buf, MSG_DONTWAIT);
     if (n > 0) {
-      c.buffer.append(buf, static_cast<std::size_t>(n));
+      r.in.append(buf, static_cast<std::size_t>(n));
+      if (static_cast<std::size_t>(n) < sizeof buf) break;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) break;
-    // EOF (or error): the child has finished writing; collect it.
-    std::size_t pos;
-    while ((pos = c.buffer.find('\n')) != std::string::npos) {
-      std::string line = c.buffer.substr(0, pos);
-      c.buffer.erase(0, pos + 1);
-      if (line.rfind("D ", 0) == 0) c.result = line.substr(2);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    eof = true;  // EOF or error: the runner is gone
+    break;
+  }
+  std::string latest_progress;
+  while (auto frame = detail::next_frame(r.in, r.in_off)) {
+    if (frame->first == 'P') {
+      latest_progress = std::move(frame->second);
+    } else if (frame->first == 'D' && r.job) {
+      latest_progress.clear();
+      finish_job(r, frame->second);
     }
-    reap(c.pid);
-    return;
   }
-  // Progress lines: forward the newest, throttled.
-  std::size_t pos;
-  std::string latest;
-  while ((pos = c.buffer.find('\n')) != std::string::npos) {
-    std::string line = c.buffer.substr(0, pos);
-    c.buffer.erase(0, pos + 1);
-    if (line.rfind("P ", 0) == 0) latest = line.substr(2);
-    if (line.rfind("D ", 0) == 0) c.result = line.substr(2);
-  }
-  if (!latest.empty() && now_mono() - c.last_progress_sent >= kProgressInterval) {
+  if (!latest_progress.empty() && r.job &&
+      now_mono() - r.job->last_progress_sent >= kProgressInterval) {
     try {
-      auto j = nlohmann::json::parse(latest);
-      proto::ProgressMsg p{c.task_id, j.value("progress", 0.0), j.value("packets", 0ull)};
+      auto j = nlohmann::json::parse(latest_progress);
+      proto::ProgressMsg p{r.job->task_id, j.value("progress", 0.0), j.value("packets", 0ull)};
       send(proto::type::kProgress, proto::encode(proto::type::kProgress, p));
-      c.last_progress_sent = now_mono();
+      r.job->last_progress_sent = now_mono();
     } catch (const std::exception&) {
     }
   }
+  if (eof) runner_gone(pid);
 }
 
-void Worker::kill_child(Child& c, const std::string& reason) {
-  c.kill_reason = reason;
-  ::kill(c.pid, SIGKILL);
-  log_->info("task {}: killing child {} ({})", c.task_id, c.pid, reason);
+void Worker::finish_job(Runner& r, const std::string& result) {
+  Job job = std::move(*r.job);
+  r.job.reset();
+  std::string err;
+  std::optional<proto::Done> d;
+  if (auto env = proto::decode(result.data(), result.size(), &err))
+    if (env->type == proto::type::kDone) d = env->as<proto::Done>(&err);
+  if (!d || d->task_id != job.task_id) {
+    proto::Done bad{job.task_id, "failed", "", "unreadable result from task runner: " + err, false};
+    report(job, std::move(bad));
+    return;
+  }
+  // A result that raced a kill is still the truth: the task did finish.
+  report(job, std::move(*d), result);
 }
 
-void Worker::reap(pid_t pid) {
-  auto it = children_.find(pid);
-  if (it == children_.end()) return;
-  Child c = std::move(it->second);
-  children_.erase(it);
-  ::close(c.fd);
+void Worker::runner_gone(pid_t pid) {
+  auto it = runners_.find(pid);
+  if (it == runners_.end()) return;
+  Runner r = std::move(it->second);
+  runners_.erase(it);
+  if (r.fd >= 0) ::close(r.fd);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  if (!r.job) {
+    log_->debug("runner {} exited", pid);
+    return;
+  }
+  const Job& job = *r.job;
   proto::Done d;
-  d.task_id = c.task_id;
-  double took = now_mono() - c.started;
-  if (!c.kill_reason.empty()) {
-    if (c.kill_reason == "cancelled") {
-      d.state = "cancelled";
-      d.error = "cancelled";
-    } else if (c.kill_reason == "timeout") {
-      d.state = "failed";
-      d.error = "timed out after " + std::to_string(static_cast<long>(took)) + " s";
-    } else {
-      d.state = "aborted";
-      d.error = "worker shutting down";
-    }
+  d.task_id = job.task_id;
+  const double took = now_mono() - job.started;
+  if (job.kill_reason == "cancelled") {
+    d.state = "cancelled";
+    d.error = "cancelled";
+  } else if (job.kill_reason == "timeout") {
+    d.state = "failed";
+    d.error = "timed out after " + std::to_string(static_cast<long>(took)) + " s";
+  } else if (!job.kill_reason.empty()) {
+    d.state = "aborted";
+    d.error = "worker shutting down";
   } else if (WIFSIGNALED(status)) {
     d.state = "failed";
     d.error = "crashed with " + signal_name(WTERMSIG(status));
     d.retryable = true;  // the broker retries up to its max attempts
-  } else if (!c.result.empty()) {
-    try {
-      auto j = nlohmann::json::parse(c.result);
-      d.state = j.value("state", "failed");
-      d.error = j.value("error", "");
-      if (j.contains("summary")) d.summary = j["summary"].dump();
-    } catch (const std::exception& e) {
-      d.state = "failed";
-      d.error = std::string("unreadable result from child: ") + e.what();
-    }
   } else {
     d.state = "failed";
-    d.error =
-        "child exited with status " + std::to_string(WEXITSTATUS(status)) + " without a result";
+    d.error = "task runner exited with status " + std::to_string(WEXITSTATUS(status)) +
+              " without a result";
     d.retryable = true;
   }
-  if (d.state != "succeeded") {
-    // The engine removes its temporary file itself, unless it was killed.
-    std::error_code ec;
-    std::filesystem::remove(c.spec.output + ".tmp." + std::to_string(pid), ec);
-  }
-  log_->info("task {} {} in {:.3f} s{}{}", c.task_id, d.state, took, d.error.empty() ? "" : ": ",
-             d.error);
-  std::string payload = proto::encode(proto::type::kDone, d);
+  // The engine removes its temporary file itself, unless its process was killed.
+  std::error_code ec;
+  std::filesystem::remove(job.spec.output + ".tmp." + std::to_string(pid), ec);
+  report(job, std::move(d));
+}
+
+void Worker::report(const Job& job, const proto::Done& d, std::string payload) {
+  log_->info("task {} {} in {:.3f} s{}{}", job.task_id, d.state, now_mono() - job.started,
+             d.error.empty() ? "" : ": ", d.error);
+  if (payload.empty()) payload = proto::encode(proto::type::kDone, d);
   send(proto::type::kDone, payload);
   double now = now_mono();
   recent_done_.emplace_back(now, std::move(payload));
@@ -431,6 +385,13 @@ void Worker::reap(pid_t pid) {
   while (!recent_done_.empty() &&
          (recent_done_.front().first < now - keep || recent_done_.size() > 1024))
     recent_done_.pop_front();
+}
+
+void Worker::kill_runner(Runner& r, const std::string& reason) {
+  if (r.job) r.job->kill_reason = reason;
+  r.killed = true;
+  ::kill(r.pid, SIGKILL);
+  log_->info("task {}: killing runner {} ({})", r.job ? r.job->task_id : "-", r.pid, reason);
 }
 
 }  // namespace ipfixweb::worker

@@ -80,13 +80,24 @@ class Broker {
     std::string task_id;  // for backend task sends: re-queue on failure
   };
 
+  // The submissions read in one iteration, single or in batches, in arrival
+  // order; handled together (one transaction) by process_submits.
+  struct Submissions {
+    static constexpr std::size_t kSingle = static_cast<std::size_t>(-1);
+    std::vector<proto::Submit> submits;
+    std::vector<std::string> identities;  // per submit: who asked
+    std::vector<std::size_t> batch_of;    // per submit: index in batches, or kSingle
+    std::vector<proto::SubmitBatchReply> batches;
+    std::vector<std::string> batch_identities;
+    void clear();
+  };
+
   void recover();
   void iteration(const std::atomic<bool>& stop);
   void handle_frontend(const std::string& identity, const proto::Envelope& env,
-                       std::vector<proto::Submit>& submits, std::vector<std::string>& submit_ids);
+                       Submissions& subs);
   void handle_backend(const std::string& identity, const proto::Envelope& env);
-  void process_submits(std::vector<proto::Submit>& submits,
-                       const std::vector<std::string>& identities);
+  void process_submits(Submissions& subs);
   std::optional<std::int64_t> record_submission(const proto::Submit& s, const std::string& now,
                                                 proto::SubmitReply& r);
   void dispatch();
@@ -96,7 +107,8 @@ class Broker {
   // when it has used up its attempts.
   void retry_or_fail(Running r, const std::string& why);
   void finish(const std::string& id, const std::string& st, const std::string& summary,
-              const std::string& error, const std::string& reason);
+              const std::string& error, const std::string& reason,
+              const proto::Done* done = nullptr);
   void enqueue(Pending p);
   void flush();
   void write_tx();  // opens the iteration's transaction if not yet open
@@ -113,13 +125,19 @@ class Broker {
   std::unordered_map<std::string, Running> running_;
   std::unordered_map<std::string, Worker> workers_;
   std::vector<Outgoing> out_;
+  Submissions subs_;  // reused every iteration (keeps its capacity)
+  // Prepared once: a savepoint per submission costs a parse with exec().
+  db::Statement sp_begin_, sp_release_, sp_rollback_;
   std::unique_ptr<db::Transaction> tx_;
   std::size_t rr_ = 0;  // round-robin offset among equally loaded workers
   double next_heartbeat_ = 0;
   std::uint32_t hb_seq_ = 0;
   bool draining_ = false;
   double avg_task_s_ = 1.0;  // moving average of task durations, for Retry-After
-  void log_completion(const std::string& id, const std::string& st, const std::string& error);
+  void log_completion(const std::string& id, const std::string& st, const std::string& error,
+                      const proto::Done* done);
+  void write_completions();  // after a commit: appends the lines of the tasks it finished
+  std::string completed_ok_, completed_failed_;  // JSONL lines waiting for the commit
   // Statistics since start, reported in pongs (the api's /metrics).
   std::uint64_t n_succeeded_ = 0, n_failed_ = 0, n_cancelled_ = 0, n_requeued_ = 0;
   std::vector<std::uint64_t> durations_ =

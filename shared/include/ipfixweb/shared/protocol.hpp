@@ -21,10 +21,12 @@ inline constexpr std::uint32_t kVersion = 1;
 namespace type {
 // frontend: client -> broker
 inline constexpr std::string_view kSubmit = "submit";
+inline constexpr std::string_view kSubmitBatch = "submit_batch";
 inline constexpr std::string_view kPing = "ping";
 inline constexpr std::string_view kCancel = "cancel";
 // frontend: broker -> client
 inline constexpr std::string_view kSubmitReply = "submit_reply";
+inline constexpr std::string_view kSubmitBatchReply = "submit_batch_reply";
 inline constexpr std::string_view kPong = "pong";
 inline constexpr std::string_view kCancelReply = "cancel_reply";
 // backend: worker -> broker
@@ -73,6 +75,26 @@ struct SubmitReply {
   std::string reason;      // human-readable
   double retry_after = 0;  // seconds, when code == "capacity"
   MSGPACK_DEFINE_MAP(req_id, accepted, task_id, state, existing, code, reason, retry_after)
+};
+
+// Several submissions in one message (the api collects concurrent ones). The
+// broker handles them in order as if they had come one by one, in the same
+// transaction (each in a savepoint of its own) and answers with one
+// SubmitBatchReply whose `replies` are in the same order. The `req_id` of
+// each Submit is echoed in its reply; the batch's own `req_id` in the
+// batch reply.
+inline constexpr std::size_t kMaxSubmitBatch = 1024;  // larger batches are refused whole
+
+struct SubmitBatch {
+  std::uint64_t req_id = 0;
+  std::vector<Submit> submits;
+  MSGPACK_DEFINE_MAP(req_id, submits)
+};
+
+struct SubmitBatchReply {
+  std::uint64_t req_id = 0;
+  std::vector<SubmitReply> replies;  // one per submit, same order
+  MSGPACK_DEFINE_MAP(req_id, replies)
 };
 
 struct Ping {
@@ -160,7 +182,10 @@ struct Done {
   std::string summary;  // JSON text (empty when none)
   std::string error;
   bool retryable = false;  // failed for a reason another attempt may not hit (crash, timeout)
-  MSGPACK_DEFINE_MAP(task_id, state, summary, error, retryable)
+  // The summary's totals, so the broker's completion log need not parse the summary
+  // (absent, hence 0, from workers older than this field).
+  std::uint64_t packets = 0, bytes = 0, flows = 0;
+  MSGPACK_DEFINE_MAP(task_id, state, summary, error, retryable, packets, bytes, flows)
 };
 
 struct Abort {

@@ -1,5 +1,6 @@
 // The worker supervisor: registers with the broker, grants credit (slots),
-// runs each task in its own forked child (a crash kills only that child) and
+// runs each task in a forked runner process (a crash kills only that runner and
+// its task; runners are reused for many tasks and replaced when they die) and
 // reports progress and results. See docs/protocol.md.
 #pragma once
 
@@ -28,11 +29,12 @@ struct Config {
   std::uint32_t slots = 0;  // concurrent tasks; 0 = number of CPUs
   double heartbeat_s = 1.0;
   int liveness = 3;
-  double grace_s = 10;                // SIGTERM: let running tasks finish this long
-  std::uint64_t memory_limit_mb = 0;  // per task child (RLIMIT_AS); 0 = none
-  std::uint64_t cpu_limit_s = 0;      // per task child (RLIMIT_CPU); 0 = none
-  std::string curve_server_key;       // CURVE: broker's public key file ("" = plain TCP)
-  std::string curve_secret_key;       // CURVE: this worker's secret key file
+  double grace_s = 10;                    // SIGTERM: let running tasks finish this long
+  std::uint64_t memory_limit_mb = 0;      // per task child (RLIMIT_AS); 0 = none
+  std::uint64_t cpu_limit_s = 0;          // per task (RLIMIT_CPU re-armed per task); 0 = none
+  std::uint32_t runner_max_tasks = 1000;  // a runner is replaced after this many tasks (0: never)
+  std::string curve_server_key;           // CURVE: broker's public key file ("" = plain TCP)
+  std::string curve_secret_key;           // CURVE: this worker's secret key file
 };
 
 class Worker {
@@ -43,17 +45,21 @@ class Worker {
   void run(const std::atomic<bool>& stop);
 
  private:
-  struct Child {
-    pid_t pid = -1;
-    int fd = -1;  // read end of the child's report pipe
+  struct Job {
     std::string task_id;
     proto::TaskSpec spec;
-    std::string buffer;
-    std::string result;  // the child's final report line (JSON), if any
     double started = 0;
     double deadline = 0;  // monotonic; 0 = none
     double last_progress_sent = 0;
-    std::string kill_reason;  // set when we killed it: "cancelled", "timeout", "shutdown"
+    std::string kill_reason;  // set when we killed its runner: "cancelled", "timeout", "shutdown"
+  };
+  struct Runner {
+    pid_t pid = -1;
+    int fd = -1;  // our end of the runner's socketpair
+    std::string in;
+    std::size_t in_off = 0;
+    std::optional<Job> job;
+    bool killed = false;  // SIGKILL sent; never given another task
   };
 
   void connect();
@@ -61,10 +67,15 @@ class Worker {
   void send_ready();
   void handle(const proto::Envelope& env);
   void start_task(const proto::Task& t);
-  void read_child(Child& c);
-  void reap(pid_t pid);
-  void kill_child(Child& c, const std::string& reason);
-  void run_child(const proto::Task& t, int fd);  // in the child; never returns
+  Runner* spawn_runner();
+  Runner* idle_runner();
+  void read_runner(pid_t pid);
+  void finish_job(Runner& r, const std::string& result);  // a 'D' frame (encoded Done) arrived
+  void runner_gone(pid_t pid);                            // EOF: reap, report its task
+  // Sends a task's result (`payload`: d already encoded, if it was) and keeps it for resending.
+  void report(const Job& job, const proto::Done& d, std::string payload = {});
+  void kill_runner(Runner& r, const std::string& reason);
+  std::size_t busy() const;
 
   Config cfg_;
   std::shared_ptr<spdlog::logger> log_;
@@ -72,8 +83,8 @@ class Worker {
   std::unique_ptr<zmq::socket_t> sock_;
   std::optional<curve::KeyPair> curve_keys_;
   std::string curve_server_;
-  engine::Engine engine_;  // nDPI initialised once; children inherit it
-  std::map<pid_t, Child> children_;
+  engine::Engine engine_;  // nDPI initialised once; runners inherit it
+  std::map<pid_t, Runner> runners_;
   double last_heard_ = 0;
   double next_heartbeat_ = 0;
   double reconnect_delay_ = 1.0;
