@@ -49,11 +49,12 @@ bool read_all(int fd, char* p, std::size_t n) {
 }
 
 bool read_frame(int fd, char& kind, std::string& payload) {
-  unsigned char len[4];
-  if (!read_all(fd, reinterpret_cast<char*>(len), 4)) return false;
-  const std::uint32_t n = len[0] | (len[1] << 8) | (len[2] << 16) | (std::uint32_t{len[3]} << 24);
+  unsigned char head[5];  // length, kind
+  if (!read_all(fd, reinterpret_cast<char*>(head), 5)) return false;
+  const std::uint32_t n =
+      head[0] | (head[1] << 8) | (head[2] << 16) | (std::uint32_t{head[3]} << 24);
   if (n == 0 || n > (64u << 20)) return false;
-  if (!read_all(fd, &kind, 1)) return false;
+  kind = static_cast<char>(head[4]);
   payload.resize(n - 1);
   return read_all(fd, payload.data(), n - 1);
 }

@@ -268,7 +268,8 @@ void Worker::start_task(const proto::Task& t) {
     job.deadline = t.timeout > 0 ? job.started + t.timeout : 0;
     r->job = std::move(job);
     log_->info("task {} started in runner {} (attempt {})", t.task_id, r->pid, t.attempt);
-    send(proto::type::kStarted, proto::encode(proto::type::kStarted, proto::Started{t.task_id}));
+    // No `started` message: the broker recorded the task as running when it sent it, and
+    // ignores `started` (older workers send it); one message less per task.
     return;
   }
   proto::Done d{t.task_id, "failed", "", "could not start a task runner (see the worker's log)",
