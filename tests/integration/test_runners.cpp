@@ -65,7 +65,12 @@ TEST(Runners, OneRunnerServesManyTasksAndIsReplacedAfterItsQuota) {
     ASSERT_EQ(st, 202) << body.dump();
     ids.push_back(body["task_id"]);
   }
-  for (auto& id : ids) EXPECT_EQ(s.wait_terminal(id, 30s)["state"], "succeeded") << id;
+  for (auto& id : ids) {
+    auto t = s.wait_terminal(id, 30s);
+    EXPECT_EQ(t["state"], "succeeded") << t.dump();
+    // A runner at its quota is never handed another task (which it would not run).
+    EXPECT_EQ(t["attempts"], 1) << t.dump();
+  }
   // 10 tasks, 4 per runner: three runners, none of them the worker itself.
   const auto pids = runner_pids(slurp(s.workers()[0]->log_path()));
   EXPECT_EQ(pids.size(), 3u);

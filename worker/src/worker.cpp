@@ -216,8 +216,12 @@ void Worker::handle(const proto::Envelope& env) {
 }
 
 Worker::Runner* Worker::idle_runner() {
-  for (auto& [pid, r] : runners_)
-    if (!r.job && !r.killed && r.fd >= 0) return &r;
+  for (auto& [pid, r] : runners_) {
+    // A runner that has served its quota exits after its last result: handing it another
+    // task would race its exit (and cost the task an attempt).
+    const bool retiring = cfg_.runner_max_tasks && r.tasks >= cfg_.runner_max_tasks;
+    if (!r.job && !r.killed && !retiring && r.fd >= 0) return &r;
+  }
   return nullptr;
 }
 
@@ -267,6 +271,7 @@ void Worker::start_task(const proto::Task& t) {
     job.started = now_mono();
     job.deadline = t.timeout > 0 ? job.started + t.timeout : 0;
     r->job = std::move(job);
+    ++r->tasks;
     log_->info("task {} started in runner {} (attempt {})", t.task_id, r->pid, t.attempt);
     // No `started` message: the broker recorded the task as running when it sent it, and
     // ignores `started` (older workers send it); one message less per task.

@@ -59,7 +59,8 @@ class Worker {
     std::string in;
     std::size_t in_off = 0;
     std::optional<Job> job;
-    bool killed = false;  // SIGKILL sent; never given another task
+    bool killed = false;      // SIGKILL sent; never given another task
+    std::uint32_t tasks = 0;  // tasks handed to it; at --runner-max-tasks it exits by itself
   };
 
   void connect();
