@@ -1,5 +1,7 @@
 // Issue 4: nothing accepted is lost under faults. Real processes, real kills.
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -647,4 +649,45 @@ TEST(Faults, ResultsAfterABrokerRestartCountAndUnaskedCancelsRerun) {
   EXPECT_EQ(again->attempt, 1u);
   w.done(id2, "succeeded");
   EXPECT_EQ(s.wait_terminal(id2, 5s)["state"], "succeeded");
+}
+
+// A retry removes the temporary files earlier attempts left on this host, only those of
+// processes that are gone, and never another host's (workers elsewhere, or in other
+// containers, that share the output storage: their pids mean nothing here).
+TEST(Faults, RetrySweepsOnlyThisHostsDeadWritersTemporaries) {
+  StackOptions o;
+  o.workers = 0;
+  o.heartbeat = 2.0;  // the fake worker does not heartbeat
+  Stack s(o);
+  FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
+  w.ready({});
+  auto [st, body] = s.submit(small_task("sweep/x.ipfix"));
+  ASSERT_EQ(st, 202);
+  std::string id = body["task_id"];
+  ASSERT_TRUE(w.next_task(3s));
+
+  // Leftovers of the first attempt's writer (a process that has exited), of a writer on
+  // another host, and of a live local process.
+  pid_t gone = ::fork();
+  if (gone == 0) ::_exit(0);
+  ::waitpid(gone, nullptr, 0);
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::string dir = s.output_dir() + "/sweep";
+  fs::create_directories(dir);
+  const std::string dead_here = dir + "/x.ipfix.tmp." + host + "." + std::to_string(gone);
+  const std::string elsewhere = dir + "/x.ipfix.tmp.other-host." + std::to_string(gone);
+  const std::string alive_here = dir + "/x.ipfix.tmp." + host + "." + std::to_string(::getpid());
+  for (const auto& p : {dead_here, elsewhere, alive_here}) std::ofstream(p) << "partial";
+
+  // The fake worker leaves holding the task: it goes back to the queue (attempt 2).
+  w.send(ipfixweb::proto::encode(ipfixweb::proto::type::kBye, ipfixweb::proto::Bye{"test"}));
+  s.start_worker();
+  auto t = s.wait_terminal(id, 30s);
+  EXPECT_EQ(t["state"], "succeeded") << t.dump();
+  EXPECT_EQ(t["attempts"], 2) << t.dump();
+  EXPECT_TRUE(fs::exists(dir + "/x.ipfix"));
+  EXPECT_FALSE(fs::exists(dead_here));
+  EXPECT_TRUE(fs::exists(elsewhere));
+  EXPECT_TRUE(fs::exists(alive_here));
 }

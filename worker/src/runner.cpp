@@ -72,19 +72,24 @@ bool process_alive(pid_t pid) {
   return state != 'Z' && state != 'X';
 }
 
-// An earlier attempt of this task may have died (with its worker) while
-// writing: its temporary file, <output>.tmp.<pid>, is garbage now if that
-// process no longer exists.
+// An earlier attempt of this task may have died (with its worker) while writing: its
+// temporary file, <output>.tmp.<host>.<pid>, is garbage now if it was written on this host
+// by a process that no longer exists. Temporaries of other hosts (workers elsewhere, or in
+// other containers, sharing the output storage) are left alone: their pids mean nothing
+// here, and a live writer's file must never be deleted.
 void remove_stale_temporaries(const std::filesystem::path& output) {
   std::error_code ec;
   const std::string prefix = output.filename().string() + ".tmp.";
+  const std::string& host = engine::temporary_host_name();
   for (auto it = std::filesystem::directory_iterator(output.parent_path(), ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (name.compare(0, prefix.size(), prefix) != 0) continue;
-    // Only a writer that is gone: another live task may write the same path.
+    const std::string rest = name.substr(prefix.size());  // "<host>.<pid>"
+    const auto dot = rest.rfind('.');
+    if (dot == std::string::npos || rest.compare(0, dot, host) != 0 || dot != host.size()) continue;
     char* end = nullptr;
-    long pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
+    const long pid = std::strtol(rest.c_str() + dot + 1, &end, 10);
     if (pid <= 0 || *end != '\0') continue;
     if (process_alive(static_cast<pid_t>(pid))) continue;
     std::error_code rm;
@@ -161,6 +166,16 @@ proto::Done run_task(engine::Engine& engine, const proto::Task& t, int fd) {
       double frac = p.bytes_total ? static_cast<double>(p.bytes_read) / p.bytes_total : 0.0;
       write_frame(fd, 'P', nlohmann::json{{"progress", frac}, {"packets", p.packets}}.dump());
     };
+    // On a retry, sweep once more when done: the previous attempt's writer may still have
+    // been dying (its worker was killed a moment ago, it was in the middle of a write) when
+    // the sweep above looked, and it is certainly gone by now.
+    struct SweepAgain {
+      const std::filesystem::path& out;
+      bool on;
+      ~SweepAgain() {
+        if (on) remove_stale_temporaries(out);
+      }
+    } sweep_again{out, t.attempt > 1};
     const auto summary = engine.convert(o, progress);
     d.state = "succeeded";
     d.packets = summary.value("packets", std::uint64_t{0});

@@ -376,7 +376,7 @@ void Worker::runner_gone(pid_t pid) {
   }
   // The engine removes its temporary file itself, unless its process was killed.
   std::error_code ec;
-  std::filesystem::remove(job.spec.output + ".tmp." + std::to_string(pid), ec);
+  std::filesystem::remove(engine::temporary_output_name(job.spec.output, pid), ec);
   report(job, std::move(d));
 }
 

@@ -1,5 +1,7 @@
 #include "ipfixweb/engine/engine.hpp"
 
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -78,6 +80,22 @@ struct Engine::Impl {
     ++ndpi_inits;
   }
 };
+
+const std::string& temporary_host_name() {
+  static const std::string name = [] {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0) return std::string();
+    std::string h(buf);
+    for (char& c : h)  // keep it one plain path component
+      if (c == '/' || c == '\0') c = '_';
+    return h;
+  }();
+  return name;
+}
+
+std::string temporary_output_name(const std::string& output, long pid) {
+  return output + ".tmp." + temporary_host_name() + "." + std::to_string(pid);
+}
 
 Engine::Engine() : Engine(true) {}
 Engine::Engine(bool init_dpi) : impl_(std::make_unique<Impl>()) {

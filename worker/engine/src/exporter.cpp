@@ -247,7 +247,7 @@ IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique
     exporter = fbExporterAllocNet(&spec);
   } else {
     if (cfg.output.empty()) throw EngineError("no output file given");
-    m.tmp_path = cfg.output + ".tmp." + std::to_string(::getpid());
+    m.tmp_path = temporary_output_name(cfg.output, ::getpid());
     m.file.reset(std::fopen(m.tmp_path.c_str(), "wb"));
     if (!m.file) {
       throw EngineError("cannot write output '" + cfg.output + "': " + std::strerror(errno));

@@ -39,6 +39,14 @@ struct Progress {
 };
 using ProgressFn = std::function<void(const Progress&)>;
 
+// The temporary name a conversion in process `pid` on this host writes before renaming it to
+// `output`: "<output>.tmp.<host>.<pid>". The host part keeps workers on other hosts (or in
+// other containers) sharing the output storage from mistaking each other's live files for
+// leftovers of a dead process.
+std::string temporary_output_name(const std::string& output, long pid);
+// This host's name as used in temporary_output_name ("" when unknown).
+const std::string& temporary_host_name();
+
 // Bad input or an unusable output: a clear one-line message. The engine never
 // leaves a partial file under the output name when it throws.
 class EngineError : public std::runtime_error {
