@@ -1,4 +1,6 @@
 // ipfixweb-broker: thin entry point over ipfixweb_broker_lib.
+#include <malloc.h>
+
 #include <CLI/CLI.hpp>
 
 #include <filesystem>
@@ -10,6 +12,11 @@
 
 int main(int argc, char** argv) {
   using namespace ipfixweb;
+  // SQLite opens a temporary b-tree (with its own page cache) for the CHECK
+  // on tasks.state at every task insert and frees it again. With glibc's
+  // default trim threshold every free shrank the heap and the next insert
+  // grew it again: brk calls and page faults per submission. Keep the memory.
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
   broker::Config cfg;
   LogOptions log_opts;
   std::string data_dir = "var";

@@ -21,7 +21,9 @@
 #include "ipfixweb/api/metrics.hpp"
 #include "ipfixweb/api/openapi.hpp"
 #include "ipfixweb/api/render.hpp"
+#include "ipfixweb/api/submitter.hpp"
 #include "ipfixweb/api/validation.hpp"
+#include "ipfixweb/shared/json_escape.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/paths.hpp"
 #include "ipfixweb/shared/store.hpp"
@@ -84,6 +86,9 @@ struct Server::Impl {
 
   std::optional<curve::KeyPair> curve_keys;
   std::string curve_server;
+  // Submissions go through one thread that batches them; cancel and ping use
+  // the calling thread's own BrokerClient.
+  std::unique_ptr<BatchSubmitter> submitter;
 
   Impl(Config c, zmq::context_t& z) : cfg(std::move(c)), ctx(z) {
     for (auto& r : cfg.input_roots) roots.inputs.push_back(paths::canonical_dir(r));
@@ -94,6 +99,10 @@ struct Server::Impl {
       curve_keys = curve::load_secret(cfg.curve_secret_key);
       curve_server = curve::load_public(cfg.curve_server_key);
     }
+    BatchSubmitter::Options so;
+    so.timeout_s = cfg.broker_timeout_s;
+    submitter = std::make_unique<BatchSubmitter>(ctx, cfg.broker, so,
+                                                 curve_keys ? &*curve_keys : nullptr, curve_server);
   }
 
   ThreadState& local() {
@@ -184,12 +193,12 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
     return;
   }
   proto::Submit s;
-  s.request = parsed->normalised.dump();
+  s.request = std::move(parsed->normalised);
   s.spec = std::move(spec);
   s.idempotency_key = key;
   s.fingerprint = fingerprint(s.request);
   s.priority = parsed->priority;
-  auto reply = broker().submit(std::move(s));
+  auto reply = submitter->submit(std::move(s));
   if (!reply) {
     metrics.refused_unavailable.fetch_add(1, std::memory_order_relaxed);
     res.set_header("Retry-After", "1");
@@ -211,11 +220,18 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
   }
   metrics.accepted.fetch_add(1, std::memory_order_relaxed);
   std::string location = "/api/v1/tasks/" + reply->task_id;
+  // {"existing":true,"links":{"self":...},"state":...,"task_id":...}, written directly.
+  std::string out =
+      reply->existing ? "{\"existing\":true,\"links\":{\"self\":\"" : "{\"links\":{\"self\":\"";
+  append_json_escaped(out, location);
+  out += "\"},\"state\":\"";
+  append_json_escaped(out, reply->state);
+  out += "\",\"task_id\":\"";
+  append_json_escaped(out, reply->task_id);
+  out += "\"}";
   res.set_header("Location", location);
-  json out = {
-      {"task_id", reply->task_id}, {"state", reply->state}, {"links", {{"self", location}}}};
-  if (reply->existing) out["existing"] = true;
-  send_json(res, reply->existing ? 200 : 202, out);
+  res.status = reply->existing ? 200 : 202;
+  res.set_content(std::move(out), "application/json");
 }
 
 // The task named by the route's {id}; answers 503 or 404 itself when there is none.
@@ -358,6 +374,13 @@ void Server::Impl::metrics_text(httplib::Response& res) {
                   v);
     out += buf;
   };
+  std::snprintf(buf, sizeof buf,
+                "# HELP ipfixweb_api_submit_batches_total Messages that carried submissions to the "
+                "broker (each a batch of one or more).\n"
+                "# TYPE ipfixweb_api_submit_batches_total counter\n"
+                "ipfixweb_api_submit_batches_total %llu\n",
+                static_cast<unsigned long long>(submitter->batches_sent()));
+  out += buf;
   auto pong = broker().ping(std::min(cfg.broker_timeout_s, 0.5));
   gauge("ipfixweb_broker_up", "1 when the broker answered the api's ping.", pong ? 1 : 0);
   if (pong) {

@@ -5,6 +5,7 @@
 
 #include <pcap/pcap.h>
 
+#include "ipfixweb/shared/json_escape.hpp"
 #include "ipfixweb/shared/paths.hpp"
 
 namespace ipfixweb::api {
@@ -13,6 +14,45 @@ namespace {
 constexpr std::size_t kMaxFiles = 1000;
 
 std::string type_name(const nlohmann::json& v) { return v.type_name(); }
+
+// The stored form of a valid request, written directly (building a json tree
+// to dump it cost more than the rest of the validation). Byte for byte what
+// nlohmann writes for the same object: keys sorted, numbers in its format,
+// strings (valid UTF-8: the parser checked) escaped the same way.
+std::string normalised_text(const ParsedRequest& r) {
+  std::string out;
+  out.reserve(200 + r.output_path.size() + r.filter.size() + 32 * r.pcap_files.size());
+  auto str = [&out](std::string_view v) {
+    out.push_back('"');
+    append_json_escaped(out, v);
+    out.push_back('"');
+  };
+  auto list = [&](const std::vector<std::string>& v) {
+    out.push_back('[');
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (i) out.push_back(',');
+      str(v[i]);
+    }
+    out.push_back(']');
+  };
+  out += r.dpi ? "{\"DPI\":true" : "{\"DPI\":false";
+  out += ",\"active_timeout\":";
+  out += nlohmann::json(r.active_timeout).dump();
+  out += ",\"analysis_list\":";
+  list(r.analysis);
+  out += ",\"filter\":";
+  str(r.filter);
+  out += ",\"idle_timeout\":";
+  out += nlohmann::json(r.idle_timeout).dump();
+  out += ",\"output_path\":";
+  str(r.output_path);
+  out += ",\"pcap_files\":";
+  list(r.pcap_files);
+  out += ",\"priority\":";
+  out += std::to_string(r.priority);
+  out.push_back('}');
+  return out;
+}
 
 // Compiles the filter for Ethernet to catch syntax errors at submission
 // rather than as a failed task. (Filters that only make sense for another
@@ -137,14 +177,7 @@ std::optional<ParsedRequest> parse_task_request(const nlohmann::json& body,
       r.filter = body["filter"].get<std::string>();
   }
   if (!errors.empty()) return std::nullopt;
-  r.normalised = {{"pcap_files", r.pcap_files},
-                  {"output_path", r.output_path},
-                  {"DPI", r.dpi},
-                  {"analysis_list", r.analysis},
-                  {"priority", r.priority},
-                  {"idle_timeout", r.idle_timeout},
-                  {"active_timeout", r.active_timeout},
-                  {"filter", r.filter}};
+  r.normalised = normalised_text(r);
   return r;
 }
 

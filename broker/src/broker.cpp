@@ -6,7 +6,10 @@
 #include <iterator>
 #include <stdexcept>
 
+#include <cerrno>
+#include <cstring>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/spec_json.hpp"
@@ -368,8 +371,10 @@ void Broker::process_submits(Submissions& subs) {
     answer(i, r);
   }
   for (std::size_t b = 0; b < subs.batches.size(); ++b)
-    out_.push_back({&front_, subs.batch_identities[b],
-                    proto::encode(proto::type::kSubmitBatchReply, subs.batches[b]), {}});
+    out_.push_back({&front_,
+                    subs.batch_identities[b],
+                    proto::encode(proto::type::kSubmitBatchReply, subs.batches[b]),
+                    {}});
 }
 
 // Inserts one submission inside the batch's transaction, in a savepoint of
@@ -383,7 +388,7 @@ std::optional<std::int64_t> Broker::record_submission(const proto::Submit& s,
     TaskStore::NewTask t;
     t.id = new_uuid_v7();  // time-ordered: index inserts stay on the last pages
     t.request = s.request;
-    t.spec = proto::spec_to_json(s.spec).dump();
+    t.spec = proto::spec_to_json_text(s.spec);
     t.idempotency_key = s.idempotency_key;
     t.fingerprint = s.fingerprint;
     t.output_path = s.spec.output;
@@ -585,14 +590,22 @@ void Broker::log_completion(const std::string& id, const std::string& st, const 
 }
 
 void Broker::write_completions() {
-  for (auto [lines, name] : {std::pair{&completed_ok_, "successful_tasks.jsonl"},
-                              std::pair{&completed_failed_, "failed_tasks.jsonl"}}) {
+  const double now = now_mono();
+  for (auto [lines, file, name] :
+       {std::tuple{&completed_ok_, &completed_ok_file_, "successful_tasks.jsonl"},
+        std::tuple{&completed_failed_, &completed_failed_file_, "failed_tasks.jsonl"}}) {
     if (lines->empty()) continue;
-    const std::string file = cfg_.task_log_dir + "/" + name;
-    std::ofstream out(file, std::ios::app);
-    out << *lines;
-    out.flush();
-    if (!out) log_->warn("cannot append to {}", file);
+    const std::string path = cfg_.task_log_dir + "/" + name;
+    if (!file->fp || now - file->opened > 1.0) {
+      file->fp.reset(std::fopen(path.c_str(), "ae"));
+      file->opened = now;
+    }
+    if (!file->fp ||
+        std::fwrite(lines->data(), 1, lines->size(), file->fp.get()) != lines->size() ||
+        std::fflush(file->fp.get()) != 0) {
+      log_->warn("cannot append to {}: {}", path, std::strerror(errno));
+      file->fp.reset();
+    }
     lines->clear();
   }
 }

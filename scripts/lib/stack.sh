@@ -1,10 +1,11 @@
 # Shared by the scripts that run a throw-away stack (bench-*, load-test).
 # Source it, then: stack_start DIR WORKERS [broker args...]; ... ; stack_stop
-# Sets STACK_URL, STACK_DB, STACK_DIR. Binaries come from $IPFIXWEB_BIN_DIR or build/bin.
+# Sets STACK_URL, STACK_DB, STACK_DIR. Binaries come from $IPFIXWEB_BIN_DIR, else
+# $IPFIXWEB_BUILD_DIR/bin (the build directory scripts/bootstrap uses), else build/bin.
 # Extra per-component arguments: STACK_WORKER_ARGS, STACK_API_ARGS (arrays).
 
 stack_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-stack_bin=${IPFIXWEB_BIN_DIR:-$stack_root/build/bin}
+stack_bin=${IPFIXWEB_BIN_DIR:-${IPFIXWEB_BUILD_DIR:-$stack_root/build}/bin}
 stack_pids=()
 STACK_WORKER_ARGS=(${STACK_WORKER_ARGS[@]+"${STACK_WORKER_ARGS[@]}"})
 STACK_API_ARGS=(${STACK_API_ARGS[@]+"${STACK_API_ARGS[@]}"})

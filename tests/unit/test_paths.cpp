@@ -106,3 +106,48 @@ TEST_F(Paths, NamesThatAreNotUtf8AreRefused) {
   std::ofstream(base / "in" / "caf\xc3\xa9.pcap") << "x";  // UTF-8 is fine
   EXPECT_TRUE(paths::resolve_input({in}, "caf\xc3\xa9.pcap").ok);
 }
+
+// Paths without symlinks below the root take a shortcut (lstat per component
+// instead of resolving the whole path); every other shape takes the general
+// way. Both must give the same answers.
+TEST_F(Paths, ShortcutAndGeneralResolutionAgree) {
+  fs::create_symlink(base / "in" / "sub", base / "in" / "subalias");  // a directory link inside
+  fs::create_symlink(base / "nowhere", base / "in" / "dangling.pcap");
+  // Spellings of one file: plain, absolute, with "." and doubled slashes.
+  for (std::string p : {std::string("sub/b.pcap"), in + "/sub/b.pcap", std::string("./sub/b.pcap"),
+                        std::string("sub//b.pcap"), std::string("subalias/b.pcap")}) {
+    auto r = paths::resolve_input({in}, p);
+    ASSERT_TRUE(r.ok) << p << ": " << r.error;
+    EXPECT_EQ(r.path, in + "/sub/b.pcap") << p;
+  }
+  EXPECT_FALSE(paths::resolve_input({in}, "a.pcap/x").ok);       // a file in the middle
+  EXPECT_FALSE(paths::resolve_input({in}, "dangling.pcap").ok);  // link to nothing
+  EXPECT_FALSE(paths::resolve_input({in}, "escape").ok);         // link to a directory outside
+  EXPECT_FALSE(paths::resolve_input({in}, "sub/").ok);
+  // The root itself given as an absolute path, or a sibling sharing its prefix.
+  EXPECT_FALSE(paths::resolve_input({in}, in).ok);
+  fs::create_directories(base / "in2");
+  std::ofstream(base / "in2" / "c.pcap") << "x";
+  auto sibling = paths::resolve_input({in}, in + "2/c.pcap");
+  EXPECT_FALSE(sibling.ok);
+  EXPECT_NE(sibling.error.find("outside"), std::string::npos) << sibling.error;
+
+  // Outputs: an existing file may be replaced; missing directories are fine.
+  std::ofstream(base / "out" / "old.ipfix") << "x";
+  auto r = paths::resolve_output(out, "old.ipfix");
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.path, out + "/old.ipfix");
+  r = paths::resolve_output(out, out + "/a/b/c.ipfix");
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.path, out + "/a/b/c.ipfix");
+  EXPECT_FALSE(paths::resolve_output(out, "old.ipfix/x.ipfix").ok);  // parent is a file
+  fs::create_directories(base / "out" / "real");
+  fs::create_symlink(base / "out" / "real", base / "out" / "inside");  // stays inside: fine
+  r = paths::resolve_output(out, "inside/x.ipfix");
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.path, out + "/real/x.ipfix");
+  fs::create_symlink(base / "secret", base / "out" / "real" / "deep");  // escape one level down
+  EXPECT_FALSE(paths::resolve_output(out, "real/deep/x.ipfix").ok);
+  EXPECT_FALSE(paths::resolve_output(out, "real/deep").ok);  // the target itself is a link
+  EXPECT_FALSE(paths::resolve_output(out, out).ok);
+}

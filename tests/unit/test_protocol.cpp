@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "ipfixweb/shared/protocol.hpp"
+#include "ipfixweb/shared/spec_json.hpp"
 
 using namespace ipfixweb;
 
@@ -129,4 +130,91 @@ TEST(Protocol, DoneTotalsRoundTripAndAreZeroFromOlderWorkers) {
   EXPECT_EQ(back->summary, "{\"packets\":3}");
   EXPECT_EQ(back->packets, 0u);
   EXPECT_EQ(back->flows, 0u);
+}
+
+TEST(Protocol, SubmitBatchAndItsReplyRoundTrip) {
+  proto::SubmitBatch b;
+  b.req_id = 77;
+  for (int i = 0; i < 3; ++i) {
+    proto::Submit s;
+    s.req_id = 100 + static_cast<std::uint64_t>(i);
+    s.request = R"({"pcap_files":["a.pcap"]})";
+    s.spec.inputs = {"/in/a.pcap"};
+    s.spec.output = "/out/" + std::to_string(i) + ".ipfix";
+    s.idempotency_key = i == 1 ? "key" : "";
+    s.priority = i;
+    b.submits.push_back(s);
+  }
+  std::string wire = proto::encode(proto::type::kSubmitBatch, b);
+  std::string err;
+  auto env = proto::decode(wire.data(), wire.size(), &err);
+  ASSERT_TRUE(env) << err;
+  EXPECT_EQ(env->type, "submit_batch");
+  auto back = env->as<proto::SubmitBatch>(&err);
+  ASSERT_TRUE(back) << err;
+  EXPECT_EQ(back->req_id, 77u);
+  ASSERT_EQ(back->submits.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(back->submits[i].req_id, 100 + i);
+    EXPECT_EQ(back->submits[i].spec.output, b.submits[i].spec.output);
+    EXPECT_EQ(back->submits[i].priority, static_cast<int>(i));
+  }
+  EXPECT_EQ(back->submits[1].idempotency_key, "key");
+
+  proto::SubmitBatchReply r;
+  r.req_id = 77;
+  r.replies.resize(2);
+  r.replies[0].req_id = 100;
+  r.replies[0].accepted = true;
+  r.replies[0].task_id = "t";
+  r.replies[1].req_id = 101;
+  r.replies[1].code = "capacity";
+  r.replies[1].retry_after = 3;
+  wire = proto::encode(proto::type::kSubmitBatchReply, r);
+  env = proto::decode(wire.data(), wire.size(), &err);
+  ASSERT_TRUE(env) << err;
+  auto rb = env->as<proto::SubmitBatchReply>(&err);
+  ASSERT_TRUE(rb) << err;
+  EXPECT_EQ(rb->req_id, 77u);
+  ASSERT_EQ(rb->replies.size(), 2u);
+  EXPECT_TRUE(rb->replies[0].accepted);
+  EXPECT_EQ(rb->replies[0].task_id, "t");
+  EXPECT_EQ(rb->replies[1].code, "capacity");
+  EXPECT_EQ(rb->replies[1].retry_after, 3);
+  // A batch body where a submission has the wrong shape is refused whole.
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(3);
+  pk.pack(proto::kVersion);
+  pk.pack(std::string("submit_batch"));
+  pk.pack_map(1);
+  pk.pack(std::string("submits"));
+  pk.pack_array(1);
+  pk.pack(std::string("not a submission"));
+  env = proto::decode(buf.data(), buf.size(), &err);
+  ASSERT_TRUE(env) << err;
+  EXPECT_FALSE(env->as<proto::SubmitBatch>(&err));
+}
+
+TEST(Protocol, SpecJsonTextIsWhatNlohmannWrites) {
+  proto::TaskSpec s;
+  s.inputs = {"/in/a.pcap", "/in/with \"quotes\" and \\ back\tslash\x01.pcap"};
+  s.output = "/out/x.ipfix";
+  s.analysis = {"tcp", "dns"};
+  s.filter = "tcp port 80";
+  EXPECT_EQ(proto::spec_to_json_text(s), proto::spec_to_json(s).dump());
+  for (double d : {300.0, 0.5, 1e-3, 31536000.0, 1e16, 0.1 + 0.2, 1.0 / 3}) {
+    s.idle_timeout = d;
+    s.active_timeout = d * 7;
+    s.dpi = !s.dpi;
+    EXPECT_EQ(proto::spec_to_json_text(s), proto::spec_to_json(s).dump()) << d;
+  }
+  s.analysis.clear();
+  s.filter.clear();
+  s.inputs = {"/in/caf\xc3\xa9.pcap"};  // UTF-8 passes through
+  EXPECT_EQ(proto::spec_to_json_text(s), proto::spec_to_json(s).dump());
+  auto back = proto::spec_from_json(nlohmann::json::parse(proto::spec_to_json_text(s)));
+  EXPECT_EQ(back.inputs, s.inputs);
+  s.inputs = {std::string("/in/caf") + '\xe9' + ".pcap"};  // not UTF-8: refused as before
+  EXPECT_THROW(proto::spec_to_json_text(s), nlohmann::json::exception);
 }

@@ -28,8 +28,34 @@ TEST(Validation, AcceptsTheDocumentedRequest) {
   EXPECT_EQ(r->output_path, "sample.ipfix");
   EXPECT_TRUE(r->dpi);
   EXPECT_EQ(r->analysis, (std::vector<std::string>{"tcp", "udp"}));
-  EXPECT_EQ(r->normalised["DPI"], true);
-  EXPECT_EQ(r->normalised["idle_timeout"], 300.0);
+  auto stored = json::parse(r->normalised);
+  EXPECT_EQ(stored["DPI"], true);
+  EXPECT_EQ(stored["idle_timeout"], 300.0);
+}
+
+// The stored text is what json::dump() wrote for it before it was written
+// directly: idempotency fingerprints of stored tasks depend on it.
+TEST(Validation, StoredRequestTextIsWhatNlohmannWrites) {
+  for (const char* body : {R"({"pcap_files": ["sample.pcap"], "output_path": "sample.ipfix"})",
+                           R"({"pcap_files": ["a b/\"q\".pcap", "caf\u00e9.pcap", "tab\t.pcap"],
+               "output_path": "x/\u0001y.ipfix", "DPI": false, "analysis_list": ["TLS", "dns"],
+               "priority": -7, "idle_timeout": 0.25, "active_timeout": 31536000,
+               "filter": "tcp and port 443"})",
+                           R"({"pcap_files": ["p"], "output_path": "o", "idle_timeout": 1e-3,
+               "active_timeout": 1800.5, "priority": 100})"}) {
+    std::vector<FieldError> errors;
+    auto r = parse_task_request(json::parse(body), errors);
+    ASSERT_TRUE(r) << body;
+    json old = {{"pcap_files", r->pcap_files},
+                {"output_path", r->output_path},
+                {"DPI", r->dpi},
+                {"analysis_list", r->analysis},
+                {"priority", r->priority},
+                {"idle_timeout", r->idle_timeout},
+                {"active_timeout", r->active_timeout},
+                {"filter", r->filter}};
+    EXPECT_EQ(r->normalised, old.dump()) << body;
+  }
 }
 
 TEST(Validation, DefaultsAndOptionalFields) {

@@ -29,7 +29,9 @@ struct ParsedRequest {
   double idle_timeout = 300;
   double active_timeout = 1800;
   std::string filter;
-  nlohmann::json normalised;  // the request as stored (defaults filled in)
+  // The request as stored: JSON text with the defaults filled in, keys in
+  // sorted order (the same text nlohmann::json::dump() writes for it).
+  std::string normalised;
 };
 
 // Checks shape and types. On failure returns nullopt and fills `errors`.

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <deque>
 #include <map>
 #include <memory>
@@ -94,8 +95,7 @@ class Broker {
 
   void recover();
   void iteration(const std::atomic<bool>& stop);
-  void handle_frontend(const std::string& identity, const proto::Envelope& env,
-                       Submissions& subs);
+  void handle_frontend(const std::string& identity, const proto::Envelope& env, Submissions& subs);
   void handle_backend(const std::string& identity, const proto::Envelope& env);
   void process_submits(Submissions& subs);
   std::optional<std::int64_t> record_submission(const proto::Submit& s, const std::string& now,
@@ -138,6 +138,13 @@ class Broker {
                       const proto::Done* done);
   void write_completions();  // after a commit: appends the lines of the tasks it finished
   std::string completed_ok_, completed_failed_;  // JSONL lines waiting for the commit
+  // The two completion logs, kept open in append mode and reopened every second (so a
+  // log rotated by renaming is followed without a reopen per write).
+  struct AppendFile {
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> fp{nullptr, &std::fclose};
+    double opened = 0;
+  };
+  AppendFile completed_ok_file_, completed_failed_file_;
   // Statistics since start, reported in pongs (the api's /metrics).
   std::uint64_t n_succeeded_ = 0, n_failed_ = 0, n_cancelled_ = 0, n_requeued_ = 0;
   std::vector<std::uint64_t> durations_ =

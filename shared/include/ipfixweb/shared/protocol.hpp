@@ -83,7 +83,7 @@ struct SubmitReply {
 // SubmitBatchReply whose `replies` are in the same order. The `req_id` of
 // each Submit is echoed in its reply; the batch's own `req_id` in the
 // batch reply.
-inline constexpr std::size_t kMaxSubmitBatch = 1024;  // larger batches are refused whole
+inline constexpr std::size_t kMaxSubmitBatch = 1024;  // a larger batch is dropped whole (logged)
 
 struct SubmitBatch {
   std::uint64_t req_id = 0;
