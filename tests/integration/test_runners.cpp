@@ -126,6 +126,10 @@ TEST(Runners, RunnersHoldNoSocketOfTheWorkerButTheirOwnChannel) {
   const auto runners = children_of(s.workers()[0]->pid());
   ASSERT_FALSE(runners.empty());
   for (pid_t r : runners) {
+    // Told apart from the worker by name (ps, top, scripts that kill "the worker").
+    std::string comm;
+    std::getline(std::ifstream("/proc/" + std::to_string(r) + "/comm"), comm);
+    EXPECT_EQ(comm, "ipfixweb-runner");
     const std::string dir = "/proc/" + std::to_string(r) + "/fd";
     int sockets = 0;
     std::vector<std::string> anon;

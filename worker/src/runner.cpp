@@ -227,6 +227,8 @@ void runner_main(engine::Engine& engine, int fd, const RunnerLimits& limits) {
   // and never touches the supervisor's ZeroMQ context.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() == 1) ::_exit(3);
+  // Named apart from its supervisor in ps/top (and for tools that pick "the worker" by name).
+  ::prctl(PR_SET_NAME, "ipfixweb-runner");
   ::signal(SIGTERM, SIG_DFL);
   ::signal(SIGINT, SIG_IGN);  // Ctrl-C goes to the supervisor, which decides
   close_inherited_descriptors(fd);
