@@ -18,6 +18,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
+#include <random>
+#include <set>
+#include <stdexcept>
 #include <thread>
 
 namespace fs = std::filesystem;
@@ -34,18 +38,33 @@ std::string shared_pcaps() {
 
 std::string test_data() { return IPFIXWEB_TEST_DATA_DIR; }
 
+// A port below the kernel's ephemeral range (outgoing connections, e.g. ZeroMQ's, take ports
+// from that range and could grab one between our check and the server's bind), never the
+// same twice in one test process (three ports asked in a row could otherwise coincide), and
+// bindable right now.
 int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  int port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
+  static std::mutex mu;
+  static std::set<int> given;
+  static std::mt19937 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mu);
+  int lo = 32768;
+  if (std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range"); range) range >> lo;
+  if (lo <= 11000) lo = 32768;
+  for (int tries = 0; tries < 10000; ++tries) {
+    const int port = 10000 + static_cast<int>(rng() % static_cast<unsigned>(lo - 10000));
+    if (given.count(port)) continue;
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    if (!ok) continue;
+    given.insert(port);
+    return port;
+  }
+  throw std::runtime_error("no free port found");
 }
 
 std::string run_capture(const std::string& cmd, int* status) {
