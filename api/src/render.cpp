@@ -6,12 +6,6 @@
 
 namespace ipfixweb::api {
 
-void append_json_string(std::string& out, std::string_view s) {
-  out.push_back('"');
-  append_json_escaped(out, s);
-  out.push_back('"');
-}
-
 namespace {
 
 void field(std::string& out, std::string_view name) {

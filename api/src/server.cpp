@@ -222,13 +222,13 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
   std::string location = "/api/v1/tasks/" + reply->task_id;
   // {"existing":true,"links":{"self":...},"state":...,"task_id":...}, written directly.
   std::string out =
-      reply->existing ? "{\"existing\":true,\"links\":{\"self\":\"" : "{\"links\":{\"self\":\"";
-  append_json_escaped(out, location);
-  out += "\"},\"state\":\"";
-  append_json_escaped(out, reply->state);
-  out += "\",\"task_id\":\"";
-  append_json_escaped(out, reply->task_id);
-  out += "\"}";
+      reply->existing ? "{\"existing\":true,\"links\":{\"self\":" : "{\"links\":{\"self\":";
+  append_json_string(out, location);
+  out += "},\"state\":";
+  append_json_string(out, reply->state);
+  out += ",\"task_id\":";
+  append_json_string(out, reply->task_id);
+  out += "}";
   res.set_header("Location", location);
   res.status = reply->existing ? 200 : 202;
   res.set_content(std::move(out), "application/json");

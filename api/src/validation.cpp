@@ -22,32 +22,19 @@ std::string type_name(const nlohmann::json& v) { return v.type_name(); }
 std::string normalised_text(const ParsedRequest& r) {
   std::string out;
   out.reserve(200 + r.output_path.size() + r.filter.size() + 32 * r.pcap_files.size());
-  auto str = [&out](std::string_view v) {
-    out.push_back('"');
-    append_json_escaped(out, v);
-    out.push_back('"');
-  };
-  auto list = [&](const std::vector<std::string>& v) {
-    out.push_back('[');
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      if (i) out.push_back(',');
-      str(v[i]);
-    }
-    out.push_back(']');
-  };
   out += r.dpi ? "{\"DPI\":true" : "{\"DPI\":false";
   out += ",\"active_timeout\":";
   out += nlohmann::json(r.active_timeout).dump();
   out += ",\"analysis_list\":";
-  list(r.analysis);
+  append_json_string_array(out, r.analysis);
   out += ",\"filter\":";
-  str(r.filter);
+  append_json_string(out, r.filter);
   out += ",\"idle_timeout\":";
   out += nlohmann::json(r.idle_timeout).dump();
   out += ",\"output_path\":";
-  str(r.output_path);
+  append_json_string(out, r.output_path);
   out += ",\"pcap_files\":";
-  list(r.pcap_files);
+  append_json_string_array(out, r.pcap_files);
   out += ",\"priority\":";
   out += std::to_string(r.priority);
   out.push_back('}');

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ipfixweb/api/render.hpp"
+#include "ipfixweb/shared/json_escape.hpp"
 
 using namespace ipfixweb;
 using nlohmann::json;
@@ -53,7 +54,7 @@ TEST(Render, StringsAreEscapedLikeJson) {
   for (std::string s : {std::string("plain"), std::string("q\"b\\s"), std::string("\x1f\x7f"),
                         std::string("ünïcødé")}) {
     std::string out;
-    api::append_json_string(out, s);
+    append_json_string(out, s);  // shared/json_escape.hpp
     EXPECT_EQ(json::parse(out).get<std::string>(), s);
   }
 }

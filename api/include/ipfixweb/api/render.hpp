@@ -10,9 +10,6 @@
 
 namespace ipfixweb::api {
 
-// Appends s as a JSON string literal (quoted, escaped).
-void append_json_string(std::string& out, std::string_view s);
-
 // Appends the public JSON form of a task (docs/api.md). `output_root` is
 // stripped from the stored absolute output path to show the user's path.
 void append_task_json(std::string& out, const TaskRecord& t, std::string_view output_root);

@@ -48,4 +48,25 @@ void append_json_escaped(Out& out, std::string_view s) {
   }
 }
 
+// Appends `s` as a quoted JSON string.
+template <class Out>
+void append_json_string(Out& out, std::string_view s) {
+  out.push_back('"');
+  append_json_escaped(out, s);
+  out.push_back('"');
+}
+
+// Appends a JSON array of strings, written as nlohmann writes it (no spaces).
+template <class Out, class Strings>
+void append_json_string_array(Out& out, const Strings& items) {
+  out.push_back('[');
+  bool first = true;
+  for (const auto& item : items) {
+    if (!first) out.push_back(',');
+    first = false;
+    append_json_string(out, item);
+  }
+  out.push_back(']');
+}
+
 }  // namespace ipfixweb

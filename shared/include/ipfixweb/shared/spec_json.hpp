@@ -38,33 +38,20 @@ inline std::string spec_to_json_text(const TaskSpec& s) {
   if (!all_ascii) return spec_to_json(s).dump();
   std::string out;
   out.reserve(160 + s.output.size() + s.filter.size() + 64 * s.inputs.size());
-  auto str = [&out](std::string_view v) {
-    out.push_back('"');
-    append_json_escaped(out, v);
-    out.push_back('"');
-  };
-  auto list = [&](const std::vector<std::string>& v) {
-    out.push_back('[');
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      if (i) out.push_back(',');
-      str(v[i]);
-    }
-    out.push_back(']');
-  };
   auto number = [&out](double d) { out += nlohmann::json(d).dump(); };
   out += "{\"active_timeout\":";
   number(s.active_timeout);
   out += ",\"analysis\":";
-  list(s.analysis);
+  append_json_string_array(out, s.analysis);
   out += s.dpi ? ",\"dpi\":true" : ",\"dpi\":false";
   out += ",\"filter\":";
-  str(s.filter);
+  append_json_string(out, s.filter);
   out += ",\"idle_timeout\":";
   number(s.idle_timeout);
   out += ",\"inputs\":";
-  list(s.inputs);
+  append_json_string_array(out, s.inputs);
   out += ",\"output\":";
-  str(s.output);
+  append_json_string(out, s.output);
   out.push_back('}');
   return out;
 }
