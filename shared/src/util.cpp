@@ -31,15 +31,19 @@ std::string iso_time(double unix_seconds) {
   return buf;
 }
 
-std::string new_uuid() {
+namespace {
+
+std::mt19937_64& thread_rng() {
   thread_local std::mt19937_64 rng{[] {
     std::random_device rd;
     std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
     return std::mt19937_64(seq);
   }()};
-  std::uint64_t hi = rng(), lo = rng();
-  hi = (hi & 0xFFFFFFFFFFFF0FFFULL) | 0x0000000000004000ULL;  // version 4
-  lo = (lo & 0x3FFFFFFFFFFFFFFFULL) | 0x8000000000000000ULL;  // variant 10
+  return rng;
+}
+
+// The 8-4-4-4-12 hex form of a UUID's two 64-bit halves.
+std::string format_uuid(std::uint64_t hi, std::uint64_t lo) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%08llx-%04llx-%04llx-%04llx-%012llx",
                 static_cast<unsigned long long>(hi >> 32),
@@ -50,16 +54,25 @@ std::string new_uuid() {
   return buf;
 }
 
+constexpr std::uint64_t kVariantMask = 0x3FFFFFFFFFFFFFFFULL;  // variant 10 in the top bits
+constexpr std::uint64_t kVariantBits = 0x8000000000000000ULL;
+
+}  // namespace
+
+std::string new_uuid() {
+  auto& rng = thread_rng();
+  std::uint64_t hi = rng(), lo = rng();
+  hi = (hi & 0xFFFFFFFFFFFF0FFFULL) | 0x0000000000004000ULL;  // version 4
+  lo = (lo & kVariantMask) | kVariantBits;
+  return format_uuid(hi, lo);
+}
+
 std::string new_uuid_v7() {
   // RFC 9562 version 7: 48-bit Unix time in ms, then 12 bits used as a counter within the
   // millisecond (method 1 of section 6.2), then 62 random bits. Ids made by one thread sort
   // in the order they were made, so B-tree indexes keyed by them (tasks.id,
   // task_events.task_id) grow at one end instead of touching a random page per insert.
-  thread_local std::mt19937_64 rng{[] {
-    std::random_device rd;
-    std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
-    return std::mt19937_64(seq);
-  }()};
+  auto& rng = thread_rng();
   thread_local std::uint64_t last_ms = 0;
   thread_local std::uint64_t counter = 0;
   auto ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -76,15 +89,8 @@ std::string new_uuid_v7() {
   }
   last_ms = ms;
   const std::uint64_t hi = ((ms & 0xFFFFFFFFFFFFULL) << 16) | 0x7000ULL | counter;
-  const std::uint64_t lo = (rng() & 0x3FFFFFFFFFFFFFFFULL) | 0x8000000000000000ULL;
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%08llx-%04llx-%04llx-%04llx-%012llx",
-                static_cast<unsigned long long>(hi >> 32),
-                static_cast<unsigned long long>((hi >> 16) & 0xFFFF),
-                static_cast<unsigned long long>(hi & 0xFFFF),
-                static_cast<unsigned long long>(lo >> 48),
-                static_cast<unsigned long long>(lo & 0xFFFFFFFFFFFFULL));
-  return buf;
+  const std::uint64_t lo = (rng() & kVariantMask) | kVariantBits;
+  return format_uuid(hi, lo);
 }
 
 bool is_uuid(std::string_view s) {
