@@ -67,6 +67,10 @@ int free_port() {
   throw std::runtime_error("no free port found");
 }
 
+nlohmann::json small_task(const std::string& output) {
+  return {{"pcap_files", {"sample.pcap"}}, {"output_path", output}, {"DPI", true}};
+}
+
 std::string run_capture(const std::string& cmd, int* status) {
   std::string out;
   FILE* p = ::popen(cmd.c_str(), "r");

@@ -32,6 +32,9 @@ bool have_tool(const std::string& name);
 // libpcap), for tasks that take a while. Returns the packet count written.
 long long make_capture_copies(const std::string& src, const std::string& dst, int copies);
 
+// A request converting the bundled sample capture (DPI on) into `output`.
+nlohmann::json small_task(const std::string& output);
+
 class Process {
  public:
   Process(std::string name, std::vector<std::string> argv, std::map<std::string, std::string> env,

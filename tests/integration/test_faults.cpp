@@ -54,10 +54,6 @@ json long_task(Stack& s, int refs, const std::string& output) {
   return {{"pcap_files", files}, {"output_path", output}, {"DPI", true}};
 }
 
-json small_task(const std::string& output) {
-  return {{"pcap_files", {"sample.pcap"}}, {"output_path", output}, {"DPI", true}};
-}
-
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {

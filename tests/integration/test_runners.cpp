@@ -23,10 +23,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-json small_task(const std::string& output) {
-  return {{"pcap_files", {"sample.pcap"}}, {"output_path", output}, {"DPI", true}};
-}
-
 std::string slurp(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;

@@ -24,8 +24,6 @@
 namespace ipfixweb::worker::detail {
 namespace {
 
-constexpr double kProgressInterval = 0.5;  // seconds between progress reports
-
 bool write_all(int fd, const char* p, std::size_t n) {
   while (n) {
     ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);  // a gone peer is an error, not SIGPIPE

@@ -21,6 +21,10 @@
 
 namespace ipfixweb::worker::detail {
 
+// Progress of a task goes to the broker at most this often (seconds): the runner reports to
+// the supervisor no more often, and the supervisor forwards no more often.
+inline constexpr double kProgressInterval = 0.5;
+
 struct RunnerLimits {
   std::uint64_t memory_limit_mb = 0;  // RLIMIT_AS of the runner; 0 = none
   std::uint64_t cpu_limit_s = 0;      // CPU seconds per task (RLIMIT_CPU re-armed per task)

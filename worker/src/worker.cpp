@@ -24,8 +24,6 @@ namespace ipfixweb::worker {
 
 namespace {
 
-constexpr double kProgressInterval = 0.5;  // seconds between progress reports
-
 std::string hostname() {
   char buf[256] = {};
   ::gethostname(buf, sizeof buf - 1);
@@ -310,7 +308,7 @@ void Worker::read_runner(pid_t pid) {
     }
   }
   if (!latest_progress.empty() && r.job &&
-      now_mono() - r.job->last_progress_sent >= kProgressInterval) {
+      now_mono() - r.job->last_progress_sent >= detail::kProgressInterval) {
     try {
       auto j = nlohmann::json::parse(latest_progress);
       proto::ProgressMsg p{r.job->task_id, j.value("progress", 0.0), j.value("packets", 0ull)};
