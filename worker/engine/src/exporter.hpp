@@ -1,6 +1,7 @@
 // IPFIX writer on top of libfixbuf: one internal template (the IpfixRecord struct) transcoded to
 // up to four external templates (IPv4/IPv6 x biflow/uniflow). Files are written to
-// "<output>.tmp.<host>.<pid>" and renamed into place on commit(); live export goes to tcp:// or udp://.
+// "<output>.tmp.<host>.<pid>" and renamed into place on commit(); live export goes to tcp:// or
+// udp://.
 #pragma once
 
 #include <cstdint>
