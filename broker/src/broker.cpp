@@ -544,7 +544,9 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
       retry_or_fail(std::move(r), d->error.empty() ? "failed on " + identity : d->error);
     }
   } else if (env.type == proto::type::kBye) {
-    lose_worker(identity, "worker said goodbye");
+    // A worker says goodbye after reporting every task it ran (aborted ones included), so
+    // anything still assigned to it is a task message that crossed its shutdown.
+    lose_worker(identity, "worker said goodbye", false);
   } else {
     log_->warn("backend: dropped message of unknown type '{}' from {}", env.type, identity);
   }
@@ -626,7 +628,7 @@ void Broker::retry_or_fail(Running r, const std::string& why) {
   }
 }
 
-void Broker::lose_worker(const std::string& identity, const std::string& why) {
+void Broker::lose_worker(const std::string& identity, const std::string& why, bool count_attempts) {
   auto wit = workers_.find(identity);
   if (wit == workers_.end()) return;
   std::set<std::string> tasks = std::move(wit->second.running);
@@ -637,6 +639,7 @@ void Broker::lose_worker(const std::string& identity, const std::string& why) {
     if (rit == running_.end()) continue;
     Running r = std::move(rit->second);
     running_.erase(rit);
+    if (!count_attempts) --r.task.attempts;
     retry_or_fail(std::move(r), "worker " + identity + " lost: " + why);
   }
 }

@@ -608,6 +608,28 @@ TEST(Faults, StaleReadyOfTheSameWorkerLosesNothingButARestartDoes) {
   EXPECT_EQ(s.wait_terminal(id2, 5s)["state"], "succeeded");
 }
 
+// A task message that crosses a worker's shutdown (the worker drained and said goodbye
+// before it arrived) goes back to the queue without using an attempt: the task never ran.
+TEST(Faults, TaskCrossingAWorkersGoodbyeUsesNoAttempt) {
+  StackOptions o;
+  o.workers = 0;
+  o.heartbeat = 2.0;  // the fake worker does not heartbeat
+  Stack s(o);
+  FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
+  w.ready({});
+  auto [st, body] = s.submit(small_task("bye/a.ipfix"));
+  ASSERT_EQ(st, 202);
+  std::string id = body["task_id"];
+  ASSERT_TRUE(w.next_task(3s));
+  w.send(ipfixweb::proto::encode(ipfixweb::proto::type::kBye, ipfixweb::proto::Bye{"shutdown"}));
+  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "queued"; }, 5s));
+  EXPECT_EQ(s.get_task(id)["attempts"], 0);
+  s.start_worker();
+  auto t = s.wait_terminal(id, 30s);
+  EXPECT_EQ(t["state"], "succeeded");
+  EXPECT_EQ(t["attempts"], 1);
+}
+
 // A result that reaches a restarted broker after the worker re-registered
 // counts for the task it recovered (an orphan), instead of the task being
 // run again; and a 'cancelled' nobody asked for re-runs the task.
@@ -676,7 +698,10 @@ TEST(Faults, RetrySweepsOnlyThisHostsDeadWritersTemporaries) {
   const std::string alive_here = dir + "/x.ipfix.tmp." + host + "." + std::to_string(::getpid());
   for (const auto& p : {dead_here, elsewhere, alive_here}) std::ofstream(p) << "partial";
 
-  // The fake worker leaves holding the task: it goes back to the queue (attempt 2).
+  // The first attempt fails in a way worth retrying, and the fake worker leaves: attempt 2
+  // runs on a real worker.
+  ipfixweb::proto::Done crashed{id, "failed", "", "crashed with SIGSEGV", true};
+  w.send(ipfixweb::proto::encode(ipfixweb::proto::type::kDone, crashed));
   w.send(ipfixweb::proto::encode(ipfixweb::proto::type::kBye, ipfixweb::proto::Bye{"test"}));
   s.start_worker();
   auto t = s.wait_terminal(id, 30s);

@@ -102,7 +102,9 @@ class Broker {
                                                 proto::SubmitReply& r);
   void dispatch();
   void check_liveness();
-  void lose_worker(const std::string& identity, const std::string& why);
+  // Re-queues what it was assigned. `count_attempts` false when the worker left in order
+  // (bye): what it still had then never reached it, which is not the task's fault.
+  void lose_worker(const std::string& identity, const std::string& why, bool count_attempts = true);
   // Puts a task back in the queue after a failure not its own, or fails it
   // when it has used up its attempts.
   void retry_or_fail(Running r, const std::string& why);
