@@ -555,10 +555,10 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
 void Broker::finish(const std::string& id, const std::string& st, const std::string& summary,
                     const std::string& error, const std::string& reason, const proto::Done* done) {
   write_tx();
-  store_.finish(id, st, summary, error, reason, now_iso());
+  auto row = store_.finish(id, st, summary, error, reason, now_iso());
   log_->info("task {} {}{}{}", id, st, error.empty() ? "" : ": ", error);
   (st == state::kSucceeded ? n_succeeded_ : st == state::kFailed ? n_failed_ : n_cancelled_)++;
-  log_completion(id, st, error, done);
+  if (row) log_completion(id, st, error, done, *row);
 }
 
 // One JSON line per finished task, as the original service kept them:
@@ -567,26 +567,24 @@ void Broker::finish(const std::string& id, const std::string& st, const std::str
 // transaction is open and appended right after it commits: a line never
 // describes a state that is not in the database.
 void Broker::log_completion(const std::string& id, const std::string& st, const std::string& error,
-                            const proto::Done* done) {
+                            const proto::Done* done, const TaskStore::Finished& rec) {
   if (cfg_.task_log_dir.empty()) return;
-  auto rec = store_.get(id);
-  if (!rec) return;
   nlohmann::json line = {{"time", now_iso()},
                          {"task_id", id},
                          {"state", st},
-                         {"created_at", rec->created_at},
-                         {"started_at", rec->started_at},
-                         {"attempts", rec->attempts},
-                         {"worker", rec->worker},
-                         {"output_path", rec->output_path}};
+                         {"created_at", rec.created_at},
+                         {"started_at", rec.started_at},
+                         {"attempts", rec.attempts},
+                         {"worker", rec.worker},
+                         {"output_path", rec.output_path}};
   if (!error.empty()) line["error"] = error;
   if (done && st == state::kSucceeded)
     line["summary"] = {{"packets", done->packets}, {"bytes", done->bytes}, {"flows", done->flows}};
   std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   // The request is stored as the api's normalised JSON text: spliced in as it is.
-  if (!rec->request.empty()) {
+  if (!rec.request.empty()) {
     text.pop_back();
-    text += ",\"request\":" + rec->request + "}";
+    text += ",\"request\":" + rec.request + "}";
   }
   (st == state::kSucceeded ? completed_ok_ : completed_failed_) += text + '\n';
 }

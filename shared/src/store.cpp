@@ -130,7 +130,9 @@ void TaskStore::prepare() {
   set_progress_ = db::Statement(db_, "UPDATE tasks SET progress=?2 WHERE id=?1");
   finish_ = db::Statement(db_,
                           "UPDATE tasks SET state=?2, summary=?3, error=?4, finished_at=?5, "
-                          "progress=CASE WHEN ?2='succeeded' THEN 1 ELSE progress END WHERE id=?1");
+                          "progress=CASE WHEN ?2='succeeded' THEN 1 ELSE progress END WHERE id=?1 "
+                          "RETURNING request, created_at, started_at, worker, output_path, "
+                          "attempts");
   requeue_ = db::Statement(
       db_,
       "UPDATE tasks SET state='queued', worker=NULL, queued_at=?2, progress=0, attempts=?3 "
@@ -191,11 +193,22 @@ void TaskStore::set_progress(const std::string& id, double progress) {
   set_progress_.bind(1, id).bind(2, progress).run();
 }
 
-void TaskStore::finish(const std::string& id, const std::string& st, const std::string& summary,
-                       const std::string& error, const std::string& reason,
-                       const std::string& now) {
-  finish_.bind(1, id).bind(2, st).bind_opt(3, summary).bind_opt(4, error).bind(5, now).run();
-  add_event(id, st, reason, "", now);
+std::optional<TaskStore::Finished> TaskStore::finish(const std::string& id, const std::string& st,
+                                                     const std::string& summary,
+                                                     const std::string& error,
+                                                     const std::string& reason,
+                                                     const std::string& now) {
+  finish_.bind(1, id).bind(2, st).bind_opt(3, summary).bind_opt(4, error).bind(5, now);
+  std::optional<Finished> out;
+  if (finish_.step()) {
+    out = Finished{finish_.col_text(0), finish_.col_text(1), finish_.col_text(2),
+                   finish_.col_text(3), finish_.col_text(4), static_cast<int>(finish_.col_int(5))};
+    while (finish_.step()) {  // none left (ids are unique); stepping past a done statement
+    }                         // would run it again
+  }
+  finish_.reset();
+  if (out) add_event(id, st, reason, "", now);
+  return out;
 }
 
 void TaskStore::requeue(const std::string& id, int attempts, const std::string& reason,

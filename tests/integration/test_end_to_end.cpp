@@ -104,6 +104,11 @@ TEST(EndToEnd, SampleCaptureBecomesIpfixAndStateIsDurable) {
     EXPECT_GT(j["summary"]["flows"].get<long>(), 0);
     EXPECT_GT(j["summary"]["bytes"].get<long>(), 0);
     EXPECT_EQ(j["request"]["pcap_files"], json::array({"sample.pcap"})) << line;
+    auto t = stack.get_task(id);
+    for (const char* field : {"created_at", "started_at", "worker", "attempts"})
+      EXPECT_EQ(j[field], t[field]) << field << " in " << line;
+    // The log has the full path; the api shows it relative to the output root.
+    EXPECT_EQ(j["output_path"], stack.output_dir() + "/" + t["output_path"].get<std::string>());
     EXPECT_FALSE(std::getline(log, line));
   }
 

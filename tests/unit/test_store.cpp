@@ -54,8 +54,17 @@ TEST(Store, TaskLifecycleIsRecordedWithEvents) {
   EXPECT_DOUBLE_EQ(rec->progress, 0.5);
   {
     db::Transaction tx(store.db());
-    store.finish(t.id, state::kSucceeded, R"({"packets":1})", "", "done",
-                 "2026-01-01T00:00:02.000Z");
+    auto row = store.finish(t.id, state::kSucceeded, R"({"packets":1})", "", "done",
+                            "2026-01-01T00:00:02.000Z");
+    // The same statement hands back what the completion log needs.
+    ASSERT_TRUE(row);
+    EXPECT_EQ(row->request, t.request);
+    EXPECT_EQ(row->created_at, "2026-01-01T00:00:00.000Z");
+    EXPECT_EQ(row->started_at, "2026-01-01T00:00:01.000Z");
+    EXPECT_EQ(row->worker, "w1");
+    EXPECT_EQ(row->output_path, t.output_path);
+    EXPECT_EQ(row->attempts, 1);
+    EXPECT_FALSE(store.finish("no-such-task", state::kFailed, "", "x", "x", now_iso()));
     tx.commit();
   }
   rec = store.get(t.id);

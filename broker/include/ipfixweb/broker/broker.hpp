@@ -137,7 +137,7 @@ class Broker {
   bool draining_ = false;
   double avg_task_s_ = 1.0;  // moving average of task durations, for Retry-After
   void log_completion(const std::string& id, const std::string& st, const std::string& error,
-                      const proto::Done* done);
+                      const proto::Done* done, const TaskStore::Finished& row);
   void write_completions();  // after a commit: appends the lines of the tasks it finished
   std::string completed_ok_, completed_failed_;  // JSONL lines waiting for the commit
   // The two completion logs, kept open in append mode and reopened every second (so a

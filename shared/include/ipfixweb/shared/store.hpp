@@ -84,8 +84,16 @@ class TaskStore {
   void set_running(const std::string& id, const std::string& worker, int attempt,
                    const std::string& now);
   void set_progress(const std::string& id, double progress);
-  void finish(const std::string& id, const std::string& state, const std::string& summary,
-              const std::string& error, const std::string& reason, const std::string& now);
+  // What a finished task's completion record needs from its row, read by the same statement
+  // that finishes it.
+  struct Finished {
+    std::string request, created_at, started_at, worker, output_path;
+    int attempts = 0;
+  };
+  // nullopt when no task has that id.
+  std::optional<Finished> finish(const std::string& id, const std::string& state,
+                                 const std::string& summary, const std::string& error,
+                                 const std::string& reason, const std::string& now);
   // Back to the queue; `attempts` is the number of dispatches that count.
   void requeue(const std::string& id, int attempts, const std::string& reason,
                const std::string& now);
