@@ -156,7 +156,9 @@ proto::Done run_task(engine::Engine& engine, const proto::Task& t, int fd) {
     std::filesystem::create_directories(out.parent_path(), ec);
     if (ec) throw engine::EngineError("cannot create output directory: " + ec.message());
     if (t.attempt > 1) remove_stale_temporaries(out);
-    double last = 0;  // the first progress report goes out at once
+    // Progress goes out every kProgressInterval, the first one a whole interval after the
+    // start: a task shorter than that (most are) reports none, and its Done follows at once.
+    double last = now_mono();
     auto progress = [&](const engine::Progress& p) {
       double now = now_mono();
       if (now - last < kProgressInterval) return;
