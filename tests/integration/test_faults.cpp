@@ -86,7 +86,8 @@ TEST(Faults, WorkerKilledMidTaskLosesNothing) {
   Stack s(o);
   std::vector<std::string> ids;
   for (int i = 0; i < 4; ++i) {
-    auto [st, body] = s.submit(long_task(s, 10, "kill/" + std::to_string(i) + ".ipfix"));
+    // About 1.5 s each here: progress is first reported half a second into a task.
+    auto [st, body] = s.submit(long_task(s, 40, "kill/" + std::to_string(i) + ".ipfix"));
     ASSERT_EQ(st, 202) << body.dump();
     ids.push_back(body["task_id"]);
   }
