@@ -49,6 +49,12 @@ int main(int argc, char** argv) {
       ->envname("IPFIXWEB_DB_SYNCHRONOUS")
       ->check(CLI::IsMember({"OFF", "NORMAL", "FULL", "EXTRA"}, CLI::ignore_case))
       ->capture_default_str();
+  app.add_option("--commit-interval", cfg.commit_interval_s,
+                 "Seconds worker-side changes (dispatches, results) may wait to be committed "
+                 "with others; replies to clients always wait for their commit")
+      ->envname("IPFIXWEB_COMMIT_INTERVAL")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   app.add_option("--task-log-dir", cfg.task_log_dir,
                  "Where successful_tasks.jsonl / failed_tasks.jsonl are appended "
                  "(default <data-dir>/logs; 'none' to disable)")

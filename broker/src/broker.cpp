@@ -89,7 +89,7 @@ void Broker::recover() {
       ++queued;
     }
   }
-  flush();
+  flush(true);
   if (queued || orphaned)
     log_->info("recovered {} queued and {} running tasks from the database", queued, orphaned);
 }
@@ -99,29 +99,55 @@ void Broker::enqueue(Pending p) {
   queue_.emplace(key, std::move(p));
 }
 
-void Broker::write_tx() {
-  if (!tx_) tx_ = std::make_unique<db::Transaction>(store_.db());
+std::optional<Broker::Pending> Broker::take_queued(const std::string& id) {
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (it->second.id != id) continue;
+    Pending p = std::move(it->second);
+    queue_.erase(it);
+    return p;
+  }
+  return std::nullopt;
 }
 
-void Broker::flush() {
-  if (tx_) {
+void Broker::write_tx() {
+  if (tx_) return;
+  tx_ = std::make_unique<db::Transaction>(store_.db());
+  tx_opened_ = now_mono();
+}
+
+// Group commit. Messages to workers (tasks, aborts, heartbeats) go out at once; the changes
+// they stand for (a task now running, a result recorded) may wait up to commit_interval_s in
+// the open transaction for more to commit together, which is what lets a busy broker spend
+// one disk flush on many tasks. That acknowledges nothing to anyone: a broker that dies
+// before the commit restarts with such a task queued or running as it was recorded, runs it
+// again and ignores reports of the unrecorded dispatch (at least once; the output is written
+// under the same name, and the task finishes once). Replies to clients (a 202 above all) and
+// completion log lines go out only after the commit that holds what they report.
+void Broker::flush(bool force) {
+  bool replies = false;
+  for (auto& o : out_) {
+    if (o.sock != &back_) {
+      replies = true;
+      continue;
+    }
+    if (!zmqu::send_to(*o.sock, o.identity, o.payload)) {
+      log_->warn("cannot reach worker {}: treating it as gone", o.identity);
+      lose_worker(o.identity, "unreachable");
+    }
+  }
+  if (tx_ && (force || replies || now_mono() - tx_opened_ >= cfg_.commit_interval_s)) {
     // A broker that cannot persist must not acknowledge anything: on failure
     // this throws, nothing below is sent, and main exits non-zero.
     tx_->commit();
     tx_.reset();
+    write_completions();
   }
-  write_completions();
   for (auto& o : out_) {
-    if (zmqu::send_to(*o.sock, o.identity, o.payload)) continue;
-    if (o.sock == &back_) {
-      log_->warn("cannot reach worker {}: treating it as gone", o.identity);
-      lose_worker(o.identity, "unreachable");
-    } else {
+    if (o.sock == &back_) continue;
+    if (!zmqu::send_to(*o.sock, o.identity, o.payload))
       log_->debug("client {} went away before its reply", o.identity.size());
-    }
   }
   out_.clear();
-  if (tx_) flush();  // lose_worker may have written; commit that too
 }
 
 std::uint32_t Broker::total_slots() const {
@@ -145,6 +171,7 @@ double Broker::retry_after() const {
 void Broker::run(const std::atomic<bool>& stop) {
   next_heartbeat_ = now_mono() + cfg_.heartbeat_s;
   while (!stop.load()) iteration(stop);
+  flush(true);
   draining_ = true;
   // Tell workers we are going away is not needed: they detect silence and
   // reconnect; running tasks stay 'running' and are reconciled on restart.
@@ -155,7 +182,12 @@ void Broker::iteration(const std::atomic<bool>& stop) {
   std::vector<zmq::pollitem_t> items = {{front_.handle(), 0, ZMQ_POLLIN, 0},
                                         {back_.handle(), 0, ZMQ_POLLIN, 0}};
   double wait = std::max(0.0, next_heartbeat_ - now_mono());
-  zmqu::poll(items, std::min<long>(static_cast<long>(wait * 1000) + 1, 100));
+  long wait_ms = std::min<long>(static_cast<long>(wait * 1000) + 1, 100);
+  if (tx_) {  // an open transaction: wake up in time to commit it
+    const double due = std::max(0.0, tx_opened_ + cfg_.commit_interval_s - now_mono());
+    wait_ms = std::min<long>(wait_ms, static_cast<long>(std::ceil(due * 1000)));
+  }
+  zmqu::poll(items, wait_ms);
   if (stop.load()) return;
 
   subs_.clear();
@@ -481,6 +513,20 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
       if (rit != running_.end() && (rit->second.worker.empty() || rit->second.worker == identity)) {
         rit->second.worker = identity;
         w.running.insert(id);
+      } else if (auto q = take_queued(id)) {
+        // Dispatched to it by a broker that died before recording the dispatch (or queued
+        // again after the worker was presumed lost): the run goes on and its result counts.
+        write_tx();
+        ++q->attempts;
+        store_.set_running(
+            id, identity, q->attempts, now_iso(),
+            "claimed by worker " + identity + " (attempt " + std::to_string(q->attempts) + ")");
+        w.running.insert(id);
+        Running adopted;
+        adopted.task = std::move(*q);
+        adopted.worker = identity;
+        adopted.since = now;
+        running_.emplace(id, std::move(adopted));
       } else {
         // Finished, cancelled or handed to someone else meanwhile: stop it.
         out_.push_back({&back_,

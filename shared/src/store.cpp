@@ -183,10 +183,11 @@ void TaskStore::add_event(const std::string& id, const std::string& st, const st
 }
 
 void TaskStore::set_running(const std::string& id, const std::string& worker, int attempt,
-                            const std::string& now) {
+                            const std::string& now, const std::string& reason) {
   set_running_.bind(1, id).bind(2, worker).bind(3, attempt).bind(4, now).run();
-  add_event(id, state::kRunning, "dispatched (attempt " + std::to_string(attempt) + ")", worker,
-            now);
+  add_event(id, state::kRunning,
+            reason.empty() ? "dispatched (attempt " + std::to_string(attempt) + ")" : reason,
+            worker, now);
 }
 
 void TaskStore::set_progress(const std::string& id, double progress) {

@@ -645,6 +645,8 @@ TEST(Faults, ResultsAfterABrokerRestartCountAndUnaskedCancelsRerun) {
   ASSERT_EQ(st, 202);
   std::string id = body["task_id"];
   ASSERT_TRUE(w.next_task(3s));
+  // Killed once the dispatch is recorded (a dispatch it never recorded: next test).
+  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
   s.broker().signal(SIGKILL);
   ASSERT_TRUE(s.broker().wait(5s));
   s.start_broker();
@@ -668,6 +670,47 @@ TEST(Faults, ResultsAfterABrokerRestartCountAndUnaskedCancelsRerun) {
   EXPECT_EQ(again->attempt, 1u);
   w.done(id2, "succeeded");
   EXPECT_EQ(s.wait_terminal(id2, 5s)["state"], "succeeded");
+}
+
+// The broker sends tasks before committing their dispatch (group commit): one that dies in
+// between restarts with the task still queued while a worker runs it. The worker claims it
+// when it registers again; the new broker adopts that run (no abort, no second dispatch)
+// and its result finishes the task once.
+TEST(Faults, ADispatchTheBrokerDiedBeforeRecordingIsAdoptedFromItsWorker) {
+  StackOptions o;
+  o.workers = 0;
+  o.heartbeat = 2.0;                                 // the fake worker does not heartbeat
+  o.extra_broker_args = {"--commit-interval", "1"};  // a wide window between send and commit
+  Stack s(o);
+  // Queued (and committed: before its 202) while no worker is there; dispatched in a later
+  // iteration that owes no client a reply, so nothing makes that commit early.
+  auto [st, body] = s.submit(small_task("adopt/a.ipfix"));
+  ASSERT_EQ(st, 202);
+  std::string id = body["task_id"];
+  FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
+  w.ready({});
+  auto first = w.next_task(3s);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->attempt, 1u);
+  EXPECT_EQ(s.get_task(id)["state"], "queued") << "the dispatch was committed already";
+  s.broker().signal(SIGKILL);
+  ASSERT_TRUE(s.broker().wait(5s));
+  s.start_broker();
+  s.wait_ready(0);
+  w.ready({id});  // same incarnation, still running it
+  EXPECT_FALSE(w.next_task(1500ms)) << "the claimed task was dispatched again";
+  auto t = s.get_task(id);
+  EXPECT_EQ(t["state"], "running") << t.dump();
+  EXPECT_EQ(t["worker"], "fake");
+  w.done(id, "succeeded");
+  t = s.wait_terminal(id, 5s);
+  EXPECT_EQ(t["state"], "succeeded");
+  EXPECT_EQ(t["attempts"], 1);
+  auto ev = events_of(s, id);
+  EXPECT_EQ(terminal_events(ev), 1);
+  ASSERT_EQ(ev.size(), 3u) << ev.dump();
+  EXPECT_NE(ev[1]["reason"].get<std::string>().find("claimed by worker fake"), std::string::npos)
+      << ev.dump();
 }
 
 // A retry removes the temporary files earlier attempts left on this host, only those of

@@ -30,9 +30,12 @@ struct Config {
   std::string synchronous = "FULL";
   std::uint32_t max_queue = 64;  // tasks waiting beyond granted credit
   double heartbeat_s = 1.0;
-  int liveness = 3;              // missed heartbeats before a worker is dead
-  int max_attempts = 3;          // dispatches per task before it fails
-  double task_timeout_s = 0;     // passed to workers; 0 = none
+  int liveness = 3;           // missed heartbeats before a worker is dead
+  int max_attempts = 3;       // dispatches per task before it fails
+  double task_timeout_s = 0;  // passed to workers; 0 = none
+  // How long worker-side changes (dispatches, results) may wait in an open transaction for
+  // more to commit with them. Replies to clients never wait: they go out after a commit.
+  double commit_interval_s = 0.005;
   double orphan_grace_s = 0;     // after a restart, wait this long for workers to claim
                                  // running tasks (0: heartbeat * liveness * 2)
   std::string task_log_dir;      // successful_tasks.jsonl / failed_tasks.jsonl; "" = none
@@ -112,8 +115,9 @@ class Broker {
               const std::string& error, const std::string& reason,
               const proto::Done* done = nullptr);
   void enqueue(Pending p);
-  void flush();
-  void write_tx();  // opens the iteration's transaction if not yet open
+  std::optional<Pending> take_queued(const std::string& id);  // out of the queue, if there
+  void flush(bool force = false);  // sends what is waiting; commits when due (or forced)
+  void write_tx();                 // opens the iteration's transaction if not yet open
   std::uint32_t total_slots() const;
   std::uint32_t total_credit() const;
   double retry_after() const;
@@ -131,7 +135,8 @@ class Broker {
   // Prepared once: a savepoint per submission costs a parse with exec().
   db::Statement sp_begin_, sp_release_, sp_rollback_;
   std::unique_ptr<db::Transaction> tx_;
-  std::size_t rr_ = 0;  // round-robin offset among equally loaded workers
+  double tx_opened_ = 0;  // when tx_ began (monotonic seconds)
+  std::size_t rr_ = 0;    // round-robin offset among equally loaded workers
   double next_heartbeat_ = 0;
   std::uint32_t hb_seq_ = 0;
   bool draining_ = false;

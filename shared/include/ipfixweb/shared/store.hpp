@@ -81,8 +81,9 @@ class TaskStore {
   };
   // Returns the task's seq (insertion order).
   std::int64_t insert(const NewTask& t, const std::string& now);
+  // The event's reason defaults to "dispatched (attempt N)".
   void set_running(const std::string& id, const std::string& worker, int attempt,
-                   const std::string& now);
+                   const std::string& now, const std::string& reason = "");
   void set_progress(const std::string& id, double progress);
   // What a finished task's completion record needs from its row, read by the same statement
   // that finishes it.
