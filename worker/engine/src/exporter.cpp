@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include <fcntl.h>
 #include <fixbuf/public.h>
 #include <unistd.h>
 
@@ -152,13 +153,23 @@ static fbInfoModel_t* shared_model() {
   return model;
 }
 
+namespace {
+// linkat() of an O_TMPFILE file goes through /proc/self/fd (AT_EMPTY_PATH would need
+// CAP_DAC_READ_SEARCH): without /proc, files are written under their temporary name.
+bool proc_fd_links() {
+  static const bool ok = ::access("/proc/self/fd", X_OK) == 0;
+  return ok;
+}
+}  // namespace
+
 struct IpfixExporter::Impl {
   ExporterConfig cfg;
   fbInfoModel_t* model = nullptr;                        // shared_model(): not owned
   std::unique_ptr<fbSession_t, SessionDeleter> session;  // until the fBuf owns it
   std::unique_ptr<fBuf_t, FbufDeleter> fbuf;             // owns session and exporter
   std::unique_ptr<FILE, FileCloser> file;
-  std::string tmp_path;
+  std::string tmp_path;  // the file's name until the rename (empty while it is unnamed)
+  bool unnamed = false;  // written through an O_TMPFILE descriptor
   std::uint16_t int_tid = 0;
   std::uint16_t current_ext = 0;
   std::uint32_t last_export_time = 0;
@@ -247,10 +258,30 @@ IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique
     exporter = fbExporterAllocNet(&spec);
   } else {
     if (cfg.output.empty()) throw EngineError("no output file given");
-    m.tmp_path = temporary_output_name(cfg.output, ::getpid());
-    m.file.reset(std::fopen(m.tmp_path.c_str(), "wb"));
+    int fd = -1;
+    if (cfg.unnamed_temporary && proc_fd_links()) {
+      const auto slash = cfg.output.rfind('/');
+      const std::string dir = slash == std::string::npos ? "."
+                              : slash == 0               ? "/"
+                                                         : cfg.output.substr(0, slash);
+      // Fails where the file system has no O_TMPFILE (EOPNOTSUPP, or EISDIR/EINVAL from old
+      // kernels) as well as for real errors, which the named open below reports.
+      fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+      m.unnamed = fd >= 0;
+    }
+    if (fd < 0) {
+      m.tmp_path = temporary_output_name(cfg.output, ::getpid());
+      fd = ::open(m.tmp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+      if (fd < 0) {
+        m.tmp_path.clear();
+        throw EngineError("cannot write output '" + cfg.output + "': " + std::strerror(errno));
+      }
+    }
+    m.file.reset(::fdopen(fd, "wb"));
     if (!m.file) {
-      throw EngineError("cannot write output '" + cfg.output + "': " + std::strerror(errno));
+      const int e = errno;
+      ::close(fd);
+      throw EngineError("cannot write output '" + cfg.output + "': " + std::strerror(e));
     }
     exporter = fbExporterAllocFP(m.file.get());
   }
@@ -435,6 +466,21 @@ void IpfixExporter::commit() {
   if (std::fflush(fp) != 0 || std::ferror(fp) || ::fsync(fileno(fp)) != 0) {
     throw EngineError("error writing IPFIX output '" + m.cfg.output +
                       "': " + std::strerror(errno ? errno : EIO));
+  }
+  if (m.unnamed) {
+    // The data is on disk: give it the temporary name, then rename that over the output
+    // (linkat cannot replace an existing file; rename does, atomically).
+    const std::string tmp = temporary_output_name(m.cfg.output, ::getpid());
+    const std::string self = "/proc/self/fd/" + std::to_string(fileno(fp));
+    int rc = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW);
+    if (rc != 0 && errno == EEXIST) {  // left by a dead process that had our pid: replace it
+      ::unlink(tmp.c_str());
+      rc = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW);
+    }
+    if (rc != 0) {
+      throw EngineError("cannot name output '" + m.cfg.output + "': " + std::strerror(errno));
+    }
+    m.tmp_path = tmp;
   }
   if (std::fclose(m.file.release()) != 0) {
     throw EngineError("error writing IPFIX output '" + m.cfg.output + "': " + std::strerror(errno));

@@ -24,6 +24,10 @@ struct ExporterConfig {
   bool dpi = true;     // include applicationId / applicationName / server name
   bool biflow = true;
   std::uint32_t observation_domain = 1;
+  // Files: write into an unnamed file (O_TMPFILE) that gets a name only once its data is on
+  // disk (linked as temporary_output_name(), then renamed over `output`). Where the file
+  // system cannot (or false), the file is written under the temporary name from the start.
+  bool unnamed_temporary = true;
 };
 
 struct FlowLabel {
