@@ -1,8 +1,10 @@
 // Engine::convert on captures generated in the test: summary figures, output handling, errors.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 
@@ -237,6 +239,54 @@ TEST(Engine, CancelLeavesNoOutput) {
   std::atomic<bool> cancel{true};
   EXPECT_THROW(engine().convert(o, {}, &cancel), Cancelled);
   EXPECT_FALSE(fs::exists(o.output));
+  EXPECT_TRUE(no_temp_left(dir.path()));
+}
+
+// A full disk, as far as this process can tell: RLIMIT_FSIZE makes writes past the limit fail
+// (EFBIG) the way ENOSPC would. The conversion fails with the reason, the previous output
+// stays as it was and no temporary is left.
+TEST(Engine, AFullDiskFailsTheConversionAndKeepsThePreviousOutput) {
+  test::TempDir dir;
+  {
+    test::PcapWriter w(dir.file("many.pcap"));
+    std::uint64_t t = 1'700'000'000'000'000ULL;
+    for (std::uint16_t i = 0; i < 3000; ++i)  // 3,000 flows: far more IPFIX than the limit
+      w.add(t += 1000,
+            test::ether4(test::ipv4("10.0.0.1", "10.0.0.2", 17,
+                                    test::udp(static_cast<std::uint16_t>(1024 + i), 53, 20))));
+  }
+  std::ofstream(dir.file("out.ipfix")) << "the previous output";
+  Engine& e = engine();
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    rlimit rl{16 * 1024, 16 * 1024};
+    ::setrlimit(RLIMIT_FSIZE, &rl);
+    Options o;
+    o.inputs = {dir.file("many.pcap")};
+    o.output = dir.file("out.ipfix");
+    try {
+      e.convert(o);
+      _exit(2);  // no error
+    } catch (const EngineError& err) {
+      const std::string what = err.what();
+      _exit(what.find("error writing IPFIX output") != std::string::npos &&
+                    what.find("File too large") != std::string::npos
+                ? 0
+                : 3);
+    } catch (...) {
+      _exit(4);
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: no error, 3: another message, 4: another exception";
+  std::ifstream in(dir.file("out.ipfix"));
+  std::string previous;
+  std::getline(in, previous);
+  EXPECT_EQ(previous, "the previous output");
   EXPECT_TRUE(no_temp_left(dir.path()));
 }
 
