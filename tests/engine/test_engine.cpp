@@ -316,3 +316,33 @@ TEST(Engine, ForkedChildrenShareTheInitialisedEngine) {
 
 }  // namespace
 }  // namespace ipfixweb::engine
+
+namespace ipfixweb::engine {
+namespace {
+
+// The summary is written as text directly: strings that are not UTF-8 (file names are bytes)
+// come out with U+FFFD, control characters and quotes escaped, and the text parses.
+TEST(Engine, SummaryTextEscapesNamesAndReplacesInvalidUtf8) {
+  test::TempDir dir;
+  const std::string odd = dir.file("caf\xc3\xa9 \xff\xfe \"q\" \x01.pcap");
+  write_small_capture(odd);
+  Options o;
+  o.inputs = {odd};
+  o.output = dir.file("out.ipfix");
+  o.analysis = {"udp", "Tab\there", "dns"};
+  const Conversion c = engine().convert_text(o);
+  nlohmann::json j;
+  ASSERT_NO_THROW(j = nlohmann::json::parse(c.summary)) << c.summary;
+  EXPECT_EQ(j["inputs"][0]["path"],
+            dir.file("caf\xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd \"q\" \x01.pcap"));
+  EXPECT_NE(c.summary.find("\\\"q\\\" \\u0001.pcap"), std::string::npos) << c.summary;
+  ASSERT_TRUE(j["analysis"].contains("tab\there")) << j["analysis"].dump();
+  EXPECT_EQ(j["analysis"]["udp"]["flows"], 1);
+  EXPECT_EQ(c.packets, j["packets"].get<std::uint64_t>());
+  EXPECT_EQ(c.bytes, j["bytes"].get<std::uint64_t>());
+  EXPECT_EQ(c.flows, j["flows"].get<std::uint64_t>());
+  EXPECT_EQ(c.summary, j.dump()) << "keys in byte order, no spaces, as nlohmann writes them";
+}
+
+}  // namespace
+}  // namespace ipfixweb::engine

@@ -176,12 +176,12 @@ proto::Done run_task(engine::Engine& engine, const proto::Task& t, int fd) {
         if (on) remove_stale_temporaries(out);
       }
     } sweep_again{out, t.attempt > 1};
-    const auto summary = engine.convert(o, progress);
+    auto result = engine.convert_text(o, progress);
     d.state = "succeeded";
-    d.packets = summary.value("packets", std::uint64_t{0});
-    d.bytes = summary.value("bytes", std::uint64_t{0});
-    d.flows = summary.value("flows", std::uint64_t{0});
-    d.summary = summary.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    d.packets = result.packets;
+    d.bytes = result.bytes;
+    d.flows = result.flows;
+    d.summary = std::move(result.summary);
   } catch (const std::exception& e) {
     d.state = "failed";
     d.error = e.what();

@@ -108,6 +108,11 @@ std::uint64_t Engine::dpi_initialisations() const { return impl_->ndpi_inits; }
 
 nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
                                const std::atomic<bool>* cancel) {
+  return nlohmann::json::parse(convert_text(opts, progress, cancel).summary);
+}
+
+Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
+                                const std::atomic<bool>* cancel) {
   const auto t0 = std::chrono::steady_clock::now();
   auto cancelled = [cancel] { return cancel && cancel->load(std::memory_order_relaxed); };
   if (cancelled()) throw Cancelled();
@@ -225,20 +230,26 @@ nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
     progress(prog);
   }
   summary.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  nlohmann::json j = summary.to_json();
-  j["output"] = opts.output;
-  j["dpi"] = opts.dpi;
-  j["biflow"] = opts.biflow;
+  Summary::Extras x;
+  x.output = opts.output;
+  x.dpi = opts.dpi;
+  x.biflow = opts.biflow;
   if (dpi) {
-    j["dpi_stats"] = {{"classified", dpi->stats().flows_classified},
-                      {"guessed", dpi->stats().flows_guessed},
-                      {"unknown", dpi->stats().flows_unknown},
-                      {"packets_inspected", dpi->stats().packets_inspected}};
+    x.has_dpi_stats = true;
+    x.classified = dpi->stats().flows_classified;
+    x.guessed = dpi->stats().flows_guessed;
+    x.unknown = dpi->stats().flows_unknown;
+    x.packets_inspected = dpi->stats().packets_inspected;
   }
+  Conversion c;
+  c.summary.reserve(4096);
+  summary.write_json(c.summary, x);
+  c.packets = summary.packets();
+  c.bytes = summary.bytes();
+  c.flows = summary.records();
   logger()->info("converted {} packets into {} IPFIX records ({} flows) in {:.3f} s",
-                 summary.packets_read, summary.records(), j["biflows"].get<std::uint64_t>(),
-                 summary.elapsed_s);
-  return j;
+                 summary.packets_read, summary.records(), summary.biflows(), summary.elapsed_s);
+  return c;
 }
 
 }  // namespace ipfixweb::engine

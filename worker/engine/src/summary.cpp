@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <ctime>
 #include <initializer_list>
 #include <string_view>
@@ -42,28 +43,6 @@ std::string protocol_name(std::uint8_t p) {
     default:
       return "IP-" + std::to_string(p);
   }
-}
-
-nlohmann::json counter_json(const Counter& c) {
-  return {{"flows", c.flows}, {"packets", c.packets}, {"bytes", c.bytes}};
-}
-
-template <typename Map>
-nlohmann::json top(const Map& m, bool by_bytes, const char* key_name) {
-  std::vector<std::pair<std::string, Counter>> v(m.begin(), m.end());
-  std::sort(v.begin(), v.end(), [&](const auto& a, const auto& b) {
-    const auto ka = by_bytes ? a.second.bytes : a.second.flows;
-    const auto kb = by_bytes ? b.second.bytes : b.second.flows;
-    return ka != kb ? ka > kb : a.first < b.first;
-  });
-  if (v.size() > kTopN) v.resize(kTopN);
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& [name, c] : v) {
-    nlohmann::json j = counter_json(c);
-    j[key_name] = name;
-    out.push_back(std::move(j));
-  }
-  return out;
 }
 
 }  // namespace
@@ -206,74 +185,300 @@ void Summary::add_to_family(Family& fs, const Flow& f, const std::string* app, s
   if (!f.host.empty()) fs.server_names[f.host].add(p, b);
 }
 
-nlohmann::json Summary::to_json() const {
-  using nlohmann::json;
-  json j;
-  j["packets"] = packets_;
-  j["bytes"] = bytes_;
-  j["flows"] = records_;
-  j["biflows"] = biflows_;
-  j["packets_read"] = packets_read;
-  j["first_packet"] = packets_ ? json(iso8601_ms(first_us_)) : json(nullptr);
-  j["last_packet"] = packets_ ? json(iso8601_ms(last_us_)) : json(nullptr);
-  j["duration_s"] = packets_ ? static_cast<double>(last_us_ - first_us_) / 1e6 : 0.0;
-  json nm = json::object();
-  std::uint64_t nm_total = 0;
-  for (int i = 1; i < kDecodeStatusCount; ++i) {
-    nm[decode_status_name(static_cast<DecodeStatus>(i))] =
-        not_metered_[static_cast<std::size_t>(i)];
-    nm_total += not_metered_[static_cast<std::size_t>(i)];
+namespace {
+
+// Whether `s` is well-formed UTF-8 (Unicode 15, table 3-7: no overlong forms, no surrogates,
+// nothing above U+10FFFF).
+bool valid_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    const unsigned c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    int n = 0;
+    unsigned lo = 0x80, hi = 0xBF;  // range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      n = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return false;
+    }
+    if (end - p <= n) return false;
+    if (p[1] < lo || p[1] > hi) return false;
+    for (int i = 2; i <= n; ++i)
+      if (p[i] < 0x80 || p[i] > 0xBF) return false;
+    p += n + 1;
   }
-  nm["total"] = nm_total;
-  j["not_metered"] = nm;
-  j["fragments_unmatched"] = fragments_unmatched;
-  j["tunnelled_packets"] = tunnelled_packets;
-  j["out_of_order_packets"] = out_of_order_packets;
-  j["peak_flows"] = peak_flows;
-  j["flow_end_reasons"] = {{"idle_timeout", reasons_[1]},
-                           {"active_timeout", reasons_[2]},
-                           {"end_of_flow", reasons_[3]},
-                           {"end_of_input", reasons_[4]},
-                           {"lack_of_resources", reasons_[5]}};
-  json protos = json::object();
-  for (const auto& [p, c] : protocols_) protos[protocol_name(p)] = counter_json(c);
-  j["protocols"] = protos;
-  j["top_applications_by_bytes"] = top(apps_, true, "application");
-  j["top_applications_by_flows"] = top(apps_, false, "application");
-  j["applications_distinct"] = apps_.size();
+  return true;
+}
+
+// Writes JSON text the way nlohmann's dump() does: no spaces, strings escaped alike.
+class Out {
+ public:
+  explicit Out(std::string& s) : s_(s) {}
+  void begin_object() { open('{'); }
+  void end_object() { close('}'); }
+  void begin_array() { open('['); }
+  void end_array() { close(']'); }
+  Out& key(std::string_view k) {
+    comma();
+    string_text(k);
+    s_.push_back(':');
+    first_ = true;  // the value that follows takes no comma
+    return *this;
+  }
+  void value(std::uint64_t v) {
+    comma();
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    s_.append(buf, r.ptr);
+  }
+  void value(double v) {
+    comma();
+    s_ += nlohmann::json(v).dump();  // nlohmann's number format, to the digit
+  }
+  void value(bool v) {
+    comma();
+    s_ += v ? "true" : "false";
+  }
+  void value(std::string_view v) {
+    comma();
+    string_text(v);
+  }
+  void null() {
+    comma();
+    s_ += "null";
+  }
+  void counter_fields(const Counter& c) {
+    key("bytes").value(c.bytes);
+    key("flows").value(c.flows);
+    key("packets").value(c.packets);
+  }
+
+ private:
+  void comma() {
+    if (!first_) s_.push_back(',');
+    first_ = false;
+  }
+  void open(char c) {
+    comma();
+    s_.push_back(c);
+    first_ = true;
+  }
+  void close(char c) {
+    s_.push_back(c);
+    first_ = false;
+  }
+  void string_text(std::string_view v) {
+    if (!valid_utf8(v)) {  // rare: let nlohmann replace what is not UTF-8, as it always did
+      s_ += nlohmann::json(std::string(v))
+                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      return;
+    }
+    s_.push_back('"');
+    for (const char ch : v) {
+      const auto c = static_cast<unsigned char>(ch);
+      switch (c) {
+        case '"':
+          s_ += "\\\"";
+          break;
+        case '\\':
+          s_ += "\\\\";
+          break;
+        case '\b':
+          s_ += "\\b";
+          break;
+        case '\f':
+          s_ += "\\f";
+          break;
+        case '\n':
+          s_ += "\\n";
+          break;
+        case '\r':
+          s_ += "\\r";
+          break;
+        case '\t':
+          s_ += "\\t";
+          break;
+        default:
+          if (c < 0x20) {
+            static constexpr char kHex[] = "0123456789abcdef";
+            s_ += "\\u00";
+            s_.push_back(kHex[c >> 4]);
+            s_.push_back(kHex[c & 0xF]);
+          } else {
+            s_.push_back(ch);
+          }
+      }
+    }
+    s_.push_back('"');
+  }
+  std::string& s_;
+  bool first_ = true;
+};
+
+// The top kTopN entries of `m` (by bytes or flows, then name) as objects: the counter and the
+// name under `key_name`, keys in byte order.
+template <typename Map>
+void write_top(Out& o, const Map& m, bool by_bytes, const char* key_name) {
+  std::vector<std::pair<const std::string*, const Counter*>> v;
+  v.reserve(m.size());
+  for (const auto& [name, c] : m) v.emplace_back(&name, &c);
+  const auto before = [by_bytes](const auto& a, const auto& b) {
+    const auto ka = by_bytes ? a.second->bytes : a.second->flows;
+    const auto kb = by_bytes ? b.second->bytes : b.second->flows;
+    return ka != kb ? ka > kb : *a.first < *b.first;
+  };
+  const std::size_t n = std::min(kTopN, v.size());
+  std::partial_sort(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n), v.end(), before);
+  const std::string_view kname(key_name);
+  o.begin_array();
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& [name, c] = v[i];
+    o.begin_object();
+    // "application" < "bytes" < "flows" < "host" < "packets" < "server_name"
+    if (kname < "bytes") o.key(kname).value(*name);
+    o.key("bytes").value(c->bytes);
+    o.key("flows").value(c->flows);
+    if (kname > "flows" && kname < "packets") o.key(kname).value(*name);
+    o.key("packets").value(c->packets);
+    if (kname > "packets") o.key(kname).value(*name);
+    o.end_object();
+  }
+  o.end_array();
+}
+
+}  // namespace
+
+void Summary::write_json(std::string& out, const Extras& x) const {
+  Out o(out);
+  o.begin_object();
   if (!families_.empty()) {
-    json a = json::object();
-    for (std::size_t i = 0; i < families_.size(); ++i) {
+    std::vector<std::size_t> order(families_.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(),
+              [this](std::size_t a, std::size_t b) { return families_[a] < families_[b]; });
+    o.key("analysis").begin_object();
+    for (const std::size_t i : order) {
       const Family& fs = family_stats_[i];
-      json fj = counter_json(fs.total);
+      o.key(families_[i]).begin_object();
+      o.counter_fields(fs.total);
+      o.key("top_applications");
+      write_top(o, fs.apps, true, "application");
       std::unordered_map<std::string, Counter> hosts;
       for (const auto& [k, c] : fs.hosts) {
         std::array<std::uint8_t, 16> addr{};
         std::copy(k.begin(), k.begin() + 16, addr.begin());
         hosts.emplace(format_address(addr, k[16]), c);
       }
-      fj["top_hosts"] = top(hosts, true, "host");
-      fj["top_applications"] = top(fs.apps, true, "application");
-      fj["top_server_names"] = top(fs.server_names, true, "server_name");
-      a[families_[i]] = std::move(fj);
+      o.key("top_hosts");
+      write_top(o, hosts, true, "host");
+      o.key("top_server_names");
+      write_top(o, fs.server_names, true, "server_name");
+      o.end_object();
     }
-    j["analysis"] = a;
-    j["analysis_method"] = dpi_ ? "dpi" : "ports";
+    o.end_object();
+    o.key("analysis_method").value(std::string_view(dpi_ ? "dpi" : "ports"));
   }
-  json in = json::array();
+  o.key("applications_distinct").value(static_cast<std::uint64_t>(apps_.size()));
+  o.key("biflow").value(x.biflow);
+  o.key("biflows").value(biflows_);
+  o.key("bytes").value(bytes_);
+  o.key("dpi").value(x.dpi);
+  if (x.has_dpi_stats) {
+    o.key("dpi_stats").begin_object();
+    o.key("classified").value(x.classified);
+    o.key("guessed").value(x.guessed);
+    o.key("packets_inspected").value(x.packets_inspected);
+    o.key("unknown").value(x.unknown);
+    o.end_object();
+  }
+  o.key("duration_s").value(packets_ ? static_cast<double>(last_us_ - first_us_) / 1e6 : 0.0);
+  o.key("elapsed_s").value(elapsed_s);
+  o.key("first_packet");
+  if (packets_) {
+    o.value(std::string_view(iso8601_ms(first_us_)));
+  } else {
+    o.null();
+  }
+  o.key("flow_end_reasons").begin_object();
+  o.key("active_timeout").value(reasons_[2]);
+  o.key("end_of_flow").value(reasons_[3]);
+  o.key("end_of_input").value(reasons_[4]);
+  o.key("idle_timeout").value(reasons_[1]);
+  o.key("lack_of_resources").value(reasons_[5]);
+  o.end_object();
+  o.key("flows").value(records_);
+  o.key("fragments_unmatched").value(fragments_unmatched);
+  o.key("inputs").begin_array();
   for (const auto& i : inputs) {
-    in.push_back({{"path", i.path},
-                  {"link_type", i.link_type},
-                  {"link_name", i.link_name},
-                  {"packets", i.packets},
-                  {"file_bytes", i.file_bytes},
-                  {"truncated", i.truncated}});
+    o.begin_object();
+    o.key("file_bytes").value(i.file_bytes);
+    o.key("link_name").value(std::string_view(i.link_name));
+    o.key("link_type").value(static_cast<std::uint64_t>(i.link_type));
+    o.key("packets").value(i.packets);
+    o.key("path").value(std::string_view(i.path));
+    o.key("truncated").value(i.truncated);
+    o.end_object();
   }
-  j["inputs"] = in;
-  j["warnings"] = warnings_;
-  j["elapsed_s"] = elapsed_s;
-  j["packets_per_s"] = elapsed_s > 0 ? static_cast<double>(packets_read) / elapsed_s : 0.0;
-  return j;
+  o.end_array();
+  o.key("last_packet");
+  if (packets_) {
+    o.value(std::string_view(iso8601_ms(last_us_)));
+  } else {
+    o.null();
+  }
+  {
+    std::vector<std::pair<std::string_view, std::uint64_t>> nm;
+    std::uint64_t total = 0;
+    for (int i = 1; i < kDecodeStatusCount; ++i) {
+      const auto n = not_metered_[static_cast<std::size_t>(i)];
+      nm.emplace_back(decode_status_name(static_cast<DecodeStatus>(i)), n);
+      total += n;
+    }
+    nm.emplace_back("total", total);
+    std::sort(nm.begin(), nm.end());
+    o.key("not_metered").begin_object();
+    for (const auto& [k, n] : nm) o.key(k).value(n);
+    o.end_object();
+  }
+  o.key("out_of_order_packets").value(out_of_order_packets);
+  o.key("output").value(std::string_view(x.output));
+  o.key("packets").value(packets_);
+  o.key("packets_per_s").value(elapsed_s > 0 ? static_cast<double>(packets_read) / elapsed_s : 0.0);
+  o.key("packets_read").value(packets_read);
+  o.key("peak_flows").value(peak_flows);
+  {
+    std::vector<std::pair<std::string, const Counter*>> protos;
+    for (const auto& [p, c] : protocols_) protos.emplace_back(protocol_name(p), &c);
+    std::sort(protos.begin(), protos.end());
+    o.key("protocols").begin_object();
+    for (const auto& [name, c] : protos) {
+      o.key(name).begin_object();
+      o.counter_fields(*c);
+      o.end_object();
+    }
+    o.end_object();
+  }
+  o.key("top_applications_by_bytes");
+  write_top(o, apps_, true, "application");
+  o.key("top_applications_by_flows");
+  write_top(o, apps_, false, "application");
+  o.key("tunnelled_packets").value(tunnelled_packets);
+  o.key("warnings").begin_array();
+  for (const auto& w : warnings_) o.value(std::string_view(w));
+  o.end_array();
+  o.end_object();
 }
 
 }  // namespace ipfixweb::engine

@@ -57,8 +57,19 @@ class Summary {
   std::uint64_t packets() const { return packets_; }
   std::uint64_t bytes() const { return bytes_; }
   std::uint64_t records() const { return records_; }
+  std::uint64_t biflows() const { return biflows_; }
 
-  nlohmann::json to_json() const;
+  // What the engine adds to the summary besides its own statistics.
+  struct Extras {
+    std::string output;
+    bool dpi = false;
+    bool biflow = false;
+    bool has_dpi_stats = false;  // "dpi_stats" present (DPI ran)
+    std::uint64_t classified = 0, guessed = 0, unknown = 0, packets_inspected = 0;
+  };
+  // The summary as JSON text, written directly (no document in between): the text nlohmann's
+  // dump() makes of the same summary, keys in byte order, invalid UTF-8 replaced by U+FFFD.
+  void write_json(std::string& out, const Extras& x) const;
 
  private:
   // Host address as the flow key stores it: 16 address bytes + IP version.

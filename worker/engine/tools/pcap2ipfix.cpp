@@ -89,9 +89,9 @@ int main(int argc, char** argv) {
 
   try {
     eng::Engine engine(opts.dpi);
-    nlohmann::json summary;
+    eng::Conversion result;
     const auto t0 = std::chrono::steady_clock::now();
-    for (unsigned i = 0; i < repeat; ++i) summary = engine.convert(opts, progress, &g_cancel);
+    for (unsigned i = 0; i < repeat; ++i) result = engine.convert_text(opts, progress, &g_cancel);
     if (repeat > 1) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::fprintf(stderr,
@@ -101,6 +101,7 @@ int main(int argc, char** argv) {
     }
     if (show_progress) std::fputc('\n', stderr);
     if (!summary_path.empty()) {
+      const auto summary = nlohmann::json::parse(result.summary);
       if (summary_path == "-") {
         std::cout << summary.dump(2) << '\n';
       } else {

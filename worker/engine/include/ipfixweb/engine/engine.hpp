@@ -60,6 +60,14 @@ class Cancelled : public std::runtime_error {
   Cancelled() : std::runtime_error("cancelled") {}
 };
 
+// A conversion's result: the summary as JSON text (what convert() parses) and its totals.
+struct Conversion {
+  std::string summary;
+  std::uint64_t packets = 0;  // metered packets
+  std::uint64_t bytes = 0;    // their IP bytes
+  std::uint64_t flows = 0;    // IPFIX records exported
+};
+
 class Engine {
  public:
   Engine();  // initialises nDPI once; cheap to fork after construction
@@ -74,6 +82,10 @@ class Engine {
   // "packets", "bytes", "flows" (records exported) as unsigned integers.
   nlohmann::json convert(const Options& opts, const ProgressFn& progress = {},
                          const std::atomic<bool>* cancel = nullptr);
+  // The same conversion with the summary left as text (no JSON document built: what a task
+  // runner sends on as it is).
+  Conversion convert_text(const Options& opts, const ProgressFn& progress = {},
+                          const std::atomic<bool>* cancel = nullptr);
 
   // How many times nDPI was initialised by this engine (1 for a whole run of conversions
   // when the module could be reset between them every time).
