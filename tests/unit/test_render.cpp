@@ -58,3 +58,42 @@ TEST(Render, StringsAreEscapedLikeJson) {
     EXPECT_EQ(json::parse(out).get<std::string>(), s);
   }
 }
+
+// is_valid_utf8 against an independent judge: nlohmann's strict dump() throws on exactly the
+// byte sequences that are not UTF-8. All 1- and 2-byte strings, and 3- and 4-byte ones for
+// every lead and second byte with boundary values after them.
+TEST(JsonEscape, Utf8ValidationAgreesWithNlohmann) {
+  auto nlohmann_accepts = [](const std::string& s) {
+    try {
+      (void)nlohmann::json(s).dump();
+      return true;
+    } catch (const nlohmann::json::type_error&) {
+      return false;
+    }
+  };
+  std::size_t checked = 0;
+  auto check = [&](const std::string& s) {
+    ++checked;
+    std::string bytes;
+    for (unsigned char c : s) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      bytes += {kHex[c >> 4], kHex[c & 0xF], ' '};
+    }
+    ASSERT_EQ(ipfixweb::is_valid_utf8(s), nlohmann_accepts(s)) << "bytes " << bytes;
+  };
+  for (int a = 0; a < 256; ++a) {
+    check(std::string(1, static_cast<char>(a)));
+    for (int b = 0; b < 256; ++b) {
+      const std::string ab{static_cast<char>(a), static_cast<char>(b)};
+      check(ab);
+      if (a < 0xE0) continue;
+      for (int c : {0x00, 0x41, 0x7F, 0x80, 0xBF, 0xC0, 0xFF}) {
+        check(ab + static_cast<char>(c));
+        if (a < 0xF0) continue;
+        for (int d : {0x41, 0x80, 0xBF, 0xC0})
+          check(ab + static_cast<char>(c) + static_cast<char>(d));
+      }
+    }
+  }
+  EXPECT_GT(checked, 65536u);
+}

@@ -1,5 +1,7 @@
 #include "summary.hpp"
 
+#include "ipfixweb/shared/json_escape.hpp"
+
 #include <netdb.h>
 
 #include <algorithm>
@@ -187,41 +189,6 @@ void Summary::add_to_family(Family& fs, const Flow& f, const std::string* app, s
 
 namespace {
 
-// Whether `s` is well-formed UTF-8 (Unicode 15, table 3-7: no overlong forms, no surrogates,
-// nothing above U+10FFFF).
-bool valid_utf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* end = p + s.size();
-  while (p < end) {
-    const unsigned c = *p;
-    if (c < 0x80) {
-      ++p;
-      continue;
-    }
-    int n = 0;
-    unsigned lo = 0x80, hi = 0xBF;  // range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      n = 1;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      n = 2;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      n = 3;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    } else {
-      return false;
-    }
-    if (end - p <= n) return false;
-    if (p[1] < lo || p[1] > hi) return false;
-    for (int i = 2; i <= n; ++i)
-      if (p[i] < 0x80 || p[i] > 0xBF) return false;
-    p += n + 1;
-  }
-  return true;
-}
-
 // Writes JSON text the way nlohmann's dump() does: no spaces, strings escaped alike.
 class Out {
  public:
@@ -280,48 +247,12 @@ class Out {
     first_ = false;
   }
   void string_text(std::string_view v) {
-    if (!valid_utf8(v)) {  // rare: let nlohmann replace what is not UTF-8, as it always did
+    if (!is_valid_utf8(v)) {  // rare: let nlohmann replace what is not UTF-8, as it always did
       s_ += nlohmann::json(std::string(v))
                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       return;
     }
-    s_.push_back('"');
-    for (const char ch : v) {
-      const auto c = static_cast<unsigned char>(ch);
-      switch (c) {
-        case '"':
-          s_ += "\\\"";
-          break;
-        case '\\':
-          s_ += "\\\\";
-          break;
-        case '\b':
-          s_ += "\\b";
-          break;
-        case '\f':
-          s_ += "\\f";
-          break;
-        case '\n':
-          s_ += "\\n";
-          break;
-        case '\r':
-          s_ += "\\r";
-          break;
-        case '\t':
-          s_ += "\\t";
-          break;
-        default:
-          if (c < 0x20) {
-            static constexpr char kHex[] = "0123456789abcdef";
-            s_ += "\\u00";
-            s_.push_back(kHex[c >> 4]);
-            s_.push_back(kHex[c & 0xF]);
-          } else {
-            s_.push_back(ch);
-          }
-      }
-    }
-    s_.push_back('"');
+    append_json_string(s_, v);  // the escapes nlohmann writes for UTF-8 text
   }
   std::string& s_;
   bool first_ = true;
