@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <csignal>
 #include <filesystem>
 
 #include "ipfixweb/broker/broker.hpp"
@@ -12,6 +13,9 @@
 
 int main(int argc, char** argv) {
   using namespace ipfixweb;
+  // A file size limit (RLIMIT_FSIZE) reached by the database is an error to report (the
+  // commit fails with EFBIG, the broker says so and exits), not a signal that kills it.
+  std::signal(SIGXFSZ, SIG_IGN);
   // SQLite opens a temporary b-tree (with its own page cache) for the CHECK
   // on tasks.state at every task insert and frees it again. With glibc's
   // default trim threshold every free shrank the heap and the next insert

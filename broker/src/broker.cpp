@@ -68,6 +68,7 @@ void Broker::recover() {
     p.priority = rec.priority;
     p.seq = rec.seq;
     p.attempts = rec.attempts;
+    p.counted_worker = rec.worker;
     try {
       p.spec = proto::spec_from_json(nlohmann::json::parse(rec.spec));
     } catch (const std::exception& e) {
@@ -99,6 +100,16 @@ void Broker::enqueue(Pending p) {
   queue_.emplace(key, std::move(p));
 }
 
+void Broker::claim(Pending& p, const std::string& identity) {
+  if (p.counted_worker == identity) return;  // the run the database counts already
+  ++p.attempts;
+  p.counted_worker = identity;
+  write_tx();
+  store_.set_running(
+      p.id, identity, p.attempts, now_iso(),
+      "claimed by worker " + identity + " (attempt " + std::to_string(p.attempts) + ")");
+}
+
 std::optional<Broker::Pending> Broker::take_queued(const std::string& id) {
   for (auto it = queue_.begin(); it != queue_.end(); ++it) {
     if (it->second.id != id) continue;
@@ -125,22 +136,23 @@ void Broker::write_tx() {
 // completion log lines go out only after the commit that holds what they report.
 void Broker::flush(bool force) {
   bool replies = false;
-  for (auto& o : out_) {
-    if (o.sock != &back_) {
-      replies = true;
-      continue;
-    }
-    if (!zmqu::send_to(*o.sock, o.identity, o.payload)) {
-      log_->warn("cannot reach worker {}: treating it as gone", o.identity);
-      lose_worker(o.identity, "unreachable");
-    }
-  }
+  for (auto& o : out_) replies |= o.sock != &back_;
+  // Committing now (a reply waits, or the interval is up): commit first, then send
+  // everything. Otherwise only worker messages are waiting and go out ahead of the commit.
+  // Never a task whose INSERT is not committed yet: its submission's reply forces the commit.
   if (tx_ && (force || replies || now_mono() - tx_opened_ >= cfg_.commit_interval_s)) {
     // A broker that cannot persist must not acknowledge anything: on failure
     // this throws, nothing below is sent, and main exits non-zero.
     tx_->commit();
     tx_.reset();
     write_completions();
+  }
+  for (auto& o : out_) {
+    if (o.sock != &back_) continue;
+    if (!zmqu::send_to(*o.sock, o.identity, o.payload)) {
+      log_->warn("cannot reach worker {}: treating it as gone", o.identity);
+      lose_worker(o.identity, "unreachable");  // writes a new transaction, committed when due
+    }
   }
   for (auto& o : out_) {
     if (o.sock == &back_) continue;
@@ -463,6 +475,7 @@ void Broker::dispatch() {
     queue_.erase(it);
     write_tx();
     ++p.attempts;
+    p.counted_worker = best->identity;
     store_.set_running(p.id, best->identity, p.attempts, now_iso());
     proto::Task msg{p.id, static_cast<std::uint32_t>(p.attempts), p.spec, cfg_.task_timeout_s};
     out_.push_back({&back_, best->identity, proto::encode(proto::type::kTask, msg), p.id});
@@ -511,16 +524,15 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
     for (auto& id : claimed) {
       auto rit = running_.find(id);
       if (rit != running_.end() && (rit->second.worker.empty() || rit->second.worker == identity)) {
+        // Its own task, or an orphan recovered after a restart. The orphan may have been sent
+        // to this worker by the previous broker after the dispatch the database records.
+        if (rit->second.worker.empty()) claim(rit->second.task, identity);
         rit->second.worker = identity;
         w.running.insert(id);
       } else if (auto q = take_queued(id)) {
         // Dispatched to it by a broker that died before recording the dispatch (or queued
         // again after the worker was presumed lost): the run goes on and its result counts.
-        write_tx();
-        ++q->attempts;
-        store_.set_running(
-            id, identity, q->attempts, now_iso(),
-            "claimed by worker " + identity + " (attempt " + std::to_string(q->attempts) + ")");
+        claim(*q, identity);
         w.running.insert(id);
         Running adopted;
         adopted.task = std::move(*q);
@@ -585,6 +597,7 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
       // broker had told it to stop (e.g. after it was presumed lost and came
       // back) while nobody asked for a cancel. Run it again; no attempt used.
       --r.task.attempts;
+      r.task.counted_worker.clear();
       retry_or_fail(std::move(r), "aborted by worker " + identity + ": " + d->error);
     } else {
       retry_or_fail(std::move(r), d->error.empty() ? "failed on " + identity : d->error);
@@ -602,9 +615,13 @@ void Broker::finish(const std::string& id, const std::string& st, const std::str
                     const std::string& error, const std::string& reason, const proto::Done* done) {
   write_tx();
   auto row = store_.finish(id, st, summary, error, reason, now_iso());
+  if (!row) {
+    log_->warn("task {} to finish as {} is not in the database", id, st);
+    return;
+  }
   log_->info("task {} {}{}{}", id, st, error.empty() ? "" : ": ", error);
   (st == state::kSucceeded ? n_succeeded_ : st == state::kFailed ? n_failed_ : n_cancelled_)++;
-  if (row) log_completion(id, st, error, done, *row);
+  log_completion(id, st, error, done, *row);
 }
 
 // One JSON line per finished task, as the original service kept them:
@@ -683,7 +700,10 @@ void Broker::lose_worker(const std::string& identity, const std::string& why, bo
     if (rit == running_.end()) continue;
     Running r = std::move(rit->second);
     running_.erase(rit);
-    if (!count_attempts) --r.task.attempts;
+    if (!count_attempts) {
+      --r.task.attempts;
+      r.task.counted_worker.clear();
+    }
     retry_or_fail(std::move(r), "worker " + identity + " lost: " + why);
   }
 }

@@ -200,6 +200,10 @@ std::optional<TaskStore::Finished> TaskStore::finish(const std::string& id, cons
                                                      const std::string& reason,
                                                      const std::string& now) {
   finish_.bind(1, id).bind(2, st).bind_opt(3, summary).bind_opt(4, error).bind(5, now);
+  struct Reset {  // whatever happens below, the statement is ready for the next call
+    db::Statement& st;
+    ~Reset() { st.reset(); }
+  } reset{finish_};
   std::optional<Finished> out;
   if (finish_.step()) {
     out = Finished{finish_.col_text(0), finish_.col_text(1), finish_.col_text(2),
@@ -207,7 +211,6 @@ std::optional<TaskStore::Finished> TaskStore::finish(const std::string& id, cons
     while (finish_.step()) {  // none left (ids are unique); stepping past a done statement
     }                         // would run it again
   }
-  finish_.reset();
   if (out) add_event(id, st, reason, "", now);
   return out;
 }

@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -711,6 +713,88 @@ TEST(Faults, ADispatchTheBrokerDiedBeforeRecordingIsAdoptedFromItsWorker) {
   ASSERT_EQ(ev.size(), 3u) << ev.dump();
   EXPECT_NE(ev[1]["reason"].get<std::string>().find("claimed by worker fake"), std::string::npos)
       << ev.dump();
+}
+
+// Regression: with group commit the broker sent worker messages before committing, even in
+// an iteration that committed anyway, so a task submitted and dispatched in one iteration
+// reached its worker before the INSERT that creates it. A broker that then failed to commit
+// had a worker run a task that was never accepted. The commit is made to fail here: the
+// broker's file size limit is set to its WAL's current size, so the next commit cannot grow
+// the WAL: the commit fails with EFBIG and the broker exits with that error.
+TEST(Faults, ATaskNeverReachesAWorkerBeforeItsSubmissionIsCommitted) {
+  StackOptions o;
+  o.workers = 0;
+  o.heartbeat = 2.0;  // the fake worker does not heartbeat
+  Stack s(o);
+  FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
+  w.ready({});
+  s.wait_ready(1);
+  const std::string wal = s.db_path() + "-wal";
+  ASSERT_TRUE(fs::exists(wal));
+  const rlimit rl{fs::file_size(wal), fs::file_size(wal)};
+  ASSERT_EQ(::prlimit(s.broker().pid(), RLIMIT_FSIZE, &rl, nullptr), 0) << std::strerror(errno);
+  auto [st, body] = s.submit(small_task("never/a.ipfix"));
+  EXPECT_NE(st, 202) << body.dump();
+  EXPECT_FALSE(w.next_task(1500ms)) << "a task whose submission was never committed was sent";
+  auto status = s.broker().wait(5s);
+  ASSERT_TRUE(status) << "the broker kept running without its commit";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0) << "status " << *status;
+}
+
+// Recovered after a restart as running on one worker, claimed by another (the previous
+// broker had re-dispatched it there without recording it): the database names the worker
+// that runs it and counts that run.
+TEST(Faults, AnOrphanClaimedByAnotherWorkerIsRecordedForIt) {
+  StackOptions o;
+  o.workers = 0;
+  o.heartbeat = 2.0;
+  Stack s(o);
+  auto [st, body] = s.submit(small_task("orphan2/a.ipfix"));
+  ASSERT_EQ(st, 202);
+  std::string id = body["task_id"];
+  {
+    FakeWorker first(s.broker_backend(), "first", "incarnation-1");
+    first.ready({});
+    ASSERT_TRUE(first.next_task(3s));
+    ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
+  }
+  s.broker().signal(SIGKILL);
+  ASSERT_TRUE(s.broker().wait(5s));
+  s.start_broker();
+  s.wait_ready(0);
+  FakeWorker second(s.broker_backend(), "second", "incarnation-2");
+  second.ready({id});
+  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["worker"] == "second"; }, 3s))
+      << s.get_task(id).dump();
+  EXPECT_EQ(s.get_task(id)["attempts"], 2);
+  second.done(id, "succeeded");
+  auto t = s.wait_terminal(id, 5s);
+  EXPECT_EQ(t["state"], "succeeded");
+  EXPECT_EQ(t["worker"], "second");
+  EXPECT_EQ(terminal_events(events_of(s, id)), 1);
+}
+
+// A worker presumed lost (no heartbeats) has its task re-queued with the attempt counted; when
+// it comes back still running that task, the broker adopts the run without counting it again.
+TEST(Faults, AWorkerBackFromTheDeadKeepsItsRunAndItsAttemptCount) {
+  StackOptions o;
+  o.workers = 0;
+  o.heartbeat = 0.2;  // lost after 0.6 s of silence (the fake worker sends no heartbeats)
+  Stack s(o);
+  FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
+  w.ready({});
+  auto [st, body] = s.submit(small_task("back/a.ipfix"));
+  ASSERT_EQ(st, 202);
+  std::string id = body["task_id"];
+  ASSERT_TRUE(w.next_task(3s));
+  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "queued"; }, 5s))
+      << "the silent worker was not declared lost";
+  EXPECT_EQ(s.get_task(id)["attempts"], 1);
+  w.ready({id});
+  w.done(id, "succeeded");
+  auto t = s.wait_terminal(id, 5s);
+  EXPECT_EQ(t["state"], "succeeded") << t.dump();
+  EXPECT_EQ(t["attempts"], 1) << events_of(s, id).dump();
 }
 
 // A retry removes the temporary files earlier attempts left on this host, only those of

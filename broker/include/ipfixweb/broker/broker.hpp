@@ -56,6 +56,9 @@ class Broker {
     int priority = 0;
     std::int64_t seq = 0;
     int attempts = 0;  // dispatches so far
+    // The worker of the last dispatch counted in `attempts` and recorded in the database
+    // ("" when none or unknown): a claim by that worker of its own run counts nothing new.
+    std::string counted_worker;
     proto::TaskSpec spec;
   };
   struct Running {
@@ -115,7 +118,10 @@ class Broker {
               const std::string& error, const std::string& reason,
               const proto::Done* done = nullptr);
   void enqueue(Pending p);
-  std::optional<Pending> take_queued(const std::string& id);  // out of the queue, if there
+  std::optional<Pending> take_queued(const std::string& id);
+  // A worker's ready claims p's run: recorded (one more attempt) unless it is the dispatch
+  // the database counts already.
+  void claim(Pending& p, const std::string& identity);  // out of the queue, if there
   void flush(bool force = false);  // sends what is waiting; commits when due (or forced)
   void write_tx();                 // opens the iteration's transaction if not yet open
   std::uint32_t total_slots() const;
