@@ -231,6 +231,9 @@ void runner_main(engine::Engine& engine, int fd, const RunnerLimits& limits) {
   ::prctl(PR_SET_NAME, "ipfixweb-runner");
   ::signal(SIGTERM, SIG_DFL);
   ::signal(SIGINT, SIG_IGN);  // Ctrl-C goes to the supervisor, which decides
+  // An output past a file size limit fails the task with "File too large" (EFBIG) instead
+  // of killing the runner (which would read as a crash and be retried).
+  ::signal(SIGXFSZ, SIG_IGN);
   close_inherited_descriptors(fd);
   if (limits.memory_limit_mb) {
     rlimit rl{limits.memory_limit_mb << 20, limits.memory_limit_mb << 20};

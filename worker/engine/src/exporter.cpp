@@ -281,11 +281,15 @@ IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique
     if (!m.file) {
       const int e = errno;
       ::close(fd);
+      abort();  // the named temporary, if any (no destructor runs for a throwing constructor)
       throw EngineError("cannot write output '" + cfg.output + "': " + std::strerror(e));
     }
     exporter = fbExporterAllocFP(m.file.get());
   }
-  if (!exporter) throw EngineError("cannot create IPFIX exporter for '" + cfg.output + "'");
+  if (!exporter) {
+    abort();
+    throw EngineError("cannot create IPFIX exporter for '" + cfg.output + "'");
+  }
   m.fbuf.reset(fBufAllocForExport(m.session.release(), exporter));
 }
 
