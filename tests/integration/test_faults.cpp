@@ -624,6 +624,8 @@ TEST(Faults, TaskCrossingAWorkersGoodbyeUsesNoAttempt) {
   ASSERT_EQ(st, 202);
   std::string id = body["task_id"];
   ASSERT_TRUE(w.next_task(3s));
+  // The dispatch is recorded (it may wait a few ms for its commit) before the goodbye.
+  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
   w.send(ipfixweb::proto::encode(ipfixweb::proto::type::kBye, ipfixweb::proto::Bye{"shutdown"}));
   ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "queued"; }, 5s));
   EXPECT_EQ(s.get_task(id)["attempts"], 0);
@@ -787,6 +789,9 @@ TEST(Faults, AWorkerBackFromTheDeadKeepsItsRunAndItsAttemptCount) {
   ASSERT_EQ(st, 202);
   std::string id = body["task_id"];
   ASSERT_TRUE(w.next_task(3s));
+  // Recorded as running first (the dispatch may wait a few ms for its commit), then queued
+  // again once the silent worker is declared lost.
+  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
   ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "queued"; }, 5s))
       << "the silent worker was not declared lost";
   EXPECT_EQ(s.get_task(id)["attempts"], 1);
