@@ -72,9 +72,9 @@ void Broker::recover() {
     try {
       p.spec = proto::spec_from_json(nlohmann::json::parse(rec.spec));
     } catch (const std::exception& e) {
-      write_tx();
-      store_.finish(rec.id, state::kFailed, "", "unreadable task spec in database", e.what(),
-                    now_iso());
+      finish(rec.id, state::kFailed, "",
+             std::string("unreadable task spec in database: ") + e.what(),
+             e.what());  // like any finished task: counted and in the completion log
       continue;
     }
     if (rec.state == state::kRunning) {
@@ -581,6 +581,7 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
     }
     Running r = std::move(rit->second);
     running_.erase(rit);
+    if (r.worker.empty()) claim(r.task, identity);  // an orphan's result: record who ran it
     double took = now - r.since;
     avg_task_s_ = 0.8 * avg_task_s_ + 0.2 * std::max(0.001, took);
     std::size_t b = 0;

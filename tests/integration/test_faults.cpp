@@ -21,6 +21,7 @@
 
 #include "harness.hpp"
 #include "ipfixweb/shared/protocol.hpp"
+#include "ipfixweb/shared/sqlite.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -774,6 +775,62 @@ TEST(Faults, AnOrphanClaimedByAnotherWorkerIsRecordedForIt) {
   EXPECT_EQ(t["state"], "succeeded");
   EXPECT_EQ(t["worker"], "second");
   EXPECT_EQ(terminal_events(events_of(s, id)), 1);
+}
+
+// An orphan's result reported (not claimed first) by another worker than the recorded one:
+// the task finishes once, recorded for the worker that ran it.
+TEST(Faults, AnOrphanReportedByAnotherWorkerIsRecordedForIt) {
+  StackOptions o;
+  o.workers = 0;
+  o.heartbeat = 2.0;
+  Stack s(o);
+  auto [st, body] = s.submit(small_task("orphan3/a.ipfix"));
+  ASSERT_EQ(st, 202);
+  std::string id = body["task_id"];
+  {
+    FakeWorker first(s.broker_backend(), "first", "incarnation-1");
+    first.ready({});
+    ASSERT_TRUE(first.next_task(3s));
+    ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
+  }
+  s.broker().signal(SIGKILL);
+  ASSERT_TRUE(s.broker().wait(5s));
+  s.start_broker();
+  s.wait_ready(0);
+  FakeWorker second(s.broker_backend(), "second", "incarnation-2");
+  second.ready({}, 0);  // no slots: nothing is dispatched to it
+  second.done(id, "succeeded");
+  auto t = s.wait_terminal(id, 5s);
+  EXPECT_EQ(t["state"], "succeeded");
+  EXPECT_EQ(t["worker"], "second") << events_of(s, id).dump();
+  EXPECT_EQ(t["attempts"], 2);
+  EXPECT_EQ(terminal_events(events_of(s, id)), 1);
+}
+
+// A task whose stored spec cannot be read fails when the broker starts, with a line in the
+// completion log like any finished task.
+TEST(Faults, AnUnreadableStoredSpecFailsTheTaskWithACompletionLine) {
+  StackOptions o;
+  o.workers = 0;
+  Stack s(o);
+  auto [st, body] = s.submit(small_task("spec/a.ipfix"));
+  ASSERT_EQ(st, 202);
+  std::string id = body["task_id"];
+  s.broker().signal(SIGKILL);
+  ASSERT_TRUE(s.broker().wait(5s));
+  {
+    ipfixweb::db::Database db(s.db_path(), ipfixweb::db::Database::Mode::ReadWriteCreate);
+    db.exec("UPDATE tasks SET spec = 'not json' WHERE id = '" + id + "'");
+  }
+  s.start_broker();
+  auto t = s.wait_terminal(id, 5s);
+  EXPECT_EQ(t["state"], "failed");
+  EXPECT_NE(t["error"].get<std::string>().find("unreadable task spec"), std::string::npos)
+      << t.dump();
+  std::ifstream log(s.data_dir() + "/logs/failed_tasks.jsonl");
+  std::string line;
+  ASSERT_TRUE(std::getline(log, line)) << "no completion line";
+  EXPECT_EQ(json::parse(line)["task_id"], id);
 }
 
 // A worker presumed lost (no heartbeats) has its task re-queued with the attempt counted; when
