@@ -26,24 +26,31 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Sends one frame to the broker's frontend; the first reply of `type`, or
-// nullopt after `timeout`.
-std::optional<proto::Envelope> call(zmq::socket_t& d, const std::string& wire,
-                                    std::string_view type,
-                                    std::chrono::milliseconds timeout = 10s) {
-  d.send(zmq::buffer(wire), zmq::send_flags::none);
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    zmq::pollitem_t item{d.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, 50ms);
-    zmq::message_t m;
-    while (d.recv(m, zmq::recv_flags::dontwait)) {
-      auto env = proto::decode(m.data(), m.size(), nullptr);
-      if (env && env->type == type) return env;
-    }
+// A client of the broker's frontend, as the api is one.
+struct FrontendClient {
+  zmq::context_t ctx;
+  zmq::socket_t sock{ctx, zmq::socket_type::dealer};
+  explicit FrontendClient(const std::string& endpoint) {
+    sock.set(zmq::sockopt::linger, 0);
+    sock.connect(endpoint);
   }
-  return std::nullopt;
-}
+  // Sends one frame; the first reply of `type`, or nullopt after `timeout`.
+  std::optional<proto::Envelope> call(const std::string& wire, std::string_view type,
+                                      std::chrono::milliseconds timeout = 10s) {
+    sock.send(zmq::buffer(wire), zmq::send_flags::none);
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, 50ms);
+      zmq::message_t m;
+      while (sock.recv(m, zmq::recv_flags::dontwait)) {
+        auto env = proto::decode(m.data(), m.size(), nullptr);
+        if (env && env->type == type) return env;
+      }
+    }
+    return std::nullopt;
+  }
+};
 
 // A submission as the api would make it (paths resolved under the roots).
 proto::Submit submission(const Stack& s, const std::string& out, const std::string& key = {}) {
@@ -68,10 +75,7 @@ TEST(Batching, BrokerAnswersABatchInOrderAndOneBadSubmissionSinksNoOther) {
   StackOptions o;
   o.workers = 0;
   Stack s(o);
-  zmq::context_t ctx;
-  zmq::socket_t d(ctx, zmq::socket_type::dealer);
-  d.set(zmq::sockopt::linger, 0);
-  d.connect(s.broker_frontend());
+  FrontendClient d(s.broker_frontend());
 
   proto::SubmitBatch b;
   b.req_id = 4242;
@@ -87,7 +91,7 @@ TEST(Batching, BrokerAnswersABatchInOrderAndOneBadSubmissionSinksNoOther) {
   b.submits.push_back(submission(s, "batch/other.ipfix", "batch-key"));
   for (std::size_t i = 0; i < b.submits.size(); ++i) b.submits[i].req_id = 1000 + i;
 
-  auto env = call(d, proto::encode(proto::type::kSubmitBatch, b), proto::type::kSubmitBatchReply);
+  auto env = d.call(proto::encode(proto::type::kSubmitBatch, b), proto::type::kSubmitBatchReply);
   ASSERT_TRUE(env) << "no submit_batch_reply";
   std::string err;
   auto reply = env->as<proto::SubmitBatchReply>(&err);
@@ -120,7 +124,7 @@ TEST(Batching, BrokerAnswersABatchInOrderAndOneBadSubmissionSinksNoOther) {
   // The single `submit` message still works, and sees the batch's key.
   proto::Submit one = submission(s, "batch/keyed.ipfix", "batch-key");
   one.req_id = 7;
-  env = call(d, proto::encode(proto::type::kSubmit, one), proto::type::kSubmitReply);
+  env = d.call(proto::encode(proto::type::kSubmit, one), proto::type::kSubmitReply);
   ASSERT_TRUE(env);
   auto single = env->as<proto::SubmitReply>(&err);
   ASSERT_TRUE(single) << err;
@@ -133,8 +137,8 @@ TEST(Batching, BrokerAnswersABatchInOrderAndOneBadSubmissionSinksNoOther) {
   proto::SubmitBatch huge;
   huge.req_id = 1;
   huge.submits.assign(proto::kMaxSubmitBatch + 1, submission(s, "batch/huge.ipfix"));
-  EXPECT_FALSE(call(d, proto::encode(proto::type::kSubmitBatch, huge),
-                    proto::type::kSubmitBatchReply, 500ms));
+  EXPECT_FALSE(d.call(proto::encode(proto::type::kSubmitBatch, huge),
+                      proto::type::kSubmitBatchReply, 500ms));
   EXPECT_EQ(task_count(s), 3u);
   auto [st, body] = s.submit({{"pcap_files", {"sample.pcap"}}, {"output_path", "after.ipfix"}});
   EXPECT_EQ(st, 202) << body.dump();
@@ -145,15 +149,12 @@ TEST(Batching, BrokerRefusesWhatExceedsCapacityWithinABatch) {
   o.workers = 0;
   o.max_queue = 2;
   Stack s(o);
-  zmq::context_t ctx;
-  zmq::socket_t d(ctx, zmq::socket_type::dealer);
-  d.set(zmq::sockopt::linger, 0);
-  d.connect(s.broker_frontend());
+  FrontendClient d(s.broker_frontend());
   proto::SubmitBatch b;
   b.req_id = 1;
   for (int i = 0; i < 4; ++i)
     b.submits.push_back(submission(s, "cap/" + std::to_string(i) + ".ipfix"));
-  auto env = call(d, proto::encode(proto::type::kSubmitBatch, b), proto::type::kSubmitBatchReply);
+  auto env = d.call(proto::encode(proto::type::kSubmitBatch, b), proto::type::kSubmitBatchReply);
   ASSERT_TRUE(env);
   auto reply = env->as<proto::SubmitBatchReply>();
   ASSERT_TRUE(reply);

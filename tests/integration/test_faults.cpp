@@ -572,6 +572,31 @@ struct FakeWorker {
     return std::nullopt;
   }
 };
+
+// Kills the broker without warning and starts it again on the same database and ports.
+// Call through ASSERT_NO_FATAL_FAILURE.
+void kill_and_restart_broker(Stack& s) {
+  s.broker().signal(SIGKILL);
+  ASSERT_TRUE(s.broker().wait(5s));
+  s.start_broker();
+  s.wait_ready(0);
+}
+
+// Submits a task, lets a fake worker "first" take it until the database records it running
+// there, then kills and restarts the broker: the task is an orphan of "first" in the new
+// broker. Call through ASSERT_NO_FATAL_FAILURE.
+void orphan_of_first_worker(Stack& s, const std::string& output, std::string& id) {
+  auto [st, body] = s.submit(small_task(output));
+  ASSERT_EQ(st, 202);
+  id = body["task_id"];
+  {
+    FakeWorker first(s.broker_backend(), "first", "incarnation-1");
+    first.ready({});
+    ASSERT_TRUE(first.next_task(3s));
+    ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
+  }
+  ASSERT_NO_FATAL_FAILURE(kill_and_restart_broker(s));
+}
 }  // namespace
 
 // Regression: after a broker restart a worker answers every message the new
@@ -652,10 +677,7 @@ TEST(Faults, ResultsAfterABrokerRestartCountAndUnaskedCancelsRerun) {
   ASSERT_TRUE(w.next_task(3s));
   // Killed once the dispatch is recorded (a dispatch it never recorded: next test).
   ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
-  s.broker().signal(SIGKILL);
-  ASSERT_TRUE(s.broker().wait(5s));
-  s.start_broker();
-  s.wait_ready(0);
+  ASSERT_NO_FATAL_FAILURE(kill_and_restart_broker(s));
   // The worker re-registers without the task (its result was already sent to
   // the old broker and lost), then repeats the result.
   w.ready({});
@@ -698,10 +720,7 @@ TEST(Faults, ADispatchTheBrokerDiedBeforeRecordingIsAdoptedFromItsWorker) {
   ASSERT_TRUE(first);
   EXPECT_EQ(first->attempt, 1u);
   EXPECT_EQ(s.get_task(id)["state"], "queued") << "the dispatch was committed already";
-  s.broker().signal(SIGKILL);
-  ASSERT_TRUE(s.broker().wait(5s));
-  s.start_broker();
-  s.wait_ready(0);
+  ASSERT_NO_FATAL_FAILURE(kill_and_restart_broker(s));
   w.ready({id});  // same incarnation, still running it
   EXPECT_FALSE(w.next_task(1500ms)) << "the claimed task was dispatched again";
   auto t = s.get_task(id);
@@ -752,19 +771,8 @@ TEST(Faults, AnOrphanClaimedByAnotherWorkerIsRecordedForIt) {
   o.workers = 0;
   o.heartbeat = 2.0;
   Stack s(o);
-  auto [st, body] = s.submit(small_task("orphan2/a.ipfix"));
-  ASSERT_EQ(st, 202);
-  std::string id = body["task_id"];
-  {
-    FakeWorker first(s.broker_backend(), "first", "incarnation-1");
-    first.ready({});
-    ASSERT_TRUE(first.next_task(3s));
-    ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
-  }
-  s.broker().signal(SIGKILL);
-  ASSERT_TRUE(s.broker().wait(5s));
-  s.start_broker();
-  s.wait_ready(0);
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(orphan_of_first_worker(s, "orphan2/a.ipfix", id));
   FakeWorker second(s.broker_backend(), "second", "incarnation-2");
   second.ready({id});
   ASSERT_TRUE(wait_until([&] { return s.get_task(id)["worker"] == "second"; }, 3s))
@@ -784,19 +792,8 @@ TEST(Faults, AnOrphanReportedByAnotherWorkerIsRecordedForIt) {
   o.workers = 0;
   o.heartbeat = 2.0;
   Stack s(o);
-  auto [st, body] = s.submit(small_task("orphan3/a.ipfix"));
-  ASSERT_EQ(st, 202);
-  std::string id = body["task_id"];
-  {
-    FakeWorker first(s.broker_backend(), "first", "incarnation-1");
-    first.ready({});
-    ASSERT_TRUE(first.next_task(3s));
-    ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
-  }
-  s.broker().signal(SIGKILL);
-  ASSERT_TRUE(s.broker().wait(5s));
-  s.start_broker();
-  s.wait_ready(0);
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(orphan_of_first_worker(s, "orphan3/a.ipfix", id));
   FakeWorker second(s.broker_backend(), "second", "incarnation-2");
   second.ready({}, 0);  // no slots: nothing is dispatched to it
   second.done(id, "succeeded");
