@@ -35,7 +35,7 @@ void append_task_json(std::string& out, const TaskRecord& t, std::string_view ou
   field(out, "task_id");
   append_json_string(out, t.id);
   field(out, "state");
-  append_json_string(out, t.state);
+  append_json_string(out, name(t.state));
   field(out, "progress");
   char num[32];
   std::snprintf(num, sizeof num, "%.4g", t.progress);

@@ -206,12 +206,12 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
     return;
   }
   if (!reply->accepted) {
-    if (reply->code == "conflict" || reply->code == "invalid") {
+    if (reply->code == Refusal::Conflict || reply->code == Refusal::Invalid) {
       metrics.invalid.fetch_add(1, std::memory_order_relaxed);
       problem(res, 422, "Unprocessable Content", reply->reason);
       return;
     }
-    (reply->code == "capacity" ? metrics.refused_capacity : metrics.refused_unavailable)
+    (reply->code == Refusal::Capacity ? metrics.refused_capacity : metrics.refused_unavailable)
         .fetch_add(1, std::memory_order_relaxed);
     long secs = std::max(1L, static_cast<long>(std::ceil(reply->retry_after)));
     res.set_header("Retry-After", std::to_string(secs));
@@ -225,7 +225,7 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
       reply->existing ? "{\"existing\":true,\"links\":{\"self\":" : "{\"links\":{\"self\":";
   append_json_string(out, location);
   out += "},\"state\":";
-  append_json_string(out, reply->state);
+  append_json_string(out, name(reply->state.value_or(TaskState::Queued)));
   out += ",\"task_id\":";
   append_json_string(out, reply->task_id);
   out += "}";
@@ -264,8 +264,9 @@ void Server::Impl::list_tasks(const httplib::Request& req, httplib::Response& re
   TaskFilter f;
   std::vector<FieldError> errors;
   if (req.has_param("state")) {
-    f.state = req.get_param_value("state");
-    if (!state::is_valid(f.state)) errors.push_back({"state", "unknown state '" + f.state + "'"});
+    const std::string value = req.get_param_value("state");
+    f.state = parse_name<TaskState>(value);
+    if (!f.state) errors.push_back({"state", "unknown state '" + value + "'"});
   }
   if (req.has_param("limit")) {
     try {
@@ -313,11 +314,13 @@ void Server::Impl::cancel_task(const httplib::Request& req, httplib::Response& r
     res.set_header("Retry-After", "1");
     return problem(res, 503, "Service Unavailable", "the broker did not answer; try again");
   }
-  if (reply->result == "not_found") return problem(res, 404, "Not Found", "no task with id " + id);
-  if (reply->result == "finished")
-    return problem(res, 409, "Conflict", "task " + id + " already finished: " + reply->state);
-  send_json(res, reply->result == "cancelled" ? 200 : 202,
-            {{"task_id", id}, {"state", reply->state}, {"result", reply->result}});
+  const std::string state{reply->state ? name(*reply->state) : ""};
+  if (reply->result == CancelResult::NotFound)
+    return problem(res, 404, "Not Found", "no task with id " + id);
+  if (reply->result == CancelResult::Finished)
+    return problem(res, 409, "Conflict", "task " + id + " already finished: " + state);
+  send_json(res, reply->result == CancelResult::Cancelled ? 200 : 202,
+            {{"task_id", id}, {"state", state}, {"result", name(reply->result)}});
 }
 
 void Server::Impl::task_events(const httplib::Request& req, httplib::Response& res) {
@@ -327,7 +330,7 @@ void Server::Impl::task_events(const httplib::Request& req, httplib::Response& r
   json events = json::array();
   for (auto& e : store()->events(id))
     events.push_back({{"at", e.at},
-                      {"state", e.state},
+                      {"state", name(e.state)},
                       {"reason", null_if_empty(e.reason)},
                       {"worker", null_if_empty(e.worker)}});
   send_json(res, 200, {{"task_id", id}, {"events", events}});
@@ -393,11 +396,11 @@ void Server::Impl::metrics_text(httplib::Response& res) {
     out +=
         "# HELP ipfixweb_broker_tasks_finished_total Tasks finished since the broker started.\n"
         "# TYPE ipfixweb_broker_tasks_finished_total counter\n";
-    for (auto [name, v] : {std::pair<const char*, std::uint64_t>{"succeeded", pong->succeeded},
-                           {"failed", pong->failed},
-                           {"cancelled", pong->cancelled}}) {
+    for (auto [state, v] : {std::pair{TaskState::Succeeded, pong->succeeded},
+                            {TaskState::Failed, pong->failed},
+                            {TaskState::Cancelled, pong->cancelled}}) {
       std::snprintf(buf, sizeof buf, "ipfixweb_broker_tasks_finished_total{state=\"%s\"} %llu\n",
-                    name, static_cast<unsigned long long>(v));
+                    name(state).data(), static_cast<unsigned long long>(v));
       out += buf;
     }
     std::snprintf(buf, sizeof buf,
@@ -435,9 +438,8 @@ void Server::Impl::metrics_text(httplib::Response& res) {
         "# HELP ipfixweb_tasks Tasks in the database by state.\n"
         "# TYPE ipfixweb_tasks gauge\n";
     auto counts = st->count_by_state();
-    for (const char* s :
-         {state::kQueued, state::kRunning, state::kSucceeded, state::kFailed, state::kCancelled}) {
-      std::snprintf(buf, sizeof buf, "ipfixweb_tasks{state=\"%s\"} %lld\n", s,
+    for (const auto& [s, state_name] : Names<TaskState>::kTable) {
+      std::snprintf(buf, sizeof buf, "ipfixweb_tasks{state=\"%s\"} %lld\n", state_name.data(),
                     static_cast<long long>(counts[s]));
       out += buf;
     }
@@ -450,8 +452,9 @@ void Server::Impl::download(const httplib::Request& req, httplib::Response& res)
   auto t = find_task(req, res);
   if (!t) return;
   const std::string& id = t->id;
-  if (t->state != state::kSucceeded)
-    return problem(res, 409, "Conflict", "task " + id + " is " + t->state + ", not succeeded");
+  if (t->state != TaskState::Succeeded)
+    return problem(res, 409, "Conflict",
+                   "task " + id + " is " + name_str(t->state) + ", not succeeded");
   // The stored path was confined at submission; check again on the resolved
   // path in case the tree changed since (e.g. a symlink put in its place).
   std::error_code ec;

@@ -72,12 +72,12 @@ void Broker::recover() {
     try {
       p.spec = proto::spec_from_json(nlohmann::json::parse(rec.spec));
     } catch (const std::exception& e) {
-      finish(rec.id, state::kFailed, "",
+      finish(rec.id, TaskState::Failed, "",
              std::string("unreadable task spec in database: ") + e.what(),
              e.what());  // like any finished task: counted and in the completion log
       continue;
     }
-    if (rec.state == state::kRunning) {
+    if (rec.state == TaskState::Running) {
       // Its worker may still be running it: wait for it to re-register.
       Running r;
       r.task = std::move(p);
@@ -316,14 +316,14 @@ void Broker::handle_frontend(const std::string& identity, const proto::Envelope&
     auto rit = running_.find(c->task_id);
     if (qit != queue_.end()) {
       queue_.erase(qit);
-      finish(c->task_id, state::kCancelled, "", "", "cancelled by user while queued");
-      reply.result = "cancelled";
-      reply.state = state::kCancelled;
+      finish(c->task_id, TaskState::Cancelled, "", "", "cancelled by user while queued");
+      reply.result = CancelResult::Cancelled;
+      reply.state = TaskState::Cancelled;
     } else if (rit != running_.end() && rit->second.worker.empty()) {
       running_.erase(rit);
-      finish(c->task_id, state::kCancelled, "", "", "cancelled by user");
-      reply.result = "cancelled";
-      reply.state = state::kCancelled;
+      finish(c->task_id, TaskState::Cancelled, "", "", "cancelled by user");
+      reply.result = CancelResult::Cancelled;
+      reply.state = TaskState::Cancelled;
     } else if (rit != running_.end()) {
       rit->second.cancel_requested = true;
       out_.push_back(
@@ -331,13 +331,13 @@ void Broker::handle_frontend(const std::string& identity, const proto::Envelope&
            rit->second.worker,
            proto::encode(proto::type::kAbort, proto::Abort{c->task_id, "cancelled by user"}),
            {}});
-      reply.result = "cancelling";
-      reply.state = state::kRunning;
+      reply.result = CancelResult::Cancelling;
+      reply.state = TaskState::Running;
     } else if (auto rec = store_.get(c->task_id)) {
-      reply.result = "finished";
+      reply.result = CancelResult::Finished;
       reply.state = rec->state;
     } else {
-      reply.result = "not_found";
+      reply.result = CancelResult::NotFound;
     }
     out_.push_back({&front_, identity, proto::encode(proto::type::kCancelReply, reply), {}});
   } else {
@@ -368,11 +368,12 @@ void Broker::process_submits(Submissions& subs) {
     proto::SubmitReply r;
     r.req_id = s.req_id;
     if (!s.idempotency_key.empty()) {
-      std::string id, fp, st;
+      std::string id, fp;
+      TaskState st = TaskState::Queued;
       if (auto b = batch_keys.find(s.idempotency_key); b != batch_keys.end()) {
         id = b->second.first;
         fp = b->second.second;
-        st = state::kQueued;
+        st = TaskState::Queued;
       } else if (auto rec = store_.find_by_key(s.idempotency_key)) {
         id = rec->id;
         fp = rec->fingerprint;
@@ -385,7 +386,7 @@ void Broker::process_submits(Submissions& subs) {
           r.task_id = id;
           r.state = st;
         } else {
-          r.code = "conflict";
+          r.code = Refusal::Conflict;
           r.reason = "Idempotency-Key was already used with a different request";
         }
         answer(i, r);
@@ -393,11 +394,11 @@ void Broker::process_submits(Submissions& subs) {
       }
     }
     if (draining_) {
-      r.code = "draining";
+      r.code = Refusal::Draining;
       r.reason = "broker is shutting down";
       r.retry_after = 1;
     } else if (in_system >= capacity) {
-      r.code = "capacity";
+      r.code = Refusal::Capacity;
       r.reason = "queue full: " + std::to_string(running_.size()) + " running, " +
                  std::to_string(queue_.size()) + " queued, " + std::to_string(total_slots()) +
                  " worker slots, max queue " + std::to_string(cfg_.max_queue);
@@ -441,13 +442,13 @@ std::optional<std::int64_t> Broker::record_submission(const proto::Submit& s,
     sp_release_.run();
     r.accepted = true;
     r.task_id = t.id;
-    r.state = state::kQueued;
+    r.state = TaskState::Queued;
     return seq;
   } catch (const std::exception& e) {
     sp_rollback_.run();
     sp_release_.run();
     log_->error("could not record a submission: {}", e.what());
-    r.code = "invalid";
+    r.code = Refusal::Invalid;
     r.reason = std::string("the task could not be recorded: ") + e.what();
     return std::nullopt;
   }
@@ -588,12 +589,12 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
     while (b < std::size(proto::kDurationBuckets) && took > proto::kDurationBuckets[b]) ++b;
     ++durations_[b];
     duration_sum_ += took;
-    if (r.cancel_requested && d->state != state::kSucceeded) {
-      finish(d->task_id, state::kCancelled, d->summary, "", "cancelled by user");
-    } else if (d->state == state::kSucceeded || (d->state == state::kFailed && !d->retryable)) {
-      finish(d->task_id, d->state, d->summary, d->error,
-             d->state == state::kFailed ? d->error : "finished on " + identity, &*d);
-    } else if (d->state == "aborted" || d->state == state::kCancelled) {
+    if (r.cancel_requested && d->state != Outcome::Succeeded) {
+      finish(d->task_id, TaskState::Cancelled, d->summary, "", "cancelled by user");
+    } else if (d->state == Outcome::Succeeded || (d->state == Outcome::Failed && !d->retryable)) {
+      finish(d->task_id, *final_state(d->state), d->summary, d->error,
+             d->state == Outcome::Failed ? d->error : "finished on " + identity, &*d);
+    } else if (d->state == Outcome::Aborted || d->state == Outcome::Cancelled) {
       // Not the task's fault: the worker shut down, or killed a child the
       // broker had told it to stop (e.g. after it was presumed lost and came
       // back) while nobody asked for a cancel. Run it again; no attempt used.
@@ -612,16 +613,18 @@ void Broker::handle_backend(const std::string& identity, const proto::Envelope& 
   }
 }
 
-void Broker::finish(const std::string& id, const std::string& st, const std::string& summary,
+void Broker::finish(const std::string& id, TaskState st, const std::string& summary,
                     const std::string& error, const std::string& reason, const proto::Done* done) {
   write_tx();
   auto row = store_.finish(id, st, summary, error, reason, now_iso());
   if (!row) {
-    log_->warn("task {} to finish as {} is not in the database", id, st);
+    log_->warn("task {} to finish as {} is not in the database", id, name(st));
     return;
   }
-  log_->info("task {} {}{}{}", id, st, error.empty() ? "" : ": ", error);
-  (st == state::kSucceeded ? n_succeeded_ : st == state::kFailed ? n_failed_ : n_cancelled_)++;
+  log_->info("task {} {}{}{}", id, name(st), error.empty() ? "" : ": ", error);
+  (st == TaskState::Succeeded ? n_succeeded_
+   : st == TaskState::Failed  ? n_failed_
+                              : n_cancelled_)++;
   log_completion(id, st, error, done, *row);
 }
 
@@ -630,19 +633,19 @@ void Broker::finish(const std::string& id, const std::string& st, const std::str
 // latter with their state). Lines are collected while the iteration's
 // transaction is open and appended right after it commits: a line never
 // describes a state that is not in the database.
-void Broker::log_completion(const std::string& id, const std::string& st, const std::string& error,
+void Broker::log_completion(const std::string& id, TaskState st, const std::string& error,
                             const proto::Done* done, const TaskStore::Finished& rec) {
   if (cfg_.task_log_dir.empty()) return;
   nlohmann::json line = {{"time", now_iso()},
                          {"task_id", id},
-                         {"state", st},
+                         {"state", name(st)},
                          {"created_at", rec.created_at},
                          {"started_at", rec.started_at},
                          {"attempts", rec.attempts},
                          {"worker", rec.worker},
                          {"output_path", rec.output_path}};
   if (!error.empty()) line["error"] = error;
-  if (done && st == state::kSucceeded)
+  if (done && st == TaskState::Succeeded)
     line["summary"] = {{"packets", done->packets}, {"bytes", done->bytes}, {"flows", done->flows}};
   std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   // The request is stored as the api's normalised JSON text: spliced in as it is.
@@ -650,7 +653,7 @@ void Broker::log_completion(const std::string& id, const std::string& st, const 
     text.pop_back();
     text += ",\"request\":" + rec.request + "}";
   }
-  (st == state::kSucceeded ? completed_ok_ : completed_failed_) += text + '\n';
+  (st == TaskState::Succeeded ? completed_ok_ : completed_failed_) += text + '\n';
 }
 
 void Broker::write_completions() {
@@ -677,9 +680,9 @@ void Broker::write_completions() {
 void Broker::retry_or_fail(Running r, const std::string& why) {
   const std::string& id = r.task.id;
   if (r.cancel_requested) {
-    finish(id, state::kCancelled, "", "", "cancelled by user; " + why);
+    finish(id, TaskState::Cancelled, "", "", "cancelled by user; " + why);
   } else if (r.task.attempts >= cfg_.max_attempts) {
-    finish(id, state::kFailed, "",
+    finish(id, TaskState::Failed, "",
            "gave up after " + std::to_string(r.task.attempts) + " attempts; last: " + why, why);
   } else {
     write_tx();

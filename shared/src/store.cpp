@@ -6,14 +6,14 @@
 
 namespace ipfixweb {
 
-namespace state {
-bool is_terminal(const std::string& s) {
-  return s == kSucceeded || s == kFailed || s == kCancelled;
-}
-bool is_valid(const std::string& s) { return s == kQueued || s == kRunning || is_terminal(s); }
-}  // namespace state
-
 namespace {
+
+// A state read from the database; the schema's CHECK admits only the vocabulary's names.
+TaskState state_column(const db::Statement& st, int col) {
+  const std::string text = st.col_text(col);
+  if (auto s = parse_name<TaskState>(text)) return *s;
+  throw db::Error("unknown task state '" + text + "' in the database", 0);
+}
 
 constexpr const char* kColumns =
     "seq, id, state, request, spec, idempotency_key, fingerprint, priority, created_at, "
@@ -143,7 +143,7 @@ TaskRecord TaskStore::read_row(const db::Statement& st) {
   TaskRecord r;
   r.seq = st.col_int(0);
   r.id = st.col_text(1);
-  r.state = st.col_text(2);
+  r.state = state_column(st, 2);
   r.request = st.col_text(3);
   r.spec = st.col_text(4);
   r.idempotency_key = st.col_text(5);
@@ -173,19 +173,24 @@ std::int64_t TaskStore::insert(const NewTask& t, const std::string& now) {
       .bind(8, t.output_path)
       .run();
   std::int64_t seq = db_.last_insert_rowid();
-  add_event(t.id, state::kQueued, "submitted", "", now);
+  add_event(t.id, TaskState::Queued, "submitted", "", now);
   return seq;
 }
 
-void TaskStore::add_event(const std::string& id, const std::string& st, const std::string& reason,
+void TaskStore::add_event(const std::string& id, TaskState st, const std::string& reason,
                           const std::string& worker, const std::string& now) {
-  insert_event_.bind(1, id).bind(2, now).bind(3, st).bind_opt(4, reason).bind_opt(5, worker).run();
+  insert_event_.bind(1, id)
+      .bind(2, now)
+      .bind(3, name(st))
+      .bind_opt(4, reason)
+      .bind_opt(5, worker)
+      .run();
 }
 
 void TaskStore::set_running(const std::string& id, const std::string& worker, int attempt,
                             const std::string& now, const std::string& reason) {
   set_running_.bind(1, id).bind(2, worker).bind(3, attempt).bind(4, now).run();
-  add_event(id, state::kRunning,
+  add_event(id, TaskState::Running,
             reason.empty() ? "dispatched (attempt " + std::to_string(attempt) + ")" : reason,
             worker, now);
 }
@@ -194,12 +199,12 @@ void TaskStore::set_progress(const std::string& id, double progress) {
   set_progress_.bind(1, id).bind(2, progress).run();
 }
 
-std::optional<TaskStore::Finished> TaskStore::finish(const std::string& id, const std::string& st,
+std::optional<TaskStore::Finished> TaskStore::finish(const std::string& id, TaskState st,
                                                      const std::string& summary,
                                                      const std::string& error,
                                                      const std::string& reason,
                                                      const std::string& now) {
-  finish_.bind(1, id).bind(2, st).bind_opt(3, summary).bind_opt(4, error).bind(5, now);
+  finish_.bind(1, id).bind(2, name(st)).bind_opt(3, summary).bind_opt(4, error).bind(5, now);
   struct Reset {  // whatever happens below, the statement is ready for the next call
     db::Statement& st;
     ~Reset() { st.reset(); }
@@ -218,7 +223,7 @@ std::optional<TaskStore::Finished> TaskStore::finish(const std::string& id, cons
 void TaskStore::requeue(const std::string& id, int attempts, const std::string& reason,
                         const std::string& now) {
   requeue_.bind(1, id).bind(2, now).bind(3, attempts).run();
-  add_event(id, state::kQueued, reason, "", now);
+  add_event(id, TaskState::Queued, reason, "", now);
 }
 
 std::optional<TaskRecord> TaskStore::get(const std::string& id) {
@@ -240,14 +245,14 @@ std::optional<TaskRecord> TaskStore::find_by_key(const std::string& key) {
 std::vector<TaskRecord> TaskStore::list(const TaskFilter& f) {
   // Built per call: the filter shape varies; values are always bound.
   std::string sql = std::string("SELECT ") + kColumns + " FROM tasks WHERE 1=1";
-  if (!f.state.empty()) sql += " AND state = ?1";
+  if (f.state) sql += " AND state = ?1";
   if (!f.created_after.empty()) sql += " AND created_at > ?2";
   if (!f.created_before.empty()) sql += " AND created_at < ?3";
   if (!f.input.empty()) sql += " AND instr(spec, ?4) > 0";
   if (f.before_seq > 0) sql += " AND seq < ?5";
   sql += " ORDER BY seq DESC LIMIT ?6";
   db::Statement st(db_, sql);
-  if (!f.state.empty()) st.bind(1, f.state);
+  if (f.state) st.bind(1, name(*f.state));
   if (!f.created_after.empty()) st.bind(2, f.created_after);
   if (!f.created_before.empty()) st.bind(3, f.created_before);
   if (!f.input.empty()) st.bind(4, f.input);
@@ -263,7 +268,7 @@ std::vector<TaskEvent> TaskStore::events(const std::string& id) {
   std::vector<TaskEvent> out;
   while (events_.step()) {
     out.push_back({events_.col_int(0), events_.col_text(1), events_.col_text(2),
-                   events_.col_text(3), events_.col_text(4), events_.col_text(5)});
+                   state_column(events_, 3), events_.col_text(4), events_.col_text(5)});
   }
   events_.reset();
   return out;
@@ -276,9 +281,9 @@ std::vector<TaskRecord> TaskStore::unfinished() {
   return out;
 }
 
-std::map<std::string, std::int64_t> TaskStore::count_by_state() {
-  std::map<std::string, std::int64_t> out;
-  while (counts_.step()) out[counts_.col_text(0)] = counts_.col_int(1);
+std::map<TaskState, std::int64_t> TaskStore::count_by_state() {
+  std::map<TaskState, std::int64_t> out;
+  while (counts_.step()) out[state_column(counts_, 0)] = counts_.col_int(1);
   counts_.reset();
   return out;
 }

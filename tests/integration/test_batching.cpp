@@ -102,7 +102,7 @@ TEST(Batching, BrokerAnswersABatchInOrderAndOneBadSubmissionSinksNoOther) {
   auto& r = reply->replies;
   EXPECT_TRUE(r[0].accepted);
   EXPECT_FALSE(r[1].accepted);
-  EXPECT_EQ(r[1].code, "invalid") << r[1].reason;
+  EXPECT_EQ(r[1].code, ipfixweb::Refusal::Invalid) << r[1].reason;
   EXPECT_TRUE(r[2].accepted);
   EXPECT_TRUE(r[3].accepted);
   EXPECT_FALSE(r[3].existing);
@@ -110,7 +110,7 @@ TEST(Batching, BrokerAnswersABatchInOrderAndOneBadSubmissionSinksNoOther) {
   EXPECT_TRUE(r[4].existing);
   EXPECT_EQ(r[4].task_id, r[3].task_id);
   EXPECT_FALSE(r[5].accepted);
-  EXPECT_EQ(r[5].code, "conflict");
+  EXPECT_EQ(r[5].code, ipfixweb::Refusal::Conflict);
   std::set<std::string> ids = {r[0].task_id, r[2].task_id, r[3].task_id};
   EXPECT_EQ(ids.size(), 3u);
   for (auto& id : ids) {
@@ -163,7 +163,7 @@ TEST(Batching, BrokerRefusesWhatExceedsCapacityWithinABatch) {
   EXPECT_TRUE(reply->replies[1].accepted);
   for (int i : {2, 3}) {
     EXPECT_FALSE(reply->replies[i].accepted);
-    EXPECT_EQ(reply->replies[i].code, "capacity");
+    EXPECT_EQ(reply->replies[i].code, ipfixweb::Refusal::Capacity);
     EXPECT_GE(reply->replies[i].retry_after, 1);
   }
   // Through HTTP the refusal is a 503 with Retry-After, as for single submissions.

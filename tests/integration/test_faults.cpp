@@ -554,7 +554,7 @@ struct FakeWorker {
   void done(const std::string& task, const std::string& state) {
     ipfixweb::proto::Done d;
     d.task_id = task;
-    d.state = state;
+    d.state = ipfixweb::parse_name<ipfixweb::Outcome>(state).value();
     d.summary = R"({"packets":1,"bytes":1,"flows":1})";
     send(ipfixweb::proto::encode(ipfixweb::proto::type::kDone, d));
   }
@@ -887,7 +887,7 @@ TEST(Faults, RetrySweepsOnlyThisHostsDeadWritersTemporaries) {
 
   // The first attempt fails in a way worth retrying, and the fake worker leaves: attempt 2
   // runs on a real worker.
-  ipfixweb::proto::Done crashed{id, "failed", "", "crashed with SIGSEGV", true};
+  ipfixweb::proto::Done crashed{id, ipfixweb::Outcome::Failed, "", "crashed with SIGSEGV", true};
   w.send(ipfixweb::proto::encode(ipfixweb::proto::type::kDone, crashed));
   w.send(ipfixweb::proto::encode(ipfixweb::proto::type::kBye, ipfixweb::proto::Bye{"test"}));
   s.start_worker();

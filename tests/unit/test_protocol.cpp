@@ -107,7 +107,7 @@ struct DoneWithoutTotals {
 TEST(Protocol, DoneTotalsRoundTripAndAreZeroFromOlderWorkers) {
   proto::Done d;
   d.task_id = "t2";
-  d.state = "succeeded";
+  d.state = Outcome::Succeeded;
   d.packets = 347;
   d.bytes = 71000;
   d.flows = 40;
@@ -168,7 +168,7 @@ TEST(Protocol, SubmitBatchAndItsReplyRoundTrip) {
   r.replies[0].accepted = true;
   r.replies[0].task_id = "t";
   r.replies[1].req_id = 101;
-  r.replies[1].code = "capacity";
+  r.replies[1].code = Refusal::Capacity;
   r.replies[1].retry_after = 3;
   wire = proto::encode(proto::type::kSubmitBatchReply, r);
   env = proto::decode(wire.data(), wire.size(), &err);
@@ -179,7 +179,7 @@ TEST(Protocol, SubmitBatchAndItsReplyRoundTrip) {
   ASSERT_EQ(rb->replies.size(), 2u);
   EXPECT_TRUE(rb->replies[0].accepted);
   EXPECT_EQ(rb->replies[0].task_id, "t");
-  EXPECT_EQ(rb->replies[1].code, "capacity");
+  EXPECT_EQ(rb->replies[1].code, Refusal::Capacity);
   EXPECT_EQ(rb->replies[1].retry_after, 3);
   // A batch body where a submission has the wrong shape is refused whole.
   msgpack::sbuffer buf;

@@ -11,7 +11,7 @@ using nlohmann::json;
 TEST(Render, TaskIsValidJsonWithStoredDocumentsSplicedIn) {
   TaskRecord t;
   t.id = "6ab62899-d093-4627-9c28-8931b8215f5e";
-  t.state = "failed";
+  t.state = TaskState::Failed;
   t.progress = 0.25;
   t.created_at = "2026-11-27T12:22:34.143Z";
   t.attempts = 2;
@@ -38,7 +38,7 @@ TEST(Render, TaskIsValidJsonWithStoredDocumentsSplicedIn) {
 TEST(Render, EmptyDocumentsBecomeNullAndForeignPathsStayWhole) {
   TaskRecord t;
   t.id = "x";
-  t.state = "queued";
+  t.state = TaskState::Queued;
   t.output_path = "/elsewhere/out.ipfix";
   std::string out;
   api::append_task_json(out, t, "/data/output");

@@ -48,13 +48,13 @@ TEST(Store, TaskLifecycleIsRecordedWithEvents) {
   }
   auto rec = store.get(t.id);
   ASSERT_TRUE(rec);
-  EXPECT_EQ(rec->state, "running");
+  EXPECT_EQ(rec->state, TaskState::Running);
   EXPECT_EQ(rec->worker, "w1");
   EXPECT_EQ(rec->attempts, 1);
   EXPECT_DOUBLE_EQ(rec->progress, 0.5);
   {
     db::Transaction tx(store.db());
-    auto row = store.finish(t.id, state::kSucceeded, R"({"packets":1})", "", "done",
+    auto row = store.finish(t.id, TaskState::Succeeded, R"({"packets":1})", "", "done",
                             "2026-01-01T00:00:02.000Z");
     // The same statement hands back what the completion log needs.
     ASSERT_TRUE(row);
@@ -64,19 +64,19 @@ TEST(Store, TaskLifecycleIsRecordedWithEvents) {
     EXPECT_EQ(row->worker, "w1");
     EXPECT_EQ(row->output_path, t.output_path);
     EXPECT_EQ(row->attempts, 1);
-    EXPECT_FALSE(store.finish("no-such-task", state::kFailed, "", "x", "x", now_iso()));
+    EXPECT_FALSE(store.finish("no-such-task", TaskState::Failed, "", "x", "x", now_iso()));
     tx.commit();
   }
   rec = store.get(t.id);
-  EXPECT_EQ(rec->state, "succeeded");
+  EXPECT_EQ(rec->state, TaskState::Succeeded);
   EXPECT_DOUBLE_EQ(rec->progress, 1.0);
   EXPECT_EQ(rec->summary, R"({"packets":1})");
   auto ev = store.events(t.id);
   ASSERT_EQ(ev.size(), 3u);
-  EXPECT_EQ(ev[0].state, "queued");
-  EXPECT_EQ(ev[1].state, "running");
+  EXPECT_EQ(ev[0].state, TaskState::Queued);
+  EXPECT_EQ(ev[1].state, TaskState::Running);
   EXPECT_EQ(ev[1].worker, "w1");
-  EXPECT_EQ(ev[2].state, "succeeded");
+  EXPECT_EQ(ev[2].state, TaskState::Succeeded);
   EXPECT_TRUE(store.unfinished().empty());
 }
 
@@ -107,7 +107,7 @@ TEST(Store, ReaderSeesCommittedStateAndCannotWrite) {
   ASSERT_TRUE(rec);
   EXPECT_EQ(rec->id, t.id);
   EXPECT_THROW(reader.db().exec("DELETE FROM tasks"), db::Error);
-  EXPECT_EQ(reader.count_by_state()["queued"], 1);
+  EXPECT_EQ(reader.count_by_state()[TaskState::Queued], 1);
 }
 
 TEST(Store, ListFiltersAndPagesNewestFirst) {
@@ -121,7 +121,7 @@ TEST(Store, ListFiltersAndPagesNewestFirst) {
       store.insert(t, "2026-01-01T00:00:0" + std::to_string(i) + ".000Z");
       ids.push_back(t.id);
     }
-    store.finish(ids[1], state::kFailed, "", "boom", "boom", now_iso());
+    store.finish(ids[1], TaskState::Failed, "", "boom", "boom", now_iso());
     tx.commit();
   }
   TaskFilter f;
@@ -135,7 +135,7 @@ TEST(Store, ListFiltersAndPagesNewestFirst) {
   ASSERT_EQ(page2.size(), 2u);
   EXPECT_EQ(page2[0].id, ids[2]);
   TaskFilter failed;
-  failed.state = "failed";
+  failed.state = TaskState::Failed;
   auto fl = store.list(failed);
   ASSERT_EQ(fl.size(), 1u);
   EXPECT_EQ(fl[0].error, "boom");

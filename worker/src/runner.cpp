@@ -177,13 +177,13 @@ proto::Done run_task(engine::Engine& engine, const proto::Task& t, int fd) {
       }
     } sweep_again{out, t.attempt > 1};
     auto result = engine.convert_text(o, progress);
-    d.state = "succeeded";
+    d.state = Outcome::Succeeded;
     d.packets = result.packets;
     d.bytes = result.bytes;
     d.flows = result.flows;
     d.summary = std::move(result.summary);
   } catch (const std::exception& e) {
-    d.state = "failed";
+    d.state = Outcome::Failed;
     d.error = e.what();
   }
   return d;
@@ -250,7 +250,7 @@ void runner_main(engine::Engine& engine, int fd, const RunnerLimits& limits) {
     if (env) task = env->as<proto::Task>(&err);
     proto::Done report;
     if (!task) {
-      report.state = "failed";
+      report.state = Outcome::Failed;
       report.error = "runner could not read the task: " + err;
     } else {
       if (limits.cpu_limit_s) arm_cpu_limit(limits.cpu_limit_s);

@@ -189,7 +189,7 @@ void Worker::handle(const proto::Envelope& env) {
       return;
     }
     if (draining_) {
-      proto::Done d{t->task_id, "aborted", "", "worker is shutting down", false};
+      proto::Done d{t->task_id, Outcome::Aborted, "", "worker is shutting down", false};
       send(proto::type::kDone, proto::encode(proto::type::kDone, d));
       return;
     }
@@ -275,8 +275,8 @@ void Worker::start_task(const proto::Task& t) {
     // ignores `started` (older workers send it); one message less per task.
     return;
   }
-  proto::Done d{t.task_id, "failed", "", "could not start a task runner (see the worker's log)",
-                true};
+  proto::Done d{t.task_id, Outcome::Failed, "",
+                "could not start a task runner (see the worker's log)", true};
   send(proto::type::kDone, proto::encode(proto::type::kDone, d));
 }
 
@@ -328,7 +328,8 @@ void Worker::finish_job(Runner& r, const std::string& result) {
   if (auto env = proto::decode(result.data(), result.size(), &err))
     if (env->type == proto::type::kDone) d = env->as<proto::Done>(&err);
   if (!d || d->task_id != job.task_id) {
-    proto::Done bad{job.task_id, "failed", "", "unreadable result from task runner: " + err, false};
+    proto::Done bad{job.task_id, Outcome::Failed, "", "unreadable result from task runner: " + err,
+                    false};
     report(job, std::move(bad));
     return;
   }
@@ -354,20 +355,20 @@ void Worker::runner_gone(pid_t pid) {
   d.task_id = job.task_id;
   const double took = now_mono() - job.started;
   if (job.kill_reason == "cancelled") {
-    d.state = "cancelled";
+    d.state = Outcome::Cancelled;
     d.error = "cancelled";
   } else if (job.kill_reason == "timeout") {
-    d.state = "failed";
+    d.state = Outcome::Failed;
     d.error = "timed out after " + std::to_string(static_cast<long>(took)) + " s";
   } else if (!job.kill_reason.empty()) {
-    d.state = "aborted";
+    d.state = Outcome::Aborted;
     d.error = "worker shutting down";
   } else if (WIFSIGNALED(status)) {
-    d.state = "failed";
+    d.state = Outcome::Failed;
     d.error = "crashed with " + signal_name(WTERMSIG(status));
     d.retryable = true;  // the broker retries up to its max attempts
   } else {
-    d.state = "failed";
+    d.state = Outcome::Failed;
     d.error = "task runner exited with status " + std::to_string(WEXITSTATUS(status)) +
               " without a result";
     d.retryable = true;

@@ -114,7 +114,7 @@ class Broker {
   // Puts a task back in the queue after a failure not its own, or fails it
   // when it has used up its attempts.
   void retry_or_fail(Running r, const std::string& why);
-  void finish(const std::string& id, const std::string& st, const std::string& summary,
+  void finish(const std::string& id, TaskState st, const std::string& summary,
               const std::string& error, const std::string& reason,
               const proto::Done* done = nullptr);
   void enqueue(Pending p);
@@ -147,7 +147,7 @@ class Broker {
   std::uint32_t hb_seq_ = 0;
   bool draining_ = false;
   double avg_task_s_ = 1.0;  // moving average of task durations, for Retry-After
-  void log_completion(const std::string& id, const std::string& st, const std::string& error,
+  void log_completion(const std::string& id, TaskState st, const std::string& error,
                       const proto::Done* done, const TaskStore::Finished& row);
   void write_completions();  // after a commit: appends the lines of the tasks it finished
   std::string completed_ok_, completed_failed_;  // JSONL lines waiting for the commit

@@ -6,6 +6,18 @@
 
 #include <spdlog/spdlog.h>
 
+#include "ipfixweb/shared/vocabulary.hpp"
+
+// The vocabulary's enums log as their names.
+template <class E>
+requires requires { ipfixweb::Names<E>::kTable; }
+struct fmt::formatter<E> : fmt::formatter<std::string_view> {
+  template <class Context>
+  auto format(E e, Context& ctx) const {
+    return fmt::formatter<std::string_view>::format(ipfixweb::name(e), ctx);
+  }
+};
+
 namespace ipfixweb {
 
 struct LogOptions {

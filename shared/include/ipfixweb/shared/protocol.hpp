@@ -13,6 +13,58 @@
 
 #include <msgpack.hpp>
 
+#include "ipfixweb/shared/vocabulary.hpp"
+
+// The vocabulary's enums travel as their names (strings); an optional one as "" when absent.
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+  namespace adaptor {
+  template <class E>
+  concept VocabularyEnum = requires {
+    ipfixweb::Names<E>::kTable;
+  };
+
+  template <VocabularyEnum E>
+  struct pack<E> {
+    template <typename Stream>
+    packer<Stream>& operator()(packer<Stream>& o, const E& v) const {
+      return o.pack(ipfixweb::name(v));
+    }
+  };
+  template <VocabularyEnum E>
+  struct convert<E> {
+    const msgpack::object& operator()(const msgpack::object& o, E& v) const {
+      if (o.type != msgpack::type::STR) throw msgpack::type_error();
+      auto parsed = ipfixweb::parse_name<E>(std::string_view(o.via.str.ptr, o.via.str.size));
+      if (!parsed) throw msgpack::type_error();
+      v = *parsed;
+      return o;
+    }
+  };
+  template <VocabularyEnum E>
+  struct pack<std::optional<E>> {
+    template <typename Stream>
+    packer<Stream>& operator()(packer<Stream>& o, const std::optional<E>& v) const {
+      return o.pack(v ? ipfixweb::name(*v) : std::string_view());
+    }
+  };
+  template <VocabularyEnum E>
+  struct convert<std::optional<E>> {
+    const msgpack::object& operator()(const msgpack::object& o, std::optional<E>& v) const {
+      if (o.type == msgpack::type::NIL || (o.type == msgpack::type::STR && o.via.str.size == 0)) {
+        v.reset();
+        return o;
+      }
+      E e{};
+      o.convert(e);
+      v = e;
+      return o;
+    }
+  };
+  }  // namespace adaptor
+}
+}  // namespace msgpack
+
 namespace ipfixweb::proto {
 
 inline constexpr std::uint32_t kVersion = 1;
@@ -69,11 +121,11 @@ struct SubmitReply {
   std::uint64_t req_id = 0;
   bool accepted = false;
   std::string task_id;
-  std::string state;
-  bool existing = false;   // idempotency key matched an existing task
-  std::string code;        // when refused: "capacity", "conflict", "internal"
-  std::string reason;      // human-readable
-  double retry_after = 0;  // seconds, when code == "capacity"
+  std::optional<TaskState> state;  // when accepted
+  bool existing = false;           // idempotency key matched an existing task
+  Refusal code = Refusal::None;    // why it was refused (vocabulary.hpp)
+  std::string reason;              // human-readable
+  double retry_after = 0;          // seconds, when code is Capacity or Draining
   MSGPACK_DEFINE_MAP(req_id, accepted, task_id, state, existing, code, reason, retry_after)
 };
 
@@ -131,8 +183,8 @@ struct Cancel {
 
 struct CancelReply {
   std::uint64_t req_id = 0;
-  std::string result;  // "cancelled", "cancelling", "finished", "not_found"
-  std::string state;
+  CancelResult result = CancelResult::NotFound;
+  std::optional<TaskState> state;  // the task's state (none when not found)
   MSGPACK_DEFINE_MAP(req_id, result, state)
 };
 
@@ -178,8 +230,8 @@ struct ProgressMsg {
 
 struct Done {
   std::string task_id;
-  std::string state;    // "succeeded", "failed", "cancelled", "aborted" (re-queue)
-  std::string summary;  // JSON text (empty when none)
+  Outcome state = Outcome::Failed;  // Aborted: run it again, no attempt used
+  std::string summary;              // JSON text (empty when none)
   std::string error;
   bool retryable = false;  // failed for a reason another attempt may not hit (crash, timeout)
   // The summary's totals, so the broker's completion log need not parse the summary

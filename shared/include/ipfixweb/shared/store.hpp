@@ -10,23 +10,14 @@
 #include <vector>
 
 #include "ipfixweb/shared/sqlite.hpp"
+#include "ipfixweb/shared/vocabulary.hpp"
 
 namespace ipfixweb {
-
-namespace state {
-inline constexpr const char* kQueued = "queued";
-inline constexpr const char* kRunning = "running";
-inline constexpr const char* kSucceeded = "succeeded";
-inline constexpr const char* kFailed = "failed";
-inline constexpr const char* kCancelled = "cancelled";
-bool is_terminal(const std::string& s);
-bool is_valid(const std::string& s);
-}  // namespace state
 
 struct TaskRecord {
   std::int64_t seq = 0;
   std::string id;
-  std::string state;
+  TaskState state = TaskState::Queued;
   std::string request;  // the user's request (JSON text)
   std::string spec;     // resolved TaskSpec (JSON text)
   std::string idempotency_key;
@@ -45,17 +36,17 @@ struct TaskEvent {
   std::int64_t id = 0;
   std::string task_id;
   std::string at;
-  std::string state;
+  TaskState state = TaskState::Queued;
   std::string reason;
   std::string worker;
 };
 
 struct TaskFilter {
-  std::string state;            // exact state, empty: any
-  std::string created_after;    // ISO time, exclusive
-  std::string created_before;   // ISO time, exclusive
-  std::string input;            // substring of an input file name
-  std::int64_t before_seq = 0;  // cursor: only tasks with seq < this (0: none)
+  std::optional<TaskState> state;  // exact state, none: any
+  std::string created_after;       // ISO time, exclusive
+  std::string created_before;      // ISO time, exclusive
+  std::string input;               // substring of an input file name
+  std::int64_t before_seq = 0;     // cursor: only tasks with seq < this (0: none)
   int limit = 50;
 };
 
@@ -92,13 +83,13 @@ class TaskStore {
     int attempts = 0;
   };
   // nullopt when no task has that id.
-  std::optional<Finished> finish(const std::string& id, const std::string& state,
-                                 const std::string& summary, const std::string& error,
-                                 const std::string& reason, const std::string& now);
+  std::optional<Finished> finish(const std::string& id, TaskState state, const std::string& summary,
+                                 const std::string& error, const std::string& reason,
+                                 const std::string& now);
   // Back to the queue; `attempts` is the number of dispatches that count.
   void requeue(const std::string& id, int attempts, const std::string& reason,
                const std::string& now);
-  void add_event(const std::string& id, const std::string& state, const std::string& reason,
+  void add_event(const std::string& id, TaskState state, const std::string& reason,
                  const std::string& worker, const std::string& now);
 
   // ---- reads ----
@@ -107,7 +98,7 @@ class TaskStore {
   std::vector<TaskRecord> list(const TaskFilter& f);
   std::vector<TaskEvent> events(const std::string& id);
   std::vector<TaskRecord> unfinished();  // queued and running, in dispatch order
-  std::map<std::string, std::int64_t> count_by_state();
+  std::map<TaskState, std::int64_t> count_by_state();
 
  private:
   explicit TaskStore(db::Database db);
