@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "engine_options.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/shared/util.hpp"
 
@@ -143,14 +144,7 @@ proto::Done run_task(engine::Engine& engine, const proto::Task& t, int fd) {
   proto::Done d;
   d.task_id = t.task_id;
   try {
-    engine::Options o;
-    o.inputs = t.spec.inputs;
-    o.output = t.spec.output;
-    o.dpi = t.spec.dpi;
-    o.analysis = t.spec.analysis;
-    o.idle_timeout_s = t.spec.idle_timeout;
-    o.active_timeout_s = t.spec.active_timeout;
-    o.bpf_filter = t.spec.filter;
+    const engine::Options o = to_engine_options(t.spec);
     std::error_code ec;
     std::filesystem::path out(o.output);
     std::filesystem::create_directories(out.parent_path(), ec);

@@ -1,0 +1,17 @@
+#include "engine_options.hpp"
+
+namespace ipfixweb::worker {
+
+engine::Options to_engine_options(const proto::TaskSpec& spec) {
+  engine::Options o;
+  o.inputs = spec.inputs;
+  o.output = spec.output;
+  o.dpi = spec.dpi;
+  o.analysis = spec.analysis;
+  o.idle_timeout_s = spec.idle_timeout;
+  o.active_timeout_s = spec.active_timeout;
+  o.bpf_filter = spec.filter;
+  return o;
+}
+
+}  // namespace ipfixweb::worker
