@@ -1,8 +1,11 @@
 #include "ipfixweb/api/openapi.hpp"
 
+#include <type_traits>
+
 #include <nlohmann/json.hpp>
 
 #include "ipfixweb/api/validation.hpp"
+#include "ipfixweb/shared/vocabulary.hpp"
 
 namespace ipfixweb::api {
 
@@ -71,30 +74,60 @@ json get_task_operation(const std::string& summary) {
             {"404", problem_response("No such task")}}}};
 }
 
+// The JSON Schema of one request field, from its definition (task_spec.hpp).
+template <class Owner, class T>
+json field_schema(const proto::Field<Owner, T>& f) {
+  const proto::FieldInfo& i = f.info;
+  json s;
+  if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    s = {{"type", "array"}, {"items", {{"type", "string"}}}};
+    if (i.min >= 1) s["minItems"] = static_cast<int>(i.min);
+    if (i.max > 0) s["maxItems"] = static_cast<int>(i.max);
+    if (!i.allowed.empty())
+      s["items"]["enum"] = json(std::vector<std::string>(i.allowed.begin(), i.allowed.end()));
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    s = {{"type", "string"}};
+    if (i.required) s["minLength"] = 1;
+    if (i.max > 0) s["maxLength"] = static_cast<int>(i.max);
+  } else if constexpr (std::is_same_v<T, bool>) {
+    s = {{"type", "boolean"}};
+  } else if constexpr (std::is_floating_point_v<T>) {
+    s = {{"type", "number"}, {"minimum", i.min}, {"maximum", i.max}};
+    if (i.min_exclusive) s["exclusiveMinimum"] = true;  // OpenAPI 3.0: a flag beside minimum
+  } else {
+    static_assert(std::is_integral_v<T>, "a field type the schema does not describe yet");
+    s = {{"type", "integer"},
+         {"minimum", static_cast<std::int64_t>(i.min)},
+         {"maximum", static_cast<std::int64_t>(i.max)}};
+  }
+  if (!i.required) s["default"] = Owner{}.*f.member;
+  s["description"] = std::string(i.meaning);
+  return s;
+}
+
+json task_request_schema() {
+  json properties = json::object(), required = json::array();
+  auto add = [&](const auto& f) {
+    properties[std::string(f.info.request_key)] = field_schema(f);
+    if (!f.info.alias.empty())
+      properties[std::string(f.info.alias)] = {
+          {"type", properties[std::string(f.info.request_key)]["type"]},
+          {"description", "Alias of " + std::string(f.info.request_key)}};
+    if (f.info.required) required.push_back(f.info.request_key);
+  };
+  proto::for_each_field(proto::kTaskSpecFields, add);
+  proto::for_each_field(proto::kRequestExtraFields, add);
+  return {{"type", "object"},
+          {"required", required},
+          {"properties", properties},
+          {"additionalProperties", false}};
+}
+
 json build() {
-  json analysis = json::array();
-  for (auto& n : analysis_names()) analysis.push_back(n);
+  json states = json::array();
+  for (auto n : all_names<TaskState>()) states.push_back(n);
   json schemas = {
-      {"TaskRequest",
-       {{"type", "object"},
-        {"required", {"pcap_files", "output_path"}},
-        {"properties",
-         {{"pcap_files",
-           {{"type", "array"},
-            {"minItems", 1},
-            {"maxItems", 1000},
-            {"items", {{"type", "string"}}},
-            {"description", "Captures relative to an input root"}}},
-          {"output_path",
-           {{"type", "string"}, {"description", "IPFIX file relative to the output root"}}},
-          {"DPI", {{"type", "boolean"}, {"default", true}}},
-          {"dpi", {{"type", "boolean"}, {"description", "Alias of DPI"}}},
-          {"analysis_list",
-           {{"type", "array"}, {"items", {{"type", "string"}, {"enum", analysis}}}}},
-          {"priority", {{"type", "integer"}, {"minimum", -100}, {"maximum", 100}, {"default", 0}}},
-          {"idle_timeout", {{"type", "number"}, {"exclusiveMinimum", 0}, {"default", 300}}},
-          {"active_timeout", {{"type", "number"}, {"exclusiveMinimum", 0}, {"default", 1800}}},
-          {"filter", {{"type", "string"}, {"description", "BPF expression"}}}}}}},
+      {"TaskRequest", task_request_schema()},
       {"Accepted",
        {{"type", "object"},
         {"properties",
@@ -106,9 +139,7 @@ json build() {
        {{"type", "object"},
         {"properties",
          {{"task_id", {{"type", "string"}}},
-          {"state",
-           {{"type", "string"},
-            {"enum", {"queued", "running", "succeeded", "failed", "cancelled"}}}},
+          {"state", {{"type", "string"}, {"enum", states}}},
           {"progress", {{"type", "number"}, {"minimum", 0}, {"maximum", 1}}},
           {"created_at", {{"type", "string"}, {"format", "date-time"}}},
           {"queued_at", {{"type", "string"}, {"format", "date-time"}, {"nullable", true}}},

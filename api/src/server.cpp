@@ -147,8 +147,10 @@ struct Server::Impl {
   void routes();
   void metrics_text(httplib::Response& res);
   void download(const httplib::Request& req, httplib::Response& res);
-  void submit(const httplib::Request& req, httplib::Response& res, const json& body);
-  void submit_body(const httplib::Request& req, const std::string& body, httplib::Response& res);
+  void submit(const httplib::Request& req, httplib::Response& res, const json& body,
+              UnknownFields unknown);
+  void submit_body(const httplib::Request& req, const std::string& body, httplib::Response& res,
+                   UnknownFields unknown);
   std::optional<TaskRecord> find_task(const httplib::Request& req, httplib::Response& res);
   void get_task(const httplib::Request& req, httplib::Response& res);
   void list_tasks(const httplib::Request& req, httplib::Response& res);
@@ -158,7 +160,7 @@ struct Server::Impl {
 };
 
 void Server::Impl::submit_body(const httplib::Request& req, const std::string& raw,
-                               httplib::Response& res) {
+                               httplib::Response& res, UnknownFields unknown) {
   std::string ctype = req.get_header_value("Content-Type");
   std::string base = ctype.substr(0, ctype.find(';'));
   base.erase(std::remove(base.begin(), base.end(), ' '), base.end());
@@ -174,13 +176,14 @@ void Server::Impl::submit_body(const httplib::Request& req, const std::string& r
     problem(res, 400, "Bad Request", "the request body is not valid JSON");
     return;
   }
-  submit(req, res, body);
+  submit(req, res, body, unknown);
 }
 
-void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, const json& body) {
+void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, const json& body,
+                          UnknownFields unknown) {
   metrics.submitted.fetch_add(1, std::memory_order_relaxed);
   std::vector<FieldError> errors;
-  auto parsed = parse_task_request(body, errors);
+  auto parsed = parse_task_request(body, errors, unknown);
   proto::TaskSpec spec;
   if (!parsed || !resolve_paths(*parsed, roots, spec, errors)) {
     metrics.invalid.fetch_add(1, std::memory_order_relaxed);
@@ -197,7 +200,7 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
   s.spec = std::move(spec);
   s.idempotency_key = key;
   s.fingerprint = fingerprint(s.request);
-  s.priority = parsed->priority;
+  s.priority = parsed->extras.priority;
   auto reply = submitter->submit(std::move(s));
   if (!reply) {
     metrics.refused_unavailable.fetch_add(1, std::memory_order_relaxed);
@@ -536,7 +539,13 @@ void Server::Impl::routes() {
   add("GET", "/metrics", "/metrics", [this](Q, R res) { metrics_text(res); });
   add("GET", "/openapi.json", "/openapi.json",
       [](Q, R res) { res.set_content(openapi_document(), "application/json"); });
-  auto post = [this](Q q, const std::string& body, R r) { submit_body(q, body, r); };
+  auto post = [this](Q q, const std::string& body, R r) {
+    submit_body(q, body, r, UnknownFields::Refuse);
+  };
+  // The original service's route ignores fields it does not know, as that service did.
+  auto post_lenient = [this](Q q, const std::string& body, R r) {
+    submit_body(q, body, r, UnknownFields::Ignore);
+  };
   auto get = [this](Q q, R r) { get_task(q, r); };
   auto list = [this](Q q, R r) { list_tasks(q, r); };
   add_post("/api/v1/tasks", "/api/v1/tasks", post);
@@ -549,7 +558,7 @@ void Server::Impl::routes() {
   add("GET", "/api/v1/tasks/{id}/output", "/api/v1/tasks/" + id + "/output",
       [this](Q q, R r) { download(q, r); });
   // Compatibility with the original service (IPyFIXweb).
-  add_post("/api/export-task", "/api/export-task", post);
+  add_post("/api/export-task", "/api/export-task", post_lenient);
   add("GET", "/api/task-status/{id}", "/api/task-status/" + id, get);
   add("GET", "/api/tasks", "/api/tasks", list);
   add("GET", "/api/v1/test/health", "/api/v1/test/health", [](Q, R res) {
@@ -561,7 +570,7 @@ void Server::Impl::routes() {
                           {"output_path", "test/" + new_uuid() + ".ipfix"},
                           {"DPI", true},
                           {"analysis_list", {"tcp", "udp"}}};
-             submit(q, r, body);
+             submit(q, r, body, UnknownFields::Refuse);
            });
 }
 

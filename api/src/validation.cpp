@@ -2,44 +2,21 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include <pcap/pcap.h>
 
-#include "ipfixweb/shared/json_escape.hpp"
+#include "ipfixweb/shared/json_writer.hpp"
 #include "ipfixweb/shared/paths.hpp"
 
 namespace ipfixweb::api {
 
 namespace {
-constexpr std::size_t kMaxFiles = 1000;
 
-std::string type_name(const nlohmann::json& v) { return v.type_name(); }
+using nlohmann::json;
+using proto::FieldInfo;
 
-// The stored form of a valid request, written directly (building a json tree
-// to dump it cost more than the rest of the validation). Byte for byte what
-// nlohmann writes for the same object: keys sorted, numbers in its format,
-// strings (valid UTF-8: the parser checked) escaped the same way.
-std::string normalised_text(const ParsedRequest& r) {
-  std::string out;
-  out.reserve(200 + r.output_path.size() + r.filter.size() + 32 * r.pcap_files.size());
-  out += r.dpi ? "{\"DPI\":true" : "{\"DPI\":false";
-  out += ",\"active_timeout\":";
-  out += nlohmann::json(r.active_timeout).dump();
-  out += ",\"analysis_list\":";
-  append_json_string_array(out, r.analysis);
-  out += ",\"filter\":";
-  append_json_string(out, r.filter);
-  out += ",\"idle_timeout\":";
-  out += nlohmann::json(r.idle_timeout).dump();
-  out += ",\"output_path\":";
-  append_json_string(out, r.output_path);
-  out += ",\"pcap_files\":";
-  append_json_string_array(out, r.pcap_files);
-  out += ",\"priority\":";
-  out += std::to_string(r.priority);
-  out.push_back('}');
-  return out;
-}
+std::string type_name(const json& v) { return v.type_name(); }
 
 // Compiles the filter for Ethernet to catch syntax errors at submission
 // rather than as a failed task. (Filters that only make sense for another
@@ -57,112 +34,210 @@ std::string bpf_problem(const std::string& filter) {
   pcap_close(dead);
   return why;
 }
-}  // namespace
 
-const std::vector<std::string>& analysis_names() {
-  static const std::vector<std::string> names = {"tcp", "udp",  "icmp", "dns",
-                                                 "tls", "http", "quic", "other"};
-  return names;
+bool in_range(const FieldInfo& f, double v) {
+  return std::isfinite(v) && (f.min_exclusive ? v > f.min : v >= f.min) && v <= f.max;
 }
 
-std::optional<ParsedRequest> parse_task_request(const nlohmann::json& body,
-                                                std::vector<FieldError>& errors) {
+std::string known_names(const FieldInfo& f) {
+  std::string all;
+  for (auto n : f.allowed) (all += all.empty() ? "" : ", ") += n;
+  return all;
+}
+
+// ---- one reader per value type: (field info, request key, JSON value) -> value or errors ----
+
+void read_value(const FieldInfo&, const std::string& key, const json& v, bool& out,
+                std::vector<FieldError>& errors) {
+  if (!v.is_boolean())
+    errors.push_back({key, "must be true or false, not " + type_name(v)});
+  else
+    out = v.get<bool>();
+}
+
+void read_value(const FieldInfo& f, const std::string& key, const json& v, double& out,
+                std::vector<FieldError>& errors) {
+  if (!v.is_number() || !in_range(f, v.get<double>()))
+    errors.push_back({key, std::string(f.range_error)});
+  else
+    out = v.get<double>();
+}
+
+template <class Int>
+requires std::is_integral_v<Int>
+void read_value(const FieldInfo& f, const std::string& key, const json& v, Int& out,
+                std::vector<FieldError>& errors) {
+  // Integers only (1.5 is not one); the range check in double is exact for every bound used
+  // here (all below 2^53) and keeps negative numbers out of unsigned fields.
+  if (!v.is_number_integer() || !in_range(f, v.get<double>()))
+    errors.push_back({key, std::string(f.range_error)});
+  else
+    out = v.get<Int>();
+}
+
+void read_value(const FieldInfo& f, const std::string& key, const json& v, std::string& out,
+                std::vector<FieldError>& errors) {
+  if (!v.is_string()) {
+    errors.push_back({key, f.type_error.empty() ? "must be a string, not " + type_name(v)
+                                                : std::string(f.type_error)});
+    return;
+  }
+  const auto& s = v.get_ref<const std::string&>();
+  if (f.required && s.empty())
+    errors.push_back({key, "must not be empty"});
+  else if (f.max > 0 && static_cast<double>(s.size()) > f.max)
+    errors.push_back({key, "is too long"});
+  else if (auto why = f.check == proto::Check::Bpf ? bpf_problem(s) : ""; !why.empty())
+    errors.push_back({key, why});
+  else
+    out = s;
+}
+
+void read_value(const FieldInfo& f, const std::string& key, const json& v,
+                std::vector<std::string>& out, std::vector<FieldError>& errors) {
+  if (!v.is_array()) {
+    errors.push_back({key, "must be an array of strings, not " + type_name(v)});
+    return;
+  }
+  if (f.min >= 1 && v.empty()) {
+    errors.push_back({key, std::string(f.empty_error)});
+    return;
+  }
+  if (f.max > 0 && static_cast<double>(v.size()) > f.max) {
+    errors.push_back({key, std::string(f.range_error)});
+    return;
+  }
+  out.clear();
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const std::string item_key = key + "[" + std::to_string(i) + "]";
+    if (!v[i].is_string()) {
+      errors.push_back({item_key, "must be a string, not " + type_name(v[i])});
+      continue;
+    }
+    std::string s = v[i].get<std::string>();
+    if (f.allowed.empty()) {
+      if (s.empty())
+        errors.push_back({item_key, "must not be empty"});
+      else
+        out.push_back(std::move(s));
+      continue;
+    }
+    // A closed set of names: case-insensitive, duplicates dropped.
+    std::string lower = s;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    if (std::find(f.allowed.begin(), f.allowed.end(), lower) == f.allowed.end())
+      errors.push_back({item_key, "unknown " + std::string(f.item_name) + " '" + s +
+                                      "' (known: " + known_names(f) + ")"});
+    else if (std::find(out.begin(), out.end(), lower) == out.end())
+      out.push_back(std::move(lower));
+  }
+}
+
+// Reads one field of the request into `owner`, under its key or its alias.
+template <class Field, class Owner>
+void read_field(const Field& f, const json& body, Owner& owner, std::vector<FieldError>& errors) {
+  bool present = false;
+  for (auto k : {f.info.request_key, f.info.alias}) {
+    if (k.empty()) continue;
+    auto it = body.find(k);
+    if (it == body.end()) continue;
+    present = true;
+    read_value(f.info, std::string(k), *it, owner.*f.member, errors);
+  }
+  if (!present && f.info.required)
+    errors.push_back({std::string(f.info.request_key), "is required"});
+}
+
+bool known_key(std::string_view k) {
+  bool known = false;
+  auto check = [&](const auto& f) { known |= f.info.request_key == k || f.info.alias == k; };
+  proto::for_each_field(proto::kTaskSpecFields, check);
+  proto::for_each_field(proto::kRequestExtraFields, check);
+  return known;
+}
+
+// ---- the stored text: every request field in key order ----
+
+void write_value(JsonWriter& w, const std::vector<std::string>& v) { w.string_array(v); }
+template <class T>
+void write_value(JsonWriter& w, const T& v) {
+  w.value(v);
+}
+
+struct RequestWriter {
+  std::string_view key;
+  void (*write)(JsonWriter&, const ParsedRequest&);  // false: at its default and omitted
+  bool (*omitted)(const ParsedRequest&);
+};
+
+const proto::TaskSpec& part(const ParsedRequest& r, const proto::TaskSpec*) { return r.spec; }
+const proto::RequestExtras& part(const ParsedRequest& r, const proto::RequestExtras*) {
+  return r.extras;
+}
+
+template <const auto& Fields, std::size_t I>
+RequestWriter request_writer() {
+  using F = std::tuple_element_t<I, std::remove_cvref_t<decltype(Fields)>>;
+  using Owner = typename F::owner_type;
+  return {std::get<I>(Fields).info.request_key,
+          [](JsonWriter& w, const ParsedRequest& r) {
+            write_value(w, part(r, static_cast<const Owner*>(nullptr)).*std::get<I>(Fields).member);
+          },
+          [](const ParsedRequest& r) {
+            const auto& f = std::get<I>(Fields);
+            return f.info.omit_default &&
+                   part(r, static_cast<const Owner*>(nullptr)).*f.member == Owner{}.*f.member;
+          }};
+}
+
+template <const auto& Fields, std::size_t... I>
+void add_writers(std::vector<RequestWriter>& out, std::index_sequence<I...>) {
+  (out.push_back(request_writer<Fields, I>()), ...);
+}
+
+const std::vector<RequestWriter>& request_writers() {
+  static const std::vector<RequestWriter> writers = [] {
+    std::vector<RequestWriter> w;
+    add_writers<proto::kTaskSpecFields>(w, std::make_index_sequence<proto::kTaskSpecFieldCount>{});
+    add_writers<proto::kRequestExtraFields>(
+        w, std::make_index_sequence<std::tuple_size_v<decltype(proto::kRequestExtraFields)>>{});
+    std::sort(w.begin(), w.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+    return w;
+  }();
+  return writers;
+}
+
+std::string normalised_text(const ParsedRequest& r) {
+  std::string out;
+  out.reserve(200 + r.spec.output.size() + r.spec.filter.size() + 32 * r.spec.inputs.size());
+  JsonWriter w(out);
+  w.begin_object();
+  for (const auto& f : request_writers()) {
+    if (f.omitted(r)) continue;
+    w.key(f.key);
+    f.write(w, r);
+  }
+  w.end_object();
+  return out;
+}
+
+}  // namespace
+
+std::optional<ParsedRequest> parse_task_request(const json& body, std::vector<FieldError>& errors,
+                                                UnknownFields unknown) {
   if (!body.is_object()) {
     errors.push_back({"", "request body must be a JSON object, not " + type_name(body)});
     return std::nullopt;
   }
   ParsedRequest r;
-  // pcap_files: required non-empty array of non-empty strings.
-  if (!body.contains("pcap_files")) {
-    errors.push_back({"pcap_files", "is required"});
-  } else if (const auto& f = body["pcap_files"]; !f.is_array()) {
-    errors.push_back({"pcap_files", "must be an array of strings, not " + type_name(f)});
-  } else if (f.empty()) {
-    errors.push_back({"pcap_files", "must name at least one capture"});
-  } else if (f.size() > kMaxFiles) {
-    errors.push_back({"pcap_files", "at most " + std::to_string(kMaxFiles) + " files"});
-  } else {
-    for (std::size_t i = 0; i < f.size(); ++i) {
-      std::string field = "pcap_files[" + std::to_string(i) + "]";
-      if (!f[i].is_string())
-        errors.push_back({field, "must be a string, not " + type_name(f[i])});
-      else if (f[i].get_ref<const std::string&>().empty())
-        errors.push_back({field, "must not be empty"});
-      else
-        r.pcap_files.push_back(f[i].get<std::string>());
-    }
-  }
-  if (!body.contains("output_path")) {
-    errors.push_back({"output_path", "is required"});
-  } else if (!body["output_path"].is_string()) {
-    errors.push_back({"output_path", "must be a string, not " + type_name(body["output_path"])});
-  } else if (body["output_path"].get_ref<const std::string&>().empty()) {
-    errors.push_back({"output_path", "must not be empty"});
-  } else {
-    r.output_path = body["output_path"].get<std::string>();
-  }
-  // The original service spells it "DPI"; accept "dpi" too.
-  for (const char* key : {"DPI", "dpi"}) {
-    if (!body.contains(key)) continue;
-    if (!body[key].is_boolean())
-      errors.push_back({key, std::string("must be true or false, not ") + type_name(body[key])});
-    else
-      r.dpi = body[key].get<bool>();
-  }
-  if (body.contains("analysis_list")) {
-    const auto& a = body["analysis_list"];
-    if (!a.is_array()) {
-      errors.push_back({"analysis_list", "must be an array of strings, not " + type_name(a)});
-    } else {
-      const auto& names = analysis_names();
-      for (std::size_t i = 0; i < a.size(); ++i) {
-        std::string field = "analysis_list[" + std::to_string(i) + "]";
-        if (!a[i].is_string()) {
-          errors.push_back({field, "must be a string, not " + type_name(a[i])});
-          continue;
-        }
-        std::string v = a[i].get<std::string>();
-        std::transform(v.begin(), v.end(), v.begin(),
-                       [](unsigned char c) { return std::tolower(c); });
-        if (std::find(names.begin(), names.end(), v) == names.end()) {
-          std::string all;
-          for (auto& n : names) all += (all.empty() ? "" : ", ") + n;
-          errors.push_back(
-              {field, "unknown analysis '" + a[i].get<std::string>() + "' (known: " + all + ")"});
-        } else if (std::find(r.analysis.begin(), r.analysis.end(), v) == r.analysis.end()) {
-          r.analysis.push_back(v);
-        }
-      }
-    }
-  }
-  if (body.contains("priority")) {
-    const auto& p = body["priority"];
-    if (!p.is_number_integer() || p.get<std::int64_t>() < -100 || p.get<std::int64_t>() > 100)
-      errors.push_back({"priority", "must be an integer from -100 to 100"});
-    else
-      r.priority = p.get<int>();
-  }
-  auto timeout = [&](const char* key, double& out) {
-    if (!body.contains(key)) return;
-    const auto& v = body[key];
-    if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() <= 0 ||
-        v.get<double>() > 31536000)
-      errors.push_back({key, "must be a number of seconds greater than 0"});
-    else
-      out = v.get<double>();
-  };
-  timeout("idle_timeout", r.idle_timeout);
-  timeout("active_timeout", r.active_timeout);
-  if (body.contains("filter")) {
-    if (!body["filter"].is_string())
-      errors.push_back({"filter", "must be a string (a BPF expression)"});
-    else if (body["filter"].get_ref<const std::string&>().size() > 4096)
-      errors.push_back({"filter", "is too long"});
-    else if (auto why = bpf_problem(body["filter"].get<std::string>()); !why.empty())
-      errors.push_back({"filter", why});
-    else
-      r.filter = body["filter"].get<std::string>();
-  }
+  proto::for_each_field(proto::kTaskSpecFields,
+                        [&](const auto& f) { read_field(f, body, r.spec, errors); });
+  proto::for_each_field(proto::kRequestExtraFields,
+                        [&](const auto& f) { read_field(f, body, r.extras, errors); });
+  if (unknown == UnknownFields::Refuse)
+    for (const auto& [k, v] : body.items())
+      if (!known_key(k)) errors.push_back({k, "is not a known field"});
   if (!errors.empty()) return std::nullopt;
   r.normalised = normalised_text(r);
   return r;
@@ -170,15 +245,16 @@ std::optional<ParsedRequest> parse_task_request(const nlohmann::json& body,
 
 bool resolve_paths(const ParsedRequest& req, const Roots& roots, proto::TaskSpec& spec,
                    std::vector<FieldError>& errors) {
-  spec = {};
-  for (std::size_t i = 0; i < req.pcap_files.size(); ++i) {
-    auto r = paths::resolve_input(roots.inputs, req.pcap_files[i]);
+  spec = req.spec;
+  spec.inputs.clear();
+  for (std::size_t i = 0; i < req.spec.inputs.size(); ++i) {
+    auto r = paths::resolve_input(roots.inputs, req.spec.inputs[i]);
     if (r.ok)
       spec.inputs.push_back(r.path);
     else
       errors.push_back({"pcap_files[" + std::to_string(i) + "]", r.error});
   }
-  auto out = paths::resolve_output(roots.output, req.output_path);
+  auto out = paths::resolve_output(roots.output, req.spec.output);
   if (out.ok) {
     for (const auto& in : spec.inputs)
       if (in == out.path) errors.push_back({"output_path", "must not overwrite an input file"});
@@ -186,11 +262,6 @@ bool resolve_paths(const ParsedRequest& req, const Roots& roots, proto::TaskSpec
   } else {
     errors.push_back({"output_path", out.error});
   }
-  spec.dpi = req.dpi;
-  spec.analysis = req.analysis;
-  spec.idle_timeout = req.idle_timeout;
-  spec.active_timeout = req.active_timeout;
-  spec.filter = req.filter;
   return errors.empty();
 }
 

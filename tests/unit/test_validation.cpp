@@ -24,10 +24,10 @@ TEST(Validation, AcceptsTheDocumentedRequest) {
       "output_path": "sample.ipfix", "DPI": true, "analysis_list": ["tcp", "UDP", "tcp"]})"),
                               errors);
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->pcap_files, std::vector<std::string>{"sample.pcap"});
-  EXPECT_EQ(r->output_path, "sample.ipfix");
-  EXPECT_TRUE(r->dpi);
-  EXPECT_EQ(r->analysis, (std::vector<std::string>{"tcp", "udp"}));
+  EXPECT_EQ(r->spec.inputs, std::vector<std::string>{"sample.pcap"});
+  EXPECT_EQ(r->spec.output, "sample.ipfix");
+  EXPECT_TRUE(r->spec.dpi);
+  EXPECT_EQ(r->spec.analysis, (std::vector<std::string>{"tcp", "udp"}));
   auto stored = json::parse(r->normalised);
   EXPECT_EQ(stored["DPI"], true);
   EXPECT_EQ(stored["idle_timeout"], 300.0);
@@ -46,14 +46,14 @@ TEST(Validation, StoredRequestTextIsWhatNlohmannWrites) {
     std::vector<FieldError> errors;
     auto r = parse_task_request(json::parse(body), errors);
     ASSERT_TRUE(r) << body;
-    json old = {{"pcap_files", r->pcap_files},
-                {"output_path", r->output_path},
-                {"DPI", r->dpi},
-                {"analysis_list", r->analysis},
-                {"priority", r->priority},
-                {"idle_timeout", r->idle_timeout},
-                {"active_timeout", r->active_timeout},
-                {"filter", r->filter}};
+    json old = {{"pcap_files", r->spec.inputs},
+                {"output_path", r->spec.output},
+                {"DPI", r->spec.dpi},
+                {"analysis_list", r->spec.analysis},
+                {"priority", r->extras.priority},
+                {"idle_timeout", r->spec.idle_timeout},
+                {"active_timeout", r->spec.active_timeout},
+                {"filter", r->spec.filter}};
     EXPECT_EQ(r->normalised, old.dump()) << body;
   }
 }
@@ -64,11 +64,11 @@ TEST(Validation, DefaultsAndOptionalFields) {
       "dpi": false, "priority": 5, "idle_timeout": 30, "active_timeout": 60.5, "filter": "tcp"})"),
                               errors);
   ASSERT_TRUE(r);
-  EXPECT_FALSE(r->dpi);
-  EXPECT_EQ(r->priority, 5);
-  EXPECT_EQ(r->idle_timeout, 30);
-  EXPECT_EQ(r->active_timeout, 60.5);
-  EXPECT_EQ(r->filter, "tcp");
+  EXPECT_FALSE(r->spec.dpi);
+  EXPECT_EQ(r->extras.priority, 5);
+  EXPECT_EQ(r->spec.idle_timeout, 30);
+  EXPECT_EQ(r->spec.active_timeout, 60.5);
+  EXPECT_EQ(r->spec.filter, "tcp");
 }
 
 TEST(Validation, ReportsEveryFieldProblem) {

@@ -1,4 +1,5 @@
-// Pure request validation for the HTTP api (unit-tested without a server).
+// Pure request validation for the HTTP api (unit-tested without a server). The fields and
+// their rules come from shared's task definition (ipfixweb/shared/task_spec.hpp).
 #pragma once
 
 #include <optional>
@@ -16,34 +17,31 @@ struct FieldError {
   std::string message;
 };
 
-// Names accepted in "analysis_list": protocol families whose breakdown the
-// task summary includes (docs/api.md).
-const std::vector<std::string>& analysis_names();
-
 struct ParsedRequest {
-  std::vector<std::string> pcap_files;  // as given (relative to an input root)
-  std::string output_path;              // as given (relative to the output root)
-  bool dpi = true;
-  std::vector<std::string> analysis;
-  int priority = 0;
-  double idle_timeout = 300;
-  double active_timeout = 1800;
-  std::string filter;
-  // The request as stored: JSON text with the defaults filled in, keys in
-  // sorted order (the same text nlohmann::json::dump() writes for it).
+  proto::TaskSpec spec;  // paths as given (relative to a root) until resolve_paths
+  proto::RequestExtras extras;
+  // The request as stored: JSON text with the defaults filled in, keys in sorted order (the
+  // same text nlohmann::json::dump() writes for it). Fields that carry
+  // FieldInfo::omit_default appear only when they differ from their default.
   std::string normalised;
 };
 
-// Checks shape and types. On failure returns nullopt and fills `errors`.
+// Unknown request fields are refused on /api/v1/tasks (a typo must not be silently ignored);
+// the compatibility routes of the original service ignore them.
+enum class UnknownFields : bool { Refuse, Ignore };
+
+// Checks shape, types and ranges. On failure returns nullopt and fills `errors`.
 std::optional<ParsedRequest> parse_task_request(const nlohmann::json& body,
-                                                std::vector<FieldError>& errors);
+                                                std::vector<FieldError>& errors,
+                                                UnknownFields unknown = UnknownFields::Refuse);
 
 struct Roots {
   std::vector<std::string> inputs;  // canonical directories
   std::string output;               // canonical directory
 };
 
-// Resolves paths under the roots; fills spec on success, errors otherwise.
+// Resolves the request's paths under the roots: `spec` is the request's spec with absolute,
+// checked paths on success; errors otherwise.
 bool resolve_paths(const ParsedRequest& req, const Roots& roots, proto::TaskSpec& spec,
                    std::vector<FieldError>& errors);
 

@@ -13,6 +13,7 @@
 
 #include <msgpack.hpp>
 
+#include "ipfixweb/shared/task_spec.hpp"
 #include "ipfixweb/shared/vocabulary.hpp"
 
 // The vocabulary's enums travel as their names (strings); an optional one as "" when absent.
@@ -93,18 +94,6 @@ inline constexpr std::string_view kTask = "task";
 inline constexpr std::string_view kAbort = "abort";
 inline constexpr std::string_view kReregister = "reregister";
 }  // namespace type
-
-// What a worker needs to run a task: paths are already resolved and checked.
-struct TaskSpec {
-  std::vector<std::string> inputs;
-  std::string output;
-  bool dpi = true;
-  std::vector<std::string> analysis;
-  double idle_timeout = 300;
-  double active_timeout = 1800;
-  std::string filter;
-  MSGPACK_DEFINE_MAP(inputs, output, dpi, analysis, idle_timeout, active_timeout, filter)
-};
 
 // ---- frontend ------------------------------------------------------------
 struct Submit {

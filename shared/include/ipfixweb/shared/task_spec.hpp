@@ -1,0 +1,215 @@
+// The one definition of a conversion task's options. Everything that lists them is derived
+// from kTaskSpecFields below: the api's request validation and the stored request text
+// (api/src/validation.cpp), the msgpack codec (in this header), the stored spec JSON
+// (spec_json.hpp), the OpenAPI schema (api/src/openapi.cpp), the worker's engine::Options
+// (worker/src/engine_options.cpp, which fails to compile when a field is not mapped) and the
+// request table of docs/api.md (checked by tests/unit/test_task_spec.cpp).
+//
+// Adding an option: a member with its default in TaskSpec, an entry in kTaskSpecFields, a line
+// in worker/src/engine_options.cpp; then run the unit tests, which print the docs table row.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <msgpack.hpp>
+
+namespace ipfixweb::proto {
+
+// Names accepted in "analysis_list": protocol families whose breakdown the task summary
+// includes (docs/api.md).
+inline constexpr std::array<std::string_view, 8> kAnalysisNames = {"tcp", "udp",  "icmp", "dns",
+                                                                   "tls", "http", "quic", "other"};
+
+// What a worker needs to run a task: paths are resolved and checked by the api.
+struct TaskSpec {
+  static constexpr bool kDefaultDpi = true;
+  static constexpr double kDefaultIdleTimeout = 300;
+  static constexpr double kDefaultActiveTimeout = 1800;
+
+  std::vector<std::string> inputs;
+  std::string output;
+  bool dpi = kDefaultDpi;
+  std::vector<std::string> analysis;
+  double idle_timeout = kDefaultIdleTimeout;
+  double active_timeout = kDefaultActiveTimeout;
+  std::string filter;
+};
+
+// Request fields that are not part of the spec (they steer the broker, not the conversion).
+struct RequestExtras {
+  std::int32_t priority = 0;
+};
+
+// Checks a field needs beyond its type and range; the api performs them.
+enum class Check : std::uint8_t {
+  None,
+  InputPath,   // each string: an existing readable capture under an input root
+  OutputPath,  // a file under the output root
+  Bpf,         // compiles as a BPF filter
+};
+
+// How a field appears in requests, documents and messages.
+struct FieldInfo {
+  std::string_view key = {};          // msgpack map key and stored spec JSON key
+  std::string_view request_key = {};  // key in the HTTP request body
+  std::string_view alias = {};        // another accepted request key ("" when none)
+  std::string_view type_text = {};    // for docs/api.md
+  std::string_view meaning = {};      // for docs/api.md and the OpenAPI description
+  bool required = false;
+  // Numbers: the accepted range (min excluded when min_exclusive). Arrays: item counts.
+  // Strings: max is the length limit (0: none).
+  double min = 0, max = 0;
+  bool min_exclusive = false;
+  std::string_view range_error = {};  // the message when a number is out of range or of wrong type
+  std::string_view empty_error = {};  // arrays: the message when empty (when min >= 1)
+  std::string_view type_error = {};   // overrides "must be a ..., not <type>" ("" when none)
+  std::span<const std::string_view> allowed = {};  // string arrays: the values accepted
+  std::string_view item_name = {};  // what an item of `allowed` is called in messages
+  Check check = Check::None;
+  // In the stored request text only when not at its default. Set on every field added after
+  // the first release: a request that does not use it keeps the text, and so the
+  // Idempotency-Key fingerprint, it had before the field existed.
+  bool omit_default = false;
+};
+
+template <class Owner, class T>
+struct Field {
+  using owner_type = Owner;
+  using value_type = T;
+  T Owner::*member;
+  FieldInfo info;
+};
+
+inline constexpr std::tuple kTaskSpecFields{
+    Field<TaskSpec, std::vector<std::string>>{
+        &TaskSpec::inputs,
+        {.key = "inputs",
+         .request_key = "pcap_files",
+         .type_text = "array of strings, 1..1000",
+         .meaning = "captures, relative to an input root (or absolute inside one); read as one "
+                    "stream in time order",
+         .required = true,
+         .min = 1,
+         .max = 1000,
+         .range_error = "at most 1000 files",
+         .empty_error = "must name at least one capture",
+         .check = Check::InputPath}},
+    Field<TaskSpec, std::string>{
+        &TaskSpec::output,
+        {.key = "output",
+         .request_key = "output_path",
+         .type_text = "string",
+         .meaning = "IPFIX file, relative to the output root; missing directories are created",
+         .required = true,
+         .check = Check::OutputPath}},
+    Field<TaskSpec, bool>{&TaskSpec::dpi,
+                          {.key = "dpi",
+                           .request_key = "DPI",
+                           .alias = "dpi",
+                           .type_text = "boolean",
+                           .meaning = "label flows with nDPI"}},
+    Field<TaskSpec, std::vector<std::string>>{
+        &TaskSpec::analysis,
+        {.key = "analysis",
+         .request_key = "analysis_list",
+         .type_text = "array of strings",
+         .meaning = "protocol families whose breakdown the summary includes (case-insensitive; "
+                    "duplicates dropped)",
+         .allowed = kAnalysisNames,
+         .item_name = "analysis"}},
+    Field<TaskSpec, double>{
+        &TaskSpec::idle_timeout,
+        {.key = "idle_timeout",
+         .request_key = "idle_timeout",
+         .type_text = "seconds > 0",
+         .meaning = "a flow ends after this long without packets, in packet time",
+         .min = 0,
+         .max = 31536000,
+         .min_exclusive = true,
+         .range_error = "must be a number of seconds greater than 0"}},
+    Field<TaskSpec, double>{
+        &TaskSpec::active_timeout,
+        {.key = "active_timeout",
+         .request_key = "active_timeout",
+         .type_text = "seconds > 0",
+         .meaning = "a longer flow is exported in parts of this length, in packet time",
+         .min = 0,
+         .max = 31536000,
+         .min_exclusive = true,
+         .range_error = "must be a number of seconds greater than 0"}},
+    Field<TaskSpec, std::string>{
+        &TaskSpec::filter,
+        {.key = "filter",
+         .request_key = "filter",
+         .type_text = "string",
+         .meaning = "BPF filter applied to the captures; compiled at submission (`422` when "
+                    "invalid)",
+         .max = 4096,
+         .type_error = "must be a string (a BPF expression)",
+         .check = Check::Bpf}},
+};
+
+inline constexpr std::tuple kRequestExtraFields{
+    Field<RequestExtras, std::int32_t>{&RequestExtras::priority,
+                                       {.key = "priority",
+                                        .request_key = "priority",
+                                        .type_text = "integer -100..100",
+                                        .meaning = "higher runs first",
+                                        .min = -100,
+                                        .max = 100,
+                                        .range_error = "must be an integer from -100 to 100"}},
+};
+
+// Calls f(field) for every field of the tuple, in order.
+template <class Fields, class F>
+constexpr void for_each_field(const Fields& fields, F&& f) {
+  std::apply([&](const auto&... field) { (f(field), ...); }, fields);
+}
+
+inline constexpr std::size_t kTaskSpecFieldCount = std::tuple_size_v<decltype(kTaskSpecFields)>;
+
+}  // namespace ipfixweb::proto
+
+// TaskSpec on the wire: a map keyed by FieldInfo::key, in kTaskSpecFields order (what
+// MSGPACK_DEFINE_MAP wrote before). Unknown keys are ignored and missing keys keep their
+// defaults, so fields can be added without a new protocol version.
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+  namespace adaptor {
+  template <>
+  struct pack<ipfixweb::proto::TaskSpec> {
+    template <typename Stream>
+    packer<Stream>& operator()(packer<Stream>& o, const ipfixweb::proto::TaskSpec& v) const {
+      o.pack_map(ipfixweb::proto::kTaskSpecFieldCount);
+      ipfixweb::proto::for_each_field(ipfixweb::proto::kTaskSpecFields, [&](const auto& f) {
+        o.pack(f.info.key);
+        o.pack(v.*f.member);
+      });
+      return o;
+    }
+  };
+  template <>
+  struct convert<ipfixweb::proto::TaskSpec> {
+    const msgpack::object& operator()(const msgpack::object& o,
+                                      ipfixweb::proto::TaskSpec& v) const {
+      if (o.type != msgpack::type::MAP) throw msgpack::type_error();
+      for (const auto& kv : std::span(o.via.map.ptr, o.via.map.size)) {
+        if (kv.key.type != msgpack::type::STR) continue;
+        const std::string_view k(kv.key.via.str.ptr, kv.key.via.str.size);
+        ipfixweb::proto::for_each_field(ipfixweb::proto::kTaskSpecFields, [&](const auto& f) {
+          if (f.info.key == k) kv.val.convert(v.*f.member);
+        });
+      }
+      return o;
+    }
+  };
+  }  // namespace adaptor
+}
+}  // namespace msgpack
