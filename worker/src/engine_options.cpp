@@ -3,6 +3,9 @@
 namespace ipfixweb::worker {
 
 engine::Options to_engine_options(const proto::TaskSpec& spec) {
+  static_assert(proto::kTaskSpecFieldCount == 7,
+                "a TaskSpec field was added or removed: map it to engine::Options here, then "
+                "update this count");
   engine::Options o;
   o.inputs = spec.inputs;
   o.output = spec.output;
