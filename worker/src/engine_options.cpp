@@ -3,7 +3,7 @@
 namespace ipfixweb::worker {
 
 engine::Options to_engine_options(const proto::TaskSpec& spec) {
-  static_assert(proto::kTaskSpecFieldCount == 7,
+  static_assert(proto::kTaskSpecFieldCount == 9,
                 "a TaskSpec field was added or removed: map it to engine::Options here, then "
                 "update this count");
   engine::Options o;
@@ -14,6 +14,8 @@ engine::Options to_engine_options(const proto::TaskSpec& spec) {
   o.idle_timeout_s = spec.idle_timeout;
   o.active_timeout_s = spec.active_timeout;
   o.bpf_filter = spec.filter;
+  o.biflow = !spec.uniflow;
+  o.max_flows = spec.max_flows;
   return o;
 }
 

@@ -32,6 +32,7 @@ struct TaskSpec {
   static constexpr bool kDefaultDpi = true;
   static constexpr double kDefaultIdleTimeout = 300;
   static constexpr double kDefaultActiveTimeout = 1800;
+  static constexpr std::uint64_t kDefaultMaxFlows = 1u << 20;
 
   std::vector<std::string> inputs;
   std::string output;
@@ -40,6 +41,8 @@ struct TaskSpec {
   double idle_timeout = kDefaultIdleTimeout;
   double active_timeout = kDefaultActiveTimeout;
   std::string filter;
+  bool uniflow = false;
+  std::uint64_t max_flows = kDefaultMaxFlows;
 };
 
 // Request fields that are not part of the spec (they steer the broker, not the conversion).
@@ -154,6 +157,23 @@ inline constexpr std::tuple kTaskSpecFields{
          .max = 4096,
          .type_error = "must be a string (a BPF expression)",
          .check = Check::Bpf}},
+    Field<TaskSpec, bool>{&TaskSpec::uniflow,
+                          {.key = "uniflow",
+                           .request_key = "uniflow",
+                           .type_text = "boolean",
+                           .meaning = "one record per direction instead of RFC 5103 biflows",
+                           .omit_default = true}},
+    Field<TaskSpec, std::uint64_t>{
+        &TaskSpec::max_flows,
+        {.key = "max_flows",
+         .request_key = "max_flows",
+         .type_text = "integer 1..16777216",
+         .meaning = "flows kept in memory at once (about 260 bytes each); when full, the least "
+                    "recently seen flow is exported early",
+         .min = 1,
+         .max = 16777216,
+         .range_error = "must be an integer from 1 to 16777216",
+         .omit_default = true}},
 };
 
 inline constexpr std::tuple kRequestExtraFields{
