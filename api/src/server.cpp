@@ -23,7 +23,7 @@
 #include "ipfixweb/api/render.hpp"
 #include "ipfixweb/api/submitter.hpp"
 #include "ipfixweb/api/validation.hpp"
-#include "ipfixweb/shared/json_escape.hpp"
+#include "ipfixweb/shared/json_writer.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/paths.hpp"
 #include "ipfixweb/shared/store.hpp"
@@ -223,15 +223,15 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
   }
   metrics.accepted.fetch_add(1, std::memory_order_relaxed);
   std::string location = "/api/v1/tasks/" + reply->task_id;
-  // {"existing":true,"links":{"self":...},"state":...,"task_id":...}, written directly.
-  std::string out =
-      reply->existing ? "{\"existing\":true,\"links\":{\"self\":" : "{\"links\":{\"self\":";
-  append_json_string(out, location);
-  out += "},\"state\":";
-  append_json_string(out, name(reply->state.value_or(TaskState::Queued)));
-  out += ",\"task_id\":";
-  append_json_string(out, reply->task_id);
-  out += "}";
+  // Keys in byte order, as nlohmann writes them.
+  std::string out;
+  JsonWriter w(out);
+  w.begin_object();
+  if (reply->existing) w.key("existing").value(true);
+  w.key("links").begin_object().key("self").value(location).end_object();
+  w.key("state").value(name(reply->state.value_or(TaskState::Queued)));
+  w.key("task_id").value(reply->task_id);
+  w.end_object();
   res.set_header("Location", location);
   res.status = reply->existing ? 200 : 202;
   res.set_content(std::move(out), "application/json");
@@ -294,17 +294,18 @@ void Server::Impl::list_tasks(const httplib::Request& req, httplib::Response& re
     return problem(res, 422, "Unprocessable Content", "invalid query parameters", errors);
   ++f.limit;  // one extra row tells whether there is a next page
   auto rows = st->list(f);
-  std::string body = "{\"tasks\":[";
-  std::string next = "null";
+  std::string body;
+  JsonWriter w(body);
+  w.begin_object().key("tasks").begin_array();
+  std::string next;  // the cursor of the next page: the last shown task's seq
   for (std::size_t i = 0; i < rows.size(); ++i) {
     if (static_cast<int>(i) == f.limit - 1) {
-      next = "\"" + std::to_string(rows[i - 1].seq) + "\"";
+      next = std::to_string(rows[i - 1].seq);
       break;
     }
-    if (i) body.push_back(',');
-    append_task_json(body, rows[i], roots.output);
+    write_task_json(w, rows[i], roots.output);
   }
-  body += "],\"next\":" + next + "}";
+  w.end_array().key("next").string_or_null(next).end_object();
   res.status = 200;
   res.set_content(std::move(body), "application/json");
 }

@@ -1,6 +1,6 @@
 #include "summary.hpp"
 
-#include "ipfixweb/shared/json_escape.hpp"
+#include "ipfixweb/shared/json_writer.hpp"
 
 #include <netdb.h>
 
@@ -189,74 +189,13 @@ void Summary::add_to_family(Family& fs, const Flow& f, const std::string* app, s
 
 namespace {
 
-// Writes JSON text the way nlohmann's dump() does: no spaces, strings escaped alike.
-class Out {
- public:
-  explicit Out(std::string& s) : s_(s) {}
-  void begin_object() { open('{'); }
-  void end_object() { close('}'); }
-  void begin_array() { open('['); }
-  void end_array() { close(']'); }
-  Out& key(std::string_view k) {
-    comma();
-    string_text(k);
-    s_.push_back(':');
-    first_ = true;  // the value that follows takes no comma
-    return *this;
-  }
-  void value(std::uint64_t v) {
-    comma();
-    char buf[24];
-    const auto r = std::to_chars(buf, buf + sizeof buf, v);
-    s_.append(buf, r.ptr);
-  }
-  void value(double v) {
-    comma();
-    s_ += nlohmann::json(v).dump();  // nlohmann's number format, to the digit
-  }
-  void value(bool v) {
-    comma();
-    s_ += v ? "true" : "false";
-  }
-  void value(std::string_view v) {
-    comma();
-    string_text(v);
-  }
-  void null() {
-    comma();
-    s_ += "null";
-  }
-  void counter_fields(const Counter& c) {
-    key("bytes").value(c.bytes);
-    key("flows").value(c.flows);
-    key("packets").value(c.packets);
-  }
+using Out = JsonWriter;  // what nlohmann's dump() writes, written directly
 
- private:
-  void comma() {
-    if (!first_) s_.push_back(',');
-    first_ = false;
-  }
-  void open(char c) {
-    comma();
-    s_.push_back(c);
-    first_ = true;
-  }
-  void close(char c) {
-    s_.push_back(c);
-    first_ = false;
-  }
-  void string_text(std::string_view v) {
-    if (!is_valid_utf8(v)) {  // rare: let nlohmann replace what is not UTF-8, as it always did
-      s_ += nlohmann::json(std::string(v))
-                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-      return;
-    }
-    append_json_string(s_, v);  // the escapes nlohmann writes for UTF-8 text
-  }
-  std::string& s_;
-  bool first_ = true;
-};
+void counter_fields(Out& o, const Counter& c) {
+  o.key("bytes").value(c.bytes);
+  o.key("flows").value(c.flows);
+  o.key("packets").value(c.packets);
+}
 
 // The top kTopN entries of `m` (by bytes or flows, then name) as objects: the counter and the
 // name under `key_name`, keys in byte order.
@@ -303,7 +242,7 @@ void Summary::write_json(std::string& out, const Extras& x) const {
     for (const std::size_t i : order) {
       const Family& fs = family_stats_[i];
       o.key(families_[i]).begin_object();
-      o.counter_fields(fs.total);
+      counter_fields(o, fs.total);
       o.key("top_applications");
       write_top(o, fs.apps, true, "application");
       std::unordered_map<std::string, Counter> hosts;
@@ -396,7 +335,7 @@ void Summary::write_json(std::string& out, const Extras& x) const {
     o.key("protocols").begin_object();
     for (const auto& [name, c] : protos) {
       o.key(name).begin_object();
-      o.counter_fields(*c);
+      counter_fields(o, *c);
       o.end_object();
     }
     o.end_object();
