@@ -1,5 +1,7 @@
 #include "harness.hpp"
 
+#include <sstream>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -69,6 +71,24 @@ int free_port() {
 
 nlohmann::json small_task(const std::string& output) {
   return {{"pcap_files", {"sample.pcap"}}, {"output_path", output}, {"DPI", true}};
+}
+
+std::optional<std::vector<long long>> tshark_packet_counters(const std::string& ipfix_file) {
+  int st = 0;
+  const std::string out = run_capture("tshark -r '" + ipfix_file +
+                                          "' -T fields -E occurrence=a -E aggregator=, "
+                                          "-e cflow.packets 2>/dev/null",
+                                      &st);
+  if (st != 0) return std::nullopt;
+  std::vector<long long> counters;
+  std::stringstream lines(out);
+  std::string line, v;
+  while (std::getline(lines, line)) {
+    std::stringstream vals(line);
+    while (std::getline(vals, v, ','))
+      if (!v.empty()) counters.push_back(std::stoll(v));
+  }
+  return counters;
 }
 
 std::string run_capture(const std::string& cmd, int* status) {

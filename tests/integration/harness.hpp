@@ -28,6 +28,9 @@ int free_port();
 // Runs a shell command, returns its stdout (and exit code through *status).
 std::string run_capture(const std::string& cmd, int* status = nullptr);
 bool have_tool(const std::string& name);
+// Every packet counter tshark decodes in an IPFIX file, in order (a biflow record has two,
+// forward and reverse; a uniflow record one); nullopt when tshark is missing or fails.
+std::optional<std::vector<long long>> tshark_packet_counters(const std::string& ipfix_file);
 // Writes `copies` time-shifted copies of the capture `src` into `dst` (with
 // libpcap), for tasks that take a while. Returns the packet count written.
 long long make_capture_copies(const std::string& src, const std::string& dst, int copies);

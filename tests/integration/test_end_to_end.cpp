@@ -19,22 +19,10 @@ namespace {
 // Sum of every packet counter (forward and reverse) tshark decodes in an
 // IPFIX file; -1 if tshark is missing or fails.
 long long tshark_packet_total(const std::string& file) {
-  int st = 0;
-  std::string out = run_capture("tshark -r '" + file +
-                                    "' -T fields -E occurrence=a -E aggregator=, -e cflow.packets "
-                                    "2>/dev/null",
-                                &st);
-  if (st != 0) return -1;
+  auto counters = tshark_packet_counters(file);
+  if (!counters) return -1;
   long long total = 0;
-  std::string field;
-  std::stringstream ss(out);
-  while (std::getline(ss, field, '\n')) {
-    std::stringstream vals(field);
-    std::string v;
-    while (std::getline(vals, v, ',')) {
-      if (!v.empty()) total += std::stoll(v);
-    }
-  }
+  for (long long c : *counters) total += c;
   return total;
 }
 
