@@ -123,7 +123,7 @@ json task_request_schema() {
           {"additionalProperties", false}};
 }
 
-json build() {
+json schemas() {
   json states = json::array();
   for (auto n : all_names<TaskState>()) states.push_back(n);
   json schemas = {
@@ -179,6 +179,10 @@ json build() {
               {"properties",
                {{"field", {{"type", "string"}}}, {"message", {{"type", "string"}}}}}}}}}}}}}};
 
+  return schemas;
+}
+
+json task_paths() {
   json paths;
   paths["/api/v1/tasks"]["post"] = submit_operation("Submit a conversion task");
   paths["/api/v1/tasks"]["get"] = list_operation("List tasks");
@@ -211,6 +215,12 @@ json build() {
            {{"application/ipfix", {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}}},
         {"404", problem_response("No such task, or its file is gone")},
         {"409", problem_response("The task has not succeeded")}}}};
+  return paths;
+}
+
+// Operations, probes and the original service's routes.
+json service_paths() {
+  json paths;
   json plain = {{"responses", {{"200", {{"description", "OK"}}}}}};
   paths["/livez"]["get"] = plain;
   paths["/livez"]["get"]["summary"] = "The process serves HTTP";
@@ -238,13 +248,19 @@ json build() {
        {{"202", json_response("Accepted", ref("Accepted"))},
         {"503", problem_response("Queue full or broker unavailable")}}}};
 
+  return paths;
+}
+
+json build() {
+  json paths = task_paths();
+  paths.update(service_paths());
   return {{"openapi", "3.0.3"},
           {"info",
            {{"title", "ipfixweb"},
             {"version", "1.0.0"},
             {"description", "PCAP/PCAPNG to IPFIX conversion jobs with nDPI labels"}}},
           {"components",
-           {{"schemas", schemas},
+           {{"schemas", schemas()},
             {"securitySchemes", {{"bearer", {{"type", "http"}, {"scheme", "bearer"}}}}}}},
           {"paths", paths}};
 }

@@ -120,7 +120,7 @@ void BatchSubmitter::run() {
   }
 }
 
-void BatchSubmitter::loop() {
+zmq::socket_t BatchSubmitter::connect() {
   zmq::socket_t sock(ctx_, zmq::socket_type::dealer);
   sock.set(zmq::sockopt::linger, 0);
   // Without a live connection the socket is not writable and sends fail at
@@ -131,75 +131,104 @@ void BatchSubmitter::loop() {
   sock.set(zmq::sockopt::reconnect_ivl_max, 1000);
   if (keys_) curve::make_client(sock, *keys_, server_public_);
   sock.connect(endpoint_);
+  return sock;
+}
 
+bool BatchSubmitter::take_pending(double now, bool writable, std::size_t in_flight,
+                                  std::vector<std::shared_ptr<Slot>>& take,
+                                  std::vector<std::shared_ptr<Slot>>& expired) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Submissions queue in arrival order with the same timeout, so the
+  // expired ones are at the front.
+  while (!pending_.empty() && pending_.front()->deadline <= now) {
+    expired.push_back(std::move(pending_.front()));
+    pending_.pop_front();
+  }
+  if (writable) {
+    std::size_t n = std::min(pending_.size(), opts_.max_batch);
+    for (std::size_t i = 0; i < n; ++i) {
+      take.push_back(std::move(pending_.front()));
+      pending_.pop_front();
+    }
+  }
+  const bool more = !pending_.empty();
+  const bool room = in_flight + (take.empty() ? 0 : 1) < opts_.max_in_flight;
+  // Nothing to do until a submission arrives: ask for a wake-up.
+  idle_ = !more && room;
+  return more;
+}
+
+void BatchSubmitter::send_batch(zmq::socket_t& sock, std::vector<std::shared_ptr<Slot>>& take,
+                                std::vector<Batch>& in_flight, std::uint64_t& next_id) {
+  Batch b;
+  b.req_id = ++next_id;
+  proto::SubmitBatch msg;
+  msg.req_id = b.req_id;
+  msg.submits.reserve(take.size());
+  for (auto& s : take) {
+    s->submit.req_id = ++next_id;
+    b.slot_ids.push_back(s->submit.req_id);
+    b.deadline = std::max(b.deadline, s->deadline);
+    msg.submits.push_back(std::move(s->submit));
+  }
+  b.slots = std::move(take);
+  take.clear();
+  if (zmqu::send_frame(sock, proto::encode(proto::type::kSubmitBatch, msg))) {
+    batches_sent_.fetch_add(1, std::memory_order_relaxed);
+    in_flight.push_back(std::move(b));
+  } else {
+    // The connection went away since the writability check.
+    for (auto& s : b.slots) s->answer(std::nullopt);
+  }
+}
+
+void BatchSubmitter::read_replies(zmq::socket_t& sock, std::vector<Batch>& in_flight) {
+  while (auto parts = zmqu::recv_multipart(sock)) {
+    if (parts->size() != 1) continue;
+    std::string err;
+    auto env = proto::decode((*parts)[0].data(), (*parts)[0].size(), &err);
+    if (!env || env->type != proto::type::kSubmitBatchReply) {
+      log_->warn("broker submitter: dropped unexpected reply: {}", env ? env->type : err);
+      continue;
+    }
+    auto reply = env->as<proto::SubmitBatchReply>(&err);
+    if (!reply) {
+      log_->warn("broker submitter: {}", err);
+      continue;
+    }
+    auto it = std::find_if(in_flight.begin(), in_flight.end(),
+                           [&](const Batch& b) { return b.req_id == reply->req_id; });
+    if (it == in_flight.end()) continue;  // a late answer to a batch that timed out
+    for (std::size_t i = 0; i < it->slots.size(); ++i) {
+      if (i < reply->replies.size() && reply->replies[i].req_id == it->slot_ids[i]) {
+        it->slots[i]->answer(std::move(reply->replies[i]));
+      } else {
+        log_->warn("broker submitter: batch reply without an answer for submission {}", i);
+        it->slots[i]->answer(std::nullopt);
+      }
+    }
+    in_flight.erase(it);
+  }
+}
+
+void BatchSubmitter::loop() {
+  zmq::socket_t sock = connect();
   std::random_device rd;
   std::uint64_t next_id = (static_cast<std::uint64_t>(rd()) << 32) | rd();
   std::vector<Batch> in_flight;
   std::vector<std::shared_ptr<Slot>> expired, take;
-  // Answers every in-flight and pending submission with nullopt (on the way out).
-  auto abandon_all = [&] {
-    for (auto& b : in_flight)
-      for (auto& s : b.slots) s->answer(std::nullopt);
-    in_flight.clear();
-    std::deque<std::shared_ptr<Slot>> rest;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      rest.swap(pending_);
-    }
-    for (auto& s : rest) s->answer(std::nullopt);
-  };
-
   while (true) {
     double now = now_mono();
-    bool room = in_flight.size() < opts_.max_in_flight;
-    bool writable = room && (sock.get(zmq::sockopt::events) & ZMQ_POLLOUT) != 0;
-    bool more = false;
+    const bool room = in_flight.size() < opts_.max_in_flight;
+    const bool writable = room && (sock.get(zmq::sockopt::events) & ZMQ_POLLOUT) != 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) break;
-      // Submissions queue in arrival order with the same timeout, so the
-      // expired ones are at the front.
-      while (!pending_.empty() && pending_.front()->deadline <= now) {
-        expired.push_back(std::move(pending_.front()));
-        pending_.pop_front();
-      }
-      if (writable) {
-        std::size_t n = std::min(pending_.size(), opts_.max_batch);
-        for (std::size_t i = 0; i < n; ++i) {
-          take.push_back(std::move(pending_.front()));
-          pending_.pop_front();
-        }
-      }
-      more = !pending_.empty();
-      room = in_flight.size() + (take.empty() ? 0 : 1) < opts_.max_in_flight;
-      // Nothing to do until a submission arrives: ask for a wake-up.
-      idle_ = !more && room;
     }
+    const bool more = take_pending(now, writable, in_flight.size(), take, expired);
     for (auto& s : expired) s->answer(std::nullopt);
     expired.clear();
-
-    if (!take.empty()) {
-      Batch b;
-      b.req_id = ++next_id;
-      proto::SubmitBatch msg;
-      msg.req_id = b.req_id;
-      msg.submits.reserve(take.size());
-      for (auto& s : take) {
-        s->submit.req_id = ++next_id;
-        b.slot_ids.push_back(s->submit.req_id);
-        b.deadline = std::max(b.deadline, s->deadline);
-        msg.submits.push_back(std::move(s->submit));
-      }
-      b.slots = std::move(take);
-      take.clear();
-      if (zmqu::send_frame(sock, proto::encode(proto::type::kSubmitBatch, msg))) {
-        batches_sent_.fetch_add(1, std::memory_order_relaxed);
-        in_flight.push_back(std::move(b));
-      } else {
-        // The connection went away since the writability check.
-        for (auto& s : b.slots) s->answer(std::nullopt);
-      }
-    }
+    if (!take.empty()) send_batch(sock, take, in_flight, next_id);
 
     // How long to wait: at once when more can be sent; a short retry while
     // submissions wait for the connection; otherwise until the next deadline.
@@ -218,32 +247,7 @@ void BatchSubmitter::loop() {
       std::uint64_t count = 0;
       [[maybe_unused]] auto n = ::read(wake_fd_, &count, sizeof count);
     }
-    while (auto parts = zmqu::recv_multipart(sock)) {
-      if (parts->size() != 1) continue;
-      std::string err;
-      auto env = proto::decode((*parts)[0].data(), (*parts)[0].size(), &err);
-      if (!env || env->type != proto::type::kSubmitBatchReply) {
-        log_->warn("broker submitter: dropped unexpected reply: {}", env ? env->type : err);
-        continue;
-      }
-      auto reply = env->as<proto::SubmitBatchReply>(&err);
-      if (!reply) {
-        log_->warn("broker submitter: {}", err);
-        continue;
-      }
-      auto it = std::find_if(in_flight.begin(), in_flight.end(),
-                             [&](const Batch& b) { return b.req_id == reply->req_id; });
-      if (it == in_flight.end()) continue;  // a late answer to a batch that timed out
-      for (std::size_t i = 0; i < it->slots.size(); ++i) {
-        if (i < reply->replies.size() && reply->replies[i].req_id == it->slot_ids[i]) {
-          it->slots[i]->answer(std::move(reply->replies[i]));
-        } else {
-          log_->warn("broker submitter: batch reply without an answer for submission {}", i);
-          it->slots[i]->answer(std::nullopt);
-        }
-      }
-      in_flight.erase(it);
-    }
+    read_replies(sock, in_flight);
     now = now_mono();
     for (auto it = in_flight.begin(); it != in_flight.end();) {
       if (it->deadline > now) {
@@ -254,7 +258,15 @@ void BatchSubmitter::loop() {
       it = in_flight.erase(it);
     }
   }
-  abandon_all();
+  // On the way out: every in-flight and pending submission is answered with nullopt.
+  for (auto& b : in_flight)
+    for (auto& s : b.slots) s->answer(std::nullopt);
+  std::deque<std::shared_ptr<Slot>> rest;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    rest.swap(pending_);
+  }
+  for (auto& s : rest) s->answer(std::nullopt);
 }
 
 }  // namespace ipfixweb::api

@@ -68,6 +68,70 @@ std::uint64_t seconds_to_ms(double s, const char* what) {
   return static_cast<std::uint64_t>(std::llround(s * 1000.0));
 }
 
+FlowTableConfig table_config(const Options& opts) {
+  if (opts.max_flows == 0) throw EngineError("invalid max_flows (must be at least 1)");
+  FlowTableConfig tcfg;
+  tcfg.idle_timeout_ms = seconds_to_ms(opts.idle_timeout_s, "idle timeout");
+  tcfg.active_timeout_ms = seconds_to_ms(opts.active_timeout_s, "active timeout");
+  tcfg.max_flows = opts.max_flows;
+  return tcfg;
+}
+
+ExporterConfig exporter_config(const Options& opts) {
+  ExporterConfig ecfg;
+  ecfg.output = opts.output;
+  ecfg.dpi = opts.dpi;
+  ecfg.biflow = opts.biflow;
+  ecfg.observation_domain = opts.observation_domain;
+  return ecfg;
+}
+
+// What the summary says of each input before reading it.
+void describe_inputs(const MergedReader& reader, Summary& summary) {
+  for (const auto& r : reader.readers()) {
+    InputInfo info;
+    info.path = r->path();
+    info.link_type = r->dlt();
+    const char* n = pcap_datalink_val_to_name(r->dlt());
+    info.link_name = n ? n : "";
+    info.file_bytes = r->file_size();
+    summary.inputs.push_back(info);
+  }
+}
+
+// What the summary says of each input after reading it, and the warnings of the whole run.
+void account_inputs(const MergedReader& reader, Summary& summary) {
+  for (std::size_t i = 0; i < reader.readers().size(); ++i) {
+    const auto& r = *reader.readers()[i];
+    summary.inputs[i].packets = r.packets();
+    summary.inputs[i].truncated = r.truncated();
+    if (r.truncated()) {
+      summary.warn("input '" + r.path() + "': last record cut short after " +
+                   std::to_string(r.packets()) + " packets (" + r.truncation_message() + ")");
+    }
+  }
+  if (summary.out_of_order_packets) {
+    summary.warn(std::to_string(summary.out_of_order_packets) +
+                 " packets had timestamps earlier than a previous packet");
+  }
+  if (summary.packets_read == 0) summary.warn("the input contains no packets");
+}
+
+Summary::Extras summary_extras(const Options& opts, const Dpi* dpi) {
+  Summary::Extras x;
+  x.output = opts.output;
+  x.dpi = opts.dpi;
+  x.biflow = opts.biflow;
+  if (dpi) {
+    x.has_dpi_stats = true;
+    x.classified = dpi->stats().flows_classified;
+    x.guessed = dpi->stats().flows_guessed;
+    x.unknown = dpi->stats().flows_unknown;
+    x.packets_inspected = dpi->stats().packets_inspected;
+  }
+  return x;
+}
+
 }  // namespace
 
 struct Engine::Impl {
@@ -78,6 +142,20 @@ struct Engine::Impl {
     ndpi = std::make_unique<NdpiModule>();
     ndpi_used = false;
     ++ndpi_inits;
+  }
+  // A classifier over the module, in the state of a fresh process. nDPI keeps per-module LRU
+  // caches (BitTorrent, STUN, Ookla, TLS certificates, ...) that change later
+  // classifications. Before a second conversion the module is put back into its freshly
+  // initialised state (or replaced when that is not possible), so every convert() labels
+  // exactly like the first one in a fresh process.
+  std::unique_ptr<Dpi> fresh_dpi() {
+    if (ndpi && ndpi_used && !ndpi->reset()) {
+      logger()->debug("nDPI module state could not be reset; initialising a new one");
+      ndpi.reset();
+    }
+    if (!ndpi) make_ndpi();
+    ndpi_used = true;
+    return std::make_unique<Dpi>(*ndpi);
   }
 };
 
@@ -118,46 +196,13 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   if (cancelled()) throw Cancelled();
   if (opts.inputs.empty()) throw EngineError("no input file given");
   if (opts.output.empty()) throw EngineError("no output given");
-  if (opts.max_flows == 0) throw EngineError("invalid max_flows (must be at least 1)");
-  FlowTableConfig tcfg;
-  tcfg.idle_timeout_ms = seconds_to_ms(opts.idle_timeout_s, "idle timeout");
-  tcfg.active_timeout_ms = seconds_to_ms(opts.active_timeout_s, "active timeout");
-  tcfg.max_flows = opts.max_flows;
-
+  const FlowTableConfig tcfg = table_config(opts);
   MergedReader reader(opts.inputs, opts.bpf_filter);  // input errors before touching the output
   Summary summary(opts.analysis, opts.dpi);
-  for (const auto& r : reader.readers()) {
-    InputInfo info;
-    info.path = r->path();
-    info.link_type = r->dlt();
-    const char* n = pcap_datalink_val_to_name(r->dlt());
-    info.link_name = n ? n : "";
-    info.file_bytes = r->file_size();
-    summary.inputs.push_back(info);
-  }
-
-  ExporterConfig ecfg;
-  ecfg.output = opts.output;
-  ecfg.dpi = opts.dpi;
-  ecfg.biflow = opts.biflow;
-  ecfg.observation_domain = opts.observation_domain;
-  IpfixExporter exporter(ecfg);  // removes its temporary file unless committed
+  describe_inputs(reader, summary);
+  IpfixExporter exporter(exporter_config(opts));  // removes its temporary file unless committed
   const bool live = exporter.is_network();
-
-  std::unique_ptr<Dpi> dpi;
-  if (opts.dpi) {
-    // nDPI keeps per-module LRU caches (BitTorrent, STUN, Ookla, TLS certificates, ...) that
-    // change later classifications. Before a second conversion the module is put back into
-    // its freshly initialised state (or replaced when that is not possible), so every
-    // convert() labels exactly like the first one in a fresh process.
-    if (impl_->ndpi && impl_->ndpi_used && !impl_->ndpi->reset()) {
-      logger()->debug("nDPI module state could not be reset; initialising a new one");
-      impl_->ndpi.reset();
-    }
-    if (!impl_->ndpi) impl_->make_ndpi();
-    impl_->ndpi_used = true;
-    dpi = std::make_unique<Dpi>(*impl_->ndpi);
-  }
+  std::unique_ptr<Dpi> dpi = opts.dpi ? impl_->fresh_dpi() : nullptr;
   ExportSink sink(exporter, dpi.get(), summary);
   FlowTable table(tcfg, sink);
   FragmentTracker fragments;
@@ -206,20 +251,7 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   }
   if (cancelled()) throw Cancelled();
 
-  for (std::size_t i = 0; i < reader.readers().size(); ++i) {
-    const auto& r = *reader.readers()[i];
-    summary.inputs[i].packets = r.packets();
-    summary.inputs[i].truncated = r.truncated();
-    if (r.truncated()) {
-      summary.warn("input '" + r.path() + "': last record cut short after " +
-                   std::to_string(r.packets()) + " packets (" + r.truncation_message() + ")");
-    }
-  }
-  if (summary.out_of_order_packets) {
-    summary.warn(std::to_string(summary.out_of_order_packets) +
-                 " packets had timestamps earlier than a previous packet");
-  }
-  if (summary.packets_read == 0) summary.warn("the input contains no packets");
+  account_inputs(reader, summary);
   summary.peak_flows = table.peak_size();
   table.flush(EndReason::kForcedEnd);
   exporter.commit();
@@ -230,20 +262,9 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
     progress(prog);
   }
   summary.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  Summary::Extras x;
-  x.output = opts.output;
-  x.dpi = opts.dpi;
-  x.biflow = opts.biflow;
-  if (dpi) {
-    x.has_dpi_stats = true;
-    x.classified = dpi->stats().flows_classified;
-    x.guessed = dpi->stats().flows_guessed;
-    x.unknown = dpi->stats().flows_unknown;
-    x.packets_inspected = dpi->stats().packets_inspected;
-  }
   Conversion c;
   c.summary.reserve(4096);
-  summary.write_json(c.summary, x);
+  summary.write_json(c.summary, summary_extras(opts, dpi.get()));
   c.packets = summary.packets();
   c.bytes = summary.bytes();
   c.flows = summary.records();

@@ -53,6 +53,15 @@ class BatchSubmitter {
   void run();
   void loop();
   void wake();
+  zmq::socket_t connect();
+  // Under the lock: moves the expired submissions to `expired` and, when the socket is
+  // writable, up to a batch of the others to `take`. Returns whether more are waiting.
+  bool take_pending(double now, bool writable, std::size_t in_flight,
+                    std::vector<std::shared_ptr<Slot>>& take,
+                    std::vector<std::shared_ptr<Slot>>& expired);
+  void send_batch(zmq::socket_t& sock, std::vector<std::shared_ptr<Slot>>& take,
+                  std::vector<Batch>& in_flight, std::uint64_t& next_id);
+  void read_replies(zmq::socket_t& sock, std::vector<Batch>& in_flight);
 
   zmq::context_t& ctx_;
   std::string endpoint_;
