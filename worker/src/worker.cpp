@@ -13,8 +13,6 @@
 #include <thread>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/util.hpp"
 #include "ipfixweb/shared/zmq_util.hpp"
@@ -134,7 +132,8 @@ void Worker::run(const std::atomic<bool>& stop) {
         log_->warn("dropped malformed message from broker: {}", err);
         continue;
       }
-      handle(*env);
+      handle(*env,
+             std::string_view(static_cast<const char*>((*parts)[0].data()), (*parts)[0].size()));
     }
     // (Handling the broker's messages may have started or replaced runners since the poll.)
     for (std::size_t i = 0; i < polled.size(); ++i)
@@ -176,7 +175,7 @@ void Worker::run(const std::atomic<bool>& stop) {
   log_->info("worker stopped");
 }
 
-void Worker::handle(const proto::Envelope& env) {
+void Worker::handle(const proto::Envelope& env, std::string_view bytes) {
   std::string err;
   if (env.type == proto::type::kHeartbeat) return;
   if (env.type == proto::type::kReregister) {
@@ -201,7 +200,7 @@ void Worker::handle(const proto::Envelope& env) {
         return;
       }
     }
-    start_task(*t);
+    start_task(*t, bytes);
   } else if (env.type == proto::type::kAbort) {
     auto a = env.as<proto::Abort>(&err);
     if (!a) return;
@@ -251,13 +250,12 @@ Worker::Runner* Worker::spawn_runner() {
   return &runners_.emplace(pid, std::move(r)).first->second;
 }
 
-void Worker::start_task(const proto::Task& t) {
-  const std::string frame = proto::encode(proto::type::kTask, t);
+void Worker::start_task(const proto::Task& t, std::string_view bytes) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     Runner* r = idle_runner();
     if (!r) r = spawn_runner();
     if (!r) break;
-    if (!detail::write_frame(r->fd, 'T', frame)) {
+    if (!channel::write_frame(r->fd, channel::Kind::Task, bytes)) {
       // The idle runner died (e.g. killed from outside): replace it once.
       const pid_t gone = r->pid;
       runner_gone(gone);
@@ -298,24 +296,19 @@ void Worker::read_runner(pid_t pid) {
     eof = true;  // EOF or error: the runner is gone
     break;
   }
-  std::string latest_progress;
-  while (auto frame = detail::next_frame(r.in, r.in_off)) {
-    if (frame->first == 'P') {
-      latest_progress = std::move(frame->second);
-    } else if (frame->first == 'D' && r.job) {
+  std::string latest_progress;  // a `progress` message, sent on as it is
+  while (auto frame = r.in.next()) {
+    if (frame->kind == channel::Kind::Progress) {
+      latest_progress = std::move(frame->payload);
+    } else if (frame->kind == channel::Kind::Done && r.job) {
       latest_progress.clear();
-      finish_job(r, frame->second);
+      finish_job(r, frame->payload);
     }
   }
   if (!latest_progress.empty() && r.job &&
-      now_mono() - r.job->last_progress_sent >= detail::kProgressInterval) {
-    try {
-      auto j = nlohmann::json::parse(latest_progress);
-      proto::ProgressMsg p{r.job->task_id, j.value("progress", 0.0), j.value("packets", 0ull)};
-      send(proto::type::kProgress, proto::encode(proto::type::kProgress, p));
-      r.job->last_progress_sent = now_mono();
-    } catch (const std::exception&) {
-    }
+      now_mono() - r.job->last_progress_sent >= channel::kProgressInterval) {
+    send(proto::type::kProgress, latest_progress);
+    r.job->last_progress_sent = now_mono();
   }
   if (eof) runner_gone(pid);
 }

@@ -20,6 +20,7 @@
 #include "ipfixweb/engine/engine.hpp"
 #include "ipfixweb/shared/curve.hpp"
 #include "ipfixweb/shared/protocol.hpp"
+#include "ipfixweb/worker/channel.hpp"
 
 namespace ipfixweb::worker {
 
@@ -56,8 +57,7 @@ class Worker {
   struct Runner {
     pid_t pid = -1;
     int fd = -1;  // our end of the runner's socketpair
-    std::string in;
-    std::size_t in_off = 0;
+    channel::FrameReader in;
     std::optional<Job> job;
     bool killed = false;      // SIGKILL sent; never given another task
     std::uint32_t tasks = 0;  // tasks handed to it; at --runner-max-tasks it exits by itself
@@ -66,8 +66,9 @@ class Worker {
   void connect();
   void send(std::string_view type, const std::string& payload);
   void send_ready();
-  void handle(const proto::Envelope& env);
-  void start_task(const proto::Task& t);
+  // `bytes`: the message as received (a task goes to its runner unchanged).
+  void handle(const proto::Envelope& env, std::string_view bytes);
+  void start_task(const proto::Task& t, std::string_view bytes);
   Runner* spawn_runner();
   Runner* idle_runner();
   void read_runner(pid_t pid);
