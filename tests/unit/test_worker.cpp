@@ -1,5 +1,8 @@
-// The worker's pure parts: the runner channel's frames.
+// The worker's pure parts: the runner channel's frames, the result of a runner that ended
+// without one, progress throttling, and the session's liveness and result replay window.
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -7,8 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/worker/channel.hpp"
+#include "ipfixweb/worker/runner_pool.hpp"
+#include "ipfixweb/worker/session.hpp"
 
 using namespace ipfixweb;
 using namespace ipfixweb::worker;
@@ -20,6 +26,21 @@ std::vector<channel::Frame> cut_all(channel::FrameReader& in) {
   std::vector<channel::Frame> out;
   while (auto f = in.next()) out.push_back(std::move(*f));
   return out;
+}
+
+// What a registration sends again, in order.
+std::vector<std::string> replayed(const RecentResults& r) {
+  std::vector<std::string> out;
+  r.for_each([&](const std::string& m) { out.push_back(m); });
+  return out;
+}
+
+std::string done_message(const std::string& task_id) {
+  proto::Done d;
+  d.task_id = task_id;
+  d.state = Outcome::Succeeded;
+  d.packets = 12;
+  return proto::encode(proto::type::kDone, d);
 }
 
 }  // namespace
@@ -112,4 +133,188 @@ TEST(Channel, WritingToAGoneRunnerFailsWithoutASignal) {
   ::close(fds[1]);
   EXPECT_FALSE(channel::write_frame(fds[0], Kind::Task, "task"));  // no SIGPIPE
   ::close(fds[0]);
+}
+
+// ---- a runner that ended without a result --------------------------------------------------
+
+TEST(LostRunner, ACancelledTaskIsCancelledAndNotRetried) {
+  const auto d = result_of_lost_runner("t", KillReason::Cancelled, W_EXITCODE(0, SIGKILL), 3);
+  EXPECT_EQ(d.task_id, "t");
+  EXPECT_EQ(d.state, Outcome::Cancelled);
+  EXPECT_EQ(d.error, "cancelled");
+  EXPECT_FALSE(d.retryable);
+}
+
+TEST(LostRunner, ATimedOutTaskFailsSayingHowLongItRanInWholeSeconds) {
+  const auto d = result_of_lost_runner("t", KillReason::Timeout, W_EXITCODE(0, SIGKILL), 12.9);
+  EXPECT_EQ(d.state, Outcome::Failed);
+  EXPECT_EQ(d.error, "timed out after 12 s");
+  EXPECT_FALSE(d.retryable);
+}
+
+TEST(LostRunner, ATaskStoppedByShutdownIsAbortedSoTheBrokerRunsItAgain) {
+  const auto d = result_of_lost_runner("t", KillReason::Shutdown, W_EXITCODE(0, SIGKILL), 30);
+  EXPECT_EQ(d.state, Outcome::Aborted);
+  EXPECT_EQ(d.error, "worker shutting down");
+}
+
+TEST(LostRunner, ACrashFailsRetryablyNamingTheSignal) {
+  const auto d = result_of_lost_runner("t", std::nullopt, W_EXITCODE(0, SIGSEGV), 1);
+  EXPECT_EQ(d.state, Outcome::Failed);
+  EXPECT_EQ(d.error, "crashed with SIGSEGV");
+  EXPECT_TRUE(d.retryable);
+  EXPECT_EQ(result_of_lost_runner("t", std::nullopt, W_EXITCODE(0, SIGXCPU), 1).error,
+            "crashed with SIGXCPU");
+}
+
+TEST(LostRunner, AnExitWithoutAResultFailsRetryablyNamingTheStatus) {
+  const auto d = result_of_lost_runner("t", std::nullopt, W_EXITCODE(3, 0), 1);
+  EXPECT_EQ(d.state, Outcome::Failed);
+  EXPECT_EQ(d.error, "task runner exited with status 3 without a result");
+  EXPECT_TRUE(d.retryable);
+}
+
+TEST(LostRunner, KillReasonsLogByName) {
+  EXPECT_EQ(name(KillReason::Cancelled), "cancelled");
+  EXPECT_EQ(name(KillReason::Timeout), "timeout");
+  EXPECT_EQ(name(KillReason::Shutdown), "shutdown");
+  EXPECT_EQ(fmt::format("killing runner 7 ({})", KillReason::Timeout),
+            "killing runner 7 (timeout)");
+}
+
+// ---- a runner's result ----------------------------------------------------------------------
+
+TEST(RunnerResult, ADoneForTheTaskGivenIsTakenAsItIs) {
+  std::string err;
+  auto d = read_result(done_message("t1"), "t1", &err);
+  ASSERT_TRUE(d) << err;
+  EXPECT_EQ(d->state, Outcome::Succeeded);
+  EXPECT_EQ(d->packets, 12u);
+}
+
+TEST(RunnerResult, ADoneForAnotherTaskIsUnreadable) {
+  std::string err;
+  EXPECT_FALSE(read_result(done_message("t2"), "t1", &err));
+}
+
+TEST(RunnerResult, AnotherMessageOrGarbageIsUnreadable) {
+  std::string err;
+  EXPECT_FALSE(read_result(proto::encode(proto::type::kProgress, proto::ProgressMsg{"t1", 0.5, 3}),
+                           "t1", &err));
+  EXPECT_FALSE(read_result("not msgpack", "t1", &err));
+  EXPECT_FALSE(err.empty());
+}
+
+// ---- progress ------------------------------------------------------------------------------
+
+TEST(ProgressThrottle, TheFirstProgressPassesAtOnceThenAtMostOncePerInterval) {
+  ProgressThrottle t(0.5);
+  EXPECT_TRUE(t.pass(100.0));
+  EXPECT_FALSE(t.pass(100.1));
+  EXPECT_FALSE(t.pass(100.49));
+  EXPECT_TRUE(t.pass(100.5));
+  EXPECT_FALSE(t.pass(100.9));
+  EXPECT_TRUE(t.pass(101.2));
+}
+
+TEST(ProgressThrottle, ByDefaultTheIntervalIsTheChannelsProgressInterval) {
+  ProgressThrottle t;
+  EXPECT_TRUE(t.pass(0));
+  EXPECT_FALSE(t.pass(channel::kProgressInterval * 0.99));
+  EXPECT_TRUE(t.pass(channel::kProgressInterval));
+}
+
+// ---- the broker session -------------------------------------------------------------------
+
+TEST(Liveness, AHeartbeatIsDueOncePerInterval) {
+  Liveness l(1.0, 3);
+  l.connected(10.0);
+  EXPECT_FALSE(l.heartbeat_due(10.5));
+  EXPECT_TRUE(l.heartbeat_due(11.0));
+  EXPECT_FALSE(l.heartbeat_due(11.5));
+  EXPECT_DOUBLE_EQ(l.next_heartbeat(), 12.0);
+  EXPECT_TRUE(l.heartbeat_due(12.2));
+  EXPECT_DOUBLE_EQ(l.next_heartbeat(), 13.2);
+}
+
+TEST(Liveness, TheBrokerIsGivenUpAfterLivenessIntervalsOfSilence) {
+  Liveness l(1.0, 3);
+  l.connected(10.0);
+  EXPECT_FALSE(l.silent(13.0));
+  EXPECT_TRUE(l.silent(13.01));
+  l.heard(12.0);
+  EXPECT_FALSE(l.silent(15.0));
+  EXPECT_TRUE(l.silent(15.01));
+}
+
+TEST(Liveness, FreshConnectionsBackOffDoublingUpTo32Seconds) {
+  Liveness l(1.0, 3);
+  l.connected(0.0);
+  double now = 3.25;  // first given up after 3 silent intervals
+  std::vector<double> waits;
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(l.silent(now));
+    l.reconnected(now);
+    const double at = now;
+    while (!l.silent(now)) now += 0.25;
+    waits.push_back(now - at);
+  }
+  const std::vector<double> expected = {1.25, 2.25, 4.25, 8.25, 16.25, 32.25, 32.25, 32.25};
+  EXPECT_EQ(waits, expected);  // the back-off, first crossed on the 0.25 s grid
+}
+
+TEST(Liveness, HearingFromTheBrokerResetsTheBackOff) {
+  Liveness l(1.0, 3);
+  l.connected(0.0);
+  l.reconnected(3.5);
+  l.reconnected(5.0);
+  EXPECT_DOUBLE_EQ(l.backoff(), 4.0);
+  l.heard(6.0);
+  EXPECT_DOUBLE_EQ(l.backoff(), 1.0);
+  EXPECT_FALSE(l.silent(9.0));
+  EXPECT_TRUE(l.silent(9.5));
+}
+
+TEST(Liveness, AFreshConnectionHeartbeatsOneIntervalLater) {
+  Liveness l(2.0, 3);
+  l.connected(0.0);
+  l.reconnected(7.0);
+  EXPECT_FALSE(l.heartbeat_due(8.9));
+  EXPECT_TRUE(l.heartbeat_due(9.0));
+}
+
+TEST(RecentResults, ResultsAreReplayedInTheOrderTheyWereSent) {
+  RecentResults r(10);
+  r.add(1, "a");
+  r.add(2, "b");
+  r.add(3, "c");
+  EXPECT_EQ(replayed(r), (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST(RecentResults, AResultOlderThanTheWindowIsForgottenWhenANewOneIsKept) {
+  RecentResults r(10);
+  r.add(0, "old");
+  r.add(5, "mid");
+  EXPECT_EQ(r.size(), 2u);
+  r.add(10, "edge");  // "old" is exactly 10 s old: still kept
+  EXPECT_EQ(r.size(), 3u);
+  r.add(10.5, "new");
+  EXPECT_EQ(replayed(r), (std::vector<std::string>{"mid", "edge", "new"}));
+}
+
+TEST(RecentResults, AtMost1024AreKeptTheOldestGoingFirst) {
+  RecentResults r(1e9);
+  for (int i = 0; i < 1100; ++i) r.add(i, std::to_string(i));
+  const auto kept = replayed(r);
+  ASSERT_EQ(kept.size(), RecentResults::kMax);
+  EXPECT_EQ(kept.front(), "76");
+  EXPECT_EQ(kept.back(), "1099");
+}
+
+TEST(RecentResults, TheWindowOutlastsNoticingALostBrokerAndReconnecting) {
+  Config cfg;  // 1 s heartbeats, liveness 3
+  EXPECT_DOUBLE_EQ(result_keep_seconds(cfg), 17.0);
+  cfg.heartbeat_s = 0.2;
+  cfg.liveness = 5;
+  EXPECT_DOUBLE_EQ(result_keep_seconds(cfg), 9.0);
 }
