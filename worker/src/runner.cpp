@@ -16,47 +16,14 @@
 #include <fstream>
 
 #include <spdlog/spdlog.h>
-#include <nlohmann/json.hpp>
 
 #include "engine_options.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/shared/util.hpp"
+#include "ipfixweb/worker/channel.hpp"
 
 namespace ipfixweb::worker::detail {
 namespace {
-
-bool write_all(int fd, const char* p, std::size_t n) {
-  while (n) {
-    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);  // a gone peer is an error, not SIGPIPE
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
-bool read_all(int fd, char* p, std::size_t n) {
-  while (n) {
-    ssize_t r = ::read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
-
-bool read_frame(int fd, char& kind, std::string& payload) {
-  unsigned char head[5];  // length, kind
-  if (!read_all(fd, reinterpret_cast<char*>(head), 5)) return false;
-  const std::uint32_t n =
-      head[0] | (head[1] << 8) | (head[2] << 16) | (std::uint32_t{head[3]} << 24);
-  if (n == 0 || n > (64u << 20)) return false;
-  kind = static_cast<char>(head[4]);
-  payload.resize(n - 1);
-  return read_all(fd, payload.data(), n - 1);
-}
 
 // True while a process exists and is not a zombie. (A runner killed with its
 // supervisor may stay a zombie until something reaps it; it writes no more.)
@@ -140,6 +107,39 @@ void arm_cpu_limit(std::uint64_t allowance) {
   ::setrlimit(RLIMIT_CPU, &rl);
 }
 
+// Reports a task's progress to the supervisor every kProgressInterval, the first report a
+// whole interval after the start: a task shorter than that (most are) reports none, and its
+// Done follows at once. What it writes is the `progress` message for the broker.
+class ProgressReporter {
+ public:
+  ProgressReporter(int fd, const std::string& task_id) : fd_(fd), task_id_(task_id) {}
+  void operator()(const engine::Progress& p) {
+    const double now = now_mono();
+    if (now - last_ < channel::kProgressInterval) return;
+    last_ = now;
+    const double frac = p.bytes_total ? static_cast<double>(p.bytes_read) / p.bytes_total : 0.0;
+    channel::write_frame(
+        fd_, channel::Kind::Progress,
+        proto::encode(proto::type::kProgress, proto::ProgressMsg{task_id_, frac, p.packets}));
+  }
+
+ private:
+  int fd_;
+  const std::string& task_id_;
+  double last_ = now_mono();
+};
+
+// On a retry, sweeps once more when the task is done: the previous attempt's writer may
+// still have been dying (its worker was killed a moment ago, it was in the middle of a
+// write) when the first sweep looked, and it is certainly gone by now.
+struct SweepAgain {
+  const std::filesystem::path& out;
+  bool on;
+  ~SweepAgain() {
+    if (on) remove_stale_temporaries(out);
+  }
+};
+
 proto::Done run_task(engine::Engine& engine, const proto::Task& t, int fd) {
   proto::Done d;
   d.task_id = t.task_id;
@@ -150,27 +150,8 @@ proto::Done run_task(engine::Engine& engine, const proto::Task& t, int fd) {
     std::filesystem::create_directories(out.parent_path(), ec);
     if (ec) throw engine::EngineError("cannot create output directory: " + ec.message());
     if (t.attempt > 1) remove_stale_temporaries(out);
-    // Progress goes out every kProgressInterval, the first one a whole interval after the
-    // start: a task shorter than that (most are) reports none, and its Done follows at once.
-    double last = now_mono();
-    auto progress = [&](const engine::Progress& p) {
-      double now = now_mono();
-      if (now - last < kProgressInterval) return;
-      last = now;
-      double frac = p.bytes_total ? static_cast<double>(p.bytes_read) / p.bytes_total : 0.0;
-      write_frame(fd, 'P', nlohmann::json{{"progress", frac}, {"packets", p.packets}}.dump());
-    };
-    // On a retry, sweep once more when done: the previous attempt's writer may still have
-    // been dying (its worker was killed a moment ago, it was in the middle of a write) when
-    // the sweep above looked, and it is certainly gone by now.
-    struct SweepAgain {
-      const std::filesystem::path& out;
-      bool on;
-      ~SweepAgain() {
-        if (on) remove_stale_temporaries(out);
-      }
-    } sweep_again{out, t.attempt > 1};
-    auto result = engine.convert_text(o, progress);
+    SweepAgain sweep_again{out, t.attempt > 1};
+    auto result = engine.convert_text(o, ProgressReporter(fd, t.task_id));
     d.state = Outcome::Succeeded;
     d.packets = result.packets;
     d.bytes = result.bytes;
@@ -183,40 +164,25 @@ proto::Done run_task(engine::Engine& engine, const proto::Task& t, int fd) {
   return d;
 }
 
-}  // namespace
-
-bool write_frame(int fd, char kind, std::string_view payload) {
-  const auto n = static_cast<std::uint32_t>(payload.size() + 1);
-  std::string frame;
-  frame.reserve(payload.size() + 5);
-  for (int i = 0; i < 4; ++i) frame.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
-  frame.push_back(kind);
-  frame.append(payload);
-  return write_all(fd, frame.data(), frame.size());
+// Runs the task of a 'T' frame; the result is the `done` message for the broker.
+proto::Done serve(engine::Engine& engine, const channel::Frame& frame, const RunnerLimits& limits,
+                  int fd) {
+  std::string err;
+  auto env = proto::decode(frame.payload.data(), frame.payload.size(), &err);
+  std::optional<proto::Task> task;
+  if (env) task = env->as<proto::Task>(&err);
+  if (!task) {
+    proto::Done report;
+    report.state = Outcome::Failed;
+    report.error = "runner could not read the task: " + err;
+    return report;
+  }
+  if (limits.cpu_limit_s) arm_cpu_limit(limits.cpu_limit_s);
+  return run_task(engine, *task, fd);
 }
 
-std::optional<std::pair<char, std::string>> next_frame(std::string& buf, std::size_t& off) {
-  if (buf.size() - off < 5) return std::nullopt;
-  const auto* p = reinterpret_cast<const unsigned char*>(buf.data() + off);
-  const std::uint32_t n = p[0] | (p[1] << 8) | (p[2] << 16) | (std::uint32_t{p[3]} << 24);
-  if (n == 0) {  // cannot happen with write_frame; skip rather than loop
-    off += 4;
-    return std::nullopt;
-  }
-  if (buf.size() - off < 4 + std::size_t{n}) return std::nullopt;
-  std::pair<char, std::string> frame{static_cast<char>(p[4]), buf.substr(off + 5, n - 1)};
-  off += 4 + n;
-  if (off == buf.size()) {
-    buf.clear();
-    off = 0;
-  } else if (off > 65536) {
-    buf.erase(0, off);
-    off = 0;
-  }
-  return frame;
-}
-
-void runner_main(engine::Engine& engine, int fd, const RunnerLimits& limits) {
+// Turns the freshly forked process into a runner.
+void become_runner(int fd, const RunnerLimits& limits) {
   // The runner dies with its supervisor (a task whose worker is gone is re-run elsewhere)
   // and never touches the supervisor's ZeroMQ context.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -233,25 +199,20 @@ void runner_main(engine::Engine& engine, int fd, const RunnerLimits& limits) {
     rlimit rl{limits.memory_limit_mb << 20, limits.memory_limit_mb << 20};
     ::setrlimit(RLIMIT_AS, &rl);
   }
+}
+
+}  // namespace
+
+void runner_main(engine::Engine& engine, int fd, const RunnerLimits& limits) {
+  become_runner(fd, limits);
   std::uint32_t done = 0;
-  char kind = 0;
-  std::string payload;
-  while (read_frame(fd, kind, payload)) {
-    if (kind != 'T') continue;
-    std::string err;
-    auto env = proto::decode(payload.data(), payload.size(), &err);
-    std::optional<proto::Task> task;
-    if (env) task = env->as<proto::Task>(&err);
-    proto::Done report;
-    if (!task) {
-      report.state = Outcome::Failed;
-      report.error = "runner could not read the task: " + err;
-    } else {
-      if (limits.cpu_limit_s) arm_cpu_limit(limits.cpu_limit_s);
-      report = run_task(engine, *task, fd);
-    }
-    // Sent as the worker sends it to the broker: the supervisor forwards it unchanged.
-    if (!write_frame(fd, 'D', proto::encode(proto::type::kDone, report))) break;
+  channel::Frame frame;
+  while (channel::read_frame(fd, frame)) {
+    if (frame.kind != channel::Kind::Task) continue;
+    const proto::Done report = serve(engine, frame, limits, fd);
+    // The message the supervisor sends on to the broker as it is.
+    if (!channel::write_frame(fd, channel::Kind::Done, proto::encode(proto::type::kDone, report)))
+      break;
     if (limits.max_tasks && ++done >= limits.max_tasks) break;
   }
   spdlog::default_logger()->flush();
