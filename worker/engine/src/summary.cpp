@@ -230,34 +230,82 @@ void write_top(Out& o, const Map& m, bool by_bytes, const char* key_name) {
 
 }  // namespace
 
+void Summary::write_analysis(JsonWriter& o) const {
+  std::vector<std::size_t> order(families_.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [this](std::size_t a, std::size_t b) { return families_[a] < families_[b]; });
+  o.begin_object();
+  for (const std::size_t i : order) {
+    const Family& fs = family_stats_[i];
+    o.key(families_[i]).begin_object();
+    counter_fields(o, fs.total);
+    o.key("top_applications");
+    write_top(o, fs.apps, true, "application");
+    std::unordered_map<std::string, Counter> hosts;
+    for (const auto& [k, c] : fs.hosts) {
+      std::array<std::uint8_t, 16> addr{};
+      std::copy(k.begin(), k.begin() + 16, addr.begin());
+      hosts.emplace(format_address(addr, k[16]), c);
+    }
+    o.key("top_hosts");
+    write_top(o, hosts, true, "host");
+    o.key("top_server_names");
+    write_top(o, fs.server_names, true, "server_name");
+    o.end_object();
+  }
+  o.end_object();
+}
+
+void Summary::write_inputs(JsonWriter& o) const {
+  o.begin_array();
+  for (const auto& i : inputs) {
+    o.begin_object();
+    o.key("file_bytes").value(i.file_bytes);
+    o.key("link_name").value(std::string_view(i.link_name));
+    o.key("link_type").value(static_cast<std::uint64_t>(i.link_type));
+    o.key("packets").value(i.packets);
+    o.key("path").value(std::string_view(i.path));
+    o.key("truncated").value(i.truncated);
+    o.end_object();
+  }
+  o.end_array();
+}
+
+void Summary::write_not_metered(JsonWriter& o) const {
+  std::vector<std::pair<std::string_view, std::uint64_t>> nm;
+  std::uint64_t total = 0;
+  for (int i = 1; i < kDecodeStatusCount; ++i) {
+    const auto n = not_metered_[static_cast<std::size_t>(i)];
+    nm.emplace_back(decode_status_name(static_cast<DecodeStatus>(i)), n);
+    total += n;
+  }
+  nm.emplace_back("total", total);
+  std::sort(nm.begin(), nm.end());
+  o.begin_object();
+  for (const auto& [k, n] : nm) o.key(k).value(n);
+  o.end_object();
+}
+
+void Summary::write_protocols(JsonWriter& o) const {
+  std::vector<std::pair<std::string, const Counter*>> protos;
+  for (const auto& [p, c] : protocols_) protos.emplace_back(protocol_name(p), &c);
+  std::sort(protos.begin(), protos.end());
+  o.begin_object();
+  for (const auto& [name, c] : protos) {
+    o.key(name).begin_object();
+    counter_fields(o, *c);
+    o.end_object();
+  }
+  o.end_object();
+}
+
 void Summary::write_json(std::string& out, const Extras& x) const {
   Out o(out);
   o.begin_object();
   if (!families_.empty()) {
-    std::vector<std::size_t> order(families_.size());
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(),
-              [this](std::size_t a, std::size_t b) { return families_[a] < families_[b]; });
-    o.key("analysis").begin_object();
-    for (const std::size_t i : order) {
-      const Family& fs = family_stats_[i];
-      o.key(families_[i]).begin_object();
-      counter_fields(o, fs.total);
-      o.key("top_applications");
-      write_top(o, fs.apps, true, "application");
-      std::unordered_map<std::string, Counter> hosts;
-      for (const auto& [k, c] : fs.hosts) {
-        std::array<std::uint8_t, 16> addr{};
-        std::copy(k.begin(), k.begin() + 16, addr.begin());
-        hosts.emplace(format_address(addr, k[16]), c);
-      }
-      o.key("top_hosts");
-      write_top(o, hosts, true, "host");
-      o.key("top_server_names");
-      write_top(o, fs.server_names, true, "server_name");
-      o.end_object();
-    }
-    o.end_object();
+    o.key("analysis");
+    write_analysis(o);
     o.key("analysis_method").value(std::string_view(dpi_ ? "dpi" : "ports"));
   }
   o.key("applications_distinct").value(static_cast<std::uint64_t>(apps_.size()));
@@ -290,56 +338,24 @@ void Summary::write_json(std::string& out, const Extras& x) const {
   o.end_object();
   o.key("flows").value(records_);
   o.key("fragments_unmatched").value(fragments_unmatched);
-  o.key("inputs").begin_array();
-  for (const auto& i : inputs) {
-    o.begin_object();
-    o.key("file_bytes").value(i.file_bytes);
-    o.key("link_name").value(std::string_view(i.link_name));
-    o.key("link_type").value(static_cast<std::uint64_t>(i.link_type));
-    o.key("packets").value(i.packets);
-    o.key("path").value(std::string_view(i.path));
-    o.key("truncated").value(i.truncated);
-    o.end_object();
-  }
-  o.end_array();
+  o.key("inputs");
+  write_inputs(o);
   o.key("last_packet");
   if (packets_) {
     o.value(std::string_view(iso8601_ms(last_us_)));
   } else {
     o.null();
   }
-  {
-    std::vector<std::pair<std::string_view, std::uint64_t>> nm;
-    std::uint64_t total = 0;
-    for (int i = 1; i < kDecodeStatusCount; ++i) {
-      const auto n = not_metered_[static_cast<std::size_t>(i)];
-      nm.emplace_back(decode_status_name(static_cast<DecodeStatus>(i)), n);
-      total += n;
-    }
-    nm.emplace_back("total", total);
-    std::sort(nm.begin(), nm.end());
-    o.key("not_metered").begin_object();
-    for (const auto& [k, n] : nm) o.key(k).value(n);
-    o.end_object();
-  }
+  o.key("not_metered");
+  write_not_metered(o);
   o.key("out_of_order_packets").value(out_of_order_packets);
   o.key("output").value(std::string_view(x.output));
   o.key("packets").value(packets_);
   o.key("packets_per_s").value(elapsed_s > 0 ? static_cast<double>(packets_read) / elapsed_s : 0.0);
   o.key("packets_read").value(packets_read);
   o.key("peak_flows").value(peak_flows);
-  {
-    std::vector<std::pair<std::string, const Counter*>> protos;
-    for (const auto& [p, c] : protocols_) protos.emplace_back(protocol_name(p), &c);
-    std::sort(protos.begin(), protos.end());
-    o.key("protocols").begin_object();
-    for (const auto& [name, c] : protos) {
-      o.key(name).begin_object();
-      counter_fields(o, *c);
-      o.end_object();
-    }
-    o.end_object();
-  }
+  o.key("protocols");
+  write_protocols(o);
   o.key("top_applications_by_bytes");
   write_top(o, apps_, true, "application");
   o.key("top_applications_by_flows");

@@ -13,6 +13,10 @@
 #include "decoder.hpp"
 #include "flow_table.hpp"
 
+namespace ipfixweb {
+class JsonWriter;
+}
+
 namespace ipfixweb::engine {
 
 struct Counter {
@@ -72,6 +76,11 @@ class Summary {
   void write_json(std::string& out, const Extras& x) const;
 
  private:
+  // Parts of write_json, each one key's value.
+  void write_analysis(JsonWriter& o) const;
+  void write_inputs(JsonWriter& o) const;
+  void write_not_metered(JsonWriter& o) const;
+  void write_protocols(JsonWriter& o) const;
   // Host address as the flow key stores it: 16 address bytes + IP version.
   using HostKey = std::array<std::uint8_t, 17>;
   struct HostKeyHash {
