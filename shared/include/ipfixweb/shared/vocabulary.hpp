@@ -1,7 +1,7 @@
 // The domain's words: task states, the outcome a worker reports, why the broker refuses a
 // submission, what a cancel did. Each is an enum with one table of its names, which are the
 // names on the wire (msgpack strings), in SQL (the tasks.state CHECK) and in the HTTP API.
-// tests/unit/test_vocabulary.cpp checks every other place that spells them (the schema, the
+// tests/unit/test_task_spec.cpp checks every other place that spells them (the schema, the
 // OpenAPI document, docs/*.md) against these tables.
 #pragma once
 
