@@ -13,6 +13,7 @@
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/shared/spec_json.hpp"
 #include "ipfixweb/shared/store.hpp"
+#include "ipfixweb/worker/engine_options.hpp"
 
 using namespace ipfixweb;
 using nlohmann::json;
@@ -258,4 +259,18 @@ TEST(Vocabulary, TheDocsListEveryFieldOfEveryMessage) {
   check(t::kAbort, proto::Abort{});
   check(t::kBye, proto::Bye{});
   check("TaskSpec", proto::TaskSpec{});
+}
+
+// The engine (which stands alone, for pcap2ipfix) keeps defaults of its own: they are the
+// task's, so a task that sets nothing converts like pcap2ipfix with no options.
+TEST(TaskSpec, TheDefaultsAreTheEngines) {
+  const engine::Options mapped = worker::to_engine_options(proto::TaskSpec{});
+  const engine::Options engine_defaults;
+  EXPECT_EQ(mapped.dpi, engine_defaults.dpi);
+  EXPECT_EQ(mapped.idle_timeout_s, engine_defaults.idle_timeout_s);
+  EXPECT_EQ(mapped.active_timeout_s, engine_defaults.active_timeout_s);
+  EXPECT_EQ(mapped.bpf_filter, engine_defaults.bpf_filter);
+  EXPECT_EQ(mapped.biflow, engine_defaults.biflow);
+  EXPECT_EQ(mapped.max_flows, engine_defaults.max_flows);
+  EXPECT_EQ(mapped.analysis, engine_defaults.analysis);
 }

@@ -1,4 +1,4 @@
-#include "engine_options.hpp"
+#include "ipfixweb/worker/engine_options.hpp"
 
 namespace ipfixweb::worker {
 

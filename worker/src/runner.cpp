@@ -17,7 +17,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "engine_options.hpp"
+#include "ipfixweb/worker/engine_options.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/shared/util.hpp"
 #include "ipfixweb/worker/channel.hpp"

@@ -2,7 +2,8 @@
 // from kTaskSpecFields below: the api's request validation and the stored request text
 // (api/src/validation.cpp), the msgpack codec (in this header), the stored spec JSON
 // (spec_json.hpp), the OpenAPI schema (api/src/openapi.cpp), the worker's engine::Options
-// (worker/src/engine_options.cpp, which fails to compile when a field is not mapped) and the
+// (worker/src/engine_options.cpp, which fails to compile when a field is not mapped; its
+// defaults are the engine's, tests/unit/test_task_spec.cpp) and the
 // request table of docs/api.md (checked by tests/unit/test_task_spec.cpp).
 //
 // Adding an option: a member with its default in TaskSpec, an entry in kTaskSpecFields, a line
