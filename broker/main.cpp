@@ -8,6 +8,7 @@
 
 #include "ipfixweb/broker/broker.hpp"
 #include "ipfixweb/shared/config.hpp"
+#include "ipfixweb/shared/curve.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/signals.hpp"
 
