@@ -243,7 +243,7 @@ class Core {
   std::unordered_map<std::string, Running> running_;
   std::unordered_map<std::string, Worker> workers_;
   std::vector<Worker*> order_;  // dispatch's scratch: the workers in round-robin order
-  BatchKeys batch_keys_;        // admit's scratch: key -> (task id, fingerprint)
+  BatchKeys batch_keys_;        // admit's scratch: key -> (task id, fingerprint); spares lookups
   std::size_t rr_ = 0;          // round-robin offset among equally loaded workers
   std::uint32_t hb_seq_ = 0;
   bool draining_ = false;
