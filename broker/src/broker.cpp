@@ -9,6 +9,8 @@
 #include <cmath>
 #include <stdexcept>
 #include <string_view>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 #include "completion_log.hpp"
@@ -27,52 +29,38 @@ namespace {
 
 constexpr std::size_t kMaxBatch = 1024;  // messages read per socket per iteration
 
-// ---- encoding: each message the core asks for, under its wire type ----
-std::string encode(const ToWorker& m) {
-  struct Encode {
-    std::string operator()(const proto::Task& t) const {
-      return proto::encode(proto::type::kTask, t);
-    }
-    std::string operator()(const proto::Abort& a) const {
-      return proto::encode(proto::type::kAbort, a);
-    }
-    std::string operator()(const proto::Heartbeat& h) const {
-      return proto::encode(proto::type::kHeartbeat, h);
-    }
-    std::string operator()(const Reregister&) const {
-      return proto::encode(proto::type::kReregister, proto::Bye{});
-    }
-  };
-  return std::visit(Encode{}, m);
-}
+// The wire type of each message the core asks for.
+template <class M>
+constexpr std::string_view kWireType = {};
+template <>
+constexpr std::string_view kWireType<proto::Task> = proto::type::kTask;
+template <>
+constexpr std::string_view kWireType<proto::Abort> = proto::type::kAbort;
+template <>
+constexpr std::string_view kWireType<proto::Heartbeat> = proto::type::kHeartbeat;
+template <>
+constexpr std::string_view kWireType<Reregister> = proto::type::kReregister;
+template <>
+constexpr std::string_view kWireType<proto::SubmitReply> = proto::type::kSubmitReply;
+template <>
+constexpr std::string_view kWireType<proto::SubmitBatchReply> = proto::type::kSubmitBatchReply;
+template <>
+constexpr std::string_view kWireType<proto::Pong> = proto::type::kPong;
+template <>
+constexpr std::string_view kWireType<proto::CancelReply> = proto::type::kCancelReply;
 
-std::string encode(const ToClient& m) {
-  struct Encode {
-    std::string operator()(const proto::SubmitReply& r) const {
-      return proto::encode(proto::type::kSubmitReply, r);
-    }
-    std::string operator()(const proto::SubmitBatchReply& r) const {
-      return proto::encode(proto::type::kSubmitBatchReply, r);
-    }
-    std::string operator()(const proto::Pong& p) const {
-      return proto::encode(proto::type::kPong, p);
-    }
-    std::string operator()(const proto::CancelReply& r) const {
-      return proto::encode(proto::type::kCancelReply, r);
-    }
-  };
-  return std::visit(Encode{}, m);
-}
-
-Settings settings_of(const Config& cfg) {
-  Settings s;
-  s.max_queue = cfg.max_queue;
-  s.max_attempts = cfg.max_attempts;
-  s.heartbeat_s = cfg.heartbeat_s;
-  s.liveness = cfg.liveness;
-  s.task_timeout_s = cfg.task_timeout_s;
-  s.orphan_grace_s = cfg.orphan_grace_s;
-  return s;
+template <class... Message>
+std::string encode(const std::variant<Message...>& message) {
+  return std::visit(
+      [](const auto& m) {
+        using M = std::decay_t<decltype(m)>;
+        static_assert(!kWireType<M>.empty(), "a message without a wire type");
+        if constexpr (std::is_same_v<M, Reregister>)
+          return proto::encode(kWireType<M>, proto::Bye{});  // its body: an empty bye
+        else
+          return proto::encode(kWireType<M>, m);
+      },
+      message);
 }
 
 }  // namespace
@@ -162,7 +150,7 @@ Broker::Impl::Impl(Config cfg, zmq::context_t& ctx)
       front_(ctx, zmq::socket_type::router),
       back_(ctx, zmq::socket_type::router),
       records_(store_, log_),
-      core_(settings_of(cfg_), records_, log_),
+      core_(cfg_, records_, log_),
       completions_(cfg_.task_log_dir, log_) {
   for (auto* s : {&front_, &back_}) {
     s->set(zmq::sockopt::router_mandatory, 1);

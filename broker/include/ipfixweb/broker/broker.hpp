@@ -3,29 +3,24 @@
 #pragma once
 
 #include <atomic>
-#include <cstdint>
 #include <memory>
 #include <string>
 
 #include <zmq.hpp>
 
+#include "ipfixweb/broker/settings.hpp"
+
 namespace ipfixweb::broker {
 
-struct Config {
+// Settings holds what the rules depend on; the rest is the shell's.
+struct Config : Settings {
   std::string frontend = "tcp://127.0.0.1:5561";  // api clients (ROUTER bind)
   std::string backend = "tcp://127.0.0.1:5562";   // workers (ROUTER bind)
   std::string db_path = "var/ipfixweb.db";
   std::string synchronous = "FULL";
-  std::uint32_t max_queue = 64;  // tasks waiting beyond granted credit
-  double heartbeat_s = 1.0;
-  int liveness = 3;           // missed heartbeats before a worker is dead
-  int max_attempts = 3;       // dispatches per task before it fails
-  double task_timeout_s = 0;  // passed to workers; 0 = none
   // How long worker-side changes (dispatches, results) may wait in an open transaction for
   // more to commit with them. Replies to clients never wait: they go out after a commit.
   double commit_interval_s = 0.005;
-  double orphan_grace_s = 0;     // after a restart, wait this long for workers to claim
-                                 // running tasks (0: heartbeat * liveness * 2)
   std::string task_log_dir;      // successful_tasks.jsonl / failed_tasks.jsonl; "" = none
   std::string curve_secret_key;  // CURVE: the broker's secret key file ("" = plain TCP)
   std::string curve_authorized;  // CURVE: authorised client public keys (file or dir of *.pub)

@@ -20,6 +20,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "ipfixweb/broker/settings.hpp"
 #include "ipfixweb/broker/statistics.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/shared/store.hpp"
@@ -122,15 +123,6 @@ struct Submissions {
   void add_batch(const std::string& client, proto::SubmitBatch b);
   bool empty() const { return submits.empty(); }
   void clear();
-};
-
-struct Settings {
-  std::uint32_t max_queue = 64;  // tasks accepted beyond the workers' slots
-  int max_attempts = 3;          // dispatches per task before it fails
-  double heartbeat_s = 1.0;
-  int liveness = 3;           // missed heartbeats before a worker is lost
-  double task_timeout_s = 0;  // passed to workers with each task; 0 = none
-  double orphan_grace_s = 0;  // after a restart, how long a running task waits to be claimed
 };
 
 class Core {
