@@ -384,7 +384,7 @@ void Broker::Impl::on_progress(const std::string& worker, const proto::Envelope&
 void Broker::Impl::on_done(const std::string& worker, const proto::Envelope& env) {
   std::string err;
   if (auto d = env.as<proto::Done>(&err)) {
-    core_.done(worker, *d, now_mono(), fx_);
+    core_.done(worker, std::move(*d), now_mono(), fx_);
   } else if (core_.seen(worker, now_mono(), fx_)) {
     log_->warn("backend: {}", err);
   }

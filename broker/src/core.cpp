@@ -219,14 +219,18 @@ void Core::ping(const std::string& client, const proto::Ping& p, Effects& fx) {
 // ---- workers ----------------------------------------------------------------------------
 
 bool Core::seen(const std::string& worker, double now, Effects& fx) {
+  return known(worker, now, fx) != nullptr;
+}
+
+Core::Worker* Core::known(const std::string& worker, double now, Effects& fx) {
   auto wit = workers_.find(worker);
   if (wit == workers_.end()) {
     // Unknown peer (e.g. we restarted): ask it to register again.
     fx.to_workers.push_back({worker, Reregister{}});
-    return false;
+    return nullptr;
   }
   wit->second.last_seen = now;
-  return true;
+  return &wit->second;
 }
 
 void Core::ready(const std::string& identity, const proto::Ready& r, double now, Effects& fx) {
@@ -295,14 +299,15 @@ void Core::claim(Pending& p, const std::string& worker, Effects& fx) {
 
 void Core::progress(const std::string& worker, const proto::ProgressMsg& p, double now,
                     Effects& fx) {
-  if (!seen(worker, now, fx)) return;
-  if (!workers_.at(worker).running.count(p.task_id)) return;
+  Worker* w = known(worker, now, fx);
+  if (!w || !w->running.count(p.task_id)) return;
   fx.writes.push_back(write::SetProgress{p.task_id, std::clamp(p.progress, 0.0, 1.0)});
 }
 
-void Core::done(const std::string& worker, const proto::Done& d, double now, Effects& fx) {
-  if (!seen(worker, now, fx)) return;
-  workers_.at(worker).running.erase(d.task_id);
+void Core::done(const std::string& worker, proto::Done d, double now, Effects& fx) {
+  Worker* w = known(worker, now, fx);
+  if (!w) return;
+  w->running.erase(d.task_id);
   auto rit = running_.find(d.task_id);
   // An orphan (recovered after a restart, not yet claimed) may be reported
   // by the worker that ran it: its result counts.
@@ -319,15 +324,15 @@ void Core::done(const std::string& worker, const proto::Done& d, double now, Eff
 }
 
 // What a reported outcome does to its task.
-void Core::settle(Running r, const proto::Done& d, const std::string& worker, Effects& fx) {
+void Core::settle(Running r, proto::Done& d, const std::string& worker, Effects& fx) {
   const std::string& id = r.task.id;
   if (r.cancel_requested && d.state != Outcome::Succeeded) {
-    finish(id, TaskState::Cancelled, d.summary, "", "cancelled by user", fx);
+    finish(id, TaskState::Cancelled, std::move(d.summary), "", "cancelled by user", fx);
   } else if (d.state == Outcome::Succeeded) {
-    finish(id, TaskState::Succeeded, d.summary, d.error, "finished on " + worker, fx,
-           write::Finish::Totals{d.packets, d.bytes, d.flows});
+    finish(id, TaskState::Succeeded, std::move(d.summary), std::move(d.error),
+           "finished on " + worker, fx, write::Finish::Totals{d.packets, d.bytes, d.flows});
   } else if (d.state == Outcome::Failed && !d.retryable) {
-    finish(id, TaskState::Failed, d.summary, d.error, d.error, fx);
+    finish(id, TaskState::Failed, std::move(d.summary), d.error, d.error, fx);
   } else if (d.state == Outcome::Aborted || d.state == Outcome::Cancelled) {
     // Not the task's fault: the worker shut down, or killed a child the
     // broker had told it to stop (e.g. after it was presumed lost and came

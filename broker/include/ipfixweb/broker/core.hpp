@@ -149,7 +149,7 @@ class Core {
   bool seen(const std::string& worker, double now, Effects& fx);
   void ready(const std::string& worker, const proto::Ready& r, double now, Effects& fx);
   void progress(const std::string& worker, const proto::ProgressMsg& p, double now, Effects& fx);
-  void done(const std::string& worker, const proto::Done& d, double now, Effects& fx);
+  void done(const std::string& worker, proto::Done d, double now, Effects& fx);
   void bye(const std::string& worker, double now, Effects& fx);
   // A send to the worker failed: it is gone.
   void unreachable(const std::string& worker, Effects& fx);
@@ -216,7 +216,8 @@ class Core {
   // the database counts already.
   void claim(Pending& p, const std::string& worker, Effects& fx);
   void take_claimed(Worker& w, const std::string& id, double now, Effects& fx);
-  void settle(Running r, const proto::Done& d, const std::string& worker, Effects& fx);
+  Worker* known(const std::string& worker, double now, Effects& fx);  // see seen()
+  void settle(Running r, proto::Done& d, const std::string& worker, Effects& fx);
   void finish(const std::string& id, TaskState st, std::string summary, std::string error,
               std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals = {});
   // Puts a task back in the queue after a failure not its own, or fails it when it has used
