@@ -30,35 +30,25 @@ namespace {
 constexpr std::size_t kMaxBatch = 1024;  // messages read per socket per iteration
 
 // The wire type of each message the core asks for.
-template <class M>
-constexpr std::string_view kWireType = {};
-template <>
-constexpr std::string_view kWireType<proto::Task> = proto::type::kTask;
-template <>
-constexpr std::string_view kWireType<proto::Abort> = proto::type::kAbort;
-template <>
-constexpr std::string_view kWireType<proto::Heartbeat> = proto::type::kHeartbeat;
-template <>
-constexpr std::string_view kWireType<Reregister> = proto::type::kReregister;
-template <>
-constexpr std::string_view kWireType<proto::SubmitReply> = proto::type::kSubmitReply;
-template <>
-constexpr std::string_view kWireType<proto::SubmitBatchReply> = proto::type::kSubmitBatchReply;
-template <>
-constexpr std::string_view kWireType<proto::Pong> = proto::type::kPong;
-template <>
-constexpr std::string_view kWireType<proto::CancelReply> = proto::type::kCancelReply;
+std::string_view wire_type(const proto::Task&) { return proto::type::kTask; }
+std::string_view wire_type(const proto::Abort&) { return proto::type::kAbort; }
+std::string_view wire_type(const proto::Heartbeat&) { return proto::type::kHeartbeat; }
+std::string_view wire_type(const Reregister&) { return proto::type::kReregister; }
+std::string_view wire_type(const proto::SubmitReply&) { return proto::type::kSubmitReply; }
+std::string_view wire_type(const proto::SubmitBatchReply&) {
+  return proto::type::kSubmitBatchReply;
+}
+std::string_view wire_type(const proto::Pong&) { return proto::type::kPong; }
+std::string_view wire_type(const proto::CancelReply&) { return proto::type::kCancelReply; }
 
 template <class... Message>
 std::string encode(const std::variant<Message...>& message) {
   return std::visit(
       [](const auto& m) {
-        using M = std::decay_t<decltype(m)>;
-        static_assert(!kWireType<M>.empty(), "a message without a wire type");
-        if constexpr (std::is_same_v<M, Reregister>)
-          return proto::encode(kWireType<M>, proto::Bye{});  // its body: an empty bye
+        if constexpr (std::is_same_v<std::decay_t<decltype(m)>, Reregister>)
+          return proto::encode(wire_type(m), proto::Bye{});  // its body: an empty bye
         else
-          return proto::encode(kWireType<M>, m);
+          return proto::encode(wire_type(m), m);
       },
       message);
 }
@@ -94,6 +84,8 @@ class Broker::Impl {
   void perform();
   void commit_then_send(bool force = false);
 
+  template <class T>
+  std::optional<T> body(const proto::Envelope& env, const char* side);
   // ---- frontend: api clients ----
   void on_submit(const std::string& client, const proto::Envelope& env);
   void on_submit_batch(const std::string& client, const proto::Envelope& env);
@@ -316,23 +308,22 @@ void Broker::Impl::commit_then_send(bool force) {
 
 // ---- frontend ---------------------------------------------------------------------------
 
-void Broker::Impl::on_submit(const std::string& client, const proto::Envelope& env) {
+// The body as a T; nullopt (logged) when it has the wrong shape.
+template <class T>
+std::optional<T> Broker::Impl::body(const proto::Envelope& env, const char* side) {
   std::string err;
-  auto s = env.as<proto::Submit>(&err);
-  if (!s) {
-    log_->warn("frontend: {}", err);
-    return;
-  }
-  subs_.add(client, std::move(*s));
+  auto out = env.as<T>(&err);
+  if (!out) log_->warn("{}: {}", side, err);
+  return out;
+}
+
+void Broker::Impl::on_submit(const std::string& client, const proto::Envelope& env) {
+  if (auto s = body<proto::Submit>(env, "frontend")) subs_.add(client, std::move(*s));
 }
 
 void Broker::Impl::on_submit_batch(const std::string& client, const proto::Envelope& env) {
-  std::string err;
-  auto b = env.as<proto::SubmitBatch>(&err);
-  if (!b) {
-    log_->warn("frontend: {}", err);
-    return;
-  }
+  auto b = body<proto::SubmitBatch>(env, "frontend");
+  if (!b) return;
   if (b->submits.size() > proto::kMaxSubmitBatch) {
     log_->warn("frontend: dropped a batch of {} submissions (at most {})", b->submits.size(),
                proto::kMaxSubmitBatch);
@@ -356,13 +347,7 @@ void Broker::Impl::on_unknown_request(const std::string&, const proto::Envelope&
 // ---- backend ----------------------------------------------------------------------------
 
 void Broker::Impl::on_ready(const std::string& worker, const proto::Envelope& env) {
-  std::string err;
-  auto r = env.as<proto::Ready>(&err);
-  if (!r) {
-    log_->warn("backend: {}", err);
-    return;
-  }
-  core_.ready(worker, *r, now_mono(), fx_);
+  if (auto r = body<proto::Ready>(env, "backend")) core_.ready(worker, *r, now_mono(), fx_);
 }
 
 // Heartbeats (and messages of any unknown type, which are logged) only show that the worker
