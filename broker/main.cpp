@@ -8,90 +8,87 @@
 
 #include "ipfixweb/broker/broker.hpp"
 #include "ipfixweb/shared/config.hpp"
+#include "ipfixweb/shared/curve.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/signals.hpp"
 
-int main(int argc, char** argv) {
-  using namespace ipfixweb;
-  // A file size limit (RLIMIT_FSIZE) reached by the database is an error to report (the
-  // commit fails with EFBIG, the broker says so and exits), not a signal that kills it.
-  std::signal(SIGXFSZ, SIG_IGN);
-  // SQLite opens a temporary b-tree (with its own page cache) for the CHECK
-  // on tasks.state at every task insert and frees it again. With glibc's
-  // default trim threshold every free shrank the heap and the next insert
-  // grew it again: brk calls and page faults per submission. Keep the memory.
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+namespace {
+
+using namespace ipfixweb;
+
+struct Options {
   broker::Config cfg;
-  LogOptions log_opts;
+  LogOptions log;
   std::string data_dir = "var";
-  CLI::App app{"ipfixweb broker: durable task queue and credit-based dispatcher"};
-  app.add_option("--data-dir", data_dir, "Data directory (database default inside it)")
+  std::string keygen;  // --curve-keygen PREFIX
+};
+
+// The command line (each option also from its environment variable).
+void add_options(CLI::App& app, Options& o) {
+  app.add_option("--data-dir", o.data_dir, "Data directory (database default inside it)")
       ->envname("IPFIXWEB_DATA_DIR")
       ->capture_default_str();
-  cfg.db_path.clear();
-  app.add_option("--db", cfg.db_path, "SQLite database file (default <data-dir>/ipfixweb.db)")
+  o.cfg.db_path.clear();
+  app.add_option("--db", o.cfg.db_path, "SQLite database file (default <data-dir>/ipfixweb.db)")
       ->envname("IPFIXWEB_DB");
-  app.add_option("--frontend", cfg.frontend, "ZeroMQ endpoint for api clients")
+  app.add_option("--frontend", o.cfg.frontend, "ZeroMQ endpoint for api clients")
       ->envname("IPFIXWEB_BROKER_FRONTEND")
       ->capture_default_str();
-  app.add_option("--backend", cfg.backend, "ZeroMQ endpoint for workers")
+  app.add_option("--backend", o.cfg.backend, "ZeroMQ endpoint for workers")
       ->envname("IPFIXWEB_BROKER_BACKEND")
       ->capture_default_str();
-  app.add_option("--max-queue", cfg.max_queue, "Tasks accepted beyond granted worker credit")
+  app.add_option("--max-queue", o.cfg.max_queue, "Tasks accepted beyond granted worker credit")
       ->envname("IPFIXWEB_MAX_QUEUE")
       ->capture_default_str();
-  app.add_option("--max-attempts", cfg.max_attempts, "Dispatches per task before it fails")
+  app.add_option("--max-attempts", o.cfg.max_attempts, "Dispatches per task before it fails")
       ->envname("IPFIXWEB_MAX_ATTEMPTS")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
-  app.add_option("--task-timeout", cfg.task_timeout_s, "Seconds a task may run (0: no limit)")
+  app.add_option("--task-timeout", o.cfg.task_timeout_s, "Seconds a task may run (0: no limit)")
       ->envname("IPFIXWEB_TASK_TIMEOUT")
       ->capture_default_str();
-  add_heartbeat_options(app, cfg.heartbeat_s, cfg.liveness,
+  add_heartbeat_options(app, o.cfg.heartbeat_s, o.cfg.liveness,
                         "Missed heartbeats before a worker is dead");
-  app.add_option("--synchronous", cfg.synchronous, "SQLite synchronous mode: OFF NORMAL FULL EXTRA")
+  app.add_option("--synchronous", o.cfg.synchronous,
+                 "SQLite synchronous mode: OFF NORMAL FULL EXTRA")
       ->envname("IPFIXWEB_DB_SYNCHRONOUS")
       ->check(CLI::IsMember({"OFF", "NORMAL", "FULL", "EXTRA"}, CLI::ignore_case))
       ->capture_default_str();
-  app.add_option("--commit-interval", cfg.commit_interval_s,
+  app.add_option("--commit-interval", o.cfg.commit_interval_s,
                  "Seconds worker-side changes (dispatches, results) may wait to be committed "
                  "with others; replies to clients always wait for their commit")
       ->envname("IPFIXWEB_COMMIT_INTERVAL")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
-  app.add_option("--task-log-dir", cfg.task_log_dir,
+  app.add_option("--task-log-dir", o.cfg.task_log_dir,
                  "Where successful_tasks.jsonl / failed_tasks.jsonl are appended "
                  "(default <data-dir>/logs; 'none' to disable)")
       ->envname("IPFIXWEB_TASK_LOG_DIR");
-  app.add_option("--curve-secret-key", cfg.curve_secret_key,
+  app.add_option("--curve-secret-key", o.cfg.curve_secret_key,
                  "CURVE: the broker's secret key file (enables encryption and authentication)")
       ->envname("IPFIXWEB_BROKER_SECRET_KEY");
-  app.add_option("--curve-authorized", cfg.curve_authorized,
+  app.add_option("--curve-authorized", o.cfg.curve_authorized,
                  "CURVE: file of authorised client public keys, or a directory of *.pub files")
       ->envname("IPFIXWEB_CURVE_AUTHORIZED");
-  std::string keygen;
-  app.add_option("--curve-keygen", keygen,
+  app.add_option("--curve-keygen", o.keygen,
                  "Write a new CURVE key pair to PREFIX.key and PREFIX.pub, then exit");
-  add_log_options(app, log_opts);
+  add_log_options(app, o.log);
   add_print_config(app);
-  CLI11_PARSE(app, argc, argv);
-  if (cfg.db_path.empty()) cfg.db_path = data_dir + "/ipfixweb.db";
-  if (cfg.task_log_dir.empty()) cfg.task_log_dir = data_dir + "/logs";
-  if (cfg.task_log_dir == "none") cfg.task_log_dir.clear();
-  show_effective(app, "--db", cfg.db_path);
-  show_effective(app, "--task-log-dir", cfg.task_log_dir);
-  if (handle_print_config(app)) return 0;
-  if (!keygen.empty()) {
-    try {
-      auto kp = curve::generate(keygen);
-      std::cout << kp.public_key << "\n";
-      return 0;
-    } catch (const std::exception& e) {
-      std::cerr << "ipfixweb-broker: " << e.what() << "\n";
-      return 1;
-    }
-  }
+}
 
+// --curve-keygen: writes a key pair and prints its public key.
+int keygen(const std::string& prefix) {
+  try {
+    auto kp = curve::generate(prefix);
+    std::cout << kp.public_key << "\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "ipfixweb-broker: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+int serve(const broker::Config& cfg, const LogOptions& log_opts) {
   auto log = setup_logging("broker", log_opts);
   const auto& stop = install_stop_handlers();
   try {
@@ -107,4 +104,30 @@ int main(int argc, char** argv) {
   }
   log->info("broker stopped");
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // A file size limit (RLIMIT_FSIZE) reached by the database is an error to report (the
+  // commit fails with EFBIG, the broker says so and exits), not a signal that kills it.
+  std::signal(SIGXFSZ, SIG_IGN);
+  // SQLite opens a temporary b-tree (with its own page cache) for the CHECK
+  // on tasks.state at every task insert and frees it again. With glibc's
+  // default trim threshold every free shrank the heap and the next insert
+  // grew it again: brk calls and page faults per submission. Keep the memory.
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  Options o;
+  CLI::App app{"ipfixweb broker: durable task queue and credit-based dispatcher"};
+  add_options(app, o);
+  CLI11_PARSE(app, argc, argv);
+  auto& cfg = o.cfg;
+  if (cfg.db_path.empty()) cfg.db_path = o.data_dir + "/ipfixweb.db";
+  if (cfg.task_log_dir.empty()) cfg.task_log_dir = o.data_dir + "/logs";
+  if (cfg.task_log_dir == "none") cfg.task_log_dir.clear();
+  show_effective(app, "--db", cfg.db_path);
+  show_effective(app, "--task-log-dir", cfg.task_log_dir);
+  if (handle_print_config(app)) return 0;
+  if (!o.keygen.empty()) return keygen(o.keygen);
+  return serve(cfg, o.log);
 }

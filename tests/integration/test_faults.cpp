@@ -582,122 +582,12 @@ void kill_and_restart_broker(Stack& s) {
   s.wait_ready(0);
 }
 
-// Submits a task, lets a fake worker "first" take it until the database records it running
-// there, then kills and restarts the broker: the task is an orphan of "first" in the new
-// broker. Call through ASSERT_NO_FATAL_FAILURE.
-void orphan_of_first_worker(Stack& s, const std::string& output, std::string& id) {
-  auto [st, body] = s.submit(small_task(output));
-  ASSERT_EQ(st, 202);
-  id = body["task_id"];
-  {
-    FakeWorker first(s.broker_backend(), "first", "incarnation-1");
-    first.ready({});
-    ASSERT_TRUE(first.next_task(3s));
-    ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
-  }
-  ASSERT_NO_FATAL_FAILURE(kill_and_restart_broker(s));
-}
 }  // namespace
 
-// Regression: after a broker restart a worker answers every message the new
-// broker does not know with a ready; a ready sent before a task arrived
-// listed no tasks, and the broker took that as "lost", re-dispatched the same
-// task to the same worker, and two children raced for one output file.
-TEST(Faults, StaleReadyOfTheSameWorkerLosesNothingButARestartDoes) {
-  StackOptions o;
-  o.workers = 0;
-  o.heartbeat = 2.0;  // the fake worker does not heartbeat: 6 s before the broker drops it
-  Stack s(o);
-  FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
-  w.ready({});
-  auto [st, body] = s.submit(small_task("stale/a.ipfix"));
-  ASSERT_EQ(st, 202);
-  std::string id = body["task_id"];
-  auto task = w.next_task(3s);
-  ASSERT_TRUE(task);
-  EXPECT_EQ(task->task_id, id);
-  w.ready({});  // stale: written before the task arrived
-  EXPECT_FALSE(w.next_task(500ms)) << "the task was dispatched again";
-  EXPECT_EQ(s.get_task(id)["attempts"], 1);
-  w.done(id, "succeeded");
-  EXPECT_EQ(s.wait_terminal(id, 5s)["state"], "succeeded");
-
-  // A new incarnation under the same id did lose what the old one ran.
-  auto [st2, body2] = s.submit(small_task("stale/b.ipfix"));
-  ASSERT_EQ(st2, 202);
-  std::string id2 = body2["task_id"];
-  ASSERT_TRUE(w.next_task(3s));
-  w.incarnation = "incarnation-2";
-  w.ready({});
-  auto again = w.next_task(3s);
-  ASSERT_TRUE(again) << "a restarted worker's task was not re-dispatched";
-  EXPECT_EQ(again->task_id, id2);
-  EXPECT_EQ(again->attempt, 2u);
-  w.done(id2, "succeeded");
-  EXPECT_EQ(s.wait_terminal(id2, 5s)["state"], "succeeded");
-}
-
-// A task message that crosses a worker's shutdown (the worker drained and said goodbye
-// before it arrived) goes back to the queue without using an attempt: the task never ran.
-TEST(Faults, TaskCrossingAWorkersGoodbyeUsesNoAttempt) {
-  StackOptions o;
-  o.workers = 0;
-  o.heartbeat = 2.0;  // the fake worker does not heartbeat
-  Stack s(o);
-  FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
-  w.ready({});
-  auto [st, body] = s.submit(small_task("bye/a.ipfix"));
-  ASSERT_EQ(st, 202);
-  std::string id = body["task_id"];
-  ASSERT_TRUE(w.next_task(3s));
-  // The dispatch is recorded (it may wait a few ms for its commit) before the goodbye.
-  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
-  w.send(ipfixweb::proto::encode(ipfixweb::proto::type::kBye, ipfixweb::proto::Bye{"shutdown"}));
-  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "queued"; }, 5s));
-  EXPECT_EQ(s.get_task(id)["attempts"], 0);
-  s.start_worker();
-  auto t = s.wait_terminal(id, 30s);
-  EXPECT_EQ(t["state"], "succeeded");
-  EXPECT_EQ(t["attempts"], 1);
-}
-
-// A result that reaches a restarted broker after the worker re-registered
-// counts for the task it recovered (an orphan), instead of the task being
-// run again; and a 'cancelled' nobody asked for re-runs the task.
-TEST(Faults, ResultsAfterABrokerRestartCountAndUnaskedCancelsRerun) {
-  StackOptions o;
-  o.workers = 0;
-  o.heartbeat = 2.0;  // the fake worker does not heartbeat
-  Stack s(o);
-  FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
-  w.ready({});
-  auto [st, body] = s.submit(small_task("orphan/a.ipfix"));
-  ASSERT_EQ(st, 202);
-  std::string id = body["task_id"];
-  ASSERT_TRUE(w.next_task(3s));
-  // Killed once the dispatch is recorded (a dispatch it never recorded: next test).
-  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
-  ASSERT_NO_FATAL_FAILURE(kill_and_restart_broker(s));
-  // The worker re-registers without the task (its result was already sent to
-  // the old broker and lost), then repeats the result.
-  w.ready({});
-  w.done(id, "succeeded");
-  auto t = s.wait_terminal(id, 5s);
-  EXPECT_EQ(t["state"], "succeeded");
-  EXPECT_EQ(t["attempts"], 1);
-
-  auto [st2, body2] = s.submit(small_task("orphan/b.ipfix"));
-  ASSERT_EQ(st2, 202);
-  std::string id2 = body2["task_id"];
-  ASSERT_TRUE(w.next_task(3s));
-  w.done(id2, "cancelled");  // e.g. it killed a child after a stale abort
-  auto again = w.next_task(3s);
-  ASSERT_TRUE(again) << "an unasked cancel ended the task";
-  EXPECT_EQ(again->task_id, id2);
-  EXPECT_EQ(again->attempt, 1u);
-  w.done(id2, "succeeded");
-  EXPECT_EQ(s.wait_terminal(id2, 5s)["state"], "succeeded");
-}
+// The broker's rules about its workers (stale ready, goodbye crossing a task, orphans after
+// a restart claimed or reported by another worker, a worker back from the dead, unasked
+// cancels) are tests of its core: tests/unit/test_broker_core.cpp. The tests below keep the
+// end-to-end proofs that need real processes, a real restart or a real database.
 
 // The broker sends tasks before committing their dispatch (group commit): one that dies in
 // between restarts with the task still queued while a worker runs it. The worker claims it
@@ -763,47 +653,6 @@ TEST(Faults, ATaskNeverReachesAWorkerBeforeItsSubmissionIsCommitted) {
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0) << "status " << *status;
 }
 
-// Recovered after a restart as running on one worker, claimed by another (the previous
-// broker had re-dispatched it there without recording it): the database names the worker
-// that runs it and counts that run.
-TEST(Faults, AnOrphanClaimedByAnotherWorkerIsRecordedForIt) {
-  StackOptions o;
-  o.workers = 0;
-  o.heartbeat = 2.0;
-  Stack s(o);
-  std::string id;
-  ASSERT_NO_FATAL_FAILURE(orphan_of_first_worker(s, "orphan2/a.ipfix", id));
-  FakeWorker second(s.broker_backend(), "second", "incarnation-2");
-  second.ready({id});
-  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["worker"] == "second"; }, 3s))
-      << s.get_task(id).dump();
-  EXPECT_EQ(s.get_task(id)["attempts"], 2);
-  second.done(id, "succeeded");
-  auto t = s.wait_terminal(id, 5s);
-  EXPECT_EQ(t["state"], "succeeded");
-  EXPECT_EQ(t["worker"], "second");
-  EXPECT_EQ(terminal_events(events_of(s, id)), 1);
-}
-
-// An orphan's result reported (not claimed first) by another worker than the recorded one:
-// the task finishes once, recorded for the worker that ran it.
-TEST(Faults, AnOrphanReportedByAnotherWorkerIsRecordedForIt) {
-  StackOptions o;
-  o.workers = 0;
-  o.heartbeat = 2.0;
-  Stack s(o);
-  std::string id;
-  ASSERT_NO_FATAL_FAILURE(orphan_of_first_worker(s, "orphan3/a.ipfix", id));
-  FakeWorker second(s.broker_backend(), "second", "incarnation-2");
-  second.ready({}, 0);  // no slots: nothing is dispatched to it
-  second.done(id, "succeeded");
-  auto t = s.wait_terminal(id, 5s);
-  EXPECT_EQ(t["state"], "succeeded");
-  EXPECT_EQ(t["worker"], "second") << events_of(s, id).dump();
-  EXPECT_EQ(t["attempts"], 2);
-  EXPECT_EQ(terminal_events(events_of(s, id)), 1);
-}
-
 // A task whose stored spec cannot be read fails when the broker starts, with a line in the
 // completion log like any finished task.
 TEST(Faults, AnUnreadableStoredSpecFailsTheTaskWithACompletionLine) {
@@ -828,32 +677,6 @@ TEST(Faults, AnUnreadableStoredSpecFailsTheTaskWithACompletionLine) {
   std::string line;
   ASSERT_TRUE(std::getline(log, line)) << "no completion line";
   EXPECT_EQ(json::parse(line)["task_id"], id);
-}
-
-// A worker presumed lost (no heartbeats) has its task re-queued with the attempt counted; when
-// it comes back still running that task, the broker adopts the run without counting it again.
-TEST(Faults, AWorkerBackFromTheDeadKeepsItsRunAndItsAttemptCount) {
-  StackOptions o;
-  o.workers = 0;
-  o.heartbeat = 0.2;  // lost after 0.6 s of silence (the fake worker sends no heartbeats)
-  Stack s(o);
-  FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
-  w.ready({});
-  auto [st, body] = s.submit(small_task("back/a.ipfix"));
-  ASSERT_EQ(st, 202);
-  std::string id = body["task_id"];
-  ASSERT_TRUE(w.next_task(3s));
-  // Recorded as running first (the dispatch may wait a few ms for its commit), then queued
-  // again once the silent worker is declared lost.
-  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "running"; }, 3s));
-  ASSERT_TRUE(wait_until([&] { return s.get_task(id)["state"] == "queued"; }, 5s))
-      << "the silent worker was not declared lost";
-  EXPECT_EQ(s.get_task(id)["attempts"], 1);
-  w.ready({id});
-  w.done(id, "succeeded");
-  auto t = s.wait_terminal(id, 5s);
-  EXPECT_EQ(t["state"], "succeeded") << t.dump();
-  EXPECT_EQ(t["attempts"], 1) << events_of(s, id).dump();
 }
 
 // A retry removes the temporary files earlier attempts left on this host, only those of

@@ -1,0 +1,246 @@
+// The broker's decisions, apart from sockets, SQLite and clocks: which submissions are
+// admitted, which worker runs which task, and what a result, a cancel, a lost worker or a
+// restart does to a task. Events go in with the time they happen (monotonic seconds, passed
+// by the caller); effects come out as plain data that the shell (broker.cpp) performs:
+// records to write in the iteration's transaction, messages to send after it commits.
+// What the core must ask the database while it decides goes through `Records`.
+// The rules, one by one: docs/broker.md; their tests: tests/unit/test_broker_core.cpp.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "ipfixweb/broker/settings.hpp"
+#include "ipfixweb/broker/statistics.hpp"
+#include "ipfixweb/shared/protocol.hpp"
+#include "ipfixweb/shared/store.hpp"
+#include "ipfixweb/shared/vocabulary.hpp"
+
+namespace ipfixweb::broker {
+
+// ---- What the core asks the database -------------------------------------------------
+// The shell implements it on the TaskStore, tests in memory. Called only from admit() and
+// cancel(), after the writes of earlier events were performed.
+class Records {
+ public:
+  struct Keyed {  // the task that holds an idempotency key
+    std::string task_id, fingerprint;
+    TaskState state = TaskState::Queued;
+  };
+  struct Inserted {
+    std::string task_id;
+    std::int64_t seq = 0;  // insertion order (dispatch order within a priority)
+    std::string error;     // not empty: nothing was recorded, and this is why
+  };
+  virtual ~Records() = default;
+  virtual std::optional<Keyed> find_by_key(const std::string& key) = 0;
+  // The state of a task the core holds no more (nullopt: no such task).
+  virtual std::optional<TaskState> state_of(const std::string& task_id) = 0;
+  // Records a new queued task in a savepoint of its own: a failure records nothing and
+  // leaves the other submissions of the batch alone.
+  virtual Inserted insert(const proto::Submit& s) = 0;
+};
+
+// ---- Effects ---------------------------------------------------------------------------
+// Records to write, in order (TaskStore's writes of the same names).
+namespace write {
+struct SetRunning {
+  std::string task_id, worker;
+  int attempt = 0;
+  std::string reason;  // "": "dispatched (attempt N)"
+};
+struct SetProgress {
+  std::string task_id;
+  double progress = 0;
+};
+// A terminal state; also the task's completion-log entry (the shell writes its line with
+// the row the finish returns, after the commit).
+struct Finish {
+  struct Totals {
+    std::uint64_t packets = 0, bytes = 0, flows = 0;
+  };
+  std::string task_id;
+  TaskState state = TaskState::Failed;
+  std::string summary, error, reason;
+  std::optional<Totals> totals;  // a success reported by a worker: the summary's totals
+};
+struct Requeue {
+  std::string task_id;
+  int attempts = 0;  // dispatches that count
+  std::string reason;
+};
+}  // namespace write
+using Write = std::variant<write::SetRunning, write::SetProgress, write::Finish, write::Requeue>;
+
+// "The broker does not know you: send ready again" (the wire's `reregister`).
+struct Reregister {};
+using ToWorker = std::variant<proto::Task, proto::Abort, proto::Heartbeat, Reregister>;
+using ToClient =
+    std::variant<proto::SubmitReply, proto::SubmitBatchReply, proto::Pong, proto::CancelReply>;
+
+template <class Message>
+struct Addressed {
+  std::string to;  // routing id of the worker or client
+  Message message;
+};
+
+// What the core asks the shell to do. The shell performs the writes before it hands the
+// core its next event, and sends the messages once the writes are committed (or, for
+// worker messages, when it sends without committing; see broker.cpp). Reused (clear() keeps
+// the capacity).
+struct Effects {
+  std::vector<Write> writes;
+  std::vector<Addressed<ToWorker>> to_workers;
+  std::vector<Addressed<ToClient>> to_clients;
+  void clear() {
+    writes.clear();
+    to_workers.clear();
+    to_clients.clear();
+  }
+};
+
+// The submissions read in one iteration, single or in batches, in arrival order; admitted
+// together by Core::admit (in one transaction). Reused every iteration.
+struct Submissions {
+  static constexpr std::size_t kSingle = static_cast<std::size_t>(-1);
+  std::vector<proto::Submit> submits;
+  std::vector<std::string> identities;  // per submit: who asked
+  std::vector<std::size_t> batch_of;    // per submit: index in batches, or kSingle
+  std::vector<proto::SubmitBatchReply> batches;
+  std::vector<std::string> batch_identities;
+
+  void add(const std::string& client, proto::Submit s);
+  void add_batch(const std::string& client, proto::SubmitBatch b);
+  bool empty() const { return submits.empty(); }
+  void clear();
+};
+
+class Core {
+ public:
+  // `log` may be null (nothing is logged).
+  Core(Settings settings, Records& records, std::shared_ptr<spdlog::logger> log = nullptr);
+  ~Core();
+  Core(const Core&) = delete;
+  Core& operator=(const Core&) = delete;
+
+  // At start: the database's queued and running tasks in dispatch order
+  // (TaskStore::unfinished). Running ones are orphans until a worker claims them or
+  // orphan_grace_s passes.
+  void recover(std::vector<TaskRecord> unfinished, double now, Effects& fx);
+
+  // ---- clients ----
+  void admit(Submissions& subs, Effects& fx);  // moves the submissions' specs
+  void cancel(const std::string& client, const proto::Cancel& c, Effects& fx);
+  void ping(const std::string& client, const proto::Ping& p, Effects& fx);
+
+  // ---- workers ----
+  // Any message from a worker: false (and a Reregister to it) when the worker is unknown.
+  // done(), progress() and bye() do this first themselves.
+  bool seen(const std::string& worker, double now, Effects& fx);
+  void ready(const std::string& worker, const proto::Ready& r, double now, Effects& fx);
+  void progress(const std::string& worker, const proto::ProgressMsg& p, double now, Effects& fx);
+  void done(const std::string& worker, proto::Done d, double now, Effects& fx);
+  void bye(const std::string& worker, double now, Effects& fx);
+  // A send to the worker failed: it is gone.
+  void unreachable(const std::string& worker, Effects& fx);
+
+  // ---- time ----
+  // Workers silent for heartbeat_s * liveness are lost; orphans past their grace go back to
+  // the queue.
+  void expire(double now, Effects& fx);
+  // Hands queued tasks to workers with credit.
+  void dispatch(double now, Effects& fx);
+  // A heartbeat to every worker.
+  void heartbeat(Effects& fx);
+
+  // While draining, every submission is refused and nothing is dispatched.
+  void set_draining(bool on) { draining_ = on; }
+
+  // ---- observation ----
+  std::size_t queued() const { return queue_.size(); }
+  std::size_t running() const { return running_.size(); }
+  std::size_t workers() const { return workers_.size(); }
+  std::uint32_t slots() const;
+  std::uint32_t credit() const;
+  const Statistics& statistics() const { return stats_; }
+
+ private:
+  struct Pending {  // a task waiting for credit
+    std::string id;
+    int priority = 0;
+    std::int64_t seq = 0;
+    int attempts = 0;  // dispatches so far
+    // The worker of the last dispatch counted in `attempts` and recorded in the database
+    // ("" when none or unknown): a claim by that worker of its own run counts nothing new.
+    std::string counted_worker;
+    proto::TaskSpec spec;
+  };
+  struct Running {
+    Pending task;
+    std::string worker;  // routing id; empty while orphaned after a restart
+    double since = 0;
+    double orphan_deadline = 0;
+    bool cancel_requested = false;
+  };
+  struct Worker {
+    std::string identity;
+    std::uint32_t slots = 0;
+    std::set<std::string> running;
+    double last_seen = 0;
+    std::string host;
+    std::int64_t pid = 0;
+    std::string incarnation;
+    std::uint32_t credit() const {
+      return slots > running.size() ? slots - static_cast<std::uint32_t>(running.size()) : 0;
+    }
+  };
+  using BatchKeys = std::unordered_map<std::string, std::pair<std::string, std::string>>;
+
+  proto::SubmitReply admit_one(proto::Submit& s, std::size_t& in_system, std::size_t capacity);
+  // The reply for a submission whose idempotency key is taken already, if it is.
+  std::optional<proto::SubmitReply> idempotent_reply(const proto::Submit& s);
+  void enqueue(Pending p);
+  std::optional<Pending> take_queued(const std::string& id);
+  Worker* least_loaded();
+  // A worker's ready claims p's run: recorded (one more attempt) unless it is the dispatch
+  // the database counts already.
+  void claim(Pending& p, const std::string& worker, Effects& fx);
+  void take_claimed(Worker& w, const std::string& id, double now, Effects& fx);
+  Worker* known(const std::string& worker, double now, Effects& fx);  // see seen()
+  void settle(Running r, proto::Done& d, const std::string& worker, Effects& fx);
+  void finish(const std::string& id, TaskState st, std::string summary, std::string error,
+              std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals = {});
+  // Puts a task back in the queue after a failure not its own, or fails it when it has used
+  // up its attempts.
+  void retry_or_fail(Running r, const std::string& why, Effects& fx);
+  // Re-queues what it was assigned. `count_attempts` false when the worker left in order
+  // (bye): what it still had then never reached it, which is not the task's fault.
+  void lose_worker(const std::string& identity, const std::string& why, bool count_attempts,
+                   Effects& fx);
+  double retry_after() const;
+
+  Settings settings_;
+  Records& records_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::multimap<std::pair<int, std::int64_t>, Pending> queue_;  // (-priority, seq)
+  std::unordered_map<std::string, Running> running_;
+  std::unordered_map<std::string, Worker> workers_;
+  std::vector<Worker*> order_;  // dispatch's scratch: the workers in round-robin order
+  BatchKeys batch_keys_;        // admit's scratch: key -> (task id, fingerprint); spares lookups
+  std::size_t rr_ = 0;          // round-robin offset among equally loaded workers
+  std::uint32_t hb_seq_ = 0;
+  bool draining_ = false;
+  Statistics stats_;
+};
+
+}  // namespace ipfixweb::broker

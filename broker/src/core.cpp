@@ -1,0 +1,500 @@
+#include "ipfixweb/broker/core.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include <spdlog/sinks/null_sink.h>
+#include <nlohmann/json.hpp>
+
+#include "ipfixweb/shared/logging.hpp"
+#include "ipfixweb/shared/spec_json.hpp"
+
+namespace ipfixweb::broker {
+
+void Submissions::add(const std::string& client, proto::Submit s) {
+  submits.push_back(std::move(s));
+  identities.push_back(client);
+  batch_of.push_back(kSingle);
+}
+
+void Submissions::add_batch(const std::string& client, proto::SubmitBatch b) {
+  const std::size_t index = batches.size();
+  proto::SubmitBatchReply reply;
+  reply.req_id = b.req_id;
+  reply.replies.reserve(b.submits.size());
+  batches.push_back(std::move(reply));
+  batch_identities.push_back(client);
+  for (auto& s : b.submits) {
+    submits.push_back(std::move(s));
+    identities.push_back(client);
+    batch_of.push_back(index);
+  }
+}
+
+void Submissions::clear() {
+  submits.clear();
+  identities.clear();
+  batch_of.clear();
+  batches.clear();
+  batch_identities.clear();
+}
+
+Core::Core(Settings settings, Records& records, std::shared_ptr<spdlog::logger> log)
+    : settings_(settings), records_(records), log_(std::move(log)) {
+  if (!log_)
+    log_ = std::make_shared<spdlog::logger>("broker-core",
+                                            std::make_shared<spdlog::sinks::null_sink_st>());
+  if (settings_.orphan_grace_s <= 0)
+    settings_.orphan_grace_s = settings_.heartbeat_s * settings_.liveness * 2;
+}
+
+Core::~Core() = default;
+
+// ---- start ------------------------------------------------------------------------------
+
+void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) {
+  std::size_t queued = 0, orphaned = 0;
+  for (auto& rec : unfinished) {
+    Pending p;
+    p.id = rec.id;
+    p.priority = rec.priority;
+    p.seq = rec.seq;
+    p.attempts = rec.attempts;
+    p.counted_worker = rec.worker;
+    try {
+      p.spec = proto::spec_from_json(nlohmann::json::parse(rec.spec));
+    } catch (const std::exception& e) {
+      // Like any finished task: counted and in the completion log.
+      finish(rec.id, TaskState::Failed, "",
+             std::string("unreadable task spec in database: ") + e.what(), e.what(), fx);
+      continue;
+    }
+    if (rec.state == TaskState::Running) {
+      // Its worker may still be running it: wait for it to re-register.
+      Running r;
+      r.task = std::move(p);
+      r.since = now;
+      r.orphan_deadline = now + settings_.orphan_grace_s;
+      running_.emplace(rec.id, std::move(r));
+      ++orphaned;
+    } else {
+      enqueue(std::move(p));
+      ++queued;
+    }
+  }
+  if (queued || orphaned)
+    log_->info("recovered {} queued and {} running tasks from the database", queued, orphaned);
+}
+
+// ---- clients ----------------------------------------------------------------------------
+
+void Core::admit(Submissions& subs, Effects& fx) {
+  batch_keys_.clear();
+  std::size_t in_system = queue_.size() + running_.size();
+  const std::size_t capacity = static_cast<std::size_t>(slots()) + settings_.max_queue;
+  // Single submissions are answered one message each; a batch's replies are collected in
+  // order and sent as one message after the loop.
+  for (std::size_t i = 0; i < subs.submits.size(); ++i) {
+    proto::SubmitReply r = admit_one(subs.submits[i], in_system, capacity);
+    const std::size_t b = subs.batch_of[i];
+    if (b == Submissions::kSingle)
+      fx.to_clients.push_back({subs.identities[i], std::move(r)});
+    else
+      subs.batches[b].replies.push_back(std::move(r));
+  }
+  for (std::size_t b = 0; b < subs.batches.size(); ++b)
+    fx.to_clients.push_back({subs.batch_identities[b], std::move(subs.batches[b])});
+}
+
+// One submission, as if it had come alone: idempotency keys seen earlier in the same
+// iteration count, and capacity is counted per submission.
+proto::SubmitReply Core::admit_one(proto::Submit& s, std::size_t& in_system, std::size_t capacity) {
+  if (auto existing = idempotent_reply(s)) return std::move(*existing);
+  proto::SubmitReply r;
+  r.req_id = s.req_id;
+  if (draining_) {
+    r.code = Refusal::Draining;
+    r.reason = "broker is shutting down";
+    r.retry_after = 1;
+    return r;
+  }
+  if (in_system >= capacity) {
+    r.code = Refusal::Capacity;
+    r.reason = "queue full: " + std::to_string(running_.size()) + " running, " +
+               std::to_string(queue_.size()) + " queued, " + std::to_string(slots()) +
+               " worker slots, max queue " + std::to_string(settings_.max_queue);
+    r.retry_after = retry_after();
+    return r;
+  }
+  auto ins = records_.insert(s);
+  if (!ins.error.empty()) {
+    r.code = Refusal::Invalid;
+    r.reason = "the task could not be recorded: " + ins.error;
+    return r;
+  }
+  r.accepted = true;
+  r.task_id = ins.task_id;
+  r.state = TaskState::Queued;
+  if (!s.idempotency_key.empty()) batch_keys_[s.idempotency_key] = {ins.task_id, s.fingerprint};
+  Pending p;
+  p.seq = ins.seq;
+  p.id = std::move(ins.task_id);
+  p.priority = s.priority;
+  p.spec = std::move(s.spec);
+  enqueue(std::move(p));
+  ++in_system;
+  return r;
+}
+
+std::optional<proto::SubmitReply> Core::idempotent_reply(const proto::Submit& s) {
+  if (s.idempotency_key.empty()) return std::nullopt;
+  std::string id, fp;
+  TaskState st = TaskState::Queued;
+  if (auto b = batch_keys_.find(s.idempotency_key); b != batch_keys_.end()) {
+    id = b->second.first;
+    fp = b->second.second;
+  } else if (auto rec = records_.find_by_key(s.idempotency_key)) {
+    id = std::move(rec->task_id);
+    fp = std::move(rec->fingerprint);
+    st = rec->state;
+  } else {
+    return std::nullopt;
+  }
+  proto::SubmitReply r;
+  r.req_id = s.req_id;
+  if (fp == s.fingerprint) {
+    r.accepted = true;
+    r.existing = true;
+    r.task_id = std::move(id);
+    r.state = st;
+  } else {
+    r.code = Refusal::Conflict;
+    r.reason = "Idempotency-Key was already used with a different request";
+  }
+  return r;
+}
+
+void Core::cancel(const std::string& client, const proto::Cancel& c, Effects& fx) {
+  proto::CancelReply reply;
+  reply.req_id = c.req_id;
+  auto rit = running_.find(c.task_id);
+  if (auto q = take_queued(c.task_id)) {
+    finish(c.task_id, TaskState::Cancelled, "", "", "cancelled by user while queued", fx);
+    reply.result = CancelResult::Cancelled;
+    reply.state = TaskState::Cancelled;
+  } else if (rit != running_.end() && rit->second.worker.empty()) {  // an orphan
+    running_.erase(rit);
+    finish(c.task_id, TaskState::Cancelled, "", "", "cancelled by user", fx);
+    reply.result = CancelResult::Cancelled;
+    reply.state = TaskState::Cancelled;
+  } else if (rit != running_.end()) {
+    // Its worker is told to stop; the task ends when the worker reports it.
+    rit->second.cancel_requested = true;
+    fx.to_workers.push_back({rit->second.worker, proto::Abort{c.task_id, "cancelled by user"}});
+    reply.result = CancelResult::Cancelling;
+    reply.state = TaskState::Running;
+  } else if (auto st = records_.state_of(c.task_id)) {
+    reply.result = CancelResult::Finished;
+    reply.state = *st;
+  } else {
+    reply.result = CancelResult::NotFound;
+  }
+  fx.to_clients.push_back({client, reply});
+}
+
+void Core::ping(const std::string& client, const proto::Ping& p, Effects& fx) {
+  proto::Pong pong;
+  pong.req_id = p.req_id;
+  pong.workers = static_cast<std::uint32_t>(workers_.size());
+  pong.slots = slots();
+  pong.credit = credit();
+  pong.running = static_cast<std::uint32_t>(running_.size());
+  pong.queued = static_cast<std::uint32_t>(queue_.size());
+  pong.max_queue = settings_.max_queue;
+  pong.draining = draining_;
+  stats_.fill(pong);
+  fx.to_clients.push_back({client, std::move(pong)});
+}
+
+// ---- workers ----------------------------------------------------------------------------
+
+bool Core::seen(const std::string& worker, double now, Effects& fx) {
+  return known(worker, now, fx) != nullptr;
+}
+
+Core::Worker* Core::known(const std::string& worker, double now, Effects& fx) {
+  auto wit = workers_.find(worker);
+  if (wit == workers_.end()) {
+    // Unknown peer (e.g. we restarted): ask it to register again.
+    fx.to_workers.push_back({worker, Reregister{}});
+    return nullptr;
+  }
+  wit->second.last_seen = now;
+  return &wit->second;
+}
+
+void Core::ready(const std::string& identity, const proto::Ready& r, double now, Effects& fx) {
+  const bool known = workers_.count(identity) > 0;
+  Worker& w = workers_[identity];
+  const bool restarted = known && w.incarnation != r.incarnation;
+  w.identity = identity;
+  w.slots = r.slots;  // 0: draining, takes no new work
+  w.last_seen = now;
+  w.host = r.host;
+  w.pid = r.pid;
+  w.incarnation = r.incarnation;
+  const std::set<std::string> claimed(r.running.begin(), r.running.end());
+  // A new incarnation of the worker lost whatever its previous life ran.
+  // The same incarnation loses nothing: its ready may simply predate a task
+  // we sent it since, and it reports every task it got.
+  if (restarted) {
+    for (const auto& id : std::vector<std::string>(w.running.begin(), w.running.end())) {
+      if (claimed.count(id)) continue;
+      w.running.erase(id);
+      auto rit = running_.find(id);
+      if (rit == running_.end()) continue;
+      Running lost = std::move(rit->second);
+      running_.erase(rit);
+      retry_or_fail(std::move(lost), "worker " + identity + " restarted without it", fx);
+    }
+  }
+  for (const auto& id : claimed) take_claimed(w, id, now, fx);
+  log_->info("worker {} {} ({} slots, {} running, host {} pid {})", identity,
+             known ? "re-registered" : "registered", w.slots, w.running.size(), w.host, w.pid);
+}
+
+// A task a worker says it runs (ready.running).
+void Core::take_claimed(Worker& w, const std::string& id, double now, Effects& fx) {
+  auto rit = running_.find(id);
+  if (rit != running_.end() && (rit->second.worker.empty() || rit->second.worker == w.identity)) {
+    // Its own task, or an orphan recovered after a restart. The orphan may have been sent
+    // to this worker by the previous broker after the dispatch the database records.
+    if (rit->second.worker.empty()) claim(rit->second.task, w.identity, fx);
+    rit->second.worker = w.identity;
+    w.running.insert(id);
+  } else if (auto q = take_queued(id)) {
+    // Dispatched to it by a broker that died before recording the dispatch (or queued
+    // again after the worker was presumed lost): the run goes on and its result counts.
+    claim(*q, w.identity, fx);
+    w.running.insert(id);
+    Running adopted;
+    adopted.task = std::move(*q);
+    adopted.worker = w.identity;
+    adopted.since = now;
+    running_.emplace(id, std::move(adopted));
+  } else {
+    // Finished, cancelled or handed to someone else meanwhile: stop it.
+    fx.to_workers.push_back({w.identity, proto::Abort{id, "no longer assigned"}});
+  }
+}
+
+void Core::claim(Pending& p, const std::string& worker, Effects& fx) {
+  if (p.counted_worker == worker) return;  // the run the database counts already
+  ++p.attempts;
+  p.counted_worker = worker;
+  fx.writes.push_back(write::SetRunning{
+      p.id, worker, p.attempts,
+      "claimed by worker " + worker + " (attempt " + std::to_string(p.attempts) + ")"});
+}
+
+void Core::progress(const std::string& worker, const proto::ProgressMsg& p, double now,
+                    Effects& fx) {
+  Worker* w = known(worker, now, fx);
+  if (!w || !w->running.count(p.task_id)) return;
+  fx.writes.push_back(write::SetProgress{p.task_id, std::clamp(p.progress, 0.0, 1.0)});
+}
+
+void Core::done(const std::string& worker, proto::Done d, double now, Effects& fx) {
+  Worker* w = known(worker, now, fx);
+  if (!w) return;
+  w->running.erase(d.task_id);
+  auto rit = running_.find(d.task_id);
+  // An orphan (recovered after a restart, not yet claimed) may be reported
+  // by the worker that ran it: its result counts.
+  if (rit == running_.end() || (rit->second.worker != worker && !rit->second.worker.empty())) {
+    log_->debug("worker {} reported task {} it does not own (repeat or stale); ignored", worker,
+                d.task_id);
+    return;
+  }
+  Running r = std::move(rit->second);
+  running_.erase(rit);
+  if (r.worker.empty()) claim(r.task, worker, fx);  // an orphan's result: record who ran it
+  stats_.ran(now - r.since);
+  settle(std::move(r), d, worker, fx);
+}
+
+// What a reported outcome does to its task.
+void Core::settle(Running r, proto::Done& d, const std::string& worker, Effects& fx) {
+  const std::string& id = r.task.id;
+  if (r.cancel_requested && d.state != Outcome::Succeeded) {
+    finish(id, TaskState::Cancelled, std::move(d.summary), "", "cancelled by user", fx);
+  } else if (d.state == Outcome::Succeeded) {
+    finish(id, TaskState::Succeeded, std::move(d.summary), std::move(d.error),
+           "finished on " + worker, fx, write::Finish::Totals{d.packets, d.bytes, d.flows});
+  } else if (d.state == Outcome::Failed && !d.retryable) {
+    finish(id, TaskState::Failed, std::move(d.summary), d.error, d.error, fx);
+  } else if (d.state == Outcome::Aborted || d.state == Outcome::Cancelled) {
+    // Not the task's fault: the worker shut down, or killed a child the
+    // broker had told it to stop (e.g. after it was presumed lost and came
+    // back) while nobody asked for a cancel. Run it again; no attempt used.
+    --r.task.attempts;
+    r.task.counted_worker.clear();
+    retry_or_fail(std::move(r), "aborted by worker " + worker + ": " + d.error, fx);
+  } else {
+    retry_or_fail(std::move(r), d.error.empty() ? "failed on " + worker : d.error, fx);
+  }
+}
+
+void Core::bye(const std::string& worker, double now, Effects& fx) {
+  if (!seen(worker, now, fx)) return;
+  // A worker says goodbye after reporting every task it ran (aborted ones included), so
+  // anything still assigned to it is a task message that crossed its shutdown.
+  lose_worker(worker, "worker said goodbye", false, fx);
+}
+
+void Core::unreachable(const std::string& worker, Effects& fx) {
+  lose_worker(worker, "unreachable", true, fx);
+}
+
+// ---- time -------------------------------------------------------------------------------
+
+void Core::expire(double now, Effects& fx) {
+  const double limit = settings_.heartbeat_s * settings_.liveness;
+  std::vector<std::string> dead;
+  for (auto& [id, w] : workers_)
+    if (now - w.last_seen > limit) dead.push_back(id);
+  for (auto& id : dead) lose_worker(id, "missed heartbeats", true, fx);
+  std::vector<std::string> orphans;
+  for (auto& [id, r] : running_)
+    if (r.worker.empty() && now > r.orphan_deadline) orphans.push_back(id);
+  for (auto& id : orphans) {
+    Running r = std::move(running_.at(id));
+    running_.erase(id);
+    retry_or_fail(std::move(r), "no worker reclaimed it after a broker restart", fx);
+  }
+}
+
+void Core::dispatch(double now, Effects& fx) {
+  if (draining_) return;
+  order_.clear();
+  for (auto& [id, w] : workers_) order_.push_back(&w);
+  while (!queue_.empty()) {
+    Worker* best = least_loaded();
+    if (!best) return;
+    ++rr_;
+    auto it = queue_.begin();
+    Pending p = std::move(it->second);
+    queue_.erase(it);
+    ++p.attempts;
+    p.counted_worker = best->identity;
+    fx.writes.push_back(write::SetRunning{p.id, best->identity, p.attempts, ""});
+    fx.to_workers.push_back(
+        {best->identity, proto::Task{p.id, static_cast<std::uint32_t>(p.attempts), p.spec,
+                                     settings_.task_timeout_s}});
+    best->running.insert(p.id);
+    Running r;
+    r.task = std::move(p);
+    r.worker = best->identity;
+    r.since = now;
+    running_.emplace(r.task.id, std::move(r));
+  }
+}
+
+// The worker with credit and the most free slots; ties go round robin.
+Core::Worker* Core::least_loaded() {
+  Worker* best = nullptr;
+  const std::size_t n = order_.size();
+  const std::size_t start = n ? rr_ % n : 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    Worker* w = order_[(start + i) % n];
+    if (w->credit() == 0) continue;
+    if (!best || w->credit() > best->credit()) best = w;
+  }
+  return best;
+}
+
+void Core::heartbeat(Effects& fx) {
+  ++hb_seq_;
+  for (auto& [id, w] : workers_) fx.to_workers.push_back({id, proto::Heartbeat{hb_seq_}});
+}
+
+// ---- tasks ------------------------------------------------------------------------------
+
+void Core::enqueue(Pending p) {
+  auto key = std::make_pair(-p.priority, p.seq);
+  queue_.emplace(key, std::move(p));
+}
+
+std::optional<Core::Pending> Core::take_queued(const std::string& id) {
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (it->second.id != id) continue;
+    Pending p = std::move(it->second);
+    queue_.erase(it);
+    return p;
+  }
+  return std::nullopt;
+}
+
+void Core::finish(const std::string& id, TaskState st, std::string summary, std::string error,
+                  std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals) {
+  stats_.finished(st);
+  fx.writes.push_back(
+      write::Finish{id, st, std::move(summary), std::move(error), std::move(reason), totals});
+}
+
+void Core::retry_or_fail(Running r, const std::string& why, Effects& fx) {
+  const std::string& id = r.task.id;
+  if (r.cancel_requested) {
+    finish(id, TaskState::Cancelled, "", "", "cancelled by user; " + why, fx);
+  } else if (r.task.attempts >= settings_.max_attempts) {
+    finish(id, TaskState::Failed, "",
+           "gave up after " + std::to_string(r.task.attempts) + " attempts; last: " + why, why, fx);
+  } else {
+    fx.writes.push_back(write::Requeue{id, r.task.attempts, why});
+    stats_.requeued();
+    log_->warn("task {} re-queued: {}", id, why);
+    enqueue(std::move(r.task));
+  }
+}
+
+void Core::lose_worker(const std::string& identity, const std::string& why, bool count_attempts,
+                       Effects& fx) {
+  auto wit = workers_.find(identity);
+  if (wit == workers_.end()) return;
+  std::set<std::string> tasks = std::move(wit->second.running);
+  workers_.erase(wit);
+  log_->warn("worker {} lost ({}); {} tasks to re-queue", identity, why, tasks.size());
+  for (auto& id : tasks) {
+    auto rit = running_.find(id);
+    if (rit == running_.end()) continue;
+    Running r = std::move(rit->second);
+    running_.erase(rit);
+    if (!count_attempts) {
+      --r.task.attempts;
+      r.task.counted_worker.clear();
+    }
+    retry_or_fail(std::move(r), "worker " + identity + " lost: " + why, fx);
+  }
+}
+
+// ---- capacity ---------------------------------------------------------------------------
+
+std::uint32_t Core::slots() const {
+  std::uint32_t n = 0;
+  for (auto& [id, w] : workers_) n += w.slots;
+  return n;
+}
+
+std::uint32_t Core::credit() const {
+  std::uint32_t n = 0;
+  for (auto& [id, w] : workers_) n += w.credit();
+  return n;
+}
+
+double Core::retry_after() const {
+  double total = std::max<std::uint32_t>(1, slots());
+  double est = std::ceil(static_cast<double>(queue_.size() + 1) / total * stats_.average_run_s());
+  return std::clamp(est, 1.0, 300.0);
+}
+
+}  // namespace ipfixweb::broker

@@ -1,0 +1,912 @@
+// The broker's rules, driven through its pure core: no sockets, no SQLite, no clock (the
+// time is a number the test moves). Each test names the rule it checks; docs/broker.md
+// lists them, docs/protocol.md tells the sequences they come from.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ipfixweb/broker/core.hpp"
+#include "ipfixweb/shared/spec_json.hpp"
+
+namespace {
+
+using namespace ipfixweb;
+using broker::Core;
+using broker::Effects;
+namespace write = broker::write;
+
+// The database, in memory: what the core reads, with the writes it asked for applied.
+class MemoryRecords final : public broker::Records {
+ public:
+  struct Row {
+    TaskState state = TaskState::Queued;
+    std::string key, fingerprint, worker, error;
+    int attempts = 0;
+    double progress = 0;
+    std::vector<std::string> reasons;  // of every event, in order
+  };
+  std::map<std::string, Row> rows;
+  std::set<std::string> unstorable;  // requests whose insert fails
+
+  std::optional<Keyed> find_by_key(const std::string& key) override {
+    for (auto& [id, row] : rows)
+      if (row.key == key) return Keyed{id, row.fingerprint, row.state};
+    return std::nullopt;
+  }
+  std::optional<TaskState> state_of(const std::string& id) override {
+    auto it = rows.find(id);
+    if (it == rows.end()) return std::nullopt;
+    return it->second.state;
+  }
+  Inserted insert(const proto::Submit& s) override {
+    if (unstorable.count(s.request)) return {{}, 0, "not valid UTF-8"};
+    const std::string id = "task-" + std::to_string(++seq_);
+    rows[id] =
+        Row{TaskState::Queued, s.idempotency_key, s.fingerprint, "", "", 0, 0, {"submitted"}};
+    return {id, seq_, {}};
+  }
+  // A task as recover() gets it from the database.
+  TaskRecord stored(const std::string& id, TaskState st, int attempts, const std::string& worker,
+                    const std::string& spec = spec_text()) {
+    rows[id] = Row{st, "", "", worker, "", attempts, 0, {}};
+    TaskRecord r;
+    r.seq = ++seq_;
+    r.id = id;
+    r.state = st;
+    r.spec = spec;
+    r.attempts = attempts;
+    r.worker = worker;
+    return r;
+  }
+  static std::string spec_text() {
+    proto::TaskSpec spec;
+    spec.inputs = {"/in/a.pcap"};
+    spec.output = "/out/a.ipfix";
+    return proto::spec_to_json_text(spec);
+  }
+
+  void apply(const broker::Write& w) {
+    std::visit([this](const auto& x) { on(x); }, w);
+  }
+
+  const Row& operator[](const std::string& id) const { return rows.at(id); }
+
+ private:
+  void on(const write::SetRunning& r) {
+    auto& row = rows.at(r.task_id);
+    row.state = TaskState::Running;
+    row.worker = r.worker;
+    row.attempts = r.attempt;
+    row.progress = 0;
+    row.reasons.push_back(r.reason);
+  }
+  void on(const write::SetProgress& p) { rows.at(p.task_id).progress = p.progress; }
+  void on(const write::Finish& f) {
+    auto& row = rows.at(f.task_id);
+    row.state = f.state;
+    row.error = f.error;
+    row.reasons.push_back(f.reason);
+  }
+  void on(const write::Requeue& q) {
+    auto& row = rows.at(q.task_id);
+    row.state = TaskState::Queued;
+    row.worker.clear();
+    row.attempts = q.attempts;
+    row.reasons.push_back(q.reason);
+  }
+  std::int64_t seq_ = 0;
+};
+
+// "t0", "t1", ... (built without operator+: GCC 12 warns about its inlined copy at -O3)
+std::string nth(int i) {
+  std::string s = "t";
+  s += std::to_string(i);
+  return s;
+}
+
+proto::Submit request(const std::string& name, const std::string& key = "",
+                      const std::string& fingerprint = "", int priority = 0) {
+  static std::uint64_t req_id = 0;
+  proto::Submit s;
+  s.req_id = ++req_id;
+  s.request = name;
+  s.spec.inputs = {"/in/" + name + ".pcap"};
+  s.spec.output = "/out/" + name + ".ipfix";
+  s.idempotency_key = key;
+  s.fingerprint = fingerprint;
+  s.priority = priority;
+  return s;
+}
+
+class BrokerCore : public ::testing::Test {
+ protected:
+  broker::Settings settings;  // change before the first event
+  MemoryRecords db;
+  Effects fx;         // what the core asked for in the last event
+  double now = 1000;  // monotonic seconds
+
+  Core& core() {
+    if (!core_) core_ = std::make_unique<Core>(settings, db);
+    return *core_;
+  }
+  // One event: the core decides, its writes are applied to the database.
+  template <class Event>
+  Effects& event(Event&& e) {
+    fx.clear();
+    e(core());
+    for (auto& w : fx.writes) db.apply(w);
+    return fx;
+  }
+
+  // ---- clients ----
+  proto::SubmitReply submit(proto::Submit s) {
+    broker::Submissions subs;
+    subs.add("client", std::move(s));
+    event([&](Core& c) { c.admit(subs, fx); });
+    return reply<proto::SubmitReply>();
+  }
+  std::string submit_ok(const std::string& name, int priority = 0) {
+    auto r = submit(request(name, "", "", priority));
+    EXPECT_TRUE(r.accepted) << r.reason;
+    return r.task_id;
+  }
+  std::vector<proto::SubmitReply> submit_batch(std::vector<proto::Submit> batch) {
+    broker::Submissions subs;
+    subs.add_batch("client", proto::SubmitBatch{7, std::move(batch)});
+    event([&](Core& c) { c.admit(subs, fx); });
+    auto r = reply<proto::SubmitBatchReply>();
+    EXPECT_EQ(r.req_id, 7u);
+    return r.replies;
+  }
+  proto::CancelReply cancel(const std::string& id) {
+    event([&](Core& c) { c.cancel("client", proto::Cancel{1, id}, fx); });
+    return reply<proto::CancelReply>();
+  }
+  proto::Pong ping() {
+    event([&](Core& c) { c.ping("client", proto::Ping{1}, fx); });
+    return reply<proto::Pong>();
+  }
+
+  // ---- workers ----
+  void ready(const std::string& worker, std::uint32_t slots = 1,
+             std::vector<std::string> running = {}, const std::string& incarnation = "inc-1") {
+    proto::Ready r;
+    r.worker_id = worker;
+    r.slots = slots;
+    r.running = std::move(running);
+    r.incarnation = incarnation;
+    event([&](Core& c) { c.ready(worker, r, now, fx); });
+  }
+  // The tasks handed out, as (worker, task id).
+  std::vector<std::pair<std::string, std::string>> dispatch() {
+    event([&](Core& c) { c.dispatch(now, fx); });
+    std::vector<std::pair<std::string, std::string>> out;
+    for (auto& [worker, task] : sent<proto::Task>()) out.emplace_back(worker, task.task_id);
+    return out;
+  }
+  void done(const std::string& worker, const std::string& id, Outcome outcome,
+            const std::string& error = "", bool retryable = false) {
+    proto::Done d;
+    d.task_id = id;
+    d.state = outcome;
+    d.error = error;
+    d.retryable = retryable;
+    d.summary = R"({"packets":3})";
+    d.packets = 3;
+    d.bytes = 300;
+    d.flows = 1;
+    event([&](Core& c) { c.done(worker, d, now, fx); });
+  }
+  // Starts one task on a worker of one slot.
+  std::string running_task(const std::string& worker = "w") {
+    ready(worker);
+    const std::string id = submit_ok("a");
+    EXPECT_EQ(dispatch().size(), 1u);
+    return id;
+  }
+  void expire_after(double seconds) {
+    now += seconds;
+    event([&](Core& c) { c.expire(now, fx); });
+  }
+
+  // ---- what the last event asked for ----
+  template <class M>
+  std::vector<std::pair<std::string, M>> sent() const {
+    std::vector<std::pair<std::string, M>> out;
+    for (auto& m : fx.to_workers)
+      if (auto* x = std::get_if<M>(&m.message)) out.emplace_back(m.to, *x);
+    return out;
+  }
+  template <class M>
+  M reply() const {
+    EXPECT_EQ(fx.to_clients.size(), 1u);
+    EXPECT_EQ(fx.to_clients.at(0).to, "client");
+    return std::get<M>(fx.to_clients.at(0).message);
+  }
+  template <class W>
+  std::vector<W> writes() const {
+    std::vector<W> out;
+    for (auto& w : fx.writes)
+      if (auto* x = std::get_if<W>(&w)) out.push_back(*x);
+    return out;
+  }
+  template <class W>
+  W only_write() const {
+    EXPECT_EQ(fx.writes.size(), 1u);
+    auto all = writes<W>();
+    EXPECT_EQ(all.size(), 1u);
+    return all.empty() ? W{} : all[0];
+  }
+
+ private:
+  std::unique_ptr<Core> core_;
+};
+
+// ---- admission ---------------------------------------------------------------------------
+
+TEST_F(BrokerCore, AdmitsExactlyTheWorkersSlotsPlusMaxQueue) {
+  settings.max_queue = 2;
+  ready("w1", 2);
+  ready("w2", 1);
+  std::vector<proto::Submit> batch;
+  for (int i = 0; i < 7; ++i) batch.push_back(request(nth(i)));
+  auto replies = submit_batch(batch);
+  ASSERT_EQ(replies.size(), 7u);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(replies[i].accepted) << i;
+  for (int i = 5; i < 7; ++i) {
+    EXPECT_FALSE(replies[i].accepted);
+    EXPECT_EQ(replies[i].code, Refusal::Capacity);
+  }
+  // Running tasks count too, until they finish.
+  auto handed = dispatch();
+  ASSERT_EQ(handed.size(), 3u);
+  EXPECT_EQ(submit(request("more")).code, Refusal::Capacity);
+  done(handed[0].first, handed[0].second, Outcome::Succeeded);
+  EXPECT_TRUE(submit(request("more")).accepted);
+}
+
+TEST_F(BrokerCore, ACapacityRefusalSaysWhyAndWhenToRetry) {
+  settings.max_queue = 3;
+  for (int i = 0; i < 3; ++i) submit_ok(nth(i));
+  auto r = submit(request("one too many"));
+  EXPECT_EQ(r.code, Refusal::Capacity);
+  EXPECT_EQ(r.reason, "queue full: 0 running, 3 queued, 0 worker slots, max queue 3");
+  // (queued + 1) / max(slots, 1) * the average run time (1 s before any result)
+  EXPECT_EQ(r.retry_after, 4);
+}
+
+TEST_F(BrokerCore, RetryAfterFollowsTheAverageRunTime) {
+  settings.max_queue = 1;
+  ready("w");
+  const std::string first = submit_ok("first");
+  dispatch();
+  now += 9;
+  done("w", first, Outcome::Succeeded);  // average: 0.8 * 1 s + 0.2 * 9 s = 2.6 s
+  submit_ok("second");
+  dispatch();
+  submit_ok("third");                                    // queued
+  EXPECT_EQ(submit(request("refused")).retry_after, 6);  // ceil((1 + 1) / 1 * 2.6)
+}
+
+TEST_F(BrokerCore, RetryAfterIsAtMostFiveMinutes) {
+  settings.max_queue = 400;
+  for (int i = 0; i < 400; ++i) submit_ok(nth(i));
+  EXPECT_EQ(submit(request("refused")).retry_after, 300);
+}
+
+TEST_F(BrokerCore, RefusesEverySubmissionAndDispatchesNothingWhileDraining) {
+  const std::string queued = submit_ok("before");
+  core().set_draining(true);
+  auto r = submit(request("during"));
+  EXPECT_FALSE(r.accepted);
+  EXPECT_EQ(r.code, Refusal::Draining);
+  EXPECT_EQ(r.retry_after, 1);
+  EXPECT_EQ(db.rows.size(), 1u);
+  ready("w");
+  EXPECT_TRUE(dispatch().empty());
+  EXPECT_EQ(db[queued].state, TaskState::Queued);
+}
+
+TEST_F(BrokerCore, AnIdempotencyKeyUsedBeforeReturnsTheSameTaskInItsCurrentState) {
+  auto first = submit(request("a", "key", "fp-a"));
+  ASSERT_TRUE(first.accepted);
+  EXPECT_FALSE(first.existing);
+  ready("w");
+  dispatch();
+  auto again = submit(request("a", "key", "fp-a"));
+  EXPECT_TRUE(again.accepted);
+  EXPECT_TRUE(again.existing);
+  EXPECT_EQ(again.task_id, first.task_id);
+  EXPECT_EQ(again.state, TaskState::Running);
+  EXPECT_EQ(db.rows.size(), 1u);
+  // Answered from the database, even while draining.
+  core().set_draining(true);
+  EXPECT_TRUE(submit(request("a", "key", "fp-a")).existing);
+}
+
+TEST_F(BrokerCore, AnIdempotencyKeyUsedWithAnotherRequestIsAConflict) {
+  ASSERT_TRUE(submit(request("a", "key", "fp-a")).accepted);
+  auto r = submit(request("b", "key", "fp-b"));
+  EXPECT_FALSE(r.accepted);
+  EXPECT_EQ(r.code, Refusal::Conflict);
+  EXPECT_EQ(r.reason, "Idempotency-Key was already used with a different request");
+  EXPECT_EQ(db.rows.size(), 1u);
+}
+
+TEST_F(BrokerCore, TheSameKeyTwiceInOneBatchMakesOneTask) {
+  auto replies = submit_batch(
+      {request("a", "key", "fp-a"), request("a", "key", "fp-a"), request("b", "key", "fp-b")});
+  ASSERT_EQ(replies.size(), 3u);
+  EXPECT_TRUE(replies[0].accepted);
+  EXPECT_FALSE(replies[0].existing);
+  EXPECT_TRUE(replies[1].accepted);
+  EXPECT_TRUE(replies[1].existing);
+  EXPECT_EQ(replies[1].task_id, replies[0].task_id);
+  EXPECT_EQ(replies[1].state, TaskState::Queued);
+  EXPECT_EQ(replies[2].code, Refusal::Conflict);
+  EXPECT_EQ(db.rows.size(), 1u);
+  EXPECT_EQ(core().queued(), 1u);
+}
+
+TEST_F(BrokerCore, AFailedInsertRefusesOnlyThatSubmission) {
+  db.unstorable = {"bad"};
+  auto batch = std::vector<proto::Submit>{request("good1"), request("bad"), request("good2")};
+  auto replies = submit_batch(batch);
+  ASSERT_EQ(replies.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(replies[i].req_id, batch[i].req_id);
+  EXPECT_TRUE(replies[0].accepted);
+  EXPECT_EQ(replies[1].code, Refusal::Invalid);
+  EXPECT_EQ(replies[1].reason, "the task could not be recorded: not valid UTF-8");
+  EXPECT_TRUE(replies[2].accepted);
+  EXPECT_EQ(core().queued(), 2u);
+}
+
+TEST_F(BrokerCore, SingleSubmissionsAreAnsweredEachAndABatchInOneMessage) {
+  broker::Submissions subs;
+  auto a = request("a"), c = request("c");
+  subs.add("client-a", a);
+  subs.add_batch("client-b", proto::SubmitBatch{9, {request("b1"), request("b2")}});
+  subs.add("client-c", c);
+  event([&](Core& core) { core.admit(subs, fx); });
+  ASSERT_EQ(fx.to_clients.size(), 3u);
+  EXPECT_EQ(fx.to_clients[0].to, "client-a");
+  EXPECT_EQ(std::get<proto::SubmitReply>(fx.to_clients[0].message).req_id, a.req_id);
+  EXPECT_EQ(fx.to_clients[1].to, "client-c");
+  EXPECT_EQ(std::get<proto::SubmitReply>(fx.to_clients[1].message).req_id, c.req_id);
+  EXPECT_EQ(fx.to_clients[2].to, "client-b");
+  auto& batch = std::get<proto::SubmitBatchReply>(fx.to_clients[2].message);
+  EXPECT_EQ(batch.req_id, 9u);
+  EXPECT_EQ(batch.replies.size(), 2u);
+}
+
+// ---- dispatch ----------------------------------------------------------------------------
+
+TEST_F(BrokerCore, DispatchesOnlyAgainstCredit) {
+  for (int i = 0; i < 3; ++i) submit_ok(nth(i));
+  EXPECT_TRUE(dispatch().empty()) << "no worker, no credit";
+  ready("w", 2);
+  EXPECT_EQ(dispatch().size(), 2u);
+  EXPECT_TRUE(dispatch().empty());
+  EXPECT_EQ(core().credit(), 0u);
+  done("w", "task-1", Outcome::Succeeded);
+  EXPECT_EQ(dispatch().size(), 1u);
+  ready("draining", 0);
+  submit_ok("t3");
+  EXPECT_TRUE(dispatch().empty()) << "a worker with no slots gets nothing";
+}
+
+TEST_F(BrokerCore, DispatchesToTheWorkerWithTheMostFreeSlotsFirst) {
+  ready("small", 1);
+  ready("big", 3);
+  for (int i = 0; i < 3; ++i) submit_ok(nth(i));
+  auto handed = dispatch();
+  ASSERT_EQ(handed.size(), 3u);
+  EXPECT_EQ(handed[0].first, "big");
+  EXPECT_EQ(handed[1].first, "big");  // still 2 free against 1
+  EXPECT_EQ(core().credit(), 1u);
+}
+
+TEST_F(BrokerCore, SharesTasksRoundRobinAmongEquallyLoadedWorkers) {
+  ready("a");
+  ready("b");
+  ready("c");
+  std::vector<std::string> order;
+  for (int i = 0; i < 6; ++i) {
+    submit_ok(nth(i));
+    auto handed = dispatch();
+    ASSERT_EQ(handed.size(), 1u);
+    order.push_back(handed[0].first);
+    done(handed[0].first, handed[0].second, Outcome::Succeeded);
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(order[i], order[i + 3]);
+  EXPECT_EQ(std::set<std::string>(order.begin(), order.end()).size(), 3u);
+}
+
+TEST_F(BrokerCore, ADispatchIsRecordedRunningAndCountsAnAttempt) {
+  settings.task_timeout_s = 30;
+  ready("w");
+  auto s = request("a");
+  const std::string id = submit(s).task_id;
+  dispatch();
+  auto tasks = sent<proto::Task>();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].first, "w");
+  EXPECT_EQ(tasks[0].second.task_id, id);
+  EXPECT_EQ(tasks[0].second.attempt, 1u);
+  EXPECT_EQ(tasks[0].second.timeout, 30);
+  EXPECT_EQ(tasks[0].second.spec.output, s.spec.output);
+  auto w = only_write<write::SetRunning>();
+  EXPECT_EQ(w.task_id, id);
+  EXPECT_EQ(w.worker, "w");
+  EXPECT_EQ(w.attempt, 1);
+  EXPECT_EQ(w.reason, "") << "the store's default: dispatched (attempt 1)";
+}
+
+TEST_F(BrokerCore, HigherPriorityGoesFirstThenArrivalOrder) {
+  const std::string a = submit_ok("a", 0), b = submit_ok("b", 5), c = submit_ok("c", 0),
+                    d = submit_ok("d", 5);
+  ready("w", 4);
+  std::vector<std::string> order;
+  for (auto& [worker, id] : dispatch()) order.push_back(id);
+  EXPECT_EQ(order, (std::vector<std::string>{b, d, a, c}));
+}
+
+// ---- results -----------------------------------------------------------------------------
+
+TEST_F(BrokerCore, ASuccessFinishesTheTaskWithItsTotalsAndFreesTheCredit) {
+  const std::string id = running_task();
+  EXPECT_EQ(core().credit(), 0u);
+  done("w", id, Outcome::Succeeded);
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.task_id, id);
+  EXPECT_EQ(f.state, TaskState::Succeeded);
+  EXPECT_EQ(f.reason, "finished on w");
+  EXPECT_EQ(f.summary, R"({"packets":3})");
+  ASSERT_TRUE(f.totals);
+  EXPECT_EQ(f.totals->packets, 3u);
+  EXPECT_EQ(f.totals->bytes, 300u);
+  EXPECT_EQ(f.totals->flows, 1u);
+  EXPECT_EQ(core().credit(), 1u);
+  EXPECT_EQ(core().running(), 0u);
+}
+
+TEST_F(BrokerCore, AFailureNotWorthRetryingFailsTheTaskAtOnce) {
+  const std::string id = running_task();
+  done("w", id, Outcome::Failed, "timed out after 30 s", false);
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.state, TaskState::Failed);
+  EXPECT_EQ(f.error, "timed out after 30 s");
+  EXPECT_EQ(f.reason, "timed out after 30 s");
+  EXPECT_FALSE(f.totals);
+  EXPECT_EQ(db[id].attempts, 1);
+}
+
+TEST_F(BrokerCore, ARetryableFailureRequeuesTheTaskWithItsAttemptCounted) {
+  const std::string id = running_task();
+  done("w", id, Outcome::Failed, "crashed with SIGSEGV", true);
+  auto q = only_write<write::Requeue>();
+  EXPECT_EQ(q.attempts, 1);
+  EXPECT_EQ(q.reason, "crashed with SIGSEGV");
+  EXPECT_EQ(core().queued(), 1u);
+  dispatch();
+  ASSERT_EQ(sent<proto::Task>().size(), 1u);
+  EXPECT_EQ(sent<proto::Task>()[0].second.attempt, 2u);
+  done("w", id, Outcome::Failed, "", true);
+  EXPECT_EQ(only_write<write::Requeue>().reason, "failed on w");
+}
+
+TEST_F(BrokerCore, AfterMaxAttemptsTheTaskFailsWithGaveUpAfterNAttempts) {
+  settings.max_attempts = 2;
+  const std::string id = running_task();
+  done("w", id, Outcome::Failed, "crashed with SIGXCPU", true);
+  dispatch();
+  done("w", id, Outcome::Failed, "crashed with SIGXCPU", true);
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.state, TaskState::Failed);
+  EXPECT_EQ(f.error, "gave up after 2 attempts; last: crashed with SIGXCPU");
+  EXPECT_EQ(f.reason, "crashed with SIGXCPU");
+  EXPECT_EQ(db[id].attempts, 2);
+  EXPECT_EQ(core().queued(), 0u);
+}
+
+TEST_F(BrokerCore, AnAbortedRunIsRequeuedWithoutUsingAnAttempt) {
+  const std::string id = running_task();
+  done("w", id, Outcome::Aborted, "shutting down");
+  auto q = only_write<write::Requeue>();
+  EXPECT_EQ(q.attempts, 0);
+  EXPECT_EQ(q.reason, "aborted by worker w: shutting down");
+  dispatch();
+  EXPECT_EQ(sent<proto::Task>().at(0).second.attempt, 1u);
+}
+
+// E.g. the worker killed a child after a stale abort.
+TEST_F(BrokerCore, ACancelledRunNobodyAskedForIsRequeuedWithoutUsingAnAttempt) {
+  settings.max_attempts = 1;
+  const std::string id = running_task();
+  done("w", id, Outcome::Cancelled);
+  EXPECT_EQ(only_write<write::Requeue>().attempts, 0);
+  dispatch();
+  EXPECT_EQ(sent<proto::Task>().at(0).second.attempt, 1u);
+  done("w", id, Outcome::Succeeded);
+  EXPECT_EQ(db[id].state, TaskState::Succeeded);
+}
+
+TEST_F(BrokerCore, AResultFromAWorkerThatDoesNotRunTheTaskIsIgnored) {
+  const std::string id = running_task("w1");
+  ready("w2");
+  done("w2", id, Outcome::Succeeded);
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(core().running(), 1u);
+  done("w1", id, Outcome::Succeeded);
+  EXPECT_EQ(db[id].state, TaskState::Succeeded);
+  done("w1", id, Outcome::Failed, "repeated");  // a repeat after a reconnect
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(db[id].state, TaskState::Succeeded);
+}
+
+// ---- cancel ------------------------------------------------------------------------------
+
+TEST_F(BrokerCore, CancellingAQueuedTaskCancelsItAtOnce) {
+  const std::string id = submit_ok("a");
+  auto r = cancel(id);
+  EXPECT_EQ(r.result, CancelResult::Cancelled);
+  EXPECT_EQ(r.state, TaskState::Cancelled);
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.state, TaskState::Cancelled);
+  EXPECT_EQ(f.reason, "cancelled by user while queued");
+  EXPECT_EQ(core().queued(), 0u);
+}
+
+TEST_F(BrokerCore, CancellingARunningTaskAsksItsWorkerToStop) {
+  const std::string id = running_task();
+  auto r = cancel(id);
+  EXPECT_EQ(r.result, CancelResult::Cancelling);
+  EXPECT_EQ(r.state, TaskState::Running);
+  EXPECT_TRUE(fx.writes.empty());
+  auto aborts = sent<proto::Abort>();
+  ASSERT_EQ(aborts.size(), 1u);
+  EXPECT_EQ(aborts[0].first, "w");
+  EXPECT_EQ(aborts[0].second.task_id, id);
+  EXPECT_EQ(aborts[0].second.reason, "cancelled by user");
+  // Whatever ends the run short of success now ends the task as cancelled.
+  done("w", id, Outcome::Failed, "crashed with SIGKILL", true);
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.state, TaskState::Cancelled);
+  EXPECT_EQ(f.reason, "cancelled by user");
+}
+
+TEST_F(BrokerCore, ASuccessThatRacedItsCancelCounts) {
+  const std::string id = running_task();
+  cancel(id);
+  done("w", id, Outcome::Succeeded);
+  EXPECT_EQ(only_write<write::Finish>().state, TaskState::Succeeded);
+}
+
+TEST_F(BrokerCore, ACancelledTaskWhoseWorkerIsLostEndsCancelled) {
+  const std::string id = running_task();
+  cancel(id);
+  expire_after(10);
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.state, TaskState::Cancelled);
+  EXPECT_EQ(f.reason, "cancelled by user; worker w lost: missed heartbeats");
+}
+
+TEST_F(BrokerCore, CancellingAnOrphanCancelsItAtOnce) {
+  event([&](Core& c) { c.recover({db.stored("orphan", TaskState::Running, 1, "gone")}, now, fx); });
+  auto r = cancel("orphan");
+  EXPECT_EQ(r.result, CancelResult::Cancelled);
+  EXPECT_EQ(r.state, TaskState::Cancelled);
+  EXPECT_EQ(only_write<write::Finish>().reason, "cancelled by user");
+  EXPECT_EQ(core().running(), 0u);
+}
+
+TEST_F(BrokerCore, CancellingAFinishedTaskAnswersFinishedWithItsState) {
+  const std::string id = running_task();
+  done("w", id, Outcome::Succeeded);
+  auto r = cancel(id);
+  EXPECT_EQ(r.result, CancelResult::Finished);
+  EXPECT_EQ(r.state, TaskState::Succeeded);
+  EXPECT_TRUE(fx.writes.empty());
+}
+
+TEST_F(BrokerCore, CancellingAnUnknownTaskAnswersNotFound) {
+  auto r = cancel("no-such-task");
+  EXPECT_EQ(r.result, CancelResult::NotFound);
+  EXPECT_FALSE(r.state);
+}
+
+// ---- workers -----------------------------------------------------------------------------
+
+TEST_F(BrokerCore, AWorkerSilentForLivenessHeartbeatsIsLostAndItsTasksRequeued) {
+  settings.heartbeat_s = 1;
+  settings.liveness = 3;
+  const std::string id = running_task();
+  expire_after(2);
+  event([&](Core& c) { EXPECT_TRUE(c.seen("w", now, fx)); });  // a heartbeat
+  expire_after(3);
+  EXPECT_TRUE(fx.writes.empty()) << "3 s of silence is not more than 3 heartbeats";
+  expire_after(0.01);
+  auto q = only_write<write::Requeue>();
+  EXPECT_EQ(q.task_id, id);
+  EXPECT_EQ(q.attempts, 1) << "a lost run counts";
+  EXPECT_EQ(q.reason, "worker w lost: missed heartbeats");
+  EXPECT_EQ(core().workers(), 0u);
+}
+
+TEST_F(BrokerCore, AnUnreachableWorkerIsLostAndItsTasksRequeued) {
+  const std::string id = running_task();
+  event([&](Core& c) { c.unreachable("w", fx); });
+  auto q = only_write<write::Requeue>();
+  EXPECT_EQ(q.attempts, 1);
+  EXPECT_EQ(q.reason, "worker w lost: unreachable");
+}
+
+// The task message crossed the worker's shutdown: the task never ran.
+TEST_F(BrokerCore, ATaskCrossingAWorkersGoodbyeIsRequeuedWithoutUsingAnAttempt) {
+  const std::string id = running_task();
+  event([&](Core& c) { c.bye("w", now, fx); });
+  auto q = only_write<write::Requeue>();
+  EXPECT_EQ(q.attempts, 0);
+  EXPECT_EQ(q.reason, "worker w lost: worker said goodbye");
+  EXPECT_EQ(core().workers(), 0u);
+  ready("other");
+  dispatch();
+  EXPECT_EQ(sent<proto::Task>().at(0).second.attempt, 1u);
+}
+
+// After a broker restart a worker answers every message the broker does not know with a
+// ready; one written before a task arrived lists no tasks and must not re-dispatch it.
+TEST_F(BrokerCore, AStaleReadyOfTheSameIncarnationLosesNothing) {
+  const std::string id = running_task();
+  ready("w", 1, {}, "inc-1");
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_TRUE(dispatch().empty()) << "the task was dispatched again";
+  EXPECT_EQ(core().running(), 1u);
+  done("w", id, Outcome::Succeeded);
+  EXPECT_EQ(db[id].state, TaskState::Succeeded);
+  EXPECT_EQ(db[id].attempts, 1);
+}
+
+TEST_F(BrokerCore, ANewIncarnationOfAWorkerLosesWhatTheOldOneRan) {
+  const std::string id = running_task();
+  ready("w", 1, {}, "inc-2");
+  auto q = only_write<write::Requeue>();
+  EXPECT_EQ(q.attempts, 1);
+  EXPECT_EQ(q.reason, "worker w restarted without it");
+  auto again = dispatch();
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0], std::make_pair(std::string("w"), id));
+  EXPECT_EQ(sent<proto::Task>()[0].second.attempt, 2u);
+}
+
+TEST_F(BrokerCore, ANewIncarnationKeepsTheTasksItClaims) {
+  const std::string id = running_task();
+  ready("w", 1, {id}, "inc-2");
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(core().running(), 1u);
+  EXPECT_EQ(core().credit(), 0u);
+}
+
+// Presumed lost (no heartbeats), its task re-queued with the attempt counted; back again and
+// still running that task: the broker adopts the run without counting it twice.
+TEST_F(BrokerCore, AWorkerBackFromTheDeadKeepsItsRunAndItsAttemptCount) {
+  const std::string id = running_task();
+  expire_after(10);
+  ASSERT_EQ(only_write<write::Requeue>().attempts, 1);
+  ready("w", 1, {id});
+  EXPECT_TRUE(fx.writes.empty()) << "the run was counted again";
+  EXPECT_EQ(core().queued(), 0u);
+  EXPECT_TRUE(dispatch().empty());
+  done("w", id, Outcome::Succeeded);
+  EXPECT_EQ(db[id].state, TaskState::Succeeded);
+  EXPECT_EQ(db[id].attempts, 1);
+}
+
+TEST_F(BrokerCore, AWorkerClaimingATaskThatIsNoLongerItsIsToldToStop) {
+  const std::string id = running_task("w1");
+  ready("w2", 1, {id, "finished-long-ago"});
+  auto aborts = sent<proto::Abort>();
+  ASSERT_EQ(aborts.size(), 2u);
+  for (auto& [worker, abort] : aborts) {
+    EXPECT_EQ(worker, "w2");
+    EXPECT_EQ(abort.reason, "no longer assigned");
+  }
+  EXPECT_TRUE(fx.writes.empty());
+  done("w1", id, Outcome::Succeeded);
+  EXPECT_EQ(db[id].worker, "w1");
+  EXPECT_EQ(db[id].state, TaskState::Succeeded);
+}
+
+TEST_F(BrokerCore, AnUnknownWorkerIsAskedToRegisterAgain) {
+  const std::string id = submit_ok("a");
+  done("ghost", id, Outcome::Succeeded);
+  ASSERT_EQ(fx.to_workers.size(), 1u);
+  EXPECT_EQ(fx.to_workers[0].to, "ghost");
+  EXPECT_TRUE(std::holds_alternative<broker::Reregister>(fx.to_workers[0].message));
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(db[id].state, TaskState::Queued);
+  event([&](Core& c) { EXPECT_FALSE(c.seen("ghost", now, fx)); });
+  EXPECT_EQ(sent<broker::Reregister>().size(), 1u);
+}
+
+TEST_F(BrokerCore, HeartbeatsGoToEveryWorkerWithARisingSequence) {
+  ready("a");
+  ready("b");
+  event([&](Core& c) { c.heartbeat(fx); });
+  auto beats = sent<proto::Heartbeat>();
+  ASSERT_EQ(beats.size(), 2u);
+  EXPECT_EQ(beats[0].second.seq, 1u);
+  event([&](Core& c) { c.heartbeat(fx); });
+  EXPECT_EQ(sent<proto::Heartbeat>().at(0).second.seq, 2u);
+}
+
+TEST_F(BrokerCore, ProgressIsClampedToZeroToOne) {
+  const std::string id = running_task();
+  event([&](Core& c) { c.progress("w", proto::ProgressMsg{id, 1.5, 0}, now, fx); });
+  EXPECT_EQ(only_write<write::SetProgress>().progress, 1.0);
+  event([&](Core& c) { c.progress("w", proto::ProgressMsg{id, -0.5, 0}, now, fx); });
+  EXPECT_EQ(only_write<write::SetProgress>().progress, 0.0);
+  event([&](Core& c) { c.progress("w", proto::ProgressMsg{id, 0.25, 0}, now, fx); });
+  EXPECT_EQ(db[id].progress, 0.25);
+}
+
+TEST_F(BrokerCore, ProgressForATaskTheWorkerDoesNotRunIsIgnored) {
+  const std::string id = running_task("w1");
+  ready("w2");
+  event([&](Core& c) { c.progress("w2", proto::ProgressMsg{id, 0.5, 0}, now, fx); });
+  EXPECT_TRUE(fx.writes.empty());
+}
+
+// ---- after a broker restart --------------------------------------------------------------
+
+TEST_F(BrokerCore, RecoveredQueuedTasksAreDispatchedAgainWithTheirAttempts) {
+  event([&](Core& c) {
+    c.recover(
+        {db.stored("q1", TaskState::Queued, 1, ""), db.stored("q2", TaskState::Queued, 0, "")}, now,
+        fx);
+  });
+  EXPECT_TRUE(fx.writes.empty());
+  ready("w", 2);
+  dispatch();
+  auto tasks = sent<proto::Task>();
+  ASSERT_EQ(tasks.size(), 2u);
+  EXPECT_EQ(tasks[0].second.task_id, "q1");
+  EXPECT_EQ(tasks[0].second.attempt, 2u);
+  EXPECT_EQ(tasks[0].second.spec.output, "/out/a.ipfix");
+  EXPECT_EQ(tasks[1].second.task_id, "q2");
+  EXPECT_EQ(tasks[1].second.attempt, 1u);
+}
+
+TEST_F(BrokerCore, AnOrphanClaimedByItsWorkerCountsNoNewAttempt) {
+  event([&](Core& c) { c.recover({db.stored("x", TaskState::Running, 1, "w")}, now, fx); });
+  ready("w", 1, {"x"});
+  EXPECT_TRUE(fx.writes.empty());
+  done("w", "x", Outcome::Succeeded);
+  EXPECT_EQ(db["x"].state, TaskState::Succeeded);
+  EXPECT_EQ(db["x"].attempts, 1);
+}
+
+// The previous broker had re-dispatched it there without recording it.
+TEST_F(BrokerCore, AnOrphanClaimedByAnotherWorkerIsRecordedForIt) {
+  event([&](Core& c) { c.recover({db.stored("x", TaskState::Running, 1, "first")}, now, fx); });
+  ready("second", 1, {"x"});
+  auto claim = only_write<write::SetRunning>();
+  EXPECT_EQ(claim.worker, "second");
+  EXPECT_EQ(claim.attempt, 2);
+  EXPECT_EQ(claim.reason, "claimed by worker second (attempt 2)");
+  done("second", "x", Outcome::Succeeded);
+  EXPECT_EQ(db["x"].state, TaskState::Succeeded);
+  EXPECT_EQ(db["x"].worker, "second");
+  EXPECT_EQ(db["x"].attempts, 2);
+}
+
+TEST_F(BrokerCore, AnOrphanReportedDoneByAnotherWorkerIsRecordedForIt) {
+  event([&](Core& c) { c.recover({db.stored("x", TaskState::Running, 1, "first")}, now, fx); });
+  ready("second", 0);  // no slots: nothing is dispatched to it
+  done("second", "x", Outcome::Succeeded);
+  ASSERT_EQ(fx.writes.size(), 2u);
+  EXPECT_EQ(std::get<write::SetRunning>(fx.writes[0]).reason,
+            "claimed by worker second (attempt 2)");
+  EXPECT_EQ(std::get<write::Finish>(fx.writes[1]).state, TaskState::Succeeded);
+  EXPECT_EQ(db["x"].worker, "second");
+  EXPECT_EQ(db["x"].attempts, 2);
+}
+
+// The worker re-registers without the task (its result went to the old broker and was
+// lost), then repeats the result.
+TEST_F(BrokerCore, AnOrphansResultRepeatedByItsWorkerCountsWithoutANewAttempt) {
+  event([&](Core& c) { c.recover({db.stored("x", TaskState::Running, 1, "w")}, now, fx); });
+  ready("w");
+  EXPECT_TRUE(dispatch().empty()) << "an orphan is not queued";
+  done("w", "x", Outcome::Succeeded);
+  EXPECT_EQ(only_write<write::Finish>().state, TaskState::Succeeded);
+  EXPECT_EQ(db["x"].attempts, 1);
+}
+
+TEST_F(BrokerCore, AnOrphanNobodyClaimsWithinTheGraceIsRequeued) {
+  settings.heartbeat_s = 1;
+  settings.liveness = 3;  // grace: 2 * 1 * 3 = 6 s
+  event([&](Core& c) { c.recover({db.stored("x", TaskState::Running, 1, "gone")}, now, fx); });
+  expire_after(6);
+  EXPECT_TRUE(fx.writes.empty());
+  expire_after(0.01);
+  auto q = only_write<write::Requeue>();
+  EXPECT_EQ(q.attempts, 1);
+  EXPECT_EQ(q.reason, "no worker reclaimed it after a broker restart");
+  EXPECT_EQ(core().queued(), 1u);
+}
+
+TEST_F(BrokerCore, TheOrphanGraceCanBeSet) {
+  settings.orphan_grace_s = 0.5;
+  event([&](Core& c) { c.recover({db.stored("x", TaskState::Running, 1, "gone")}, now, fx); });
+  expire_after(0.6);
+  EXPECT_EQ(only_write<write::Requeue>().task_id, "x");
+}
+
+// Group commit sends a task before its dispatch is committed; a broker that dies in between
+// restarts with the task queued while a worker runs it.
+TEST_F(BrokerCore, ADispatchTheBrokerDiedBeforeRecordingIsAdoptedFromItsWorker) {
+  event([&](Core& c) { c.recover({db.stored("x", TaskState::Queued, 0, "")}, now, fx); });
+  ready("w", 1, {"x"});
+  auto claim = only_write<write::SetRunning>();
+  EXPECT_EQ(claim.attempt, 1);
+  EXPECT_EQ(claim.reason, "claimed by worker w (attempt 1)");
+  EXPECT_EQ(core().queued(), 0u);
+  EXPECT_TRUE(dispatch().empty()) << "the claimed task was dispatched again";
+  done("w", "x", Outcome::Succeeded);
+  EXPECT_EQ(db["x"].state, TaskState::Succeeded);
+  EXPECT_EQ(db["x"].attempts, 1);
+  EXPECT_EQ(db["x"].reasons,
+            (std::vector<std::string>{"claimed by worker w (attempt 1)", "finished on w"}));
+}
+
+TEST_F(BrokerCore, AnUnreadableStoredSpecFailsTheTaskWithACompletionEntry) {
+  event([&](Core& c) {
+    c.recover({db.stored("x", TaskState::Queued, 0, "", "not json"),
+               db.stored("y", TaskState::Queued, 0, "")},
+              now, fx);
+  });
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.task_id, "x");
+  EXPECT_EQ(f.state, TaskState::Failed);
+  EXPECT_EQ(f.error.rfind("unreadable task spec in database: ", 0), 0u) << f.error;
+  EXPECT_EQ(core().queued(), 1u);
+  EXPECT_EQ(ping().failed, 1u);
+}
+
+// ---- statistics --------------------------------------------------------------------------
+
+TEST_F(BrokerCore, APongReportsCapacityCountersAndTheRunTimeHistogram) {
+  settings.max_queue = 5;
+  ready("w", 2);
+  const std::string a = submit_ok("a"), b = submit_ok("b"), c = submit_ok("c");
+  dispatch();  // a and b run, c waits
+  now += 0.02;
+  done("w", a, Outcome::Succeeded);
+  now += 7;
+  done("w", b, Outcome::Failed, "crashed", true);  // re-queued
+  cancel(c);
+  auto pong = ping();
+  EXPECT_EQ(pong.workers, 1u);
+  EXPECT_EQ(pong.slots, 2u);
+  EXPECT_EQ(pong.credit, 2u);
+  EXPECT_EQ(pong.running, 0u);
+  EXPECT_EQ(pong.queued, 1u);
+  EXPECT_EQ(pong.max_queue, 5u);
+  EXPECT_FALSE(pong.draining);
+  EXPECT_EQ(pong.succeeded, 1u);
+  EXPECT_EQ(pong.failed, 0u);
+  EXPECT_EQ(pong.cancelled, 1u);
+  EXPECT_EQ(pong.requeued, 1u);
+  ASSERT_EQ(pong.duration_counts.size(), std::size(proto::kDurationBuckets) + 1);
+  std::vector<std::uint64_t> expected(pong.duration_counts.size(), 0);
+  expected[2] = 1;   // 0.02 s: within 0.025
+  expected[10] = 1;  // 7.02 s: within 10
+  EXPECT_EQ(pong.duration_counts, expected);
+  EXPECT_NEAR(pong.duration_sum, 7.04, 1e-9);
+}
+
+}  // namespace
