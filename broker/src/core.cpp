@@ -301,6 +301,9 @@ void Core::progress(const std::string& worker, const proto::ProgressMsg& p, doub
                     Effects& fx) {
   Worker* w = known(worker, now, fx);
   if (!w || !w->running.count(p.task_id)) return;
+  // A peer's number is not trusted: NaN (which clamp passes through) would fail the NOT NULL
+  // progress column, and with it the commit and the broker.
+  if (!std::isfinite(p.progress)) return;
   fx.writes.push_back(write::SetProgress{p.task_id, std::clamp(p.progress, 0.0, 1.0)});
 }
 

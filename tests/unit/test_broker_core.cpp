@@ -3,6 +3,10 @@
 // lists them, docs/protocol.md tells the sequences they come from.
 #include <gtest/gtest.h>
 
+#include <limits>
+
+#include <cmath>
+
 #include <map>
 #include <set>
 #include <string>
@@ -751,6 +755,17 @@ TEST_F(BrokerCore, ProgressIsClampedToZeroToOne) {
   EXPECT_EQ(only_write<write::SetProgress>().progress, 0.0);
   event([&](Core& c) { c.progress("w", proto::ProgressMsg{id, 0.25, 0}, now, fx); });
   EXPECT_EQ(db[id].progress, 0.25);
+}
+
+// Issue 12: one progress message with NaN from a peer stopped the broker (the NOT NULL
+// progress column refused it and the commit failed).
+TEST_F(BrokerCore, ProgressThatIsNotANumberIsIgnored) {
+  const std::string id = running_task();
+  for (double bad : {std::nan(""), std::numeric_limits<double>::infinity(),
+                     -std::numeric_limits<double>::infinity()}) {
+    event([&](Core& c) { c.progress("w", proto::ProgressMsg{id, bad, 0}, now, fx); });
+    EXPECT_TRUE(fx.writes.empty()) << bad;
+  }
 }
 
 TEST_F(BrokerCore, ProgressForATaskTheWorkerDoesNotRunIsIgnored) {
