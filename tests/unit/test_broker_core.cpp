@@ -8,8 +8,11 @@
 #include <cmath>
 
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "ipfixweb/broker/core.hpp"
