@@ -3,7 +3,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include <nlohmann/json.hpp>
+#include "ipfixweb/shared/json_writer.hpp"
 
 #include "ipfixweb/shared/util.hpp"
 
@@ -14,25 +14,30 @@ CompletionLog::CompletionLog(std::string dir, std::shared_ptr<spdlog::logger> lo
 
 void CompletionLog::add(const write::Finish& f, const TaskStore::Finished& row) {
   if (dir_.empty()) return;
-  nlohmann::json line = {{"time", now_iso()},
-                         {"task_id", f.task_id},
-                         {"state", name(f.state)},
-                         {"created_at", row.created_at},
-                         {"started_at", row.started_at},
-                         {"attempts", row.attempts},
-                         {"worker", row.worker},
-                         {"output_path", row.output_path}};
-  if (!f.error.empty()) line["error"] = f.error;
-  if (f.totals && f.state == TaskState::Succeeded)
-    line["summary"] = {
-        {"packets", f.totals->packets}, {"bytes", f.totals->bytes}, {"flows", f.totals->flows}};
-  std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  // The request is stored as the api's normalised JSON text: spliced in as it is.
-  if (!row.request.empty()) {
-    text.pop_back();
-    text += ",\"request\":" + row.request + "}";
+  // Keys in byte order (what nlohmann wrote for it before), then the request: the api's
+  // normalised JSON text, spliced in as it is.
+  std::string& out = f.state == TaskState::Succeeded ? ok_ : failed_;
+  JsonWriter w(out);
+  w.begin_object();
+  w.key("attempts").value(row.attempts);
+  w.key("created_at").value(row.created_at);
+  if (!f.error.empty()) w.key("error").value(f.error);
+  w.key("output_path").value(row.output_path);
+  w.key("started_at").value(row.started_at);
+  w.key("state").value(name(f.state));
+  if (f.totals && f.state == TaskState::Succeeded) {
+    w.key("summary").begin_object();
+    w.key("bytes").value(f.totals->bytes);
+    w.key("flows").value(f.totals->flows);
+    w.key("packets").value(f.totals->packets);
+    w.end_object();
   }
-  (f.state == TaskState::Succeeded ? ok_ : failed_) += text + '\n';
+  w.key("task_id").value(f.task_id);
+  w.key("time").value(now_iso());
+  w.key("worker").value(row.worker);
+  if (!row.request.empty()) w.key("request").raw(row.request);
+  w.end_object();
+  out.push_back('\n');
 }
 
 void CompletionLog::write(double now) {
