@@ -17,10 +17,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "ipfixweb/worker/engine_options.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/shared/util.hpp"
 #include "ipfixweb/worker/channel.hpp"
+#include "ipfixweb/worker/engine_options.hpp"
 
 namespace ipfixweb::worker::detail {
 namespace {
