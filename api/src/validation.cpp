@@ -159,16 +159,10 @@ bool known_key(std::string_view k) {
 
 // ---- the stored text: every request field in key order ----
 
-void write_value(JsonWriter& w, const std::vector<std::string>& v) { w.string_array(v); }
-template <class T>
-void write_value(JsonWriter& w, const T& v) {
-  w.value(v);
-}
-
 struct RequestWriter {
   std::string_view key;
-  void (*write)(JsonWriter&, const ParsedRequest&);  // false: at its default and omitted
-  bool (*omitted)(const ParsedRequest&);
+  void (*write)(JsonWriter&, const ParsedRequest&);
+  bool (*omitted)(const ParsedRequest&);  // true: at its default and omitted (omit_default)
 };
 
 const proto::TaskSpec& part(const ParsedRequest& r, const proto::TaskSpec*) { return r.spec; }
@@ -182,7 +176,7 @@ RequestWriter request_writer() {
   using Owner = typename F::owner_type;
   return {std::get<I>(Fields).info.request_key,
           [](JsonWriter& w, const ParsedRequest& r) {
-            write_value(w, part(r, static_cast<const Owner*>(nullptr)).*std::get<I>(Fields).member);
+            w.value(part(r, static_cast<const Owner*>(nullptr)).*std::get<I>(Fields).member);
           },
           [](const ParsedRequest& r) {
             const auto& f = std::get<I>(Fields);

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -84,6 +85,7 @@ class JsonWriter {
     for (const auto& item : items) value(std::string_view(item));
     return end_array();
   }
+  JsonWriter& value(const std::vector<std::string>& items) { return string_array(items); }
 
  private:
   void comma() {

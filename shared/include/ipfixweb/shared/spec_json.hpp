@@ -16,13 +16,6 @@ namespace ipfixweb::proto {
 
 namespace detail {
 
-// Writes the value of one field as JSON.
-inline void write_value(JsonWriter& w, const std::vector<std::string>& v) { w.string_array(v); }
-template <class T>
-void write_value(JsonWriter& w, const T& v) {
-  w.value(v);
-}
-
 // A field's key and its writer, for writing an owner's fields in key order.
 template <class Owner>
 struct KeyedWriter {
@@ -35,7 +28,7 @@ template <const auto& Fields, class Owner, std::size_t... I>
 constexpr auto keyed_writers(std::index_sequence<I...>) {
   std::array<KeyedWriter<Owner>, sizeof...(I)> out{KeyedWriter<Owner>{
       std::get<I>(Fields).info.key,
-      [](JsonWriter& w, const Owner& o) { write_value(w, o.*(std::get<I>(Fields).member)); }}...};
+      [](JsonWriter& w, const Owner& o) { w.value(o.*(std::get<I>(Fields).member)); }}...};
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
   return out;
 }
