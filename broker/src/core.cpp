@@ -290,8 +290,7 @@ void Core::take_claimed(Worker& w, const std::string& id, double now, Effects& f
 
 void Core::claim(Pending& p, const std::string& worker, Effects& fx) {
   if (p.counted_worker == worker) return;  // the run the database counts already
-  ++p.attempts;
-  p.counted_worker = worker;
+  p.count_run(worker);
   fx.writes.push_back(write::SetRunning{
       p.id, worker, p.attempts,
       "claimed by worker " + worker + " (attempt " + std::to_string(p.attempts) + ")"});
@@ -340,8 +339,7 @@ void Core::settle(Running r, proto::Done& d, const std::string& worker, Effects&
     // Not the task's fault: the worker shut down, or killed a child the
     // broker had told it to stop (e.g. after it was presumed lost and came
     // back) while nobody asked for a cancel. Run it again; no attempt used.
-    --r.task.attempts;
-    r.task.counted_worker.clear();
+    r.task.uncount_run();
     retry_or_fail(std::move(r), "aborted by worker " + worker + ": " + d.error, fx);
   } else {
     retry_or_fail(std::move(r), d.error.empty() ? "failed on " + worker : d.error, fx);
@@ -388,8 +386,7 @@ void Core::dispatch(double now, Effects& fx) {
     auto it = queue_.begin();
     Pending p = std::move(it->second);
     queue_.erase(it);
-    ++p.attempts;
-    p.counted_worker = best->identity;
+    p.count_run(best->identity);
     fx.writes.push_back(write::SetRunning{p.id, best->identity, p.attempts, ""});
     fx.to_workers.push_back(
         {best->identity, proto::Task{p.id, static_cast<std::uint32_t>(p.attempts), p.spec,
@@ -472,10 +469,7 @@ void Core::lose_worker(const std::string& identity, const std::string& why, bool
     if (rit == running_.end()) continue;
     Running r = std::move(rit->second);
     running_.erase(rit);
-    if (!count_attempts) {
-      --r.task.attempts;
-      r.task.counted_worker.clear();
-    }
+    if (!count_attempts) r.task.uncount_run();
     retry_or_fail(std::move(r), "worker " + identity + " lost: " + why, fx);
   }
 }

@@ -184,6 +184,16 @@ class Core {
     // ("" when none or unknown): a claim by that worker of its own run counts nothing new.
     std::string counted_worker;
     proto::TaskSpec spec;
+    // A run on `worker` counts one more attempt.
+    void count_run(const std::string& worker) {
+      ++attempts;
+      counted_worker = worker;
+    }
+    // The last run ended for a reason not the task's own: it does not count.
+    void uncount_run() {
+      --attempts;
+      counted_worker.clear();
+    }
   };
   struct Running {
     Pending task;
