@@ -13,16 +13,12 @@ int main(int argc, char** argv) {
   using namespace ipfixweb;
   api::Config cfg;
   LogOptions log_opts;
-  std::string data_dir = "var";
+  RootOptions roots;
   std::string listen = "127.0.0.1:8000";
   std::string tokens;
   cfg.db_path.clear();
-  cfg.input_roots.clear();
-  cfg.output_root.clear();
   CLI::App app{"ipfixweb api: HTTP front-end for conversion tasks"};
-  app.add_option("--data-dir", data_dir, "Data directory (defaults below live inside it)")
-      ->envname("IPFIXWEB_DATA_DIR")
-      ->capture_default_str();
+  add_root_options(app, roots);
   app.add_option("--listen", listen, "HTTP address HOST:PORT (port 0: any free port)")
       ->envname("IPFIXWEB_HTTP_LISTEN")
       ->capture_default_str();
@@ -31,13 +27,6 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--db", cfg.db_path, "SQLite database (default <data-dir>/ipfixweb.db)")
       ->envname("IPFIXWEB_DB");
-  app.add_option("--input-root", cfg.input_roots,
-                 "Directory captures are read from (repeatable; default <data-dir>/input)")
-      ->envname("IPFIXWEB_INPUT_ROOTS")
-      ->delimiter(':');
-  app.add_option("--output-root", cfg.output_root,
-                 "Directory IPFIX files are written under (default <data-dir>/output)")
-      ->envname("IPFIXWEB_OUTPUT_ROOT");
   app.add_option("--threads", cfg.threads, "HTTP worker threads")
       ->envname("IPFIXWEB_HTTP_THREADS")
       ->check(CLI::Range(1, 1024))
@@ -60,12 +49,11 @@ int main(int argc, char** argv) {
   add_log_options(app, log_opts);
   add_print_config(app);
   CLI11_PARSE(app, argc, argv);
-  if (cfg.db_path.empty()) cfg.db_path = data_dir + "/ipfixweb.db";
-  if (cfg.input_roots.empty()) cfg.input_roots = {data_dir + "/input"};
-  if (cfg.output_root.empty()) cfg.output_root = data_dir + "/output";
+  if (cfg.db_path.empty()) cfg.db_path = roots.data_dir + "/ipfixweb.db";
   show_effective(app, "--db", cfg.db_path);
-  show_effective(app, "--input-root", cfg.input_roots.front());
-  show_effective(app, "--output-root", cfg.output_root);
+  finish_root_options(app, roots);
+  cfg.input_roots = roots.input_roots;
+  cfg.output_root = roots.output_root;
   if (handle_print_config(app)) return 0;
   auto colon = listen.rfind(':');
   if (colon == std::string::npos) {

@@ -3,6 +3,9 @@
 // envname); --print-config shows the effective values.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include <CLI/CLI.hpp>
 
 #include "ipfixweb/shared/logging.hpp"
@@ -32,6 +35,42 @@ inline void add_heartbeat_options(CLI::App& app, double& heartbeat_s, int& liven
       ->envname("IPFIXWEB_LIVENESS")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
+}
+
+// The directories task paths are confined to. The api, the broker and every worker take the
+// same settings (same env vars), so one setting keeps them in step; each process checks
+// paths against its own copy (defence in depth: a peer that skips the api still meets the
+// broker's and the worker's checks).
+struct RootOptions {
+  std::string data_dir = "var";
+  std::vector<std::string> input_roots;  // default <data-dir>/input
+  std::string output_root;               // default <data-dir>/output
+};
+
+// Adds --data-dir unless `with_data_dir` is false (the caller already has one bound to
+// opts.data_dir), then --input-root and --output-root.
+inline void add_root_options(CLI::App& app, RootOptions& opts, bool with_data_dir = true) {
+  if (with_data_dir)
+    app.add_option("--data-dir", opts.data_dir, "Data directory (defaults below live inside it)")
+        ->envname("IPFIXWEB_DATA_DIR")
+        ->capture_default_str();
+  app.add_option("--input-root", opts.input_roots,
+                 "Directory captures are read from (repeatable; default <data-dir>/input)")
+      ->envname("IPFIXWEB_INPUT_ROOTS")
+      ->delimiter(':');
+  app.add_option("--output-root", opts.output_root,
+                 "Directory IPFIX files are written under (default <data-dir>/output)")
+      ->envname("IPFIXWEB_OUTPUT_ROOT");
+}
+
+// Fills the defaults from the data directory (after parsing) and shows them in --print-config.
+inline void finish_root_options(CLI::App& app, RootOptions& opts) {
+  if (opts.input_roots.empty()) opts.input_roots = {opts.data_dir + "/input"};
+  if (opts.output_root.empty()) opts.output_root = opts.data_dir + "/output";
+  auto* in = app.get_option_no_throw("--input-root");
+  if (in && in->count() == 0) in->default_str(opts.input_roots.front());
+  auto* out = app.get_option_no_throw("--output-root");
+  if (out && out->count() == 0) out->default_str(opts.output_root);
 }
 
 inline void add_print_config(CLI::App& app) {
