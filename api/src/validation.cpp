@@ -218,6 +218,27 @@ std::string normalised_text(const ParsedRequest& r) {
 
 }  // namespace
 
+bool json_depth_within(std::string_view text, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;  // the escaped character cannot end the string
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
+
 std::optional<ParsedRequest> parse_task_request(const json& body, std::vector<FieldError>& errors,
                                                 UnknownFields unknown) {
   if (!body.is_object()) {

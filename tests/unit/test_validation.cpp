@@ -110,3 +110,24 @@ TEST(Validation, BpfFiltersAreCompiledAtSubmission) {
     }
   }
 }
+
+TEST(JsonDepth, CountsNestingOfArraysAndObjectsOutsideStrings) {
+  EXPECT_TRUE(json_depth_within("", 1));
+  EXPECT_TRUE(json_depth_within("42", 0));
+  EXPECT_TRUE(json_depth_within(R"({"a": [1, {"b": []}]})", 4));
+  EXPECT_FALSE(json_depth_within(R"({"a": [1, {"b": []}]})", 3));
+  EXPECT_TRUE(json_depth_within("[[]][[]][[]]", 2));  // siblings do not add up
+  // Brackets inside strings, escaped quotes and backslashes do not count.
+  EXPECT_TRUE(json_depth_within(R"({"a": "[[[[{{{{"})", 1));
+  EXPECT_TRUE(json_depth_within(R"({"a": "\"[[[[", "b": "\\"})", 1));
+  EXPECT_FALSE(json_depth_within(R"({"a": "\\", "b": [[]]})", 2));
+}
+
+TEST(JsonDepth, AMebibyteOfOpeningBracketsIsTooDeep) {
+  const std::string deep(1 << 20, '[');
+  EXPECT_FALSE(json_depth_within(deep, 64));
+  EXPECT_TRUE(json_depth_within(std::string(64, '[') + std::string(64, ']'), 64));
+  EXPECT_FALSE(json_depth_within(std::string(65, '[') + std::string(65, ']'), 64));
+  // Unbalanced closers never make a body deeper.
+  EXPECT_TRUE(json_depth_within(std::string(100, ']') + "[[", 2));
+}

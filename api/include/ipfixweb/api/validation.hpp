@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -29,6 +30,10 @@ struct ParsedRequest {
 // Unknown request fields are refused on /api/v1/tasks (a typo must not be silently ignored);
 // the compatibility routes of the original service ignore them.
 enum class UnknownFields : bool { Refuse, Ignore };
+
+// Whether the JSON text nests arrays and objects at most `max_depth` deep: a cheap scan
+// (brackets inside strings do not count) before a parser builds a value per level.
+bool json_depth_within(std::string_view text, int max_depth);
 
 // Checks shape, types and ranges. On failure returns nullopt and fills `errors`.
 std::optional<ParsedRequest> parse_task_request(const nlohmann::json& body,
