@@ -19,7 +19,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends \
       build-essential cmake ninja-build pkg-config \
       libzmq3-dev cppzmq-dev libpcap-dev libndpi-dev libmsgpack-cxx-dev libsqlite3-dev \
-      libspdlog-dev libfixbuf-dev libcpp-httplib-dev nlohmann-json3-dev libcli11-dev \
+      libspdlog-dev libfixbuf-dev libboost-dev nlohmann-json3-dev libcli11-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The build context is filtered by .dockerignore (no build trees, no .git, no
@@ -36,13 +36,14 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release \
 
 FROM ${DEBIAN_RUNTIME_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive
-# Runtime libraries only (libspdlog1.10 pulls libfmt9); curl for the health check.
+# Runtime libraries only (libspdlog1.10 pulls libfmt9; the api's HTTP server is Boost.Beast,
+# header-only: no library); curl for the health check.
 # libglib2.0-0 is named explicitly: Debian's libfixbuf9 needs it but does not
 # depend on it (ldd below finds it missing otherwise).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
       libzmq5 libpcap0.8 libndpi4.2 libsqlite3-0 libspdlog1.10 libfixbuf9 libglib2.0-0 \
-      libcpp-httplib0.11 curl ca-certificates \
+      curl ca-certificates \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && groupadd --system --gid 10001 ipfixweb \
     && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \

@@ -1,10 +1,13 @@
 // ipfixweb-api: thin entry point over ipfixweb_api_lib.
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <filesystem>
+#include <stdexcept>
 #include <thread>
 
+#include "ipfixweb/api/auth.hpp"
 #include "ipfixweb/api/server.hpp"
 #include "ipfixweb/shared/config.hpp"
 #include "ipfixweb/shared/logging.hpp"
@@ -27,17 +30,68 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--db", cfg.db_path, "SQLite database (default <data-dir>/ipfixweb.db)")
       ->envname("IPFIXWEB_DB");
-  app.add_option("--threads", cfg.threads, "HTTP worker threads")
+  app.add_option("--threads", cfg.threads,
+                 "Handler threads: requests run there once read whole (SQLite, broker)")
       ->envname("IPFIXWEB_HTTP_THREADS")
       ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  app.add_option("--io-threads", cfg.io_threads, "HTTP I/O threads (accept, read, write)")
+      ->envname("IPFIXWEB_HTTP_IO_THREADS")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  auto& lim = cfg.limits;
+  app.add_option("--max-header", lim.max_header,
+                 "Largest request line + header fields in bytes (431 beyond)")
+      ->envname("IPFIXWEB_HTTP_MAX_HEADER")
+      ->check(CLI::Range(1024, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--header-timeout", lim.header_timeout_s,
+                 "Seconds from a request's first byte to the end of its header")
+      ->envname("IPFIXWEB_HTTP_HEADER_TIMEOUT")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--idle-timeout", lim.idle_timeout_s,
+                 "Seconds a connection may wait for its next request")
+      ->envname("IPFIXWEB_HTTP_IDLE_TIMEOUT")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--body-timeout", lim.body_timeout_s,
+                 "Seconds a request body may take (plus 1 s per --min-body-rate bytes received)")
+      ->envname("IPFIXWEB_HTTP_BODY_TIMEOUT")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--min-body-rate", lim.min_body_rate,
+                 "Bytes per second that earn a request body one more second (0: none)")
+      ->envname("IPFIXWEB_HTTP_MIN_BODY_RATE")
+      ->capture_default_str();
+  app.add_option("--write-timeout", lim.write_timeout_s, "Seconds each write of an answer may take")
+      ->envname("IPFIXWEB_HTTP_WRITE_TIMEOUT")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-connections", lim.max_connections,
+                 "Open HTTP connections (beyond: the longest-idle one is closed, else 503)")
+      ->envname("IPFIXWEB_HTTP_MAX_CONNECTIONS")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--max-other-body", lim.max_other_body,
+                 "Largest body of a request to a route that takes none, or to no route "
+                 "(read and ignored; beyond: 413, or 404 for no route, and close)")
+      ->envname("IPFIXWEB_HTTP_MAX_OTHER_BODY")
       ->capture_default_str();
   app.add_option("--broker-timeout", cfg.broker_timeout_s, "Seconds to wait for the broker")
       ->envname("IPFIXWEB_BROKER_TIMEOUT")
       ->capture_default_str();
-  app.add_option("--max-body", cfg.max_body, "Largest request body in bytes")
+  app.add_option("--max-body", cfg.max_body, "Largest body of a POST in bytes (413 beyond)")
       ->envname("IPFIXWEB_MAX_BODY")
       ->capture_default_str();
-  app.add_option("--tokens", tokens, "Comma-separated bearer tokens; empty: no authentication")
+  app.add_option("--max-json-depth", cfg.max_json_depth,
+                 "Deepest nesting of arrays and objects in a request body (400 beyond)")
+      ->envname("IPFIXWEB_MAX_JSON_DEPTH")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  app.add_option("--tokens", tokens,
+                 "Comma-separated bearer tokens, each [read:|submit:|admin:]SECRET (bare: "
+                 "admin); empty: no authentication")
       ->envname("IPFIXWEB_API_TOKENS");
   app.add_option("--sample-pcap", cfg.sample_pcap, "Capture submitted by the test route")
       ->envname("IPFIXWEB_SAMPLE_PCAP")
@@ -67,11 +121,11 @@ int main(int argc, char** argv) {
     std::cerr << "--listen must be HOST:PORT\n";
     return 2;
   }
-  for (std::size_t start = 0; start < tokens.size();) {
-    auto end = tokens.find(',', start);
-    if (end == std::string::npos) end = tokens.size();
-    if (end > start) cfg.tokens.push_back(tokens.substr(start, end - start));
-    start = end + 1;
+  try {
+    cfg.tokens = api::parse_tokens(tokens);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "--tokens: " << e.what() << "\n";
+    return 2;
   }
 
   auto log = setup_logging("api", log_opts);
@@ -82,6 +136,16 @@ int main(int argc, char** argv) {
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // Every connection is a descriptor: the soft limit (often 1024) would stop accepting long
+  // before --max-connections.
+  if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+    nofile.rlim_cur = nofile.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+    ::getrlimit(RLIMIT_NOFILE, &nofile);
+    if (nofile.rlim_cur < cfg.limits.max_connections + 64)
+      log->warn("only {} file descriptors (RLIMIT_NOFILE): fewer than --max-connections {}",
+                static_cast<unsigned long long>(nofile.rlim_cur), cfg.limits.max_connections);
+  }
   try {
     std::error_code ec;
     for (auto& r : cfg.input_roots) std::filesystem::create_directories(r, ec);

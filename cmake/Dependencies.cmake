@@ -12,8 +12,12 @@ find_package(SQLite3 REQUIRED)                # libsqlite3-dev
 pkg_check_modules(PCAP REQUIRED IMPORTED_TARGET libpcap)        # libpcap-dev
 pkg_check_modules(NDPI REQUIRED IMPORTED_TARGET libndpi)        # libndpi-dev (4.2)
 pkg_check_modules(FIXBUF REQUIRED IMPORTED_TARGET libfixbuf)    # libfixbuf-dev (2.4)
-pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib) # libcpp-httplib-dev (0.11)
+# libboost-dev (1.74, Debian 12's default): Beast and Asio, header-only, for the api's HTTP
+# server. (libboost1.81-dev conflicts with it and would remove libmsgpack-cxx-dev.)
+find_package(Boost 1.74 REQUIRED)
 
 if(IPFIXWEB_BUILD_TESTS)
   find_package(GTest REQUIRED)                # libgtest-dev
+  # libcpp-httplib-dev (0.11): only the integration tests' HTTP client.
+  pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 endif()

@@ -1,7 +1,8 @@
 #include "ipfixweb/api/server.hpp"
 
-#include <httplib.h>
-#include <sys/socket.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,7 +18,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ipfixweb/api/auth.hpp"
 #include "ipfixweb/api/broker_client.hpp"
+#include "ipfixweb/api/http.hpp"
 #include "ipfixweb/api/metrics.hpp"
 #include "ipfixweb/api/openapi.hpp"
 #include "ipfixweb/api/render.hpp"
@@ -31,17 +34,50 @@
 
 namespace ipfixweb::api {
 
+using http::Request;
+using http::Response;
 using nlohmann::json;
 
 namespace {
 
 const char* const kProblem = "application/problem+json";
 
+// A problem's title: the status's reason phrase (RFC 9110).
+std::string title_of(int status) {
+  switch (status) {
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Content Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 422:
+      return "Unprocessable Content";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Error";
+  }
+}
+
 json null_if_empty(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
 
-void problem(httplib::Response& res, int status, const std::string& title,
-             const std::string& detail, const std::vector<FieldError>& errors = {}) {
-  json body = {{"type", "about:blank"}, {"title", title}, {"status", status}, {"detail", detail}};
+void problem(Response& res, int status, const std::string& detail,
+             const std::vector<FieldError>& errors = {}) {
+  json body = {
+      {"type", "about:blank"}, {"title", title_of(status)}, {"status", status}, {"detail", detail}};
   if (!errors.empty()) {
     json list = json::array();
     for (auto& e : errors) list.push_back({{"field", e.field}, {"message", e.message}});
@@ -51,18 +87,9 @@ void problem(httplib::Response& res, int status, const std::string& title,
   res.set_content(body.dump(), kProblem);
 }
 
-void send_json(httplib::Response& res, int status, const json& body) {
+void send_json(Response& res, int status, const json& body) {
   res.status = status;
   res.set_content(body.dump(), "application/json");
-}
-
-// Constant-time comparison: the time taken does not depend on where the
-// strings differ.
-bool same_secret(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
-  return diff == 0;
 }
 
 }  // namespace
@@ -72,9 +99,7 @@ struct Server::Impl {
   zmq::context_t& ctx;
   std::shared_ptr<spdlog::logger> log = logger("api");
   Roots roots;
-  httplib::Server http;
-  int bound_port = 0;
-  int listen_fd = -1;
+  std::unique_ptr<http::Server> http;
   std::atomic<bool> draining{false};
 
   // Per-thread resources: a broker socket and a read-only database connection.
@@ -137,49 +162,49 @@ struct Server::Impl {
     return &*ts.store;
   }
 
-  using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
-  using PostHandler =
-      std::function<void(const httplib::Request&, const std::string& body, httplib::Response&)>;
   Metrics metrics;
-  void add(const std::string& method, const std::string& path_template, const std::string& pattern,
-           Handler fn);
-  void add_post(const std::string& path_template, const std::string& pattern, PostHandler fn);
+  http::Router router;
+  void add(const std::string& method, const std::string& path, Role role, http::Handler fn);
   void routes();
-  void metrics_text(httplib::Response& res);
-  void download(const httplib::Request& req, httplib::Response& res);
-  void submit(const httplib::Request& req, httplib::Response& res, const json& body,
-              UnknownFields unknown);
-  void submit_body(const httplib::Request& req, const std::string& body, httplib::Response& res,
-                   UnknownFields unknown);
-  std::optional<TaskRecord> find_task(const httplib::Request& req, httplib::Response& res);
-  void get_task(const httplib::Request& req, httplib::Response& res);
-  void list_tasks(const httplib::Request& req, httplib::Response& res);
-  void cancel_task(const httplib::Request& req, httplib::Response& res);
-  void task_events(const httplib::Request& req, httplib::Response& res);
-  void readyz(httplib::Response& res);
+  void metrics_text(Response& res);
+  void download(const Request& req, Response& res);
+  void submit(const Request& req, Response& res, const json& body, UnknownFields unknown);
+  void submit_body(const Request& req, Response& res, UnknownFields unknown);
+  std::optional<TaskRecord> find_task(const Request& req, Response& res);
+  void get_task(const Request& req, Response& res);
+  void list_tasks(const Request& req, Response& res);
+  void cancel_task(const Request& req, Response& res);
+  void task_events(const Request& req, Response& res);
+  void readyz(Response& res);
 };
 
-void Server::Impl::submit_body(const httplib::Request& req, const std::string& raw,
-                               httplib::Response& res, UnknownFields unknown) {
-  std::string ctype = req.get_header_value("Content-Type");
+void Server::Impl::submit_body(const Request& req, Response& res, UnknownFields unknown) {
+  const std::string& raw = req.body;
+  std::string ctype = req.header("Content-Type");
   std::string base = ctype.substr(0, ctype.find(';'));
   base.erase(std::remove(base.begin(), base.end(), ' '), base.end());
   std::transform(base.begin(), base.end(), base.begin(),
                  [](unsigned char c) { return std::tolower(c); });
   if (base != "application/json") {
-    problem(res, 415, "Unsupported Media Type",
-            "send the task as JSON with Content-Type: application/json");
+    problem(res, 415, "send the task as JSON with Content-Type: application/json");
+    return;
+  }
+  // nlohmann builds a value per nesting level: a 1 MiB body of '[' cost about 100 MB.
+  if (!json_depth_within(raw, cfg.max_json_depth)) {
+    problem(res, 400,
+            "the request body nests arrays or objects deeper than " +
+                std::to_string(cfg.max_json_depth) + " levels");
     return;
   }
   json body = json::parse(raw, nullptr, false);
   if (body.is_discarded()) {
-    problem(res, 400, "Bad Request", "the request body is not valid JSON");
+    problem(res, 400, "the request body is not valid JSON");
     return;
   }
   submit(req, res, body, unknown);
 }
 
-void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, const json& body,
+void Server::Impl::submit(const Request& req, Response& res, const json& body,
                           UnknownFields unknown) {
   metrics.submitted.fetch_add(1, std::memory_order_relaxed);
   std::vector<FieldError> errors;
@@ -187,12 +212,12 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
   proto::TaskSpec spec;
   if (!parsed || !resolve_paths(*parsed, roots, spec, errors)) {
     metrics.invalid.fetch_add(1, std::memory_order_relaxed);
-    problem(res, 422, "Unprocessable Content", "the task request is not valid", errors);
+    problem(res, 422, "the task request is not valid", errors);
     return;
   }
-  std::string key = req.get_header_value("Idempotency-Key");
+  std::string key = req.header("Idempotency-Key");
   if (key.size() > 255) {
-    problem(res, 422, "Unprocessable Content", "Idempotency-Key is longer than 255 characters");
+    problem(res, 422, "Idempotency-Key is longer than 255 characters");
     return;
   }
   proto::Submit s;
@@ -205,20 +230,20 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
   if (!reply) {
     metrics.refused_unavailable.fetch_add(1, std::memory_order_relaxed);
     res.set_header("Retry-After", "1");
-    problem(res, 503, "Service Unavailable", "the broker did not answer; try again");
+    problem(res, 503, "the broker did not answer; try again");
     return;
   }
   if (!reply->accepted) {
     if (reply->code == Refusal::Conflict || reply->code == Refusal::Invalid) {
       metrics.invalid.fetch_add(1, std::memory_order_relaxed);
-      problem(res, 422, "Unprocessable Content", reply->reason);
+      problem(res, 422, reply->reason);
       return;
     }
     (reply->code == Refusal::Capacity ? metrics.refused_capacity : metrics.refused_unavailable)
         .fetch_add(1, std::memory_order_relaxed);
     long secs = std::max(1L, static_cast<long>(std::ceil(reply->retry_after)));
     res.set_header("Retry-After", std::to_string(secs));
-    problem(res, 503, "Service Unavailable", reply->reason);
+    problem(res, 503, reply->reason);
     return;
   }
   metrics.accepted.fetch_add(1, std::memory_order_relaxed);
@@ -238,20 +263,19 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
 }
 
 // The task named by the route's {id}; answers 503 or 404 itself when there is none.
-std::optional<TaskRecord> Server::Impl::find_task(const httplib::Request& req,
-                                                  httplib::Response& res) {
-  std::string id = req.matches[1];
+std::optional<TaskRecord> Server::Impl::find_task(const Request& req, Response& res) {
+  std::string id = req.path_params.at(0);
   auto* st = store();
   if (!st) {
-    problem(res, 503, "Service Unavailable", "the task database is not available");
+    problem(res, 503, "the task database is not available");
     return std::nullopt;
   }
   auto t = is_uuid(id) ? st->get(id) : std::nullopt;
-  if (!t) problem(res, 404, "Not Found", "no task with id " + id);
+  if (!t) problem(res, 404, "no task with id " + id);
   return t;
 }
 
-void Server::Impl::get_task(const httplib::Request& req, httplib::Response& res) {
+void Server::Impl::get_task(const Request& req, Response& res) {
   auto t = find_task(req, res);
   if (!t) return;
   std::string body;
@@ -261,37 +285,36 @@ void Server::Impl::get_task(const httplib::Request& req, httplib::Response& res)
   res.set_content(std::move(body), "application/json");
 }
 
-void Server::Impl::list_tasks(const httplib::Request& req, httplib::Response& res) {
+void Server::Impl::list_tasks(const Request& req, Response& res) {
   auto* st = store();
-  if (!st) return problem(res, 503, "Service Unavailable", "the task database is not available");
+  if (!st) return problem(res, 503, "the task database is not available");
   TaskFilter f;
   std::vector<FieldError> errors;
-  if (req.has_param("state")) {
-    const std::string value = req.get_param_value("state");
+  if (req.has_query("state")) {
+    const std::string value = req.query_value("state");
     f.state = parse_name<TaskState>(value);
     if (!f.state) errors.push_back({"state", "unknown state '" + value + "'"});
   }
-  if (req.has_param("limit")) {
+  if (req.has_query("limit")) {
     try {
-      f.limit = std::stoi(req.get_param_value("limit"));
+      f.limit = std::stoi(req.query_value("limit"));
     } catch (...) {
       f.limit = -1;
     }
     if (f.limit < 1 || f.limit > 1000) errors.push_back({"limit", "must be from 1 to 1000"});
   }
-  if (req.has_param("next")) {
+  if (req.has_query("next")) {
     try {
-      f.before_seq = std::stoll(req.get_param_value("next"));
+      f.before_seq = std::stoll(req.query_value("next"));
     } catch (...) {
       f.before_seq = -1;
     }
     if (f.before_seq < 1) errors.push_back({"next", "is not a cursor this server issued"});
   }
-  f.created_after = req.get_param_value("created_after");
-  f.created_before = req.get_param_value("created_before");
-  f.input = req.get_param_value("input");
-  if (!errors.empty())
-    return problem(res, 422, "Unprocessable Content", "invalid query parameters", errors);
+  f.created_after = req.query_value("created_after");
+  f.created_before = req.query_value("created_before");
+  f.input = req.query_value("input");
+  if (!errors.empty()) return problem(res, 422, "invalid query parameters", errors);
   ++f.limit;  // one extra row tells whether there is a next page
   auto rows = st->list(f);
   std::string body;
@@ -310,24 +333,23 @@ void Server::Impl::list_tasks(const httplib::Request& req, httplib::Response& re
   res.set_content(std::move(body), "application/json");
 }
 
-void Server::Impl::cancel_task(const httplib::Request& req, httplib::Response& res) {
-  std::string id = req.matches[1];
-  if (!is_uuid(id)) return problem(res, 404, "Not Found", "no task with id " + id);
+void Server::Impl::cancel_task(const Request& req, Response& res) {
+  std::string id = req.path_params.at(0);
+  if (!is_uuid(id)) return problem(res, 404, "no task with id " + id);
   auto reply = broker().cancel(id);
   if (!reply) {
     res.set_header("Retry-After", "1");
-    return problem(res, 503, "Service Unavailable", "the broker did not answer; try again");
+    return problem(res, 503, "the broker did not answer; try again");
   }
   const std::string state{reply->state ? name(*reply->state) : ""};
-  if (reply->result == CancelResult::NotFound)
-    return problem(res, 404, "Not Found", "no task with id " + id);
+  if (reply->result == CancelResult::NotFound) return problem(res, 404, "no task with id " + id);
   if (reply->result == CancelResult::Finished)
-    return problem(res, 409, "Conflict", "task " + id + " already finished: " + state);
+    return problem(res, 409, "task " + id + " already finished: " + state);
   send_json(res, reply->result == CancelResult::Cancelled ? 200 : 202,
             {{"task_id", id}, {"state", state}, {"result", name(reply->result)}});
 }
 
-void Server::Impl::task_events(const httplib::Request& req, httplib::Response& res) {
+void Server::Impl::task_events(const Request& req, Response& res) {
   auto t = find_task(req, res);
   if (!t) return;
   const std::string& id = t->id;
@@ -340,7 +362,7 @@ void Server::Impl::task_events(const httplib::Request& req, httplib::Response& r
   send_json(res, 200, {{"task_id", id}, {"events", events}});
 }
 
-void Server::Impl::readyz(httplib::Response& res) {
+void Server::Impl::readyz(Response& res) {
   json checks;
   bool ok = true;
   if (draining) {
@@ -373,7 +395,7 @@ void Server::Impl::readyz(httplib::Response& res) {
   send_json(res, ok ? 200 : 503, {{"status", ok ? "ready" : "not ready"}, {"checks", checks}});
 }
 
-void Server::Impl::metrics_text(httplib::Response& res) {
+void Server::Impl::metrics_text(Response& res) {
   std::string out = metrics.render();
   char buf[256];
   auto gauge = [&](const char* name, const char* help, double v) {
@@ -452,213 +474,117 @@ void Server::Impl::metrics_text(httplib::Response& res) {
   res.set_content(std::move(out), "text/plain; version=0.0.4");
 }
 
-void Server::Impl::download(const httplib::Request& req, httplib::Response& res) {
+void Server::Impl::download(const Request& req, Response& res) {
   auto t = find_task(req, res);
   if (!t) return;
   const std::string& id = t->id;
   if (t->state != TaskState::Succeeded)
-    return problem(res, 409, "Conflict",
-                   "task " + id + " is " + name_str(t->state) + ", not succeeded");
+    return problem(res, 409, "task " + id + " is " + name_str(t->state) + ", not succeeded");
   // The stored path was confined at submission; check again on the resolved
   // path in case the tree changed since (e.g. a symlink put in its place).
   std::error_code ec;
   auto real = std::filesystem::canonical(t->output_path, ec);
   if (ec || !paths::is_within(roots.output, real.string()) ||
       !std::filesystem::is_regular_file(real))
-    return problem(res, 404, "Not Found", "the output file of task " + id + " is gone");
-  auto file = std::make_shared<std::ifstream>(real, std::ios::binary);
-  auto size = std::filesystem::file_size(real, ec);
-  if (!*file || ec) return problem(res, 404, "Not Found", "cannot read the output file");
+    return problem(res, 404, "the output file of task " + id + " is gone");
+  // O_NOFOLLOW: the canonical path has no link left; one put there since is not followed.
+  const int fd = ::open(real.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fd >= 0) ::close(fd);
+    return problem(res, 404, "cannot read the output file");
+  }
+  res.file = std::make_shared<http::File>(fd, static_cast<std::uint64_t>(st.st_size));
+  res.set_header("Content-Type", "application/ipfix");
   res.set_header("Content-Disposition",
                  "attachment; filename=\"" + real.filename().string() + "\"");
-  res.set_content_provider(size, "application/ipfix",
-                           [file](size_t offset, size_t length, httplib::DataSink& sink) {
-                             char buf[65536];
-                             file->seekg(static_cast<std::streamoff>(offset));
-                             std::size_t want = std::min(length, sizeof buf);
-                             file->read(buf, static_cast<std::streamsize>(want));
-                             auto got = file->gcount();
-                             if (got <= 0) return false;
-                             sink.write(buf, static_cast<std::size_t>(got));
-                             return true;
-                           });
 }
 
-void Server::Impl::add(const std::string& method, const std::string& path_template,
-                       const std::string& pattern, Handler fn) {
-  int idx = metrics.route(method, path_template);
-  auto wrapped = [this, idx, fn = std::move(fn)](const httplib::Request& q, httplib::Response& r) {
+// Every route's time and status go to the metrics, labelled by its template.
+void Server::Impl::add(const std::string& method, const std::string& path, Role role,
+                       http::Handler fn) {
+  int idx = metrics.route(method, path);
+  http::Route route;
+  route.method = method;
+  route.path = path;
+  route.role = role;
+  route.open = path == "/livez";
+  if (method == "POST") route.max_body = cfg.max_body;
+  route.handler = [this, idx, fn = std::move(fn)](const Request& q, Response& r) {
     auto t0 = std::chrono::steady_clock::now();
     fn(q, r);
     metrics.observe(idx, r.status,
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   };
-  if (method == "GET")
-    http.Get(pattern, wrapped);
-  else if (method == "DELETE")
-    http.Delete(pattern, wrapped);
-}
-
-// POST routes read their body themselves. A request without Content-Length
-// or Transfer-Encoding has an empty body (RFC 9112 6.3), but httplib 0.11
-// waits for one until its read timeout (5 s): `curl -X POST URL` without data,
-// as the original service's README does, took 5 s and got 400.
-void Server::Impl::add_post(const std::string& path_template, const std::string& pattern,
-                            PostHandler fn) {
-  int idx = metrics.route("POST", path_template);
-  http.Post(pattern, [this, idx, fn = std::move(fn)](const httplib::Request& q,
-                                                     httplib::Response& r,
-                                                     const httplib::ContentReader& reader) {
-    auto t0 = std::chrono::steady_clock::now();
-    std::string body;
-    bool too_large = false;
-    if (q.has_header("Content-Length") || q.has_header("Transfer-Encoding")) {
-      reader([&](const char* data, std::size_t len) {
-        if (body.size() + len > cfg.max_body) {
-          too_large = true;
-          return false;
-        }
-        body.append(data, len);
-        return true;
-      });
-    }
-    if (too_large)
-      problem(r, 413, "Content Too Large", "the request body is too large");
-    else
-      fn(q, body, r);
-    metrics.observe(idx, r.status,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  });
+  router.add(std::move(route));
 }
 
 void Server::Impl::routes() {
-  const std::string id = "([^/]+)";
-  using Q = const httplib::Request&;
-  using R = httplib::Response&;
-  add("GET", "/livez", "/livez", [](Q, R res) { send_json(res, 200, {{"status", "alive"}}); });
-  add("GET", "/readyz", "/readyz", [this](Q, R res) { readyz(res); });
-  add("GET", "/metrics", "/metrics", [this](Q, R res) { metrics_text(res); });
-  add("GET", "/openapi.json", "/openapi.json",
+  using Q = const Request&;
+  using R = Response&;
+  add("GET", "/livez", Role::Read, [](Q, R res) { send_json(res, 200, {{"status", "alive"}}); });
+  add("GET", "/readyz", Role::Read, [this](Q, R res) { readyz(res); });
+  add("GET", "/metrics", Role::Read, [this](Q, R res) { metrics_text(res); });
+  add("GET", "/openapi.json", Role::Read,
       [](Q, R res) { res.set_content(openapi_document(), "application/json"); });
-  auto post = [this](Q q, const std::string& body, R r) {
-    submit_body(q, body, r, UnknownFields::Refuse);
-  };
+  auto post = [this](Q q, R r) { submit_body(q, r, UnknownFields::Refuse); };
   // The original service's route ignores fields it does not know, as that service did.
-  auto post_lenient = [this](Q q, const std::string& body, R r) {
-    submit_body(q, body, r, UnknownFields::Ignore);
-  };
+  auto post_lenient = [this](Q q, R r) { submit_body(q, r, UnknownFields::Ignore); };
   auto get = [this](Q q, R r) { get_task(q, r); };
   auto list = [this](Q q, R r) { list_tasks(q, r); };
-  add_post("/api/v1/tasks", "/api/v1/tasks", post);
-  add("GET", "/api/v1/tasks", "/api/v1/tasks", list);
-  add("GET", "/api/v1/tasks/{id}", "/api/v1/tasks/" + id, get);
-  add("DELETE", "/api/v1/tasks/{id}", "/api/v1/tasks/" + id,
-      [this](Q q, R r) { cancel_task(q, r); });
-  add("GET", "/api/v1/tasks/{id}/events", "/api/v1/tasks/" + id + "/events",
-      [this](Q q, R r) { task_events(q, r); });
-  add("GET", "/api/v1/tasks/{id}/output", "/api/v1/tasks/" + id + "/output",
-      [this](Q q, R r) { download(q, r); });
+  add("POST", "/api/v1/tasks", Role::Submit, post);
+  add("GET", "/api/v1/tasks", Role::Read, list);
+  add("GET", "/api/v1/tasks/{id}", Role::Read, get);
+  add("DELETE", "/api/v1/tasks/{id}", Role::Submit, [this](Q q, R r) { cancel_task(q, r); });
+  add("GET", "/api/v1/tasks/{id}/events", Role::Read, [this](Q q, R r) { task_events(q, r); });
+  add("GET", "/api/v1/tasks/{id}/output", Role::Read, [this](Q q, R r) { download(q, r); });
   // Compatibility with the original service (IPyFIXweb).
-  add_post("/api/export-task", "/api/export-task", post_lenient);
-  add("GET", "/api/task-status/{id}", "/api/task-status/" + id, get);
-  add("GET", "/api/tasks", "/api/tasks", list);
-  add("GET", "/api/v1/test/health", "/api/v1/test/health", [](Q, R res) {
+  add("POST", "/api/export-task", Role::Submit, post_lenient);
+  add("GET", "/api/task-status/{id}", Role::Read, get);
+  add("GET", "/api/tasks", Role::Read, list);
+  add("GET", "/api/v1/test/health", Role::Read, [](Q, R res) {
     send_json(res, 200, {{"status", "ok"}});
   });
-  add_post("/api/v1/test/file_exporter/export_task", "/api/v1/test/file_exporter/export_task",
-           [this](Q q, const std::string&, R r) {
-             json body = {{"pcap_files", {cfg.sample_pcap}},
-                          {"output_path", "test/" + new_uuid() + ".ipfix"},
-                          {"DPI", true},
-                          {"analysis_list", {"tcp", "udp"}}};
-             submit(q, r, body, UnknownFields::Refuse);
-           });
+  add("POST", "/api/v1/test/file_exporter/export_task", Role::Submit, [this](Q q, R r) {
+    json body = {{"pcap_files", {cfg.sample_pcap}},
+                 {"output_path", "test/" + new_uuid() + ".ipfix"},
+                 {"DPI", true},
+                 {"analysis_list", {"tcp", "udp"}}};
+    submit(q, r, body, UnknownFields::Refuse);
+  });
 }
 
 Server::Server(Config cfg, zmq::context_t& ctx)
     : impl_(std::make_unique<Impl>(std::move(cfg), ctx)) {
   auto& im = *impl_;
-  int threads = std::max(1, im.cfg.threads);
-  im.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  // Body size is enforced by the POST routes themselves (add_post), which
-  // answer 413; httplib's own limit would turn a refused read into 400.
-  im.http.set_read_timeout(5, 0);
-  im.http.set_write_timeout(5, 0);
-  im.http.set_keep_alive_max_count(100);
-  // Responses go out in several writes: without TCP_NODELAY, Nagle plus the
-  // peer's delayed ACK stalls each keep-alive request by up to 40 ms.
-  im.http.set_tcp_nodelay(true);
-  im.http.set_exception_handler(
-      [&im](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-        std::string what = "unknown error";
-        try {
-          if (ep) std::rethrow_exception(ep);
-        } catch (const std::exception& e) {
-          what = e.what();
-        } catch (...) {
-        }
-        im.log->error("request failed: {}", what);
-        problem(res, 500, "Internal Server Error", "the request failed; see the api log");
-      });
-  im.http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    switch (res.status) {
-      case 404:
-        problem(res, 404, "Not Found", "no such route");
-        break;
-      case 413:
-        problem(res, 413, "Content Too Large", "the request body is too large");
-        break;
-      default:
-        problem(res, res.status, "Error", "request failed");
-    }
-  });
-  if (!im.cfg.tokens.empty()) {
-    im.http.set_pre_routing_handler([&im](const httplib::Request& req, httplib::Response& res) {
-      if (req.path == "/livez") return httplib::Server::HandlerResponse::Unhandled;
-      std::string auth = req.get_header_value("Authorization");
-      const std::string prefix = "Bearer ";
-      bool ok = false;
-      if (auth.compare(0, prefix.size(), prefix) == 0) {
-        std::string given = auth.substr(prefix.size());
-        for (auto& t : im.cfg.tokens) ok |= same_secret(given, t);
-      }
-      if (ok) return httplib::Server::HandlerResponse::Unhandled;
-      res.set_header("WWW-Authenticate", "Bearer");
-      problem(res, 401, "Unauthorized", "a valid bearer token is required");
-      return httplib::Server::HandlerResponse::Handled;
-    });
-  }
-  // Our own socket options: SO_REUSEADDR for quick restarts, but not
-  // httplib's default SO_REUSEPORT, which would let a second stack silently
-  // share this port. We also keep the fd to raise the listen backlog below.
-  im.http.set_socket_options([&im](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    im.listen_fd = sock;
-  });
   im.routes();
-  if (im.cfg.port == 0) {
-    im.bound_port = im.http.bind_to_any_port(im.cfg.host);
-  } else {
-    im.bound_port = im.http.bind_to_port(im.cfg.host, im.cfg.port) ? im.cfg.port : -1;
-  }
-  if (im.bound_port <= 0)
-    throw std::runtime_error("cannot listen on " + im.cfg.host + ":" + std::to_string(im.cfg.port));
-  // Debian's compiled cpp-httplib listens with a backlog of 5: a burst of
-  // simultaneous clients overflowed it and waited for SYN retransmits (about
-  // 1 s) or failed. Listening again on the same socket raises the backlog.
-  if (im.listen_fd >= 0) ::listen(im.listen_fd, SOMAXCONN);
-  im.log->info("api listening on http://{}:{} (broker {}, db {})", im.cfg.host, im.bound_port,
+  http::Options o;
+  o.host = im.cfg.host;
+  o.port = im.cfg.port;
+  o.io_threads = im.cfg.io_threads;
+  o.handler_threads = im.cfg.threads;
+  o.limits = im.cfg.limits;
+  o.tokens = im.cfg.tokens;
+  o.error = [](Response& res, int status, const std::string& detail) {
+    problem(res, status, detail);
+  };
+  const bool auth = !o.tokens.empty();
+  im.http = std::make_unique<http::Server>(std::move(o), std::move(im.router));
+  im.log->info("api listening on http://{}:{} (broker {}, db {})", im.cfg.host, port(),
                im.cfg.broker, im.cfg.db_path);
+  if (!auth && !im.http->loopback_only())
+    im.log->warn(
+        "listening beyond loopback without --tokens: anyone who reaches {}:{} can submit and "
+        "cancel tasks",
+        im.cfg.host, port());
 }
 
 Server::~Server() = default;
-int Server::port() const { return impl_->bound_port; }
-void Server::serve() { impl_->http.listen_after_bind(); }
+int Server::port() const { return impl_->http->port(); }
+void Server::serve() { impl_->http->serve(); }
 void Server::stop() {
   impl_->draining = true;
-  impl_->http.stop();
+  impl_->http->stop();
 }
 
 }  // namespace ipfixweb::api

@@ -9,6 +9,8 @@
 
 #include <zmq.hpp>
 
+#include "ipfixweb/api/http.hpp"
+
 namespace ipfixweb::api {
 
 struct Config {
@@ -18,10 +20,13 @@ struct Config {
   std::string db_path = "var/ipfixweb.db";
   std::vector<std::string> input_roots = {"var/input"};
   std::string output_root = "var/output";
-  int threads = 64;  // each keep-alive connection holds one while open
+  int threads = 64;     // handler threads: requests run there once read whole
+  int io_threads = 2;   // HTTP I/O threads: accept, read, write (never a handler)
+  http::Limits limits;  // header size, timeouts, connections, bodies of other routes
   double broker_timeout_s = 2.0;
-  std::size_t max_body = 1u << 20;
-  std::vector<std::string> tokens;          // bearer tokens; empty: no auth
+  std::size_t max_body = 1u << 20;  // POST routes
+  int max_json_depth = 64;          // nesting of arrays and objects in a request body
+  std::vector<Token> tokens;        // bearer tokens with their roles; empty: no authentication
   std::string sample_pcap = "sample.pcap";  // for the compatibility test route
   std::string curve_server_key;             // CURVE: broker's public key file
   std::string curve_secret_key;             // CURVE: the api's secret key file
