@@ -30,7 +30,10 @@ namespace fs = std::filesystem;
 
 namespace ipfixweb::test {
 
-std::string bin_dir() { return IPFIXWEB_TEST_BIN_DIR; }
+std::string bin_dir() {
+  const char* env = std::getenv("IPFIXWEB_BIN_DIR");  // e.g. another build's, to compare
+  return env && *env ? env : IPFIXWEB_TEST_BIN_DIR;
+}
 
 std::string shared_pcaps() {
   const char* env = std::getenv("IPFIXWEB_PCAPS");
