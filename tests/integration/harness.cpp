@@ -212,6 +212,10 @@ void Process::stop(std::chrono::milliseconds grace) {
 }
 
 Stack::Stack(StackOptions opts) : opts_(std::move(opts)) {
+  // A server may close a connection while a client still sends (the api answers 413 to an
+  // oversized body without reading it): the write then fails with EPIPE, which must not
+  // kill the test process (cpp-httplib 0.11's client sends without MSG_NOSIGNAL).
+  ::signal(SIGPIPE, SIG_IGN);
   std::string base = fs::temp_directory_path() / "ipfixweb-test-XXXXXX";
   std::vector<char> tmpl(base.begin(), base.end());
   tmpl.push_back('\0');
