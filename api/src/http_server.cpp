@@ -1,28 +1,39 @@
 // The event-driven HTTP server (Boost.Beast on Boost.Asio): see http.hpp for the model.
 //
-// A connection lives on its own strand and goes through these phases:
+// A connection goes through these phases:
 //   idle    waiting for a request's first byte (no buffer held; idle timeout)
 //   header  reading the request line and header fields (header limit, header timeout)
 //   checks  decode the target, route, authenticate, check the body size: refusals here are
 //           answered before any body is read
 //   body    reading the body (body limit, body timeout and minimum rate)
-//   handler the request runs on the handler pool; the connection waits (no timer: the
-//           handler's own time is bounded by --broker-timeout and SQLite)
+//   handler the request runs on a handler thread (or on the I/O thread for a route that
+//           never blocks); no deadline: the handler's time is bounded by --broker-timeout
 //   write   the answer (write timeout per write; a file is sent in pieces)
 // then idle again (keep-alive), or a graceful close: shut down sending, read and drop what
 // the client still sends for a short while (so it can read the answer rather than a reset),
 // close.
+//
+// Who runs a connection's code: its completion handlers run on the I/O threads, and after a
+// handler the handler thread itself writes the answer (a non-blocking write, which usually
+// takes all of it) and starts waiting for the next request, so an answer costs no hand-back
+// to an I/O thread. One thing at a time either way: every entry point holds the
+// connection's mutex, and there is never more than one operation in flight. Other threads
+// (the sweeper of deadlines, shedding, stop) only shut the socket down; the pending
+// operation then fails and the connection closes itself.
+//
+// Deadlines are not a timer per operation: each connection keeps its current deadline, and
+// one sweeper closes the connections whose deadline has passed.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
-#include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
@@ -33,6 +44,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "ipfixweb/api/handler_pool.hpp"
 #include "ipfixweb/api/http.hpp"
 #include "ipfixweb/shared/logging.hpp"
 
@@ -60,57 +72,45 @@ constexpr std::size_t kKeptBuffer = 16 * 1024;
 // stop() lets requests in progress finish for this long.
 constexpr auto kStopGrace = std::chrono::seconds(5);
 
+bool closed_by_peer(const beast::error_code& ec) {
+  return ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
+         ec == asio::error::broken_pipe || ec == asio::error::shut_down ||
+         ec == asio::error::bad_descriptor;
+}
+
 class Connection;
 
-// Every open connection, in the order they last became idle: the first idle one is the
-// longest idle. Shared by the I/O threads (a mutex; the list is short-held).
+// Every open connection. Touched when a connection opens or closes and by the sweeper; the
+// connections keep their own state (phase, deadline) in atomics.
 class Registry {
  public:
-  struct Entry {
-    std::weak_ptr<Connection> conn;
-    bool idle = false;
-  };
-  using Slot = std::list<Entry>::iterator;
-
+  using Slot = std::list<std::weak_ptr<Connection>>::iterator;
   Slot add(std::weak_ptr<Connection> c) {
     std::lock_guard lock(mu_);
-    entries_.push_back({std::move(c), false});
-    return std::prev(entries_.end());
+    list_.push_back(std::move(c));
+    return std::prev(list_.end());
   }
   void remove(Slot s) {
     std::lock_guard lock(mu_);
-    entries_.erase(s);
-  }
-  void set_idle(Slot s, bool idle) {
-    std::lock_guard lock(mu_);
-    s->idle = idle;
-    if (idle) entries_.splice(entries_.end(), entries_, s);
+    list_.erase(s);
   }
   std::size_t size() {
     std::lock_guard lock(mu_);
-    return entries_.size();
-  }
-  // The longest-idle connection, no longer counted as idle (so it is chosen only once).
-  std::shared_ptr<Connection> take_longest_idle() {
-    std::lock_guard lock(mu_);
-    for (auto& e : entries_)
-      if (e.idle) {
-        e.idle = false;
-        if (auto c = e.conn.lock()) return c;
-      }
-    return nullptr;
+    return list_.size();
   }
   std::vector<std::shared_ptr<Connection>> all() {
     std::lock_guard lock(mu_);
     std::vector<std::shared_ptr<Connection>> out;
-    for (auto& e : entries_)
-      if (auto c = e.conn.lock()) out.push_back(std::move(c));
+    out.reserve(list_.size());
+    for (auto& w : list_)
+      if (auto c = w.lock()) out.push_back(std::move(c));
     return out;
   }
 
  private:
   std::mutex mu_;
-  std::list<Entry> entries_;
+  std::list<std::weak_ptr<Connection>> list_;
 };
 
 }  // namespace
@@ -122,18 +122,30 @@ struct Server::Impl {
   Registry registry;  // before the io_context: connections unregister when it destroys them
   std::atomic<bool> stopping{false};
   Clock::time_point stop_deadline;
+  Clock::duration sweep_interval;
   asio::io_context ioc;
-  tcp::acceptor acceptor{ioc};
-  asio::steady_timer accept_retry{ioc};
-  asio::steady_timer stop_timer{ioc};
-  asio::thread_pool handlers;  // last: joined first, while everything it uses still exists
+  // The acceptor and the timers below run their handlers one at a time (connections do not:
+  // each runs on whichever I/O thread is free).
+  asio::strand<asio::io_context::executor_type> control{ioc.get_executor()};
+  tcp::acceptor acceptor{control};
+  asio::steady_timer accept_retry{control};
+  asio::steady_timer sweeper{control};
+  asio::steady_timer stop_timer{control};
+  HandlerPool handlers;  // last: joined first, while everything it uses still exists
+  tcp::endpoint bound;   // where the acceptor listens (also known after stop())
   Clock::time_point last_accept_error;
 
   Impl(Options o, Router r)
       : opts(std::move(o)),
         router(std::move(r)),
         ioc(std::max(1, opts.io_threads)),
-        handlers(static_cast<std::size_t>(std::max(1, opts.handler_threads))) {}
+        handlers(opts.handler_threads, static_cast<int>(std::thread::hardware_concurrency())) {
+    // Deadlines are kept to within a quarter of the shortest timeout (at most 250 ms late).
+    const auto& l = opts.limits;
+    const double shortest =
+        std::min({l.header_timeout_s, l.idle_timeout_s, l.body_timeout_s, l.write_timeout_s, 1.0});
+    sweep_interval = std::max(seconds(shortest / 4), Clock::duration(std::chrono::milliseconds(5)));
+  }
 
   void error(Response& res, int status, const std::string& detail) {
     if (opts.error) {
@@ -146,6 +158,8 @@ struct Server::Impl {
 
   void accept();
   void on_accept(const beast::error_code& ec, tcp::socket sock);
+  void sweep();
+  void shed_longest_idle_or(const std::shared_ptr<Connection>& newcomer);
   void wait_drained();
 };
 
@@ -153,59 +167,87 @@ namespace {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
+  enum class Phase { Idle, Header, Body, Handler, Write, Closing };
+
   Connection(Server::Impl& s, tcp::socket sock)
-      : s_(s),
-        stream_(std::move(sock)),
-        idle_timer_(stream_.get_executor()),
-        buffer_(s.opts.limits.max_header + kPiece) {}
+      : s_(s), socket_(std::move(sock)), buffer_(s.opts.limits.max_header + kPiece) {}
 
   ~Connection() {
-    if (registered_) s_.registry.remove(slot_);
+    if (slot_) s_.registry.remove(*slot_);
   }
 
   // Counts the connection and starts waiting for its first request.
   void start() {
+    std::lock_guard lock(mu_);
     slot_ = s_.registry.add(weak_from_this());
-    registered_ = true;
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->wait_request(); });
+    guarded([this] { wait_request(); });
   }
 
-  // Answers 503 at once and closes (the server is full and no connection is idle).
+  // Answers 503 at once and closes (the server is full and no connection is idle). Counted
+  // too, for the few seconds it may linger, so that the sweeper sees its deadline.
   void reject() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+    std::lock_guard lock(mu_);
+    slot_ = s_.registry.add(weak_from_this());
+    guarded([this] {
       Response res;
-      self->s_.error(res, 503, "the server has too many connections; try again");
+      s_.error(res, 503, "the server has too many connections; try again");
       res.set_header("Retry-After", "1");
-      self->send(std::move(res), true);
+      send(std::move(res), true);
     });
   }
 
-  // From another strand, when the server is full: closes the connection if it is still
-  // between requests.
+  Phase phase() const { return phase_; }
+  Clock::time_point deadline() const { return Clock::time_point(Clock::duration(deadline_)); }
+
+  // From the sweeper: ends the connection when its deadline has passed.
+  void expire(Clock::time_point now) {
+    std::lock_guard lock(mu_);
+    if (deadline() <= now) abort();
+  }
+
+  // When the server is full: ends the connection if it is still between requests.
   void shed() {
-    asio::post(stream_.get_executor(), [self = shared_from_this()] {
-      if (self->phase_ == Phase::Idle) self->close();
-    });
+    std::lock_guard lock(mu_);
+    if (phase_ == Phase::Idle) abort();
   }
 
-  // From another strand, when the server stops: closes the connection unless a request is
-  // being handled or answered; that one closes once it is answered.
+  // When the server stops: ends the connection, unless a request is being handled or
+  // answered; that one closes once it is answered.
   void stop() {
-    asio::post(stream_.get_executor(), [self = shared_from_this()] {
-      if (self->phase_ == Phase::Handler || self->phase_ == Phase::Write)
-        self->keep_alive_ = false;
-      else
-        self->close();
-    });
+    std::lock_guard lock(mu_);
+    if (phase_ == Phase::Handler || phase_ == Phase::Write)
+      keep_alive_ = false;
+    else
+      abort();
   }
 
  private:
-  enum class Phase { Idle, Header, Body, Handler, Write, Closing };
-
   const Limits& limits() const { return s_.opts.limits; }
 
-  void set_idle(bool idle) {
-    if (registered_) s_.registry.set_idle(slot_, idle);
+  void set_deadline(Clock::time_point t) { deadline_ = t.time_since_epoch().count(); }
+  void set_deadline_in(Clock::duration d) { set_deadline(Clock::now() + d); }
+  void no_deadline() { set_deadline(Clock::time_point::max()); }
+
+  // The completion handler of an operation: runs `step` under the connection's mutex,
+  // unless the connection was closed meanwhile.
+  using Step = void (Connection::*)(const beast::error_code&, std::size_t);
+  auto resume(Step step) {
+    return [self = shared_from_this(), step](const beast::error_code& ec, std::size_t n = 0) {
+      std::lock_guard lock(self->mu_);
+      if (!self->closed_) self->guarded([&] { ((*self).*step)(ec, n); });
+    };
+  }
+
+  // Runs a step of the connection; one that throws (e.g. bad_alloc) closes the connection
+  // instead of leaving it without an operation in flight, or ending a thread.
+  template <class F>
+  void guarded(F&& step) {
+    try {
+      step();
+    } catch (const std::exception& e) {
+      s_.log->error("HTTP connection failed: {}", e.what());
+      close();
+    }
   }
 
   void wait_request() {
@@ -215,48 +257,33 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (buffer_.size() > 0) return read_header();  // the next request is already here
     if (buffer_.capacity() > kKeptBuffer) buffer_.shrink_to_fit();
     phase_ = Phase::Idle;
-    set_idle(true);
-    idle_timer_.expires_after(seconds(limits().idle_timeout_s));
-    idle_timer_.async_wait([self = shared_from_this()](const beast::error_code& ec) {
-      if (!ec && self->phase_ == Phase::Idle) self->close();
-    });
-    stream_.socket().async_wait(tcp::socket::wait_read,
-                                [self = shared_from_this()](const beast::error_code& ec) {
-                                  self->idle_timer_.cancel();
-                                  if (self->phase_ != Phase::Idle) return;
-                                  self->set_idle(false);
-                                  if (ec) return self->close();
-                                  self->read_header();
-                                });
+    set_deadline_in(seconds(limits().idle_timeout_s));
+    socket_.async_wait(tcp::socket::wait_read, resume(&Connection::on_readable));
+  }
+
+  void on_readable(const beast::error_code& ec, std::size_t) {
+    if (ec) return close();
+    read_header();
   }
 
   void read_header() {
     phase_ = Phase::Header;
+    set_deadline_in(seconds(limits().header_timeout_s));  // from the request's first byte
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(limits().max_header));
     // Checked per route once the header is in. (Not boost::none: Beast 1.74 then refuses
     // every body, comparing the length with the empty optional.)
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
-    stream_.expires_after(seconds(limits().header_timeout_s));
-    bhttp::async_read_header(stream_, buffer_, *parser_,
-                             [self = shared_from_this()](const beast::error_code& ec, std::size_t) {
-                               self->on_header(ec);
-                             });
+    bhttp::async_read_header(socket_, buffer_, *parser_, resume(&Connection::on_header));
   }
 
-  void on_header(const beast::error_code& ec) {
+  void on_header(const beast::error_code& ec, std::size_t) {
     if (ec == bhttp::error::header_limit)
       return refuse(431, "the request header is larger than " +
                              std::to_string(limits().max_header) + " bytes");
-    if (ec == bhttp::error::end_of_stream || ec == beast::error::timeout ||
-        ec == asio::error::operation_aborted || ec == asio::error::eof ||
-        ec == asio::error::connection_reset)
-      return close();
-    if (ec) {
-      s_.log->debug("bad request: {}", ec.message());
-      return refuse(400, "the request is not valid HTTP/1.1");
-    }
-    stream_.expires_never();
+    if (closed_by_peer(ec)) return close();
+    if (ec) return refuse(400, "the request is not valid HTTP/1.1");
+    no_deadline();
     auto& head = parser_->get();
     keep_alive_ = head.keep_alive();
     version_ = head.version();
@@ -293,7 +320,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
     }
 
-    // The body: refused unread when it is announced too large.
+    // The body: refused unread when it is announced too large. A request without
+    // Content-Length or Transfer-Encoding has none (RFC 9112 6.3) and is handled at once.
     const std::size_t limit =
         route_ && route_->max_body ? *route_->max_body : limits().max_other_body;
     if (auto length = parser_->content_length(); length && *length > limit) return refuse_body();
@@ -301,14 +329,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     parser_->body_limit(limit);
     if (beast::iequals(req_.header("Expect"), "100-continue")) {
       static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      stream_.expires_after(seconds(limits().write_timeout_s));
-      return asio::async_write(
-          stream_, asio::buffer(kContinue),
-          [self = shared_from_this()](const beast::error_code& wec, std::size_t) {
-            if (wec) return self->close();
-            self->read_body();
-          });
+      set_deadline_in(seconds(limits().write_timeout_s));
+      return asio::async_write(socket_, asio::buffer(kContinue), resume(&Connection::on_continue));
     }
+    read_body();
+  }
+
+  void on_continue(const beast::error_code& ec, std::size_t) {
+    if (ec) return close();
     read_body();
   }
 
@@ -325,24 +353,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto allowance = limits().min_body_rate ? seconds(static_cast<double>(body_bytes_) /
                                                       static_cast<double>(limits().min_body_rate))
                                             : Clock::duration::zero();
-    stream_.expires_at(body_start_ + seconds(limits().body_timeout_s) + allowance);
-    bhttp::async_read_some(stream_, buffer_, *parser_,
-                           [self = shared_from_this()](const beast::error_code& ec, std::size_t n) {
-                             self->body_bytes_ += n;
-                             if (ec == bhttp::error::body_limit) return self->refuse_body();
-                             if (ec == bhttp::error::end_of_stream || ec == beast::error::timeout ||
-                                 ec == asio::error::eof || ec == asio::error::connection_reset ||
-                                 ec == asio::error::operation_aborted)
-                               return self->close();
-                             if (ec)
-                               return self->refuse(400, "the request body is not valid HTTP/1.1");
-                             if (!self->parser_->is_done()) return self->read_body_some();
-                             self->stream_.expires_never();
-                             self->dispatch();
-                           });
+    set_deadline(body_start_ + seconds(limits().body_timeout_s) + allowance);
+    bhttp::async_read_some(socket_, buffer_, *parser_, resume(&Connection::on_body));
   }
 
-  // The request is complete: to the handler pool (unknown routes are answered here).
+  void on_body(const beast::error_code& ec, std::size_t n) {
+    body_bytes_ += n;
+    if (ec == bhttp::error::body_limit) return refuse_body();
+    if (closed_by_peer(ec)) return close();
+    if (ec) return refuse(400, "the request body is not valid HTTP/1.1");
+    if (!parser_->is_done()) return read_body_some();
+    no_deadline();
+    dispatch();
+  }
+
+  // The request is complete: its handler runs on a handler thread, or right here for a
+  // route that never blocks; unknown routes are answered here.
   void dispatch() {
     if (!route_) {
       Response res;
@@ -351,18 +377,24 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     req_.body = std::move(parser_->get().body());
     phase_ = Phase::Handler;
-    asio::post(s_.handlers, [self = shared_from_this()] {
-      Response res;
-      try {
-        self->route_->handler(self->req_, res);
-      } catch (const std::exception& e) {
-        self->s_.log->error("request failed: {}", e.what());
-        res = Response{};
-        self->s_.error(res, 500, "the request failed; see the api log");
-      }
-      asio::post(self->stream_.get_executor(),
-                 [self, res = std::move(res)]() mutable { self->send(std::move(res), false); });
+    if (!route_->blocking) return send(handle(), false);
+    s_.handlers.post([self = shared_from_this()] {
+      Response res = self->handle();  // the request is this thread's alone meanwhile
+      std::lock_guard lock(self->mu_);
+      if (!self->closed_) self->guarded([&] { self->send(std::move(res), false); });
     });
+  }
+
+  Response handle() {
+    Response res;
+    try {
+      route_->handler(req_, res);
+    } catch (const std::exception& e) {
+      s_.log->error("request failed: {}", e.what());
+      res = Response{};
+      s_.error(res, 500, "the request failed; see the api log");
+    }
+    return res;
   }
 
   // A refusal before the request was read whole: the connection closes after the answer.
@@ -383,10 +415,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // An answer before the body: keep-alive only when there is no body left to skip.
   void answer_now(Response res) { send(std::move(res), !parser_->is_done()); }
 
+  // Writes the answer: as much as the socket takes at once, here, and the rest (or a
+  // file's further pieces) when the socket can take more.
   void send(Response res, bool close_after) {
     phase_ = Phase::Write;
     if (close_after || s_.stopping) keep_alive_ = false;
-    out_ = std::make_shared<Outgoing>();
+    out_.emplace();
     auto& msg = out_->msg;
     msg.version(version_);
     msg.result(static_cast<unsigned>(res.status));
@@ -406,43 +440,71 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     msg.keep_alive(keep_alive_);
     out_->sr.emplace(msg);
-    stream_.expires_after(seconds(limits().write_timeout_s));
-    auto done = [self = shared_from_this()](const beast::error_code& ec, std::size_t) {
-      if (ec) return self->close();
-      if (self->out_->file && !self->head_request()) return self->send_piece();
-      self->sent();
-    };
-    if (out_->file || head_request())
-      bhttp::async_write_header(stream_, *out_->sr, std::move(done));
-    else
-      bhttp::async_write(stream_, *out_->sr, std::move(done));
+    if (out_->file || req_.method == "HEAD") out_->sr->split(true);  // the header alone
+    write_message();
   }
 
-  bool head_request() const { return req_.method == "HEAD"; }
-
-  void send_piece() {
-    auto& f = *out_->file;
-    if (out_->offset == f.size()) return sent();
-    if (!piece_) piece_ = std::make_unique<char[]>(kPiece);
-    const auto want =
-        static_cast<std::size_t>(std::min<std::uint64_t>(kPiece, f.size() - out_->offset));
-    const ssize_t n = ::pread(f.fd(), piece_.get(), want, static_cast<off_t>(out_->offset));
-    if (n <= 0) {  // the file shrank: the announced length cannot be kept
-      s_.log->warn("download cut short: {}", n < 0 ? std::strerror(errno) : "file shrank");
-      return close();
+  void write_message() {
+    beast::error_code ec;
+    auto& sr = *out_->sr;
+    while (!ec && !done_writing_message()) bhttp::write_some(socket_, sr, ec);
+    if (ec == asio::error::would_block) {
+      set_deadline_in(seconds(limits().write_timeout_s));
+      return bhttp::async_write_some(socket_, sr, resume(&Connection::on_message_written));
     }
-    out_->offset += static_cast<std::uint64_t>(n);
-    stream_.expires_after(seconds(limits().write_timeout_s));
-    asio::async_write(stream_, asio::buffer(piece_.get(), static_cast<std::size_t>(n)),
-                      [self = shared_from_this()](const beast::error_code& ec, std::size_t) {
-                        if (ec) return self->close();
-                        self->send_piece();
-                      });
+    on_message_written(ec, 0);
+  }
+
+  bool done_writing_message() {
+    auto& sr = *out_->sr;
+    return sr.split() ? sr.is_header_done() : sr.is_done();
+  }
+
+  void on_message_written(const beast::error_code& ec, std::size_t) {
+    if (ec) return close();
+    if (!done_writing_message()) return write_message();
+    if (out_->file && req_.method != "HEAD") return send_pieces();
+    sent();
+  }
+
+  // The file after the header, piece by piece (pread at the offset: the file is shared).
+  void send_pieces() {
+    auto& f = *out_->file;
+    if (!piece_) piece_ = std::make_unique<char[]>(kPiece);
+    while (out_->offset < f.size()) {
+      if (out_->piece_left == 0) {
+        const auto want =
+            static_cast<std::size_t>(std::min<std::uint64_t>(kPiece, f.size() - out_->offset));
+        const ssize_t n = ::pread(f.fd(), piece_.get(), want, static_cast<off_t>(out_->offset));
+        if (n <= 0) {  // the file shrank: the announced length cannot be kept
+          s_.log->warn("download cut short: {}", n < 0 ? std::strerror(errno) : "file shrank");
+          return close();
+        }
+        out_->piece_at = 0;
+        out_->piece_left = static_cast<std::size_t>(n);
+      }
+      beast::error_code ec;
+      const std::size_t w =
+          socket_.write_some(asio::buffer(piece_.get() + out_->piece_at, out_->piece_left), ec);
+      if (ec == asio::error::would_block) {
+        set_deadline_in(seconds(limits().write_timeout_s));
+        return socket_.async_wait(tcp::socket::wait_write, resume(&Connection::on_writable));
+      }
+      if (ec) return close();
+      out_->piece_at += w;
+      out_->piece_left -= w;
+      out_->offset += w;
+    }
+    sent();
+  }
+
+  void on_writable(const beast::error_code& ec, std::size_t) {
+    if (ec) return close();
+    send_pieces();
   }
 
   void sent() {
     out_.reset();
-    stream_.expires_never();
     if (keep_alive_) return wait_request();
     linger();
   }
@@ -452,59 +514,70 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void linger() {
     phase_ = Phase::Closing;
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
     if (ec) return close();
     if (!piece_) piece_ = std::make_unique<char[]>(kPiece);
-    stream_.expires_after(kLingerTime);
-    linger_some(0);
+    set_deadline_in(kLingerTime);
+    lingered_ = 0;
+    socket_.async_read_some(asio::buffer(piece_.get(), kPiece), resume(&Connection::on_linger));
   }
 
-  void linger_some(std::size_t dropped) {
-    stream_.async_read_some(
-        asio::buffer(piece_.get(), kPiece),
-        [self = shared_from_this(), dropped](const beast::error_code& ec, std::size_t n) {
-          if (ec || dropped + n >= kLingerBytes) return self->close();
-          self->linger_some(dropped + n);
-        });
+  void on_linger(const beast::error_code& ec, std::size_t n) {
+    lingered_ += n;
+    if (ec || lingered_ >= kLingerBytes) return close();
+    socket_.async_read_some(asio::buffer(piece_.get(), kPiece), resume(&Connection::on_linger));
+  }
+
+  // Ends whatever the connection waits for, from another thread: the pending operation
+  // fails and the connection closes itself.
+  void abort() {
+    if (closed_) return;
+    beast::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
   }
 
   void close() {
     phase_ = Phase::Closing;
-    idle_timer_.cancel();
-    stream_.close();
+    closed_ = true;
+    no_deadline();
+    beast::error_code ec;
+    socket_.close(ec);
   }
 
   struct Outgoing {
     bhttp::response<bhttp::string_body> msg;
     std::optional<bhttp::response_serializer<bhttp::string_body>> sr;
     std::shared_ptr<File> file;
-    std::uint64_t offset = 0;
+    std::uint64_t offset = 0;  // of the file
+    std::size_t piece_at = 0, piece_left = 0;
   };
 
   Server::Impl& s_;
-  beast::tcp_stream stream_;
-  asio::steady_timer idle_timer_;
+  std::mutex mu_;
+  tcp::socket socket_;
+  std::atomic<Phase> phase_{Phase::Idle};
+  std::atomic<Clock::rep> deadline_{Clock::time_point::max().time_since_epoch().count()};
+  bool closed_ = false;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
-  Phase phase_ = Phase::Idle;
-  Registry::Slot slot_;
-  bool registered_ = false;
+  std::optional<Registry::Slot> slot_;
   bool keep_alive_ = false;
   unsigned version_ = 11;
   Request req_;
   const Route* route_ = nullptr;
   Clock::time_point body_start_;
   std::uint64_t body_bytes_ = 0;
-  std::shared_ptr<Outgoing> out_;
+  std::optional<Outgoing> out_;
   std::unique_ptr<char[]> piece_;  // a file's piece in flight, or what a closing client sends
+  std::size_t lingered_ = 0;
 };
 
 }  // namespace
 
 void Server::Impl::accept() {
-  acceptor.async_accept(
-      asio::make_strand(ioc),
-      [this](const beast::error_code& ec, tcp::socket sock) { on_accept(ec, std::move(sock)); });
+  acceptor.async_accept(ioc.get_executor(), [this](const beast::error_code& ec, tcp::socket sock) {
+    on_accept(ec, std::move(sock));
+  });
 }
 
 void Server::Impl::on_accept(const beast::error_code& ec, tcp::socket sock) {
@@ -523,17 +596,35 @@ void Server::Impl::on_accept(const beast::error_code& ec, tcp::socket sock) {
   }
   beast::error_code ignored;
   sock.set_option(tcp::no_delay(true), ignored);
+  sock.non_blocking(true, ignored);  // answers are written at once where the socket allows
   auto conn = std::make_shared<Connection>(*this, std::move(sock));
-  if (registry.size() >= opts.limits.max_connections) {
-    if (auto idle = registry.take_longest_idle()) {
-      idle->shed();
-    } else {
-      conn->reject();
-      return accept();
-    }
-  }
-  conn->start();
+  if (registry.size() >= opts.limits.max_connections)
+    shed_longest_idle_or(conn);
+  else
+    conn->start();
   accept();
+}
+
+// At the connection cap: the longest-idle connection (the idle one whose deadline comes
+// first) makes room for the newcomer; when none is idle, the newcomer gets 503.
+void Server::Impl::shed_longest_idle_or(const std::shared_ptr<Connection>& newcomer) {
+  std::shared_ptr<Connection> oldest;
+  for (auto& c : registry.all())
+    if (c->phase() == Connection::Phase::Idle && (!oldest || c->deadline() < oldest->deadline()))
+      oldest = c;
+  if (!oldest) return newcomer->reject();
+  oldest->shed();
+  newcomer->start();
+}
+
+void Server::Impl::sweep() {
+  const auto now = Clock::now();
+  for (auto& c : registry.all())
+    if (c->deadline() <= now) c->expire(now);
+  sweeper.expires_after(sweep_interval);
+  sweeper.async_wait([this](const beast::error_code& ec) {
+    if (!ec) sweep();
+  });
 }
 
 // After stop(): serve() returns once every connection has closed, or after the grace.
@@ -564,15 +655,14 @@ Server::Server(Options opts, Router routes)
     throw std::runtime_error("cannot listen on " + im.opts.host + ":" +
                              std::to_string(im.opts.port) + ": " + ec.message());
   im.acceptor.listen(asio::socket_base::max_listen_connections);  // SOMAXCONN
+  im.bound = im.acceptor.local_endpoint();
 }
 
 Server::~Server() = default;
 
-int Server::port() const { return impl_->acceptor.local_endpoint().port(); }
+int Server::port() const { return impl_->bound.port(); }
 
-bool Server::loopback_only() const {
-  return impl_->acceptor.local_endpoint().address().is_loopback();
-}
+bool Server::loopback_only() const { return impl_->bound.address().is_loopback(); }
 
 namespace {
 // An exception escaping a completion handler (e.g. bad_alloc) costs that connection, not
@@ -592,6 +682,7 @@ void run_io(Server::Impl& im) {
 void Server::serve() {
   auto& im = *impl_;
   im.accept();
+  im.sweep();
   std::vector<std::thread> more;
   for (int i = 1; i < im.opts.io_threads; ++i) more.emplace_back([&im] { run_io(im); });
   run_io(im);
@@ -601,7 +692,7 @@ void Server::serve() {
 void Server::stop() {
   auto& im = *impl_;
   if (im.stopping.exchange(true)) return;
-  asio::post(im.ioc, [&im] {
+  asio::post(im.control, [&im] {
     beast::error_code ec;
     im.acceptor.close(ec);
     im.accept_retry.cancel();

@@ -20,6 +20,7 @@
 
 #include "ipfixweb/api/auth.hpp"
 #include "ipfixweb/api/broker_client.hpp"
+#include "ipfixweb/api/handler_pool.hpp"
 #include "ipfixweb/api/http.hpp"
 #include "ipfixweb/api/metrics.hpp"
 #include "ipfixweb/api/openapi.hpp"
@@ -148,6 +149,21 @@ struct Server::Impl {
     return *ts.broker;
   }
 
+  // Waits for the broker. The handler thread does not count as running meanwhile, so that
+  // another handler may (handler_pool.hpp).
+  std::optional<proto::SubmitReply> ask_broker_to_submit(proto::Submit s) {
+    http::WaitScope waiting;
+    return submitter->submit(std::move(s));
+  }
+  std::optional<proto::CancelReply> ask_broker_to_cancel(const std::string& id) {
+    http::WaitScope waiting;
+    return broker().cancel(id);
+  }
+  std::optional<proto::Pong> ping_broker(double timeout_s) {
+    http::WaitScope waiting;
+    return broker().ping(timeout_s);
+  }
+
   // nullptr when the database cannot be opened yet (the broker creates it).
   TaskStore* store() {
     auto& ts = local();
@@ -164,7 +180,9 @@ struct Server::Impl {
 
   Metrics metrics;
   http::Router router;
-  void add(const std::string& method, const std::string& path, Role role, http::Handler fn);
+  // blocking = false only for handlers that touch neither the database nor the broker.
+  void add(const std::string& method, const std::string& path, Role role, http::Handler fn,
+           bool blocking = true);
   void routes();
   void metrics_text(Response& res);
   void download(const Request& req, Response& res);
@@ -226,7 +244,7 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
   s.idempotency_key = key;
   s.fingerprint = fingerprint(s.request);
   s.priority = parsed->extras.priority;
-  auto reply = submitter->submit(std::move(s));
+  auto reply = ask_broker_to_submit(std::move(s));
   if (!reply) {
     metrics.refused_unavailable.fetch_add(1, std::memory_order_relaxed);
     res.set_header("Retry-After", "1");
@@ -336,7 +354,7 @@ void Server::Impl::list_tasks(const Request& req, Response& res) {
 void Server::Impl::cancel_task(const Request& req, Response& res) {
   std::string id = req.path_params.at(0);
   if (!is_uuid(id)) return problem(res, 404, "no task with id " + id);
-  auto reply = broker().cancel(id);
+  auto reply = ask_broker_to_cancel(id);
   if (!reply) {
     res.set_header("Retry-After", "1");
     return problem(res, 503, "the broker did not answer; try again");
@@ -382,7 +400,7 @@ void Server::Impl::readyz(Response& res) {
     ok = false;
     checks["database"] = "not available";
   }
-  auto pong = broker().ping(std::min(cfg.broker_timeout_s, 1.0));
+  auto pong = ping_broker(std::min(cfg.broker_timeout_s, 1.0));
   if (pong) {
     checks["broker"] = {{"workers", pong->workers}, {"slots", pong->slots},
                         {"credit", pong->credit},   {"running", pong->running},
@@ -410,7 +428,7 @@ void Server::Impl::metrics_text(Response& res) {
                 "ipfixweb_api_submit_batches_total %llu\n",
                 static_cast<unsigned long long>(submitter->batches_sent()));
   out += buf;
-  auto pong = broker().ping(std::min(cfg.broker_timeout_s, 0.5));
+  auto pong = ping_broker(std::min(cfg.broker_timeout_s, 0.5));
   gauge("ipfixweb_broker_up", "1 when the broker answered the api's ping.", pong ? 1 : 0);
   if (pong) {
     gauge("ipfixweb_broker_workers", "Workers registered with the broker.", pong->workers);
@@ -502,13 +520,14 @@ void Server::Impl::download(const Request& req, Response& res) {
 
 // Every route's time and status go to the metrics, labelled by its template.
 void Server::Impl::add(const std::string& method, const std::string& path, Role role,
-                       http::Handler fn) {
+                       http::Handler fn, bool blocking) {
   int idx = metrics.route(method, path);
   http::Route route;
   route.method = method;
   route.path = path;
   route.role = role;
   route.open = path == "/livez";
+  route.blocking = blocking;
   if (method == "POST") route.max_body = cfg.max_body;
   route.handler = [this, idx, fn = std::move(fn)](const Request& q, Response& r) {
     auto t0 = std::chrono::steady_clock::now();
@@ -522,11 +541,14 @@ void Server::Impl::add(const std::string& method, const std::string& path, Role 
 void Server::Impl::routes() {
   using Q = const Request&;
   using R = Response&;
-  add("GET", "/livez", Role::Read, [](Q, R res) { send_json(res, 200, {{"status", "alive"}}); });
+  constexpr bool kNeverBlocks = false;
+  auto livez = [](Q, R res) { send_json(res, 200, {{"status", "alive"}}); };
+  auto openapi = [](Q, R res) { res.set_content(openapi_document(), "application/json"); };
+  auto health = [](Q, R res) { send_json(res, 200, {{"status", "ok"}}); };
+  add("GET", "/livez", Role::Read, livez, kNeverBlocks);
   add("GET", "/readyz", Role::Read, [this](Q, R res) { readyz(res); });
   add("GET", "/metrics", Role::Read, [this](Q, R res) { metrics_text(res); });
-  add("GET", "/openapi.json", Role::Read,
-      [](Q, R res) { res.set_content(openapi_document(), "application/json"); });
+  add("GET", "/openapi.json", Role::Read, openapi, kNeverBlocks);
   auto post = [this](Q q, R r) { submit_body(q, r, UnknownFields::Refuse); };
   // The original service's route ignores fields it does not know, as that service did.
   auto post_lenient = [this](Q q, R r) { submit_body(q, r, UnknownFields::Ignore); };
@@ -542,9 +564,7 @@ void Server::Impl::routes() {
   add("POST", "/api/export-task", Role::Submit, post_lenient);
   add("GET", "/api/task-status/{id}", Role::Read, get);
   add("GET", "/api/tasks", Role::Read, list);
-  add("GET", "/api/v1/test/health", Role::Read, [](Q, R res) {
-    send_json(res, 200, {{"status", "ok"}});
-  });
+  add("GET", "/api/v1/test/health", Role::Read, health, kNeverBlocks);
   add("POST", "/api/v1/test/file_exporter/export_task", Role::Submit, [this](Q q, R r) {
     json body = {{"pcap_files", {cfg.sample_pcap}},
                  {"output_path", "test/" + new_uuid() + ".ipfix"},

@@ -82,6 +82,9 @@ struct Route {
   bool open = false;       // needs no token at all
   // The largest body accepted; nullopt: Limits::max_other_body (routes that take no body).
   std::optional<std::size_t> max_body;
+  // false: the handler never blocks (no I/O, no locks held by others) and runs on the I/O
+  // thread, saving the hand-off to a handler thread.
+  bool blocking = true;
 };
 
 class Router {
