@@ -2,12 +2,14 @@
 // on Boost.Asio; nothing of either shows in this header).
 //
 // Threading: a few I/O threads run only asynchronous I/O (accepting, reading headers and
-// bodies, writing answers). A request reaches a handler only once its header and body are
-// complete; handlers run on a bounded pool of handler threads (they may block: SQLite
-// reads, waiting for the broker) and hand their Response back to the connection, which
-// writes it. A slow or idle client therefore costs a socket and a little memory, never a
-// handler thread. Every phase of a connection has a limit (see Limits); whatever the server
-// refuses by itself (400, 401, 403, 404, 413, 431, 503) it refuses before reading a body.
+// bodies, finishing writes a client was slow to take). A request reaches a handler only once
+// its header and body are complete; handlers run on a bounded pool of handler threads (they
+// may block: SQLite reads, waiting for the broker; handler_pool.hpp), and the handler
+// thread writes the answer without waiting (what the socket does not take at once, an I/O
+// thread sends later). A slow or idle client therefore costs a socket and a little memory,
+// never a handler thread. Every phase of a connection has a limit (see Limits); whatever the
+// server refuses by itself (400, 401, 403, 404, 413, 431, 503) it refuses before reading a
+// body.
 #pragma once
 
 #include <cstdint>
