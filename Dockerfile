@@ -57,6 +57,8 @@ RUN apt-get update \
       'port=${IPFIXWEB_HTTP_LISTEN##*:}' \
       'url=${1:-http://127.0.0.1:${port:-8000}}/readyz' \
       'token=${IPFIXWEB_API_TOKENS%%,*}' \
+      '# An entry may carry a role (read:SECRET): the bearer token is the secret.' \
+      'case $token in read:*|submit:*|admin:*) token=${token#*:} ;; esac' \
       'if [ -n "$token" ]; then' \
       '  exec curl -fsS -o /dev/null -m 3 -H "Authorization: Bearer $token" "$url"' \
       'fi' \
