@@ -23,8 +23,6 @@
 //
 // Deadlines are not a timer per operation: each connection keeps its current deadline, and
 // one sweeper closes the connections whose deadline has passed.
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>

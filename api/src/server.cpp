@@ -9,8 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <functional>
 #include <iterator>
 #include <optional>
 #include <stdexcept>
@@ -149,8 +147,8 @@ struct Server::Impl {
     return *ts.broker;
   }
 
-  // Waits for the broker. The handler thread does not count as running meanwhile, so that
-  // another handler may (handler_pool.hpp).
+  // Waits for the broker or the file system. The handler thread does not count as running
+  // meanwhile, so that another handler may (handler_pool.hpp).
   std::optional<proto::SubmitReply> ask_broker_to_submit(proto::Submit s) {
     http::WaitScope waiting;
     return submitter->submit(std::move(s));
@@ -162,6 +160,12 @@ struct Server::Impl {
   std::optional<proto::Pong> ping_broker(double timeout_s) {
     http::WaitScope waiting;
     return broker().ping(timeout_s);
+  }
+  // stat()s every input: on a network file system a wait too.
+  bool resolve_under_roots(const ParsedRequest& p, proto::TaskSpec& spec,
+                           std::vector<FieldError>& errors) {
+    http::WaitScope waiting;
+    return resolve_paths(p, roots, spec, errors);
   }
 
   // nullptr when the database cannot be opened yet (the broker creates it).
@@ -228,7 +232,7 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
   std::vector<FieldError> errors;
   auto parsed = parse_task_request(body, errors, unknown);
   proto::TaskSpec spec;
-  if (!parsed || !resolve_paths(*parsed, roots, spec, errors)) {
+  if (!parsed || !resolve_under_roots(*parsed, spec, errors)) {
     metrics.invalid.fetch_add(1, std::memory_order_relaxed);
     problem(res, 422, "the task request is not valid", errors);
     return;
@@ -500,6 +504,7 @@ void Server::Impl::download(const Request& req, Response& res) {
     return problem(res, 409, "task " + id + " is " + name_str(t->state) + ", not succeeded");
   // The stored path was confined at submission; check again on the resolved
   // path in case the tree changed since (e.g. a symlink put in its place).
+  http::WaitScope waiting_for_the_file_system;
   std::error_code ec;
   auto real = std::filesystem::canonical(t->output_path, ec);
   if (ec || !paths::is_within(roots.output, real.string()) ||
