@@ -16,6 +16,7 @@
 #include "completion_log.hpp"
 #include "ipfixweb/broker/core.hpp"
 #include "ipfixweb/shared/curve.hpp"
+#include "ipfixweb/shared/grant.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/shared/store.hpp"
@@ -40,6 +41,10 @@ std::string_view wire_type(const proto::SubmitBatchReply&) {
 }
 std::string_view wire_type(const proto::Pong&) { return proto::type::kPong; }
 std::string_view wire_type(const proto::CancelReply&) { return proto::type::kCancelReply; }
+
+std::string task_of(const Write& w) {
+  return std::visit([](const auto& x) { return x.task_id; }, w);
+}
 
 template <class... Message>
 std::string encode(const std::variant<Message...>& message) {
@@ -130,8 +135,27 @@ const std::array<Broker::Impl::Route, 6> Broker::Impl::kBackend = {{
     {proto::type::kBye, &Impl::on_bye},
 }};
 
+namespace {
+
+// What the core needs before it can decide anything safely: the roots specs are checked
+// against, and the key of dispatch grants.
+Config checked(Config cfg) {
+  if (cfg.roots.inputs.empty() || cfg.roots.output.empty())
+    throw std::runtime_error(
+        "the broker needs the input and output roots (--input-root, "
+        "--output-root) to check task specs");
+  if (cfg.grant_key.empty()) {
+    if (cfg.grant_key_file.empty())
+      throw std::runtime_error("the broker needs a grant key file (--grant-key)");
+    cfg.grant_key = grant::load_or_create_key(cfg.grant_key_file);
+  }
+  return cfg;
+}
+
+}  // namespace
+
 Broker::Broker(Config cfg, zmq::context_t& ctx)
-    : impl_(std::make_unique<Impl>(std::move(cfg), ctx)) {}
+    : impl_(std::make_unique<Impl>(checked(std::move(cfg)), ctx)) {}
 Broker::~Broker() = default;
 void Broker::run(const std::atomic<bool>& stop) { impl_->run(stop); }
 
@@ -149,6 +173,7 @@ Broker::Impl::Impl(Config cfg, zmq::context_t& ctx)
     s->set(zmq::sockopt::linger, 0);
     s->set(zmq::sockopt::sndhwm, 100000);
     s->set(zmq::sockopt::rcvhwm, 100000);
+    zmqu::limit_message_size(*s, proto::kMaxFrame);
   }
   // A worker that reconnects with a fresh socket keeps its routing id.
   back_.set(zmq::sockopt::router_handover, 1);
@@ -254,7 +279,15 @@ void Broker::Impl::admit() {
 // them); its messages wait in the outboxes for commit_then_send().
 void Broker::Impl::perform() {
   for (const auto& w : fx_.writes) {
-    auto row = records_.perform(w);
+    std::optional<TaskStore::Finished> row;
+    try {
+      row = records_.perform(w);
+    } catch (const db::Error& e) {
+      // One message's write that the database refuses (a value a peer made up that the
+      // checks missed) costs that write, not the broker; a commit that fails still stops it.
+      log_->error("a write for task {} failed and was dropped: {}", task_of(w), e.what());
+      continue;
+    }
     const auto* f = std::get_if<write::Finish>(&w);
     if (!f) continue;
     if (!row) {

@@ -30,7 +30,12 @@ namespace fs = std::filesystem;
 
 namespace ipfixweb::test {
 
-std::string bin_dir() { return IPFIXWEB_TEST_BIN_DIR; }
+// IPFIXWEB_TEST_BIN_DIR in the environment runs the tests against other executables (e.g.
+// an older build, to see a regression test fail before its fix).
+std::string bin_dir() {
+  const char* env = std::getenv("IPFIXWEB_TEST_BIN_DIR");
+  return env && *env ? env : IPFIXWEB_TEST_BIN_DIR;
+}
 
 std::string shared_pcaps() {
   const char* env = std::getenv("IPFIXWEB_PCAPS");

@@ -19,6 +19,7 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "fake_peers.hpp"
 #include "harness.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/shared/sqlite.hpp"
@@ -33,7 +34,7 @@ namespace {
 // A capture that takes a while to convert: 1000 time-shifted copies of the
 // sample (347,000 packets, 77 MB; roughly 0.1 s of work on this machine),
 // made once per test run and hard-linked into each stack's input root. A task
-// names it `refs` times to last longer.
+// names `refs` links to it to last longer (one file twice is refused).
 json long_task(Stack& s, int refs, const std::string& output) {
   static const std::string made = [] {
     std::string path =
@@ -46,14 +47,18 @@ json long_task(Stack& s, int refs, const std::string& output) {
     } cleanup{path};
     return path;
   }();
-  std::string big = s.input_dir() + "/big.pcap";
-  if (!fs::exists(big)) {
-    std::error_code ec;
-    fs::create_hard_link(made, big, ec);
-    if (ec) fs::copy_file(made, big);
-  }
   json files = json::array();
-  for (int i = 0; i < refs; ++i) files.push_back("big.pcap");
+  for (int i = 0; i < refs; ++i) {
+    std::string name = "big-";
+    name += std::to_string(i);
+    name += ".pcap";
+    const std::string big = s.input_dir() + "/" + name;
+    // Threads of one test may make the same link at once: whoever is first wins.
+    std::error_code ec;
+    if (!fs::exists(big)) fs::create_hard_link(made, big, ec);
+    if (ec && !fs::exists(big)) fs::copy_file(made, big, fs::copy_options::skip_existing, ec);
+    files.push_back(name);
+  }
   return {{"pcap_files", files}, {"output_path", output}, {"DPI", true}};
 }
 
@@ -533,46 +538,6 @@ TEST(Security, CurveKeysKeepStrangersOut) {
 namespace {
 // A worker written in the test, speaking the backend protocol directly, so a
 // test can send exactly the messages (and the races) it wants.
-struct FakeWorker {
-  zmq::context_t ctx;
-  zmq::socket_t sock{ctx, zmq::socket_type::dealer};
-  std::string id, incarnation;
-  FakeWorker(const std::string& endpoint, std::string wid, std::string inc)
-      : id(std::move(wid)), incarnation(std::move(inc)) {
-    sock.set(zmq::sockopt::routing_id, id);
-    sock.set(zmq::sockopt::linger, 0);
-    sock.connect(endpoint);
-  }
-  void ready(std::vector<std::string> running, std::uint32_t slots = 1) {
-    ipfixweb::proto::Ready r;
-    r.worker_id = id;
-    r.slots = slots;
-    r.running = std::move(running);
-    r.incarnation = incarnation;
-    send(ipfixweb::proto::encode(ipfixweb::proto::type::kReady, r));
-  }
-  void done(const std::string& task, const std::string& state) {
-    ipfixweb::proto::Done d;
-    d.task_id = task;
-    d.state = ipfixweb::parse_name<ipfixweb::Outcome>(state).value();
-    d.summary = R"({"packets":1,"bytes":1,"flows":1})";
-    send(ipfixweb::proto::encode(ipfixweb::proto::type::kDone, d));
-  }
-  void send(const std::string& payload) { sock.send(zmq::buffer(payload), zmq::send_flags::none); }
-  // The next task message within the timeout (heartbeats skipped).
-  std::optional<ipfixweb::proto::Task> next_task(std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      zmq::message_t m;
-      sock.set(zmq::sockopt::rcvtimeo, 50);
-      if (!sock.recv(m)) continue;
-      auto env = ipfixweb::proto::decode(m.data(), m.size(), nullptr);
-      if (env && env->type == ipfixweb::proto::type::kTask) return env->as<ipfixweb::proto::Task>();
-    }
-    return std::nullopt;
-  }
-};
-
 // Kills the broker without warning and starts it again on the same database and ports.
 // Call through ASSERT_NO_FATAL_FAILURE.
 void kill_and_restart_broker(Stack& s) {
@@ -710,7 +675,11 @@ TEST(Faults, RetrySweepsOnlyThisHostsDeadWritersTemporaries) {
 
   // The first attempt fails in a way worth retrying, and the fake worker leaves: attempt 2
   // runs on a real worker.
-  ipfixweb::proto::Done crashed{id, ipfixweb::Outcome::Failed, "", "crashed with SIGSEGV", true};
+  ipfixweb::proto::Done crashed;
+  crashed.task_id = id;
+  crashed.error = "crashed with SIGSEGV";
+  crashed.retryable = true;
+  crashed.grant = w.grants[id];
   w.send(ipfixweb::proto::encode(ipfixweb::proto::type::kDone, crashed));
   w.send(ipfixweb::proto::encode(ipfixweb::proto::type::kBye, ipfixweb::proto::Bye{"test"}));
   s.start_worker();

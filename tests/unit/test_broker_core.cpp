@@ -15,7 +15,10 @@
 #include <variant>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "ipfixweb/broker/core.hpp"
+#include "ipfixweb/shared/grant.hpp"
 #include "ipfixweb/shared/spec_json.hpp"
 
 namespace {
@@ -24,6 +27,11 @@ using namespace ipfixweb;
 using broker::Core;
 using broker::Effects;
 namespace write = broker::write;
+
+// The name a test gave a request (its JSON text is {"name":"..."}).
+std::string name_of(const proto::Submit& s) {
+  return nlohmann::json::parse(s.request).at("name").get<std::string>();
+}
 
 // The database, in memory: what the core reads, with the writes it asked for applied.
 class MemoryRecords final : public broker::Records {
@@ -49,7 +57,7 @@ class MemoryRecords final : public broker::Records {
     return it->second.state;
   }
   Inserted insert(const proto::Submit& s) override {
-    if (unstorable.count(s.request)) return {{}, 0, "not valid UTF-8"};
+    if (unstorable.count(name_of(s))) return {{}, 0, "not valid UTF-8"};
     const std::string id = "task-" + std::to_string(++seq_);
     rows[id] =
         Row{TaskState::Queued, s.idempotency_key, s.fingerprint, "", "", 0, 0, {"submitted"}};
@@ -119,7 +127,7 @@ proto::Submit request(const std::string& name, const std::string& key = "",
   static std::uint64_t req_id = 0;
   proto::Submit s;
   s.req_id = ++req_id;
-  s.request = name;
+  s.request = nlohmann::json{{"name", name}}.dump();
   s.spec.inputs = {"/in/" + name + ".pcap"};
   s.spec.output = "/out/" + name + ".ipfix";
   s.idempotency_key = key;
@@ -128,9 +136,23 @@ proto::Submit request(const std::string& name, const std::string& key = "",
   return s;
 }
 
+constexpr const char* kGrantKey = "test grant key";
+
+// The grant the broker gives `worker` for task `id`.
+std::string grant_of(const std::string& id, const std::string& worker) {
+  return grant::make(kGrantKey, id, worker);
+}
+
+broker::Settings test_settings() {
+  broker::Settings s;
+  s.roots = {{"/in"}, "/out"};
+  s.grant_key = kGrantKey;
+  return s;
+}
+
 class BrokerCore : public ::testing::Test {
  protected:
-  broker::Settings settings;  // change before the first event
+  broker::Settings settings = test_settings();  // change before the first event
   MemoryRecords db;
   Effects fx;         // what the core asked for in the last event
   double now = 1000;  // monotonic seconds
@@ -183,6 +205,7 @@ class BrokerCore : public ::testing::Test {
     proto::Ready r;
     r.worker_id = worker;
     r.slots = slots;
+    for (const auto& id : running) r.grants.push_back(grant_of(id, worker));
     r.running = std::move(running);
     r.incarnation = incarnation;
     event([&](Core& c) { c.ready(worker, r, now, fx); });
@@ -205,6 +228,7 @@ class BrokerCore : public ::testing::Test {
     d.packets = 3;
     d.bytes = 300;
     d.flows = 1;
+    d.grant = grant_of(id, worker);
     event([&](Core& c) { c.done(worker, d, now, fx); });
   }
   // Starts one task on a worker of one slot.
@@ -893,6 +917,189 @@ TEST_F(BrokerCore, AnUnreadableStoredSpecFailsTheTaskWithACompletionEntry) {
   EXPECT_EQ(f.error.rfind("unreadable task spec in database: ", 0), 0u) << f.error;
   EXPECT_EQ(core().queued(), 1u);
   EXPECT_EQ(ping().failed, 1u);
+}
+
+// ---- what peers may not do (docs/security.md) -------------------------------------------
+
+TEST_F(BrokerCore, ASubmissionNamingPathsOutsideTheRootsIsRefusedAsInvalid) {
+  auto with = [](auto change) {
+    auto s = request("a");
+    change(s);
+    return s;
+  };
+  const std::vector<std::pair<proto::Submit, std::string>> cases = {
+      {with([](proto::Submit& s) { s.spec.output = "/data/ipfixweb.db"; }),
+       "output is outside the output root"},
+      {with([](proto::Submit& s) { s.spec.output = "tcp://198.51.100.1:4739"; }),
+       "output is not an absolute, normalised path"},
+      {with([](proto::Submit& s) { s.spec.output = "/out/../data/ipfixweb.db"; }),
+       "output is not an absolute, normalised path"},
+      {with([](proto::Submit& s) { s.spec.output = "/out"; }), "output is outside the output root"},
+      {with([](proto::Submit& s) { s.spec.inputs = {"/etc/shadow"}; }),
+       "inputs[0] is outside every input root"},
+      {with([](proto::Submit& s) { s.spec.inputs = {"a.pcap"}; }),
+       "inputs[0] is not an absolute, normalised path"},
+      {with([](proto::Submit& s) {
+         s.spec.inputs = {"/in/a.pcap", "/in/a.pcap"};
+       }),
+       "inputs[1] names a capture twice"},
+      {with([](proto::Submit& s) { s.spec.inputs.clear(); }), "inputs is empty"},
+  };
+  for (const auto& [submission, why] : cases) {
+    auto r = submit(submission);
+    EXPECT_FALSE(r.accepted) << why;
+    EXPECT_EQ(r.code, Refusal::Invalid) << why;
+    EXPECT_EQ(r.reason, "the task is not valid: " + why);
+  }
+  EXPECT_TRUE(db.rows.empty()) << "nothing refused was recorded";
+}
+
+TEST_F(BrokerCore, ASubmissionWithValuesOutOfRangeIsRefusedAsInvalid) {
+  auto with = [](auto change) {
+    auto s = request("a");
+    change(s);
+    return s;
+  };
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const std::vector<std::pair<proto::Submit, std::string>> cases = {
+      {with([&](proto::Submit& s) { s.spec.idle_timeout = nan; }),
+       "idle_timeout is not a finite number"},
+      {with([](proto::Submit& s) { s.spec.active_timeout = -1; }),
+       "active_timeout is out of range (-1; allowed above 0 to 31536000)"},
+      {with([](proto::Submit& s) { s.spec.max_flows = 0; }),
+       "max_flows is out of range (0; allowed from 1 to 16777216)"},
+      {with([](proto::Submit& s) { s.spec.analysis = {"everything"}; }),
+       "analysis has an unknown item 'everything'"},
+      {with([](proto::Submit& s) { s.spec.filter = std::string(5000, 'x'); }),
+       "filter is longer than 4096 bytes"},
+      {with([](proto::Submit& s) { s.priority = 1 << 30; }),
+       "priority is out of range (1073741824; allowed from -100 to 100)"},
+      {with([](proto::Submit& s) { s.idempotency_key = std::string(256, 'k'); }),
+       "the idempotency key is longer than 255 bytes"},
+  };
+  for (const auto& [submission, why] : cases) {
+    auto r = submit(submission);
+    EXPECT_EQ(r.code, Refusal::Invalid) << why;
+    EXPECT_EQ(r.reason, "the task is not valid: " + why);
+  }
+}
+
+// The stored request is spliced into every task list as it is: one that is not JSON would
+// make GET /api/v1/tasks invalid for everyone.
+TEST_F(BrokerCore, ARequestTextThatIsNotAJsonObjectIsRefused) {
+  for (const std::string text : {"", "not json", "[1,2]", "{\"a\":", "{} trailing"}) {
+    auto s = request("a");
+    s.request = text;
+    auto r = submit(s);
+    EXPECT_EQ(r.code, Refusal::Invalid) << text;
+    EXPECT_EQ(r.reason, "the task is not valid: the request text is not a JSON object") << text;
+  }
+}
+
+TEST_F(BrokerCore, AWorkerOfferingMoreThanTheMostSlotsGetsTheMost) {
+  settings.max_worker_slots = 4;
+  ready("greedy", 0xFFFFFFFFu);
+  EXPECT_EQ(core().slots(), 4u);
+  ready("other", 0xFFFFFFFFu);
+  EXPECT_EQ(core().slots(), 8u) << "no overflow of the sum";
+}
+
+TEST_F(BrokerCore, AClaimWithoutItsGrantIsToldToStopAndChangesNothing) {
+  const std::string id = running_task("w1");
+  proto::Ready r;
+  r.worker_id = "rogue";
+  r.slots = 1;
+  r.running = {id};
+  r.grants = {"00000000000000000000000000000000"};
+  r.incarnation = "x";
+  event([&](Core& c) { c.ready("rogue", r, now, fx); });
+  EXPECT_TRUE(fx.writes.empty());
+  auto aborts = sent<proto::Abort>();
+  ASSERT_EQ(aborts.size(), 1u);
+  EXPECT_EQ(aborts[0].first, "rogue");
+  EXPECT_EQ(aborts[0].second.reason, "not granted to this worker");
+  EXPECT_EQ(db[id].worker, "w1");
+  // A grant given to w1 does not serve another worker either.
+  r.grants = {grant_of(id, "w1")};
+  event([&](Core& c) { c.ready("rogue", r, now, fx); });
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(sent<proto::Abort>().size(), 1u);
+}
+
+TEST_F(BrokerCore, AQueuedTaskClaimedWithoutItsGrantIsNotAdopted) {
+  const std::string id = submit_ok("a");
+  proto::Ready r;
+  r.worker_id = "rogue";
+  r.running = {id};
+  r.incarnation = "x";  // no grants at all
+  event([&](Core& c) { c.ready("rogue", r, now, fx); });
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(core().queued(), 1u);
+  EXPECT_EQ(db[id].state, TaskState::Queued);
+}
+
+TEST_F(BrokerCore, AResultWithoutItsGrantIsIgnored) {
+  const std::string id = running_task("w");
+  proto::Done d;
+  d.task_id = id;
+  d.state = Outcome::Succeeded;
+  d.summary = "{}";
+  d.grant = "forged";
+  event([&](Core& c) { c.done("w", d, now, fx); });
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(core().running(), 1u);
+  EXPECT_EQ(db[id].state, TaskState::Running);
+}
+
+TEST_F(BrokerCore, TheTaskMessageCarriesTheGrantOfItsWorker) {
+  ready("w");
+  const std::string id = submit_ok("a");
+  dispatch();
+  EXPECT_EQ(sent<proto::Task>().at(0).second.grant, grant_of(id, "w"));
+}
+
+// Aborted runs use no attempt; without a bound a peer answering every task with `aborted`
+// (or a goodbye) would keep it going round for ever.
+TEST_F(BrokerCore, ATaskAbortedOverAndOverFailsAfterMaxFreeRuns) {
+  settings.max_free_runs = 3;
+  const std::string id = running_task("w");
+  for (int i = 0; i < 3; ++i) {
+    done("w", id, Outcome::Aborted, "again");
+    ASSERT_EQ(only_write<write::Requeue>().attempts, 0) << i;
+    ASSERT_EQ(dispatch().size(), 1u) << i;
+  }
+  done("w", id, Outcome::Aborted, "again");
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.state, TaskState::Failed);
+  EXPECT_EQ(f.error,
+            "gave up after 4 runs that ended without a result; last: aborted by worker w: again");
+}
+
+TEST_F(BrokerCore, AGoodbyeAfterEveryDispatchCannotKeepATaskGoingForEver) {
+  settings.max_free_runs = 2;
+  const std::string id = running_task("w");
+  for (int i = 0; i < 3; ++i) {
+    event([&](Core& c) { c.bye("w", now, fx); });
+    if (db[id].state == TaskState::Failed) break;
+    ready("w");
+    ASSERT_EQ(dispatch().size(), 1u) << i;
+  }
+  EXPECT_EQ(db[id].state, TaskState::Failed);
+}
+
+TEST_F(BrokerCore, ASummaryThatIsNotAJsonObjectIsDroppedAndALongErrorCut) {
+  const std::string id = running_task("w");
+  proto::Done d;
+  d.task_id = id;
+  d.state = Outcome::Succeeded;
+  d.summary = "{\"packets\": 1";  // cut short
+  d.error = std::string(10000, 'e');
+  d.grant = grant_of(id, "w");
+  event([&](Core& c) { c.done("w", d, now, fx); });
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.state, TaskState::Succeeded);
+  EXPECT_EQ(f.summary, "");
+  EXPECT_EQ(f.error.size(), 4096u + 3);
 }
 
 // ---- statistics --------------------------------------------------------------------------

@@ -91,6 +91,7 @@ bool RunnerPool::start(const proto::Task& task, std::string_view message) {
     }
     Job job;
     job.task_id = task.task_id;
+    job.grant = task.grant;
     job.output = task.spec.output;
     job.started = now_mono();
     job.deadline = task.timeout > 0 ? job.started + task.timeout : 0;
@@ -130,10 +131,10 @@ std::size_t RunnerPool::busy() const {
   return n;
 }
 
-std::vector<std::string> RunnerPool::running() const {
-  std::vector<std::string> out;
+std::vector<RunnerPool::Held> RunnerPool::running() const {
+  std::vector<Held> out;
   for (auto& [pid, r] : runners_)
-    if (r.job) out.push_back(r.job->task_id);
+    if (r.job) out.push_back({r.job->task_id, r.job->grant});
   return out;
 }
 
@@ -249,8 +250,10 @@ void RunnerPool::on_done(Runner& r, const std::string& message) {
     report(job, *d, message);
     return;
   }
-  report(job, proto::Done{job.task_id, Outcome::Failed, "",
-                          "unreadable result from task runner: " + err, false});
+  proto::Done d;
+  d.task_id = job.task_id;
+  d.error = "unreadable result from task runner: " + err;
+  report(job, d);
 }
 
 void RunnerPool::runner_gone(pid_t pid) {
@@ -275,7 +278,12 @@ void RunnerPool::runner_gone(pid_t pid) {
 void RunnerPool::report(const Job& job, const proto::Done& d, std::string message) {
   log_->info("task {} {} in {:.3f} s{}{}", job.task_id, d.state, now_mono() - job.started,
              d.error.empty() ? "" : ": ", d.error);
-  if (message.empty()) message = proto::encode(proto::type::kDone, d);
+  // The runner's own message does not carry the grant (the runner need not know it).
+  if (message.empty() || d.grant != job.grant) {
+    proto::Done granted = d;
+    granted.grant = job.grant;
+    message = proto::encode(proto::type::kDone, granted);
+  }
   reports_.result(std::move(message));
 }
 

@@ -58,7 +58,13 @@ Worker::Impl::Impl(Config config, zmq::context_t& ctx)
 }
 
 Registration Worker::Impl::registration() const {
-  return {draining ? 0 : cfg.slots, pool.running()};
+  Registration reg;
+  reg.slots = draining ? 0 : cfg.slots;
+  for (auto& held : pool.running()) {
+    reg.running.push_back(std::move(held.task_id));
+    reg.grants.push_back(std::move(held.grant));
+  }
+  return reg;
 }
 
 void Worker::Impl::dispatch(const proto::Envelope& msg, std::string_view bytes) {
@@ -84,7 +90,11 @@ void Worker::Impl::on_task(const proto::Envelope& msg, std::string_view bytes) {
     return;
   }
   if (draining) {
-    proto::Done d{t->task_id, Outcome::Aborted, "", "worker is shutting down", false};
+    proto::Done d;
+    d.task_id = t->task_id;
+    d.state = Outcome::Aborted;
+    d.error = "worker is shutting down";
+    d.grant = t->grant;
     session.send(proto::type::kDone, proto::encode(proto::type::kDone, d));
     return;
   }
@@ -97,8 +107,11 @@ void Worker::Impl::on_task(const proto::Envelope& msg, std::string_view bytes) {
   // No `started` message: the broker recorded the task as running when it sent it, and
   // ignores `started` (older workers send it); one message less per task.
   if (pool.start(*t, bytes)) return;
-  proto::Done d{t->task_id, Outcome::Failed, "",
-                "could not start a task runner (see the worker's log)", true};
+  proto::Done d;
+  d.task_id = t->task_id;
+  d.error = "could not start a task runner (see the worker's log)";
+  d.retryable = true;
+  d.grant = t->grant;
   session.send(proto::type::kDone, proto::encode(proto::type::kDone, d));
 }
 

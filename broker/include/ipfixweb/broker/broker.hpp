@@ -22,6 +22,7 @@ struct Config : Settings {
   // more to commit with them. Replies to clients never wait: they go out after a commit.
   double commit_interval_s = 0.005;
   std::string task_log_dir;      // successful_tasks.jsonl / failed_tasks.jsonl; "" = none
+  std::string grant_key_file;    // Settings::grant_key is read from it (created when missing)
   std::string curve_secret_key;  // CURVE: the broker's secret key file ("" = plain TCP)
   std::string curve_authorized;  // CURVE: authorised client public keys (file or dir of *.pub)
 };

@@ -179,7 +179,8 @@ class Core {
     std::string id;
     int priority = 0;
     std::int64_t seq = 0;
-    int attempts = 0;  // dispatches so far
+    int attempts = 0;   // dispatches so far
+    int free_runs = 0;  // runs that ended without a result of their own (uncount_run)
     // The worker of the last dispatch counted in `attempts` and recorded in the database
     // ("" when none or unknown): a claim by that worker of its own run counts nothing new.
     std::string counted_worker;
@@ -189,9 +190,11 @@ class Core {
       ++attempts;
       counted_worker = worker;
     }
-    // The last run ended for a reason not the task's own: it does not count.
+    // The last run ended for a reason not the task's own: it does not count (up to
+    // Settings::max_free_runs times; retry_or_fail checks).
     void uncount_run() {
       --attempts;
+      ++free_runs;
       counted_worker.clear();
     }
   };
@@ -217,6 +220,11 @@ class Core {
   using BatchKeys = std::unordered_map<std::string, std::pair<std::string, std::string>>;
 
   proto::SubmitReply admit_one(proto::Submit& s, std::size_t& in_system, std::size_t capacity);
+  // Why a submission from the frontend cannot be accepted ("" when it can).
+  std::string invalid(const proto::Submit& s) const;
+  // True when `presented` is the grant of task `id` on `worker` (logged when not).
+  bool granted(const std::string& id, const std::string& worker,
+               const std::string& presented) const;
   // The reply for a submission whose idempotency key is taken already, if it is.
   std::optional<proto::SubmitReply> idempotent_reply(const proto::Submit& s);
   void enqueue(Pending p);
@@ -225,7 +233,8 @@ class Core {
   // A worker's ready claims p's run: recorded (one more attempt) unless it is the dispatch
   // the database counts already.
   void claim(Pending& p, const std::string& worker, Effects& fx);
-  void take_claimed(Worker& w, const std::string& id, double now, Effects& fx);
+  void take_claimed(Worker& w, const std::string& id, const std::string& grant, double now,
+                    Effects& fx);
   Worker* known(const std::string& worker, double now, Effects& fx);  // see seen()
   void settle(Running r, proto::Done& d, const std::string& worker, Effects& fx);
   void finish(const std::string& id, TaskState st, std::string summary, std::string error,

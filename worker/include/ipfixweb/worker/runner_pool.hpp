@@ -99,8 +99,11 @@ class RunnerPool {
   // Kills the runners of tasks past their time limit.
   void kill_overdue(double now);
 
-  std::size_t busy() const;                  // runners with a task
-  std::vector<std::string> running() const;  // their tasks
+  std::size_t busy() const;  // runners with a task
+  struct Held {              // a task a runner runs, and the broker's grant for it
+    std::string task_id, grant;
+  };
+  std::vector<Held> running() const;  // their tasks
 
   // Polling: appends an item per runner channel; after the poll, reads those that have
   // something (their progress and results go to the Reports).
@@ -113,6 +116,7 @@ class RunnerPool {
  private:
   struct Job {
     std::string task_id;
+    std::string grant;   // echoed in its result (proto::Task::grant)
     std::string output;  // its temporary output is removed when its runner is lost
     double started = 0;
     double deadline = 0;  // monotonic; 0 = none
