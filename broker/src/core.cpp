@@ -443,6 +443,29 @@ void Core::expire(double now, Effects& fx) {
     running_.erase(id);
     retry_or_fail(std::move(r), "no worker reclaimed it after a broker restart", fx);
   }
+  expire_overdue(now, fx);
+}
+
+// A worker enforces the time limit itself and reports the run. A task still running well
+// past it lost its messages on the way (e.g. a `task` dropped while its worker reconnected,
+// which a `ready` of the same incarnation cannot reveal): it runs again elsewhere.
+void Core::expire_overdue(double now, Effects& fx) {
+  if (settings_.task_timeout_s <= 0) return;
+  const double limit = settings_.task_timeout_s + overdue_slack();
+  std::vector<std::string> overdue;
+  for (auto& [id, r] : running_)
+    if (!r.worker.empty() && now - r.since > limit) overdue.push_back(id);
+  for (auto& id : overdue) {
+    Running r = std::move(running_.at(id));
+    running_.erase(id);
+    if (auto w = workers_.find(r.worker); w != workers_.end()) w->second.running.erase(id);
+    fx.to_workers.push_back({r.worker, proto::Abort{id, "no result within the time limit"}});
+    retry_or_fail(std::move(r), "no result from worker within the time limit", fx);
+  }
+}
+
+double Core::overdue_slack() const {
+  return std::max(30.0, 4 * settings_.heartbeat_s * settings_.liveness);
 }
 
 void Core::dispatch(double now, Effects& fx) {

@@ -919,6 +919,31 @@ TEST_F(BrokerCore, AnUnreadableStoredSpecFailsTheTaskWithACompletionEntry) {
   EXPECT_EQ(ping().failed, 1u);
 }
 
+// A `task` lost on the way to its worker (which a `ready` of the same incarnation cannot
+// reveal) must not leave the task running for ever.
+TEST_F(BrokerCore, ATaskWithoutAResultWellPastItsTimeLimitRunsAgainAndItsWorkerIsToldToStop) {
+  settings.task_timeout_s = 100;
+  settings.heartbeat_s = 1;
+  settings.liveness = 3;  // slack: max(30, 4 * 3) = 30 s
+  const std::string id = running_task("w");
+  for (int i = 0; i < 13; ++i) {
+    now += 10;
+    ready("w", 1, {});  // the worker stays alive without the task (same incarnation)
+    event([&](Core& c) { c.expire(now, fx); });
+    ASSERT_TRUE(fx.writes.empty()) << "gave up at " << (i + 1) * 10 << " s";
+  }
+  now += 10.1;  // 130.1 s
+  ready("w", 1, {});
+  event([&](Core& c) { c.expire(now, fx); });
+  auto q = only_write<write::Requeue>();
+  EXPECT_EQ(q.reason, "no result from worker within the time limit");
+  EXPECT_EQ(q.attempts, 1);
+  auto aborts = sent<proto::Abort>();
+  ASSERT_EQ(aborts.size(), 1u);
+  EXPECT_EQ(aborts[0].first, "w");
+  EXPECT_EQ(dispatch().size(), 1u) << "its slot is free again";
+}
+
 // ---- what peers may not do (docs/security.md) -------------------------------------------
 
 TEST_F(BrokerCore, ASubmissionNamingPathsOutsideTheRootsIsRefusedAsInvalid) {

@@ -247,6 +247,9 @@ class Core {
   void lose_worker(const std::string& identity, const std::string& why, bool count_attempts,
                    Effects& fx);
   double retry_after() const;
+  void expire_overdue(double now, Effects& fx);
+  // How long past --task-timeout a run may go unreported before the broker gives up on it.
+  double overdue_slack() const;
 
   Settings settings_;
   Records& records_;
