@@ -74,6 +74,12 @@ void add_options(CLI::App& app, Options& o) {
   app.add_option("--curve-authorized", o.cfg.curve_authorized,
                  "CURVE: file of authorised client public keys, or a directory of *.pub files")
       ->envname("IPFIXWEB_CURVE_AUTHORIZED");
+  app.add_option("--min-free-mb", o.cfg.min_free_mb,
+                 "Refuse new tasks (507) while the database's or the output root's file system "
+                 "has less free space than this")
+      ->envname("IPFIXWEB_MIN_FREE_MB")
+      ->check(CLI::Range(0.0, 1e9))
+      ->capture_default_str();
   app.add_option("--grant-key", o.cfg.grant_key_file,
                  "File of the key that signs dispatch grants (created when missing; default "
                  "<data-dir>/grant.key)")

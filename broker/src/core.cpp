@@ -154,6 +154,12 @@ proto::SubmitReply Core::admit_one(proto::Submit& s, std::size_t& in_system, std
     r.retry_after = 1;
     return r;
   }
+  if (!storage_short_.empty()) {
+    r.code = Refusal::Storage;
+    r.reason = storage_short_;
+    r.retry_after = 30;
+    return r;
+  }
   if (in_system >= capacity) {
     r.code = Refusal::Capacity;
     r.reason = "queue full: " + std::to_string(running_.size()) + " running, " +

@@ -38,6 +38,8 @@ class TaskRecords final : public Records {
   double opened_at() const { return tx_opened_; }  // monotonic seconds
   // Throws on failure: a broker that cannot persist must not acknowledge anything.
   void commit();
+  // Rolls the open transaction back (after a failed commit or write); never throws.
+  void abandon() { tx_.reset(); }
 
  private:
   TaskStore& store_;

@@ -54,6 +54,16 @@ CREATE TABLE task_events (
 );
 CREATE INDEX task_events_task ON task_events(task_id, id);
 )sql",
+    // 1 -> 2: request and summary are spliced into answers as they are; rows written before
+    // the broker checked them (issue 12) may hold text that is not a JSON object. Keep such
+    // a request as a string inside an object, drop such a summary.
+    R"sql(
+UPDATE tasks SET request = json_object('unreadable_request', request)
+  WHERE NOT json_valid(request) OR json_type(request) <> 'object';
+UPDATE tasks SET summary = NULL
+  WHERE summary IS NOT NULL AND summary <> ''
+    AND (NOT json_valid(summary) OR json_type(summary) <> 'object');
+)sql",
 };
 
 }  // namespace

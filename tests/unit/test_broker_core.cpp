@@ -944,6 +944,19 @@ TEST_F(BrokerCore, ATaskWithoutAResultWellPastItsTimeLimitRunsAgainAndItsWorkerI
   EXPECT_EQ(dispatch().size(), 1u) << "its slot is free again";
 }
 
+TEST_F(BrokerCore, WhileStorageIsShortEverySubmissionIsRefusedAndTheRestGoesOn) {
+  const std::string id = running_task("w");
+  core().set_storage_short("not enough free disk space");
+  auto r = submit(request("b"));
+  EXPECT_EQ(r.code, Refusal::Storage);
+  EXPECT_EQ(r.reason, "not enough free disk space");
+  EXPECT_EQ(r.retry_after, 30);
+  done("w", id, Outcome::Succeeded);
+  EXPECT_EQ(db[id].state, TaskState::Succeeded) << "results are still recorded";
+  core().set_storage_short("");
+  EXPECT_TRUE(submit(request("c")).accepted);
+}
+
 // ---- what peers may not do (docs/security.md) -------------------------------------------
 
 TEST_F(BrokerCore, ASubmissionNamingPathsOutsideTheRootsIsRefusedAsInvalid) {

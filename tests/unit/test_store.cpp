@@ -169,6 +169,36 @@ TEST(Store, ReopeningKeepsDataAndSchemaVersion) {
   EXPECT_EQ(again.unfinished()[0].id, id);
 }
 
+// Rows written before the broker checked what peers send may hold a request or summary that
+// is not JSON; both are spliced into answers, so version 2 repairs them.
+TEST(Store, UpgradingToVersionTwoRepairsRequestsAndSummariesThatAreNotJsonObjects) {
+  TempDb tmp;
+  std::string bad, good;
+  {
+    auto store = TaskStore::open_writer(tmp.path);
+    auto a = new_task("a"), b = new_task("b");
+    bad = a.id;
+    good = b.id;
+    db::Transaction tx(store.db());
+    store.insert(a, now_iso());
+    store.insert(b, now_iso());
+    tx.commit();
+    store.db().exec("UPDATE tasks SET request = 'x\"}]', summary = '[1]' WHERE id = '" + bad + "'");
+    store.db().exec("UPDATE tasks SET summary = '{\"packets\":1}' WHERE id = '" + good + "'");
+    store.db().exec("PRAGMA user_version=1");
+  }
+  auto store = TaskStore::open_writer(tmp.path);
+  EXPECT_EQ(store.db().scalar_int("PRAGMA user_version"), 2);
+  auto repaired = store.get(bad);
+  ASSERT_TRUE(repaired);
+  EXPECT_EQ(repaired->request, "{\"unreadable_request\":\"x\\\"}]\"}");
+  EXPECT_EQ(repaired->summary, "");
+  auto kept = store.get(good);
+  ASSERT_TRUE(kept);
+  EXPECT_EQ(kept->summary, "{\"packets\":1}");
+  EXPECT_EQ(kept->request, new_task("b").request);
+}
+
 TEST(Store, RefusesADatabaseFromTheFuture) {
   TempDb tmp;
   {

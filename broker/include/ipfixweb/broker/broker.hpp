@@ -23,6 +23,9 @@ struct Config : Settings {
   double commit_interval_s = 0.005;
   std::string task_log_dir;      // successful_tasks.jsonl / failed_tasks.jsonl; "" = none
   std::string grant_key_file;    // Settings::grant_key is read from it (created when missing)
+  // Below this much free space on the database's or the output root's file system, new
+  // tasks are refused (`storage`, the api's 507) while everything else goes on.
+  double min_free_mb = 64;
   std::string curve_secret_key;  // CURVE: the broker's secret key file ("" = plain TCP)
   std::string curve_authorized;  // CURVE: authorised client public keys (file or dir of *.pub)
 };

@@ -165,6 +165,9 @@ class Core {
 
   // While draining, every submission is refused and nothing is dispatched.
   void set_draining(bool on) { draining_ = on; }
+  // While storage is short (`why` not empty: the reason given), every submission is refused
+  // `storage`; the rest goes on (reads, results, dispatch of what was accepted).
+  void set_storage_short(std::string why) { storage_short_ = std::move(why); }
 
   // ---- observation ----
   std::size_t queued() const { return queue_.size(); }
@@ -262,6 +265,7 @@ class Core {
   std::size_t rr_ = 0;          // round-robin offset among equally loaded workers
   std::uint32_t hb_seq_ = 0;
   bool draining_ = false;
+  std::string storage_short_;
   Statistics stats_;
 };
 

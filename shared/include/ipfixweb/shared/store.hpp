@@ -52,7 +52,7 @@ struct TaskFilter {
 
 class TaskStore {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
   enum class Sync { Off, Normal, Full, Extra };
   static Sync parse_sync(const std::string& s);  // throws std::invalid_argument
 
