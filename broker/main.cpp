@@ -71,8 +71,15 @@ void add_options(CLI::App& app, Options& o) {
   app.add_option("--curve-secret-key", o.cfg.curve_secret_key,
                  "CURVE: the broker's secret key file (enables encryption and authentication)")
       ->envname("IPFIXWEB_BROKER_SECRET_KEY");
+  app.add_option("--curve-authorized-frontend", o.cfg.curve_authorized_frontend,
+                 "CURVE: the api's public keys (a file, or a directory of *.pub files)")
+      ->envname("IPFIXWEB_CURVE_AUTHORIZED_FRONTEND");
+  app.add_option("--curve-authorized-backend", o.cfg.curve_authorized_backend,
+                 "CURVE: the workers' public keys (a file, or a directory of *.pub files)")
+      ->envname("IPFIXWEB_CURVE_AUTHORIZED_BACKEND");
   app.add_option("--curve-authorized", o.cfg.curve_authorized,
-                 "CURVE: file of authorised client public keys, or a directory of *.pub files")
+                 "CURVE: one list of keys for both sides (older setups: a worker key can then "
+                 "submit tasks)")
       ->envname("IPFIXWEB_CURVE_AUTHORIZED");
   app.add_option("--min-free-mb", o.cfg.min_free_mb,
                  "Refuse new tasks (507) while the database's or the output root's file system "

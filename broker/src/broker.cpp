@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string_view>
 #include <type_traits>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -109,6 +110,10 @@ class Broker::Impl {
   static const std::array<Route, 6> kBackend;
 
   void iteration(const std::atomic<bool>& stop);
+  curve::Authenticator::Authorized authorized_keys() const;
+  // With CURVE: a worker's routing id belongs to the key that registered it while the core
+  // knows that worker; a peer with another key cannot speak in its name.
+  bool key_holds(const std::string& identity, zmq::message_t& frame);
   void handle_events();  // one iteration's messages, timers and their effects
   long poll_timeout_ms() const;
   // Reads up to kMaxBatch messages; false when it stopped at the cap with messages possibly
@@ -157,6 +162,7 @@ class Broker::Impl {
   double next_storage_check_ = 0;
   double storage_failed_until_ = 0;  // monotonic: refuse new tasks until then
   bool must_start_over_ = false;     // a start_over() could not read the database
+  std::unordered_map<std::string, std::string> worker_keys_;  // routing id -> CURVE key
 };
 
 const std::array<Broker::Impl::Route, 4> Broker::Impl::kFrontend = {{
@@ -218,13 +224,10 @@ Broker::Impl::Impl(Config cfg, zmq::context_t& ctx)
   // A worker that reconnects with a fresh socket keeps its routing id.
   back_.set(zmq::sockopt::router_handover, 1);
   if (!cfg_.curve_secret_key.empty()) {
-    if (cfg_.curve_authorized.empty())
-      throw std::runtime_error("CURVE needs --curve-authorized (the clients' public keys)");
     auto keys = curve::load_secret(cfg_.curve_secret_key);
-    auth_ = std::make_unique<curve::Authenticator>(
-        ctx, curve::load_authorized(cfg_.curve_authorized), log_);
-    curve::make_server(front_, keys);
-    curve::make_server(back_, keys);
+    auth_ = std::make_unique<curve::Authenticator>(ctx, authorized_keys(), log_);
+    curve::make_server(front_, keys, "frontend");
+    curve::make_server(back_, keys, "backend");
     log_->info("CURVE on: broker public key {}", keys.public_key);
   }
   front_.bind(cfg_.frontend);
@@ -235,6 +238,43 @@ Broker::Impl::Impl(Config cfg, zmq::context_t& ctx)
   commit_then_send(true);
   log_->info("broker listening: frontend {} backend {} db {} (synchronous={}, max_queue={})",
              cfg_.frontend, cfg_.backend, cfg_.db_path, cfg_.synchronous, cfg_.max_queue);
+}
+
+// The keys each socket admits. One list for both (--curve-authorized) lets a worker's key
+// submit tasks: allowed for older setups, with a warning.
+curve::Authenticator::Authorized Broker::Impl::authorized_keys() const {
+  const std::string& front = cfg_.curve_authorized_frontend.empty()
+                                 ? cfg_.curve_authorized
+                                 : cfg_.curve_authorized_frontend;
+  const std::string& back =
+      cfg_.curve_authorized_backend.empty() ? cfg_.curve_authorized : cfg_.curve_authorized_backend;
+  if (front.empty() || back.empty())
+    throw std::runtime_error(
+        "CURVE needs the public keys of the api (--curve-authorized-frontend) and of the "
+        "workers (--curve-authorized-backend)");
+  if (front == back)
+    log_->warn(
+        "CURVE: the api and the workers share one list of keys ({}): a worker's key can "
+        "submit and cancel tasks; give each side its own list "
+        "(--curve-authorized-frontend, --curve-authorized-backend)",
+        front);
+  return {{"frontend", curve::load_authorized(front)}, {"backend", curve::load_authorized(back)}};
+}
+
+bool Broker::Impl::key_holds(const std::string& identity, zmq::message_t& frame) {
+  std::string key;
+  try {
+    if (const char* k = frame.gets("User-Id")) key = k;
+  } catch (const zmq::error_t&) {
+  }
+  auto [it, added] = worker_keys_.try_emplace(identity, key);
+  if (added || it->second == key) return true;
+  if (!core_->knows(identity)) {  // the worker it belonged to is gone: the id is free
+    it->second = key;
+    return true;
+  }
+  log_->warn("backend: dropped a message for worker {} from another CURVE key ({})", identity, key);
+  return false;
 }
 
 void Broker::Impl::run(const std::atomic<bool>& stop) {
@@ -303,6 +343,7 @@ bool Broker::Impl::drain(zmq::socket_t& sock, const char* side, const std::array
       continue;
     }
     const std::string identity = (*parts)[0].to_string();
+    if (&sock == &back_ && auth_ && !key_holds(identity, (*parts)[1])) continue;
     auto env = proto::decode((*parts)[1].data(), (*parts)[1].size(), &err);
     if (!env) {
       log_->warn("{}: dropped malformed message: {}", side, err);

@@ -2,10 +2,23 @@
 
 namespace ipfixweb::test {
 
-FakeWorker::FakeWorker(const std::string& endpoint, std::string wid, std::string inc)
+namespace {
+
+void use_curve(zmq::socket_t& s, const CurveKeys& k) {
+  if (k.server_public.empty()) return;
+  s.set(zmq::sockopt::curve_serverkey, k.server_public);
+  s.set(zmq::sockopt::curve_publickey, k.public_key);
+  s.set(zmq::sockopt::curve_secretkey, k.secret_key);
+}
+
+}  // namespace
+
+FakeWorker::FakeWorker(const std::string& endpoint, std::string wid, std::string inc,
+                       const CurveKeys& curve)
     : id(std::move(wid)), incarnation(std::move(inc)) {
   sock.set(zmq::sockopt::routing_id, id);
   sock.set(zmq::sockopt::linger, 0);
+  use_curve(sock, curve);
   sock.connect(endpoint);
 }
 
@@ -60,8 +73,9 @@ std::optional<proto::Task> FakeWorker::next_task(std::chrono::milliseconds timeo
   return std::nullopt;
 }
 
-FakeClient::FakeClient(const std::string& endpoint) {
+FakeClient::FakeClient(const std::string& endpoint, const CurveKeys& curve) {
   sock.set(zmq::sockopt::linger, 0);
+  use_curve(sock, curve);
   sock.connect(endpoint);
 }
 

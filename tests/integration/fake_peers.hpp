@@ -17,13 +17,19 @@
 
 namespace ipfixweb::test {
 
+// CURVE client keys for a fake peer (Z85 text); empty: plain TCP.
+struct CurveKeys {
+  std::string server_public, public_key, secret_key;
+};
+
 struct FakeWorker {
   zmq::context_t ctx;
   zmq::socket_t sock{ctx, zmq::socket_type::dealer};
   std::string id, incarnation;
   std::map<std::string, std::string> grants;  // task id -> the grant its Task carried
 
-  FakeWorker(const std::string& endpoint, std::string wid, std::string inc);
+  FakeWorker(const std::string& endpoint, std::string wid, std::string inc,
+             const CurveKeys& curve = {});
   // `ready` naming `running` with the grants it was given ("" for unknown tasks).
   void ready(std::vector<std::string> running, std::uint32_t slots = 1);
   // A result with the task's grant.
@@ -39,7 +45,7 @@ struct FakeWorker {
 struct FakeClient {
   zmq::context_t ctx;
   zmq::socket_t sock{ctx, zmq::socket_type::dealer};
-  explicit FakeClient(const std::string& endpoint);
+  explicit FakeClient(const std::string& endpoint, const CurveKeys& curve = {});
   void send(const std::string& payload);
   // The next reply's envelope type and body bytes (nullopt on timeout).
   std::optional<std::string> next_reply(std::chrono::milliseconds timeout);

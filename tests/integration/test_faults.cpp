@@ -494,24 +494,26 @@ TEST(Faults, RandomisedFaultRunLosesNoAcceptedTask) {
 TEST(Security, CurveKeysKeepStrangersOut) {
   std::string keys =
       (fs::temp_directory_path() / ("ipfixweb-keys-" + std::to_string(::getpid()))).string();
-  fs::create_directories(keys + "/authorized");
+  fs::create_directories(keys + "/frontend");
+  fs::create_directories(keys + "/backend");
   auto keygen = [&](const std::string& prefix) {
     int st = 0;
     run_capture(bin_dir() + "/ipfixweb-broker --curve-keygen '" + prefix + "'", &st);
     ASSERT_EQ(st, 0);
   };
   keygen(keys + "/broker");
-  keygen(keys + "/authorized/api");
-  keygen(keys + "/authorized/worker");
+  keygen(keys + "/frontend/api");
+  keygen(keys + "/backend/worker");
   keygen(keys + "/stranger");
   StackOptions o;
   o.workers = 1;
-  o.extra_broker_args = {"--curve-secret-key", keys + "/broker.key", "--curve-authorized",
-                         keys + "/authorized"};
+  o.extra_broker_args = {"--curve-secret-key",          keys + "/broker.key",
+                         "--curve-authorized-frontend", keys + "/frontend",
+                         "--curve-authorized-backend",  keys + "/backend"};
   o.extra_worker_args = {"--curve-server-key", keys + "/broker.pub", "--curve-secret-key",
-                         keys + "/authorized/worker.key"};
+                         keys + "/backend/worker.key"};
   o.extra_api_args = {"--curve-server-key", keys + "/broker.pub", "--curve-secret-key",
-                      keys + "/authorized/api.key"};
+                      keys + "/frontend/api.key"};
   {
     Stack s(o);
     auto [st, body] = s.submit(small_task("curve.ipfix"));
@@ -523,6 +525,11 @@ TEST(Security, CurveKeysKeepStrangersOut) {
     s.start_worker("stranger");
     s.extra_worker_args_for_next({});
     s.start_worker("plain");
+    // Nor does one with the api's key: each side has its own list (issue 12, finding 8).
+    s.extra_worker_args_for_next({"--curve-server-key", keys + "/broker.pub", "--curve-secret-key",
+                                  keys + "/frontend/api.key"});
+    s.start_worker("api-key");
+    s.extra_worker_args_for_next({});
     std::this_thread::sleep_for(1500ms);
     auto r = s.client()->Get("/readyz");
     ASSERT_TRUE(r);

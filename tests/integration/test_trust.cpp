@@ -15,6 +15,7 @@
 
 #include "fake_peers.hpp"
 #include "harness.hpp"
+#include "ipfixweb/shared/curve.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 
 namespace fs = std::filesystem;
@@ -402,4 +403,88 @@ TEST(Trust, HostilePeersForTenSecondsLeaveTheBrokerUpAndEveryTaskHonest) {
   EXPECT_EQ(r->status, 200) << r->body;
   std::cout << "hostile messages: " << sent << ", legit tasks: " << legit.size()
             << ", succeeded: " << succeeded << "\n";
+}
+
+namespace {
+
+// CURVE keys made by the broker's --curve-keygen in a directory removed at the end.
+struct KeyRing {
+  std::string dir =
+      (fs::temp_directory_path() / ("ipfixweb-trust-keys-" + std::to_string(::getpid()))).string();
+  KeyRing() {
+    fs::create_directories(dir + "/frontend");
+    fs::create_directories(dir + "/backend");
+    make("broker");
+    make("frontend/api");
+    make("backend/worker");
+    make("backend/other-worker");
+  }
+  ~KeyRing() { fs::remove_all(dir); }
+  void make(const std::string& name) {
+    int st = 0;
+    run_capture(bin_dir() + "/ipfixweb-broker --curve-keygen '" + dir + "/" + name + "'", &st);
+    if (st != 0) throw std::runtime_error("keygen failed");
+  }
+  // A fake peer's keys: the broker's public key and the pair `name`.
+  CurveKeys client(const std::string& name) const {
+    auto pair = curve::load_secret(dir + "/" + name + ".key");
+    return {curve::load_public(dir + "/broker.pub"), pair.public_key, pair.secret_key};
+  }
+  StackOptions stack() const {
+    StackOptions o;
+    o.extra_broker_args = {"--curve-secret-key",          dir + "/broker.key",
+                           "--curve-authorized-frontend", dir + "/frontend",
+                           "--curve-authorized-backend",  dir + "/backend"};
+    o.extra_worker_args = {"--curve-server-key", dir + "/broker.pub", "--curve-secret-key",
+                           dir + "/backend/worker.key"};
+    o.extra_api_args = {"--curve-server-key", dir + "/broker.pub", "--curve-secret-key",
+                        dir + "/frontend/api.key"};
+    return o;
+  }
+};
+
+}  // namespace
+
+// Finding 8: one list of keys for both sockets let a worker's key submit and cancel tasks.
+TEST(Trust, AWorkersCurveKeyCannotSpeakToTheFrontend) {
+  KeyRing keys;
+  auto o = keys.stack();
+  o.workers = 1;
+  Stack s(o);
+  FakeClient as_worker(s.broker_frontend(), keys.client("backend/worker"));
+  proto::Ping ping;
+  ping.req_id = 5;
+  as_worker.send(proto::encode(proto::type::kPing, ping));
+  EXPECT_FALSE(as_worker.next_reply(1500ms)) << "the frontend answered a worker's key";
+  FakeClient as_api(s.broker_frontend(), keys.client("frontend/api"));
+  as_api.send(proto::encode(proto::type::kPing, ping));
+  EXPECT_TRUE(as_api.next_reply(3000ms)) << "the frontend did not answer the api's key";
+}
+
+// Finding 2: a peer took over a real worker's routing id. With CURVE the id belongs to the
+// key that registered it.
+TEST(Trust, AnotherWorkersKeyCannotSpeakInARegisteredWorkersName) {
+  KeyRing keys;
+  auto o = keys.stack();
+  o.workers = 0;
+  o.heartbeat = 2.0;
+  Stack s(o);
+  FakeWorker real(s.broker_backend(), "real", "inc-1", keys.client("backend/worker"));
+  real.ready({});
+  auto [st, body] = s.submit(small_task("held.ipfix"));
+  ASSERT_EQ(st, 202);
+  auto task = real.next_task(3s);
+  ASSERT_TRUE(task);
+  // Same routing id, another authorised key, and even the task's grant.
+  FakeWorker rogue(s.broker_backend(), "real", "inc-2", keys.client("backend/other-worker"));
+  rogue.grants = real.grants;
+  rogue.ready({}, 4);  // a new incarnation would re-queue the real worker's task
+  rogue.done(task->task_id, "failed");
+  std::this_thread::sleep_for(800ms);
+  auto t = s.get_task(task->task_id);
+  EXPECT_EQ(t["state"], "running") << t.dump();
+  EXPECT_EQ(t["attempts"], 1) << t.dump();
+  std::ifstream log(s.data_dir() + "/broker.log");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("from another CURVE key"), std::string::npos) << text;
 }

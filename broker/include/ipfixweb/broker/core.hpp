@@ -173,6 +173,7 @@ class Core {
   std::size_t queued() const { return queue_.size(); }
   std::size_t running() const { return running_.size(); }
   std::size_t workers() const { return workers_.size(); }
+  bool knows(const std::string& worker) const { return workers_.count(worker) > 0; }
   std::uint32_t slots() const;
   std::uint32_t credit() const;
   const Statistics& statistics() const { return stats_; }
