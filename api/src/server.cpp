@@ -201,6 +201,7 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
   s.idempotency_key = key;
   s.fingerprint = fingerprint(s.request);
   s.priority = parsed->extras.priority;
+  s.overwrite = parsed->extras.overwrite;
   auto reply = submitter->submit(std::move(s));
   if (!reply) {
     metrics.refused_unavailable.fetch_add(1, std::memory_order_relaxed);
@@ -214,11 +215,19 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res, c
       problem(res, 422, "Unprocessable Content", reply->reason);
       return;
     }
+    if (reply->code == Refusal::Taken) {
+      metrics.invalid.fetch_add(1, std::memory_order_relaxed);
+      problem(res, 409, "Conflict", reply->reason);
+      return;
+    }
     (reply->code == Refusal::Capacity ? metrics.refused_capacity : metrics.refused_unavailable)
         .fetch_add(1, std::memory_order_relaxed);
     long secs = std::max(1L, static_cast<long>(std::ceil(reply->retry_after)));
     res.set_header("Retry-After", std::to_string(secs));
-    problem(res, 503, "Service Unavailable", reply->reason);
+    if (reply->code == Refusal::Storage)
+      problem(res, 507, "Insufficient Storage", reply->reason);
+    else
+      problem(res, 503, "Service Unavailable", reply->reason);
     return;
   }
   metrics.accepted.fetch_add(1, std::memory_order_relaxed);

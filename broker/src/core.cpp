@@ -120,6 +120,7 @@ void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) 
 
 void Core::admit(Submissions& subs, Effects& fx) {
   batch_keys_.clear();
+  batch_outputs_.clear();
   std::size_t in_system = queue_.size() + running_.size();
   const std::size_t capacity = static_cast<std::size_t>(slots()) + settings_.max_queue;
   // Single submissions are answered one message each; a batch's replies are collected in
@@ -148,6 +149,11 @@ proto::SubmitReply Core::admit_one(proto::Submit& s, std::size_t& in_system, std
     return r;
   }
   if (auto existing = idempotent_reply(s)) return std::move(*existing);
+  if (auto taken = output_taken(s); !taken.empty()) {
+    r.code = Refusal::Taken;
+    r.reason = std::move(taken);
+    return r;
+  }
   if (draining_) {
     r.code = Refusal::Draining;
     r.reason = "broker is shutting down";
@@ -178,6 +184,7 @@ proto::SubmitReply Core::admit_one(proto::Submit& s, std::size_t& in_system, std
   r.task_id = ins.task_id;
   r.state = TaskState::Queued;
   if (!s.idempotency_key.empty()) batch_keys_[s.idempotency_key] = {ins.task_id, s.fingerprint};
+  batch_outputs_[s.spec.output] = ins.task_id;
   Pending p;
   p.seq = ins.seq;
   p.id = std::move(ins.task_id);
@@ -201,6 +208,24 @@ std::string Core::invalid(const proto::Submit& s) const {
   if (s.fingerprint.size() > 128) return "the fingerprint is longer than 128 bytes";
   if (auto problem = proto::check_extras({s.priority}); !problem.empty()) return problem;
   return proto::check_spec(s.spec, settings_.roots);
+}
+
+std::string Core::output_taken(const proto::Submit& s) {
+  std::string owner;
+  TaskState state = TaskState::Queued;
+  if (auto b = batch_outputs_.find(s.spec.output); b != batch_outputs_.end()) {
+    owner = b->second;
+  } else if (auto o = records_.output_owner(s.spec.output)) {
+    owner = std::move(o->task_id);
+    state = o->state;
+  } else {
+    return {};
+  }
+  if (state != TaskState::Succeeded)
+    return "output_path is being written by task " + owner + " (" + name_str(state) + ")";
+  if (s.overwrite) return {};
+  return "output_path is the output of task " + owner +
+         " (succeeded); send \"overwrite\": true to replace it";
 }
 
 std::optional<proto::SubmitReply> Core::idempotent_reply(const proto::Submit& s) {
@@ -407,8 +432,12 @@ void Core::settle(Running r, proto::Done& d, const std::string& worker, Effects&
   if (r.cancel_requested && d.state != Outcome::Succeeded) {
     finish(id, TaskState::Cancelled, std::move(d.summary), "", "cancelled by user", fx);
   } else if (d.state == Outcome::Succeeded) {
+    std::optional<FileIdentity> file;
+    if (d.output_inode != 0)
+      file = FileIdentity{static_cast<std::int64_t>(d.output_inode),
+                          static_cast<std::int64_t>(d.output_size)};
     finish(id, TaskState::Succeeded, std::move(d.summary), std::move(d.error),
-           "finished on " + worker, fx, write::Finish::Totals{d.packets, d.bytes, d.flows});
+           "finished on " + worker, fx, write::Finish::Totals{d.packets, d.bytes, d.flows}, file);
   } else if (d.state == Outcome::Failed && !d.retryable) {
     finish(id, TaskState::Failed, std::move(d.summary), d.error, d.error, fx);
   } else if (d.state == Outcome::Aborted || d.state == Outcome::Cancelled) {
@@ -536,10 +565,11 @@ std::optional<Core::Pending> Core::take_queued(const std::string& id) {
 }
 
 void Core::finish(const std::string& id, TaskState st, std::string summary, std::string error,
-                  std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals) {
+                  std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals,
+                  std::optional<FileIdentity> output) {
   stats_.finished(st);
-  fx.writes.push_back(
-      write::Finish{id, st, std::move(summary), std::move(error), std::move(reason), totals});
+  fx.writes.push_back(write::Finish{id, st, std::move(summary), std::move(error), std::move(reason),
+                                    totals, output});
 }
 
 void Core::retry_or_fail(Running r, const std::string& why, Effects& fx) {

@@ -17,7 +17,8 @@ TaskState state_column(const db::Statement& st, int col) {
 
 constexpr const char* kColumns =
     "seq, id, state, request, spec, idempotency_key, fingerprint, priority, created_at, "
-    "queued_at, started_at, finished_at, attempts, worker, progress, output_path, summary, error";
+    "queued_at, started_at, finished_at, attempts, worker, progress, output_path, summary, error, "
+    "output_inode, output_size";
 
 // Each entry migrates the schema from version i to i+1. Never edit a shipped
 // entry: append a new one.
@@ -63,6 +64,14 @@ UPDATE tasks SET request = json_object('unreadable_request', request)
 UPDATE tasks SET summary = NULL
   WHERE summary IS NOT NULL AND summary <> ''
     AND (NOT json_valid(summary) OR json_type(summary) <> 'object');
+)sql",
+    // 2 -> 3: an output belongs to its task. Who owns a path (tasks_output), and which file
+    // the task wrote (inode and size at its finish), so a download never serves a file
+    // another task put in its place.
+    R"sql(
+ALTER TABLE tasks ADD COLUMN output_inode INTEGER;
+ALTER TABLE tasks ADD COLUMN output_size INTEGER;
+CREATE INDEX tasks_output ON tasks(output_path, seq);
 )sql",
 };
 
@@ -126,6 +135,9 @@ void TaskStore::prepare() {
                                        " FROM tasks WHERE state IN ('queued','running') "
                                        "ORDER BY priority DESC, seq");
   counts_ = db::Statement(db_, "SELECT state, count(*) FROM tasks GROUP BY state");
+  output_owner_ = db::Statement(db_,
+                                "SELECT id, state FROM tasks WHERE output_path = ?1 AND state IN "
+                                "('queued','running','succeeded') ORDER BY seq DESC LIMIT 1");
   if (sqlite3_db_readonly(db_.handle(), "main") == 1) return;
   insert_ = db::Statement(
       db_,
@@ -140,7 +152,8 @@ void TaskStore::prepare() {
   set_progress_ = db::Statement(db_, "UPDATE tasks SET progress=?2 WHERE id=?1");
   finish_ = db::Statement(db_,
                           "UPDATE tasks SET state=?2, summary=?3, error=?4, finished_at=?5, "
-                          "progress=CASE WHEN ?2='succeeded' THEN 1 ELSE progress END WHERE id=?1 "
+                          "progress=CASE WHEN ?2='succeeded' THEN 1 ELSE progress END, "
+                          "output_inode=?6, output_size=?7 WHERE id=?1 "
                           "RETURNING request, created_at, started_at, worker, output_path, "
                           "attempts");
   requeue_ = db::Statement(
@@ -169,6 +182,7 @@ TaskRecord TaskStore::read_row(const db::Statement& st) {
   r.output_path = st.col_text(15);
   r.summary = st.col_text(16);
   r.error = st.col_text(17);
+  if (!st.col_null(18)) r.output_file = FileIdentity{st.col_int(18), st.col_int(19)};
   return r;
 }
 
@@ -209,12 +223,14 @@ void TaskStore::set_progress(const std::string& id, double progress) {
   set_progress_.bind(1, id).bind(2, progress).run();
 }
 
-std::optional<TaskStore::Finished> TaskStore::finish(const std::string& id, TaskState st,
-                                                     const std::string& summary,
-                                                     const std::string& error,
-                                                     const std::string& reason,
-                                                     const std::string& now) {
+std::optional<TaskStore::Finished> TaskStore::finish(
+    const std::string& id, TaskState st, const std::string& summary, const std::string& error,
+    const std::string& reason, const std::string& now, std::optional<FileIdentity> output) {
   finish_.bind(1, id).bind(2, name(st)).bind_opt(3, summary).bind_opt(4, error).bind(5, now);
+  if (output)
+    finish_.bind(6, output->inode).bind(7, output->size);
+  else
+    finish_.bind_null(6).bind_null(7);
   struct Reset {  // whatever happens below, the statement is ready for the next call
     db::Statement& st;
     ~Reset() { st.reset(); }
@@ -227,6 +243,14 @@ std::optional<TaskStore::Finished> TaskStore::finish(const std::string& id, Task
     }                         // would run it again
   }
   if (out) add_event(id, st, reason, "", now);
+  return out;
+}
+
+std::optional<TaskStore::Owner> TaskStore::output_owner(const std::string& output_path) {
+  output_owner_.bind(1, output_path);
+  std::optional<Owner> out;
+  if (output_owner_.step()) out = Owner{output_owner_.col_text(0), state_column(output_owner_, 1)};
+  output_owner_.reset();
   return out;
 }
 

@@ -665,15 +665,14 @@ TEST(Faults, AFullDiskRefusesNewTasksWithoutStoppingTheBrokerUntilThereIsRoomAga
   EXPECT_EQ(s.wait_terminal(*id)["state"], "succeeded");
 }
 
-// --min-free-mb: below it new tasks are refused (the api's 507 once it maps `storage`; a
-// 5xx either way) while reads keep working.
+// --min-free-mb: below it new tasks are refused with 507 while reads keep working.
 TEST(Faults, BelowTheFreeSpaceFloorNewTasksAreRefusedAndReadsGoOn) {
   StackOptions o;
   o.workers = 1;
   o.extra_broker_args = {"--min-free-mb", "1000000000"};
   Stack s(o);
   auto [st, body] = s.submit(small_task("floor/a.ipfix"));
-  EXPECT_GE(st, 500) << body.dump();
+  EXPECT_EQ(st, 507) << body.dump();
   EXPECT_NE(body["detail"].get<std::string>().find("not enough free disk space"), std::string::npos)
       << body.dump();
   auto list = s.client()->Get("/api/v1/tasks");

@@ -405,6 +405,30 @@ TEST(Trust, HostilePeersForTenSecondsLeaveTheBrokerUpAndEveryTaskHonest) {
             << ", succeeded: " << succeeded << "\n";
 }
 
+// Finding 5: any request could overwrite another task's output, even a running one's.
+TEST(Trust, AnOutputBelongsToItsTaskUntilAnotherRequestSaysOverwrite) {
+  StackOptions o;
+  o.workers = 0;  // the first task stays queued
+  Stack s(o);
+  auto [st, first] = s.submit(small_task("owned.ipfix"));
+  ASSERT_EQ(st, 202);
+  auto [st2, second] = s.submit(small_task("owned.ipfix"));
+  EXPECT_EQ(st2, 409) << second.dump();
+  auto with_overwrite = small_task("owned.ipfix");
+  with_overwrite["overwrite"] = true;
+  auto [st3, third] = s.submit(with_overwrite);
+  EXPECT_EQ(st3, 409) << "a queued task's output is never taken: " << third.dump();
+  s.start_worker();
+  EXPECT_EQ(s.wait_terminal(first["task_id"])["state"], "succeeded");
+  auto [st4, fourth] = s.submit(small_task("owned.ipfix"));
+  EXPECT_EQ(st4, 409) << fourth.dump();
+  EXPECT_NE(fourth["detail"].get<std::string>().find("\"overwrite\": true"), std::string::npos)
+      << fourth.dump();
+  auto [st5, fifth] = s.submit(with_overwrite);
+  ASSERT_EQ(st5, 202) << fifth.dump();
+  EXPECT_EQ(s.wait_terminal(fifth["task_id"])["state"], "succeeded");
+}
+
 namespace {
 
 // CURVE keys made by the broker's --curve-keygen in a directory removed at the end.

@@ -42,6 +42,9 @@ class MemoryRecords final : public broker::Records {
     int attempts = 0;
     double progress = 0;
     std::vector<std::string> reasons;  // of every event, in order
+    std::string output;
+    std::optional<FileIdentity> file;  // recorded by a success
+    std::int64_t seq = 0;
   };
   std::map<std::string, Row> rows;
   std::set<std::string> unstorable;  // requests whose insert fails
@@ -59,14 +62,35 @@ class MemoryRecords final : public broker::Records {
   Inserted insert(const proto::Submit& s) override {
     if (unstorable.count(name_of(s))) return {{}, 0, "not valid UTF-8"};
     const std::string id = "task-" + std::to_string(++seq_);
-    rows[id] =
-        Row{TaskState::Queued, s.idempotency_key, s.fingerprint, "", "", 0, 0, {"submitted"}};
+    rows[id] = Row{TaskState::Queued,
+                   s.idempotency_key,
+                   s.fingerprint,
+                   "",
+                   "",
+                   0,
+                   0,
+                   {"submitted"},
+                   s.spec.output,
+                   {},
+                   seq_};
     return {id, seq_, {}};
+  }
+  std::optional<Owner> output_owner(const std::string& output) override {
+    std::optional<Owner> out;
+    std::int64_t newest = -1;
+    for (auto& [id, row] : rows)
+      if (row.output == output && row.seq > newest &&
+          (row.state == TaskState::Queued || row.state == TaskState::Running ||
+           row.state == TaskState::Succeeded)) {
+        out = Owner{id, row.state};
+        newest = row.seq;
+      }
+    return out;
   }
   // A task as recover() gets it from the database.
   TaskRecord stored(const std::string& id, TaskState st, int attempts, const std::string& worker,
                     const std::string& spec = spec_text()) {
-    rows[id] = Row{st, "", "", worker, "", attempts, 0, {}};
+    rows[id] = Row{st, "", "", worker, "", attempts, 0, {}, "", {}, seq_ + 1};
     TaskRecord r;
     r.seq = ++seq_;
     r.id = id;
@@ -103,6 +127,7 @@ class MemoryRecords final : public broker::Records {
     auto& row = rows.at(f.task_id);
     row.state = f.state;
     row.error = f.error;
+    row.file = f.output;
     row.reasons.push_back(f.reason);
   }
   void on(const write::Requeue& q) {
@@ -955,6 +980,64 @@ TEST_F(BrokerCore, WhileStorageIsShortEverySubmissionIsRefusedAndTheRestGoesOn) 
   EXPECT_EQ(db[id].state, TaskState::Succeeded) << "results are still recorded";
   core().set_storage_short("");
   EXPECT_TRUE(submit(request("c")).accepted);
+}
+
+// ---- outputs have an owner -----------------------------------------------------------
+
+TEST_F(BrokerCore, AnOutputAQueuedOrRunningTaskWritesIsRefusedEvenWithOverwrite) {
+  ready("w");
+  const std::string running = submit_ok("a");
+  dispatch();
+  const std::string queued = submit_ok("b");
+  for (const auto& [name, owner, state] :
+       {std::tuple{"a", running, "running"}, std::tuple{"b", queued, "queued"}}) {
+    auto s = request(name);
+    s.overwrite = true;
+    auto r = submit(s);
+    EXPECT_EQ(r.code, Refusal::Taken) << name;
+    EXPECT_EQ(r.reason, "output_path is being written by task " + owner + " (" + state + ")");
+  }
+}
+
+TEST_F(BrokerCore, AnOutputASucceededTaskWroteIsReplacedOnlyWithOverwrite) {
+  const std::string first = running_task("w");
+  done("w", first, Outcome::Succeeded);
+  auto r = submit(request("a"));
+  EXPECT_EQ(r.code, Refusal::Taken);
+  EXPECT_EQ(r.reason, "output_path is the output of task " + first +
+                          " (succeeded); send \"overwrite\": true to replace it");
+  auto again = request("a");
+  again.overwrite = true;
+  EXPECT_TRUE(submit(again).accepted);
+}
+
+TEST_F(BrokerCore, AnOutputOfAFailedOrCancelledTaskIsFree) {
+  const std::string id = running_task("w");
+  done("w", id, Outcome::Failed, "bad capture");
+  EXPECT_TRUE(submit(request("a")).accepted);
+  const std::string queued = submit_ok("b");
+  cancel(queued);
+  EXPECT_TRUE(submit(request("b")).accepted);
+}
+
+TEST_F(BrokerCore, TwoSubmissionsOfOneOutputInOneBatchMakeOneTask) {
+  auto replies = submit_batch({request("a"), request("a")});
+  ASSERT_EQ(replies.size(), 2u);
+  EXPECT_TRUE(replies[0].accepted);
+  EXPECT_EQ(replies[1].code, Refusal::Taken);
+}
+
+TEST_F(BrokerCore, ASuccessRecordsTheFileItsWorkerWrote) {
+  const std::string id = running_task("w");
+  proto::Done d;
+  d.task_id = id;
+  d.state = Outcome::Succeeded;
+  d.grant = grant_of(id, "w");
+  d.output_inode = 1234;
+  d.output_size = 5678;
+  event([&](Core& c) { c.done("w", d, now, fx); });
+  ASSERT_TRUE(db[id].file);
+  EXPECT_EQ(*db[id].file, (FileIdentity{1234, 5678}));
 }
 
 // ---- what peers may not do (docs/security.md) -------------------------------------------

@@ -173,22 +173,32 @@ TEST(Store, ReopeningKeepsDataAndSchemaVersion) {
 // is not JSON; both are spliced into answers, so version 2 repairs them.
 TEST(Store, UpgradingToVersionTwoRepairsRequestsAndSummariesThatAreNotJsonObjects) {
   TempDb tmp;
-  std::string bad, good;
+  const std::string bad = new_uuid(), good = new_uuid();
   {
-    auto store = TaskStore::open_writer(tmp.path);
-    auto a = new_task("a"), b = new_task("b");
-    bad = a.id;
-    good = b.id;
-    db::Transaction tx(store.db());
-    store.insert(a, now_iso());
-    store.insert(b, now_iso());
-    tx.commit();
-    store.db().exec("UPDATE tasks SET request = 'x\"}]', summary = '[1]' WHERE id = '" + bad + "'");
-    store.db().exec("UPDATE tasks SET summary = '{\"packets\":1}' WHERE id = '" + good + "'");
-    store.db().exec("PRAGMA user_version=1");
+    // A version 1 database, as that version made it (its tasks table).
+    db::Database raw(tmp.path, db::Database::Mode::ReadWriteCreate);
+    raw.exec(R"sql(
+CREATE TABLE tasks (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+  state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed','cancelled')),
+  request TEXT NOT NULL, spec TEXT NOT NULL, idempotency_key TEXT UNIQUE, fingerprint TEXT,
+  priority INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, queued_at TEXT,
+  started_at TEXT, finished_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, worker TEXT,
+  progress REAL NOT NULL DEFAULT 0, output_path TEXT, summary TEXT, error TEXT);
+CREATE INDEX tasks_state ON tasks(state, seq);
+CREATE TABLE task_events (id INTEGER PRIMARY KEY AUTOINCREMENT,
+  task_id TEXT NOT NULL REFERENCES tasks(id), at TEXT NOT NULL, state TEXT NOT NULL,
+  reason TEXT, worker TEXT);
+CREATE INDEX task_events_task ON task_events(task_id, id);
+PRAGMA user_version=1;
+)sql");
+    raw.exec("INSERT INTO tasks (id, state, request, spec, created_at, summary) VALUES ('" + bad +
+             "', 'succeeded', 'x\"}]', '{}', 'now', '[1]')");
+    raw.exec("INSERT INTO tasks (id, state, request, spec, created_at, summary) VALUES ('" + good +
+             "', 'succeeded', '{\"pcap_files\":[\"a.pcap\"]}', '{}', 'now', '{\"packets\":1}')");
   }
   auto store = TaskStore::open_writer(tmp.path);
-  EXPECT_EQ(store.db().scalar_int("PRAGMA user_version"), 2);
+  EXPECT_EQ(store.db().scalar_int("PRAGMA user_version"), TaskStore::kSchemaVersion);
   auto repaired = store.get(bad);
   ASSERT_TRUE(repaired);
   EXPECT_EQ(repaired->request, "{\"unreadable_request\":\"x\\\"}]\"}");
@@ -196,7 +206,8 @@ TEST(Store, UpgradingToVersionTwoRepairsRequestsAndSummariesThatAreNotJsonObject
   auto kept = store.get(good);
   ASSERT_TRUE(kept);
   EXPECT_EQ(kept->summary, "{\"packets\":1}");
-  EXPECT_EQ(kept->request, new_task("b").request);
+  EXPECT_EQ(kept->request, "{\"pcap_files\":[\"a.pcap\"]}");
+  EXPECT_FALSE(kept->output_file) << "version 3 added the output's identity, unknown for old rows";
 }
 
 TEST(Store, RefusesADatabaseFromTheFuture) {

@@ -1,5 +1,7 @@
 #include "ipfixweb/worker/runner_pool.hpp"
 
+#include <sys/stat.h>
+
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -278,12 +280,17 @@ void RunnerPool::runner_gone(pid_t pid) {
 void RunnerPool::report(const Job& job, const proto::Done& d, std::string message) {
   log_->info("task {} {} in {:.3f} s{}{}", job.task_id, d.state, now_mono() - job.started,
              d.error.empty() ? "" : ": ", d.error);
-  // The runner's own message does not carry the grant (the runner need not know it).
-  if (message.empty() || d.grant != job.grant) {
-    proto::Done granted = d;
-    granted.grant = job.grant;
-    message = proto::encode(proto::type::kDone, granted);
+  // The runner's own message carries neither the grant (the runner need not know it) nor
+  // the identity of the file it wrote, which downloads check (docs/security.md).
+  proto::Done full = d;
+  full.grant = job.grant;
+  struct stat st {};
+  if (d.state == Outcome::Succeeded && ::stat(job.output.c_str(), &st) == 0) {
+    full.output_inode = st.st_ino;
+    full.output_size = static_cast<std::uint64_t>(st.st_size);
   }
+  if (message.empty() || full.grant != d.grant || full.output_inode != d.output_inode)
+    message = proto::encode(proto::type::kDone, full);
   reports_.result(std::move(message));
 }
 

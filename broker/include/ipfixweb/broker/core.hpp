@@ -49,6 +49,12 @@ class Records {
   // Records a new queued task in a savepoint of its own: a failure records nothing and
   // leaves the other submissions of the batch alone.
   virtual Inserted insert(const proto::Submit& s) = 0;
+  // The newest queued, running or succeeded task writing or having written `output`.
+  struct Owner {
+    std::string task_id;
+    TaskState state = TaskState::Queued;
+  };
+  virtual std::optional<Owner> output_owner(const std::string& output) = 0;
 };
 
 // ---- Effects ---------------------------------------------------------------------------
@@ -72,7 +78,8 @@ struct Finish {
   std::string task_id;
   TaskState state = TaskState::Failed;
   std::string summary, error, reason;
-  std::optional<Totals> totals;  // a success reported by a worker: the summary's totals
+  std::optional<Totals> totals;        // a success reported by a worker: the summary's totals
+  std::optional<FileIdentity> output;  // the file a success wrote, when the worker said
 };
 struct Requeue {
   std::string task_id;
@@ -242,7 +249,11 @@ class Core {
   Worker* known(const std::string& worker, double now, Effects& fx);  // see seen()
   void settle(Running r, proto::Done& d, const std::string& worker, Effects& fx);
   void finish(const std::string& id, TaskState st, std::string summary, std::string error,
-              std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals = {});
+              std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals = {},
+              std::optional<FileIdentity> output = {});
+  // Why `s` may not write its output ("" when it may): a live task writes it, or a succeeded
+  // one wrote it and the request does not say `overwrite`.
+  std::string output_taken(const proto::Submit& s);
   // Puts a task back in the queue after a failure not its own, or fails it when it has used
   // up its attempts.
   void retry_or_fail(Running r, const std::string& why, Effects& fx);
@@ -263,7 +274,8 @@ class Core {
   std::unordered_map<std::string, Worker> workers_;
   std::vector<Worker*> order_;  // dispatch's scratch: the workers in round-robin order
   BatchKeys batch_keys_;        // admit's scratch: key -> (task id, fingerprint); spares lookups
-  std::size_t rr_ = 0;          // round-robin offset among equally loaded workers
+  std::unordered_map<std::string, std::string> batch_outputs_;  // admit's scratch: output -> task
+  std::size_t rr_ = 0;  // round-robin offset among equally loaded workers
   std::uint32_t hb_seq_ = 0;
   bool draining_ = false;
   std::string storage_short_;

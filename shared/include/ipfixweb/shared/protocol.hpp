@@ -103,7 +103,8 @@ struct Submit {
   std::string idempotency_key;  // empty: none
   std::string fingerprint;      // hash of the request, to detect key reuse with another body
   std::int32_t priority = 0;    // higher first
-  MSGPACK_DEFINE_MAP(req_id, request, spec, idempotency_key, fingerprint, priority)
+  bool overwrite = false;       // may replace the output of a succeeded task
+  MSGPACK_DEFINE_MAP(req_id, request, spec, idempotency_key, fingerprint, priority, overwrite)
 };
 
 struct SubmitReply {
@@ -233,7 +234,10 @@ struct Done {
   // (absent, hence 0, from workers older than this field).
   std::uint64_t packets = 0, bytes = 0, flows = 0;
   std::string grant;  // the task's grant (Task::grant)
-  MSGPACK_DEFINE_MAP(task_id, state, summary, error, retryable, packets, bytes, flows, grant)
+  // The output file written (a success): its inode and size after the rename; 0: unknown.
+  std::uint64_t output_inode = 0, output_size = 0;
+  MSGPACK_DEFINE_MAP(task_id, state, summary, error, retryable, packets, bytes, flows, grant,
+                     output_inode, output_size)
 };
 
 struct Abort {
