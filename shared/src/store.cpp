@@ -72,6 +72,7 @@ UPDATE tasks SET summary = NULL
 ALTER TABLE tasks ADD COLUMN output_inode INTEGER;
 ALTER TABLE tasks ADD COLUMN output_size INTEGER;
 CREATE INDEX tasks_output ON tasks(output_path, seq);
+CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
 )sql",
 };
 
@@ -135,6 +136,11 @@ void TaskStore::prepare() {
                                        " FROM tasks WHERE state IN ('queued','running') "
                                        "ORDER BY priority DESC, seq");
   counts_ = db::Statement(db_, "SELECT state, count(*) FROM tasks GROUP BY state");
+  finished_before_ = db::Statement(
+      db_,
+      "SELECT " + cols +
+          " FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?1 "
+          "AND state IN ('succeeded','failed','cancelled') ORDER BY finished_at LIMIT ?2");
   output_owner_ = db::Statement(db_,
                                 "SELECT id, state FROM tasks WHERE output_path = ?1 AND state IN "
                                 "('queued','running','succeeded') ORDER BY seq DESC LIMIT 1");
@@ -156,6 +162,10 @@ void TaskStore::prepare() {
                           "output_inode=?6, output_size=?7 WHERE id=?1 "
                           "RETURNING request, created_at, started_at, worker, output_path, "
                           "attempts");
+  remove_events_ = db::Statement(db_, "DELETE FROM task_events WHERE task_id = ?1");
+  remove_ = db::Statement(db_,
+                          "DELETE FROM tasks WHERE id = ?1 AND state IN "
+                          "('succeeded','failed','cancelled')");
   requeue_ = db::Statement(
       db_,
       "UPDATE tasks SET state='queued', worker=NULL, queued_at=?2, progress=0, attempts=?3 "
@@ -244,6 +254,19 @@ std::optional<TaskStore::Finished> TaskStore::finish(
   }
   if (out) add_event(id, st, reason, "", now);
   return out;
+}
+
+std::vector<TaskRecord> TaskStore::finished_before(const std::string& before, int limit) {
+  finished_before_.bind(1, before).bind(2, limit);
+  std::vector<TaskRecord> out;
+  while (finished_before_.step()) out.push_back(read_row(finished_before_));
+  finished_before_.reset();
+  return out;
+}
+
+void TaskStore::remove(const std::string& id) {
+  remove_events_.bind(1, id).run();
+  remove_.bind(1, id).run();
 }
 
 std::optional<TaskStore::Owner> TaskStore::output_owner(const std::string& output_path) {

@@ -210,6 +210,37 @@ PRAGMA user_version=1;
   EXPECT_FALSE(kept->output_file) << "version 3 added the output's identity, unknown for old rows";
 }
 
+TEST(Store, RetentionFindsTasksFinishedBeforeATimeAndRemovesThemWithTheirEvents) {
+  TempDb tmp;
+  auto store = TaskStore::open_writer(tmp.path);
+  auto old_task = new_task(), new_one = new_task(), running = new_task();
+  {
+    db::Transaction tx(store.db());
+    for (auto* t : {&old_task, &new_one, &running}) store.insert(*t, "2026-01-01T00:00:00.000Z");
+    store.set_running(running.id, "w", 1, "2026-01-01T00:00:01.000Z");
+    store.finish(old_task.id, TaskState::Succeeded, "{}", "", "done", "2026-01-02T00:00:00.000Z",
+                 FileIdentity{7, 8});
+    store.finish(new_one.id, TaskState::Failed, "", "x", "x", "2026-03-01T00:00:00.000Z");
+    tx.commit();
+  }
+  auto due = store.finished_before("2026-02-01T00:00:00.000Z", 100);
+  ASSERT_EQ(due.size(), 1u);
+  EXPECT_EQ(due[0].id, old_task.id);
+  ASSERT_TRUE(due[0].output_file);
+  EXPECT_EQ(*due[0].output_file, (FileIdentity{7, 8}));
+  {
+    db::Transaction tx(store.db());
+    store.remove(old_task.id);
+    store.remove(running.id);  // not finished: stays
+    tx.commit();
+  }
+  EXPECT_FALSE(store.get(old_task.id));
+  EXPECT_TRUE(store.events(old_task.id).empty());
+  EXPECT_TRUE(store.get(running.id));
+  EXPECT_TRUE(store.get(new_one.id));
+  EXPECT_EQ(store.finished_before("2026-12-01T00:00:00.000Z", 100).size(), 1u);
+}
+
 TEST(Store, RefusesADatabaseFromTheFuture) {
   TempDb tmp;
   {

@@ -100,6 +100,8 @@ class TaskStore {
                const std::string& now);
   void add_event(const std::string& id, TaskState state, const std::string& reason,
                  const std::string& worker, const std::string& now);
+  // Retention: deletes a finished task and its events (nothing when it is not finished).
+  void remove(const std::string& id);
 
   // ---- reads ----
   std::optional<TaskRecord> get(const std::string& id);
@@ -114,6 +116,8 @@ class TaskStore {
     TaskState state = TaskState::Queued;
   };
   std::optional<Owner> output_owner(const std::string& output_path);
+  // Finished tasks that finished before `before` (ISO time), oldest first, at most `limit`.
+  std::vector<TaskRecord> finished_before(const std::string& before, int limit);
 
  private:
   explicit TaskStore(db::Database db);
@@ -122,7 +126,8 @@ class TaskStore {
 
   db::Database db_;
   db::Statement insert_, insert_event_, set_running_, set_progress_, finish_, requeue_, get_,
-      by_key_, events_, unfinished_, counts_, output_owner_;
+      by_key_, events_, unfinished_, counts_, output_owner_, finished_before_, remove_events_,
+      remove_;
 };
 
 }  // namespace ipfixweb
