@@ -279,7 +279,10 @@ void Stack::start_broker() {
 
 Process& Stack::start_worker(const std::string& id) {
   std::string wid = id.empty() ? "w" + std::to_string(++worker_seq_) : id;
+  // The same data directory as the api: the worker reads and writes beneath the same roots.
   std::vector<std::string> args = {bin_dir() + "/ipfixweb-worker",
+                                   "--data-dir",
+                                   dir_,
                                    "--broker",
                                    "tcp://127.0.0.1:" + std::to_string(back_port_),
                                    "--id",

@@ -9,7 +9,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/util.hpp"
@@ -70,8 +69,13 @@ bool ProgressThrottle::pass(double now) {
   return true;
 }
 
-RunnerPool::RunnerPool(const Config& cfg, engine::Engine& engine, Reports reports)
-    : cfg_(cfg), engine_(engine), reports_(std::move(reports)), log_(logger("worker")) {}
+RunnerPool::RunnerPool(const Config& cfg, engine::Engine& engine, const confine::Roots& roots,
+                       Reports reports)
+    : cfg_(cfg),
+      engine_(engine),
+      roots_(roots),
+      reports_(std::move(reports)),
+      log_(logger("worker")) {}
 
 RunnerPool::~RunnerPool() {
   for (auto& [pid, r] : runners_) {
@@ -193,7 +197,7 @@ RunnerPool::Runner* RunnerPool::spawn_runner() {
   if (pid == 0) {
     ::close(fds[0]);
     detail::RunnerLimits limits{cfg_.memory_limit_mb, cfg_.cpu_limit_s, cfg_.runner_max_tasks};
-    detail::runner_main(engine_, fds[1], limits);  // never returns
+    detail::runner_main(engine_, roots_, fds[1], limits);  // never returns
   }
   ::close(fds[1]);
   Runner r;
@@ -271,9 +275,13 @@ void RunnerPool::runner_gone(pid_t pid) {
     return;
   }
   const Job& job = *r.job;
-  // The engine removes its temporary file itself, unless its process was killed.
-  std::error_code ec;
-  std::filesystem::remove(engine::temporary_output_name(job.output, pid), ec);
+  // The engine removes its temporary file itself, unless its process was killed. Removed
+  // beneath the output root only (an output outside it was never written).
+  try {
+    const confine::OutputTarget out = roots_.output_target(job.output, false);
+    confine::remove_in(out.dir.get(), engine::temporary_output_name(out.name, pid));
+  } catch (const confine::Error&) {
+  }
   report(job, result_of_lost_runner(job.task_id, job.killed, status, now_mono() - job.started));
 }
 

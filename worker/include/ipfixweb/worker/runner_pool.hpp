@@ -21,6 +21,7 @@
 #include <zmq.hpp>
 
 #include "ipfixweb/engine/engine.hpp"
+#include "ipfixweb/shared/confine.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/worker/channel.hpp"
 #include "ipfixweb/worker/config.hpp"
@@ -80,8 +81,10 @@ class RunnerPool {
     std::function<void(const std::string& progress)> progress;
   };
 
-  // `engine` is set up once; runners inherit it. Runner limits come from `cfg`.
-  RunnerPool(const Config& cfg, engine::Engine& engine, Reports reports);
+  // `engine` is set up once and `roots` opened once; runners inherit both. Runner limits come
+  // from `cfg`.
+  RunnerPool(const Config& cfg, engine::Engine& engine, const confine::Roots& roots,
+             Reports reports);
   ~RunnerPool();  // kills and reaps every runner left
   RunnerPool(const RunnerPool&) = delete;
   RunnerPool& operator=(const RunnerPool&) = delete;
@@ -143,6 +146,7 @@ class RunnerPool {
 
   Config cfg_;
   engine::Engine& engine_;
+  const confine::Roots& roots_;
   Reports reports_;
   std::shared_ptr<spdlog::logger> log_;
   std::map<pid_t, Runner> runners_;
