@@ -74,7 +74,7 @@ Worker::Impl::Impl(Config config, zmq::context_t& ctx)
   for (const auto& r : roots.inputs()) inputs += (inputs.empty() ? "" : ":") + r.path();
   log->info("worker {} connecting to {} with {} slots; input roots {}, output root {}{}",
             session.worker_id(), cfg.broker, cfg.slots, inputs, roots.output().path(),
-            confine::using_openat2() ? "" : " (openat2 unavailable: component walk)");
+            confine::using_openat2() ? "" : " (files opened by component walk, without openat2)");
   if (cfg.memory_limit_mb && !detail::memory_limit_supported())
     log->warn(
         "--memory-limit-mb {} not applied: built with AddressSanitizer, which needs far "
