@@ -14,7 +14,7 @@ struct Config {
   double heartbeat_s = 1.0;
   int liveness = 3;
   double grace_s = 10;                    // SIGTERM: let running tasks finish this long
-  std::uint64_t memory_limit_mb = 0;      // per task runner (RLIMIT_AS); 0 = none
+  std::uint64_t memory_limit_mb = 4096;   // per task runner (RLIMIT_AS); 0 = none
   std::uint64_t cpu_limit_s = 0;          // per task (RLIMIT_CPU re-armed per task); 0 = none
   std::uint32_t runner_max_tasks = 1000;  // a runner is replaced after this many tasks (0: never)
   std::string curve_server_key;           // CURVE: broker's public key file ("" = plain TCP)
