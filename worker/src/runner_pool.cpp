@@ -1,5 +1,6 @@
 #include "ipfixweb/worker/runner_pool.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <signal.h>
@@ -292,10 +293,19 @@ void RunnerPool::report(const Job& job, const proto::Done& d, std::string messag
   // the identity of the file it wrote, which downloads check (docs/security.md).
   proto::Done full = d;
   full.grant = job.grant;
-  struct stat st {};
-  if (d.state == Outcome::Succeeded && ::stat(job.output.c_str(), &st) == 0) {
-    full.output_inode = st.st_ino;
-    full.output_size = static_cast<std::uint64_t>(st.st_size);
+  // Looked at beneath the output root, following no link (confine.hpp), like every other
+  // access to a task's files.
+  if (d.state == Outcome::Succeeded) {
+    try {
+      const confine::OutputTarget out = roots_.output_target(job.output, false);
+      struct stat st {};
+      if (::fstatat(out.dir.get(), out.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          S_ISREG(st.st_mode)) {
+        full.output_inode = st.st_ino;
+        full.output_size = static_cast<std::uint64_t>(st.st_size);
+      }
+    } catch (const confine::Error&) {
+    }
   }
   if (message.empty() || full.grant != d.grant || full.output_inode != d.output_inode)
     message = proto::encode(proto::type::kDone, full);
