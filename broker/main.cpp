@@ -87,6 +87,12 @@ void add_options(CLI::App& app, Options& o) {
       ->envname("IPFIXWEB_MIN_FREE_MB")
       ->check(CLI::Range(0.0, 1e9))
       ->capture_default_str();
+  app.add_option("--retention-days", o.cfg.retention_days,
+                 "Remove finished tasks, and the output files they wrote, this many days after "
+                 "they finished (0: keep them)")
+      ->envname("IPFIXWEB_RETENTION_DAYS")
+      ->check(CLI::Range(0.0, 36500.0))
+      ->capture_default_str();
   app.add_option("--grant-key", o.cfg.grant_key_file,
                  "File of the key that signs dispatch grants (created when missing; default "
                  "<data-dir>/grant.key)")

@@ -23,10 +23,12 @@
 #include "ipfixweb/shared/curve.hpp"
 #include "ipfixweb/shared/grant.hpp"
 #include "ipfixweb/shared/logging.hpp"
+#include "ipfixweb/shared/paths.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/shared/store.hpp"
 #include "ipfixweb/shared/util.hpp"
 #include "ipfixweb/shared/zmq_util.hpp"
+#include "retention.hpp"
 #include "task_records.hpp"
 
 namespace ipfixweb::broker {
@@ -114,7 +116,8 @@ class Broker::Impl {
   // With CURVE: a worker's routing id belongs to the key that registered it while the core
   // knows that worker; a peer with another key cannot speak in its name.
   bool key_holds(const std::string& identity, zmq::message_t& frame);
-  void handle_events();  // one iteration's messages, timers and their effects
+  void handle_events();     // one iteration's messages, timers and their effects
+  void expire_old_tasks();  // retention, a batch when due
   long poll_timeout_ms() const;
   // Reads up to kMaxBatch messages; false when it stopped at the cap with messages possibly
   // left.
@@ -154,6 +157,8 @@ class Broker::Impl {
   TaskRecords records_;
   std::unique_ptr<Core> core_;  // replaced when the database refuses to persist
   CompletionLog completions_;
+  Retention retention_;
+  double next_retention_ = 0;
   Effects fx_;        // what the core asked for in the current event
   Submissions subs_;  // reused every iteration (keeps its capacity)
   std::vector<Outgoing> to_workers_, to_clients_, sending_;
@@ -190,6 +195,17 @@ Config checked(Config cfg) {
     throw std::runtime_error(
         "the broker needs the input and output roots (--input-root, "
         "--output-root) to check task specs");
+  // A task's output must never replace the database, the logs, the grant key or a capture.
+  auto file = [](const std::string& path) {
+    const std::filesystem::path p(path);
+    return proto::normal_root(p.parent_path().empty() ? "." : p.parent_path().string()) + "/" +
+           p.filename().string();
+  };
+  std::vector<std::string> guarded = {file(cfg.db_path)};
+  if (!cfg.grant_key_file.empty()) guarded.push_back(file(cfg.grant_key_file));
+  if (!cfg.task_log_dir.empty()) guarded.push_back(proto::normal_root(cfg.task_log_dir));
+  if (auto why = paths::overlap_error(cfg.roots.inputs, cfg.roots.output, guarded); !why.empty())
+    throw std::runtime_error(why);
   if (cfg.grant_key.empty()) {
     if (cfg.grant_key_file.empty())
       throw std::runtime_error("the broker needs a grant key file (--grant-key)");
@@ -213,7 +229,8 @@ Broker::Impl::Impl(Config cfg, zmq::context_t& ctx)
       back_(ctx, zmq::socket_type::router),
       records_(store_, log_),
       core_(std::make_unique<Core>(cfg_, records_, log_)),
-      completions_(cfg_.task_log_dir, log_) {
+      completions_(cfg_.task_log_dir, log_),
+      retention_(store_, cfg_.roots.output, cfg_.retention_days, log_) {
   for (auto* s : {&front_, &back_}) {
     s->set(zmq::sockopt::router_mandatory, 1);
     s->set(zmq::sockopt::linger, 0);
@@ -310,6 +327,7 @@ void Broker::Impl::handle_events() {
   // declare anyone dead on a backlog.
   if (backend_drained) core_->expire(now_mono(), fx_);
   core_->dispatch(now_mono(), fx_);
+  expire_old_tasks();
   if (now_mono() >= next_heartbeat_) {
     core_->heartbeat(fx_);
     next_heartbeat_ = now_mono() + cfg_.heartbeat_s;
@@ -433,6 +451,20 @@ void Broker::Impl::commit_then_send(bool force) {
     if (!zmqu::send_to(front_, o.identity, o.payload))
       log_->debug("client {} went away before its reply", o.identity.size());
   to_clients_.clear();
+}
+
+// Every tenth of the retention period (1 s to 60 s), or again at once while batches are full.
+void Broker::Impl::expire_old_tasks() {
+  if (!retention_.on() || now_mono() < next_retention_) return;
+  records_.begin();
+  Retention::Pass pass;
+  try {
+    pass = retention_.run(now_unix());
+  } catch (const db::Error& e) {
+    throw StorageFailure(std::string("retention: ") + e.what());
+  }
+  const double period = std::clamp(cfg_.retention_days * 86400 / 10, 1.0, 60.0);
+  next_retention_ = now_mono() + (pass.more ? 0.0 : period);
 }
 
 void Broker::Impl::check_storage(double now) {

@@ -429,6 +429,62 @@ TEST(Trust, AnOutputBelongsToItsTaskUntilAnotherRequestSaysOverwrite) {
   EXPECT_EQ(s.wait_terminal(fifth["task_id"])["state"], "succeeded");
 }
 
+// Finding 7: nothing was ever deleted. With --retention-days, finished tasks leave the
+// database and their outputs the disk, but only the file each task wrote.
+TEST(Trust, RetentionRemovesOldTasksAndOnlyTheFilesTheyWrote) {
+  StackOptions o;
+  o.workers = 1;
+  o.extra_broker_args = {"--retention-days", "0.00003"};  // 2.6 s
+  Stack s(o);
+  auto [st1, a] = s.submit(small_task("keep/replaced.ipfix"));
+  auto [st2, b] = s.submit(small_task("keep/written.ipfix"));
+  ASSERT_EQ(st1, 202);
+  ASSERT_EQ(st2, 202);
+  ASSERT_EQ(s.wait_terminal(a["task_id"])["state"], "succeeded");
+  ASSERT_EQ(s.wait_terminal(b["task_id"])["state"], "succeeded");
+  const std::string replaced = s.output_dir() + "/keep/replaced.ipfix";
+  const std::string written = s.output_dir() + "/keep/written.ipfix";
+  ASSERT_TRUE(fs::exists(written));
+  // Someone puts another file where the first task's output was: not the task's to remove.
+  fs::remove(replaced);
+  std::ofstream(replaced) << "another file";
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    std::this_thread::sleep_for(100ms);
+    auto r = s.client()->Get("/api/v1/tasks/" + b["task_id"].get<std::string>());
+    gone = r && r->status == 404;
+  }
+  ASSERT_TRUE(gone) << "the old task is still in the database";
+  auto r = s.client()->Get("/api/v1/tasks/" + a["task_id"].get<std::string>());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_FALSE(fs::exists(written)) << "the task's own output was kept";
+  EXPECT_TRUE(fs::exists(replaced)) << "a file the task did not write was removed";
+  EXPECT_EQ(run_capture("sqlite3 " + s.db_path() + " 'SELECT count(*) FROM task_events'"), "0\n");
+}
+
+// Finding 5: nothing stopped the output root from overlapping the database, the logs or
+// the captures; a task's output could then replace them.
+TEST(Trust, TheBrokerRefusesAnOutputRootThatHoldsTheDatabaseOrTheCaptures) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("ipfixweb-overlap-" + std::to_string(::getpid()));
+  fs::create_directories(dir / "input");
+  const std::string broker = bin_dir() + "/ipfixweb-broker --data-dir " + dir.string() +
+                             " --frontend tcp://127.0.0.1:" + std::to_string(free_port()) +
+                             " --backend tcp://127.0.0.1:" + std::to_string(free_port());
+  for (const auto& [output_root, why] : std::vector<std::pair<std::string, std::string>>{
+           {dir.string(), "contains the input root"},
+           {(dir / "input" / "out").string(), "is inside the input root"},
+           {(dir / "logs").string(), "logs"}}) {
+    int status = 0;
+    const std::string out =
+        run_capture("timeout 10 " + broker + " --output-root " + output_root + " 2>&1", &status);
+    EXPECT_NE(status, 0) << output_root;
+    EXPECT_NE(out.find(why), std::string::npos) << out;
+  }
+  fs::remove_all(dir);
+}
+
 namespace {
 
 // CURVE keys made by the broker's --curve-keygen in a directory removed at the end.

@@ -26,6 +26,9 @@ struct Config : Settings {
   // Below this much free space on the database's or the output root's file system, new
   // tasks are refused (`storage`, the api's 507) while everything else goes on.
   double min_free_mb = 64;
+  // Finished tasks older than this many days leave the database, and their output files the
+  // output root (retention.hpp); 0: kept for ever.
+  double retention_days = 0;
   std::string curve_secret_key;  // CURVE: the broker's secret key file ("" = plain TCP)
   // CURVE: authorised public keys (a file, or a directory of *.pub) of the api (frontend)
   // and of the workers (backend); `curve_authorized` alone serves both (older setups).
