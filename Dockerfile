@@ -19,7 +19,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends \
       build-essential cmake ninja-build pkg-config \
       libzmq3-dev cppzmq-dev libpcap-dev libndpi-dev libmsgpack-cxx-dev libsqlite3-dev \
-      libspdlog-dev libfixbuf-dev libboost-dev nlohmann-json3-dev libcli11-dev \
+      libspdlog-dev libfixbuf-dev libboost-dev nlohmann-json3-dev libcli11-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The build context is filtered by .dockerignore (no build trees, no .git, no
@@ -42,7 +42,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 # depend on it (ldd below finds it missing otherwise).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-      libzmq5 libpcap0.8 libndpi4.2 libsqlite3-0 libspdlog1.10 libfixbuf9 libglib2.0-0 \
+      libzmq5 libpcap0.8 libndpi4.2 libsqlite3-0 libspdlog1.10 libfixbuf9 libglib2.0-0 libssl3 \
       curl ca-certificates \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && groupadd --system --gid 10001 ipfixweb \

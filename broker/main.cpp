@@ -11,6 +11,7 @@
 #include "ipfixweb/shared/curve.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/signals.hpp"
+#include "ipfixweb/shared/spec_check.hpp"
 
 namespace {
 
@@ -19,15 +20,13 @@ using namespace ipfixweb;
 struct Options {
   broker::Config cfg;
   LogOptions log;
-  std::string data_dir = "var";
+  RootOptions roots;   // and the data directory
   std::string keygen;  // --curve-keygen PREFIX
 };
 
 // The command line (each option also from its environment variable).
 void add_options(CLI::App& app, Options& o) {
-  app.add_option("--data-dir", o.data_dir, "Data directory (database default inside it)")
-      ->envname("IPFIXWEB_DATA_DIR")
-      ->capture_default_str();
+  add_root_options(app, o.roots);
   o.cfg.db_path.clear();
   app.add_option("--db", o.cfg.db_path, "SQLite database file (default <data-dir>/ipfixweb.db)")
       ->envname("IPFIXWEB_DB");
@@ -43,6 +42,11 @@ void add_options(CLI::App& app, Options& o) {
   app.add_option("--max-attempts", o.cfg.max_attempts, "Dispatches per task before it fails")
       ->envname("IPFIXWEB_MAX_ATTEMPTS")
       ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  app.add_option("--max-worker-slots", o.cfg.max_worker_slots,
+                 "Most task slots one worker may grant (a larger offer is cut to this)")
+      ->envname("IPFIXWEB_MAX_WORKER_SLOTS")
+      ->check(CLI::Range(1, 65536))
       ->capture_default_str();
   app.add_option("--task-timeout", o.cfg.task_timeout_s, "Seconds a task may run (0: no limit)")
       ->envname("IPFIXWEB_TASK_TIMEOUT")
@@ -67,9 +71,32 @@ void add_options(CLI::App& app, Options& o) {
   app.add_option("--curve-secret-key", o.cfg.curve_secret_key,
                  "CURVE: the broker's secret key file (enables encryption and authentication)")
       ->envname("IPFIXWEB_BROKER_SECRET_KEY");
+  app.add_option("--curve-authorized-frontend", o.cfg.curve_authorized_frontend,
+                 "CURVE: the api's public keys (a file, or a directory of *.pub files)")
+      ->envname("IPFIXWEB_CURVE_AUTHORIZED_FRONTEND");
+  app.add_option("--curve-authorized-backend", o.cfg.curve_authorized_backend,
+                 "CURVE: the workers' public keys (a file, or a directory of *.pub files)")
+      ->envname("IPFIXWEB_CURVE_AUTHORIZED_BACKEND");
   app.add_option("--curve-authorized", o.cfg.curve_authorized,
-                 "CURVE: file of authorised client public keys, or a directory of *.pub files")
+                 "CURVE: one list of keys for both sides (older setups: a worker key can then "
+                 "submit tasks)")
       ->envname("IPFIXWEB_CURVE_AUTHORIZED");
+  app.add_option("--min-free-mb", o.cfg.min_free_mb,
+                 "Refuse new tasks (507) while the database's or the output root's file system "
+                 "has less free space than this")
+      ->envname("IPFIXWEB_MIN_FREE_MB")
+      ->check(CLI::Range(0.0, 1e9))
+      ->capture_default_str();
+  app.add_option("--retention-days", o.cfg.retention_days,
+                 "Remove finished tasks, and the output files they wrote, this many days after "
+                 "they finished (0: keep them)")
+      ->envname("IPFIXWEB_RETENTION_DAYS")
+      ->check(CLI::Range(0.0, 36500.0))
+      ->capture_default_str();
+  app.add_option("--grant-key", o.cfg.grant_key_file,
+                 "File of the key that signs dispatch grants (created when missing; default "
+                 "<data-dir>/grant.key)")
+      ->envname("IPFIXWEB_GRANT_KEY");
   app.add_option("--curve-keygen", o.keygen,
                  "Write a new CURVE key pair to PREFIX.key and PREFIX.pub, then exit");
   add_log_options(app, o.log);
@@ -122,11 +149,16 @@ int main(int argc, char** argv) {
   add_options(app, o);
   CLI11_PARSE(app, argc, argv);
   auto& cfg = o.cfg;
-  if (cfg.db_path.empty()) cfg.db_path = o.data_dir + "/ipfixweb.db";
-  if (cfg.task_log_dir.empty()) cfg.task_log_dir = o.data_dir + "/logs";
+  if (cfg.db_path.empty()) cfg.db_path = o.roots.data_dir + "/ipfixweb.db";
+  if (cfg.task_log_dir.empty()) cfg.task_log_dir = o.roots.data_dir + "/logs";
+  if (cfg.grant_key_file.empty()) cfg.grant_key_file = o.roots.data_dir + "/grant.key";
+  finish_root_options(app, o.roots);
+  for (const auto& r : o.roots.input_roots) cfg.roots.inputs.push_back(proto::normal_root(r));
+  cfg.roots.output = proto::normal_root(o.roots.output_root);
   if (cfg.task_log_dir == "none") cfg.task_log_dir.clear();
   show_effective(app, "--db", cfg.db_path);
   show_effective(app, "--task-log-dir", cfg.task_log_dir);
+  show_effective(app, "--grant-key", cfg.grant_key_file);
   if (handle_print_config(app)) return 0;
   if (!o.keygen.empty()) return keygen(o.keygen);
   return serve(cfg, o.log);

@@ -1,5 +1,7 @@
 // ipfixweb-worker: thin entry point over ipfixweb_worker_lib.
 
+#include <filesystem>
+
 #include "ipfixweb/shared/config.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/signals.hpp"
@@ -9,7 +11,9 @@ int main(int argc, char** argv) {
   using namespace ipfixweb;
   worker::Config cfg;
   LogOptions log_opts;
+  RootOptions roots;
   CLI::App app{"ipfixweb worker: converts captures to IPFIX for the broker"};
+  add_root_options(app, roots);
   app.add_option("--broker", cfg.broker, "Broker backend endpoint")
       ->envname("IPFIXWEB_BROKER_BACKEND")
       ->capture_default_str();
@@ -23,7 +27,8 @@ int main(int argc, char** argv) {
   app.add_option("--grace", cfg.grace_s, "Seconds to let running tasks finish on SIGTERM")
       ->envname("IPFIXWEB_WORKER_GRACE")
       ->capture_default_str();
-  app.add_option("--memory-limit-mb", cfg.memory_limit_mb, "Address-space limit per task (0: none)")
+  app.add_option("--memory-limit-mb", cfg.memory_limit_mb,
+                 "Address-space limit of a task runner in MiB (0: none)")
       ->envname("IPFIXWEB_TASK_MEMORY_MB")
       ->capture_default_str();
   app.add_option("--cpu-limit", cfg.cpu_limit_s, "CPU seconds per task (0: none)")
@@ -40,11 +45,18 @@ int main(int argc, char** argv) {
   add_log_options(app, log_opts);
   add_print_config(app);
   CLI11_PARSE(app, argc, argv);
+  finish_root_options(app, roots);
+  cfg.input_roots = roots.input_roots;
+  cfg.output_root = roots.output_root;
   if (handle_print_config(app)) return 0;
 
   auto log = setup_logging("worker", log_opts);
   const auto& stop = install_stop_handlers();
   try {
+    // As the api does: missing roots are created; the worker then opens them (or fails).
+    std::error_code ec;
+    for (auto& r : cfg.input_roots) std::filesystem::create_directories(r, ec);
+    std::filesystem::create_directories(cfg.output_root, ec);
     zmq::context_t ctx(1);
     worker::Worker w(cfg, ctx);
     w.run(stop);

@@ -22,6 +22,7 @@ BrokerClient::BrokerClient(zmq::context_t& ctx, std::string endpoint, double tim
 void BrokerClient::reset() {
   sock_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
   sock_->set(zmq::sockopt::linger, 0);
+  zmqu::limit_message_size(*sock_, proto::kMaxFrame);
   // Without a live connection, sends fail at once instead of queueing: an
   // unreachable broker becomes a fast 503, never a hanging request.
   sock_->set(zmq::sockopt::immediate, 1);

@@ -66,6 +66,8 @@ std::string title_of(int status) {
       return "Internal Server Error";
     case 503:
       return "Service Unavailable";
+    case 507:
+      return "Insufficient Storage";
     default:
       return "Error";
   }
@@ -248,6 +250,7 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
   s.idempotency_key = key;
   s.fingerprint = fingerprint(s.request);
   s.priority = parsed->extras.priority;
+  s.overwrite = parsed->extras.overwrite;
   auto reply = ask_broker_to_submit(std::move(s));
   if (!reply) {
     metrics.refused_unavailable.fetch_add(1, std::memory_order_relaxed);
@@ -261,11 +264,16 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
       problem(res, 422, reply->reason);
       return;
     }
+    if (reply->code == Refusal::Taken) {
+      metrics.invalid.fetch_add(1, std::memory_order_relaxed);
+      problem(res, 409, reply->reason);
+      return;
+    }
     (reply->code == Refusal::Capacity ? metrics.refused_capacity : metrics.refused_unavailable)
         .fetch_add(1, std::memory_order_relaxed);
     long secs = std::max(1L, static_cast<long>(std::ceil(reply->retry_after)));
     res.set_header("Retry-After", std::to_string(secs));
-    problem(res, 503, reply->reason);
+    problem(res, reply->code == Refusal::Storage ? 507 : 503, reply->reason);
     return;
   }
   metrics.accepted.fetch_add(1, std::memory_order_relaxed);

@@ -120,6 +120,18 @@ void BatchSubmitter::run() {
   }
 }
 
+namespace {
+
+// An upper bound of the bytes a submission takes in a batch message.
+std::size_t approximate_size(const proto::Submit& s) {
+  std::size_t n = 256 + s.request.size() + s.idempotency_key.size() + s.fingerprint.size() +
+                  s.spec.output.size() + s.spec.filter.size();
+  for (const auto& in : s.spec.inputs) n += in.size() + 8;
+  return n;
+}
+
+}  // namespace
+
 zmq::socket_t BatchSubmitter::connect() {
   zmq::socket_t sock(ctx_, zmq::socket_type::dealer);
   sock.set(zmq::sockopt::linger, 0);
@@ -129,6 +141,7 @@ zmq::socket_t BatchSubmitter::connect() {
   sock.set(zmq::sockopt::immediate, 1);
   sock.set(zmq::sockopt::reconnect_ivl, 100);
   sock.set(zmq::sockopt::reconnect_ivl_max, 1000);
+  zmqu::limit_message_size(sock, proto::kMaxFrame);
   if (keys_) curve::make_client(sock, *keys_, server_public_);
   sock.connect(endpoint_);
   return sock;
@@ -145,8 +158,14 @@ bool BatchSubmitter::take_pending(double now, bool writable, std::size_t in_flig
     pending_.pop_front();
   }
   if (writable) {
-    std::size_t n = std::min(pending_.size(), opts_.max_batch);
-    for (std::size_t i = 0; i < n; ++i) {
+    // A batch stays well below the broker's frame limit (proto::kMaxFrame): a larger frame
+    // would cost the api its connection, not just the batch.
+    constexpr std::size_t kMaxBatchBytes = proto::kMaxFrame / 4;
+    std::size_t bytes = 0;
+    while (!pending_.empty() && take.size() < opts_.max_batch) {
+      const std::size_t size = approximate_size(pending_.front()->submit);
+      if (!take.empty() && bytes + size > kMaxBatchBytes) break;
+      bytes += size;
       take.push_back(std::move(pending_.front()));
       pending_.pop_front();
     }

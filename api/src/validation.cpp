@@ -263,11 +263,18 @@ bool resolve_paths(const ParsedRequest& req, const Roots& roots, proto::TaskSpec
   spec = req.spec;
   spec.inputs.clear();
   for (std::size_t i = 0; i < req.spec.inputs.size(); ++i) {
+    const std::string field = "pcap_files[" + std::to_string(i) + "]";
     auto r = paths::resolve_input(roots.inputs, req.spec.inputs[i]);
-    if (r.ok)
-      spec.inputs.push_back(r.path);
+    if (!r.ok) {
+      errors.push_back({field, r.error});
+      continue;
+    }
+    // Read twice, a capture would be metered twice (duplicate packets): never what is meant.
+    const auto same = std::find(spec.inputs.begin(), spec.inputs.end(), r.path);
+    if (same != spec.inputs.end())
+      errors.push_back({field, "names the same capture as an earlier entry (" + *same + ")"});
     else
-      errors.push_back({"pcap_files[" + std::to_string(i) + "]", r.error});
+      spec.inputs.push_back(r.path);
   }
   auto out = paths::resolve_output(roots.output, req.spec.output);
   if (out.ok) {

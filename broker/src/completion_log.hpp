@@ -23,6 +23,11 @@ class CompletionLog {
   // After the commit: appends the lines collected. A line never describes a state that is
   // not in the database.
   void write(double now);
+  // Forgets the lines collected (their transaction was rolled back).
+  void discard() {
+    ok_.clear();
+    failed_.clear();
+  }
 
  private:
   // Kept open in append mode and reopened every second (so a log rotated by renaming is

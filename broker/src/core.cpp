@@ -6,10 +6,40 @@
 #include <spdlog/sinks/null_sink.h>
 #include <nlohmann/json.hpp>
 
+#include "ipfixweb/shared/grant.hpp"
 #include "ipfixweb/shared/logging.hpp"
+#include "ipfixweb/shared/spec_check.hpp"
 #include "ipfixweb/shared/spec_json.hpp"
 
 namespace ipfixweb::broker {
+
+namespace {
+
+// A worker's report is stored and later spliced into answers and logs: the summary must be
+// a JSON object (or absent) and the error a bounded text. Returns what was wrong ("" when
+// nothing), after dropping the summary or cutting the error.
+std::string clean_report(proto::Done& d) {
+  constexpr std::size_t kMaxSummary = 4u << 20, kMaxError = 4096;
+  std::string problem;
+  if (!d.summary.empty()) {
+    const auto first = d.summary.find_first_not_of(" \t\r\n");
+    if (d.summary.size() > kMaxSummary || first == std::string::npos || d.summary[first] != '{' ||
+        !nlohmann::json::accept(d.summary)) {
+      d.summary.clear();
+      problem = "a summary that is not a JSON object (dropped)";
+    }
+  }
+  if (d.error.size() > kMaxError) {
+    std::size_t cut = kMaxError;
+    while (cut > 0 && (static_cast<unsigned char>(d.error[cut]) & 0xC0) == 0x80) --cut;
+    d.error.resize(cut);
+    d.error += "...";
+    if (problem.empty()) problem = "an error longer than 4096 bytes (cut)";
+  }
+  return problem;
+}
+
+}  // namespace
 
 void Submissions::add(const std::string& client, proto::Submit s) {
   submits.push_back(std::move(s));
@@ -90,6 +120,7 @@ void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) 
 
 void Core::admit(Submissions& subs, Effects& fx) {
   batch_keys_.clear();
+  batch_outputs_.clear();
   std::size_t in_system = queue_.size() + running_.size();
   const std::size_t capacity = static_cast<std::size_t>(slots()) + settings_.max_queue;
   // Single submissions are answered one message each; a batch's replies are collected in
@@ -109,13 +140,30 @@ void Core::admit(Submissions& subs, Effects& fx) {
 // One submission, as if it had come alone: idempotency keys seen earlier in the same
 // iteration count, and capacity is counted per submission.
 proto::SubmitReply Core::admit_one(proto::Submit& s, std::size_t& in_system, std::size_t capacity) {
-  if (auto existing = idempotent_reply(s)) return std::move(*existing);
   proto::SubmitReply r;
   r.req_id = s.req_id;
+  if (auto problem = invalid(s); !problem.empty()) {
+    log_->warn("refused a submission: {}", problem);
+    r.code = Refusal::Invalid;
+    r.reason = "the task is not valid: " + problem;
+    return r;
+  }
+  if (auto existing = idempotent_reply(s)) return std::move(*existing);
+  if (auto taken = output_taken(s); !taken.empty()) {
+    r.code = Refusal::Taken;
+    r.reason = std::move(taken);
+    return r;
+  }
   if (draining_) {
     r.code = Refusal::Draining;
     r.reason = "broker is shutting down";
     r.retry_after = 1;
+    return r;
+  }
+  if (!storage_short_.empty()) {
+    r.code = Refusal::Storage;
+    r.reason = storage_short_;
+    r.retry_after = 30;
     return r;
   }
   if (in_system >= capacity) {
@@ -136,6 +184,7 @@ proto::SubmitReply Core::admit_one(proto::Submit& s, std::size_t& in_system, std
   r.task_id = ins.task_id;
   r.state = TaskState::Queued;
   if (!s.idempotency_key.empty()) batch_keys_[s.idempotency_key] = {ins.task_id, s.fingerprint};
+  batch_outputs_[s.spec.output] = ins.task_id;
   Pending p;
   p.seq = ins.seq;
   p.id = std::move(ins.task_id);
@@ -144,6 +193,39 @@ proto::SubmitReply Core::admit_one(proto::Submit& s, std::size_t& in_system, std
   enqueue(std::move(p));
   ++in_system;
   return r;
+}
+
+// The api checks all of this already; the broker checks again because anything that reaches
+// its frontend can submit (docs/security.md). The request text is spliced into answers and
+// logs as it is, so it must be a JSON object.
+std::string Core::invalid(const proto::Submit& s) const {
+  constexpr std::size_t kMaxRequest = 1u << 20;
+  if (s.request.size() > kMaxRequest) return "the request text is larger than 1 MiB";
+  const auto first = s.request.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos || s.request[first] != '{' || !nlohmann::json::accept(s.request))
+    return "the request text is not a JSON object";
+  if (s.idempotency_key.size() > 255) return "the idempotency key is longer than 255 bytes";
+  if (s.fingerprint.size() > 128) return "the fingerprint is longer than 128 bytes";
+  if (auto problem = proto::check_extras({s.priority}); !problem.empty()) return problem;
+  return proto::check_spec(s.spec, settings_.roots);
+}
+
+std::string Core::output_taken(const proto::Submit& s) {
+  std::string owner;
+  TaskState state = TaskState::Queued;
+  if (auto b = batch_outputs_.find(s.spec.output); b != batch_outputs_.end()) {
+    owner = b->second;
+  } else if (auto o = records_.output_owner(s.spec.output)) {
+    owner = std::move(o->task_id);
+    state = o->state;
+  } else {
+    return {};
+  }
+  if (state != TaskState::Succeeded)
+    return "output_path is being written by task " + owner + " (" + name_str(state) + ")";
+  if (s.overwrite) return {};
+  return "output_path is the output of task " + owner +
+         " (succeeded); send \"overwrite\": true to replace it";
 }
 
 std::optional<proto::SubmitReply> Core::idempotent_reply(const proto::Submit& s) {
@@ -238,12 +320,17 @@ void Core::ready(const std::string& identity, const proto::Ready& r, double now,
   Worker& w = workers_[identity];
   const bool restarted = known && w.incarnation != r.incarnation;
   w.identity = identity;
-  w.slots = r.slots;  // 0: draining, takes no new work
+  w.slots = std::min(r.slots, settings_.max_worker_slots);  // 0: draining, takes no new work
+  if (r.slots > settings_.max_worker_slots)
+    log_->warn("worker {} offered {} slots; taking {}", identity, r.slots, w.slots);
   w.last_seen = now;
   w.host = r.host;
   w.pid = r.pid;
   w.incarnation = r.incarnation;
-  const std::set<std::string> claimed(r.running.begin(), r.running.end());
+  // Each claimed task with the grant that came with it (none: "").
+  std::map<std::string, std::string> claimed;
+  for (std::size_t i = 0; i < r.running.size(); ++i)
+    claimed.emplace(r.running[i], i < r.grants.size() ? r.grants[i] : std::string());
   // A new incarnation of the worker lost whatever its previous life ran.
   // The same incarnation loses nothing: its ready may simply predate a task
   // we sent it since, and it reports every task it got.
@@ -258,13 +345,18 @@ void Core::ready(const std::string& identity, const proto::Ready& r, double now,
       retry_or_fail(std::move(lost), "worker " + identity + " restarted without it", fx);
     }
   }
-  for (const auto& id : claimed) take_claimed(w, id, now, fx);
+  for (const auto& [id, grant] : claimed) take_claimed(w, id, grant, now, fx);
   log_->info("worker {} {} ({} slots, {} running, host {} pid {})", identity,
              known ? "re-registered" : "registered", w.slots, w.running.size(), w.host, w.pid);
 }
 
-// A task a worker says it runs (ready.running).
-void Core::take_claimed(Worker& w, const std::string& id, double now, Effects& fx) {
+// A task a worker says it runs (ready.running), with the grant it was given.
+void Core::take_claimed(Worker& w, const std::string& id, const std::string& grant, double now,
+                        Effects& fx) {
+  if (!granted(id, w.identity, grant)) {
+    fx.to_workers.push_back({w.identity, proto::Abort{id, "not granted to this worker"}});
+    return;
+  }
   auto rit = running_.find(id);
   if (rit != running_.end() && (rit->second.worker.empty() || rit->second.worker == w.identity)) {
     // Its own task, or an orphan recovered after a restart. The orphan may have been sent
@@ -296,6 +388,13 @@ void Core::claim(Pending& p, const std::string& worker, Effects& fx) {
       "claimed by worker " + worker + " (attempt " + std::to_string(p.attempts) + ")"});
 }
 
+bool Core::granted(const std::string& id, const std::string& worker,
+                   const std::string& presented) const {
+  if (grant::valid(settings_.grant_key, id, worker, presented)) return true;
+  log_->warn("worker {} named task {} without its grant; ignored", worker, id.substr(0, 64));
+  return false;
+}
+
 void Core::progress(const std::string& worker, const proto::ProgressMsg& p, double now,
                     Effects& fx) {
   Worker* w = known(worker, now, fx);
@@ -308,7 +407,7 @@ void Core::progress(const std::string& worker, const proto::ProgressMsg& p, doub
 
 void Core::done(const std::string& worker, proto::Done d, double now, Effects& fx) {
   Worker* w = known(worker, now, fx);
-  if (!w) return;
+  if (!w || !granted(d.task_id, worker, d.grant)) return;
   w->running.erase(d.task_id);
   auto rit = running_.find(d.task_id);
   // An orphan (recovered after a restart, not yet claimed) may be reported
@@ -321,6 +420,8 @@ void Core::done(const std::string& worker, proto::Done d, double now, Effects& f
   Running r = std::move(rit->second);
   running_.erase(rit);
   if (r.worker.empty()) claim(r.task, worker, fx);  // an orphan's result: record who ran it
+  if (auto problem = clean_report(d); !problem.empty())
+    log_->warn("worker {} reported task {} with {}", worker, d.task_id, problem);
   stats_.ran(now - r.since);
   settle(std::move(r), d, worker, fx);
 }
@@ -331,8 +432,12 @@ void Core::settle(Running r, proto::Done& d, const std::string& worker, Effects&
   if (r.cancel_requested && d.state != Outcome::Succeeded) {
     finish(id, TaskState::Cancelled, std::move(d.summary), "", "cancelled by user", fx);
   } else if (d.state == Outcome::Succeeded) {
+    std::optional<FileIdentity> file;
+    if (d.output_inode != 0)
+      file = FileIdentity{static_cast<std::int64_t>(d.output_inode),
+                          static_cast<std::int64_t>(d.output_size)};
     finish(id, TaskState::Succeeded, std::move(d.summary), std::move(d.error),
-           "finished on " + worker, fx, write::Finish::Totals{d.packets, d.bytes, d.flows});
+           "finished on " + worker, fx, write::Finish::Totals{d.packets, d.bytes, d.flows}, file);
   } else if (d.state == Outcome::Failed && !d.retryable) {
     finish(id, TaskState::Failed, std::move(d.summary), d.error, d.error, fx);
   } else if (d.state == Outcome::Aborted || d.state == Outcome::Cancelled) {
@@ -373,6 +478,29 @@ void Core::expire(double now, Effects& fx) {
     running_.erase(id);
     retry_or_fail(std::move(r), "no worker reclaimed it after a broker restart", fx);
   }
+  expire_overdue(now, fx);
+}
+
+// A worker enforces the time limit itself and reports the run. A task still running well
+// past it lost its messages on the way (e.g. a `task` dropped while its worker reconnected,
+// which a `ready` of the same incarnation cannot reveal): it runs again elsewhere.
+void Core::expire_overdue(double now, Effects& fx) {
+  if (settings_.task_timeout_s <= 0) return;
+  const double limit = settings_.task_timeout_s + overdue_slack();
+  std::vector<std::string> overdue;
+  for (auto& [id, r] : running_)
+    if (!r.worker.empty() && now - r.since > limit) overdue.push_back(id);
+  for (auto& id : overdue) {
+    Running r = std::move(running_.at(id));
+    running_.erase(id);
+    if (auto w = workers_.find(r.worker); w != workers_.end()) w->second.running.erase(id);
+    fx.to_workers.push_back({r.worker, proto::Abort{id, "no result within the time limit"}});
+    retry_or_fail(std::move(r), "no result from worker within the time limit", fx);
+  }
+}
+
+double Core::overdue_slack() const {
+  return std::max(30.0, 4 * settings_.heartbeat_s * settings_.liveness);
 }
 
 void Core::dispatch(double now, Effects& fx) {
@@ -389,8 +517,9 @@ void Core::dispatch(double now, Effects& fx) {
     p.count_run(best->identity);
     fx.writes.push_back(write::SetRunning{p.id, best->identity, p.attempts, ""});
     fx.to_workers.push_back(
-        {best->identity, proto::Task{p.id, static_cast<std::uint32_t>(p.attempts), p.spec,
-                                     settings_.task_timeout_s}});
+        {best->identity,
+         proto::Task{p.id, static_cast<std::uint32_t>(p.attempts), p.spec, settings_.task_timeout_s,
+                     grant::make(settings_.grant_key, p.id, best->identity)}});
     best->running.insert(p.id);
     Running r;
     r.task = std::move(p);
@@ -436,16 +565,22 @@ std::optional<Core::Pending> Core::take_queued(const std::string& id) {
 }
 
 void Core::finish(const std::string& id, TaskState st, std::string summary, std::string error,
-                  std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals) {
+                  std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals,
+                  std::optional<FileIdentity> output) {
   stats_.finished(st);
-  fx.writes.push_back(
-      write::Finish{id, st, std::move(summary), std::move(error), std::move(reason), totals});
+  fx.writes.push_back(write::Finish{id, st, std::move(summary), std::move(error), std::move(reason),
+                                    totals, output});
 }
 
 void Core::retry_or_fail(Running r, const std::string& why, Effects& fx) {
   const std::string& id = r.task.id;
   if (r.cancel_requested) {
     finish(id, TaskState::Cancelled, "", "", "cancelled by user; " + why, fx);
+  } else if (r.task.free_runs > settings_.max_free_runs) {
+    finish(id, TaskState::Failed, "",
+           "gave up after " + std::to_string(r.task.free_runs) +
+               " runs that ended without a result; last: " + why,
+           why, fx);
   } else if (r.task.attempts >= settings_.max_attempts) {
     finish(id, TaskState::Failed, "",
            "gave up after " + std::to_string(r.task.attempts) + " attempts; last: " + why, why, fx);

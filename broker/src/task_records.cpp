@@ -50,6 +50,12 @@ Records::Inserted TaskRecords::insert(const proto::Submit& s) {
   }
 }
 
+std::optional<Records::Owner> TaskRecords::output_owner(const std::string& output) {
+  auto o = store_.output_owner(output);
+  if (!o) return std::nullopt;
+  return Owner{std::move(o->task_id), o->state};
+}
+
 std::optional<TaskStore::Finished> TaskRecords::perform(const Write& w) {
   begin();
   struct Perform {
@@ -63,7 +69,7 @@ std::optional<TaskStore::Finished> TaskRecords::perform(const Write& w) {
       return std::nullopt;
     }
     std::optional<TaskStore::Finished> operator()(const write::Finish& f) const {
-      return store.finish(f.task_id, f.state, f.summary, f.error, f.reason, now_iso());
+      return store.finish(f.task_id, f.state, f.summary, f.error, f.reason, now_iso(), f.output);
     }
     std::optional<TaskStore::Finished> operator()(const write::Requeue& q) const {
       store.requeue(q.task_id, q.attempts, q.reason, now_iso());

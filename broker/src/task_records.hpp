@@ -22,6 +22,7 @@ class TaskRecords final : public Records {
   std::optional<Keyed> find_by_key(const std::string& key) override;
   std::optional<TaskState> state_of(const std::string& task_id) override;
   Inserted insert(const proto::Submit& s) override;
+  std::optional<Owner> output_owner(const std::string& output) override;
 
   // The time stamp of the submissions inserted from now on (one for all read in an
   // iteration).
@@ -38,6 +39,8 @@ class TaskRecords final : public Records {
   double opened_at() const { return tx_opened_; }  // monotonic seconds
   // Throws on failure: a broker that cannot persist must not acknowledge anything.
   void commit();
+  // Rolls the open transaction back (after a failed commit or write); never throws.
+  void abandon() { tx_.reset(); }
 
  private:
   TaskStore& store_;

@@ -35,7 +35,7 @@ stack_start() {
       --backend "$STACK_BACKEND" --log-level warn "$@" 2>>"$dir/broker.log" & stack_pids+=($!)
   local i
   for ((i = 1; i <= n; i++)); do
-    "$stack_bin/ipfixweb-worker" --broker "$STACK_BACKEND" --id "w$i" --log-level warn \
+    "$stack_bin/ipfixweb-worker" --data-dir "$dir" --broker "$STACK_BACKEND" --id "w$i" --log-level warn \
         ${STACK_WORKER_ARGS[@]+"${STACK_WORKER_ARGS[@]}"} 2>>"$dir/worker$i.log" & stack_pids+=($!)
   done
   "$stack_bin/ipfixweb-api" --data-dir "$dir" --listen 127.0.0.1:$hp --broker tcp://127.0.0.1:$fp \

@@ -1,6 +1,8 @@
 #include "ipfixweb/shared/curve.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cctype>
 #include <filesystem>
@@ -48,11 +50,18 @@ KeyPair generate(const std::string& prefix) {
   if (zmq_curve_keypair(pub, sec) != 0)
     throw std::runtime_error("this libzmq has no CURVE support");
   {
-    std::ofstream out(prefix + ".key", std::ios::trunc);
-    out << "# ipfixweb CURVE secret key: keep private\n" << sec << "\n";
-    if (!out) throw std::runtime_error("cannot write " + prefix + ".key");
+    // Readable by its owner only from the start (not chmod'ed after it was written).
+    const std::string path = prefix + ".key";
+    const int fd =
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) throw std::runtime_error("cannot write " + path);
+    const std::string text =
+        std::string("# ipfixweb CURVE secret key: keep private\n") + sec + "\n";
+    const bool ok = ::fchmod(fd, 0600) == 0 &&
+                    ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    ::close(fd);
+    if (!ok) throw std::runtime_error("cannot write " + path);
   }
-  ::chmod((prefix + ".key").c_str(), 0600);
   std::ofstream out(prefix + ".pub", std::ios::trunc);
   out << "# ipfixweb CURVE public key\n" << pub << "\n";
   if (!out) throw std::runtime_error("cannot write " + prefix + ".pub");
@@ -93,10 +102,10 @@ std::set<std::string> load_authorized(const std::string& path) {
   return keys;
 }
 
-void make_server(zmq::socket_t& s, const KeyPair& own) {
+void make_server(zmq::socket_t& s, const KeyPair& own, const std::string& domain) {
   s.set(zmq::sockopt::curve_server, 1);
   s.set(zmq::sockopt::curve_secretkey, own.secret_key);
-  s.set(zmq::sockopt::zap_domain, std::string("ipfixweb"));
+  s.set(zmq::sockopt::zap_domain, domain);
 }
 
 void make_client(zmq::socket_t& s, const KeyPair& own, const std::string& server_public) {
@@ -105,7 +114,7 @@ void make_client(zmq::socket_t& s, const KeyPair& own, const std::string& server
   s.set(zmq::sockopt::curve_secretkey, own.secret_key);
 }
 
-Authenticator::Authenticator(zmq::context_t& ctx, std::set<std::string> authorized,
+Authenticator::Authenticator(zmq::context_t& ctx, Authorized authorized,
                              std::shared_ptr<spdlog::logger> log)
     : sock_(ctx, zmq::socket_type::rep), authorized_(std::move(authorized)), log_(std::move(log)) {
   sock_.set(zmq::sockopt::linger, 0);
@@ -128,18 +137,21 @@ void Authenticator::serve() {
     // RFC 27: version, request id, domain, address, identity, mechanism, credentials...
     std::string version = parts->size() > 0 ? (*parts)[0].to_string() : "";
     std::string request_id = parts->size() > 1 ? (*parts)[1].to_string() : "";
+    std::string domain = parts->size() > 2 ? (*parts)[2].to_string() : "";
     std::string address = parts->size() > 3 ? (*parts)[3].to_string() : "";
     std::string mechanism = parts->size() > 5 ? (*parts)[5].to_string() : "";
     std::string status = "400", text = "not authorised", user;
     if (version == "1.0" && mechanism == "CURVE" && parts->size() > 6 && (*parts)[6].size() == 32) {
       char z85[41];
       zmq_z85_encode(z85, static_cast<const uint8_t*>((*parts)[6].data()), 32);
-      if (authorized_.count(z85)) {
+      auto keys = authorized_.find(domain);
+      if (keys != authorized_.end() && keys->second.count(z85)) {
         status = "200";
         text = "OK";
         user = z85;
       } else {
-        log_->warn("refused CURVE client {} from {}: key not authorised", z85, address);
+        log_->warn("refused CURVE client {} from {}: key not authorised for the {}", z85, address,
+                   domain);
       }
     } else {
       log_->warn("refused {} client from {}", mechanism.empty() ? "unknown" : mechanism, address);

@@ -135,6 +135,30 @@ std::string canonical_dir(const std::string& dir) {
   return p.string();
 }
 
+std::string overlap_error(const std::vector<std::string>& input_roots,
+                          const std::string& output_root,
+                          const std::vector<std::string>& protected_paths) {
+  const auto normal = [](const std::string& p) {
+    std::string n = fs::path(p).lexically_normal().string();
+    while (n.size() > 1 && n.back() == '/') n.pop_back();
+    return n;
+  };
+  const std::string out = normal(output_root);
+  for (const auto& in : input_roots) {
+    const std::string i = normal(in);
+    if (i == out) return "the output root " + out + " is also an input root";
+    if (is_within(i, out)) return "the output root " + out + " is inside the input root " + i;
+    if (is_within(out, i)) return "the output root " + out + " contains the input root " + i;
+  }
+  for (const auto& p : protected_paths) {
+    if (p.empty()) continue;
+    const std::string n = normal(p);
+    if (is_within(out, n))
+      return "the output root " + out + " contains " + n + " (a task's output could replace it)";
+  }
+  return {};
+}
+
 Resolved resolve_input(const std::vector<std::string>& roots, const std::string& user_path) {
   if (auto why = lexical_problem(user_path); !why.empty()) return fail(why);
   fs::path up(user_path);

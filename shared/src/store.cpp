@@ -17,7 +17,8 @@ TaskState state_column(const db::Statement& st, int col) {
 
 constexpr const char* kColumns =
     "seq, id, state, request, spec, idempotency_key, fingerprint, priority, created_at, "
-    "queued_at, started_at, finished_at, attempts, worker, progress, output_path, summary, error";
+    "queued_at, started_at, finished_at, attempts, worker, progress, output_path, summary, error, "
+    "output_inode, output_size";
 
 // Each entry migrates the schema from version i to i+1. Never edit a shipped
 // entry: append a new one.
@@ -53,6 +54,25 @@ CREATE TABLE task_events (
   worker   TEXT
 );
 CREATE INDEX task_events_task ON task_events(task_id, id);
+)sql",
+    // 1 -> 2: request and summary are spliced into answers as they are; rows written before
+    // the broker checked them (issue 12) may hold text that is not a JSON object. Keep such
+    // a request as a string inside an object, drop such a summary.
+    R"sql(
+UPDATE tasks SET request = json_object('unreadable_request', request)
+  WHERE NOT json_valid(request) OR json_type(request) <> 'object';
+UPDATE tasks SET summary = NULL
+  WHERE summary IS NOT NULL AND summary <> ''
+    AND (NOT json_valid(summary) OR json_type(summary) <> 'object');
+)sql",
+    // 2 -> 3: an output belongs to its task. Who owns a path (tasks_output), and which file
+    // the task wrote (inode and size at its finish), so a download never serves a file
+    // another task put in its place.
+    R"sql(
+ALTER TABLE tasks ADD COLUMN output_inode INTEGER;
+ALTER TABLE tasks ADD COLUMN output_size INTEGER;
+CREATE INDEX tasks_output ON tasks(output_path, seq);
+CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
 )sql",
 };
 
@@ -116,6 +136,14 @@ void TaskStore::prepare() {
                                        " FROM tasks WHERE state IN ('queued','running') "
                                        "ORDER BY priority DESC, seq");
   counts_ = db::Statement(db_, "SELECT state, count(*) FROM tasks GROUP BY state");
+  finished_before_ = db::Statement(
+      db_,
+      "SELECT " + cols +
+          " FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?1 "
+          "AND state IN ('succeeded','failed','cancelled') ORDER BY finished_at LIMIT ?2");
+  output_owner_ = db::Statement(db_,
+                                "SELECT id, state FROM tasks WHERE output_path = ?1 AND state IN "
+                                "('queued','running','succeeded') ORDER BY seq DESC LIMIT 1");
   if (sqlite3_db_readonly(db_.handle(), "main") == 1) return;
   insert_ = db::Statement(
       db_,
@@ -130,9 +158,14 @@ void TaskStore::prepare() {
   set_progress_ = db::Statement(db_, "UPDATE tasks SET progress=?2 WHERE id=?1");
   finish_ = db::Statement(db_,
                           "UPDATE tasks SET state=?2, summary=?3, error=?4, finished_at=?5, "
-                          "progress=CASE WHEN ?2='succeeded' THEN 1 ELSE progress END WHERE id=?1 "
+                          "progress=CASE WHEN ?2='succeeded' THEN 1 ELSE progress END, "
+                          "output_inode=?6, output_size=?7 WHERE id=?1 "
                           "RETURNING request, created_at, started_at, worker, output_path, "
                           "attempts");
+  remove_events_ = db::Statement(db_, "DELETE FROM task_events WHERE task_id = ?1");
+  remove_ = db::Statement(db_,
+                          "DELETE FROM tasks WHERE id = ?1 AND state IN "
+                          "('succeeded','failed','cancelled')");
   requeue_ = db::Statement(
       db_,
       "UPDATE tasks SET state='queued', worker=NULL, queued_at=?2, progress=0, attempts=?3 "
@@ -159,6 +192,7 @@ TaskRecord TaskStore::read_row(const db::Statement& st) {
   r.output_path = st.col_text(15);
   r.summary = st.col_text(16);
   r.error = st.col_text(17);
+  if (!st.col_null(18)) r.output_file = FileIdentity{st.col_int(18), st.col_int(19)};
   return r;
 }
 
@@ -199,12 +233,14 @@ void TaskStore::set_progress(const std::string& id, double progress) {
   set_progress_.bind(1, id).bind(2, progress).run();
 }
 
-std::optional<TaskStore::Finished> TaskStore::finish(const std::string& id, TaskState st,
-                                                     const std::string& summary,
-                                                     const std::string& error,
-                                                     const std::string& reason,
-                                                     const std::string& now) {
+std::optional<TaskStore::Finished> TaskStore::finish(
+    const std::string& id, TaskState st, const std::string& summary, const std::string& error,
+    const std::string& reason, const std::string& now, std::optional<FileIdentity> output) {
   finish_.bind(1, id).bind(2, name(st)).bind_opt(3, summary).bind_opt(4, error).bind(5, now);
+  if (output)
+    finish_.bind(6, output->inode).bind(7, output->size);
+  else
+    finish_.bind_null(6).bind_null(7);
   struct Reset {  // whatever happens below, the statement is ready for the next call
     db::Statement& st;
     ~Reset() { st.reset(); }
@@ -217,6 +253,27 @@ std::optional<TaskStore::Finished> TaskStore::finish(const std::string& id, Task
     }                         // would run it again
   }
   if (out) add_event(id, st, reason, "", now);
+  return out;
+}
+
+std::vector<TaskRecord> TaskStore::finished_before(const std::string& before, int limit) {
+  finished_before_.bind(1, before).bind(2, limit);
+  std::vector<TaskRecord> out;
+  while (finished_before_.step()) out.push_back(read_row(finished_before_));
+  finished_before_.reset();
+  return out;
+}
+
+void TaskStore::remove(const std::string& id) {
+  remove_events_.bind(1, id).run();
+  remove_.bind(1, id).run();
+}
+
+std::optional<TaskStore::Owner> TaskStore::output_owner(const std::string& output_path) {
+  output_owner_.bind(1, output_path);
+  std::optional<Owner> out;
+  if (output_owner_.step()) out = Owner{output_owner_.col_text(0), state_column(output_owner_, 1)};
+  output_owner_.reset();
   return out;
 }
 

@@ -6,14 +6,21 @@ namespace ipfixweb::zmqu {
 
 std::optional<std::vector<zmq::message_t>> recv_multipart(zmq::socket_t& s) {
   std::vector<zmq::message_t> parts;
+  bool first = true;
   while (true) {
     zmq::message_t m;
-    auto r = s.recv(m, parts.empty() ? zmq::recv_flags::dontwait : zmq::recv_flags::none);
+    auto r = s.recv(m, first ? zmq::recv_flags::dontwait : zmq::recv_flags::none);
     if (!r) return std::nullopt;
-    bool more = m.more();
-    parts.push_back(std::move(m));
+    first = false;
+    const bool more = m.more();
+    // Frames past the bound are read (the message must leave the socket) but not kept.
+    if (parts.size() < kMaxParts) parts.push_back(std::move(m));
     if (!more) return parts;
   }
+}
+
+void limit_message_size(zmq::socket_t& s, std::size_t max_bytes) {
+  s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(max_bytes));
 }
 
 bool send_to(zmq::socket_t& router, const std::string& identity, const std::string& payload) {

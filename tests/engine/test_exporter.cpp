@@ -108,5 +108,79 @@ TEST(Exporter, AMissingDirectoryIsAClearError) {
   }
 }
 
+// The worker's way: a directory descriptor (opened beneath its output root) and a name in it.
+// Whatever the name holds is replaced, never written through; with a named temporary (file
+// systems without O_TMPFILE), a link planted at the temporary's name is not followed either.
+class ExporterInDirectory : public ::testing::TestWithParam<bool> {};  // unnamed temporary?
+
+TEST_P(ExporterInDirectory, WritesBeneathTheDescriptorAndFollowsNoLink) {
+  test::TempDir dir, elsewhere;
+  fs::create_directory(dir.file("sub"));
+  const std::string victim = elsewhere.file("victim");
+  std::ofstream(victim) << "not yours";
+  const int dfd = ::open(dir.file("sub").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dfd, 0);
+  fs::create_symlink(victim, dir.file("sub/out.ipfix"));
+  ExporterConfig c;
+  c.output = "tcp://127.0.0.1:1";  // only a name here: a directory output is never a network one
+  c.dir_fd = dfd;
+  c.name = "out.ipfix";
+  c.unnamed_temporary = GetParam();
+  const std::string tmp = temporary_output_name("out.ipfix", ::getpid());
+  fs::create_symlink(victim, dir.file("sub/" + tmp));
+  {
+    IpfixExporter x(c);
+    EXPECT_FALSE(x.is_network());
+    x.commit();
+  }
+  EXPECT_EQ(contents(victim), "not yours");
+  EXPECT_FALSE(fs::is_symlink(dir.file("sub/out.ipfix")));
+  EXPECT_TRUE(is_ipfix(contents(dir.file("sub/out.ipfix"))));
+  if (!GetParam()) {  // the planted link was removed, not written through
+    EXPECT_EQ(names(dir.file("sub")), std::set<std::string>{"out.ipfix"});
+  }
+  EXPECT_GE(::fcntl(dfd, F_GETFD), 0) << "the caller's descriptor was closed";
+  ::close(dfd);
+}
+
+TEST_P(ExporterInDirectory, AFinalNameThatIsADirectoryFailsAndLeavesNoTemporary) {
+  test::TempDir dir;
+  fs::create_directory(dir.file("out.ipfix"));
+  const int dfd = ::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dfd, 0);
+  ExporterConfig c;
+  c.output = dir.file("out.ipfix");
+  c.dir_fd = dfd;
+  c.name = "out.ipfix";
+  c.unnamed_temporary = GetParam();
+  try {
+    IpfixExporter x(c);
+    x.commit();
+    ADD_FAILURE() << "no error";
+  } catch (const EngineError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot rename output"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(names(dir.path()), std::set<std::string>{"out.ipfix"});
+  EXPECT_TRUE(fs::is_directory(dir.file("out.ipfix")));
+  ::close(dfd);
+}
+
+TEST(ExporterDirectoryName, ANameThatIsNotOneFileNameIsRefused) {
+  test::TempDir dir;
+  const int dfd = ::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dfd, 0);
+  for (const char* bad : {"../x", "a/b", "", ".", ".."}) {
+    ExporterConfig c;
+    c.output = "x";
+    c.dir_fd = dfd;
+    c.name = bad;
+    EXPECT_THROW(IpfixExporter x(c), EngineError) << bad;
+  }
+  ::close(dfd);
+}
+
+INSTANTIATE_TEST_SUITE_P(Temporaries, ExporterInDirectory, ::testing::Values(true, false),
+                         [](const auto& p) { return p.param ? "unnamed" : "named"; });
+
 }  // namespace
 }  // namespace ipfixweb::engine

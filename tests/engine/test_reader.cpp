@@ -3,6 +3,10 @@
 // every capture of the shared corpus.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -24,10 +28,12 @@ struct ReadResult {
   bool mapped = false;
 };
 
-ReadResult read_all(const std::string& path, bool allow_map, const std::string& filter = "") {
+// `fd` >= 0: read through that open descriptor (named `path`), as the worker does.
+ReadResult read_all(const std::string& path, bool allow_map, const std::string& filter = "",
+                    int fd = -1) {
   ReadResult r;
   try {
-    PcapReader rd(path, filter, allow_map);
+    PcapReader rd(fd, path, filter, allow_map);
     r.mapped = rd.memory_mapped();
     RawPacket p;
     while (rd.next(p)) {
@@ -184,6 +190,54 @@ TEST(Reader, MappedPathMatchesLibpcapOnEverySharedCapture) {
     ++checked;
   }
   EXPECT_GT(checked, 50);
+}
+
+// The worker hands the engine descriptors it opened beneath its roots: read through them, every
+// capture gives exactly what its path gives (mapped or through libpcap), errors included.
+TEST(Reader, AnOpenDescriptorReadsExactlyLikeThePath) {
+  const char* env = std::getenv("IPFIXWEB_PCAPS");
+  const std::string pcaps = env ? env : IPFIXWEB_PCAPS_DEFAULT;
+  test::TempDir dir;
+  std::vector<std::string> files;
+  write_raw(dir.file("crafted.pcap"), false, true, 65535,
+            {{100, 5, 60, 60, 60}, {101, 7, 42, 42, 42}});
+  write_raw(dir.file("cut.pcap"), true, false, 65535, {{100, 5, 60, 60, 60}, {101, 0, 60, 60, 60}},
+            9);
+  std::ofstream(dir.file("text.txt")) << "not a capture at all";
+  files = {dir.file("crafted.pcap"), dir.file("cut.pcap"), dir.file("text.txt")};
+  if (fs::is_directory(pcaps)) {
+    for (const auto& e : fs::directory_iterator(pcaps)) {
+      if (files.size() >= 40) break;
+      const auto ext = e.path().extension().string();
+      if (e.is_regular_file() && (ext == ".pcap" || ext == ".pcapng") && e.file_size() < (4u << 20))
+        files.push_back(e.path().string());
+    }
+  }
+  for (const auto& f : files) {
+    SCOPED_TRACE(f);
+    for (const bool map : {false, true}) {
+      const int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+      ASSERT_GE(fd, 0);
+      const ReadResult by_path = read_all(f, map);
+      const ReadResult by_fd = read_all(f, map, "", fd);
+      EXPECT_EQ(by_path.mapped, by_fd.mapped);
+      EXPECT_EQ(by_path.error, by_fd.error);
+      EXPECT_EQ(by_path.truncation, by_fd.truncation);
+      EXPECT_EQ(by_path.records, by_fd.records);
+      EXPECT_GE(::fcntl(fd, F_GETFD), 0) << "the reader closed the caller's descriptor";
+      ::close(fd);
+    }
+  }
+}
+
+TEST(Reader, AnOpenDescriptorOfAFifoIsRefused) {
+  test::TempDir dir;
+  ASSERT_EQ(::mkfifo(dir.file("fifo").c_str(), 0600), 0);
+  const int fd = ::open(dir.file("fifo").c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const ReadResult r = read_all(dir.file("fifo"), true, "", fd);
+  EXPECT_NE(r.error.find("not a regular file"), std::string::npos) << r.error;
+  ::close(fd);
 }
 
 // Many inputs (rotated files) merge in timestamp order, ties by input order,

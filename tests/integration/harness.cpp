@@ -30,8 +30,10 @@ namespace fs = std::filesystem;
 
 namespace ipfixweb::test {
 
+// IPFIXWEB_TEST_BIN_DIR in the environment runs the tests against other executables (e.g.
+// an older build, to see a regression test fail before its fix).
 std::string bin_dir() {
-  const char* env = std::getenv("IPFIXWEB_BIN_DIR");  // e.g. another build's, to compare
+  const char* env = std::getenv("IPFIXWEB_TEST_BIN_DIR");
   return env && *env ? env : IPFIXWEB_TEST_BIN_DIR;
 }
 
@@ -281,7 +283,10 @@ void Stack::start_broker() {
 
 Process& Stack::start_worker(const std::string& id) {
   std::string wid = id.empty() ? "w" + std::to_string(++worker_seq_) : id;
+  // The same data directory as the api: the worker reads and writes beneath the same roots.
   std::vector<std::string> args = {bin_dir() + "/ipfixweb-worker",
+                                   "--data-dir",
+                                   dir_,
                                    "--broker",
                                    "tcp://127.0.0.1:" + std::to_string(back_port_),
                                    "--id",

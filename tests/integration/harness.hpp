@@ -17,7 +17,7 @@
 
 namespace ipfixweb::test {
 
-// Directory of the built executables (build/bin; $IPFIXWEB_BIN_DIR when set).
+// Directory of the built executables (build/bin; $IPFIXWEB_TEST_BIN_DIR when set).
 std::string bin_dir();
 // The shared capture kit (../shared/pcaps), or "" when absent.
 std::string shared_pcaps();

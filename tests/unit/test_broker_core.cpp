@@ -15,7 +15,10 @@
 #include <variant>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "ipfixweb/broker/core.hpp"
+#include "ipfixweb/shared/grant.hpp"
 #include "ipfixweb/shared/spec_json.hpp"
 
 namespace {
@@ -24,6 +27,11 @@ using namespace ipfixweb;
 using broker::Core;
 using broker::Effects;
 namespace write = broker::write;
+
+// The name a test gave a request (its JSON text is {"name":"..."}).
+std::string name_of(const proto::Submit& s) {
+  return nlohmann::json::parse(s.request).at("name").get<std::string>();
+}
 
 // The database, in memory: what the core reads, with the writes it asked for applied.
 class MemoryRecords final : public broker::Records {
@@ -34,6 +42,9 @@ class MemoryRecords final : public broker::Records {
     int attempts = 0;
     double progress = 0;
     std::vector<std::string> reasons;  // of every event, in order
+    std::string output;
+    std::optional<FileIdentity> file;  // recorded by a success
+    std::int64_t seq = 0;
   };
   std::map<std::string, Row> rows;
   std::set<std::string> unstorable;  // requests whose insert fails
@@ -49,16 +60,37 @@ class MemoryRecords final : public broker::Records {
     return it->second.state;
   }
   Inserted insert(const proto::Submit& s) override {
-    if (unstorable.count(s.request)) return {{}, 0, "not valid UTF-8"};
+    if (unstorable.count(name_of(s))) return {{}, 0, "not valid UTF-8"};
     const std::string id = "task-" + std::to_string(++seq_);
-    rows[id] =
-        Row{TaskState::Queued, s.idempotency_key, s.fingerprint, "", "", 0, 0, {"submitted"}};
+    rows[id] = Row{TaskState::Queued,
+                   s.idempotency_key,
+                   s.fingerprint,
+                   "",
+                   "",
+                   0,
+                   0,
+                   {"submitted"},
+                   s.spec.output,
+                   {},
+                   seq_};
     return {id, seq_, {}};
+  }
+  std::optional<Owner> output_owner(const std::string& output) override {
+    std::optional<Owner> out;
+    std::int64_t newest = -1;
+    for (auto& [id, row] : rows)
+      if (row.output == output && row.seq > newest &&
+          (row.state == TaskState::Queued || row.state == TaskState::Running ||
+           row.state == TaskState::Succeeded)) {
+        out = Owner{id, row.state};
+        newest = row.seq;
+      }
+    return out;
   }
   // A task as recover() gets it from the database.
   TaskRecord stored(const std::string& id, TaskState st, int attempts, const std::string& worker,
                     const std::string& spec = spec_text()) {
-    rows[id] = Row{st, "", "", worker, "", attempts, 0, {}};
+    rows[id] = Row{st, "", "", worker, "", attempts, 0, {}, "", {}, seq_ + 1};
     TaskRecord r;
     r.seq = ++seq_;
     r.id = id;
@@ -95,6 +127,7 @@ class MemoryRecords final : public broker::Records {
     auto& row = rows.at(f.task_id);
     row.state = f.state;
     row.error = f.error;
+    row.file = f.output;
     row.reasons.push_back(f.reason);
   }
   void on(const write::Requeue& q) {
@@ -119,7 +152,7 @@ proto::Submit request(const std::string& name, const std::string& key = "",
   static std::uint64_t req_id = 0;
   proto::Submit s;
   s.req_id = ++req_id;
-  s.request = name;
+  s.request = nlohmann::json{{"name", name}}.dump();
   s.spec.inputs = {"/in/" + name + ".pcap"};
   s.spec.output = "/out/" + name + ".ipfix";
   s.idempotency_key = key;
@@ -128,9 +161,23 @@ proto::Submit request(const std::string& name, const std::string& key = "",
   return s;
 }
 
+constexpr const char* kGrantKey = "test grant key";
+
+// The grant the broker gives `worker` for task `id`.
+std::string grant_of(const std::string& id, const std::string& worker) {
+  return grant::make(kGrantKey, id, worker);
+}
+
+broker::Settings test_settings() {
+  broker::Settings s;
+  s.roots = {{"/in"}, "/out"};
+  s.grant_key = kGrantKey;
+  return s;
+}
+
 class BrokerCore : public ::testing::Test {
  protected:
-  broker::Settings settings;  // change before the first event
+  broker::Settings settings = test_settings();  // change before the first event
   MemoryRecords db;
   Effects fx;         // what the core asked for in the last event
   double now = 1000;  // monotonic seconds
@@ -183,6 +230,7 @@ class BrokerCore : public ::testing::Test {
     proto::Ready r;
     r.worker_id = worker;
     r.slots = slots;
+    for (const auto& id : running) r.grants.push_back(grant_of(id, worker));
     r.running = std::move(running);
     r.incarnation = incarnation;
     event([&](Core& c) { c.ready(worker, r, now, fx); });
@@ -205,6 +253,7 @@ class BrokerCore : public ::testing::Test {
     d.packets = 3;
     d.bytes = 300;
     d.flows = 1;
+    d.grant = grant_of(id, worker);
     event([&](Core& c) { c.done(worker, d, now, fx); });
   }
   // Starts one task on a worker of one slot.
@@ -893,6 +942,285 @@ TEST_F(BrokerCore, AnUnreadableStoredSpecFailsTheTaskWithACompletionEntry) {
   EXPECT_EQ(f.error.rfind("unreadable task spec in database: ", 0), 0u) << f.error;
   EXPECT_EQ(core().queued(), 1u);
   EXPECT_EQ(ping().failed, 1u);
+}
+
+// A `task` lost on the way to its worker (which a `ready` of the same incarnation cannot
+// reveal) must not leave the task running for ever.
+TEST_F(BrokerCore, ATaskWithoutAResultWellPastItsTimeLimitRunsAgainAndItsWorkerIsToldToStop) {
+  settings.task_timeout_s = 100;
+  settings.heartbeat_s = 1;
+  settings.liveness = 3;  // slack: max(30, 4 * 3) = 30 s
+  const std::string id = running_task("w");
+  for (int i = 0; i < 13; ++i) {
+    now += 10;
+    ready("w", 1, {});  // the worker stays alive without the task (same incarnation)
+    event([&](Core& c) { c.expire(now, fx); });
+    ASSERT_TRUE(fx.writes.empty()) << "gave up at " << (i + 1) * 10 << " s";
+  }
+  now += 10.1;  // 130.1 s
+  ready("w", 1, {});
+  event([&](Core& c) { c.expire(now, fx); });
+  auto q = only_write<write::Requeue>();
+  EXPECT_EQ(q.reason, "no result from worker within the time limit");
+  EXPECT_EQ(q.attempts, 1);
+  auto aborts = sent<proto::Abort>();
+  ASSERT_EQ(aborts.size(), 1u);
+  EXPECT_EQ(aborts[0].first, "w");
+  EXPECT_EQ(dispatch().size(), 1u) << "its slot is free again";
+}
+
+TEST_F(BrokerCore, WhileStorageIsShortEverySubmissionIsRefusedAndTheRestGoesOn) {
+  const std::string id = running_task("w");
+  core().set_storage_short("not enough free disk space");
+  auto r = submit(request("b"));
+  EXPECT_EQ(r.code, Refusal::Storage);
+  EXPECT_EQ(r.reason, "not enough free disk space");
+  EXPECT_EQ(r.retry_after, 30);
+  done("w", id, Outcome::Succeeded);
+  EXPECT_EQ(db[id].state, TaskState::Succeeded) << "results are still recorded";
+  core().set_storage_short("");
+  EXPECT_TRUE(submit(request("c")).accepted);
+}
+
+// ---- outputs have an owner -----------------------------------------------------------
+
+TEST_F(BrokerCore, AnOutputAQueuedOrRunningTaskWritesIsRefusedEvenWithOverwrite) {
+  ready("w");
+  const std::string running = submit_ok("a");
+  dispatch();
+  const std::string queued = submit_ok("b");
+  for (const auto& [name, owner, state] :
+       {std::tuple{"a", running, "running"}, std::tuple{"b", queued, "queued"}}) {
+    auto s = request(name);
+    s.overwrite = true;
+    auto r = submit(s);
+    EXPECT_EQ(r.code, Refusal::Taken) << name;
+    EXPECT_EQ(r.reason, "output_path is being written by task " + owner + " (" + state + ")");
+  }
+}
+
+TEST_F(BrokerCore, AnOutputASucceededTaskWroteIsReplacedOnlyWithOverwrite) {
+  const std::string first = running_task("w");
+  done("w", first, Outcome::Succeeded);
+  auto r = submit(request("a"));
+  EXPECT_EQ(r.code, Refusal::Taken);
+  EXPECT_EQ(r.reason, "output_path is the output of task " + first +
+                          " (succeeded); send \"overwrite\": true to replace it");
+  auto again = request("a");
+  again.overwrite = true;
+  EXPECT_TRUE(submit(again).accepted);
+}
+
+TEST_F(BrokerCore, AnOutputOfAFailedOrCancelledTaskIsFree) {
+  const std::string id = running_task("w");
+  done("w", id, Outcome::Failed, "bad capture");
+  EXPECT_TRUE(submit(request("a")).accepted);
+  const std::string queued = submit_ok("b");
+  cancel(queued);
+  EXPECT_TRUE(submit(request("b")).accepted);
+}
+
+TEST_F(BrokerCore, TwoSubmissionsOfOneOutputInOneBatchMakeOneTask) {
+  auto replies = submit_batch({request("a"), request("a")});
+  ASSERT_EQ(replies.size(), 2u);
+  EXPECT_TRUE(replies[0].accepted);
+  EXPECT_EQ(replies[1].code, Refusal::Taken);
+}
+
+TEST_F(BrokerCore, ASuccessRecordsTheFileItsWorkerWrote) {
+  const std::string id = running_task("w");
+  proto::Done d;
+  d.task_id = id;
+  d.state = Outcome::Succeeded;
+  d.grant = grant_of(id, "w");
+  d.output_inode = 1234;
+  d.output_size = 5678;
+  event([&](Core& c) { c.done("w", d, now, fx); });
+  ASSERT_TRUE(db[id].file);
+  EXPECT_EQ(*db[id].file, (FileIdentity{1234, 5678}));
+}
+
+// ---- what peers may not do (docs/security.md) -------------------------------------------
+
+TEST_F(BrokerCore, ASubmissionNamingPathsOutsideTheRootsIsRefusedAsInvalid) {
+  auto with = [](auto change) {
+    auto s = request("a");
+    change(s);
+    return s;
+  };
+  const std::vector<std::pair<proto::Submit, std::string>> cases = {
+      {with([](proto::Submit& s) { s.spec.output = "/data/ipfixweb.db"; }),
+       "output is outside the output root"},
+      {with([](proto::Submit& s) { s.spec.output = "tcp://198.51.100.1:4739"; }),
+       "output is not an absolute, normalised path"},
+      {with([](proto::Submit& s) { s.spec.output = "/out/../data/ipfixweb.db"; }),
+       "output is not an absolute, normalised path"},
+      {with([](proto::Submit& s) { s.spec.output = "/out"; }), "output is outside the output root"},
+      {with([](proto::Submit& s) { s.spec.inputs = {"/etc/shadow"}; }),
+       "inputs[0] is outside every input root"},
+      {with([](proto::Submit& s) { s.spec.inputs = {"a.pcap"}; }),
+       "inputs[0] is not an absolute, normalised path"},
+      {with([](proto::Submit& s) {
+         s.spec.inputs = {"/in/a.pcap", "/in/a.pcap"};
+       }),
+       "inputs[1] names a capture twice"},
+      {with([](proto::Submit& s) { s.spec.inputs.clear(); }), "inputs is empty"},
+  };
+  for (const auto& [submission, why] : cases) {
+    auto r = submit(submission);
+    EXPECT_FALSE(r.accepted) << why;
+    EXPECT_EQ(r.code, Refusal::Invalid) << why;
+    EXPECT_EQ(r.reason, "the task is not valid: " + why);
+  }
+  EXPECT_TRUE(db.rows.empty()) << "nothing refused was recorded";
+}
+
+TEST_F(BrokerCore, ASubmissionWithValuesOutOfRangeIsRefusedAsInvalid) {
+  auto with = [](auto change) {
+    auto s = request("a");
+    change(s);
+    return s;
+  };
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const std::vector<std::pair<proto::Submit, std::string>> cases = {
+      {with([&](proto::Submit& s) { s.spec.idle_timeout = nan; }),
+       "idle_timeout is not a finite number"},
+      {with([](proto::Submit& s) { s.spec.active_timeout = -1; }),
+       "active_timeout is out of range (-1; allowed above 0 to 31536000)"},
+      {with([](proto::Submit& s) { s.spec.max_flows = 0; }),
+       "max_flows is out of range (0; allowed from 1 to 16777216)"},
+      {with([](proto::Submit& s) { s.spec.analysis = {"everything"}; }),
+       "analysis has an unknown item 'everything'"},
+      {with([](proto::Submit& s) { s.spec.filter = std::string(5000, 'x'); }),
+       "filter is longer than 4096 bytes"},
+      {with([](proto::Submit& s) { s.priority = 1 << 30; }),
+       "priority is out of range (1073741824; allowed from -100 to 100)"},
+      {with([](proto::Submit& s) { s.idempotency_key = std::string(256, 'k'); }),
+       "the idempotency key is longer than 255 bytes"},
+  };
+  for (const auto& [submission, why] : cases) {
+    auto r = submit(submission);
+    EXPECT_EQ(r.code, Refusal::Invalid) << why;
+    EXPECT_EQ(r.reason, "the task is not valid: " + why);
+  }
+}
+
+// The stored request is spliced into every task list as it is: one that is not JSON would
+// make GET /api/v1/tasks invalid for everyone.
+TEST_F(BrokerCore, ARequestTextThatIsNotAJsonObjectIsRefused) {
+  for (const std::string text : {"", "not json", "[1,2]", "{\"a\":", "{} trailing"}) {
+    auto s = request("a");
+    s.request = text;
+    auto r = submit(s);
+    EXPECT_EQ(r.code, Refusal::Invalid) << text;
+    EXPECT_EQ(r.reason, "the task is not valid: the request text is not a JSON object") << text;
+  }
+}
+
+TEST_F(BrokerCore, AWorkerOfferingMoreThanTheMostSlotsGetsTheMost) {
+  settings.max_worker_slots = 4;
+  ready("greedy", 0xFFFFFFFFu);
+  EXPECT_EQ(core().slots(), 4u);
+  ready("other", 0xFFFFFFFFu);
+  EXPECT_EQ(core().slots(), 8u) << "no overflow of the sum";
+}
+
+TEST_F(BrokerCore, AClaimWithoutItsGrantIsToldToStopAndChangesNothing) {
+  const std::string id = running_task("w1");
+  proto::Ready r;
+  r.worker_id = "rogue";
+  r.slots = 1;
+  r.running = {id};
+  r.grants = {"00000000000000000000000000000000"};
+  r.incarnation = "x";
+  event([&](Core& c) { c.ready("rogue", r, now, fx); });
+  EXPECT_TRUE(fx.writes.empty());
+  auto aborts = sent<proto::Abort>();
+  ASSERT_EQ(aborts.size(), 1u);
+  EXPECT_EQ(aborts[0].first, "rogue");
+  EXPECT_EQ(aborts[0].second.reason, "not granted to this worker");
+  EXPECT_EQ(db[id].worker, "w1");
+  // A grant given to w1 does not serve another worker either.
+  r.grants = {grant_of(id, "w1")};
+  event([&](Core& c) { c.ready("rogue", r, now, fx); });
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(sent<proto::Abort>().size(), 1u);
+}
+
+TEST_F(BrokerCore, AQueuedTaskClaimedWithoutItsGrantIsNotAdopted) {
+  const std::string id = submit_ok("a");
+  proto::Ready r;
+  r.worker_id = "rogue";
+  r.running = {id};
+  r.incarnation = "x";  // no grants at all
+  event([&](Core& c) { c.ready("rogue", r, now, fx); });
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(core().queued(), 1u);
+  EXPECT_EQ(db[id].state, TaskState::Queued);
+}
+
+TEST_F(BrokerCore, AResultWithoutItsGrantIsIgnored) {
+  const std::string id = running_task("w");
+  proto::Done d;
+  d.task_id = id;
+  d.state = Outcome::Succeeded;
+  d.summary = "{}";
+  d.grant = "forged";
+  event([&](Core& c) { c.done("w", d, now, fx); });
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(core().running(), 1u);
+  EXPECT_EQ(db[id].state, TaskState::Running);
+}
+
+TEST_F(BrokerCore, TheTaskMessageCarriesTheGrantOfItsWorker) {
+  ready("w");
+  const std::string id = submit_ok("a");
+  dispatch();
+  EXPECT_EQ(sent<proto::Task>().at(0).second.grant, grant_of(id, "w"));
+}
+
+// Aborted runs use no attempt; without a bound a peer answering every task with `aborted`
+// (or a goodbye) would keep it going round for ever.
+TEST_F(BrokerCore, ATaskAbortedOverAndOverFailsAfterMaxFreeRuns) {
+  settings.max_free_runs = 3;
+  const std::string id = running_task("w");
+  for (int i = 0; i < 3; ++i) {
+    done("w", id, Outcome::Aborted, "again");
+    ASSERT_EQ(only_write<write::Requeue>().attempts, 0) << i;
+    ASSERT_EQ(dispatch().size(), 1u) << i;
+  }
+  done("w", id, Outcome::Aborted, "again");
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.state, TaskState::Failed);
+  EXPECT_EQ(f.error,
+            "gave up after 4 runs that ended without a result; last: aborted by worker w: again");
+}
+
+TEST_F(BrokerCore, AGoodbyeAfterEveryDispatchCannotKeepATaskGoingForEver) {
+  settings.max_free_runs = 2;
+  const std::string id = running_task("w");
+  for (int i = 0; i < 3; ++i) {
+    event([&](Core& c) { c.bye("w", now, fx); });
+    if (db[id].state == TaskState::Failed) break;
+    ready("w");
+    ASSERT_EQ(dispatch().size(), 1u) << i;
+  }
+  EXPECT_EQ(db[id].state, TaskState::Failed);
+}
+
+TEST_F(BrokerCore, ASummaryThatIsNotAJsonObjectIsDroppedAndALongErrorCut) {
+  const std::string id = running_task("w");
+  proto::Done d;
+  d.task_id = id;
+  d.state = Outcome::Succeeded;
+  d.summary = "{\"packets\": 1";  // cut short
+  d.error = std::string(10000, 'e');
+  d.grant = grant_of(id, "w");
+  event([&](Core& c) { c.done("w", d, now, fx); });
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.state, TaskState::Succeeded);
+  EXPECT_EQ(f.summary, "");
+  EXPECT_EQ(f.error.size(), 4096u + 3);
 }
 
 // ---- statistics --------------------------------------------------------------------------

@@ -151,3 +151,25 @@ TEST_F(Paths, ShortcutAndGeneralResolutionAgree) {
   EXPECT_FALSE(paths::resolve_output(out, "real/deep").ok);  // the target itself is a link
   EXPECT_FALSE(paths::resolve_output(out, out).ok);
 }
+
+TEST(PathsOverlap, OutputRootAndInputRootsMustBeApart) {
+  EXPECT_EQ(paths::overlap_error({"/d/input"}, "/d/output"), "");
+  EXPECT_EQ(paths::overlap_error({"/d/in", "/e/in"}, "/d/input"), "");  // a prefix, not a parent
+  const std::string same = paths::overlap_error({"/d/input"}, "/d/input/");
+  EXPECT_NE(same.find("also an input root"), std::string::npos) << same;
+  const std::string inside = paths::overlap_error({"/a", "/d/input"}, "/d/input/out");
+  EXPECT_NE(inside.find("inside the input root /d/input"), std::string::npos) << inside;
+  const std::string contains = paths::overlap_error({"/d/input"}, "/d");
+  EXPECT_NE(contains.find("contains the input root /d/input"), std::string::npos) << contains;
+  EXPECT_NE(paths::overlap_error({"/d/input"}, "/"), "");
+  EXPECT_NE(paths::overlap_error({"/d/./input"}, "/d/input/../input"), "");  // normalised
+}
+
+TEST(PathsOverlap, OutputRootMustNotHoldTheDatabaseOrLogs) {
+  const std::vector<std::string> in = {"/d/input"};
+  EXPECT_EQ(paths::overlap_error(in, "/d/output", {"/d/ipfixweb.db", "/d/logs", ""}), "");
+  const std::string db = paths::overlap_error(in, "/d/output", {"/d/output/ipfixweb.db"});
+  EXPECT_NE(db.find("contains /d/output/ipfixweb.db"), std::string::npos) << db;
+  EXPECT_NE(paths::overlap_error(in, "/d/output", {"/d/output"}), "");  // logs in the root itself
+  EXPECT_NE(paths::overlap_error(in, "/d/output", {"/d/output/a/logs"}), "");
+}

@@ -169,6 +169,78 @@ TEST(Store, ReopeningKeepsDataAndSchemaVersion) {
   EXPECT_EQ(again.unfinished()[0].id, id);
 }
 
+// Rows written before the broker checked what peers send may hold a request or summary that
+// is not JSON; both are spliced into answers, so version 2 repairs them.
+TEST(Store, UpgradingToVersionTwoRepairsRequestsAndSummariesThatAreNotJsonObjects) {
+  TempDb tmp;
+  const std::string bad = new_uuid(), good = new_uuid();
+  {
+    // A version 1 database, as that version made it (its tasks table).
+    db::Database raw(tmp.path, db::Database::Mode::ReadWriteCreate);
+    raw.exec(R"sql(
+CREATE TABLE tasks (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+  state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed','cancelled')),
+  request TEXT NOT NULL, spec TEXT NOT NULL, idempotency_key TEXT UNIQUE, fingerprint TEXT,
+  priority INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, queued_at TEXT,
+  started_at TEXT, finished_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, worker TEXT,
+  progress REAL NOT NULL DEFAULT 0, output_path TEXT, summary TEXT, error TEXT);
+CREATE INDEX tasks_state ON tasks(state, seq);
+CREATE TABLE task_events (id INTEGER PRIMARY KEY AUTOINCREMENT,
+  task_id TEXT NOT NULL REFERENCES tasks(id), at TEXT NOT NULL, state TEXT NOT NULL,
+  reason TEXT, worker TEXT);
+CREATE INDEX task_events_task ON task_events(task_id, id);
+PRAGMA user_version=1;
+)sql");
+    raw.exec("INSERT INTO tasks (id, state, request, spec, created_at, summary) VALUES ('" + bad +
+             "', 'succeeded', 'x\"}]', '{}', 'now', '[1]')");
+    raw.exec("INSERT INTO tasks (id, state, request, spec, created_at, summary) VALUES ('" + good +
+             "', 'succeeded', '{\"pcap_files\":[\"a.pcap\"]}', '{}', 'now', '{\"packets\":1}')");
+  }
+  auto store = TaskStore::open_writer(tmp.path);
+  EXPECT_EQ(store.db().scalar_int("PRAGMA user_version"), TaskStore::kSchemaVersion);
+  auto repaired = store.get(bad);
+  ASSERT_TRUE(repaired);
+  EXPECT_EQ(repaired->request, "{\"unreadable_request\":\"x\\\"}]\"}");
+  EXPECT_EQ(repaired->summary, "");
+  auto kept = store.get(good);
+  ASSERT_TRUE(kept);
+  EXPECT_EQ(kept->summary, "{\"packets\":1}");
+  EXPECT_EQ(kept->request, "{\"pcap_files\":[\"a.pcap\"]}");
+  EXPECT_FALSE(kept->output_file) << "version 3 added the output's identity, unknown for old rows";
+}
+
+TEST(Store, RetentionFindsTasksFinishedBeforeATimeAndRemovesThemWithTheirEvents) {
+  TempDb tmp;
+  auto store = TaskStore::open_writer(tmp.path);
+  auto old_task = new_task(), new_one = new_task(), running = new_task();
+  {
+    db::Transaction tx(store.db());
+    for (auto* t : {&old_task, &new_one, &running}) store.insert(*t, "2026-01-01T00:00:00.000Z");
+    store.set_running(running.id, "w", 1, "2026-01-01T00:00:01.000Z");
+    store.finish(old_task.id, TaskState::Succeeded, "{}", "", "done", "2026-01-02T00:00:00.000Z",
+                 FileIdentity{7, 8});
+    store.finish(new_one.id, TaskState::Failed, "", "x", "x", "2026-03-01T00:00:00.000Z");
+    tx.commit();
+  }
+  auto due = store.finished_before("2026-02-01T00:00:00.000Z", 100);
+  ASSERT_EQ(due.size(), 1u);
+  EXPECT_EQ(due[0].id, old_task.id);
+  ASSERT_TRUE(due[0].output_file);
+  EXPECT_EQ(*due[0].output_file, (FileIdentity{7, 8}));
+  {
+    db::Transaction tx(store.db());
+    store.remove(old_task.id);
+    store.remove(running.id);  // not finished: stays
+    tx.commit();
+  }
+  EXPECT_FALSE(store.get(old_task.id));
+  EXPECT_TRUE(store.events(old_task.id).empty());
+  EXPECT_TRUE(store.get(running.id));
+  EXPECT_TRUE(store.get(new_one.id));
+  EXPECT_EQ(store.finished_before("2026-12-01T00:00:00.000Z", 100).size(), 1u);
+}
+
 TEST(Store, RefusesADatabaseFromTheFuture) {
   TempDb tmp;
   {

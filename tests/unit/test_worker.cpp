@@ -102,7 +102,7 @@ TEST(Channel, ALongStreamOfFramesStaysIntactAcrossBufferCompaction) {
 TEST(Channel, WrittenFramesAreReadBackOverASocketPair) {
   int fds[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-  const std::string task = proto::encode(proto::type::kTask, proto::Task{"t1", 2, {}, 5});
+  const std::string task = proto::encode(proto::type::kTask, proto::Task{"t1", 2, {}, 5, "g"});
   ASSERT_TRUE(channel::write_frame(fds[0], Kind::Task, task));
   channel::Frame f;
   ASSERT_TRUE(channel::read_frame(fds[1], f));

@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 
 #include <spdlog/spdlog.h>
@@ -42,14 +41,12 @@ bool process_alive(pid_t pid) {
 // temporary file, <output>.tmp.<host>.<pid>, is garbage now if it was written on this host
 // by a process that no longer exists. Temporaries of other hosts (workers elsewhere, or in
 // other containers, sharing the output storage) are left alone: their pids mean nothing
-// here, and a live writer's file must never be deleted.
-void remove_stale_temporaries(const std::filesystem::path& output) {
-  std::error_code ec;
-  const std::string prefix = output.filename().string() + ".tmp.";
+// here, and a live writer's file must never be deleted. Looked for in the output's directory
+// (a descriptor beneath the output root) only.
+void remove_stale_temporaries(const confine::OutputTarget& out) {
+  const std::string prefix = out.name + ".tmp.";
   const std::string& host = engine::temporary_host_name();
-  for (auto it = std::filesystem::directory_iterator(output.parent_path(), ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename().string();
+  for (const std::string& name : confine::list_names(out.dir.get())) {
     if (name.compare(0, prefix.size(), prefix) != 0) continue;
     const std::string rest = name.substr(prefix.size());  // "<host>.<pid>"
     const auto dot = rest.rfind('.');
@@ -58,8 +55,7 @@ void remove_stale_temporaries(const std::filesystem::path& output) {
     const long pid = std::strtol(rest.c_str() + dot + 1, &end, 10);
     if (pid <= 0 || *end != '\0') continue;
     if (process_alive(static_cast<pid_t>(pid))) continue;
-    std::error_code rm;
-    std::filesystem::remove(it->path(), rm);
+    confine::remove_in(out.dir.get(), name);
   }
 }
 
@@ -133,24 +129,43 @@ class ProgressReporter {
 // still have been dying (its worker was killed a moment ago, it was in the middle of a
 // write) when the first sweep looked, and it is certainly gone by now.
 struct SweepAgain {
-  const std::filesystem::path& out;
+  const confine::OutputTarget& out;
   bool on;
   ~SweepAgain() {
     if (on) remove_stale_temporaries(out);
   }
 };
 
-proto::Done run_task(engine::Engine& engine, const proto::Task& t, int fd) {
+// A task's files, opened beneath the roots (the spec's paths only name them from here on):
+// the output is checked first, before anything is opened, then the inputs are opened, then
+// the output's missing directories are created. Throws confine::Error.
+struct TaskFiles {
+  std::vector<confine::Fd> inputs;
+  confine::OutputTarget output;
+};
+TaskFiles open_task_files(const confine::Roots& roots, engine::Options& o) {
+  TaskFiles f;
+  roots.check_output(o.output);
+  for (const auto& in : o.inputs) {
+    f.inputs.push_back(roots.open_input(in));
+    o.input_fds.push_back(f.inputs.back().get());
+  }
+  f.output = roots.output_target(o.output);
+  o.output_dir_fd = f.output.dir.get();
+  o.output_name = f.output.name;
+  return f;
+}
+
+proto::Done run_task(engine::Engine& engine, const confine::Roots& roots, const proto::Task& t,
+                     int fd) {
   proto::Done d;
   d.task_id = t.task_id;
   try {
-    const engine::Options o = to_engine_options(t.spec);
-    std::error_code ec;
-    std::filesystem::path out(o.output);
-    std::filesystem::create_directories(out.parent_path(), ec);
-    if (ec) throw engine::EngineError("cannot create output directory: " + ec.message());
-    if (t.attempt > 1) remove_stale_temporaries(out);
-    SweepAgain sweep_again{out, t.attempt > 1};
+    engine::Options o = to_engine_options(t.spec);
+    if (o.inputs.empty()) throw engine::EngineError("no input file given");
+    const TaskFiles files = open_task_files(roots, o);
+    if (t.attempt > 1) remove_stale_temporaries(files.output);
+    SweepAgain sweep_again{files.output, t.attempt > 1};
     auto result = engine.convert_text(o, ProgressReporter(fd, t.task_id));
     d.state = Outcome::Succeeded;
     d.packets = result.packets;
@@ -165,8 +180,8 @@ proto::Done run_task(engine::Engine& engine, const proto::Task& t, int fd) {
 }
 
 // Runs the task of a 'T' frame; the result is the `done` message for the broker.
-proto::Done serve(engine::Engine& engine, const channel::Frame& frame, const RunnerLimits& limits,
-                  int fd) {
+proto::Done serve(engine::Engine& engine, const confine::Roots& roots, const channel::Frame& frame,
+                  const RunnerLimits& limits, int fd) {
   std::string err;
   auto env = proto::decode(frame.payload.data(), frame.payload.size(), &err);
   std::optional<proto::Task> task;
@@ -178,7 +193,7 @@ proto::Done serve(engine::Engine& engine, const channel::Frame& frame, const Run
     return report;
   }
   if (limits.cpu_limit_s) arm_cpu_limit(limits.cpu_limit_s);
-  return run_task(engine, *task, fd);
+  return run_task(engine, roots, *task, fd);
 }
 
 // Turns the freshly forked process into a runner.
@@ -195,7 +210,7 @@ void become_runner(int fd, const RunnerLimits& limits) {
   // of killing the runner (which would read as a crash and be retried).
   ::signal(SIGXFSZ, SIG_IGN);
   close_inherited_descriptors(fd);
-  if (limits.memory_limit_mb) {
+  if (limits.memory_limit_mb && memory_limit_supported()) {
     rlimit rl{limits.memory_limit_mb << 20, limits.memory_limit_mb << 20};
     ::setrlimit(RLIMIT_AS, &rl);
   }
@@ -203,13 +218,28 @@ void become_runner(int fd, const RunnerLimits& limits) {
 
 }  // namespace
 
-void runner_main(engine::Engine& engine, int fd, const RunnerLimits& limits) {
+bool memory_limit_supported() {
+#if defined(__SANITIZE_ADDRESS__)
+  return false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  return false;
+#else
+  return true;
+#endif
+#else
+  return true;
+#endif
+}
+
+void runner_main(engine::Engine& engine, const confine::Roots& roots, int fd,
+                 const RunnerLimits& limits) {
   become_runner(fd, limits);
   std::uint32_t done = 0;
   channel::Frame frame;
   while (channel::read_frame(fd, frame)) {
     if (frame.kind != channel::Kind::Task) continue;
-    const proto::Done report = serve(engine, frame, limits, fd);
+    const proto::Done report = serve(engine, roots, frame, limits, fd);
     // The message the supervisor sends on to the broker as it is.
     if (!channel::write_frame(fd, channel::Kind::Done, proto::encode(proto::type::kDone, report)))
       break;

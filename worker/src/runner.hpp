@@ -8,17 +8,24 @@
 #include <cstdint>
 
 #include "ipfixweb/engine/engine.hpp"
+#include "ipfixweb/shared/confine.hpp"
 
 namespace ipfixweb::worker::detail {
 
 struct RunnerLimits {
-  std::uint64_t memory_limit_mb = 0;  // RLIMIT_AS of the runner; 0 = none
+  std::uint64_t memory_limit_mb = 0;  // RLIMIT_AS of the runner; 0 = none (or not supported)
   std::uint64_t cpu_limit_s = 0;      // CPU seconds per task (RLIMIT_CPU re-armed per task)
   std::uint32_t max_tasks = 0;        // exit after this many tasks (0 = never)
 };
 
 // The runner's body, in the forked process: serves tasks from `fd` until the supervisor
-// closes it (or max_tasks were run), then _exits. Never returns.
-[[noreturn]] void runner_main(engine::Engine& engine, int fd, const RunnerLimits& limits);
+// closes it (or max_tasks were run), then _exits. Never returns. A task's files are opened
+// beneath `roots` only.
+[[noreturn]] void runner_main(engine::Engine& engine, const confine::Roots& roots, int fd,
+                              const RunnerLimits& limits);
+
+// False in AddressSanitizer builds: its shadow memory reserves terabytes of address space, so
+// no RLIMIT_AS can be applied (the memory limit is then skipped, with a warning at start).
+bool memory_limit_supported();
 
 }  // namespace ipfixweb::worker::detail

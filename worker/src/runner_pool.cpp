@@ -1,5 +1,8 @@
 #include "ipfixweb/worker/runner_pool.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -7,7 +10,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/util.hpp"
@@ -68,8 +70,13 @@ bool ProgressThrottle::pass(double now) {
   return true;
 }
 
-RunnerPool::RunnerPool(const Config& cfg, engine::Engine& engine, Reports reports)
-    : cfg_(cfg), engine_(engine), reports_(std::move(reports)), log_(logger("worker")) {}
+RunnerPool::RunnerPool(const Config& cfg, engine::Engine& engine, const confine::Roots& roots,
+                       Reports reports)
+    : cfg_(cfg),
+      engine_(engine),
+      roots_(roots),
+      reports_(std::move(reports)),
+      log_(logger("worker")) {}
 
 RunnerPool::~RunnerPool() {
   for (auto& [pid, r] : runners_) {
@@ -91,6 +98,7 @@ bool RunnerPool::start(const proto::Task& task, std::string_view message) {
     }
     Job job;
     job.task_id = task.task_id;
+    job.grant = task.grant;
     job.output = task.spec.output;
     job.started = now_mono();
     job.deadline = task.timeout > 0 ? job.started + task.timeout : 0;
@@ -130,10 +138,10 @@ std::size_t RunnerPool::busy() const {
   return n;
 }
 
-std::vector<std::string> RunnerPool::running() const {
-  std::vector<std::string> out;
+std::vector<RunnerPool::Held> RunnerPool::running() const {
+  std::vector<Held> out;
   for (auto& [pid, r] : runners_)
-    if (r.job) out.push_back(r.job->task_id);
+    if (r.job) out.push_back({r.job->task_id, r.job->grant});
   return out;
 }
 
@@ -190,7 +198,7 @@ RunnerPool::Runner* RunnerPool::spawn_runner() {
   if (pid == 0) {
     ::close(fds[0]);
     detail::RunnerLimits limits{cfg_.memory_limit_mb, cfg_.cpu_limit_s, cfg_.runner_max_tasks};
-    detail::runner_main(engine_, fds[1], limits);  // never returns
+    detail::runner_main(engine_, roots_, fds[1], limits);  // never returns
   }
   ::close(fds[1]);
   Runner r;
@@ -249,8 +257,10 @@ void RunnerPool::on_done(Runner& r, const std::string& message) {
     report(job, *d, message);
     return;
   }
-  report(job, proto::Done{job.task_id, Outcome::Failed, "",
-                          "unreadable result from task runner: " + err, false});
+  proto::Done d;
+  d.task_id = job.task_id;
+  d.error = "unreadable result from task runner: " + err;
+  report(job, d);
 }
 
 void RunnerPool::runner_gone(pid_t pid) {
@@ -266,16 +276,39 @@ void RunnerPool::runner_gone(pid_t pid) {
     return;
   }
   const Job& job = *r.job;
-  // The engine removes its temporary file itself, unless its process was killed.
-  std::error_code ec;
-  std::filesystem::remove(engine::temporary_output_name(job.output, pid), ec);
+  // The engine removes its temporary file itself, unless its process was killed. Removed
+  // beneath the output root only (an output outside it was never written).
+  try {
+    const confine::OutputTarget out = roots_.output_target(job.output, false);
+    confine::remove_in(out.dir.get(), engine::temporary_output_name(out.name, pid));
+  } catch (const confine::Error&) {
+  }
   report(job, result_of_lost_runner(job.task_id, job.killed, status, now_mono() - job.started));
 }
 
 void RunnerPool::report(const Job& job, const proto::Done& d, std::string message) {
   log_->info("task {} {} in {:.3f} s{}{}", job.task_id, d.state, now_mono() - job.started,
              d.error.empty() ? "" : ": ", d.error);
-  if (message.empty()) message = proto::encode(proto::type::kDone, d);
+  // The runner's own message carries neither the grant (the runner need not know it) nor
+  // the identity of the file it wrote, which downloads check (docs/security.md).
+  proto::Done full = d;
+  full.grant = job.grant;
+  // Looked at beneath the output root, following no link (confine.hpp), like every other
+  // access to a task's files.
+  if (d.state == Outcome::Succeeded) {
+    try {
+      const confine::OutputTarget out = roots_.output_target(job.output, false);
+      struct stat st {};
+      if (::fstatat(out.dir.get(), out.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          S_ISREG(st.st_mode)) {
+        full.output_inode = st.st_ino;
+        full.output_size = static_cast<std::uint64_t>(st.st_size);
+      }
+    } catch (const confine::Error&) {
+    }
+  }
+  if (message.empty() || full.grant != d.grant || full.output_inode != d.output_inode)
+    message = proto::encode(proto::type::kDone, full);
   reports_.result(std::move(message));
 }
 

@@ -128,6 +128,7 @@ void Session::connect() {
   sock_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
   sock_->set(zmq::sockopt::routing_id, id_);
   sock_->set(zmq::sockopt::linger, 0);
+  zmqu::limit_message_size(*sock_, proto::kMaxFrame);
   if (curve_keys_) curve::make_client(*sock_, *curve_keys_, curve_server_);
   sock_->connect(endpoint_);
 }
@@ -138,6 +139,7 @@ void Session::register_now() {
   r.worker_id = id_;
   r.slots = reg.slots;
   r.running = reg.running;
+  r.grants = reg.grants;
   r.host = hostname();
   r.pid = ::getpid();
   r.incarnation = incarnation_;

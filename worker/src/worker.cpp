@@ -7,11 +7,14 @@
 #include <vector>
 
 #include "ipfixweb/engine/engine.hpp"
+#include "ipfixweb/shared/confine.hpp"
 #include "ipfixweb/shared/logging.hpp"
+#include "ipfixweb/shared/paths.hpp"
 #include "ipfixweb/shared/util.hpp"
 #include "ipfixweb/shared/zmq_util.hpp"
 #include "ipfixweb/worker/runner_pool.hpp"
 #include "ipfixweb/worker/session.hpp"
+#include "runner.hpp"
 
 namespace ipfixweb::worker {
 
@@ -20,6 +23,17 @@ namespace {
 Config with_defaults(Config cfg) {
   if (cfg.slots == 0) cfg.slots = std::max(1u, std::thread::hardware_concurrency());
   return cfg;
+}
+
+// The roots, opened once (runners inherit the descriptors). Roots that overlap are refused: a
+// task could overwrite captures, or read other tasks' outputs as captures.
+confine::Roots open_roots(const Config& cfg) {
+  confine::Roots roots(cfg.input_roots, cfg.output_root);
+  std::vector<std::string> inputs;
+  for (const auto& r : roots.inputs()) inputs.push_back(r.path());
+  if (auto why = paths::overlap_error(inputs, roots.output().path()); !why.empty())
+    throw std::runtime_error("roots overlap: " + why);
+  return roots;
 }
 
 }  // namespace
@@ -39,6 +53,7 @@ struct Worker::Impl {
 
   Config cfg;
   std::shared_ptr<spdlog::logger> log = logger("worker");
+  confine::Roots roots;   // where tasks may read and write
   engine::Engine engine;  // nDPI set up once; runners inherit it
   bool draining = false;
   double drain_deadline = 0;
@@ -48,17 +63,33 @@ struct Worker::Impl {
 
 Worker::Impl::Impl(Config config, zmq::context_t& ctx)
     : cfg(with_defaults(std::move(config))),
-      pool(cfg, engine,
+      roots(open_roots(cfg)),
+      pool(cfg, engine, roots,
            {[this](std::string done) { session.send_result(std::move(done)); },
             [this](const std::string& progress) {
               session.send(proto::type::kProgress, progress);
             }}),
       session(cfg, ctx, [this] { return registration(); }) {
-  log->info("worker {} connecting to {} with {} slots", session.worker_id(), cfg.broker, cfg.slots);
+  std::string inputs;
+  for (const auto& r : roots.inputs()) inputs += (inputs.empty() ? "" : ":") + r.path();
+  log->info("worker {} connecting to {} with {} slots; input roots {}, output root {}{}",
+            session.worker_id(), cfg.broker, cfg.slots, inputs, roots.output().path(),
+            confine::using_openat2() ? "" : " (files opened by component walk, without openat2)");
+  if (cfg.memory_limit_mb && !detail::memory_limit_supported())
+    log->warn(
+        "--memory-limit-mb {} not applied: built with AddressSanitizer, which needs far "
+        "more address space than any limit",
+        cfg.memory_limit_mb);
 }
 
 Registration Worker::Impl::registration() const {
-  return {draining ? 0 : cfg.slots, pool.running()};
+  Registration reg;
+  reg.slots = draining ? 0 : cfg.slots;
+  for (auto& held : pool.running()) {
+    reg.running.push_back(std::move(held.task_id));
+    reg.grants.push_back(std::move(held.grant));
+  }
+  return reg;
 }
 
 void Worker::Impl::dispatch(const proto::Envelope& msg, std::string_view bytes) {
@@ -84,7 +115,11 @@ void Worker::Impl::on_task(const proto::Envelope& msg, std::string_view bytes) {
     return;
   }
   if (draining) {
-    proto::Done d{t->task_id, Outcome::Aborted, "", "worker is shutting down", false};
+    proto::Done d;
+    d.task_id = t->task_id;
+    d.state = Outcome::Aborted;
+    d.error = "worker is shutting down";
+    d.grant = t->grant;
     session.send(proto::type::kDone, proto::encode(proto::type::kDone, d));
     return;
   }
@@ -97,8 +132,11 @@ void Worker::Impl::on_task(const proto::Envelope& msg, std::string_view bytes) {
   // No `started` message: the broker recorded the task as running when it sent it, and
   // ignores `started` (older workers send it); one message less per task.
   if (pool.start(*t, bytes)) return;
-  proto::Done d{t->task_id, Outcome::Failed, "",
-                "could not start a task runner (see the worker's log)", true};
+  proto::Done d;
+  d.task_id = t->task_id;
+  d.error = "could not start a task runner (see the worker's log)";
+  d.retryable = true;
+  d.grant = t->grant;
   session.send(proto::type::kDone, proto::encode(proto::type::kDone, d));
 }
 

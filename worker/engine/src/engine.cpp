@@ -80,6 +80,8 @@ FlowTableConfig table_config(const Options& opts) {
 ExporterConfig exporter_config(const Options& opts) {
   ExporterConfig ecfg;
   ecfg.output = opts.output;
+  ecfg.dir_fd = opts.output_dir_fd;
+  ecfg.name = opts.output_name;
   ecfg.dpi = opts.dpi;
   ecfg.biflow = opts.biflow;
   ecfg.observation_domain = opts.observation_domain;
@@ -197,7 +199,10 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   if (opts.inputs.empty()) throw EngineError("no input file given");
   if (opts.output.empty()) throw EngineError("no output given");
   const FlowTableConfig tcfg = table_config(opts);
-  MergedReader reader(opts.inputs, opts.bpf_filter);  // input errors before touching the output
+  if (!opts.input_fds.empty() && opts.input_fds.size() != opts.inputs.size())
+    throw EngineError("internal error: open inputs and input names do not match");
+  // Input errors before touching the output.
+  MergedReader reader(opts.inputs, opts.bpf_filter, opts.input_fds);
   Summary summary(opts.analysis, opts.dpi);
   describe_inputs(reader, summary);
   IpfixExporter exporter(exporter_config(opts));  // removes its temporary file unless committed

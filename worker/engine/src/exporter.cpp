@@ -162,13 +162,24 @@ bool proc_fd_links() {
 }
 }  // namespace
 
+// The output's directory: the caller's descriptor, or one opened (and owned) here.
+struct OutputDir {
+  int fd = -1;
+  bool owned = false;
+  std::string name;  // the output's name in it
+  ~OutputDir() {
+    if (owned && fd >= 0) ::close(fd);
+  }
+};
+
 struct IpfixExporter::Impl {
   ExporterConfig cfg;
+  OutputDir dir;
   fbInfoModel_t* model = nullptr;                        // shared_model(): not owned
   std::unique_ptr<fbSession_t, SessionDeleter> session;  // until the fBuf owns it
   std::unique_ptr<fBuf_t, FbufDeleter> fbuf;             // owns session and exporter
   std::unique_ptr<FILE, FileCloser> file;
-  std::string tmp_path;  // the file's name until the rename (empty while it is unnamed)
+  std::string tmp_name;  // the file's name in `dir` until the rename (empty while unnamed)
   bool unnamed = false;  // written through an O_TMPFILE descriptor
   std::uint16_t int_tid = 0;
   std::uint16_t current_ext = 0;
@@ -190,6 +201,32 @@ struct IpfixExporter::Impl {
 
 void IpfixExporter::prepare_model() { shared_model(); }
 
+void IpfixExporter::open_directory(Impl& m, const ExporterConfig& cfg) {
+  if (cfg.dir_fd >= 0) {
+    if (cfg.name.empty() || cfg.name == "." || cfg.name == ".." ||
+        cfg.name.find('/') != std::string::npos) {
+      throw EngineError("cannot write output '" + cfg.output + "': bad file name '" + cfg.name +
+                        "'");
+    }
+    m.dir.fd = cfg.dir_fd;
+    m.dir.name = cfg.name;
+    return;
+  }
+  const auto slash = cfg.output.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : cfg.output.substr(0, slash);
+  m.dir.name = slash == std::string::npos ? cfg.output : cfg.output.substr(slash + 1);
+  if (m.dir.name.empty() || m.dir.name == "." || m.dir.name == "..") {
+    throw EngineError("cannot write output '" + cfg.output + "': names a directory, not a file");
+  }
+  m.dir.fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (m.dir.fd < 0) {
+    throw EngineError("cannot write output '" + cfg.output + "': " + std::strerror(errno));
+  }
+  m.dir.owned = true;
+}
+
 bool IpfixExporter::is_network_target(const std::string& output) {
   return output.rfind("tcp://", 0) == 0 || output.rfind("udp://", 0) == 0;
 }
@@ -197,7 +234,7 @@ bool IpfixExporter::is_network_target(const std::string& output) {
 IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.cfg = cfg;
-  network_ = is_network_target(cfg.output);
+  network_ = cfg.dir_fd < 0 && is_network_target(cfg.output);
   GError* err = nullptr;
 
   m.model = shared_model();
@@ -258,23 +295,26 @@ IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique
     exporter = fbExporterAllocNet(&spec);
   } else {
     if (cfg.output.empty()) throw EngineError("no output file given");
+    open_directory(m, cfg);
     int fd = -1;
     if (cfg.unnamed_temporary && proc_fd_links()) {
-      const auto slash = cfg.output.rfind('/');
-      const std::string dir = slash == std::string::npos ? "."
-                              : slash == 0               ? "/"
-                                                         : cfg.output.substr(0, slash);
       // Fails where the file system has no O_TMPFILE (EOPNOTSUPP, or EISDIR/EINVAL from old
       // kernels) as well as for real errors, which the named open below reports.
-      fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+      fd = ::openat(m.dir.fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
       m.unnamed = fd >= 0;
     }
     if (fd < 0) {
-      m.tmp_path = temporary_output_name(cfg.output, ::getpid());
-      fd = ::open(m.tmp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+      m.tmp_name = temporary_output_name(m.dir.name, ::getpid());
+      // Created, never opened through whatever is there: a leftover of a dead process that had
+      // our pid (or a link planted under the name) is removed, not written through.
+      const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+      fd = ::openat(m.dir.fd, m.tmp_name.c_str(), flags, 0666);
+      if (fd < 0 && errno == EEXIST && ::unlinkat(m.dir.fd, m.tmp_name.c_str(), 0) == 0)
+        fd = ::openat(m.dir.fd, m.tmp_name.c_str(), flags, 0666);
       if (fd < 0) {
-        m.tmp_path.clear();
-        throw EngineError("cannot write output '" + cfg.output + "': " + std::strerror(errno));
+        const int e = errno;
+        m.tmp_name.clear();
+        throw EngineError("cannot write output '" + cfg.output + "': " + std::strerror(e));
       }
     }
     m.file.reset(::fdopen(fd, "wb"));
@@ -301,8 +341,8 @@ void IpfixExporter::abort() noexcept {
   if (!impl_) return;
   impl_->fbuf.reset();  // frees session + exporter (does not close our FILE)
   impl_->file.reset();
-  if (!impl_->tmp_path.empty()) ::unlink(impl_->tmp_path.c_str());
-  impl_->tmp_path.clear();
+  if (!impl_->tmp_name.empty()) ::unlinkat(impl_->dir.fd, impl_->tmp_name.c_str(), 0);
+  impl_->tmp_name.clear();
 }
 
 unsigned IpfixExporter::write(const Flow& f, EndReason reason, const FlowLabel& label,
@@ -474,26 +514,37 @@ void IpfixExporter::commit() {
   if (m.unnamed) {
     // The data is on disk: give it the temporary name, then rename that over the output
     // (linkat cannot replace an existing file; rename does, atomically).
-    const std::string tmp = temporary_output_name(m.cfg.output, ::getpid());
+    const std::string tmp = temporary_output_name(m.dir.name, ::getpid());
     const std::string self = "/proc/self/fd/" + std::to_string(fileno(fp));
-    int rc = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW);
+    int rc = ::linkat(AT_FDCWD, self.c_str(), m.dir.fd, tmp.c_str(), AT_SYMLINK_FOLLOW);
     if (rc != 0 && errno == EEXIST) {  // left by a dead process that had our pid: replace it
-      ::unlink(tmp.c_str());
-      rc = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW);
+      ::unlinkat(m.dir.fd, tmp.c_str(), 0);
+      rc = ::linkat(AT_FDCWD, self.c_str(), m.dir.fd, tmp.c_str(), AT_SYMLINK_FOLLOW);
     }
     if (rc != 0) {
       throw EngineError("cannot name output '" + m.cfg.output + "': " + std::strerror(errno));
     }
-    m.tmp_path = tmp;
+    m.tmp_name = tmp;
   }
   if (std::fclose(m.file.release()) != 0) {
     throw EngineError("error writing IPFIX output '" + m.cfg.output + "': " + std::strerror(errno));
   }
-  if (std::rename(m.tmp_path.c_str(), m.cfg.output.c_str()) != 0) {
+  // Within the directory descriptor: whatever is under the name (a file, a symbolic link) is
+  // replaced, never followed; a directory there makes it fail.
+  if (::renameat(m.dir.fd, m.tmp_name.c_str(), m.dir.fd, m.dir.name.c_str()) != 0) {
     throw EngineError("cannot rename output into '" + m.cfg.output + "': " + std::strerror(errno));
   }
-  m.tmp_path.clear();
+  m.tmp_name.clear();
   committed_ = true;
+  // The rename is durable only once the directory is: a crash must not lose a reported output.
+  const int d = ::openat(m.dir.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const bool synced = d >= 0 && ::fsync(d) == 0;
+  const int e = errno;
+  if (d >= 0) ::close(d);
+  if (!synced) {
+    throw EngineError("cannot sync the directory of output '" + m.cfg.output +
+                      "': " + std::strerror(e));
+  }
 }
 
 }  // namespace ipfixweb::engine

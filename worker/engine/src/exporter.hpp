@@ -1,7 +1,7 @@
 // IPFIX writer on top of libfixbuf: one internal template (the IpfixRecord struct) transcoded to
 // up to four external templates (IPv4/IPv6 x biflow/uniflow). Files are written to
-// "<output>.tmp.<host>.<pid>" and renamed into place on commit(); live export goes to tcp:// or
-// udp://.
+// "<output>.tmp.<host>.<pid>" and renamed into place on commit(), within one directory
+// descriptor (the directory is synced after the rename); live export goes to tcp:// or udp://.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +21,11 @@ inline constexpr std::uint16_t kTidIpv6Uniflow = 259;
 
 struct ExporterConfig {
   std::string output;  // path, or tcp://HOST:PORT / udp://HOST:PORT
-  bool dpi = true;     // include applicationId / applicationName / server name
+  // >= 0: the file is `name` in this directory (borrowed, may be O_PATH); `output` only names
+  // it in messages and is never a network target. < 0: `output`'s directory is opened here.
+  int dir_fd = -1;
+  std::string name;
+  bool dpi = true;  // include applicationId / applicationName / server name
   bool biflow = true;
   std::uint32_t observation_domain = 1;
   // Files: write into an unnamed file (O_TMPFILE) that gets a name only once its data is on
@@ -68,6 +72,7 @@ class IpfixExporter {
 
  private:
   struct Impl;
+  static void open_directory(Impl& m, const ExporterConfig& cfg);
   void abort() noexcept;
   std::unique_ptr<Impl> impl_;
   std::uint64_t records_ = 0;

@@ -17,16 +17,42 @@
 namespace ipfixweb::engine {
 
 PcapReader::PcapReader(const std::string& path, const std::string& bpf_filter, bool allow_map)
+    : PcapReader(-1, path, bpf_filter, allow_map) {}
+
+PcapReader::PcapReader(int fd, const std::string& path, const std::string& bpf_filter,
+                       bool allow_map)
     : path_(path) {
+  open_capture(fd, bpf_filter, allow_map);
+}
+
+void PcapReader::open_capture(int fd, const std::string& bpf_filter, bool allow_map) {
+  const std::string& path = path_;
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
+  if ((fd >= 0 ? ::fstat(fd, &st) : ::stat(path.c_str(), &st)) != 0) {
     throw EngineError("cannot open input '" + path + "': " + std::strerror(errno));
   }
   if (S_ISDIR(st.st_mode)) throw EngineError("cannot open input '" + path + "': is a directory");
+  if (fd >= 0 && !S_ISREG(st.st_mode)) {
+    throw EngineError("cannot open input '" + path + "': not a regular file");
+  }
   file_size_ = static_cast<std::uint64_t>(st.st_size);
   if (file_size_ == 0) throw EngineError("input '" + path + "' is empty, not a capture file");
   char err[PCAP_ERRBUF_SIZE] = {};
-  handle_.reset(pcap_open_offline(path.c_str(), err));
+  if (fd >= 0) {
+    // libpcap reads through a stdio stream of its own on a duplicate, from the start.
+    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    FILE* f = dup >= 0 ? ::fdopen(dup, "rb") : nullptr;
+    if (!f) {
+      const int e = errno;
+      if (dup >= 0) ::close(dup);
+      throw EngineError("cannot open input '" + path + "': " + std::strerror(e));
+    }
+    std::rewind(f);
+    handle_.reset(pcap_fopen_offline(f, err));
+    if (!handle_) std::fclose(f);  // unlike pcap_open_offline, it leaves the stream open
+  } else {
+    handle_.reset(pcap_open_offline(path.c_str(), err));
+  }
   if (!handle_) {
     std::string why = err;
     if (why.find("unknown file format") != std::string::npos ||
@@ -52,7 +78,7 @@ PcapReader::PcapReader(const std::string& path, const std::string& bpf_filter, b
                         "': " + pcap_geterr(handle_.get()));
     }
   }
-  if (allow_map) try_map();
+  if (allow_map) try_map(fd);
 }
 
 PcapReader::~PcapReader() {
@@ -74,9 +100,11 @@ inline std::uint32_t rd32(const std::uint8_t* p, bool swapped) {
 }
 }  // namespace
 
-void PcapReader::try_map() {
+void PcapReader::try_map(int given_fd) {
   if (file_size_ < kFileHeader) return;
-  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  // The given descriptor is borrowed: mapped through a duplicate, closed below like an own one.
+  const int fd = given_fd >= 0 ? ::fcntl(given_fd, F_DUPFD_CLOEXEC, 0)
+                               : ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
   std::uint8_t hdr[kFileHeader];
   struct stat st {};
@@ -246,10 +274,16 @@ std::uint64_t PcapReader::position() const {
   return pos < 0 ? 0 : static_cast<std::uint64_t>(pos);
 }
 
-MergedReader::MergedReader(const std::vector<std::string>& paths, const std::string& bpf_filter) {
+MergedReader::MergedReader(const std::vector<std::string>& paths, const std::string& bpf_filter,
+                           const std::vector<int>& fds) {
   if (paths.empty()) throw EngineError("no input file given");
-  for (const auto& p : paths) {
-    readers_.push_back(std::make_unique<PcapReader>(p, bpf_filter));
+  if (!fds.empty() && fds.size() != paths.size()) {
+    throw EngineError("internal error: " + std::to_string(fds.size()) + " open inputs for " +
+                      std::to_string(paths.size()) + " names");
+  }
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    readers_.push_back(
+        std::make_unique<PcapReader>(fds.empty() ? -1 : fds[i], paths[i], bpf_filter));
     bytes_total_ += readers_.back()->file_size();
   }
   heads_.resize(readers_.size());

@@ -33,6 +33,9 @@ class PcapReader {
   // link types and bad filters.
   // `allow_map` false: always read through libpcap (tests compare both paths).
   PcapReader(const std::string& path, const std::string& bpf_filter, bool allow_map = true);
+  // An already open capture: `fd` is a readable regular file, `path` only names it (messages,
+  // summary). Read through duplicates; the caller keeps `fd`.
+  PcapReader(int fd, const std::string& path, const std::string& bpf_filter, bool allow_map = true);
   ~PcapReader();
   PcapReader(const PcapReader&) = delete;
   PcapReader& operator=(const PcapReader&) = delete;
@@ -52,7 +55,8 @@ class PcapReader {
  private:
   // Classic pcap files are read straight from a read-only mapping (no copy per packet); libpcap
   // opened and validated the file and still reads pcapng and anything unusual.
-  void try_map();
+  void open_capture(int fd, const std::string& bpf_filter, bool allow_map);
+  void try_map(int fd);
   bool next_mapped(RawPacket& out);
   bool fail_truncated(const std::string& why);
   std::string path_;
@@ -76,7 +80,9 @@ class PcapReader {
 // Reads several captures as one stream in timestamp order (ties: input order).
 class MergedReader {
  public:
-  MergedReader(const std::vector<std::string>& paths, const std::string& bpf_filter);
+  // `fds`: empty, or an open file per path (see PcapReader).
+  MergedReader(const std::vector<std::string>& paths, const std::string& bpf_filter,
+               const std::vector<int>& fds = {});
   bool next(RawPacket& out);
   std::uint64_t bytes_total() const { return bytes_total_; }
   std::uint64_t bytes_read() const;

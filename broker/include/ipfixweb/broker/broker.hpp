@@ -21,9 +21,18 @@ struct Config : Settings {
   // How long worker-side changes (dispatches, results) may wait in an open transaction for
   // more to commit with them. Replies to clients never wait: they go out after a commit.
   double commit_interval_s = 0.005;
-  std::string task_log_dir;      // successful_tasks.jsonl / failed_tasks.jsonl; "" = none
+  std::string task_log_dir;    // successful_tasks.jsonl / failed_tasks.jsonl; "" = none
+  std::string grant_key_file;  // Settings::grant_key is read from it (created when missing)
+  // Below this much free space on the database's or the output root's file system, new
+  // tasks are refused (`storage`, the api's 507) while everything else goes on.
+  double min_free_mb = 64;
+  // Finished tasks older than this many days leave the database, and their output files the
+  // output root (retention.hpp); 0: kept for ever.
+  double retention_days = 0;
   std::string curve_secret_key;  // CURVE: the broker's secret key file ("" = plain TCP)
-  std::string curve_authorized;  // CURVE: authorised client public keys (file or dir of *.pub)
+  // CURVE: authorised public keys (a file, or a directory of *.pub) of the api (frontend)
+  // and of the workers (backend); `curve_authorized` alone serves both (older setups).
+  std::string curve_authorized, curve_authorized_frontend, curve_authorized_backend;
 };
 
 // The shell around the broker's Core (core.hpp): reads the sockets, hands the core each

@@ -49,6 +49,12 @@ class Records {
   // Records a new queued task in a savepoint of its own: a failure records nothing and
   // leaves the other submissions of the batch alone.
   virtual Inserted insert(const proto::Submit& s) = 0;
+  // The newest queued, running or succeeded task writing or having written `output`.
+  struct Owner {
+    std::string task_id;
+    TaskState state = TaskState::Queued;
+  };
+  virtual std::optional<Owner> output_owner(const std::string& output) = 0;
 };
 
 // ---- Effects ---------------------------------------------------------------------------
@@ -72,7 +78,8 @@ struct Finish {
   std::string task_id;
   TaskState state = TaskState::Failed;
   std::string summary, error, reason;
-  std::optional<Totals> totals;  // a success reported by a worker: the summary's totals
+  std::optional<Totals> totals;        // a success reported by a worker: the summary's totals
+  std::optional<FileIdentity> output;  // the file a success wrote, when the worker said
 };
 struct Requeue {
   std::string task_id;
@@ -165,11 +172,15 @@ class Core {
 
   // While draining, every submission is refused and nothing is dispatched.
   void set_draining(bool on) { draining_ = on; }
+  // While storage is short (`why` not empty: the reason given), every submission is refused
+  // `storage`; the rest goes on (reads, results, dispatch of what was accepted).
+  void set_storage_short(std::string why) { storage_short_ = std::move(why); }
 
   // ---- observation ----
   std::size_t queued() const { return queue_.size(); }
   std::size_t running() const { return running_.size(); }
   std::size_t workers() const { return workers_.size(); }
+  bool knows(const std::string& worker) const { return workers_.count(worker) > 0; }
   std::uint32_t slots() const;
   std::uint32_t credit() const;
   const Statistics& statistics() const { return stats_; }
@@ -179,7 +190,8 @@ class Core {
     std::string id;
     int priority = 0;
     std::int64_t seq = 0;
-    int attempts = 0;  // dispatches so far
+    int attempts = 0;   // dispatches so far
+    int free_runs = 0;  // runs that ended without a result of their own (uncount_run)
     // The worker of the last dispatch counted in `attempts` and recorded in the database
     // ("" when none or unknown): a claim by that worker of its own run counts nothing new.
     std::string counted_worker;
@@ -189,9 +201,11 @@ class Core {
       ++attempts;
       counted_worker = worker;
     }
-    // The last run ended for a reason not the task's own: it does not count.
+    // The last run ended for a reason not the task's own: it does not count (up to
+    // Settings::max_free_runs times; retry_or_fail checks).
     void uncount_run() {
       --attempts;
+      ++free_runs;
       counted_worker.clear();
     }
   };
@@ -217,6 +231,11 @@ class Core {
   using BatchKeys = std::unordered_map<std::string, std::pair<std::string, std::string>>;
 
   proto::SubmitReply admit_one(proto::Submit& s, std::size_t& in_system, std::size_t capacity);
+  // Why a submission from the frontend cannot be accepted ("" when it can).
+  std::string invalid(const proto::Submit& s) const;
+  // True when `presented` is the grant of task `id` on `worker` (logged when not).
+  bool granted(const std::string& id, const std::string& worker,
+               const std::string& presented) const;
   // The reply for a submission whose idempotency key is taken already, if it is.
   std::optional<proto::SubmitReply> idempotent_reply(const proto::Submit& s);
   void enqueue(Pending p);
@@ -225,11 +244,16 @@ class Core {
   // A worker's ready claims p's run: recorded (one more attempt) unless it is the dispatch
   // the database counts already.
   void claim(Pending& p, const std::string& worker, Effects& fx);
-  void take_claimed(Worker& w, const std::string& id, double now, Effects& fx);
+  void take_claimed(Worker& w, const std::string& id, const std::string& grant, double now,
+                    Effects& fx);
   Worker* known(const std::string& worker, double now, Effects& fx);  // see seen()
   void settle(Running r, proto::Done& d, const std::string& worker, Effects& fx);
   void finish(const std::string& id, TaskState st, std::string summary, std::string error,
-              std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals = {});
+              std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals = {},
+              std::optional<FileIdentity> output = {});
+  // Why `s` may not write its output ("" when it may): a live task writes it, or a succeeded
+  // one wrote it and the request does not say `overwrite`.
+  std::string output_taken(const proto::Submit& s);
   // Puts a task back in the queue after a failure not its own, or fails it when it has used
   // up its attempts.
   void retry_or_fail(Running r, const std::string& why, Effects& fx);
@@ -238,6 +262,9 @@ class Core {
   void lose_worker(const std::string& identity, const std::string& why, bool count_attempts,
                    Effects& fx);
   double retry_after() const;
+  void expire_overdue(double now, Effects& fx);
+  // How long past --task-timeout a run may go unreported before the broker gives up on it.
+  double overdue_slack() const;
 
   Settings settings_;
   Records& records_;
@@ -247,9 +274,11 @@ class Core {
   std::unordered_map<std::string, Worker> workers_;
   std::vector<Worker*> order_;  // dispatch's scratch: the workers in round-robin order
   BatchKeys batch_keys_;        // admit's scratch: key -> (task id, fingerprint); spares lookups
-  std::size_t rr_ = 0;          // round-robin offset among equally loaded workers
+  std::unordered_map<std::string, std::string> batch_outputs_;  // admit's scratch: output -> task
+  std::size_t rr_ = 0;  // round-robin offset among equally loaded workers
   std::uint32_t hb_seq_ = 0;
   bool draining_ = false;
+  std::string storage_short_;
   Statistics stats_;
 };
 

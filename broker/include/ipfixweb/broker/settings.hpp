@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+
+#include "ipfixweb/shared/spec_check.hpp"
 
 namespace ipfixweb::broker {
 
@@ -9,10 +12,19 @@ struct Settings {
   std::uint32_t max_queue = 64;  // tasks waiting beyond granted credit
   int max_attempts = 3;          // dispatches per task before it fails
   double heartbeat_s = 1.0;
-  int liveness = 3;           // missed heartbeats before a worker is dead
-  double task_timeout_s = 0;  // passed to workers with each task; 0 = none
-  double orphan_grace_s = 0;  // after a restart, wait this long for workers to claim
-                              // running tasks (0: heartbeat * liveness * 2)
+  int liveness = 3;              // missed heartbeats before a worker is dead
+  double task_timeout_s = 3600;  // passed to workers with each task; 0 = none
+  double orphan_grace_s = 0;     // after a restart, wait this long for workers to claim
+                                 // running tasks (0: heartbeat * liveness * 2)
+  // What a peer may not exceed (docs/security.md): a spec names paths inside these roots
+  // (the shell refuses to start without them); a worker grants at most this many slots.
+  proto::SpecRoots roots;
+  std::uint32_t max_worker_slots = 1024;
+  // Runs of a task that may end without a result of their own (a worker's abort or goodbye)
+  // before the task fails: such runs use no attempt, so without a bound a peer could keep a
+  // task going round for ever.
+  int max_free_runs = 10;
+  std::string grant_key;  // HMAC key of dispatch grants (grant.hpp)
 };
 
 }  // namespace ipfixweb::broker

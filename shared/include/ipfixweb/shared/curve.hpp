@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -31,15 +32,18 @@ std::string load_public(const std::string& path);
 // or a directory whose *.pub files each hold one. Throws when none is found.
 std::set<std::string> load_authorized(const std::string& path);
 
-void make_server(zmq::socket_t& s, const KeyPair& own);
+// `domain` names the socket to the Authenticator (ZAP domain), which keeps a key list per
+// domain: a worker's key then cannot open the api's socket, nor the api's a worker's.
+void make_server(zmq::socket_t& s, const KeyPair& own, const std::string& domain);
 void make_client(zmq::socket_t& s, const KeyPair& own, const std::string& server_public);
 
-// Answers ZAP requests (RFC 27) for the context: CURVE clients whose public
-// key is authorised get 200, everyone else 400. Create it before binding.
+// Answers ZAP requests (RFC 27) for the context: CURVE clients whose public key is
+// authorised for the socket's domain get 200 (with the key as their User-Id), everyone else
+// 400. Create it before binding.
 class Authenticator {
  public:
-  Authenticator(zmq::context_t& ctx, std::set<std::string> authorized,
-                std::shared_ptr<spdlog::logger> log);
+  using Authorized = std::map<std::string, std::set<std::string>>;  // domain -> keys
+  Authenticator(zmq::context_t& ctx, Authorized authorized, std::shared_ptr<spdlog::logger> log);
   ~Authenticator();
   Authenticator(const Authenticator&) = delete;
   Authenticator& operator=(const Authenticator&) = delete;
@@ -47,7 +51,7 @@ class Authenticator {
  private:
   void serve();
   zmq::socket_t sock_;
-  std::set<std::string> authorized_;
+  Authorized authorized_;
   std::shared_ptr<spdlog::logger> log_;
   std::atomic<bool> stop_{false};
   std::thread thread_;

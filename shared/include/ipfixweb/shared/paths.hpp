@@ -30,4 +30,15 @@ Resolved resolve_output(const std::string& root, const std::string& user_path);
 // Canonical form of a directory that must exist (for configured roots).
 std::string canonical_dir(const std::string& dir);  // throws std::runtime_error
 
+// Why the configured roots may not be used together; empty when they may. Refused: an output
+// root equal to, inside or containing an input root (a task could overwrite captures, or read
+// other tasks' outputs as captures), and an output root equal to or containing one of
+// `protected_paths` (the database file, the log directories: a task's output could replace
+// them). Pure: compared lexically after normalisation, so pass canonical paths (canonical_dir;
+// a file that may not exist yet: its canonical directory plus its name) lest a symbolic link
+// hide an overlap.
+std::string overlap_error(const std::vector<std::string>& input_roots,
+                          const std::string& output_root,
+                          const std::vector<std::string>& protected_paths = {});
+
 }  // namespace ipfixweb::paths

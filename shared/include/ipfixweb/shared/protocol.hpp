@@ -103,7 +103,8 @@ struct Submit {
   std::string idempotency_key;  // empty: none
   std::string fingerprint;      // hash of the request, to detect key reuse with another body
   std::int32_t priority = 0;    // higher first
-  MSGPACK_DEFINE_MAP(req_id, request, spec, idempotency_key, fingerprint, priority)
+  bool overwrite = false;       // may replace the output of a succeeded task
+  MSGPACK_DEFINE_MAP(req_id, request, spec, idempotency_key, fingerprint, priority, overwrite)
 };
 
 struct SubmitReply {
@@ -189,7 +190,10 @@ struct Ready {
   // before a task message arrived) never mean tasks were lost; a new
   // incarnation under the same worker id does.
   std::string incarnation;
-  MSGPACK_DEFINE_MAP(worker_id, slots, running, host, pid, incarnation)
+  // The grant of each task in `running` (same order): a claim without its task's grant is
+  // refused (docs/protocol.md, "Grants").
+  std::vector<std::string> grants;
+  MSGPACK_DEFINE_MAP(worker_id, slots, running, host, pid, incarnation, grants)
 };
 
 struct Heartbeat {
@@ -202,7 +206,10 @@ struct Task {
   std::uint32_t attempt = 1;
   TaskSpec spec;
   double timeout = 0;  // seconds, 0 = none
-  MSGPACK_DEFINE_MAP(task_id, attempt, spec, timeout)
+  // The broker's proof that it gave this task to this worker: echoed in `ready.grants` and
+  // `done.grant`, without which a claim or a result is not believed.
+  std::string grant;
+  MSGPACK_DEFINE_MAP(task_id, attempt, spec, timeout, grant)
 };
 
 struct Started {
@@ -226,7 +233,11 @@ struct Done {
   // The summary's totals, so the broker's completion log need not parse the summary
   // (absent, hence 0, from workers older than this field).
   std::uint64_t packets = 0, bytes = 0, flows = 0;
-  MSGPACK_DEFINE_MAP(task_id, state, summary, error, retryable, packets, bytes, flows)
+  std::string grant;  // the task's grant (Task::grant)
+  // The output file written (a success): its inode and size after the rename; 0: unknown.
+  std::uint64_t output_inode = 0, output_size = 0;
+  MSGPACK_DEFINE_MAP(task_id, state, summary, error, retryable, packets, bytes, flows, grant,
+                     output_inode, output_size)
 };
 
 struct Abort {
@@ -276,6 +287,14 @@ class Envelope {
   msgpack::object_handle handle_;
   msgpack::object body_;
 };
+
+// Bounds on what a peer can make a process allocate (docs/security.md). Sockets refuse
+// larger messages (ZMQ_MAXMSGSIZE, zmqu::limit_message_size); decode() refuses larger frames
+// and frames declaring more objects than kMaxObjects.
+inline constexpr std::size_t kMaxFrame = 32u << 20;
+inline constexpr std::size_t kMaxObjects = 1u << 20;
+// True when the msgpack in `data` is well formed and declares at most `limit` objects.
+bool within_object_limit(const void* data, std::size_t size, std::size_t limit);
 
 // Decodes one frame. Malformed input is an expected outcome, not an exception:
 // returns nullopt and a reason in *error.

@@ -14,6 +14,13 @@
 
 namespace ipfixweb {
 
+// Which file a task wrote: recorded at its finish, checked by downloads.
+struct FileIdentity {
+  std::int64_t inode = 0;
+  std::int64_t size = 0;
+  bool operator==(const FileIdentity&) const = default;
+};
+
 struct TaskRecord {
   std::int64_t seq = 0;
   std::string id;
@@ -30,6 +37,7 @@ struct TaskRecord {
   std::string output_path;
   std::string summary;  // JSON text
   std::string error;
+  std::optional<FileIdentity> output_file;  // of a succeeded task (none: unknown)
 };
 
 struct TaskEvent {
@@ -52,7 +60,7 @@ struct TaskFilter {
 
 class TaskStore {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 3;
   enum class Sync { Off, Normal, Full, Extra };
   static Sync parse_sync(const std::string& s);  // throws std::invalid_argument
 
@@ -85,12 +93,15 @@ class TaskStore {
   // nullopt when no task has that id.
   std::optional<Finished> finish(const std::string& id, TaskState state, const std::string& summary,
                                  const std::string& error, const std::string& reason,
-                                 const std::string& now);
+                                 const std::string& now,
+                                 std::optional<FileIdentity> output = std::nullopt);
   // Back to the queue; `attempts` is the number of dispatches that count.
   void requeue(const std::string& id, int attempts, const std::string& reason,
                const std::string& now);
   void add_event(const std::string& id, TaskState state, const std::string& reason,
                  const std::string& worker, const std::string& now);
+  // Retention: deletes a finished task and its events (nothing when it is not finished).
+  void remove(const std::string& id);
 
   // ---- reads ----
   std::optional<TaskRecord> get(const std::string& id);
@@ -99,6 +110,14 @@ class TaskStore {
   std::vector<TaskEvent> events(const std::string& id);
   std::vector<TaskRecord> unfinished();  // queued and running, in dispatch order
   std::map<TaskState, std::int64_t> count_by_state();
+  // The newest queued, running or succeeded task whose output is `output_path`.
+  struct Owner {
+    std::string task_id;
+    TaskState state = TaskState::Queued;
+  };
+  std::optional<Owner> output_owner(const std::string& output_path);
+  // Finished tasks that finished before `before` (ISO time), oldest first, at most `limit`.
+  std::vector<TaskRecord> finished_before(const std::string& before, int limit);
 
  private:
   explicit TaskStore(db::Database db);
@@ -107,7 +126,8 @@ class TaskStore {
 
   db::Database db_;
   db::Statement insert_, insert_event_, set_running_, set_progress_, finish_, requeue_, get_,
-      by_key_, events_, unfinished_, counts_;
+      by_key_, events_, unfinished_, counts_, output_owner_, finished_before_, remove_events_,
+      remove_;
 };
 
 }  // namespace ipfixweb

@@ -49,6 +49,7 @@ struct TaskSpec {
 // Request fields that are not part of the spec (they steer the broker, not the conversion).
 struct RequestExtras {
   std::int32_t priority = 0;
+  bool overwrite = false;
 };
 
 // Checks a field needs beyond its type and range; the api performs them.
@@ -186,6 +187,14 @@ inline constexpr std::tuple kRequestExtraFields{
                                         .min = -100,
                                         .max = 100,
                                         .range_error = "must be an integer from -100 to 100"}},
+    Field<RequestExtras, bool>{
+        &RequestExtras::overwrite,
+        {.key = "overwrite",
+         .request_key = "overwrite",
+         .type_text = "boolean",
+         .meaning = "may replace the output of an earlier succeeded task (whose download then "
+                    "answers `410`); an output a queued or running task writes is never taken",
+         .omit_default = true}},
 };
 
 // Calls f(field) for every field of the tuple, in order.

@@ -29,6 +29,8 @@ enum class Refusal : std::uint8_t {
   Conflict,  // Idempotency-Key already used with another request (422)
   Draining,  // the broker is shutting down (503 + Retry-After)
   Invalid,   // the task could not be recorded, e.g. a path that is not UTF-8 (422)
+  Storage,   // the database or output disk is (nearly) full (507 + Retry-After)
+  Taken,     // the output belongs to another task (409)
 };
 
 // What a cancel did (proto::CancelReply::result).
@@ -66,12 +68,14 @@ struct Names<Outcome> {
 template <>
 struct Names<Refusal> {
   static constexpr std::string_view kWhat = "refusal code";
-  static constexpr std::array<std::pair<Refusal, std::string_view>, 5> kTable = {{
+  static constexpr std::array<std::pair<Refusal, std::string_view>, 7> kTable = {{
       {Refusal::None, ""},
       {Refusal::Capacity, "capacity"},
       {Refusal::Conflict, "conflict"},
       {Refusal::Draining, "draining"},
       {Refusal::Invalid, "invalid"},
+      {Refusal::Storage, "storage"},
+      {Refusal::Taken, "taken"},
   }};
 };
 template <>

@@ -21,6 +21,7 @@
 #include <zmq.hpp>
 
 #include "ipfixweb/engine/engine.hpp"
+#include "ipfixweb/shared/confine.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/worker/channel.hpp"
 #include "ipfixweb/worker/config.hpp"
@@ -80,8 +81,10 @@ class RunnerPool {
     std::function<void(const std::string& progress)> progress;
   };
 
-  // `engine` is set up once; runners inherit it. Runner limits come from `cfg`.
-  RunnerPool(const Config& cfg, engine::Engine& engine, Reports reports);
+  // `engine` is set up once and `roots` opened once; runners inherit both. Runner limits come
+  // from `cfg`.
+  RunnerPool(const Config& cfg, engine::Engine& engine, const confine::Roots& roots,
+             Reports reports);
   ~RunnerPool();  // kills and reaps every runner left
   RunnerPool(const RunnerPool&) = delete;
   RunnerPool& operator=(const RunnerPool&) = delete;
@@ -99,8 +102,11 @@ class RunnerPool {
   // Kills the runners of tasks past their time limit.
   void kill_overdue(double now);
 
-  std::size_t busy() const;                  // runners with a task
-  std::vector<std::string> running() const;  // their tasks
+  std::size_t busy() const;  // runners with a task
+  struct Held {              // a task a runner runs, and the broker's grant for it
+    std::string task_id, grant;
+  };
+  std::vector<Held> running() const;  // their tasks
 
   // Polling: appends an item per runner channel; after the poll, reads those that have
   // something (their progress and results go to the Reports).
@@ -113,6 +119,7 @@ class RunnerPool {
  private:
   struct Job {
     std::string task_id;
+    std::string grant;   // echoed in its result (proto::Task::grant)
     std::string output;  // its temporary output is removed when its runner is lost
     double started = 0;
     double deadline = 0;  // monotonic; 0 = none
@@ -139,6 +146,7 @@ class RunnerPool {
 
   Config cfg_;
   engine::Engine& engine_;
+  const confine::Roots& roots_;
   Reports reports_;
   std::shared_ptr<spdlog::logger> log_;
   std::map<pid_t, Runner> runners_;

@@ -81,6 +81,7 @@ double result_keep_seconds(const Config& cfg);
 struct Registration {
   std::uint32_t slots = 0;
   std::vector<std::string> running;
+  std::vector<std::string> grants;  // of each task in `running`
 };
 
 class Session {

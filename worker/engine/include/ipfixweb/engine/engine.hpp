@@ -30,6 +30,18 @@ struct Options {
   bool decapsulate_tunnels = true;
   // Progress callback period in packets (the callback also runs once at the end).
   std::uint64_t progress_every_packets = 100000;
+
+  // Files already opened by the caller (the worker opens them confined beneath its roots); the
+  // paths above then only name them (summary, errors). The engine reads and writes through its
+  // own duplicates and never closes these descriptors.
+  // input_fds: empty, or one readable regular file per entry of `inputs`, in the same order.
+  std::vector<int> input_fds;
+  // >= 0: the output is the file `output_name` in this directory (which may be an O_PATH
+  // descriptor). The temporary is created in it, renamed over `output_name` in it (a symbolic
+  // link there is replaced, not followed) and the directory is synced after the rename. A
+  // network output is refused.
+  int output_dir_fd = -1;
+  std::string output_name;
 };
 
 struct Progress {

@@ -1,0 +1,44 @@
+// Retention (--retention-days): finished tasks older than the limit leave the database with
+// their events, and the output files they wrote leave the output root, a batch at a time so
+// the broker's loop never stalls on it. A file is removed only while it is still the one the
+// task wrote (same inode and size) and no newer task owns its path; the broker reaches it
+// beneath the output root's descriptor, following no link (confine.hpp). Where the output
+// root is not visible (a broker on another host), only the rows go.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "ipfixweb/shared/store.hpp"
+
+namespace ipfixweb::broker {
+
+class Retention {
+ public:
+  // `days` <= 0: off (run() does nothing).
+  Retention(TaskStore& store, std::string output_root, double days,
+            std::shared_ptr<spdlog::logger> log);
+  ~Retention();
+  bool on() const { return days_ > 0; }
+  struct Pass {
+    std::size_t tasks = 0, files = 0;
+    bool more = false;  // the batch was full: run again soon
+  };
+  // One batch, in the caller's open transaction. `now_unix`: the wall clock in seconds.
+  Pass run(double now_unix, int batch = 500);
+
+ private:
+  bool remove_output(const TaskRecord& t);
+
+  TaskStore& store_;
+  std::string output_root_;
+  double days_;
+  std::shared_ptr<spdlog::logger> log_;
+  struct RootHandle;
+  std::unique_ptr<RootHandle> root_;  // opened on first use; null while not visible
+};
+
+}  // namespace ipfixweb::broker

@@ -1,0 +1,103 @@
+#include "fake_peers.hpp"
+
+namespace ipfixweb::test {
+
+namespace {
+
+void use_curve(zmq::socket_t& s, const CurveKeys& k) {
+  if (k.server_public.empty()) return;
+  s.set(zmq::sockopt::curve_serverkey, k.server_public);
+  s.set(zmq::sockopt::curve_publickey, k.public_key);
+  s.set(zmq::sockopt::curve_secretkey, k.secret_key);
+}
+
+}  // namespace
+
+FakeWorker::FakeWorker(const std::string& endpoint, std::string wid, std::string inc,
+                       const CurveKeys& curve)
+    : id(std::move(wid)), incarnation(std::move(inc)) {
+  sock.set(zmq::sockopt::routing_id, id);
+  sock.set(zmq::sockopt::linger, 0);
+  use_curve(sock, curve);
+  sock.connect(endpoint);
+}
+
+void FakeWorker::ready(std::vector<std::string> running, std::uint32_t slots) {
+  proto::Ready r;
+  r.worker_id = id;
+  r.slots = slots;
+  for (const auto& t : running) r.grants.push_back(grants.count(t) ? grants.at(t) : "");
+  r.running = std::move(running);
+  r.incarnation = incarnation;
+  send(proto::encode(proto::type::kReady, r));
+}
+
+void FakeWorker::done(const std::string& task, const std::string& state) {
+  proto::Done d;
+  d.task_id = task;
+  d.state = parse_name<Outcome>(state).value();
+  d.summary = R"({"packets":1,"bytes":1,"flows":1})";
+  d.grant = grants.count(task) ? grants.at(task) : "";
+  send(proto::encode(proto::type::kDone, d));
+}
+
+void FakeWorker::send(const std::string& payload) {
+  sock.send(zmq::buffer(payload), zmq::send_flags::none);
+}
+
+std::optional<std::pair<std::string, std::string>> FakeWorker::next_message(
+    std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    zmq::message_t m;
+    sock.set(zmq::sockopt::rcvtimeo, 50);
+    if (!sock.recv(m)) continue;
+    auto env = proto::decode(m.data(), m.size(), nullptr);
+    if (env) return std::make_pair(env->type, m.to_string());
+  }
+  return std::nullopt;
+}
+
+std::optional<proto::Task> FakeWorker::next_task(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    zmq::message_t m;
+    sock.set(zmq::sockopt::rcvtimeo, 50);
+    if (!sock.recv(m)) continue;
+    auto env = proto::decode(m.data(), m.size(), nullptr);
+    if (!env || env->type != proto::type::kTask) continue;
+    auto t = env->as<proto::Task>();
+    if (t) grants[t->task_id] = t->grant;
+    return t;
+  }
+  return std::nullopt;
+}
+
+FakeClient::FakeClient(const std::string& endpoint, const CurveKeys& curve) {
+  sock.set(zmq::sockopt::linger, 0);
+  use_curve(sock, curve);
+  sock.connect(endpoint);
+}
+
+void FakeClient::send(const std::string& payload) {
+  sock.send(zmq::buffer(payload), zmq::send_flags::none);
+}
+
+std::optional<std::string> FakeClient::next_reply(std::chrono::milliseconds timeout) {
+  zmq::message_t m;
+  sock.set(zmq::sockopt::rcvtimeo, static_cast<int>(timeout.count()));
+  if (!sock.recv(m)) return std::nullopt;
+  return m.to_string();
+}
+
+std::optional<proto::SubmitReply> FakeClient::submit(const proto::Submit& s,
+                                                     std::chrono::milliseconds timeout) {
+  send(proto::encode(proto::type::kSubmit, s));
+  auto reply = next_reply(timeout);
+  if (!reply) return std::nullopt;
+  auto env = proto::decode(reply->data(), reply->size(), nullptr);
+  if (!env || env->type != proto::type::kSubmitReply) return std::nullopt;
+  return env->as<proto::SubmitReply>();
+}
+
+}  // namespace ipfixweb::test
