@@ -84,6 +84,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-body", cfg.max_body, "Largest body of a POST in bytes (413 beyond)")
       ->envname("IPFIXWEB_MAX_BODY")
       ->capture_default_str();
+  app.add_option("--max-page-bytes", cfg.max_page_bytes,
+                 "Largest task list page in bytes; a page stops there and its cursor goes on")
+      ->envname("IPFIXWEB_MAX_PAGE_BYTES")
+      ->check(CLI::Range(std::size_t{1024}, std::size_t{1} << 30))
+      ->capture_default_str();
   app.add_option("--max-json-depth", cfg.max_json_depth,
                  "Deepest nesting of arrays and objects in a request body (400 beyond)")
       ->envname("IPFIXWEB_MAX_JSON_DEPTH")

@@ -47,7 +47,9 @@ json submit_operation(const std::string& summary) {
         {"400", problem_response("Body is not JSON")},
         {"413", problem_response("Body too large")},
         {"415", problem_response("Not application/json")},
+        {"409", problem_response("The output_path belongs to another task (see overwrite)")},
         {"422", problem_response("Invalid fields or paths")},
+        {"507", problem_response("The database's or the output root's disk is (nearly) full")},
         {"503", problem_response("Queue full, draining or broker unavailable; see "
                                  "Retry-After")}}}};
 }
@@ -214,7 +216,8 @@ json task_paths() {
           {"content",
            {{"application/ipfix", {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}}},
         {"404", problem_response("No such task, or its file is gone")},
-        {"409", problem_response("The task has not succeeded")}}}};
+        {"409", problem_response("The task has not succeeded")},
+        {"410", problem_response("The file was replaced since the task finished")}}}};
   return paths;
 }
 

@@ -25,6 +25,7 @@
 #include "ipfixweb/api/render.hpp"
 #include "ipfixweb/api/submitter.hpp"
 #include "ipfixweb/api/validation.hpp"
+#include "ipfixweb/shared/confine.hpp"
 #include "ipfixweb/shared/json_writer.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/paths.hpp"
@@ -54,6 +55,8 @@ std::string title_of(int status) {
       return "Not Found";
     case 409:
       return "Conflict";
+    case 410:
+      return "Gone";
     case 413:
       return "Content Too Large";
     case 415:
@@ -100,6 +103,7 @@ struct Server::Impl {
   zmq::context_t& ctx;
   std::shared_ptr<spdlog::logger> log = logger("api");
   Roots roots;
+  std::optional<confine::Root> output_dir;  // downloads open files beneath it
   std::unique_ptr<http::Server> http;
   std::atomic<bool> draining{false};
 
@@ -119,6 +123,15 @@ struct Server::Impl {
   Impl(Config c, zmq::context_t& z) : cfg(std::move(c)), ctx(z) {
     for (auto& r : cfg.input_roots) roots.inputs.push_back(paths::canonical_dir(r));
     roots.output = paths::canonical_dir(cfg.output_root);
+    // A task's output must never be a capture, nor hold the database (the api's own check of
+    // the roots; the broker and the workers make theirs).
+    const std::filesystem::path db(cfg.db_path);
+    const std::string db_file =
+        paths::canonical_dir(db.parent_path().empty() ? "." : db.parent_path().string()) + "/" +
+        db.filename().string();
+    if (auto why = paths::overlap_error(roots.inputs, roots.output, {db_file}); !why.empty())
+      throw std::runtime_error(why);
+    output_dir.emplace(roots.output);
     if (!cfg.curve_server_key.empty() || !cfg.curve_secret_key.empty()) {
       if (cfg.curve_server_key.empty() || cfg.curve_secret_key.empty())
         throw std::runtime_error("CURVE needs both --curve-server-key and --curve-secret-key");
@@ -345,20 +358,35 @@ void Server::Impl::list_tasks(const Request& req, Response& res) {
   f.created_before = req.query_value("created_before");
   f.input = req.query_value("input");
   if (!errors.empty()) return problem(res, 422, "invalid query parameters", errors);
-  ++f.limit;  // one extra row tells whether there is a next page
-  auto rows = st->list(f);
   std::string body;
   JsonWriter w(body);
   w.begin_object().key("tasks").begin_array();
-  std::string next;  // the cursor of the next page: the last shown task's seq
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    if (static_cast<int>(i) == f.limit - 1) {
-      next = std::to_string(rows[i - 1].seq);
-      break;
+  // Rows are read a chunk at a time, each with one extra row that tells whether more follow,
+  // and the page stops at `limit` tasks or max_page_bytes, whichever comes first; the cursor
+  // of the next page is the last shown task's seq.
+  constexpr int kChunk = 100;
+  TaskFilter chunk = f;
+  int shown = 0;
+  std::int64_t last = 0;
+  bool more = false;
+  while (!more) {
+    chunk.limit = std::min(f.limit - shown, kChunk) + 1;
+    const auto rows = st->list(chunk);
+    const int usable = std::min(static_cast<int>(rows.size()), chunk.limit - 1);
+    for (int i = 0; i < usable && !more; ++i) {
+      if (shown > 0 && body.size() >= cfg.max_page_bytes) {
+        more = true;
+        break;
+      }
+      write_task_json(w, rows[i], roots.output);
+      ++shown;
+      last = rows[i].seq;
     }
-    write_task_json(w, rows[i], roots.output);
+    if (more || static_cast<int>(rows.size()) < chunk.limit) break;  // nothing beyond them
+    more = shown == f.limit;
+    chunk.before_seq = last;
   }
-  w.end_array().key("next").string_or_null(next).end_object();
+  w.end_array().key("next").string_or_null(more ? std::to_string(last) : "").end_object();
   res.status = 200;
   res.set_content(std::move(body), "application/json");
 }
@@ -510,25 +538,28 @@ void Server::Impl::download(const Request& req, Response& res) {
   const std::string& id = t->id;
   if (t->state != TaskState::Succeeded)
     return problem(res, 409, "task " + id + " is " + name_str(t->state) + ", not succeeded");
-  // The stored path was confined at submission; check again on the resolved
-  // path in case the tree changed since (e.g. a symlink put in its place).
+  // Opened beneath the output root's descriptor, following no link (a link or a FIFO put in
+  // its place since is refused, without blocking), and served only while it is the file the
+  // task wrote: another task may have replaced it ("overwrite": true) or someone else.
   http::WaitScope waiting_for_the_file_system;
-  std::error_code ec;
-  auto real = std::filesystem::canonical(t->output_path, ec);
-  if (ec || !paths::is_within(roots.output, real.string()) ||
-      !std::filesystem::is_regular_file(real))
-    return problem(res, 404, "the output file of task " + id + " is gone");
-  // O_NOFOLLOW: the canonical path has no link left; one put there since is not followed.
-  const int fd = ::open(real.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  const std::string rel = confine::relative_below(output_dir->path(), t->output_path);
+  if (rel.empty()) return problem(res, 404, "the output file of task " + id + " is gone");
+  confine::Fd fd(
+      confine::open_beneath(output_dir->fd(), rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   struct stat st {};
-  if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    if (fd >= 0) ::close(fd);
-    return problem(res, 404, "cannot read the output file");
-  }
-  res.file = std::make_shared<http::File>(fd, static_cast<std::uint64_t>(st.st_size));
+  if (!fd && errno == ENOENT)
+    return problem(res, 404, "the output file of task " + id + " is gone");
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+    return problem(res, 404, "cannot read the output file of task " + id);
+  if (t->output_file && (static_cast<std::int64_t>(st.st_ino) != t->output_file->inode ||
+                         static_cast<std::int64_t>(st.st_size) != t->output_file->size))
+    return problem(res, 410,
+                   "the output file of task " + id + " was replaced since the task finished");
+  const std::string filename =
+      rel.substr(rel.rfind('/') == std::string::npos ? 0 : rel.rfind('/') + 1);
+  res.file = std::make_shared<http::File>(fd.release(), static_cast<std::uint64_t>(st.st_size));
   res.set_header("Content-Type", "application/ipfix");
-  res.set_header("Content-Disposition",
-                 "attachment; filename=\"" + real.filename().string() + "\"");
+  res.set_header("Content-Disposition", "attachment; filename=\"" + filename + "\"");
 }
 
 // Every route's time and status go to the metrics, labelled by its template.

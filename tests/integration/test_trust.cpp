@@ -2,6 +2,7 @@
 // security review, reproduced against real processes: a client speaking to the broker's
 // frontend directly (what the api is), and a peer on the backend posing as a worker.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -483,6 +484,70 @@ TEST(Trust, TheBrokerRefusesAnOutputRootThatHoldsTheDatabaseOrTheCaptures) {
     EXPECT_NE(out.find(why), std::string::npos) << out;
   }
   fs::remove_all(dir);
+}
+
+// Finding 5: the download served whatever file was at the path, another task's included.
+TEST(Trust, ADownloadServesOnlyTheFileItsTaskWrote) {
+  Stack s;
+  auto [st1, first] = s.submit(small_task("dl/x.ipfix"));
+  ASSERT_EQ(st1, 202);
+  ASSERT_EQ(s.wait_terminal(first["task_id"])["state"], "succeeded");
+  const std::string first_url = "/api/v1/tasks/" + first["task_id"].get<std::string>() + "/output";
+  auto r = s.client()->Get(first_url);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  auto again = small_task("dl/x.ipfix");
+  again["overwrite"] = true;
+  again["uniflow"] = true;  // another file at the same path
+  auto [st2, second] = s.submit(again);
+  ASSERT_EQ(st2, 202) << second.dump();
+  ASSERT_EQ(s.wait_terminal(second["task_id"])["state"], "succeeded");
+  r = s.client()->Get(first_url);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 410) << r->body;
+  r = s.client()->Get("/api/v1/tasks/" + second["task_id"].get<std::string>() + "/output");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  // A FIFO put in the file's place is refused at once, not waited on.
+  const std::string path = s.output_dir() + "/dl/x.ipfix";
+  fs::remove(path);
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  auto t0 = std::chrono::steady_clock::now();
+  r = s.client()->Get("/api/v1/tasks/" + second["task_id"].get<std::string>() + "/output");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404) << r->body;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+}
+
+// Finding 7: a list page of 1000 tasks could hold about 1 GB. A page stops at
+// --max-page-bytes and its cursor goes on from there; every task is listed once.
+TEST(Trust, AListPageStopsAtItsByteLimitAndTheCursorGoesOn) {
+  StackOptions o;
+  o.workers = 0;
+  o.extra_api_args = {"--max-page-bytes", "2000"};
+  Stack s(o);
+  std::set<std::string> submitted;
+  for (int i = 0; i < 12; ++i) {
+    auto [st, body] = s.submit(small_task("page/" + std::to_string(i) + ".ipfix"));
+    ASSERT_EQ(st, 202);
+    submitted.insert(body["task_id"]);
+  }
+  std::set<std::string> listed;
+  std::string next;
+  int pages = 0;
+  do {
+    auto r = s.client()->Get("/api/v1/tasks?limit=1000" + (next.empty() ? "" : "&next=" + next));
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200);
+    EXPECT_LT(r->body.size(), 2000u + 1500u) << "a page went far past the limit";
+    auto page = json::parse(r->body);
+    ASSERT_GT(page["tasks"].size(), 0u);
+    for (auto& t : page["tasks"]) EXPECT_TRUE(listed.insert(t["task_id"]).second) << "twice";
+    next = page["next"].is_null() ? "" : page["next"].get<std::string>();
+    ++pages;
+  } while (!next.empty() && pages < 20);
+  EXPECT_EQ(listed, submitted);
+  EXPECT_GT(pages, 2);
 }
 
 namespace {

@@ -26,7 +26,10 @@ struct Config {
   double broker_timeout_s = 2.0;
   std::size_t max_body = 1u << 20;  // POST routes
   int max_json_depth = 64;          // nesting of arrays and objects in a request body
-  std::vector<Token> tokens;        // bearer tokens with their roles; empty: no authentication
+  // A task list page stops growing past this many bytes (its `next` cursor goes on from
+  // there), whatever its `limit`: stored requests and summaries can be large.
+  std::size_t max_page_bytes = 8u << 20;
+  std::vector<Token> tokens;  // bearer tokens with their roles; empty: no authentication
   std::string sample_pcap = "sample.pcap";  // for the compatibility test route
   std::string curve_server_key;             // CURVE: broker's public key file
   std::string curve_secret_key;             // CURVE: the api's secret key file
