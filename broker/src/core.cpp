@@ -70,7 +70,7 @@ void Submissions::clear() {
 }
 
 Core::Core(Settings settings, Records& records, std::shared_ptr<spdlog::logger> log)
-    : settings_(settings), records_(records), log_(std::move(log)) {
+    : settings_(settings), records_(records), log_(std::move(log)), signer_(settings_.grant_key) {
   if (!log_)
     log_ = std::make_shared<spdlog::logger>("broker-core",
                                             std::make_shared<spdlog::sinks::null_sink_st>());
@@ -388,9 +388,8 @@ void Core::claim(Pending& p, const std::string& worker, Effects& fx) {
       "claimed by worker " + worker + " (attempt " + std::to_string(p.attempts) + ")"});
 }
 
-bool Core::granted(const std::string& id, const std::string& worker,
-                   const std::string& presented) const {
-  if (grant::valid(settings_.grant_key, id, worker, presented)) return true;
+bool Core::granted(const std::string& id, const std::string& worker, const std::string& presented) {
+  if (signer_.valid(id, worker, presented)) return true;
   log_->warn("worker {} named task {} without its grant; ignored", worker, id.substr(0, 64));
   return false;
 }
@@ -519,7 +518,7 @@ void Core::dispatch(double now, Effects& fx) {
     fx.to_workers.push_back(
         {best->identity,
          proto::Task{p.id, static_cast<std::uint32_t>(p.attempts), p.spec, settings_.task_timeout_s,
-                     grant::make(settings_.grant_key, p.id, best->identity)}});
+                     signer_.make(p.id, best->identity)}});
     best->running.insert(p.id);
     Running r;
     r.task = std::move(p);

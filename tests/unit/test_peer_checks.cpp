@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <openssl/evp.h>
+
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -100,6 +103,25 @@ TEST(Grant, IsTheSameForTheSameTaskAndWorkerAndDiffersOtherwise) {
   EXPECT_FALSE(grant::valid("key", "task", "w1", g.substr(0, 31)));
   EXPECT_FALSE(grant::valid("key", "task", "w1", ""));
   EXPECT_FALSE(grant::valid("key", "task\nw1", "", g));
+}
+
+// The keyed context the Signer reuses gives what a one-shot HMAC-SHA256 (OpenSSL's
+// EVP_Q_mac) of "task\nworker" gives, grant after grant.
+TEST(Grant, IsTheFirstHalfOfHmacSha256OfTaskNewlineWorker) {
+  grant::Signer signer("a key of some length");
+  for (const auto& [task, worker] : std::vector<std::pair<std::string, std::string>>{
+           {"t1", "w1"}, {"01a23634-4d4a-7389-83a2-313a2e488deb", "vm-123-abc"}, {"", ""}}) {
+    const std::string data = task + "\n" + worker;
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    std::size_t len = 0;
+    const std::string key = "a key of some length";
+    ASSERT_TRUE(EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, key.data(), key.size(),
+                          reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac,
+                          sizeof mac, &len));
+    char hex[33];
+    for (int i = 0; i < 16; ++i) std::snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+    EXPECT_EQ(signer.make(task, worker), std::string(hex)) << task;
+  }
 }
 
 TEST(Grant, TheKeyIsCreatedOnceReadableByItsOwnerOnlyAndKept) {

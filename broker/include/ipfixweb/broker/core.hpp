@@ -22,6 +22,7 @@
 
 #include "ipfixweb/broker/settings.hpp"
 #include "ipfixweb/broker/statistics.hpp"
+#include "ipfixweb/shared/grant.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/shared/store.hpp"
 #include "ipfixweb/shared/vocabulary.hpp"
@@ -234,8 +235,7 @@ class Core {
   // Why a submission from the frontend cannot be accepted ("" when it can).
   std::string invalid(const proto::Submit& s) const;
   // True when `presented` is the grant of task `id` on `worker` (logged when not).
-  bool granted(const std::string& id, const std::string& worker,
-               const std::string& presented) const;
+  bool granted(const std::string& id, const std::string& worker, const std::string& presented);
   // The reply for a submission whose idempotency key is taken already, if it is.
   std::optional<proto::SubmitReply> idempotent_reply(const proto::Submit& s);
   void enqueue(Pending p);
@@ -269,6 +269,7 @@ class Core {
   Settings settings_;
   Records& records_;
   std::shared_ptr<spdlog::logger> log_;
+  grant::Signer signer_;
   std::multimap<std::pair<int, std::int64_t>, Pending> queue_;  // (-priority, seq)
   std::unordered_map<std::string, Running> running_;
   std::unordered_map<std::string, Worker> workers_;
