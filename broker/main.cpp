@@ -48,6 +48,12 @@ void add_options(CLI::App& app, Options& o) {
       ->envname("IPFIXWEB_MAX_WORKER_SLOTS")
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();
+  app.add_option("--overdue-grace", o.cfg.overdue_grace_s,
+                 "Seconds past --task-timeout a run may go unreported before it is given up "
+                 "and run again (0: max(30, 4 x heartbeat x liveness))")
+      ->envname("IPFIXWEB_OVERDUE_GRACE")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
   app.add_option("--task-timeout", o.cfg.task_timeout_s, "Seconds a task may run (0: no limit)")
       ->envname("IPFIXWEB_TASK_TIMEOUT")
       ->capture_default_str();

@@ -499,6 +499,7 @@ void Core::expire_overdue(double now, Effects& fx) {
 }
 
 double Core::overdue_slack() const {
+  if (settings_.overdue_grace_s > 0) return settings_.overdue_grace_s;
   return std::max(30.0, 4 * settings_.heartbeat_s * settings_.liveness);
 }
 

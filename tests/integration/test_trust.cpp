@@ -142,6 +142,50 @@ TEST(Trust, ANaNProgressFromAWorkerDoesNotStopTheBroker) {
   EXPECT_EQ(s.wait_terminal(task->task_id, 5s)["state"], "succeeded");
 }
 
+// Finding 9: a task whose `task` message was lost (or whose worker never reports) stayed
+// running for ever. Past its time limit plus a grace it is aborted and runs again.
+TEST(Trust, ARunUnreportedPastItsTimeLimitIsAbortedAndRunsAgain) {
+  StackOptions o;
+  o.workers = 0;
+  o.heartbeat = 2.0;  // the fake worker does not heartbeat: lost only after 6 s
+  o.extra_broker_args = {"--task-timeout", "1", "--overdue-grace", "0.5"};
+  Stack s(o);
+  FakeWorker w(s.broker_backend(), "silent", "inc-1");
+  w.ready({});
+  auto [st, body] = s.submit(small_task("ghost.ipfix"));
+  ASSERT_EQ(st, 202);
+  auto first = w.next_task(3s);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->attempt, 1u);
+  // Nothing is reported: after 1.5 s the broker gives up on the run.
+  bool aborted = false;
+  std::optional<proto::Task> again;
+  const auto deadline = std::chrono::steady_clock::now() + 4s;
+  while (std::chrono::steady_clock::now() < deadline && !again) {
+    auto m = w.next_message(200ms);
+    if (!m) continue;
+    if (m->first == proto::type::kAbort) aborted = true;
+    if (m->first == proto::type::kTask) {
+      auto env = proto::decode(m->second.data(), m->second.size(), nullptr);
+      again = env->as<proto::Task>();
+    }
+  }
+  EXPECT_TRUE(aborted) << "the worker was not told to stop the run";
+  ASSERT_TRUE(again) << "the task did not run again";
+  EXPECT_EQ(again->task_id, first->task_id);
+  EXPECT_EQ(again->attempt, 2u);
+  // Recorded with the next commit (messages to workers may go out ahead of it).
+  std::string events;
+  for (int i = 0; i < 50; ++i) {
+    auto ev = s.client()->Get("/api/v1/tasks/" + first->task_id + "/events");
+    if (ev) events = ev->body;
+    if (events.find("no result from worker within the time limit") != std::string::npos) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_NE(events.find("no result from worker within the time limit"), std::string::npos)
+      << events;
+}
+
 // Finding 2: a peer on the backend could claim any task (ready.running) and forge its
 // result. Claims and results now need the grant the broker gave with the task.
 TEST(Trust, ARogueWorkerCannotClaimOrFinishAnotherWorkersTask) {

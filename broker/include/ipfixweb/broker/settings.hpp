@@ -24,6 +24,9 @@ struct Settings {
   // before the task fails: such runs use no attempt, so without a bound a peer could keep a
   // task going round for ever.
   int max_free_runs = 10;
+  // How long past task_timeout_s a run may go unreported before the broker gives up on it
+  // (0: max(30 s, 4 * heartbeat * liveness)).
+  double overdue_grace_s = 0;
   std::string grant_key;  // HMAC key of dispatch grants (grant.hpp)
 };
 
