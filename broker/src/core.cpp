@@ -15,6 +15,12 @@ namespace ipfixweb::broker {
 
 namespace {
 
+// Text a peer sends that is spliced into answers and logs as it is: valid JSON, an object.
+bool is_json_object(const std::string& text) {
+  const auto first = text.find_first_not_of(" \t\r\n");
+  return first != std::string::npos && text[first] == '{' && nlohmann::json::accept(text);
+}
+
 // A worker's report is stored and later spliced into answers and logs: the summary must be
 // a JSON object (or absent) and the error a bounded text. Returns what was wrong ("" when
 // nothing), after dropping the summary or cutting the error.
@@ -22,9 +28,7 @@ std::string clean_report(proto::Done& d) {
   constexpr std::size_t kMaxSummary = 4u << 20, kMaxError = 4096;
   std::string problem;
   if (!d.summary.empty()) {
-    const auto first = d.summary.find_first_not_of(" \t\r\n");
-    if (d.summary.size() > kMaxSummary || first == std::string::npos || d.summary[first] != '{' ||
-        !nlohmann::json::accept(d.summary)) {
+    if (d.summary.size() > kMaxSummary || !is_json_object(d.summary)) {
       d.summary.clear();
       problem = "a summary that is not a JSON object (dropped)";
     }
@@ -201,9 +205,7 @@ proto::SubmitReply Core::admit_one(proto::Submit& s, std::size_t& in_system, std
 std::string Core::invalid(const proto::Submit& s) const {
   constexpr std::size_t kMaxRequest = 1u << 20;
   if (s.request.size() > kMaxRequest) return "the request text is larger than 1 MiB";
-  const auto first = s.request.find_first_not_of(" \t\r\n");
-  if (first == std::string::npos || s.request[first] != '{' || !nlohmann::json::accept(s.request))
-    return "the request text is not a JSON object";
+  if (!is_json_object(s.request)) return "the request text is not a JSON object";
   if (s.idempotency_key.size() > 255) return "the idempotency key is longer than 255 bytes";
   if (s.fingerprint.size() > 128) return "the fingerprint is longer than 128 bytes";
   if (auto problem = proto::check_extras({s.priority}); !problem.empty()) return problem;

@@ -137,10 +137,9 @@ void TaskStore::prepare() {
                                        "ORDER BY priority DESC, seq");
   counts_ = db::Statement(db_, "SELECT state, count(*) FROM tasks GROUP BY state");
   finished_before_ = db::Statement(
-      db_,
-      "SELECT " + cols +
-          " FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?1 "
-          "AND state IN ('succeeded','failed','cancelled') ORDER BY finished_at LIMIT ?2");
+      db_, "SELECT " + cols +
+               " FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?1 "
+               "AND state IN ('succeeded','failed','cancelled') ORDER BY finished_at LIMIT ?2");
   output_owner_ = db::Statement(db_,
                                 "SELECT id, state FROM tasks WHERE output_path = ?1 AND state IN "
                                 "('queued','running','succeeded') ORDER BY seq DESC LIMIT 1");
