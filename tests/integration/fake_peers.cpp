@@ -45,30 +45,28 @@ void FakeWorker::send(const std::string& payload) {
   sock.send(zmq::buffer(payload), zmq::send_flags::none);
 }
 
-std::optional<std::pair<std::string, std::string>> FakeWorker::next_message(
-    std::chrono::milliseconds timeout) {
+std::optional<proto::Envelope> FakeWorker::next_message(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     zmq::message_t m;
     sock.set(zmq::sockopt::rcvtimeo, 50);
     if (!sock.recv(m)) continue;
     auto env = proto::decode(m.data(), m.size(), nullptr);
-    if (env) return std::make_pair(env->type, m.to_string());
+    if (!env) continue;
+    if (env->type == proto::type::kTask)  // a worker keeps the grant of every task it gets
+      if (auto t = env->as<proto::Task>()) grants[t->task_id] = t->grant;
+    return env;
   }
   return std::nullopt;
 }
 
 std::optional<proto::Task> FakeWorker::next_task(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    zmq::message_t m;
-    sock.set(zmq::sockopt::rcvtimeo, 50);
-    if (!sock.recv(m)) continue;
-    auto env = proto::decode(m.data(), m.size(), nullptr);
-    if (!env || env->type != proto::type::kTask) continue;
-    auto t = env->as<proto::Task>();
-    if (t) grants[t->task_id] = t->grant;
-    return t;
+  for (auto now = std::chrono::steady_clock::now(); now < deadline;
+       now = std::chrono::steady_clock::now()) {
+    auto env = next_message(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
+    if (!env) return std::nullopt;
+    if (env->type == proto::type::kTask) return env->as<proto::Task>();
   }
   return std::nullopt;
 }

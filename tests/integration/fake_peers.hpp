@@ -37,9 +37,8 @@ struct FakeWorker {
   void send(const std::string& payload);
   // The next task message within the timeout (heartbeats skipped); remembers its grant.
   std::optional<proto::Task> next_task(std::chrono::milliseconds timeout);
-  // The next message of any type (nullopt on timeout).
-  std::optional<std::pair<std::string, std::string>> next_message(
-      std::chrono::milliseconds timeout);
+  // The next message of any type (nullopt on timeout); remembers the grant of a task.
+  std::optional<proto::Envelope> next_message(std::chrono::milliseconds timeout);
 };
 
 struct FakeClient {

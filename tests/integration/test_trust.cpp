@@ -164,11 +164,8 @@ TEST(Trust, ARunUnreportedPastItsTimeLimitIsAbortedAndRunsAgain) {
   while (std::chrono::steady_clock::now() < deadline && !again) {
     auto m = w.next_message(200ms);
     if (!m) continue;
-    if (m->first == proto::type::kAbort) aborted = true;
-    if (m->first == proto::type::kTask) {
-      auto env = proto::decode(m->second.data(), m->second.size(), nullptr);
-      again = env->as<proto::Task>();
-    }
+    if (m->type == proto::type::kAbort) aborted = true;
+    if (m->type == proto::type::kTask) again = m->as<proto::Task>();
   }
   EXPECT_TRUE(aborted) << "the worker was not told to stop the run";
   ASSERT_TRUE(again) << "the task did not run again";
@@ -207,7 +204,7 @@ TEST(Trust, ARogueWorkerCannotClaimOrFinishAnotherWorkersTask) {
   rogue.ready({id}, 4);
   auto answer = rogue.next_message(2s);
   ASSERT_TRUE(answer);
-  EXPECT_EQ(answer->first, proto::type::kAbort) << "the claim was not refused";
+  EXPECT_EQ(answer->type, proto::type::kAbort) << "the claim was not refused";
   rogue.done(id, "succeeded");
   rogue.grants[id] = task->grant;  // a grant given to another worker does not serve either
   rogue.done(id, "failed");
