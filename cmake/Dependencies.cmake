@@ -10,6 +10,8 @@ find_package(CLI11 REQUIRED)                  # libcli11-dev
 find_package(SQLite3 REQUIRED)                # libsqlite3-dev
 # libssl-dev: libcrypto's HMAC-SHA256 signs dispatch grants (shared/src/grant.cpp).
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)
+# tao-pegtl-dev (3.2, header-only): the flow filter language's grammar (shared/src/flows/filter.cpp).
+find_package(pegtl REQUIRED CONFIG)
 
 pkg_check_modules(PCAP REQUIRED IMPORTED_TARGET libpcap)        # libpcap-dev
 pkg_check_modules(NDPI REQUIRED IMPORTED_TARGET libndpi)        # libndpi-dev (4.2)
