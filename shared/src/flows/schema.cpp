@@ -12,15 +12,25 @@ int column_index(std::string_view name) {
   return -1;
 }
 
+bool is_computed(const Column& c) { return c.sql.starts_with("AS "); }
+
 std::string create_tables_sql() {
-  std::string s = "CREATE TABLE flows(";
-  bool first = true;
+  std::string table = "CREATE TABLE flow_rows(";
+  std::string view = "CREATE VIEW flows AS SELECT ";
+  bool first_stored = true, first = true;
   for (const auto& c : kFlowColumns) {
-    if (!first) s += ", ";
+    if (!first) view += ", ";
     first = false;
-    s.append(c.name).append(" ").append(c.sql);
+    if (is_computed(c)) {
+      view.append("(").append(c.sql.substr(3)).append(") AS ").append(c.name);
+      continue;
+    }
+    view.append(c.name);
+    if (!first_stored) table += ", ";
+    first_stored = false;
+    table.append(c.name).append(" ").append(c.sql);
   }
-  s += ");\n";
+  std::string s = table + ");\n" + view + " FROM flow_rows;\n";
   s +=
       "CREATE TABLE series(dim TEXT NOT NULL, key TEXT NOT NULL, bucket_ms INTEGER NOT NULL, "
       "packets INTEGER NOT NULL, bytes INTEGER NOT NULL, flows INTEGER NOT NULL, "
@@ -33,13 +43,29 @@ std::string create_indexes_sql() {
   std::string s;
   for (const auto& c : kFlowColumns) {
     if (!c.indexed) continue;
-    s.append("CREATE INDEX flows_")
+    s.append("CREATE INDEX flow_rows_")
         .append(c.name)
-        .append(" ON flows(")
+        .append(" ON flow_rows(")
         .append(c.name)
         .append(");\n");
   }
   return s;
+}
+
+std::string proto_name(std::uint8_t proto) {
+  switch (proto) {
+    case 6: return "tcp";
+    case 17: return "udp";
+    case 1: return "icmp";
+    case 58: return "icmpv6";
+    case 132: return "sctp";
+    case 47: return "gre";
+    case 50: return "esp";
+    case 51: return "ah";
+    case 2: return "igmp";
+    case 89: return "ospf";
+    default: return std::to_string(proto);
+  }
 }
 
 std::array<std::uint8_t, 16> v4_key(const std::uint8_t* addr) {
@@ -52,8 +78,16 @@ std::array<std::uint8_t, 16> v4_key(const std::uint8_t* addr) {
 
 std::string address_text(const std::array<std::uint8_t, 16>& key, std::uint8_t ip_version) {
   char buf[INET6_ADDRSTRLEN] = {};
-  if (ip_version == 4) {
-    ::inet_ntop(AF_INET, key.data() + 12, buf, sizeof buf);
+  if (ip_version == 4) {  // by hand: inet_ntop formats through sprintf
+    char* p = buf;
+    for (int i = 12; i < 16; ++i) {
+      unsigned v = key[static_cast<std::size_t>(i)];
+      if (v >= 100) *p++ = static_cast<char>('0' + v / 100);
+      if (v >= 10) *p++ = static_cast<char>('0' + v / 10 % 10);
+      *p++ = static_cast<char>('0' + v % 10);
+      if (i < 15) *p++ = '.';
+    }
+    return std::string(buf, p);
   } else {
     ::inet_ntop(AF_INET6, key.data(), buf, sizeof buf);
   }

@@ -13,6 +13,7 @@
 #include "flow_table.hpp"
 #include "pcap_reader.hpp"
 #include "summary.hpp"
+#include "ipfixweb/flows/writer.hpp"
 
 namespace ipfixweb::engine {
 namespace {
@@ -29,11 +30,81 @@ std::shared_ptr<spdlog::logger> logger() {
   return lg;
 }
 
-// Receives finished flows from the table: completes DPI, writes IPFIX, updates the summary.
+// The flow store rows of one finished flow: the same records, in the same order, with the
+// same values as IpfixExporter::write puts in the IPFIX file.
+void store_records(const Flow& f, EndReason reason, const FlowLabel& label, bool biflow,
+                   flows::Writer& store) {
+  flows::FlowRow r;
+  r.ip_version = f.key.ip_version;
+  r.proto = f.key.proto;
+  r.vlan = f.key.vlan;
+  r.end_reason = static_cast<std::uint8_t>(reason);
+  if (label.name) {
+    r.has_app = true;
+    r.app_id = label.id;
+    r.app = *label.name;
+    if (label.server) r.server_name = *label.server;
+    if (label.ja3c) r.ja3c = *label.ja3c;
+  }
+  const bool icmp = f.key.proto == 1 || f.key.proto == 58;
+  const auto endpoints = [&](const FlowKey& k) {
+    if (k.ip_version == 4) {
+      r.src = flows::v4_key(k.src.data());
+      r.dst = flows::v4_key(k.dst.data());
+    } else {
+      r.src = k.src;
+      r.dst = k.dst;
+    }
+    r.sport = k.sport;
+    r.dport = k.dport;
+  };
+  const auto forward = [&](const DirectionStats& d) {
+    r.fwd_packets = d.packets;
+    r.fwd_bytes = d.octets;
+    r.tcp_flags = d.tcp_flags;
+    r.tos = d.tos;
+    r.icmp_type_code = icmp ? d.icmp_type_code : 0;
+  };
+  if (biflow) {
+    endpoints(f.key);
+    forward(f.fwd);
+    r.start_ms = f.start_ms;
+    r.end_ms = f.end_ms;
+    r.has_rev = true;
+    r.rev_packets = f.rev.packets;
+    r.rev_bytes = f.rev.octets;
+    r.rev_tcp_flags = f.rev.tcp_flags;
+    r.rev_tos = f.rev.tos;
+    r.rev_icmp_type_code = icmp ? f.rev.icmp_type_code : 0;
+    store.add(r);
+    store.series().count_record(r.start_ms, r.app, r.proto);
+    return;
+  }
+  if (f.fwd.packets) {
+    endpoints(f.key);
+    forward(f.fwd);
+    r.start_ms = f.fwd.first_ms;
+    r.end_ms = f.fwd.last_ms;
+    store.add(r);
+    store.series().count_record(r.start_ms, r.app, r.proto);
+  }
+  if (f.rev.packets) {
+    endpoints(f.key.reversed());
+    forward(f.rev);
+    r.start_ms = f.rev.first_ms;
+    r.end_ms = f.rev.last_ms;
+    store.add(r);
+    store.series().count_record(r.start_ms, r.app, r.proto);
+  }
+}
+
+// Receives finished flows from the table: completes DPI, writes IPFIX (and the flow store),
+// updates the summary.
 class ExportSink final : public FlowSink {
  public:
-  ExportSink(IpfixExporter& exporter, Dpi* dpi, Summary& summary)
-      : exporter_(exporter), dpi_(dpi), summary_(summary) {}
+  ExportSink(IpfixExporter& exporter, Dpi* dpi, Summary& summary, flows::Writer* store,
+             bool biflow)
+      : exporter_(exporter), dpi_(dpi), summary_(summary), store_(store), biflow_(biflow) {}
   void set_now(std::uint64_t ms) { now_ms_ = ms; }
 
   void on_flow_end(Flow& f, EndReason reason) override {
@@ -51,12 +122,19 @@ class ExportSink final : public FlowSink {
     }
     const unsigned n = exporter_.write(f, reason, label, std::max(now_ms_, f.end_ms));
     summary_.on_record(f, reason, n, name);
+    if (store_) {
+      store_records(f, reason, label, biflow_, *store_);
+      store_->series().on_flow(f.buckets, name ? std::string_view(*name) : std::string_view(),
+                               f.key.proto);
+    }
   }
 
  private:
   IpfixExporter& exporter_;
   Dpi* dpi_;
   Summary& summary_;
+  flows::Writer* store_;
+  bool biflow_;
   std::uint64_t now_ms_ = 0;
   std::string ja3_;
 };
@@ -86,6 +164,26 @@ ExporterConfig exporter_config(const Options& opts) {
   ecfg.biflow = opts.biflow;
   ecfg.observation_domain = opts.observation_domain;
   return ecfg;
+}
+
+// The flow store writer of a conversion, or null when none was asked for.
+std::unique_ptr<flows::Writer> open_store(const Options& opts, bool live) {
+  if (opts.flows_db.empty()) return nullptr;
+  if (live) throw EngineError("a flow store needs a file output, not a network one");
+  flows::WriterConfig cfg;
+  cfg.dir_fd = opts.output_dir_fd;
+  cfg.name = opts.flows_db;
+  cfg.temp_suffix = temporary_output_name("", ::getpid());
+  // The IPFIX file is renamed in the same directory right after and that directory synced.
+  cfg.sync_dir = opts.output_dir_fd < 0;
+  cfg.source = "pcap";
+  cfg.biflow = opts.biflow;
+  cfg.dpi = opts.dpi;
+  try {
+    return std::make_unique<flows::Writer>(std::move(cfg));
+  } catch (const flows::Error& e) {
+    throw EngineError(e.what());
+  }
 }
 
 // What the summary says of each input before reading it.
@@ -207,8 +305,9 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   describe_inputs(reader, summary);
   IpfixExporter exporter(exporter_config(opts));  // removes its temporary file unless committed
   const bool live = exporter.is_network();
+  std::unique_ptr<flows::Writer> store = open_store(opts, live);  // likewise
   std::unique_ptr<Dpi> dpi = opts.dpi ? impl_->fresh_dpi() : nullptr;
-  ExportSink sink(exporter, dpi.get(), summary);
+  ExportSink sink(exporter, dpi.get(), summary, store.get(), opts.biflow);
   FlowTable table(tcfg, sink);
   FragmentTracker fragments;
   DecodeOptions dopts;
@@ -252,6 +351,7 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
     const FlowTable::Hit hit = table.update(pkt, ts_ms);
     if (live) exporter.tick(table.now_ms());
     if (dpi) dpi->process(*hit.flow, pkt, ts_ms);
+    if (store) store->series().on_packet(hit.flow->buckets, ts_ms, pkt.ip_octets);
     summary.on_packet(raw.ts_us, pkt.ip_octets);
   }
   if (cancelled()) throw Cancelled();
@@ -259,6 +359,13 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   account_inputs(reader, summary);
   summary.peak_flows = table.peak_size();
   table.flush(EndReason::kForcedEnd);
+  if (store) {
+    try {
+      store->commit();  // before the IPFIX file: whoever sees the IPFIX file finds the store
+    } catch (const flows::Error& e) {
+      throw EngineError(e.what());
+    }
+  }
   exporter.commit();
 
   if (progress) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "decoder.hpp"
+#include "ipfixweb/flows/writer.hpp"
 
 struct ndpi_flow_struct;
 
@@ -65,11 +66,14 @@ struct Flow {
   std::string host;                     // SNI / HTTP Host / DNS query as nDPI reports it
   std::array<std::uint8_t, 16> ja3c{};  // JA3 client MD5 (TLS/QUIC/DTLS), all zero when none
   bool has_ja3c = false;
+  // The time buckets of this record's packets (only with a flow store).
+  flows::RecordBuckets buckets;
 
   void reset_counters() {
     fwd = DirectionStats{};
     rev = DirectionStats{};
     start_ms = end_ms = 0;
+    buckets.clear();
   }
 };
 

@@ -1,6 +1,10 @@
 // pcap2ipfix: convert pcap/pcapng captures to an IPFIX file (or live collector) with nDPI labels.
 // Exit status: 0 success, 1 conversion error (one line on stderr), 2 usage error, 130 interrupted.
+#include <sqlite3.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <memory>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -10,12 +14,48 @@
 #include <CLI/CLI.hpp>
 
 #include "ipfixweb/engine/engine.hpp"
+#include "ipfixweb/flows/store.hpp"
 
 namespace {
 
 std::atomic<bool> g_cancel{false};
 
 extern "C" void on_signal(int) { g_cancel.store(true); }
+
+// Writes every record of the flow store to `path` ('-' = stdout) as NDJSON or CSV, with the
+// same rendering as the api's exports.
+void export_store(const std::string& store_path, const std::string& path,
+                  ipfixweb::flows::Format format) {
+  namespace fl = ipfixweb::flows;
+  fl::Store store(store_path);
+  const auto columns = *fl::select_columns({});
+  const std::string sql = "SELECT " + fl::column_list_sql(columns) + " FROM flows ORDER BY id";
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(store.handle(), sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
+    throw fl::Error(std::string("flow store: ") + sqlite3_errmsg(store.handle()));
+  std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(s, sqlite3_finalize);
+  std::ofstream file;
+  std::ostream* out = &std::cout;
+  if (path != "-") {
+    file.open(path, std::ios::binary | std::ios::trunc);
+    if (!file) throw fl::Error("cannot write '" + path + "'");
+    out = &file;
+  }
+  std::string buf;
+  if (format == fl::Format::Csv) fl::append_csv_header(buf, columns);
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    fl::append_row(buf, s, columns, format);
+    if (buf.size() > (1u << 16)) {
+      out->write(buf.data(), static_cast<std::streamsize>(buf.size()));
+      buf.clear();
+    }
+  }
+  if (rc != SQLITE_DONE)
+    throw fl::Error(std::string("flow store: ") + sqlite3_errmsg(store.handle()));
+  out->write(buf.data(), static_cast<std::streamsize>(buf.size()));
+  if (!out->flush()) throw fl::Error("cannot write '" + path + "'");
+}
 
 }  // namespace
 
@@ -52,6 +92,12 @@ int main(int argc, char** argv) {
                "meter tunnels (GRE, VXLAN, IP-in-IP, Teredo) as outer flows");
   app.add_option("--summary-json", summary_path,
                  "write the run summary as JSON to FILE ('-' = stdout)");
+  std::string ndjson_path, csv_path;
+  app.add_option("--flows-db", opts.flows_db,
+                 "also write the flow store: an SQLite file with every record and the time "
+                 "series (docs/flow-store.md)");
+  app.add_option("--ndjson", ndjson_path, "also write every record as NDJSON to FILE ('-' = stdout)");
+  app.add_option("--csv", csv_path, "also write every record as CSV to FILE ('-' = stdout)");
   app.add_flag("-q,--quiet", quiet, "no log output");
   app.add_flag("--progress", show_progress, "print progress to stderr");
   unsigned repeat = 1;
@@ -69,6 +115,24 @@ int main(int argc, char** argv) {
   }
   opts.dpi = !no_dpi;
   opts.biflow = !uniflow;
+  if ((ndjson_path == "-") + (csv_path == "-") + (summary_path == "-") > 1) {
+    std::cerr << "pcap2ipfix: only one of --ndjson, --csv and --summary-json can go to stdout\n";
+    return 2;
+  }
+  // NDJSON/CSV are read back from the flow store: a temporary one when none was asked for.
+  std::string temp_store;
+  if (opts.flows_db.empty() && (!ndjson_path.empty() || !csv_path.empty())) {
+    const char* tmp = std::getenv("TMPDIR");
+    temp_store = std::string(tmp && *tmp ? tmp : "/tmp") + "/pcap2ipfix." +
+                 std::to_string(::getpid()) + ".flows.sqlite";
+    opts.flows_db = temp_store;
+  }
+  struct RemoveTemp {
+    const std::string& path;
+    ~RemoveTemp() {
+      if (!path.empty()) ::unlink(path.c_str());
+    }
+  } remove_temp{temp_store};
   opts.decapsulate_tunnels = !no_decap;
   spdlog::set_level(quiet ? spdlog::level::warn : spdlog::level::info);
 
@@ -100,6 +164,9 @@ int main(int argc, char** argv) {
                    static_cast<unsigned long long>(engine.dpi_initialisations()));
     }
     if (show_progress) std::fputc('\n', stderr);
+    if (!ndjson_path.empty())
+      export_store(opts.flows_db, ndjson_path, ipfixweb::flows::Format::Ndjson);
+    if (!csv_path.empty()) export_store(opts.flows_db, csv_path, ipfixweb::flows::Format::Csv);
     if (!summary_path.empty()) {
       const auto summary = nlohmann::json::parse(result.summary);
       if (summary_path == "-") {

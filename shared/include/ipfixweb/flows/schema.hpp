@@ -5,7 +5,11 @@
 // docs/flow-store.md are derived), the other tables, and FlowRow, what a writer is given.
 //
 // Tables (docs/flow-store.md):
-//   flows   one row per IPFIX record, in the file's record order (id = 1, 2, ...)
+//   flows   one row per IPFIX record, in the file's record order (id = 1, 2, ...): a view of
+//           the stored table flow_rows with the computed columns added (times as ISO text,
+//           protocol names); queries and users read `flows`
+//   flow_rows  the stored columns (SQLite computes even VIRTUAL generated columns on every
+//           insert, which doubled the cost of writing a row; a view computes them on reading)
 //   series  packets/bytes/flows per time bucket, by application and by IP protocol
 //   meta    key/value facts about the store (format, version, bucket size, span, totals)
 #pragma once
@@ -36,12 +40,12 @@ enum class ColumnType : std::uint8_t {
 struct Column {
   std::string_view name;
   ColumnType type;
-  // The SQL after the column name in CREATE TABLE (a type and constraints, or a
-  // "GENERATED ALWAYS AS (…) VIRTUAL" expression of other columns).
+  // Stored columns: the SQL after the column name in CREATE TABLE flow_rows (a type and
+  // constraints). Computed columns: "AS <expression of stored columns>", in the view only.
   std::string_view sql;
   std::string_view meaning;  // for docs/flow-store.md and the OpenAPI description
   bool exported = true;      // in NDJSON/CSV and /flows answers (false: internal keys)
-  bool indexed = false;      // CREATE INDEX flows_<name> after the rows are written
+  bool indexed = false;      // CREATE INDEX flow_rows_<name> after the rows are written
 };
 
 // clang-format off
@@ -53,20 +57,20 @@ inline constexpr std::array kFlowColumns{
   Column{"end_ms", ColumnType::Integer, "INTEGER NOT NULL",
          "last packet, milliseconds since 1970 (flowEndMilliseconds)"},
   Column{"start_time", ColumnType::Text,
-         "TEXT GENERATED ALWAYS AS (strftime('%Y-%m-%dT%H:%M:%fZ', start_ms / 1000.0, 'unixepoch')) VIRTUAL",
+         "AS strftime('%Y-%m-%dT%H:%M:%fZ', start_ms / 1000.0, 'unixepoch')",
          "first packet, ISO 8601 UTC"},
   Column{"end_time", ColumnType::Text,
-         "TEXT GENERATED ALWAYS AS (strftime('%Y-%m-%dT%H:%M:%fZ', end_ms / 1000.0, 'unixepoch')) VIRTUAL",
+         "AS strftime('%Y-%m-%dT%H:%M:%fZ', end_ms / 1000.0, 'unixepoch')",
          "last packet, ISO 8601 UTC"},
   Column{"duration_ms", ColumnType::Integer,
-         "INTEGER GENERATED ALWAYS AS (end_ms - start_ms) VIRTUAL", "end_ms - start_ms"},
+         "AS end_ms - start_ms", "end_ms - start_ms"},
   Column{"ip_version", ColumnType::Integer, "INTEGER NOT NULL", "4 or 6"},
   Column{"proto", ColumnType::Integer, "INTEGER NOT NULL",
          "IP protocol number of the metered header (protocolIdentifier)"},
   Column{"proto_name", ColumnType::Text,
-         "TEXT GENERATED ALWAYS AS (CASE proto WHEN 6 THEN 'tcp' WHEN 17 THEN 'udp' WHEN 1 THEN 'icmp' "
+         "AS CASE proto WHEN 6 THEN 'tcp' WHEN 17 THEN 'udp' WHEN 1 THEN 'icmp' "
          "WHEN 58 THEN 'icmpv6' WHEN 132 THEN 'sctp' WHEN 47 THEN 'gre' WHEN 50 THEN 'esp' "
-         "WHEN 51 THEN 'ah' WHEN 2 THEN 'igmp' WHEN 89 THEN 'ospf' ELSE CAST(proto AS TEXT) END) VIRTUAL",
+         "WHEN 51 THEN 'ah' WHEN 2 THEN 'igmp' WHEN 89 THEN 'ospf' ELSE CAST(proto AS TEXT) END",
          "protocol name (tcp, udp, icmp, icmpv6, sctp, gre, esp, ah, igmp, ospf), else the number"},
   Column{"src", ColumnType::Address, "TEXT NOT NULL",
          "source address (the first packet's sender; sourceIPv4Address/sourceIPv6Address)"},
@@ -103,7 +107,7 @@ inline constexpr std::array kFlowColumns{
   Column{"app", ColumnType::Text, "TEXT",
          "application as nDPI names it (TLS.YouTube, DNS, Unknown); null without DPI", true, true},
   Column{"server_name", ColumnType::Text, "TEXT",
-         "TLS/QUIC SNI, HTTP Host or DNS query name; null when none", true, true},
+         "TLS/QUIC SNI, HTTP Host or DNS query name; null when none"},
   Column{"ja3c", ColumnType::Text, "TEXT", "JA3 client fingerprint (32 hex digits); null when none"},
   Column{"community_id", ColumnType::Text, "TEXT",
          "Community ID v1 of the 5-tuple (seed 0), e.g. 1:LQU9qZlK+B5F3KDmev6m5PMibrg="},
@@ -115,6 +119,9 @@ inline constexpr std::array kFlowColumns{
          "the risks' names as nDPI prints them, comma-separated; null when none"},
 };
 // clang-format on
+
+// Whether a column is computed in the view (not stored in flow_rows).
+bool is_computed(const Column& c);
 
 // The index of a column by name; -1 when there is none.
 int column_index(std::string_view name);
@@ -130,11 +137,12 @@ int column_index(std::string_view name);
 // the span) and aligned to multiples of it since 1970. Packets and bytes count in the bucket
 // of each packet's own time (pcap tasks) or spread evenly over the record's span (IPFIX
 // ingest); each record's flows count once, in the bucket of its start.
-inline constexpr std::uint64_t kMaxBuckets = 8192;
+inline constexpr std::uint64_t kMaxBuckets = 2048;
 // meta keys: format, version, source ('pcap' | 'ipfix'), biflow (0|1), dpi (0|1),
 // bucket_ms, first_ms, last_ms (the span of the records), flows, packets, bytes, created_at.
 
-// CREATE TABLE statements of a new store (flows, series, meta), without indexes.
+// CREATE statements of a new store (flow_rows, the flows view, series, meta), without
+// indexes.
 std::string create_tables_sql();
 // CREATE INDEX statements, run after the rows are written.
 std::string create_indexes_sql();
@@ -164,6 +172,9 @@ struct FlowRow {
   std::uint32_t risk_score = 0;
   std::string_view risks;  // "" stores NULL
 };
+
+// The proto_name column's value for a protocol number (the same CASE as its SQL).
+std::string proto_name(std::uint8_t proto);
 
 // The 16-byte key of an IPv4 address given in network byte order (::ffff:a.b.c.d).
 std::array<std::uint8_t, 16> v4_key(const std::uint8_t* addr);

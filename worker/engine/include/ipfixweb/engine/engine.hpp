@@ -42,6 +42,12 @@ struct Options {
   // network output is refused.
   int output_dir_fd = -1;
   std::string output_name;
+
+  // The flow store (docs/flow-store.md): an SQLite file with every record and the time
+  // series, written in the same pass and published just before the IPFIX file, under a
+  // temporary name then renamed. "" = none. With output_dir_fd >= 0 a name in that directory
+  // (conventionally output_name + ".flows.sqlite"), else a path.
+  std::string flows_db;
 };
 
 struct Progress {

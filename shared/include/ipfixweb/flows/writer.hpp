@@ -1,0 +1,181 @@
+// Writes a flow store (schema.hpp): rows as they come, the time series, then indexes and
+// meta, and publishes the file the way the engine publishes its IPFIX file: written under a
+// temporary name in the target directory, synced, then renamed over the final name. A
+// writer destroyed without commit() removes its temporary file.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "ipfixweb/flows/schema.hpp"
+
+namespace ipfixweb::flows {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The time buckets one record's packets fell into, kept on the flow while it is metered
+// (most records touch one or two buckets: the first entry is inline).
+struct BucketEntry {
+  std::uint64_t start_ms = 0;  // bucket start at the resolution in force when it was added
+  std::uint64_t packets = 0;
+  std::uint64_t bytes = 0;
+};
+class RecordBuckets {
+ public:
+  void clear() {
+    used_ = false;
+    more_.clear();
+  }
+  bool empty() const { return !used_; }
+  template <class F>
+  void for_each(F&& f) const {
+    if (!used_) return;
+    f(first_);
+    for (const auto& e : more_) f(e);
+  }
+
+ private:
+  friend class SeriesBuilder;
+  BucketEntry* last() { return more_.empty() ? (used_ ? &first_ : nullptr) : &more_.back(); }
+  BucketEntry first_;
+  bool used_ = false;
+  std::vector<BucketEntry> more_;
+};
+
+// Packets, bytes and flows per time bucket by application and by IP protocol. The bucket
+// size starts at 1 ms and doubles whenever the span seen so far needs more than kMaxBuckets
+// buckets, so the whole capture ends up in at most kMaxBuckets buckets of a power of two
+// milliseconds, aligned to multiples of that size since 1970. Finished records only append
+// their buckets to a list (no lookups per record); the list is summed by (key, bucket) when
+// it grows large and at the end, when the final bucket size is known.
+class SeriesBuilder {
+ public:
+  // One packet of a record at time ts_ms (packet time).
+  void on_packet(RecordBuckets& b, std::uint64_t ts_ms, std::uint64_t bytes) {
+    if (ts_ms < min_ms_ || ts_ms > max_ms_) widen(ts_ms);
+    const std::uint64_t start = ts_ms / res_ * res_;
+    BucketEntry* last = b.last();
+    if (last && last->start_ms / res_ * res_ == start) {
+      ++last->packets;
+      last->bytes += bytes;
+      return;
+    }
+    if (!b.used_) {
+      b.first_ = {start, 1, bytes};
+      b.used_ = true;
+    } else {
+      b.more_.push_back({start, 1, bytes});
+    }
+  }
+  // A finished flow: its buckets go to the series of its application ("": DPI off, no
+  // application series) and protocol; then `b` is cleared.
+  void on_flow(RecordBuckets& b, std::string_view app, std::uint8_t proto);
+  // One record starting at start_ms counts as a flow of `app` and `proto`.
+  void count_record(std::uint64_t start_ms, std::string_view app, std::uint8_t proto);
+  // A record without packet times (IPFIX ingest): its packets and bytes spread evenly over
+  // [start_ms, end_ms] (whole units, the remainder in the first buckets); counts the record.
+  void on_spread_record(std::uint64_t start_ms, std::uint64_t end_ms, std::uint64_t packets,
+                        std::uint64_t bytes, std::string_view app, std::uint8_t proto);
+
+  std::uint64_t bucket_ms() const { return res_; }
+  bool empty() const { return max_ms_ < min_ms_; }
+  std::uint64_t first_ms() const { return empty() ? 0 : min_ms_; }
+  std::uint64_t last_ms() const { return empty() ? 0 : max_ms_; }
+
+  struct Cell {
+    std::uint64_t packets = 0, bytes = 0, flows = 0;
+  };
+  enum Dim : std::uint8_t { kApp = 0, kProto = 1 };
+  // Calls f(dim, key, bucket_start, cell) for every non-empty cell, at the final bucket size.
+  template <class F>
+  void for_each(F&& f) {
+    fold();
+    for (const auto& [k, cell] : totals_) {
+      const auto& [dim, name] = keys_[key_of(k)];
+      f(dim, name, bucket_of(k), cell);
+    }
+  }
+
+ private:
+  static constexpr std::uint64_t kKeyMask = 0xFFFFF;
+  // An appended entry: a key id, a bucket start and counts.
+  struct Pending {
+    std::uint32_t key;
+    std::uint64_t start_ms;
+    Cell cell;
+  };
+  void widen(std::uint64_t ts_ms);
+  std::uint32_t key_id(Dim dim, std::string_view name);
+  void push(std::uint32_t key, std::uint64_t start_ms, const Cell& c);
+  void fold();  // pending_ -> totals_ at the current bucket size
+  static std::uint64_t pack(std::uint32_t key, std::uint64_t bucket_index) {
+    return (bucket_index << 20) | key;
+  }
+  static std::uint32_t key_of(std::uint64_t k) { return static_cast<std::uint32_t>(k & kKeyMask); }
+  std::uint64_t bucket_of(std::uint64_t k) const { return (k >> 20) * res_; }
+
+  std::uint64_t res_ = 1;
+  std::uint64_t min_ms_ = UINT64_MAX, max_ms_ = 0;
+  std::vector<std::pair<Dim, std::string>> keys_;
+  std::unordered_map<std::string, std::uint32_t> key_ids_[2];
+  std::uint32_t last_app_ = UINT32_MAX;  // the key id of the last application name seen
+  std::string last_app_name_;
+  std::vector<Pending> pending_;
+  std::uint64_t totals_res_ = 1;
+  std::unordered_map<std::uint64_t, Cell> totals_;  // pack(key, start / totals_res_) -> counts
+};
+
+struct WriterConfig {
+  // >= 0: the store is the file `name` in this directory (borrowed; may be O_PATH).
+  // < 0: `name` is a path (relative to the working directory or absolute).
+  int dir_fd = -1;
+  std::string name;
+  // The temporary is "<name><temp_suffix>" beside it (the engine's ".tmp.<host>.<pid>").
+  std::string temp_suffix;
+  bool sync = true;      // fsync the file before the rename
+  bool sync_dir = true;  // fsync the directory after the rename
+  // meta
+  std::string source = "pcap";  // "pcap" | "ipfix"
+  bool biflow = true;
+  bool dpi = true;
+};
+
+// Rows are inserted by a thread of the writer's own, in batches, while the caller goes on
+// metering (on a 2-core machine that takes the store's cost off the conversion's path). An
+// insert that fails is reported by the next add() or by commit(), as an Error thrown on the
+// caller's thread.
+class Writer {
+ public:
+  explicit Writer(WriterConfig cfg);  // creates the temporary store; throws Error
+  ~Writer();                          // without commit(): removes the temporary
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  void add(const FlowRow& row);  // the next record (id = rows() after the call); copied
+  SeriesBuilder& series() { return series_; }
+  // Indexes, series and meta; closes, syncs and renames the file into place.
+  void commit();
+  std::uint64_t rows() const { return rows_; }
+  const std::string& path_for_messages() const { return cfg_.name; }
+
+ private:
+  struct Impl;
+  void abort() noexcept;
+  WriterConfig cfg_;
+  std::unique_ptr<Impl> impl_;
+  SeriesBuilder series_;
+  std::uint64_t rows_ = 0;
+  std::uint64_t packets_ = 0, bytes_ = 0;
+  std::uint64_t first_ms_ = UINT64_MAX, last_ms_ = 0;
+  bool committed_ = false;
+};
+
+}  // namespace ipfixweb::flows
