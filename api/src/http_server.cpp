@@ -8,7 +8,9 @@
 //   body    reading the body (body limit, body timeout and minimum rate)
 //   handler the request runs on a handler thread (or on the I/O thread for a route that
 //           never blocks); no deadline: the handler's time is bounded by --broker-timeout
-//   write   the answer (write timeout per write; a file is sent in pieces)
+//   write   the answer (write timeout per write; a file is sent in pieces; a stream takes
+//           turns: its producer makes a piece on a handler thread, then the piece is written,
+//           then the next is asked for, so that one piece at most is ever buffered)
 // then idle again (keep-alive), or a graceful close: shut down sending, read and drop what
 // the client still sends for a short while (so it can read the answer rather than a reset),
 // close.
@@ -19,13 +21,17 @@
 // to an I/O thread. One thing at a time either way: every entry point holds the
 // connection's mutex, and there is never more than one operation in flight. Other threads
 // (the sweeper of deadlines, shedding, stop) only shut the socket down; the pending
-// operation then fails and the connection closes itself.
+// operation then fails and the connection closes itself. While a stream's producer runs
+// (on a handler thread, without the mutex) the connection has no operation in flight either:
+// nothing else of it runs meanwhile but those others, which touch neither the producer nor
+// its piece; the same handler thread then takes the mutex and writes the piece.
 //
 // Deadlines are not a timer per operation: each connection keeps its current deadline, and
 // one sweeper closes the connections whose deadline has passed.
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -34,6 +40,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <limits>
@@ -69,6 +76,9 @@ constexpr std::size_t kPiece = 64 * 1024;
 constexpr std::size_t kKeptBuffer = 16 * 1024;
 // stop() lets requests in progress finish for this long.
 constexpr auto kStopGrace = std::chrono::seconds(5);
+// A stream (which may never end) is cut off this long after stop(): early enough that the
+// sweeper still runs and the producer is gone before serve() returns.
+constexpr auto kStreamStopGrace = kStopGrace - std::chrono::seconds(1);
 
 bool closed_by_peer(const beast::error_code& ec) {
   return ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
@@ -210,13 +220,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   // When the server stops: ends the connection, unless a request is being handled or
-  // answered; that one closes once it is answered.
+  // answered; that one closes once it is answered. A streamed answer (which may never end)
+  // is cut off at kStreamStopGrace.
   void stop() {
     std::lock_guard lock(mu_);
-    if (phase_ == Phase::Handler || phase_ == Phase::Write)
+    if (phase_ == Phase::Handler || phase_ == Phase::Write) {
       keep_alive_ = false;
-    else
+      stop_by_ = Clock::now() + kStreamStopGrace;
+      if (streaming_ && deadline() > stop_by_) set_deadline(stop_by_);
+    } else {
       abort();
+    }
   }
 
  private:
@@ -225,6 +239,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void set_deadline(Clock::time_point t) { deadline_ = t.time_since_epoch().count(); }
   void set_deadline_in(Clock::duration d) { set_deadline(Clock::now() + d); }
   void no_deadline() { set_deadline(Clock::time_point::max()); }
+  // A stream's deadlines end at stop_by_ when the server stops.
+  void set_stream_deadline(Clock::time_point t) { set_deadline(std::min(t, stop_by_)); }
 
   // The completion handler of an operation: runs `step` under the connection's mutex,
   // unless the connection was closed meanwhile.
@@ -414,7 +430,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void answer_now(Response res) { send(std::move(res), !parser_->is_done()); }
 
   // Writes the answer: as much as the socket takes at once, here, and the rest (or a
-  // file's further pieces) when the socket can take more.
+  // file's further pieces) when the socket can take more. A stream's pieces follow the
+  // header (next_piece).
   void send(Response res, bool close_after) {
     phase_ = Phase::Write;
     if (close_after || s_.stopping) keep_alive_ = false;
@@ -430,15 +447,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
       msg.insert(name, value);
     }
     out_->file = std::move(res.file);
+    if (!out_->file) out_->stream = std::move(res.stream);
     if (out_->file) {
       msg.content_length(out_->file->size());
+    } else if (out_->stream) {
+      msg.erase(bhttp::field::content_length);  // the framing is the server's
+      msg.erase(bhttp::field::transfer_encoding);
+      if (version_ >= 11)
+        msg.chunked(true);
+      else
+        keep_alive_ = false;  // HTTP/1.0: the body ends where the connection does
+      streaming_ = req_.method != "HEAD";
     } else {
       msg.body() = std::move(res.body);
       msg.prepare_payload();
     }
     msg.keep_alive(keep_alive_);
     out_->sr.emplace(msg);
-    if (out_->file || req_.method == "HEAD") out_->sr->split(true);  // the header alone
+    if (out_->file || out_->stream || req_.method == "HEAD")
+      out_->sr->split(true);  // the header alone
     write_message();
   }
 
@@ -461,7 +488,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_message_written(const beast::error_code& ec, std::size_t) {
     if (ec) return close();
     if (!done_writing_message()) return write_message();
-    if (out_->file && req_.method != "HEAD") return send_pieces();
+    if (req_.method != "HEAD") {
+      if (out_->file) return send_pieces();
+      if (out_->stream) return next_piece();
+    }
     sent();
   }
 
@@ -501,7 +531,101 @@ class Connection : public std::enable_shared_from_this<Connection> {
     send_pieces();
   }
 
+  // A stream after its header: a handler thread asks the producer for the next piece
+  // (produce), then writes it (write_piece); once the socket has taken it whole, the next
+  // piece is asked for. The producer's time is its own: no deadline (but stop_by_).
+  void next_piece() {
+    set_stream_deadline(Clock::time_point::max());
+    s_.handlers.post([self = shared_from_this()] { self->produce(); });
+  }
+
+  // On a handler thread, without the mutex until the piece is there: the producer and the
+  // piece are this thread's alone meanwhile (see the top of this file).
+  void produce() {
+    auto& o = *out_;
+    o.piece.clear();
+    bool more = false;
+    std::optional<std::string> error;
+    try {
+      more = o.stream->next(o.piece);
+    } catch (const std::exception& e) {
+      error = e.what();
+    } catch (...) {
+      error = "an exception not derived from std::exception";
+    }
+    std::lock_guard lock(mu_);
+    if (closed_) return;
+    guarded([&] {
+      if (error) {  // cut off: no terminating chunk, so the client sees a truncated answer
+        s_.log->error("streamed answer to {} {} failed: {}", req_.method, req_.path, *error);
+        return close();
+      }
+      if (Clock::now() >= stop_by_) {
+        s_.log->warn("streamed answer to {} {} cut off: the server stops", req_.method, req_.path);
+        return close();
+      }
+      frame_piece(more);
+    });
+  }
+
+  // HTTP/1.1: the piece as a chunk (none when it is empty), and after the last one the
+  // terminating chunk; HTTP/1.0: the piece as it is.
+  void frame_piece(bool more) {
+    auto& o = *out_;
+    o.last = !more;
+    o.head.clear();
+    o.tail.clear();
+    if (version_ >= 11) {
+      if (!o.piece.empty()) {
+        char hex[2 * sizeof(std::size_t)];
+        const auto r = std::to_chars(hex, hex + sizeof hex, o.piece.size(), 16);
+        o.head.assign(hex, r.ptr);
+        o.head += "\r\n";
+        o.tail = "\r\n";
+      }
+      if (o.last) o.tail += "0\r\n\r\n";
+    }
+    o.written = 0;
+    o.total = o.head.size() + o.piece.size() + o.tail.size();
+    write_piece();
+  }
+
+  void write_piece() {
+    auto& o = *out_;
+    const std::array<asio::const_buffer, 3> parts{asio::buffer(o.head), asio::buffer(o.piece),
+                                                  asio::buffer(o.tail)};
+    while (o.written < o.total) {
+      beast::buffers_suffix<std::array<asio::const_buffer, 3>> rest(parts);
+      rest.consume(o.written);
+      beast::error_code ec;
+      const std::size_t w = socket_.write_some(rest, ec);
+      if (ec == asio::error::would_block) {
+        set_stream_deadline(Clock::now() + seconds(limits().write_timeout_s));
+        return socket_.async_wait(tcp::socket::wait_write, resume(&Connection::on_stream_writable));
+      }
+      if (ec) return close();
+      o.written += w;
+    }
+    if (o.last) return sent();
+    next_piece();
+  }
+
+  void on_stream_writable(const beast::error_code& ec, std::size_t) {
+    if (ec) return close();
+    write_piece();
+  }
+
+  // A producer is destroyed on a handler thread, like its next() (its destructor may block
+  // too), and never during next(): this runs only in the connection's own flow, which waits
+  // while next() runs.
+  void release_stream() {
+    streaming_ = false;
+    if (!out_ || !out_->stream) return;
+    s_.handlers.post([p = std::move(out_->stream)]() mutable { p.reset(); });
+  }
+
   void sent() {
+    release_stream();
     out_.reset();
     if (keep_alive_) return wait_request();
     linger();
@@ -538,6 +662,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     phase_ = Phase::Closing;
     closed_ = true;
     no_deadline();
+    release_stream();
     beast::error_code ec;
     socket_.close(ec);
   }
@@ -548,6 +673,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::shared_ptr<File> file;
     std::uint64_t offset = 0;  // of the file
     std::size_t piece_at = 0, piece_left = 0;
+    std::shared_ptr<Producer> stream;
+    std::string head, piece, tail;  // a stream's piece and its chunk framing
+    std::size_t written = 0, total = 0;
+    bool last = false;  // the piece is the stream's last
   };
 
   Server::Impl& s_;
@@ -568,6 +697,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::optional<Outgoing> out_;
   std::unique_ptr<char[]> piece_;  // a file's piece in flight, or what a closing client sends
   std::size_t lingered_ = 0;
+  bool streaming_ = false;  // sending a stream's pieces (not for HEAD)
+  Clock::time_point stop_by_ = Clock::time_point::max();  // a stream is cut off then
 };
 
 }  // namespace

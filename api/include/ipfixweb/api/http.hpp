@@ -10,8 +10,22 @@
 // never a handler thread. Every phase of a connection has a limit (see Limits); whatever the
 // server refuses by itself (400, 401, 403, 404, 413, 431, 503) it refuses before reading a
 // body.
+//
+// A response body is one of three kinds (see Response):
+//   body    a string, sent with Content-Length;
+//   file    an open file of known size, sent in pieces as the socket takes them;
+//   stream  a Producer's pieces, generated one at a time on a handler thread and sent as they
+//           come (Transfer-Encoding: chunked on HTTP/1.1; on HTTP/1.0 without a length, and
+//           the connection closes after it), for bodies of unknown length such as exports of
+//           millions of rows. At most one piece per connection is ever buffered: the next is
+//           asked for only when the socket has taken the last one whole, so a slow client
+//           slows the producer down instead of filling memory, and between pieces no thread
+//           waits for it. Only the status and header are decided before the first piece: a
+//           handler finds its errors (400, 404, …) first and answers them as usual, and
+//           returns a stream only once it knows the body can be made.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -60,15 +74,50 @@ class File {
   std::uint64_t size_;
 };
 
+// A body produced piece by piece (Response::stream), of a length not known in advance.
+//
+// next() appends the next piece to `out` (which the server hands over empty) and returns true
+// when more may follow, false when this piece (possibly empty) is the last. A piece should
+// stay near kStreamPiece bytes: larger ones are sent whole, but cost that much memory per
+// connection; an empty piece with true is allowed (nothing is sent, next() is asked again)
+// but costs a round trip through the handler pool.
+//
+// Thread rules. next() runs on a handler thread (it may block, e.g. on SQLite reads), never
+// on an I/O thread and never concurrently with itself; successive calls may run on different
+// handler threads, each seeing what the previous one did. It is called again only once the
+// socket has taken the previous piece whole. The producer is destroyed after the last call
+// of next() has returned, never during one, and on a handler thread (only when the server
+// itself is being destroyed may that be the destroying thread): when the stream is complete,
+// or the connection closes early (a client that stops reading for Limits::write_timeout_s,
+// a client that goes away, the server stopping). HEAD gets the header only: next() is never
+// called. A call of next() holds its handler thread, and a client that went away is noticed
+// only when the piece is written: next() may block for a piece's worth of work, not for
+// something that may take long to come (a body that waits for events needs another way).
+//
+// An exception from next() ends the stream: the error is logged and the connection closed
+// without the terminating chunk, so the client sees a truncated transfer, never a complete
+// one (on HTTP/1.0, which has no chunks, the client cannot tell). (The status line went out
+// before the first piece; a handler that can fail before producing anything should find that
+// out before it returns the stream.) Likewise when the server stops: a stream still under way
+// after a few seconds is cut off (Server::stop()).
+class Producer {
+ public:
+  virtual ~Producer() = default;
+  virtual bool next(std::string& out) = 0;
+};
+
+// The size a Producer's piece should stay near.
+inline constexpr std::size_t kStreamPiece = 64 * 1024;
+
 struct Response {
   int status = 200;
   Fields headers;
   std::string body;
-  // When set, sent instead of `body` (Content-Length: its size). A body produced later on the
-  // connection (e.g. server-sent events, written as they come without holding a handler
-  // thread) is another member beside this one: the connection writes the header, then the
-  // pieces, the way it streams a file.
+  // When set, sent instead of `body` (Content-Length: its size).
   std::shared_ptr<File> file;
+  // When set (and `file` is not), sent instead of `body`: see Producer. Content-Length and
+  // Transfer-Encoding in `headers` are replaced by the server's framing.
+  std::shared_ptr<Producer> stream;
 
   void set_header(std::string name, std::string value);  // replaces a field of that name
   void set_content(std::string content, std::string content_type);
@@ -156,7 +205,10 @@ class Server {
   // Runs until stop(); the calling thread is one of the I/O threads.
   void serve();
   // Safe from any thread: stops accepting, closes idle connections, lets the requests in
-  // progress finish (for at most a few seconds) and makes serve() return.
+  // progress finish (for at most a few seconds) and makes serve() return. A streamed body
+  // (Response::stream) still under way after a few seconds is cut off: its connection
+  // closes without the terminating chunk and its producer is destroyed before serve()
+  // returns (unless next() is blocked in a call that long).
   void stop();
 
   struct Impl;  // opaque; public only so that the implementation's parts can name it

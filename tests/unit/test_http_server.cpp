@@ -1,0 +1,683 @@
+// The api's HTTP server itself (http.hpp), in this process on a loopback port, spoken to over
+// raw sockets: streamed bodies (Response::stream) and how they meet slow clients, failing
+// producers, HEAD, keep-alive and stop().
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ipfixweb/api/http.hpp"
+
+using namespace ipfixweb::api::http;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Polls `done` until it holds or `timeout` passes.
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout = 5s) {
+  const auto until = Clock::now() + timeout;
+  while (!done()) {
+    if (Clock::now() >= until) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+// The bytes a test stream carries: byte i is kPattern[i % its size] (a prime, so that a
+// piece lost, doubled or swapped shows).
+const std::string& pattern() {
+  static const std::string p = [] {
+    std::string s(1000003, '\0');
+    std::uint32_t x = 12345;
+    for (auto& c : s) {
+      x = x * 1103515245u + 12345u;
+      c = static_cast<char>(x >> 24);
+    }
+    return s;
+  }();
+  return p;
+}
+
+void append_pattern(std::string& out, std::uint64_t at, std::size_t n) {
+  const auto& p = pattern();
+  while (n > 0) {
+    const std::size_t from = static_cast<std::size_t>(at % p.size());
+    const std::size_t take = std::min(n, p.size() - from);
+    out.append(p, from, take);
+    at += take;
+    n -= take;
+  }
+}
+
+bool matches_pattern(std::uint64_t at, const char* data, std::size_t n) {
+  const auto& p = pattern();
+  while (n > 0) {
+    const std::size_t from = static_cast<std::size_t>(at % p.size());
+    const std::size_t take = std::min(n, p.size() - from);
+    if (std::memcmp(p.data() + from, data, take) != 0) return false;
+    at += take;
+    data += take;
+    n -= take;
+  }
+  return true;
+}
+
+// What a test learns about its producers (which the server owns).
+struct Probe {
+  std::atomic<int> created{0};
+  std::atomic<int> destroyed{0};
+  std::atomic<int> calls{0};
+  std::atomic<std::uint64_t> produced{0};
+  std::atomic<bool> overlapped{false};  // a next() ran concurrently with another of the same
+                                        // producer, or with its destructor
+  std::atomic<std::thread::id> destroyed_on{};
+  std::atomic<std::thread::id> called_on{};
+};
+
+// Pieces of kStreamPiece bytes of the pattern, `total` bytes in all (max: endless); throws
+// instead of making piece number `throw_at` (counting from 1) when that is set; takes
+// `delay` over each piece (as a slow query would).
+class PatternProducer : public Producer {
+ public:
+  PatternProducer(std::shared_ptr<Probe> probe, std::uint64_t total, int throw_at,
+                  std::chrono::milliseconds delay = 0ms)
+      : probe_(std::move(probe)), total_(total), throw_at_(throw_at), delay_(delay) {
+    ++probe_->created;
+  }
+  ~PatternProducer() override {
+    if (running_ > 0) probe_->overlapped = true;
+    probe_->destroyed_on = std::this_thread::get_id();
+    ++probe_->destroyed;
+  }
+
+  bool next(std::string& out) override {
+    if (++running_ > 1) probe_->overlapped = true;
+    probe_->called_on = std::this_thread::get_id();
+    const int call = ++probe_->calls;
+    std::this_thread::sleep_for(delay_);
+    if (call == throw_at_) {
+      --running_;
+      throw std::runtime_error("the export broke");
+    }
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(kStreamPiece, total_ - at_));
+    append_pattern(out, at_, n);
+    at_ += n;
+    probe_->produced += n;
+    --running_;
+    return at_ < total_;
+  }
+
+ private:
+  std::shared_ptr<Probe> probe_;
+  std::uint64_t total_;
+  int throw_at_;
+  std::chrono::milliseconds delay_;
+  std::uint64_t at_ = 0;
+  std::atomic<int> running_{0};  // calls of next() under way
+};
+
+constexpr std::uint64_t kEndless = std::numeric_limits<std::uint64_t>::max();
+
+// Routes: GET /stream?bytes=N&throw_at=K&delay_ms=D streams the pattern (each parameter
+// optional; endless without bytes);
+// GET /export?missing=1 is a handler that answers 404 before it would stream; GET /plain
+// answers "ok" (on a handler thread, like any blocking route).
+Router routes(std::shared_ptr<Probe> probe) {
+  Router r;
+  Route stream;
+  stream.method = "GET";
+  stream.path = "/stream";
+  stream.handler = [probe](const Request& req, Response& res) {
+    const std::uint64_t total =
+        req.has_query("bytes") ? std::stoull(req.query_value("bytes")) : kEndless;
+    const int throw_at = req.has_query("throw_at") ? std::stoi(req.query_value("throw_at")) : 0;
+    res.set_header("Content-Type", "application/octet-stream");
+    const auto delay = std::chrono::milliseconds(
+        req.has_query("delay_ms") ? std::stoi(req.query_value("delay_ms")) : 0);
+    res.stream = std::make_shared<PatternProducer>(probe, total, throw_at, delay);
+  };
+  r.add(stream);
+  Route exp;
+  exp.method = "GET";
+  exp.path = "/export";
+  exp.handler = [probe](const Request& req, Response& res) {
+    if (req.has_query("missing")) {
+      res.status = 404;
+      res.set_content("no such export\n", "text/plain");
+      return;
+    }
+    res.stream = std::make_shared<PatternProducer>(probe, 3 * kStreamPiece, 0);
+  };
+  r.add(exp);
+  Route plain;
+  plain.method = "GET";
+  plain.path = "/plain";
+  plain.handler = [](const Request&, Response& res) { res.set_content("ok\n", "text/plain"); };
+  r.add(plain);
+  return r;
+}
+
+// A Server serving on its own thread (the only I/O thread) until stop() or destruction.
+class Running {
+ public:
+  explicit Running(std::shared_ptr<Probe> probe, Options o = {})
+      : server_(std::move(o), routes(std::move(probe))), thread_([this] { serve(); }) {}
+  ~Running() { stop(); }
+  Running(const Running&) = delete;
+  Running& operator=(const Running&) = delete;
+
+  int port() const { return server_.port(); }
+  std::thread::id io_thread() const { return thread_.get_id(); }
+  // Stops the server; returns once serve() has returned.
+  void stop() {
+    server_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  bool served() const { return served_; }
+
+ private:
+  void serve() {
+    server_.serve();
+    served_ = true;
+  }
+  Server server_;
+  std::atomic<bool> served_{false};
+  std::thread thread_;
+};
+
+Options small_pool(int handler_threads = 4) {
+  Options o;
+  o.io_threads = 1;
+  o.handler_threads = handler_threads;
+  return o;
+}
+
+// A client connection spoken byte by byte, with a decoder for chunked bodies.
+class Client {
+ public:
+  // rcvbuf > 0: the socket's receive buffer (set before connecting, so that the window the
+  // server sees stays that small).
+  explicit Client(int port, int rcvbuf = 0) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (rcvbuf > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  ~Client() { ::close(fd_); }
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  bool connected() const { return connected_; }
+  bool closed() const { return closed_; }
+  std::uint64_t received() const { return received_; }
+  int receive_buffer() const {
+    int n = 0;
+    socklen_t len = sizeof n;
+    ::getsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &n, &len);
+    return n;
+  }
+
+  bool send(std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+
+  // An answer's status line and header fields (up to the blank line, which is consumed);
+  // "" when they do not arrive within `timeout`.
+  std::string head(std::chrono::milliseconds timeout = 5s) {
+    const auto until = Clock::now() + timeout;
+    for (;;) {
+      if (auto end = buf_.find("\r\n\r\n"); end != std::string::npos) {
+        std::string h = buf_.substr(0, end + 2);
+        buf_.erase(0, end + 4);
+        return h;
+      }
+      if (!fill(until)) return "";
+    }
+  }
+
+  // A body of `length` bytes (after head()).
+  std::string body(std::size_t length, std::chrono::milliseconds timeout = 5s) {
+    const auto until = Clock::now() + timeout;
+    while (buf_.size() < length)
+      if (!fill(until)) break;
+    std::string b = buf_.substr(0, std::min(length, buf_.size()));
+    buf_.erase(0, b.size());
+    return b;
+  }
+
+  // Everything until the server closes (or `timeout` passes).
+  std::string rest(std::chrono::milliseconds timeout = 5s) {
+    const auto until = Clock::now() + timeout;
+    while (fill(until)) {
+    }
+    std::string b;
+    b.swap(buf_);
+    return b;
+  }
+
+  struct Chunked {
+    std::uint64_t bytes = 0;  // of data, checked against the pattern
+    int chunks = 0;           // not counting the terminating one
+    std::size_t largest = 0;  // chunk
+    bool exact = true;        // every byte as the pattern has it
+    bool terminated = false;  // the terminating chunk arrived
+    bool malformed = false;   // not chunked framing
+  };
+  // Decodes a chunked body (after head()) until its terminating chunk, or until the server
+  // closes or `timeout` passes, checking the data against the pattern as it comes. Stops
+  // early once `stop_after` data bytes have been decoded; the next call goes on with the same
+  // body (the counts are the body's so far) until it is terminated.
+  Chunked chunked(std::chrono::milliseconds timeout = 5s,
+                  std::uint64_t stop_after = std::numeric_limits<std::uint64_t>::max()) {
+    if (chunked_.terminated || chunked_.malformed) chunked_ = {};
+    Chunked c = chunked_;
+    const auto until = Clock::now() + timeout;
+    auto need = [&](std::size_t n) {
+      while (buf_.size() < n)
+        if (!fill(until)) return false;
+      return true;
+    };
+    for (;;) {
+      if (c.bytes >= stop_after) break;
+      if (chunk_left_ == 0) {  // a size line
+        std::size_t eol;
+        while ((eol = buf_.find("\r\n")) == std::string::npos)
+          if (!fill(until)) goto out;
+        std::size_t size = 0;
+        const auto r = std::from_chars(buf_.data(), buf_.data() + eol, size, 16);
+        if (r.ec != std::errc() || r.ptr != buf_.data() + eol) {
+          c.malformed = true;
+          break;
+        }
+        buf_.erase(0, eol + 2);
+        if (size == 0) {
+          if (!need(2)) break;
+          c.terminated = buf_.compare(0, 2, "\r\n") == 0;
+          c.malformed = !c.terminated;
+          buf_.erase(0, 2);
+          break;
+        }
+        ++c.chunks;
+        c.largest = std::max(c.largest, size);
+        chunk_left_ = size + 2;  // with its CRLF
+      }
+      while (chunk_left_ > 2) {
+        if (buf_.empty() && !fill(until)) goto out;
+        const std::size_t take = std::min(chunk_left_ - 2, buf_.size());
+        if (!matches_pattern(c.bytes, buf_.data(), take)) c.exact = false;
+        c.bytes += take;
+        chunk_left_ -= take;
+        buf_.erase(0, take);
+        if (c.bytes >= stop_after) goto out;
+      }
+      if (!need(2)) break;
+      if (buf_.compare(0, 2, "\r\n") != 0) {
+        c.malformed = true;
+        break;
+      }
+      buf_.erase(0, 2);
+      chunk_left_ = 0;
+    }
+  out:
+    chunked_ = c;
+    return c;
+  }
+
+ private:
+  // One read (at most 64 KiB) within `until`; false on timeout or when the server closed.
+  bool fill(Clock::time_point until) {
+    if (closed_) return false;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+    pollfd p{fd_, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+    char b[65536];
+    const ssize_t n = ::recv(fd_, b, sizeof b, 0);
+    if (n <= 0) {  // end of stream or reset: closed either way
+      closed_ = true;
+      return false;
+    }
+    buf_.append(b, static_cast<std::size_t>(n));
+    received_ += static_cast<std::uint64_t>(n);
+    return true;
+  }
+
+  int fd_ = -1;
+  bool connected_ = false;
+  bool closed_ = false;
+  std::string buf_;
+  std::uint64_t received_ = 0;
+  Chunked chunked_;
+  std::size_t chunk_left_ = 0;  // of the current chunk, with its CRLF
+};
+
+int status_of(const std::string& head) {
+  if (head.size() < 12 || head.rfind("HTTP/1.", 0) != 0) return 0;
+  return std::stoi(head.substr(9, 3));
+}
+
+bool has_field(const std::string& head, const std::string& line) {
+  return head.find("\r\n" + line + "\r\n") != std::string::npos;
+}
+
+bool has_field_named(const std::string& head, const std::string& name) {
+  return head.find("\r\n" + name + ":") != std::string::npos;
+}
+
+std::string get(const std::string& target, const char* version = "HTTP/1.1") {
+  return "GET " + target + " " + version + "\r\nHost: x\r\n\r\n";
+}
+
+// The largest send buffer the kernel may give the server's socket (tcp_wmem's maximum).
+std::uint64_t max_send_buffer() {
+  std::ifstream in("/proc/sys/net/ipv4/tcp_wmem");
+  std::uint64_t lo = 0, def = 0, hi = 0;
+  in >> lo >> def >> hi;
+  return hi ? hi : 4u << 20;
+}
+
+}  // namespace
+
+TEST(HttpServer, AStreamedBodyArrivesWholeAndByteExactInChunks) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool());
+  Client c(s.port());
+  ASSERT_TRUE(c.connected());
+  const std::uint64_t total = 200ull << 20;  // 3200 pieces, the last one full
+  ASSERT_TRUE(c.send(get("/stream?bytes=" + std::to_string(total))));
+  const std::string head = c.head();
+  EXPECT_EQ(status_of(head), 200) << head;
+  EXPECT_TRUE(has_field(head, "Transfer-Encoding: chunked")) << head;
+  EXPECT_FALSE(has_field_named(head, "Content-Length")) << head;
+  EXPECT_TRUE(has_field(head, "Content-Type: application/octet-stream")) << head;
+
+  const auto r = c.chunked(60s);
+  EXPECT_FALSE(r.malformed);
+  EXPECT_TRUE(r.terminated);
+  EXPECT_EQ(r.bytes, total);
+  EXPECT_TRUE(r.exact);
+  EXPECT_EQ(r.chunks, probe->calls.load());  // a chunk per piece, no empty chunk
+  EXPECT_LE(r.largest, kStreamPiece);
+  EXPECT_TRUE(eventually([&] { return probe->destroyed == 1; }));
+  EXPECT_FALSE(probe->overlapped);
+  EXPECT_NE(probe->called_on.load(), s.io_thread());
+  EXPECT_NE(probe->destroyed_on.load(), s.io_thread());
+}
+
+// The next piece is asked for only once the socket has taken the last one: a client that
+// pauses stops the producer, which stays ahead of it by no more than the kernel's buffers
+// and the one piece the connection holds.
+TEST(HttpServer, TheProducerStaysAtMostOnePieceAheadOfWhatTheSocketTook) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool());
+  Client c(s.port(), 64 * 1024);
+  ASSERT_TRUE(c.send(get("/stream")));  // endless: only a slow client bounds it
+  ASSERT_EQ(status_of(c.head()), 200);
+  const std::uint64_t slack =
+      max_send_buffer() + static_cast<std::uint64_t>(c.receive_buffer()) + kStreamPiece;
+  Client::Chunked r;
+  for (int round = 0; round < 3; ++round) {
+    r = c.chunked(10s, r.bytes + (8u << 20));  // read 8 MB more
+    ASSERT_TRUE(r.exact);
+    ASSERT_FALSE(r.malformed);
+    // Pause: the producer must stop (a server buffering ahead would produce at full speed).
+    std::this_thread::sleep_for(500ms);
+    const int calls = probe->calls;
+    std::this_thread::sleep_for(500ms);
+    EXPECT_EQ(probe->calls.load(), calls) << "round " << round << ": made pieces nobody took";
+    EXPECT_LE(probe->produced.load(), c.received() + slack)
+        << "round " << round << ": produced " << probe->produced << ", received " << c.received();
+  }
+  // A pause is not a stall: the same handler threads answer other requests meanwhile.
+  Client other(s.port());
+  other.send(get("/plain"));
+  EXPECT_EQ(status_of(other.head(1s)), 200);
+  EXPECT_EQ(probe->destroyed.load(), 0);
+}
+
+// A client that stops reading costs a socket until the write timeout, no thread; then the
+// connection closes and the producer is destroyed (on a handler thread, never during next()).
+TEST(HttpServer, AClientThatStopsReadingIsClosedAfterTheWriteTimeoutAndItsProducerDestroyed) {
+  auto probe = std::make_shared<Probe>();
+  Options o = small_pool();
+  o.limits.write_timeout_s = 0.5;
+  Running s(probe, o);
+  Client c(s.port(), 16 * 1024);
+  ASSERT_TRUE(c.send(get("/stream")));
+  ASSERT_EQ(status_of(c.head()), 200);
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(eventually([&] { return probe->destroyed == 1; }, 10s));
+  const double took = seconds_since(t0);
+  EXPECT_GE(took, 0.4);
+  EXPECT_LT(took, 3.0);
+  EXPECT_FALSE(probe->overlapped);
+  EXPECT_NE(probe->destroyed_on.load(), s.io_thread());
+  EXPECT_NE(probe->destroyed_on.load(), std::this_thread::get_id());
+  // What the kernel held arrives, then the end: no terminating chunk.
+  const auto r = c.chunked(5s);
+  EXPECT_TRUE(c.closed());
+  EXPECT_FALSE(r.terminated);
+  EXPECT_TRUE(r.exact);
+  EXPECT_LT(r.bytes, probe->produced.load() + 1);
+}
+
+TEST(HttpServer, AProducerThatThrowsMidStreamLeavesTheTransferWithoutItsTerminatingChunk) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool());
+  Client c(s.port());
+  ASSERT_TRUE(c.send(get("/stream?bytes=10000000&throw_at=4")));
+  ASSERT_EQ(status_of(c.head()), 200);
+  const auto r = c.chunked(5s);
+  EXPECT_TRUE(c.closed());
+  EXPECT_FALSE(r.terminated);
+  EXPECT_FALSE(r.malformed);
+  EXPECT_TRUE(r.exact);
+  EXPECT_EQ(r.bytes, 3 * kStreamPiece);  // the three pieces before the failure, whole
+  EXPECT_TRUE(eventually([&] { return probe->destroyed == 1; }));
+  EXPECT_EQ(probe->calls.load(), 4);
+  // The server goes on serving.
+  Client other(s.port());
+  other.send(get("/plain"));
+  EXPECT_EQ(status_of(other.head()), 200);
+}
+
+// A client that goes away while next() is under way: the producer finishes that call, then
+// is destroyed (never during it), and is not called again.
+TEST(HttpServer, AProducerOutlivesItsRunningCallWhenTheClientGoesAway) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool());
+  {
+    Client c(s.port());
+    ASSERT_TRUE(c.send(get("/stream?delay_ms=300")));
+    ASSERT_EQ(status_of(c.head()), 200);
+    // The first piece is sent, the second under way; the client leaves without reading the
+    // first (so its kernel answers the next write with a reset).
+    ASSERT_TRUE(eventually([&] { return probe->calls == 2; }));
+  }
+  const auto gone = Clock::now();
+  ASSERT_TRUE(eventually([&] { return probe->destroyed == 1; }));
+  EXPECT_GT(seconds_since(gone), 0.1);  // it waited for the call under way
+  EXPECT_FALSE(probe->overlapped);
+  EXPECT_EQ(probe->calls.load(), 2);
+}
+
+TEST(HttpServer, HeadGetsAStreamsHeaderWithoutCallingItsProducer) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool());
+  Client c(s.port());
+  ASSERT_TRUE(c.send("HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const std::string head = c.head();
+  EXPECT_EQ(status_of(head), 200) << head;
+  EXPECT_TRUE(has_field(head, "Transfer-Encoding: chunked")) << head;
+  EXPECT_TRUE(eventually([&] { return probe->destroyed == 1; }));
+  EXPECT_EQ(probe->calls.load(), 0);
+  // No body followed: the next answer on the connection is the next request's.
+  ASSERT_TRUE(c.send(get("/plain")));
+  const std::string next = c.head();
+  EXPECT_EQ(status_of(next), 200) << next;
+  EXPECT_EQ(c.body(3), "ok\n");
+}
+
+TEST(HttpServer, AConnectionStaysUsableAfterACompleteStream) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool());
+  Client c(s.port());
+  const std::uint64_t total = 3 * kStreamPiece + 1000;  // the last piece short
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(c.send(get("/stream?bytes=" + std::to_string(total))));
+    ASSERT_EQ(status_of(c.head()), 200) << i;
+    const auto r = c.chunked();
+    EXPECT_TRUE(r.terminated) << i;
+    EXPECT_EQ(r.bytes, total) << i;
+    EXPECT_TRUE(r.exact) << i;
+    ASSERT_TRUE(c.send(get("/plain")));
+    EXPECT_EQ(status_of(c.head()), 200) << i;
+    EXPECT_EQ(c.body(3), "ok\n") << i;
+  }
+  EXPECT_FALSE(c.closed());
+  EXPECT_TRUE(eventually([&] { return probe->destroyed == 2; }));
+}
+
+// HTTP/1.0 has no chunks: the body is the data as it is, and its end is the connection's.
+TEST(HttpServer, OnHttp10AStreamIsSentPlainAndEndsWithTheConnection) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool());
+  Client c(s.port());
+  const std::uint64_t total = 5 * kStreamPiece + 7;
+  ASSERT_TRUE(c.send(get("/stream?bytes=" + std::to_string(total), "HTTP/1.0")));
+  const std::string head = c.head();
+  EXPECT_EQ(status_of(head), 200) << head;
+  EXPECT_FALSE(has_field_named(head, "Transfer-Encoding")) << head;
+  EXPECT_FALSE(has_field_named(head, "Content-Length")) << head;
+  const std::string body = c.rest();
+  EXPECT_TRUE(c.closed());
+  ASSERT_EQ(body.size(), total);
+  EXPECT_TRUE(matches_pattern(0, body.data(), body.size()));
+}
+
+// Handlers decide the status before they return a stream: an error is an ordinary answer.
+TEST(HttpServer, AHandlerAnswersAnErrorNormallyBeforeItWouldStream) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool());
+  Client c(s.port());
+  ASSERT_TRUE(c.send(get("/export?missing=1")));
+  const std::string head = c.head();
+  EXPECT_EQ(status_of(head), 404) << head;
+  EXPECT_TRUE(has_field(head, "Content-Length: 15")) << head;
+  EXPECT_EQ(c.body(15), "no such export\n");
+  EXPECT_EQ(probe->created.load(), 0);
+  ASSERT_TRUE(c.send(get("/export")));
+  EXPECT_EQ(status_of(c.head()), 200);
+  const auto r = c.chunked();
+  EXPECT_TRUE(r.terminated);
+  EXPECT_EQ(r.bytes, 3 * kStreamPiece);
+}
+
+// 200 streams to clients that do not read hold no handler thread: with 4 of them, a request
+// still answers at once.
+TEST(HttpServer, AStreamedBodyReachesASlowClientWithoutHoldingAHandlerThread) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool(4));
+  constexpr int kStreams = 200;
+  std::vector<std::unique_ptr<Client>> slow;
+  for (int i = 0; i < kStreams; ++i) {
+    slow.push_back(std::make_unique<Client>(s.port(), 16 * 1024));
+    ASSERT_TRUE(slow.back()->connected()) << i;
+    ASSERT_TRUE(slow.back()->send(get("/stream")));
+  }
+  ASSERT_TRUE(eventually([&] { return probe->created == kStreams; }, 10s)) << probe->created;
+  // Every stream is under way and stalled (its client reads nothing): no more pieces made.
+  int calls = -1;
+  ASSERT_TRUE(eventually(
+      [&] {
+        const int now = probe->calls;
+        std::this_thread::sleep_for(200ms);
+        return now == probe->calls && now >= kStreams;
+      },
+      20s));
+  calls = probe->calls;
+  for (int i = 0; i < 5; ++i) {
+    Client c(s.port());
+    const auto t0 = Clock::now();
+    ASSERT_TRUE(c.send(get("/plain")));
+    EXPECT_EQ(status_of(c.head(2s)), 200) << i;
+    EXPECT_LT(seconds_since(t0), 0.5) << i;
+  }
+  // A slow client reads on: its stream goes on (once the kernel's buffers are drained), the
+  // others stay parked.
+  auto& one = *slow.front();
+  EXPECT_EQ(status_of(one.head()), 200);
+  const std::uint64_t want = max_send_buffer() + (4u << 20);
+  const auto r = one.chunked(20s, want);
+  EXPECT_GE(r.bytes, want);
+  EXPECT_TRUE(r.exact);
+  EXPECT_GT(probe->calls.load(), calls);
+  EXPECT_EQ(probe->destroyed.load(), 0);
+  // Clients that go away take their producers with them.
+  slow.clear();
+  EXPECT_TRUE(eventually([&] { return probe->destroyed == kStreams; }, 10s)) << probe->destroyed;
+  EXPECT_FALSE(probe->overlapped);
+}
+
+// stop() lets a stream run for a few seconds, then cuts it off (no terminating chunk), the
+// producers destroyed and serve() returned within the grace.
+TEST(HttpServer, StopCutsOffStreamsInProgressWithinTheGrace) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool());
+  Client reading(s.port());
+  Client stalled(s.port(), 16 * 1024);
+  ASSERT_TRUE(reading.send(get("/stream")));
+  ASSERT_TRUE(stalled.send(get("/stream")));
+  ASSERT_EQ(status_of(reading.head()), 200);
+  ASSERT_EQ(status_of(stalled.head()), 200);
+  ASSERT_TRUE(eventually([&] { return probe->created == 2; }));
+  Client::Chunked r;
+  std::thread reader([&] {  // reads on, at about 6 MB/s, until the server closes
+    while (!reading.closed()) {
+      r = reading.chunked(100ms, r.bytes + (64u << 10));
+      std::this_thread::sleep_for(10ms);
+    }
+  });
+  const auto t0 = Clock::now();
+  s.stop();
+  const double took = seconds_since(t0);
+  reader.join();
+  EXPECT_TRUE(s.served());
+  EXPECT_LT(took, 5.5);
+  EXPECT_GT(took, 3.0);  // the streams had their grace
+  EXPECT_EQ(probe->destroyed.load(), 2);
+  EXPECT_FALSE(r.terminated);
+  EXPECT_TRUE(r.exact);
+  EXPECT_GT(r.bytes, 0u);
+  const auto st = stalled.chunked(2s);
+  EXPECT_TRUE(stalled.closed());
+  EXPECT_FALSE(st.terminated);
+}
