@@ -1,5 +1,7 @@
 #include "retention.hpp"
 
+#include "ipfixweb/flows/schema.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -71,6 +73,12 @@ bool Retention::remove_output(const TaskRecord& t) {
     log_->warn("retention: cannot remove {}: {}", t.output_path, std::strerror(errno));
     return false;
   }
+  // Its flow store, written just before it, goes with it (a regular file, not followed).
+  const std::string store = flows::store_name_for(name);
+  if (::fstatat(dir_fd, store.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+      ::unlinkat(dir_fd, store.c_str(), 0) != 0)
+    log_->warn("retention: cannot remove {}: {}", flows::store_name_for(t.output_path),
+               std::strerror(errno));
   return true;
 }
 

@@ -5,6 +5,7 @@
 #include <set>
 #include <type_traits>
 
+#include "ipfixweb/flows/schema.hpp"
 #include "ipfixweb/shared/paths.hpp"
 
 namespace ipfixweb::proto {
@@ -107,6 +108,7 @@ std::string check_spec(const TaskSpec& spec, const SpecRoots& roots) {
   if (!is_normal_absolute(spec.output)) return "output is not an absolute, normalised path";
   if (!inside_any({roots.output}, spec.output)) return "output is outside the output root";
   if (seen.count(spec.output)) return "output names an input";
+  if (flows::is_store_name(spec.output)) return "output has a flow store's name";
   return {};
 }
 

@@ -1,9 +1,11 @@
 #include "ipfixweb/worker/engine_options.hpp"
 
+#include "ipfixweb/flows/schema.hpp"
+
 namespace ipfixweb::worker {
 
 engine::Options to_engine_options(const proto::TaskSpec& spec) {
-  static_assert(proto::kTaskSpecFieldCount == 9,
+  static_assert(proto::kTaskSpecFieldCount == 10,
                 "a TaskSpec field was added or removed: map it to engine::Options here, then "
                 "update this count");
   engine::Options o;
@@ -16,6 +18,7 @@ engine::Options to_engine_options(const proto::TaskSpec& spec) {
   o.bpf_filter = spec.filter;
   o.biflow = !spec.uniflow;
   o.max_flows = spec.max_flows;
+  if (spec.flow_store) o.flows_db = flows::store_name_for(spec.output);  // named in run_task
   return o;
 }
 

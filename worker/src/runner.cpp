@@ -16,6 +16,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "ipfixweb/flows/schema.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 #include "ipfixweb/shared/util.hpp"
 #include "ipfixweb/worker/channel.hpp"
@@ -43,12 +44,17 @@ bool process_alive(pid_t pid) {
 // other containers, sharing the output storage) are left alone: their pids mean nothing
 // here, and a live writer's file must never be deleted. Looked for in the output's directory
 // (a descriptor beneath the output root) only.
+// The flow store's temporary, <output>.flows.sqlite.tmp.<host>.<pid>, likewise.
 void remove_stale_temporaries(const confine::OutputTarget& out) {
-  const std::string prefix = out.name + ".tmp.";
+  const std::string prefixes[] = {out.name + ".tmp.",
+                                  flows::store_name_for(out.name) + ".tmp."};
   const std::string& host = engine::temporary_host_name();
   for (const std::string& name : confine::list_names(out.dir.get())) {
-    if (name.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string rest = name.substr(prefix.size());  // "<host>.<pid>"
+    const std::string* prefix = nullptr;
+    for (const auto& p : prefixes)
+      if (name.compare(0, p.size(), p) == 0) prefix = &p;
+    if (!prefix) continue;
+    const std::string rest = name.substr(prefix->size());  // "<host>.<pid>"
     const auto dot = rest.rfind('.');
     if (dot == std::string::npos || rest.compare(0, dot, host) != 0 || dot != host.size()) continue;
     char* end = nullptr;
@@ -153,6 +159,7 @@ TaskFiles open_task_files(const confine::Roots& roots, engine::Options& o) {
   f.output = roots.output_target(o.output);
   o.output_dir_fd = f.output.dir.get();
   o.output_name = f.output.name;
+  if (!o.flows_db.empty()) o.flows_db = flows::store_name_for(f.output.name);
   return f;
 }
 

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "ipfixweb/flows/schema.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/util.hpp"
 #include "runner.hpp"
@@ -281,6 +282,8 @@ void RunnerPool::runner_gone(pid_t pid) {
   try {
     const confine::OutputTarget out = roots_.output_target(job.output, false);
     confine::remove_in(out.dir.get(), engine::temporary_output_name(out.name, pid));
+    confine::remove_in(out.dir.get(),
+                       engine::temporary_output_name(flows::store_name_for(out.name), pid));
   } catch (const confine::Error&) {
   }
   report(job, result_of_lost_runner(job.task_id, job.killed, status, now_mono() - job.started));

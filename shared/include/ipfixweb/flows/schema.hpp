@@ -25,9 +25,13 @@ namespace ipfixweb::flows {
 inline constexpr std::string_view kFormat = "ipfixweb-flows";
 inline constexpr int kVersion = 1;
 // The file name of a task's flow store, from its IPFIX output's.
+inline constexpr std::string_view kStoreSuffix = ".flows.sqlite";
 inline std::string store_name_for(std::string_view output) {
-  return std::string(output) + ".flows.sqlite";
+  return std::string(output).append(kStoreSuffix);
 }
+// Whether a path has a flow store's name (an output may not: it would be another task's
+// store, or one a task's own flow store would then be named after).
+inline bool is_store_name(std::string_view path) { return path.ends_with(kStoreSuffix); }
 
 // How a column is stored and typed in filters and exports.
 enum class ColumnType : std::uint8_t {

@@ -44,6 +44,7 @@ struct TaskSpec {
   std::string filter;
   bool uniflow = false;
   std::uint64_t max_flows = kDefaultMaxFlows;
+  bool flow_store = true;
 };
 
 // Request fields that are not part of the spec (they steer the broker, not the conversion).
@@ -175,6 +176,15 @@ inline constexpr std::tuple kTaskSpecFields{
          .min = 1,
          .max = 16777216,
          .range_error = "must be an integer from 1 to 16777216",
+         .omit_default = true}},
+    Field<TaskSpec, bool>{
+        &TaskSpec::flow_store,
+        {.key = "flow_store",
+         .request_key = "flow_store",
+         .type_text = "boolean",
+         .meaning = "also write the flow store (`<output>.flows.sqlite`: every record and the "
+                    "time series, docs/flow-store.md) that the `/flows`, `/top` and "
+                    "`/timeseries` routes read",
          .omit_default = true}},
 };
 
