@@ -669,3 +669,106 @@ TEST_F(FlowFilter, AnyTextGivesAnErrorOrSqlThatRuns) {
     sqlite3_finalize(s);
   }
 }
+
+TEST_F(FlowFilter, AndOrAlternatingMoreThan10LevelsIsAnErrorAndUpTo10AlwaysPrepares) {
+  // "A and (B or C and (D or ...))": every 'or' group inside an 'and' is a level of
+  // parentheses in the SQL; SQLite's parser takes only so many.
+  const std::string leaves[] = {"app not in (a, b)", "not net in (1.2.3.4, 10.0.0.0/8)",
+                                "port != 5", "sni !~ x", "not risk > 0"};
+  auto alternating = [&](std::size_t levels, std::size_t* last_group = nullptr) {
+    std::string f = leaves[0] + " and (";
+    for (std::size_t i = 1; i < levels; ++i) {
+      f += leaves[i % 5] + " or " + leaves[(i + 1) % 5] + " and ";
+      if (last_group) *last_group = f.size();
+      f += "(";
+    }
+    f += leaves[2] + " or " + leaves[3];
+    return f + std::string(levels, ')');
+  };
+  for (std::size_t levels = 1; levels <= kMaxFilterAlternation; ++levels) {
+    const std::string f = alternating(levels);
+    SCOPED_TRACE(f);
+    // Wrapped as the list query wraps it, with a cursor: it prepares and runs.
+    auto first = build_list({.filter = f, .sort = "-app,bytes", .limit = "1"});
+    ASSERT_TRUE(std::holds_alternative<ListQuery>(first));
+    EXPECT_EQ(
+        flowtest::ids(db.get(), std::get<ListQuery>(first).sql, std::get<ListQuery>(first).binds)
+            .size(),
+        2u);
+    std::string next;
+    const auto& q = std::get<ListQuery>(first);
+    run_query(db.get(), q.sql, q.binds, [&](sqlite3_stmt* s) {
+      next = q.next_cursor(s);
+      return false;
+    });
+    auto second = build_list({.filter = f, .sort = "-app,bytes", .limit = "1", .cursor = next});
+    ASSERT_TRUE(std::holds_alternative<ListQuery>(second));
+    auto r = run_query(db.get(), std::get<ListQuery>(second).sql, std::get<ListQuery>(second).binds,
+                       nullptr);
+    EXPECT_TRUE(r.ok()) << r.message;
+  }
+  std::size_t last_group = 0;
+  auto e = error(alternating(kMaxFilterAlternation + 1, &last_group));
+  EXPECT_EQ(e.message, "'and' and 'or' alternate more than 10 levels deep");
+  EXPECT_EQ(e.position, last_group);
+  // Parentheses that change nothing, and 'not', do not count.
+  check("((((tcp and ((udp or tcp)))))) and not not (not (not tcp))",
+        [](const F& f) { return f.proto == 6; });
+}
+
+TEST_F(FlowFilter, RandomNestedFiltersAreErrorsOrRunWrappedWithACursor) {
+  const std::string leaves[] = {"tcp",
+                                "app not in (a, \"b\")",
+                                "not net in (1.2.3.4, ::/0)",
+                                "port != 5",
+                                "sni !~ x",
+                                "risk > 0",
+                                "dst host 10.0.0.1",
+                                "duration < 1s",
+                                "start >= 2020-01-01T00:00:01Z"};
+  std::mt19937 rng(777);
+  std::function<std::string(int)> gen = [&](int depth) -> std::string {
+    std::uniform_int_distribution<int> pick(0, depth > 40 ? 0 : 5);
+    switch (pick(rng)) {
+      case 0:
+      case 1:
+        return leaves[rng() % std::size(leaves)];
+      case 2:
+        return "not " + gen(depth + 1);
+      case 3:
+        return "(" + gen(depth + 1) + ")";
+      case 4:
+        return gen(depth + 1) + " and " + gen(depth + 1);
+      default:
+        return "(" + gen(depth + 1) + " or " + gen(depth + 1) + ")";
+    }
+  };
+  int accepted = 0, rejected = 0;
+  for (int round = 0; round < 600; ++round) {
+    const std::string f = gen(0);
+    SCOPED_TRACE(f);
+    auto r = build_list({.filter = f, .sort = "-risk,src", .limit = "2"});
+    if (auto* e = std::get_if<ParamError>(&r)) {
+      ASSERT_TRUE(e->filter);
+      ++rejected;
+      continue;
+    }
+    ++accepted;
+    const auto& q = std::get<ListQuery>(r);
+    std::string next;
+    std::int64_t n = 0;
+    auto o = run_query(db.get(), q.sql, q.binds, [&](sqlite3_stmt* s) {
+      if (++n == 2) next = q.next_cursor(s);
+      return true;
+    });
+    ASSERT_TRUE(o.ok()) << o.message << "\n" << q.sql;
+    if (n < 3) continue;
+    auto again = build_list({.filter = f, .sort = "-risk,src", .limit = "2", .cursor = next});
+    ASSERT_TRUE(std::holds_alternative<ListQuery>(again));
+    o = run_query(db.get(), std::get<ListQuery>(again).sql, std::get<ListQuery>(again).binds,
+                  nullptr);
+    ASSERT_TRUE(o.ok()) << o.message << "\n" << std::get<ListQuery>(again).sql;
+  }
+  EXPECT_GT(accepted, 100);
+  EXPECT_GT(rejected, 0);
+}
