@@ -153,7 +153,7 @@ TEST_F(FlowFilter, ANetPrefixMatchesOnlyAddressesInside) {
 }
 
 TEST_F(FlowFilter, HostBitsBelowAPrefixAreIgnored) {
-  // As in nfdump and Wireshark: 10.1.2.3/8 is 10.0.0.0/8, 2001:db8::1/32 is 2001:db8::/32.
+  // Masked, not refused: 10.1.2.3/8 is 10.0.0.0/8, 2001:db8::1/32 is 2001:db8::/32.
   EXPECT_EQ(select("net 10.1.2.3/8"), select("net 10.0.0.0/8"));
   EXPECT_EQ(select("dst net 2001:db8:1::80/32"), select("dst net 2001:db8::/32"));
   EXPECT_EQ(select("src net 192.168.1.10/24"), select("src net 192.168.1.0/24"));

@@ -317,7 +317,7 @@ bool parse_time(std::string_view s, SqlValue& out) {
 }
 
 // An address or a network ("a.b.c.d", "a.b.c.d/n", "x::y", "x::y/n") as a range of 16-byte
-// keys. Host bits below the prefix are ignored (masked), as in nfdump and Wireshark.
+// keys. Host bits below the prefix are ignored (masked), not an error.
 struct Net {
   std::array<std::uint8_t, 16> lo{}, hi{};
   bool prefix = false;  // written with "/n"
