@@ -103,7 +103,7 @@ class Db {
 
   void insert(const F& f) {
     static const char* kSql =
-        "INSERT INTO flows(id, start_ms, end_ms, ip_version, proto, src, dst, src_ip, dst_ip, "
+        "INSERT INTO flow_rows(id, start_ms, end_ms, ip_version, proto, src, dst, src_ip, dst_ip, "
         "sport, dport, vlan, packets, bytes, fwd_packets, fwd_bytes, rev_packets, rev_bytes, "
         "tcp_flags, rev_tcp_flags, icmp_type_code, rev_icmp_type_code, tos, rev_tos, "
         "end_reason, app_id, app, server_name, ja3c, community_id, risk, risk_score, risks) "

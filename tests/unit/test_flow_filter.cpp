@@ -446,7 +446,7 @@ TEST_F(FlowFilter, InjectionAttemptsStayLiteralValues) {
     EXPECT_EQ(w.sql.find("1=1"), std::string::npos) << w.sql;
     EXPECT_TRUE(select(a).empty());
   }
-  EXPECT_EQ(db.scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'flows'"),
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM sqlite_master WHERE type = 'view' AND name = 'flows'"),
             1);
   EXPECT_EQ(db.scalar("SELECT count(*) FROM flows"), before);
 }
@@ -613,14 +613,14 @@ TEST_F(FlowFilter, NestingDeeperThan64LevelsIsAnErrorNotACrash) {
 
 TEST_F(FlowFilter, MoreThan256TermsIsAnError) {
   std::string f = "port 1";
-  for (std::size_t i = 1; i < kMaxFilterTerms; ++i) f += " or port " + std::to_string(i + 1);
+  for (std::size_t i = 1; i < kMaxFilterTerms; ++i) f.append(" or port ").append(std::to_string(i + 1));
   EXPECT_TRUE(std::holds_alternative<Where>(parse_filter(f)));
   auto at = f.size() + 4;
   auto e = error(f + " or port 9");
   EXPECT_EQ(e.position, at);
   EXPECT_EQ(e.message.rfind("too many terms", 0), 0u) << e.message;
   std::string list = "dport in (0";
-  for (std::size_t i = 1; i <= kMaxFilterTerms; ++i) list += "," + std::to_string(i);
+  for (std::size_t i = 1; i <= kMaxFilterTerms; ++i) list.append(",").append(std::to_string(i));
   EXPECT_EQ(error(list + ")").message.rfind("too many terms", 0), 0u);
 }
 

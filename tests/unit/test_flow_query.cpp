@@ -514,7 +514,8 @@ TEST_F(FlowQuery, TimeseriesRejectsBadParametersNamingThem) {
                              .last_ms = 10000000});
   ASSERT_TRUE(std::holds_alternative<ParamError>(r));
   EXPECT_EQ(std::get<ParamError>(r).message,
-            "bucket_ms gives more than 8192 buckets over the store's span");
+            "bucket_ms gives more than " + std::to_string(ipfixweb::flows::kMaxBuckets) +
+                " buckets over the store's span");
 }
 
 TEST_F(FlowQuery, AFilteredTimeseriesCountsEachFlowInTheBucketOfItsStart) {
@@ -583,7 +584,7 @@ TEST(FlowQueryBudget, AnExpensiveQueryIsInterruptedAndReportedAsTimedOut) {
   // 20000 rows, then a three-way join of them: about 8e12 row combinations.
   db.exec(
       "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) "
-      "INSERT INTO flows(id, start_ms, end_ms, ip_version, proto, src, dst, src_ip, dst_ip, "
+      "INSERT INTO flow_rows(id, start_ms, end_ms, ip_version, proto, src, dst, src_ip, dst_ip, "
       "sport, dport, vlan, packets, bytes, fwd_packets, fwd_bytes) "
       "SELECT i, i, i + 5, 4, 6, '10.0.0.1', '10.0.0.2', zeroblob(16), zeroblob(16), i % 65536, "
       "80, 0, 1, i * 7 % 1000, 1, 1 FROM n");
