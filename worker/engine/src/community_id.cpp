@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 namespace ipfixweb::engine {
@@ -77,9 +78,10 @@ int icmp_counterpart(std::uint8_t proto, std::uint8_t type) {
   }
 }
 
-// SHA1 through a digest fetched once: OpenSSL 3's one-shot SHA1() looks the algorithm up on
-// every call (about three times slower).
-const EVP_MD* sha1() {
+// SHA1 of a few bytes through a digest fetched once and a context kept per thread: OpenSSL 3's
+// one-shot SHA1() looks the algorithm up on every call, EVP_Digest() allocates a context, each
+// several times the cost of hashing 40 bytes.
+const EVP_MD* sha1_md() {
   static const EVP_MD* const md = [] {
     const EVP_MD* m = EVP_MD_fetch(nullptr, "SHA1", nullptr);
     return m ? m : EVP_sha1();
@@ -87,7 +89,21 @@ const EVP_MD* sha1() {
   return md;
 }
 
+bool sha1(const std::uint8_t* data, std::size_t n, unsigned char (&digest)[20]) {
+  const EVP_MD* const md = sha1_md();
+  struct CtxFree {
+    void operator()(EVP_MD_CTX* c) const noexcept { EVP_MD_CTX_free(c); }
+  };
+  thread_local const std::unique_ptr<EVP_MD_CTX, CtxFree> ctx(EVP_MD_CTX_new());
+  unsigned int len = 0;
+  return ctx && EVP_DigestInit_ex2(ctx.get(), md, nullptr) &&
+         EVP_DigestUpdate(ctx.get(), data, n) && EVP_DigestFinal_ex(ctx.get(), digest, &len) &&
+         len == 20;
+}
+
 }  // namespace
+
+void prepare_community_id() { sha1_md(); }
 
 std::string community_id(std::uint8_t ip_version, const std::uint8_t* src, const std::uint8_t* dst,
                          std::uint8_t proto, std::uint16_t sport, std::uint16_t dport,
@@ -127,18 +143,26 @@ std::string community_id(std::uint8_t ip_version, const std::uint8_t* src, const
     buf[n++] = static_cast<std::uint8_t>(pb >> 8);
     buf[n++] = static_cast<std::uint8_t>(pb & 0xff);
   }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int dlen = 0;
-  if (!EVP_Digest(buf, n, digest, &dlen, sha1(), nullptr) || dlen != 20) {
-    throw std::runtime_error("SHA1 failed (libcrypto)");
+  unsigned char digest[20];
+  if (!sha1(buf, n, digest)) throw std::runtime_error("SHA1 failed (libcrypto)");
+  // "1:" and base64 (RFC 4648) of the 20 bytes: 6 groups of 3 bytes, then 2 bytes and one '='.
+  static constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  char id[kCommunityIdLength] = {'1', ':'};
+  char* o = id + 2;
+  for (int i = 0; i < 18; i += 3) {
+    const std::uint32_t v =
+        (std::uint32_t{digest[i]} << 16) | (std::uint32_t{digest[i + 1]} << 8) | digest[i + 2];
+    *o++ = kB64[(v >> 18) & 63];
+    *o++ = kB64[(v >> 12) & 63];
+    *o++ = kB64[(v >> 6) & 63];
+    *o++ = kB64[v & 63];
   }
-  unsigned char b64[32];  // 28 characters and a terminating NUL
-  const int len = EVP_EncodeBlock(b64, digest, 20);
-  std::string id;
-  id.reserve(kCommunityIdLength);
-  id.append("1:");
-  id.append(reinterpret_cast<const char*>(b64), static_cast<std::size_t>(len));
-  return id;
+  const std::uint32_t v = (std::uint32_t{digest[18]} << 16) | (std::uint32_t{digest[19]} << 8);
+  *o++ = kB64[(v >> 18) & 63];
+  *o++ = kB64[(v >> 12) & 63];
+  *o++ = kB64[(v >> 6) & 63];
+  *o++ = '=';
+  return std::string(id, sizeof id);
 }
 
 std::string community_id(const FlowKey& key, std::uint16_t icmp_type_code, std::uint16_t seed) {

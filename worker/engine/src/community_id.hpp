@@ -28,6 +28,10 @@ std::string community_id(std::uint8_t ip_version, const std::uint8_t* src, const
                          std::uint8_t proto, std::uint16_t sport, std::uint16_t dport,
                          std::uint16_t seed = 0);
 
+// Loads libcrypto's SHA1 implementation now (a few ms, once per process) rather than at the
+// first record, so that forked children inherit it.
+void prepare_community_id();
+
 // From a flow key (whose ports are 0 for ICMP): `icmp_type_code` (type << 8 | code, as in
 // DecodedPacket) is used for ICMP and ICMPv6 keys only.
 std::string community_id(const FlowKey& key, std::uint16_t icmp_type_code, std::uint16_t seed = 0);

@@ -186,6 +186,7 @@ Engine::Engine() : Engine(true) {}
 Engine::Engine(bool init_dpi) : impl_(std::make_unique<Impl>()) {
   if (init_dpi) impl_->make_ndpi();
   IpfixExporter::prepare_model();
+  prepare_community_id();
 }
 Engine::~Engine() = default;
 
