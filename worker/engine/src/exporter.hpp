@@ -41,7 +41,7 @@ struct FlowLabel {
   enum ServerKind : std::uint8_t { kOther, kHttp, kTls, kDns } server_kind = kOther;
   const std::string* ja3c = nullptr;  // JA3 client hash (32 hex digits), TLS/QUIC/DTLS only
   // Community ID v1 of the flow ("1:" + base64, community_id.hpp), the same for both uniflow
-  // records; computed once per record, with or without DPI. Empty: not exported.
+  // records; computed once per record, with or without DPI (empty: exported as an empty string).
   std::string community_id;
   // nDPI flow risk: bitmap (bit n = ndpi_risk_enum n), score (client + server) and the names
   // joined with "," (null or empty: none). Zero / null when DPI is off.
