@@ -115,8 +115,8 @@ TEST(Golden, DpiMetadataAsNtopElements) {
                std::string::npos);
 }
 
-// JA3 client hashes (ntop 35632/489, which tshark shows as cflow.enterprise_private_entry): the
-// same set as ndpiReader's "[JA3C: ...]" for TLS and QUIC captures.
+// JA3 client hashes (ntop 35632/489, which tshark shows as cflow.enterprise_private_entry
+// "(ntop) Type 489"): the same set as ndpiReader's "[JA3C: ...]" for TLS and QUIC captures.
 TEST(Golden, Ja3ClientHashesMatchNdpiReader) {
   REQUIRE_PCAPS();
   REQUIRE_TOOL("tshark");
@@ -139,20 +139,9 @@ TEST(Golden, Ja3ClientHashesMatchNdpiReader) {
     const std::string ipfix = dir.file(std::string(name) + ".ipfix");
     convert(in, ipfix);
     std::set<std::string> ours;
-    std::istringstream s(run("tshark -r " + shell_quote(ipfix) +
-                             " -T fields -E aggregator=, -e cflow.enterprise_private_entry")
-                             .out);
-    std::string line;
-    while (std::getline(s, line)) {
-      std::istringstream f(line);
-      std::string v;
-      while (std::getline(f, v, ',')) {  // "3261..." (hex of the ASCII digits) -> ASCII
-        std::string txt;
-        for (std::size_t i = 0; i + 1 < v.size(); i += 2) {
-          txt.push_back(static_cast<char>(std::stoi(v.substr(i, 2), nullptr, 16)));
-        }
-        if (!txt.empty()) ours.insert(txt);
-      }
+    for (const Record& r : tshark_records(ipfix)) {
+      const auto it = r.find("35632/489");
+      if (it != r.end() && !it->second.empty()) ours.insert(it->second);
     }
     EXPECT_EQ(ours, theirs) << name;
     checked += theirs.empty() ? 0 : 1;

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 
@@ -106,6 +107,107 @@ DumpResult ipfix_dump(const std::string& path) {
     (*cur)[id] = value;
   }
   return d;
+}
+
+namespace {
+
+// XML entities as tshark writes them in PDML attribute values.
+std::string xml_unescape(const std::string& v) {
+  std::string out;
+  for (std::size_t k = 0; k < v.size(); ++k) {
+    const std::size_t semi = v[k] == '&' ? v.find(';', k) : std::string::npos;
+    const std::string ent = semi == std::string::npos ? "" : v.substr(k + 1, semi - k - 1);
+    char c = v[k];
+    if (ent == "quot")
+      c = '"';
+    else if (ent == "amp")
+      c = '&';
+    else if (ent == "lt")
+      c = '<';
+    else if (ent == "gt")
+      c = '>';
+    else if (ent == "apos")
+      c = '\'';
+    else if (ent.size() > 1 && ent[0] == '#')
+      c = static_cast<char>(std::stoi(ent.substr(1)));
+    if (c != v[k] || ent == "amp") k = semi;
+    out += c;
+  }
+  return out;
+}
+
+// The attributes of one PDML `<field name="..." show="..." .../>` line.
+std::map<std::string, std::string> xml_attributes(const std::string& line) {
+  std::map<std::string, std::string> at;
+  std::size_t i = line.find("<field ");
+  if (i == std::string::npos) return at;
+  i += 7;
+  while (i < line.size()) {
+    while (i < line.size() && line[i] == ' ') ++i;
+    const std::size_t eq = line.find('=', i);
+    if (eq == std::string::npos || eq + 1 >= line.size() || line[eq + 1] != '"') break;
+    const std::size_t close = line.find('"', eq + 2);
+    if (close == std::string::npos) break;
+    at[line.substr(i, eq - i)] = xml_unescape(line.substr(eq + 2, close - eq - 2));
+    i = close + 1;
+  }
+  return at;
+}
+
+std::string unhex(const std::string& hex) {
+  std::string out;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<Record> tshark_records(const std::string& path, std::string* err) {
+  const RunResult r = run("tshark -r " + shell_quote(path) + " -T pdml");
+  if (err) *err = r.exit_code == 0 ? std::string() : "tshark exit " + std::to_string(r.exit_code);
+  std::vector<Record> records;
+  Record* cur = nullptr;
+  std::istringstream in(r.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find("<field ") == std::string::npos) {
+      if (line.find("</packet>") != std::string::npos) cur = nullptr;
+      continue;
+    }
+    auto at = xml_attributes(line);
+    const std::string& name = at["name"];
+    if (name.empty() && at["show"].rfind("Flow ", 0) == 0) {
+      records.emplace_back();
+      cur = &records.back();
+      continue;
+    }
+    if (!cur || name.empty()) continue;
+    if (name == "cflow.enterprise_private_entry") {
+      // showname: "Enterprise Private entry: (ntop) Type 509: Value (hex bytes): ..."
+      const std::string& sn = at["showname"];
+      const auto open = sn.find('(');
+      const auto close = sn.find(") Type ", open);
+      if (open == std::string::npos || close == std::string::npos) continue;
+      const std::string pen_name = sn.substr(open + 1, close - open - 1);
+      const std::string pen = pen_name == "ntop" ? "35632"
+                              : pen_name == "Example Enterprise Number for Documentation Use"
+                                  ? "32473"
+                                  : pen_name;
+      const auto num_end = sn.find(':', close + 7);
+      (*cur)[pen + "/" + sn.substr(close + 7, num_end - close - 7)] = unhex(at["value"]);
+    } else if (!cur->count(name)) {
+      (*cur)[name] = at["show"];
+    }
+  }
+  return records;
+}
+
+std::uint64_t be_uint(const std::string& bytes) {
+  std::uint64_t v = 0;
+  for (const char c : bytes) v = (v << 8) | static_cast<unsigned char>(c);
+  return v;
 }
 
 std::uint64_t capinfos_packets(const std::string& path) {

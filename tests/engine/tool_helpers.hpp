@@ -32,6 +32,14 @@ struct DumpResult {
 };
 DumpResult ipfix_dump(const std::string& path);
 
+// One data record as tshark decodes it (`tshark -T pdml`, one "Flow N" subtree): the first value
+// of each field by display-filter name ("cflow.srcaddr" -> "10.0.0.1"), and the elements tshark
+// 4.0 does not name (cflow.enterprise_private_entry) by "PEN/id" ("35632/509",
+// "32473/1") with their raw bytes as the value.
+std::vector<Record> tshark_records(const std::string& path, std::string* err = nullptr);
+// Big-endian unsigned integer from raw bytes (an enterprise element of tshark_records).
+std::uint64_t be_uint(const std::string& bytes);
+
 std::string read_text(const std::string& path);
 std::uint64_t capinfos_packets(const std::string& path);
 

@@ -3,6 +3,7 @@
 #include <ndpi/ndpi_api.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <new>
 
@@ -102,7 +103,36 @@ void Dpi::complete(Flow& f) {
   const char* host = f.ndpi->host_server_name;
   const std::size_t n = strnlen(host, sizeof(f.ndpi->host_server_name));
   if (n) f.host.assign(host, n);
+  take_risk(f);
   f.ndpi.reset();
+}
+
+// nDPI 4.2 sets risk bits while it dissects (and in ndpi_detection_giveup); nothing changes them
+// once the nDPI flow is freed, so the bitmap is read here, when DPI ends. ndpiReader 4.2 adds one
+// check of its own when it prints a flow: the URL of an HTTP flow goes through
+// ndpi_validate_url() (XSS, SQL injection, "HTTP Suspicious URL"), which the 4.2 library's HTTP
+// dissector does not do; it is done here the same way (same protocol test, URL cut to 255
+// characters like ndpiReader's buffer) so the risks match ndpiReader's "[Risk: ...]".
+void Dpi::take_risk(Flow& f) {
+  ndpi_risk risk = f.ndpi->risk;
+  const auto is = [&](std::uint16_t id) { return f.master_proto == id || f.app_proto == id; };
+  // The branches of ndpiReader's process_ndpi_collected_info() that come before its HTTP one.
+  const bool http_branch = is(NDPI_PROTOCOL_HTTP) && !is(NDPI_PROTOCOL_DHCP) &&
+                           !(is(NDPI_PROTOCOL_BITTORRENT) && !is(NDPI_PROTOCOL_TLS)) &&
+                           !is(NDPI_PROTOCOL_DNS) && !is(NDPI_PROTOCOL_MDNS) &&
+                           !is(NDPI_PROTOCOL_UBNTAC2) && !is(NDPI_PROTOCOL_FTP_CONTROL) &&
+                           !is(NDPI_PROTOCOL_MAIL_IMAP) && !is(NDPI_PROTOCOL_MAIL_POP) &&
+                           !is(NDPI_PROTOCOL_MAIL_SMTP) && !is(NDPI_PROTOCOL_KERBEROS);
+  if (http_branch && f.ndpi->http.url && f.ndpi->http.url[0] != '\0') {
+    char url[256];
+    std::snprintf(url, sizeof url, "%s", f.ndpi->http.url);
+    const ndpi_risk_enum r = ndpi_validate_url(url);
+    if (r != NDPI_NO_RISK) NDPI_SET_BIT(risk, r);
+  }
+  f.risk = risk;
+  std::uint16_t client = 0;
+  std::uint16_t server = 0;
+  f.risk_score = ndpi_risk2score(risk, &client, &server);
 }
 
 void Dpi::finish(Flow& f) { complete(f); }
@@ -134,6 +164,26 @@ std::uint8_t Dpi::server_kind(const Flow& f) {
     }
   }
   return 0;
+}
+
+const std::string& Dpi::risk_names(std::uint64_t risk) {
+  if (risk == 0) {
+    static const std::string kNone;
+    return kNone;
+  }
+  auto it = risk_names_.find(risk);
+  if (it != risk_names_.end()) return it->second;
+  return risk_names_.emplace(risk, join_risk_names(risk)).first->second;
+}
+
+std::string Dpi::join_risk_names(std::uint64_t risk) {
+  std::string s;
+  for (int i = 0; i < static_cast<int>(NDPI_MAX_RISK) && i < 64; ++i) {
+    if (!(risk & (std::uint64_t{1} << i))) continue;
+    if (!s.empty()) s += ',';
+    s += ndpi_risk2str(static_cast<ndpi_risk_enum>(i));
+  }
+  return s;
 }
 
 const std::string& Dpi::name(std::uint16_t master, std::uint16_t app) {

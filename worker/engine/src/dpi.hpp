@@ -56,7 +56,9 @@ class Dpi {
   explicit Dpi(const NdpiModule& module) : mod_(module.get()) {}
 
   void process(Flow& f, const DecodedPacket& p, std::uint64_t ts_ms);
-  // Ends classification (gives up with guessing when nothing was found). Idempotent.
+  // Ends classification (gives up with guessing when nothing was found) and keeps what the flow
+  // record needs from the nDPI flow (labels, server name, JA3, risk and score) before freeing
+  // it. Idempotent.
   void finish(Flow& f);
   // nDPI's display name: "TLS.YouTube", "DNS", "Unknown" (ndpi_protocol2name).
   const std::string& name(std::uint16_t master, std::uint16_t app);
@@ -67,12 +69,18 @@ class Dpi {
   static std::uint8_t server_kind(const Flow& f);
   // JA3 client hash as 32 lower-case hex digits ("" when nDPI gave none).
   static std::string ja3c_hex(const Flow& f);
+  // nDPI risk names (ndpi_risk2str of every set bit, lowest first) joined with ",", e.g.
+  // "Known Protocol on Non Standard Port,Unsafe Protocol"; "" for no risk. Cached per bitmap.
+  const std::string& risk_names(std::uint64_t risk);
+  static std::string join_risk_names(std::uint64_t risk);
   const DpiStats& stats() const { return stats_; }
 
  private:
   void complete(Flow& f);
+  static void take_risk(Flow& f);
   ndpi_detection_module_struct* mod_;
   std::unordered_map<std::uint32_t, std::string> names_;
+  std::unordered_map<std::uint64_t, std::string> risk_names_;
   DpiStats stats_;
 };
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "community_id.hpp"
 #include "decoder.hpp"
 #include "dpi.hpp"
 #include "exporter.hpp"
@@ -109,6 +110,7 @@ class ExportSink final : public FlowSink {
 
   void on_flow_end(Flow& f, EndReason reason) override {
     FlowLabel label;
+    label.community_id = community_id(f);
     const std::string* name = nullptr;
     if (dpi_) {
       dpi_->finish(f);
@@ -119,6 +121,9 @@ class ExportSink final : public FlowSink {
       label.server_kind = static_cast<FlowLabel::ServerKind>(Dpi::server_kind(f));
       ja3_ = Dpi::ja3c_hex(f);
       label.ja3c = &ja3_;
+      label.risk = f.risk;
+      label.risk_score = f.risk_score;
+      label.risks = &dpi_->risk_names(f.risk);
     }
     const unsigned n = exporter_.write(f, reason, label, std::max(now_ms_, f.end_ms));
     summary_.on_record(f, reason, n, name);
@@ -279,6 +284,7 @@ Engine::Engine() : Engine(true) {}
 Engine::Engine(bool init_dpi) : impl_(std::make_unique<Impl>()) {
   if (init_dpi) impl_->make_ndpi();
   IpfixExporter::prepare_model();
+  prepare_community_id();
 }
 Engine::~Engine() = default;
 

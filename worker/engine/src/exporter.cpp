@@ -16,6 +16,11 @@ namespace ipfixweb::engine {
 namespace {
 
 constexpr std::uint32_t kNtopPen = 35632;  // ntop nProbe elements, named by tshark
+// Community ID has no IANA element and no nProbe one: it goes under RFC 5612's enterprise number
+// for documentation, which no vendor uses, so it cannot be mistaken for another vendor's element
+// (docs/ipfix-elements.md). To move when the project has an enterprise number of its own.
+constexpr std::uint32_t kCommunityIdPen = 32473;
+constexpr std::uint16_t kCommunityIdNum = 1;
 
 // Spec flags: an element is in an external template when all its flags are selected.
 constexpr std::uint32_t kFDpi = 1;
@@ -33,6 +38,9 @@ struct IpfixRecord {
   fbVarfield_t sslServerName;
   fbVarfield_t dnsQuery;
   fbVarfield_t ja3cHash;
+  fbVarfield_t l7ProtoRiskName;
+  fbVarfield_t communityId;
+  std::uint64_t l7ProtoRisk;
   std::uint64_t flowStartMilliseconds;
   std::uint64_t flowEndMilliseconds;
   std::uint64_t octetDeltaCount;
@@ -52,14 +60,15 @@ struct IpfixRecord {
   std::uint16_t reverseIcmpTypeCodeIPv4;
   std::uint16_t icmpTypeCodeIPv6;
   std::uint16_t reverseIcmpTypeCodeIPv6;
+  std::uint16_t l7RiskScore;
   std::uint8_t protocolIdentifier;
   std::uint8_t ipVersion;
   std::uint8_t ipClassOfService;
   std::uint8_t reverseIpClassOfService;
   std::uint8_t flowEndReason;
-  std::uint8_t paddingOctets[1];
+  std::uint8_t paddingOctets[7];
 };
-static_assert(sizeof(IpfixRecord) == 7 * sizeof(fbVarfield_t) + 48 + 32 + 8 + 18 + 6);
+static_assert(sizeof(IpfixRecord) == 9 * sizeof(fbVarfield_t) + 56 + 32 + 8 + 20 + 12);
 
 #define IE(name, len, flags) \
   { const_cast<char*>(name), len, flags }
@@ -71,6 +80,9 @@ fbInfoElementSpec_t kSpec[] = {
     IE("ntopSslServerName", FB_IE_VARLEN, kFDpi),
     IE("ntopDnsQuery", FB_IE_VARLEN, kFDpi),
     IE("ntopJa3cHash", FB_IE_VARLEN, kFDpi),
+    IE("ntopL7ProtoRiskName", FB_IE_VARLEN, kFDpi),
+    IE("communityId", FB_IE_VARLEN, 0),
+    IE("ntopL7ProtoRisk", 8, kFDpi),
     IE("flowStartMilliseconds", 8, 0),
     IE("flowEndMilliseconds", 8, 0),
     IE("octetDeltaCount", 8, 0),
@@ -90,26 +102,41 @@ fbInfoElementSpec_t kSpec[] = {
     IE("reverseIcmpTypeCodeIPv4", 2, kFV4 | kFRev),
     IE("icmpTypeCodeIPv6", 2, kFV6),
     IE("reverseIcmpTypeCodeIPv6", 2, kFV6 | kFRev),
+    IE("ntopL7RiskScore", 2, kFDpi),
     IE("protocolIdentifier", 1, 0),
     IE("ipVersion", 1, 0),
     IE("ipClassOfService", 1, 0),
     IE("reverseIpClassOfService", 1, kFRev),
     IE("flowEndReason", 1, 0),
-    IE("paddingOctets", 1, kFAll + 16),  // internal only: never selected for export
+    IE("paddingOctets", 7, kFAll + 16),  // internal only: never selected for export
     FB_IESPEC_NULL};
 #undef IE
 
-struct NtopElement {
+struct EnterpriseElement {
   const char* name;
+  std::uint32_t pen;
   std::uint16_t num;
+  std::uint16_t len;  // FB_IE_VARLEN for strings
+  std::uint8_t type;
   const char* description;
 };
-constexpr NtopElement kNtopElements[] = {
-    {"ntopFlowServerName", 122, "FLOW_SERVER_NAME: server name nDPI found (SNI, Host, query)"},
-    {"ntopHttpHost", 187, "HTTP_HOST"},
-    {"ntopSslServerName", 188, "SSL_SERVER_NAME: TLS/QUIC SNI"},
-    {"ntopDnsQuery", 205, "DNS_QUERY"},
-    {"ntopJa3cHash", 489, "JA3C_HASH: JA3 client fingerprint (MD5, 32 hex digits)"},
+// ntop numbers as nProbe defines them ("nprobe -H": [IPFIX 35632.N]).
+constexpr EnterpriseElement kEnterpriseElements[] = {
+    {"ntopFlowServerName", kNtopPen, 122, FB_IE_VARLEN, FB_STRING,
+     "FLOW_SERVER_NAME: server name nDPI found (SNI, Host, query)"},
+    {"ntopHttpHost", kNtopPen, 187, FB_IE_VARLEN, FB_STRING, "HTTP_HOST"},
+    {"ntopSslServerName", kNtopPen, 188, FB_IE_VARLEN, FB_STRING, "SSL_SERVER_NAME: TLS/QUIC SNI"},
+    {"ntopDnsQuery", kNtopPen, 205, FB_IE_VARLEN, FB_STRING, "DNS_QUERY"},
+    {"ntopJa3cHash", kNtopPen, 489, FB_IE_VARLEN, FB_STRING,
+     "JA3C_HASH: JA3 client fingerprint (MD5, 32 hex digits)"},
+    {"ntopL7ProtoRisk", kNtopPen, 509, 8, FB_UINT_64,
+     "L7_PROTO_RISK: nDPI flow risk bitmap (bit n = ndpi_risk_enum n)"},
+    {"ntopL7ProtoRiskName", kNtopPen, 510, FB_IE_VARLEN, FB_STRING,
+     "L7_PROTO_RISK_NAME: nDPI risk names, comma-separated"},
+    {"ntopL7RiskScore", kNtopPen, 527, 2, FB_UINT_16,
+     "L7_RISK_SCORE: nDPI risk score (client + server)"},
+    {"communityId", kCommunityIdPen, kCommunityIdNum, FB_IE_VARLEN, FB_STRING,
+     "Community ID v1 of the flow (corelight community-id-spec, seed 0)"},
 };
 
 std::string take_error(GError*& err) {
@@ -138,13 +165,14 @@ struct FileCloser {
 static fbInfoModel_t* shared_model() {
   static fbInfoModel_t* const model = [] {
     fbInfoModel_t* m = fbInfoModelAlloc();
-    for (const auto& e : kNtopElements) {
+    for (const auto& e : kEnterpriseElements) {
       fbInfoElement_t ie{};
       ie.ref.name = e.name;
-      ie.ent = kNtopPen;
+      ie.ent = e.pen;
       ie.num = e.num;
-      ie.len = FB_IE_VARLEN;
-      ie.type = FB_STRING;
+      ie.len = e.len;
+      ie.type = e.type;
+      if (e.type != FB_STRING) ie.flags = FB_IE_F_ENDIAN;  // integers: network byte order
       ie.description = e.description;
       fbInfoModelAddElement(m, &ie);
     }
@@ -384,7 +412,11 @@ unsigned IpfixExporter::write(const Flow& f, EndReason reason, const FlowLabel& 
       set_var(r.sslServerName, label.server);
     if (label.server && label.server_kind == FlowLabel::kDns) set_var(r.dnsQuery, label.server);
     set_var(r.ja3cHash, label.ja3c);
+    r.l7ProtoRisk = label.risk;
+    r.l7RiskScore = label.risk_score;
+    set_var(r.l7ProtoRiskName, label.risks);
   }
+  set_var(r.communityId, &label.community_id);
   r.vlanId = f.key.vlan;
   r.protocolIdentifier = f.key.proto;
   r.ipVersion = f.key.ip_version;

@@ -25,7 +25,7 @@ struct ExporterConfig {
   // it in messages and is never a network target. < 0: `output`'s directory is opened here.
   int dir_fd = -1;
   std::string name;
-  bool dpi = true;  // include applicationId / applicationName / server name
+  bool dpi = true;  // include the DPI elements (labels, server names, JA3, risk)
   bool biflow = true;
   std::uint32_t observation_domain = 1;
   // Files: write into an unnamed file (O_TMPFILE) that gets a name only once its data is on
@@ -40,6 +40,14 @@ struct FlowLabel {
   const std::string* server = nullptr;  // TLS SNI / HTTP host / DNS query, may be empty
   enum ServerKind : std::uint8_t { kOther, kHttp, kTls, kDns } server_kind = kOther;
   const std::string* ja3c = nullptr;  // JA3 client hash (32 hex digits), TLS/QUIC/DTLS only
+  // Community ID v1 of the flow ("1:" + base64, community_id.hpp), the same for both uniflow
+  // records; computed once per record, with or without DPI (empty: exported as an empty string).
+  std::string community_id;
+  // nDPI flow risk: bitmap (bit n = ndpi_risk_enum n), score (client + server) and the names
+  // joined with "," (null or empty: none). Zero / null when DPI is off.
+  std::uint64_t risk = 0;
+  std::uint16_t risk_score = 0;
+  const std::string* risks = nullptr;
 };
 
 class IpfixExporter {

@@ -66,6 +66,10 @@ struct Flow {
   std::string host;                     // SNI / HTTP Host / DNS query as nDPI reports it
   std::array<std::uint8_t, 16> ja3c{};  // JA3 client MD5 (TLS/QUIC/DTLS), all zero when none
   bool has_ja3c = false;
+  // nDPI flow risk (ndpi_risk bitmap) and its score (client + server, ndpi_risk2score), taken
+  // when DPI ends, just before the nDPI flow is freed (see Dpi::finish).
+  std::uint64_t risk = 0;
+  std::uint16_t risk_score = 0;
   // The time buckets of this record's packets (only with a flow store).
   flows::RecordBuckets buckets;
 
