@@ -40,12 +40,16 @@ void store_records(const Flow& f, EndReason reason, const FlowLabel& label, bool
   r.proto = f.key.proto;
   r.vlan = f.key.vlan;
   r.end_reason = static_cast<std::uint8_t>(reason);
+  r.community_id = label.community_id;
   if (label.name) {
     r.has_app = true;
     r.app_id = label.id;
     r.app = *label.name;
     if (label.server) r.server_name = *label.server;
     if (label.ja3c) r.ja3c = *label.ja3c;
+    r.risk = label.risk;
+    r.risk_score = label.risk_score;
+    if (label.risks) r.risks = *label.risks;
   }
   const bool icmp = f.key.proto == 1 || f.key.proto == 58;
   const auto endpoints = [&](const FlowKey& k) {
