@@ -89,6 +89,12 @@ int main(int argc, char** argv) {
       ->envname("IPFIXWEB_MAX_PAGE_BYTES")
       ->check(CLI::Range(std::size_t{1024}, std::size_t{1} << 30))
       ->capture_default_str();
+  app.add_option("--flow-query-ms", cfg.flow_query_ms,
+                 "Longest time of one flow store query (a /flows page, /top, /timeseries, a "
+                 "piece of an export) in ms; 422 beyond")
+      ->envname("IPFIXWEB_FLOW_QUERY_MS")
+      ->check(CLI::Range(10, 600000))
+      ->capture_default_str();
   app.add_option("--max-json-depth", cfg.max_json_depth,
                  "Deepest nesting of arrays and objects in a request body (400 beyond)")
       ->envname("IPFIXWEB_MAX_JSON_DEPTH")

@@ -1,5 +1,7 @@
 #include "ipfixweb/api/server.hpp"
 
+#include "ipfixweb/api/flow_routes.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -104,6 +106,7 @@ struct Server::Impl {
   std::shared_ptr<spdlog::logger> log = logger("api");
   Roots roots;
   std::optional<confine::Root> output_dir;  // downloads open files beneath it
+  std::optional<FlowRoutes> flow_routes;
   std::unique_ptr<http::Server> http;
   std::atomic<bool> draining{false};
 
@@ -604,6 +607,21 @@ void Server::Impl::routes() {
   add("DELETE", "/api/v1/tasks/{id}", Role::Submit, [this](Q q, R r) { cancel_task(q, r); });
   add("GET", "/api/v1/tasks/{id}/events", Role::Read, [this](Q q, R r) { task_events(q, r); });
   add("GET", "/api/v1/tasks/{id}/output", Role::Read, [this](Q q, R r) { download(q, r); });
+  flow_routes.emplace(
+      *output_dir, [this](Q q, R r) { return find_task(q, r); },
+      [](R r, int status, const std::string& detail, const std::vector<FieldError>& errors) {
+        problem(r, status, detail, errors);
+      },
+      FlowRoutes::Options{std::chrono::milliseconds(cfg.flow_query_ms)});
+  auto& fr = *flow_routes;
+  add("GET", "/api/v1/tasks/{id}/flows", Role::Read, [&fr](Q q, R r) { fr.flows(q, r); });
+  add("GET", "/api/v1/tasks/{id}/flows.ndjson", Role::Read,
+      [&fr](Q q, R r) { fr.flows_ndjson(q, r); });
+  add("GET", "/api/v1/tasks/{id}/flows.csv", Role::Read, [&fr](Q q, R r) { fr.flows_csv(q, r); });
+  add("GET", "/api/v1/tasks/{id}/flows.sqlite", Role::Read,
+      [&fr](Q q, R r) { fr.store_file(q, r); });
+  add("GET", "/api/v1/tasks/{id}/top", Role::Read, [&fr](Q q, R r) { fr.top(q, r); });
+  add("GET", "/api/v1/tasks/{id}/timeseries", Role::Read, [&fr](Q q, R r) { fr.timeseries(q, r); });
   // Compatibility with the original service (IPyFIXweb).
   add("POST", "/api/export-task", Role::Submit, post_lenient);
   add("GET", "/api/task-status/{id}", Role::Read, get);

@@ -73,12 +73,17 @@ TEST(EndToEnd, SampleCaptureBecomesIpfixAndStateIsDurable) {
   for (auto& e : history["events"]) states.push_back(e["state"]);
   EXPECT_EQ(states, (std::vector<std::string>{"queued", "running", "succeeded"}));
 
-  // The file is in place under its final name, with no temporary left over.
+  // The file and its flow store are in place under their final names, with no temporary
+  // left over.
   std::string out = stack.output_dir() + "/sample.ipfix";
   ASSERT_TRUE(fs::exists(out));
   EXPECT_GT(fs::file_size(out), 0u);
-  for (auto& entry : fs::directory_iterator(stack.output_dir()))
-    EXPECT_EQ(entry.path().filename(), "sample.ipfix") << "unexpected file in output dir";
+  EXPECT_GT(fs::file_size(out + ".flows.sqlite"), 0u);
+  for (auto& entry : fs::directory_iterator(stack.output_dir())) {
+    const auto name = entry.path().filename().string();
+    EXPECT_TRUE(name == "sample.ipfix" || name == "sample.ipfix.flows.sqlite")
+        << "unexpected file in output dir: " << name;
+  }
 
   // A completion line for the task, as the original service kept them.
   {

@@ -2,6 +2,8 @@
 // keyset pagination, and running statements within a time budget.
 #include "ipfixweb/flows/query.hpp"
 
+#include <limits>
+
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -418,8 +420,11 @@ std::variant<ListQuery, ParamError> build_list(const ListParams& params) {
   if (q.keys.back().column != "id") q.keys.push_back(SortKey{"id", false});
 
   // limit
-  auto limit = int_param(params.limit, 1, kMaxListLimit, kDefaultListLimit);
-  if (!limit) return range_error("limit", 1, kMaxListLimit);
+  const std::int64_t max_limit =
+      params.unbounded ? std::numeric_limits<std::int64_t>::max() - 1 : kMaxListLimit;
+  auto limit = int_param(params.limit, 1, max_limit,
+                         params.unbounded ? std::int64_t{0} : kDefaultListLimit);
+  if (!limit) return range_error("limit", 1, max_limit);
   q.limit = *limit;
 
   q.tag = tag_of(q.keys, w);
@@ -461,8 +466,10 @@ std::variant<ListQuery, ParamError> build_list(const ListParams& params) {
     q.sql += (first ? "" : ", ") + k.column + (k.descending ? " DESC" : "");
     first = false;
   }
-  q.sql += " LIMIT ?";
-  q.binds.push_back({q.limit + 1});
+  if (q.limit > 0) {
+    q.sql += " LIMIT ?";
+    q.binds.push_back({q.limit + 1});
+  }
   return q;
 }
 

@@ -29,6 +29,9 @@ struct Config {
   // A task list page stops growing past this many bytes (its `next` cursor goes on from
   // there), whatever its `limit`: stored requests and summaries can be large.
   std::size_t max_page_bytes = 8u << 20;
+  // A flow store query (a /flows page, /top, /timeseries, one piece of an export) is stopped
+  // after this many milliseconds (422 naming the filter; an export ends cut short).
+  int flow_query_ms = 5000;
   std::vector<Token> tokens;  // bearer tokens with their roles; empty: no authentication
   std::string sample_pcap = "sample.pcap";  // for the compatibility test route
   std::string curve_server_key;             // CURVE: broker's public key file

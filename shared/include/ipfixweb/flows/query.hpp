@@ -94,6 +94,8 @@ struct ListParams {
                               // default "id"; id is always the final tiebreaker
   std::string_view limit{};   // 1..kMaxListLimit, default kDefaultListLimit
   std::string_view cursor{};  // a previous page's next cursor (same filter and sort)
+  // Exports: no upper bound on `limit`, and without a limit every matching row (no LIMIT).
+  bool unbounded = false;
 };
 inline constexpr std::int64_t kDefaultListLimit = 100;
 inline constexpr std::int64_t kMaxListLimit = 10000;

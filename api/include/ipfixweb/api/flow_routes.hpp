@@ -1,0 +1,60 @@
+// The routes that read a task's flow store (docs/flow-store.md, docs/flow-filter.md):
+//   GET /api/v1/tasks/{id}/flows              a page of records (JSON), or the whole filtered
+//                                             set as NDJSON / CSV when Accept asks for it
+//   GET /api/v1/tasks/{id}/flows.ndjson       the filtered records, streamed
+//   GET /api/v1/tasks/{id}/flows.csv          the same as CSV (header row)
+//   GET /api/v1/tasks/{id}/flows.sqlite       the flow store file itself
+//   GET /api/v1/tasks/{id}/top                the n largest groups (by app, src, dst, ...)
+//   GET /api/v1/tasks/{id}/timeseries         packets/bytes/flows per time bucket, columnar
+// The store is opened beneath the output root (no link followed) and only while the task's
+// IPFIX file is still the one the task wrote. Every query runs under a time budget; exports
+// stream in constant memory.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ipfixweb/api/http.hpp"
+#include "ipfixweb/api/validation.hpp"
+#include "ipfixweb/shared/confine.hpp"
+#include "ipfixweb/shared/store.hpp"
+
+namespace ipfixweb::api {
+
+class FlowRoutes {
+ public:
+  // The task named by the route's {id}, or nullopt after answering (404, 503) itself.
+  using FindTask = std::function<std::optional<TaskRecord>(const http::Request&, http::Response&)>;
+  // An application/problem+json answer.
+  using Problem = std::function<void(http::Response&, int status, const std::string& detail,
+                                     const std::vector<FieldError>& errors)>;
+  struct Options {
+    // A query (a page, top, a time series, one piece of an export) that runs longer is
+    // stopped: 422 for the request's filter, or the end of an export.
+    std::chrono::milliseconds query_budget{5000};
+  };
+
+  FlowRoutes(const confine::Root& output_root, FindTask find, Problem problem, Options opts);
+
+  void flows(const http::Request& req, http::Response& res);
+  void flows_ndjson(const http::Request& req, http::Response& res);
+  void flows_csv(const http::Request& req, http::Response& res);
+  void store_file(const http::Request& req, http::Response& res);
+  void top(const http::Request& req, http::Response& res);
+  void timeseries(const http::Request& req, http::Response& res);
+
+ private:
+  struct Opened;
+  std::optional<Opened> open(const http::Request& req, http::Response& res);
+  void stream(const http::Request& req, http::Response& res, bool csv);
+
+  const confine::Root& root_;
+  FindTask find_;
+  Problem problem_;
+  Options opts_;
+};
+
+}  // namespace ipfixweb::api

@@ -1,0 +1,396 @@
+#include "ipfixweb/api/flow_routes.hpp"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "ipfixweb/api/handler_pool.hpp"
+#include "ipfixweb/flows/query.hpp"
+#include "ipfixweb/flows/store.hpp"
+#include "ipfixweb/shared/vocabulary.hpp"
+
+namespace ipfixweb::api {
+
+using http::Request;
+using http::Response;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kProblem = "application/problem+json";
+
+// The schema indexes of result columns named by the query builder.
+std::vector<int> column_indexes(const std::vector<std::string>& names) {
+  std::vector<int> out;
+  out.reserve(names.size());
+  for (const auto& n : names) out.push_back(flows::column_index(n));
+  return out;
+}
+
+// A 422 naming the parameter; a filter error also gives its position and what was expected.
+void parameter_problem(Response& res, const flows::ParamError& e) {
+  json err = {{"field", e.parameter}, {"message", e.message}};
+  if (e.filter) {
+    err["position"] = e.filter->position;
+    if (!e.filter->expected.empty()) err["expected"] = e.filter->expected;
+  }
+  json body = {{"type", "about:blank"},
+               {"title", "Unprocessable Content"},
+               {"status", 422},
+               {"detail", "invalid query parameter " + e.parameter},
+               {"errors", json::array({err})}};
+  res.status = 422;
+  res.set_content(body.dump(), kProblem);
+}
+
+std::string sqlite_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
+// A statement owned here.
+struct Stmt {
+  sqlite3_stmt* s = nullptr;
+  ~Stmt() {
+    if (s) sqlite3_finalize(s);
+  }
+};
+
+// An export: the rows of one statement, piece by piece, as NDJSON or CSV. It owns the store
+// (and so its descriptor) for as long as the transfer lasts; every piece is produced under
+// the query budget.
+class ExportProducer final : public http::Producer {
+ public:
+  ExportProducer(std::unique_ptr<flows::Store> store, flows::ListQuery q, flows::Format format,
+                 std::chrono::milliseconds budget)
+      : store_(std::move(store)),
+        q_(std::move(q)),
+        columns_(column_indexes(q_.columns)),
+        format_(format),
+        budget_(budget) {
+    if (sqlite3_prepare_v2(store_->handle(), q_.sql.c_str(), -1, &stmt_.s, nullptr) != SQLITE_OK)
+      throw flows::Error(sqlite3_errmsg(store_->handle()));
+    const int rc = flows::bind_values(stmt_.s, q_.binds);
+    if (rc != SQLITE_OK) throw flows::Error(sqlite3_errstr(rc));
+    if (format_ == flows::Format::Csv) flows::append_csv_header(first_, columns_);
+    more_ = fill(first_);  // errors before the answer's header become an error answer
+  }
+
+  bool next(std::string& out) override {
+    if (!first_.empty() || !started_) {
+      started_ = true;
+      out.swap(first_);
+      return more_;
+    }
+    return fill(out);
+  }
+
+ private:
+  bool fill(std::string& out) {
+    flows::QueryBudget budget(store_->handle(), budget_);
+    while (out.size() < http::kStreamPiece) {
+      if (q_.limit > 0 && rows_ == q_.limit) return false;
+      const int rc = sqlite3_step(stmt_.s);
+      if (rc == SQLITE_DONE) return false;
+      if (rc != SQLITE_ROW) {
+        if (budget.classify(rc) == flows::QueryStatus::TimedOut)
+          throw flows::Error("export stopped: a piece took longer than " +
+                             std::to_string(budget_.count()) + " ms");
+        throw flows::Error(std::string("export stopped: ") + sqlite3_errmsg(store_->handle()));
+      }
+      flows::append_row(out, stmt_.s, columns_, format_);
+      ++rows_;
+    }
+    return true;
+  }
+
+  std::unique_ptr<flows::Store> store_;
+  flows::ListQuery q_;
+  std::vector<int> columns_;
+  flows::Format format_;
+  std::chrono::milliseconds budget_;
+  Stmt stmt_;
+  std::string first_;
+  bool more_ = false;
+  bool started_ = false;
+  std::int64_t rows_ = 0;
+};
+
+// Appends a result column as JSON by its SQLite type.
+void append_value(json& obj, const std::string& key, sqlite3_stmt* s, int i) {
+  switch (sqlite3_column_type(s, i)) {
+    case SQLITE_INTEGER:
+      obj[key] = sqlite3_column_int64(s, i);
+      break;
+    case SQLITE_FLOAT:
+      obj[key] = sqlite3_column_double(s, i);
+      break;
+    case SQLITE_NULL:
+      obj[key] = nullptr;
+      break;
+    default: {
+      std::string text;
+      const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+      if (p) text.assign(p, static_cast<std::size_t>(sqlite3_column_bytes(s, i)));
+      obj[key] = std::move(text);  // dumped with invalid UTF-8 replaced
+    }
+  }
+}
+
+}  // namespace
+
+struct FlowRoutes::Opened {
+  TaskRecord task;
+  confine::Fd fd;  // the flow store file
+  std::uint64_t size = 0;
+  std::string file_name;
+};
+
+FlowRoutes::FlowRoutes(const confine::Root& output_root, FindTask find, Problem problem,
+                       Options opts)
+    : root_(output_root), find_(std::move(find)), problem_(std::move(problem)), opts_(opts) {}
+
+std::optional<FlowRoutes::Opened> FlowRoutes::open(const Request& req, Response& res) {
+  auto t = find_(req, res);
+  if (!t) return std::nullopt;
+  const std::string& id = t->id;
+  if (t->state != TaskState::Succeeded) {
+    problem_(res, 409, "task " + id + " is " + std::string(name(t->state)) + ", not succeeded",
+             {});
+    return std::nullopt;
+  }
+  http::WaitScope waiting_for_the_file_system;
+  const std::string rel = confine::relative_below(root_.path(), t->output_path);
+  if (rel.empty()) {
+    problem_(res, 404, "the output of task " + id + " is gone", {});
+    return std::nullopt;
+  }
+  constexpr int kFlags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+  // The store goes with the IPFIX file the task wrote: when that was replaced (an
+  // "overwrite" task, or someone else), so was the store.
+  confine::Fd ipfix(confine::open_beneath(root_.fd(), rel, kFlags));
+  struct stat st {};
+  if (!ipfix || ::fstat(ipfix.get(), &st) != 0) {
+    problem_(res, 404, "the output of task " + id + " is gone", {});
+    return std::nullopt;
+  }
+  if (t->output_file && (static_cast<std::int64_t>(st.st_ino) != t->output_file->inode ||
+                         static_cast<std::int64_t>(st.st_size) != t->output_file->size)) {
+    problem_(res, 410,
+             "the output of task " + id + " (and its flow store) was replaced since the task "
+             "finished",
+             {});
+    return std::nullopt;
+  }
+  const std::string store_rel = flows::store_name_for(rel);
+  confine::Fd fd(confine::open_beneath(root_.fd(), store_rel, kFlags));
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    problem_(res, 404,
+             "task " + id +
+                 " has no flow store: it was converted with \"flow_store\": false, or before "
+                 "flow stores existed (docs/flow-store.md)",
+             {});
+    return std::nullopt;
+  }
+  Opened o;
+  o.task = std::move(*t);
+  o.fd = std::move(fd);
+  o.size = static_cast<std::uint64_t>(st.st_size);
+  const auto slash = store_rel.rfind('/');
+  o.file_name = slash == std::string::npos ? store_rel : store_rel.substr(slash + 1);
+  return o;
+}
+
+namespace {
+
+// The flow store of an opened task as SQLite reads it; nullptr after answering 500.
+std::unique_ptr<flows::Store> read_store(int fd, const std::string& task_id, Response& res,
+                                         const FlowRoutes::Problem& problem) {
+  try {
+    return std::make_unique<flows::Store>(sqlite_path(fd));
+  } catch (const flows::Error& e) {
+    problem(res, 500, "the flow store of task " + task_id + " cannot be read: " + e.what(), {});
+    return nullptr;
+  }
+}
+
+bool wants(const Request& req, std::string_view type) {
+  return req.header("Accept").find(type) != std::string::npos;
+}
+
+}  // namespace
+
+void FlowRoutes::flows(const Request& req, Response& res) {
+  if (wants(req, "application/x-ndjson") || wants(req, "application/ndjson"))
+    return stream(req, res, false);
+  if (wants(req, "text/csv")) return stream(req, res, true);
+  auto o = open(req, res);
+  if (!o) return;
+  const std::string filter = req.query_value("filter"), fields = req.query_value("fields"),
+                    sort = req.query_value("sort"), limit = req.query_value("limit"),
+                    cursor = req.query_value("next");
+  auto built = flows::build_list({.filter = filter,
+                                  .fields = fields,
+                                  .sort = sort,
+                                  .limit = limit,
+                                  .cursor = cursor});
+  if (auto* e = std::get_if<flows::ParamError>(&built)) {
+    if (e->parameter == "cursor") e->parameter = "next";
+    return parameter_problem(res, *e);
+  }
+  const auto& q = std::get<flows::ListQuery>(built);
+  auto store = read_store(o->fd.get(), o->task.id, res, problem_);
+  if (!store) return;
+  const std::vector<int> columns = column_indexes(q.columns);
+  std::string body = "{\"flows\":[";
+  std::int64_t rows = 0;
+  std::string next;
+  bool more = false;
+  flows::QueryBudget budget(store->handle(), opts_.query_budget);
+  const auto outcome = flows::run_query(
+      store->handle(), q.sql, q.binds,
+      [&](sqlite3_stmt* s) {
+        if (rows == q.limit) {
+          more = true;
+          return false;
+        }
+        if (rows++) body += ',';
+        flows::append_json_object(body, s, columns);
+        if (rows == q.limit) next = q.next_cursor(s);
+        return true;
+      },
+      &budget);
+  if (outcome.status == flows::QueryStatus::TimedOut)
+    return parameter_problem(
+        res, {"filter",
+              "the query ran longer than " + std::to_string(opts_.query_budget.count()) +
+                  " ms; narrow the filter or sort by an indexed column",
+              std::nullopt});
+  if (!outcome.ok())
+    return problem_(res, 500,
+                    "the flow store of task " + o->task.id + " cannot be read: " + outcome.message,
+                    {});
+  body += "],\"next\":";
+  body += more ? json(next).dump() : "null";
+  body += '}';
+  res.status = 200;
+  res.set_content(std::move(body), "application/json");
+}
+
+void FlowRoutes::flows_ndjson(const Request& req, Response& res) { stream(req, res, false); }
+void FlowRoutes::flows_csv(const Request& req, Response& res) { stream(req, res, true); }
+
+void FlowRoutes::stream(const Request& req, Response& res, bool csv) {
+  auto o = open(req, res);
+  if (!o) return;
+  const std::string filter = req.query_value("filter"), fields = req.query_value("fields"),
+                    sort = req.query_value("sort"), limit = req.query_value("limit");
+  auto built = flows::build_list(
+      {.filter = filter, .fields = fields, .sort = sort, .limit = limit, .unbounded = true});
+  if (auto* e = std::get_if<flows::ParamError>(&built)) return parameter_problem(res, *e);
+  auto store = read_store(o->fd.get(), o->task.id, res, problem_);
+  if (!store) return;
+  try {
+    res.stream = std::make_shared<ExportProducer>(
+        std::move(store), std::move(std::get<flows::ListQuery>(built)),
+        csv ? flows::Format::Csv : flows::Format::Ndjson, opts_.query_budget);
+  } catch (const flows::Error& e) {
+    const std::string what = e.what();
+    if (what.find("longer than") != std::string::npos)
+      return parameter_problem(res, {"filter", what, std::nullopt});
+    return problem_(res, 500, "the flow store of task " + o->task.id + " cannot be read: " + what,
+                    {});
+  }
+  res.status = 200;
+  const std::string base = o->file_name.substr(0, o->file_name.size() - 7);  // "….flows"
+  if (csv) {
+    res.set_header("Content-Type", "text/csv; charset=utf-8; header=present");
+    res.set_header("Content-Disposition", "attachment; filename=\"" + base + ".csv\"");
+  } else {
+    res.set_header("Content-Type", "application/x-ndjson");
+    res.set_header("Content-Disposition", "attachment; filename=\"" + base + ".ndjson\"");
+  }
+}
+
+void FlowRoutes::store_file(const Request& req, Response& res) {
+  auto o = open(req, res);
+  if (!o) return;
+  res.file = std::make_shared<http::File>(o->fd.release(), o->size);
+  res.set_header("Content-Type", "application/vnd.sqlite3");
+  res.set_header("Content-Disposition", "attachment; filename=\"" + o->file_name + "\"");
+}
+
+void FlowRoutes::top(const Request& req, Response& res) {
+  auto o = open(req, res);
+  if (!o) return;
+  const std::string filter = req.query_value("filter"), by = req.query_value("by"),
+                    metric = req.query_value("metric"), n = req.query_value("n");
+  auto built = flows::build_top({.filter = filter, .by = by, .metric = metric, .n = n});
+  if (auto* e = std::get_if<flows::ParamError>(&built)) return parameter_problem(res, *e);
+  const auto& q = std::get<flows::TopQuery>(built);
+  auto store = read_store(o->fd.get(), o->task.id, res, problem_);
+  if (!store) return;
+  json groups = json::array();
+  flows::QueryBudget budget(store->handle(), opts_.query_budget);
+  const auto outcome = flows::run_query(
+      store->handle(), q.sql, q.binds,
+      [&](sqlite3_stmt* s) {
+        json g = json::object();
+        for (std::size_t i = 0; i < q.columns.size(); ++i)
+          append_value(g, q.columns[i], s, static_cast<int>(i));
+        groups.push_back(std::move(g));
+        return true;
+      },
+      &budget);
+  if (outcome.status == flows::QueryStatus::TimedOut)
+    return parameter_problem(res, {"filter",
+                                   "the query ran longer than " +
+                                       std::to_string(opts_.query_budget.count()) +
+                                       " ms; narrow the filter",
+                                   std::nullopt});
+  if (!outcome.ok())
+    return problem_(res, 500,
+                    "the flow store of task " + o->task.id + " cannot be read: " + outcome.message,
+                    {});
+  json body = {{"by", by}, {"metric", metric.empty() ? "bytes" : metric}, {"groups", groups}};
+  res.status = 200;
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+}
+
+void FlowRoutes::timeseries(const Request& req, Response& res) {
+  auto o = open(req, res);
+  if (!o) return;
+  auto store = read_store(o->fd.get(), o->task.id, res, problem_);
+  if (!store) return;
+  const std::string filter = req.query_value("filter"), by = req.query_value("by"),
+                    metric = req.query_value("metric"), bucket = req.query_value("bucket_ms"),
+                    top = req.query_value("top");
+  flows::TimeseriesParams p{.filter = filter, .by = by, .metric = metric, .bucket_ms = bucket,
+                            .top = top};
+  p.store_bucket_ms = static_cast<std::int64_t>(store->meta_u64("bucket_ms"));
+  p.first_ms = static_cast<std::int64_t>(store->meta_u64("first_ms"));
+  p.last_ms = store->meta_u64("flows") ? static_cast<std::int64_t>(store->meta_u64("last_ms"))
+                                       : -1;
+  auto built = flows::build_timeseries(p);
+  if (auto* e = std::get_if<flows::ParamError>(&built)) return parameter_problem(res, *e);
+  json body;
+  flows::QueryBudget budget(store->handle(), opts_.query_budget);
+  const auto outcome =
+      flows::run_timeseries(store->handle(), std::get<flows::TimeseriesQuery>(built), body, &budget);
+  if (outcome.status == flows::QueryStatus::TimedOut)
+    return parameter_problem(res, {"filter",
+                                   "the query ran longer than " +
+                                       std::to_string(opts_.query_budget.count()) +
+                                       " ms; narrow the filter",
+                                   std::nullopt});
+  if (!outcome.ok())
+    return problem_(res, 500,
+                    "the flow store of task " + o->task.id + " cannot be read: " + outcome.message,
+                    {});
+  res.status = 200;
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+}
+
+}  // namespace ipfixweb::api
