@@ -20,6 +20,7 @@ RUN apt-get update \
       build-essential cmake ninja-build pkg-config \
       libzmq3-dev cppzmq-dev libpcap-dev libndpi-dev libmsgpack-cxx-dev libsqlite3-dev \
       libspdlog-dev libfixbuf-dev libboost-dev nlohmann-json3-dev libcli11-dev libssl-dev \
+      tao-pegtl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The build context is filtered by .dockerignore (no build trees, no .git, no

@@ -157,8 +157,7 @@ std::optional<FlowRoutes::Opened> FlowRoutes::open(const Request& req, Response&
   if (!t) return std::nullopt;
   const std::string& id = t->id;
   if (t->state != TaskState::Succeeded) {
-    problem_(res, 409, "task " + id + " is " + std::string(name(t->state)) + ", not succeeded",
-             {});
+    problem_(res, 409, "task " + id + " is " + std::string(name(t->state)) + ", not succeeded", {});
     return std::nullopt;
   }
   http::WaitScope waiting_for_the_file_system;
@@ -179,8 +178,9 @@ std::optional<FlowRoutes::Opened> FlowRoutes::open(const Request& req, Response&
   if (t->output_file && (static_cast<std::int64_t>(st.st_ino) != t->output_file->inode ||
                          static_cast<std::int64_t>(st.st_size) != t->output_file->size)) {
     problem_(res, 410,
-             "the output of task " + id + " (and its flow store) was replaced since the task "
-             "finished",
+             "the output of task " + id +
+                 " (and its flow store) was replaced since the task "
+                 "finished",
              {});
     return std::nullopt;
   }
@@ -231,11 +231,8 @@ void FlowRoutes::flows(const Request& req, Response& res) {
   const std::string filter = req.query_value("filter"), fields = req.query_value("fields"),
                     sort = req.query_value("sort"), limit = req.query_value("limit"),
                     cursor = req.query_value("next");
-  auto built = flows::build_list({.filter = filter,
-                                  .fields = fields,
-                                  .sort = sort,
-                                  .limit = limit,
-                                  .cursor = cursor});
+  auto built = flows::build_list(
+      {.filter = filter, .fields = fields, .sort = sort, .limit = limit, .cursor = cursor});
   if (auto* e = std::get_if<flows::ParamError>(&built)) {
     if (e->parameter == "cursor") e->parameter = "next";
     return parameter_problem(res, *e);
@@ -345,11 +342,11 @@ void FlowRoutes::top(const Request& req, Response& res) {
       },
       &budget);
   if (outcome.status == flows::QueryStatus::TimedOut)
-    return parameter_problem(res, {"filter",
-                                   "the query ran longer than " +
-                                       std::to_string(opts_.query_budget.count()) +
-                                       " ms; narrow the filter",
-                                   std::nullopt});
+    return parameter_problem(
+        res, {"filter",
+              "the query ran longer than " + std::to_string(opts_.query_budget.count()) +
+                  " ms; narrow the filter",
+              std::nullopt});
   if (!outcome.ok())
     return problem_(res, 500,
                     "the flow store of task " + o->task.id + " cannot be read: " + outcome.message,
@@ -367,24 +364,23 @@ void FlowRoutes::timeseries(const Request& req, Response& res) {
   const std::string filter = req.query_value("filter"), by = req.query_value("by"),
                     metric = req.query_value("metric"), bucket = req.query_value("bucket_ms"),
                     top = req.query_value("top");
-  flows::TimeseriesParams p{.filter = filter, .by = by, .metric = metric, .bucket_ms = bucket,
-                            .top = top};
+  flows::TimeseriesParams p{
+      .filter = filter, .by = by, .metric = metric, .bucket_ms = bucket, .top = top};
   p.store_bucket_ms = static_cast<std::int64_t>(store->meta_u64("bucket_ms"));
   p.first_ms = static_cast<std::int64_t>(store->meta_u64("first_ms"));
-  p.last_ms = store->meta_u64("flows") ? static_cast<std::int64_t>(store->meta_u64("last_ms"))
-                                       : -1;
+  p.last_ms = store->meta_u64("flows") ? static_cast<std::int64_t>(store->meta_u64("last_ms")) : -1;
   auto built = flows::build_timeseries(p);
   if (auto* e = std::get_if<flows::ParamError>(&built)) return parameter_problem(res, *e);
   json body;
   flows::QueryBudget budget(store->handle(), opts_.query_budget);
-  const auto outcome =
-      flows::run_timeseries(store->handle(), std::get<flows::TimeseriesQuery>(built), body, &budget);
+  const auto outcome = flows::run_timeseries(
+      store->handle(), std::get<flows::TimeseriesQuery>(built), body, &budget);
   if (outcome.status == flows::QueryStatus::TimedOut)
-    return parameter_problem(res, {"filter",
-                                   "the query ran longer than " +
-                                       std::to_string(opts_.query_budget.count()) +
-                                       " ms; narrow the filter",
-                                   std::nullopt});
+    return parameter_problem(
+        res, {"filter",
+              "the query ran longer than " + std::to_string(opts_.query_budget.count()) +
+                  " ms; narrow the filter",
+              std::nullopt});
   if (!outcome.ok())
     return problem_(res, 500,
                     "the flow store of task " + o->task.id + " cannot be read: " + outcome.message,

@@ -218,6 +218,76 @@ json task_paths() {
         {"404", problem_response("No such task, or its file is gone")},
         {"409", problem_response("The task has not succeeded")},
         {"410", problem_response("The file was replaced since the task finished")}}}};
+  // The flow store's routes (docs/api.md "Flow records", docs/flow-filter.md).
+  const json filter_param = {{"name", "filter"},
+                             {"in", "query"},
+                             {"description", "flow filter (docs/flow-filter.md)"},
+                             {"schema", {{"type", "string"}, {"maxLength", 4096}}}};
+  const auto query_param = [](const char* name, const char* what) {
+    return json{
+        {"name", name}, {"in", "query"}, {"description", what}, {"schema", {{"type", "string"}}}};
+  };
+  json list_params = id_param();
+  list_params.push_back(filter_param);
+  list_params.push_back(query_param("fields", "comma-separated columns (docs/flow-store.md)"));
+  list_params.push_back(query_param("sort", "columns, '-' for descending (default id)"));
+  list_params.push_back(query_param("limit", "records per page 1..10000 (exports: all)"));
+  const json flow_errors = {
+      {"404", problem_response("No such task, or it has no flow store")},
+      {"409", problem_response("The task has not succeeded")},
+      {"410", problem_response("The output and its flow store were replaced")},
+      {"422", problem_response("A parameter is invalid (errors names it; a filter's syntax "
+                               "error gives its position and what was expected)")},
+      {"500", problem_response("The flow store cannot be read")}};
+  const auto flow_op = [&](const char* summary, json params, json ok) {
+    json responses = flow_errors;
+    responses["200"] = std::move(ok);
+    return json{{"summary", summary}, {"parameters", std::move(params)}, {"responses", responses}};
+  };
+  json page_params = list_params;
+  page_params.push_back(query_param("next", "the previous page's cursor"));
+  json page_schema = {{"type", "object"}};
+  page_schema["properties"]["flows"] = {{"type", "array"}, {"items", {{"type", "object"}}}};
+  page_schema["properties"]["next"] = {{"type", "string"}, {"nullable", true}};
+  json page_ok = {{"description", "A page of records"}};
+  page_ok["content"]["application/json"]["schema"] = page_schema;
+  page_ok["content"]["application/x-ndjson"]["schema"] = {{"type", "string"}};
+  page_ok["content"]["text/csv"]["schema"] = {{"type", "string"}};
+  paths["/api/v1/tasks/{id}/flows"]["get"] = flow_op(
+      "Flow records: a page (JSON), or every match streamed with Accept: application/x-ndjson "
+      "or text/csv",
+      page_params, page_ok);
+  paths["/api/v1/tasks/{id}/flows.ndjson"]["get"] =
+      flow_op("Every matching flow record as NDJSON, streamed", list_params,
+              {{"description", "NDJSON"},
+               {"content", {{"application/x-ndjson", {{"schema", {{"type", "string"}}}}}}}});
+  paths["/api/v1/tasks/{id}/flows.csv"]["get"] = flow_op(
+      "Every matching flow record as CSV (header row), streamed", list_params,
+      {{"description", "CSV"}, {"content", {{"text/csv", {{"schema", {{"type", "string"}}}}}}}});
+  paths["/api/v1/tasks/{id}/flows.sqlite"]["get"] = flow_op(
+      "The flow store file (SQLite 3)", id_param(),
+      {{"description", "The file"},
+       {"content",
+        {{"application/vnd.sqlite3", {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}});
+  json top_params = id_param();
+  top_params.push_back(filter_param);
+  top_params.push_back(query_param("by", "app|src|dst|pair|server_name|ja3|port|proto"));
+  top_params.push_back(query_param("metric", "bytes|packets|flows (default bytes)"));
+  top_params.push_back(query_param("n", "groups 1..1000 (default 20)"));
+  paths["/api/v1/tasks/{id}/top"]["get"] =
+      flow_op("The largest groups of flow records", top_params,
+              {{"description", "Groups, largest first"},
+               {"content", {{"application/json", {{"schema", {{"type", "object"}}}}}}}});
+  json ts_params = id_param();
+  ts_params.push_back(filter_param);
+  ts_params.push_back(query_param("by", "app|proto"));
+  ts_params.push_back(query_param("metric", "bytes|packets|flows (default bytes)"));
+  ts_params.push_back(query_param("bucket_ms", "bucket size, a multiple of the store's"));
+  ts_params.push_back(query_param("top", "series kept, the rest summed as other (default 10)"));
+  paths["/api/v1/tasks/{id}/timeseries"]["get"] = flow_op(
+      "Packets, bytes or flows per time bucket by application or protocol, columnar", ts_params,
+      {{"description", "{bucket_ms, time: [...], series: [{key, values: [...]}]}"},
+       {"content", {{"application/json", {{"schema", {{"type", "object"}}}}}}}});
   return paths;
 }
 

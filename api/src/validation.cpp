@@ -283,8 +283,9 @@ bool resolve_paths(const ParsedRequest& req, const Roots& roots, proto::TaskSpec
     for (const auto& in : spec.inputs)
       if (in == out.path) errors.push_back({"output_path", "must not overwrite an input file"});
     if (flows::is_store_name(out.path))
-      errors.push_back({"output_path", "must not end in .flows.sqlite (the name of a task's "
-                                       "flow store, which is written beside its output)"});
+      errors.push_back({"output_path",
+                        "must not end in .flows.sqlite (the name of a task's "
+                        "flow store, which is written beside its output)"});
     spec.output = out.path;
   } else {
     errors.push_back({"output_path", out.error});

@@ -61,7 +61,8 @@ long long scalar(const std::string& path, const std::string& sql) {
   sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
   sqlite3_stmt* s = nullptr;
   long long v = -1;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) == SQLITE_OK &&
+      sqlite3_step(s) == SQLITE_ROW)
     v = sqlite3_column_int64(s, 0);
   sqlite3_finalize(s);
   sqlite3_close(db);
@@ -139,9 +140,9 @@ TEST(FlowStore, HoldsTheIpfixRecordsAsTsharkDecodesThemOnTheCorpus) {
   if (!have_tool("tshark")) GTEST_SKIP() << "tshark not installed";
   const std::string pcaps = pcaps_dir();
   if (pcaps.empty()) GTEST_SKIP() << "shared pcaps not found (set IPFIXWEB_PCAPS)";
-  for (const char* name : {"443-chrome.pcap", "6in4tunnel.pcap", "WebattackSQLinj.pcap",
-                           "bittorrent.pcap", "KakaoTalk_chat.pcap", "alexa-app.pcapng",
-                           "bad-dns-traffic.pcap", "NTPv4.pcap"}) {
+  for (const char* name :
+       {"443-chrome.pcap", "6in4tunnel.pcap", "WebattackSQLinj.pcap", "bittorrent.pcap",
+        "KakaoTalk_chat.pcap", "alexa-app.pcapng", "bad-dns-traffic.pcap", "NTPv4.pcap"}) {
     const std::string p = pcaps + "/" + name;
     if (!fs::exists(p)) continue;
     check_capture(p, "");
@@ -151,15 +152,16 @@ TEST(FlowStore, HoldsTheIpfixRecordsAsTsharkDecodesThemOnTheCorpus) {
 }
 
 TEST(FlowStore, IsNotLeftBehindWhenTheConversionFails) {
-  const std::string dir = fs::temp_directory_path() / ("flowstore-fail-" + std::to_string(::getpid()));
+  const std::string dir =
+      fs::temp_directory_path() / ("flowstore-fail-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const std::string bad = dir + "/bad.pcap";
   std::FILE* f = std::fopen(bad.c_str(), "wb");
   std::fputs("not a capture at all, just text", f);
   std::fclose(f);
-  const RunResult r = run(pcap2ipfix() + " -q -o " + shell_quote(dir + "/o.ipfix") +
-                          " --flows-db " + shell_quote(dir + "/o.flows.sqlite") + " " +
-                          shell_quote(bad));
+  const RunResult r =
+      run(pcap2ipfix() + " -q -o " + shell_quote(dir + "/o.ipfix") + " --flows-db " +
+          shell_quote(dir + "/o.flows.sqlite") + " " + shell_quote(bad));
   EXPECT_NE(r.exit_code, 0);
   for (const auto& e : fs::directory_iterator(dir))
     EXPECT_EQ(e.path().filename(), "bad.pcap") << "left behind: " << e.path();

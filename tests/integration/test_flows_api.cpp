@@ -128,8 +128,7 @@ TEST_F(FlowsApi, PagesFollowTheCursorAndReturnEveryRecordOnceInTheSortOrder) {
     if (sort == "-bytes") {
       std::map<long long, long long> bytes;
       for (const auto& f : all_) bytes[f["id"]] = f["bytes"];
-      for (std::size_t i = 1; i < seen.size(); ++i)
-        EXPECT_GE(bytes[seen[i - 1]], bytes[seen[i]]);
+      for (std::size_t i = 1; i < seen.size(); ++i) EXPECT_GE(bytes[seen[i - 1]], bytes[seen[i]]);
     }
   }
 }
@@ -144,8 +143,7 @@ TEST_F(FlowsApi, FiltersSelectWhatTheSameConditionSelectsOverTheWholeExport) {
               for (auto& c : a) c = static_cast<char>(std::tolower(c));
               return a.find("tls") != std::string::npos;
             }));
-  EXPECT_EQ(ids_of_filter("dst net 10.0.0.0/8 or src net 10.0.0.0/8"),
-            ids_where([](const json& f) {
+  EXPECT_EQ(ids_of_filter("dst net 10.0.0.0/8 or src net 10.0.0.0/8"), ids_where([](const json& f) {
               return f["src"].get<std::string>().rfind("10.", 0) == 0 ||
                      f["dst"].get<std::string>().rfind("10.", 0) == 0;
             }));
@@ -258,7 +256,7 @@ TEST_F(FlowsApi, ATaskWithoutAFlowStoreOrWithADamagedOneGetsAClearAnswer) {
   p = get_json("/api/v1/tasks/" + id2 + "/top?by=app", 500);
   EXPECT_EQ(get_json(base() + "/flows?limit=1")["flows"].size(), 1u);
   // An output name that is a flow store's is refused.
-  auto [st3, body3] = stack_->submit(
-      {{"pcap_files", {"sample.pcap"}}, {"output_path", "x.ipfix.flows.sqlite"}});
+  auto [st3, body3] =
+      stack_->submit({{"pcap_files", {"sample.pcap"}}, {"output_path", "x.ipfix.flows.sqlite"}});
   EXPECT_EQ(st3, 422) << body3.dump();
 }

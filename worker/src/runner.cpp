@@ -46,8 +46,7 @@ bool process_alive(pid_t pid) {
 // (a descriptor beneath the output root) only.
 // The flow store's temporary, <output>.flows.sqlite.tmp.<host>.<pid>, likewise.
 void remove_stale_temporaries(const confine::OutputTarget& out) {
-  const std::string prefixes[] = {out.name + ".tmp.",
-                                  flows::store_name_for(out.name) + ".tmp."};
+  const std::string prefixes[] = {out.name + ".tmp.", flows::store_name_for(out.name) + ".tmp."};
   const std::string& host = engine::temporary_host_name();
   for (const std::string& name : confine::list_names(out.dir.get())) {
     const std::string* prefix = nullptr;

@@ -422,8 +422,8 @@ std::variant<ListQuery, ParamError> build_list(const ListParams& params) {
   // limit
   const std::int64_t max_limit =
       params.unbounded ? std::numeric_limits<std::int64_t>::max() - 1 : kMaxListLimit;
-  auto limit = int_param(params.limit, 1, max_limit,
-                         params.unbounded ? std::int64_t{0} : kDefaultListLimit);
+  auto limit =
+      int_param(params.limit, 1, max_limit, params.unbounded ? std::int64_t{0} : kDefaultListLimit);
   if (!limit) return range_error("limit", 1, max_limit);
   q.limit = *limit;
 

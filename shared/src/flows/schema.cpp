@@ -31,11 +31,10 @@ std::string create_tables_sql() {
     table.append(c.name).append(" ").append(c.sql);
   }
   std::string s = table + ");\n" + view + " FROM flow_rows;\n";
-  s +=
-      "CREATE TABLE series(dim TEXT NOT NULL, key TEXT NOT NULL, bucket_ms INTEGER NOT NULL, "
-      "packets INTEGER NOT NULL, bytes INTEGER NOT NULL, flows INTEGER NOT NULL, "
-      "PRIMARY KEY(dim, key, bucket_ms)) WITHOUT ROWID;\n"
-      "CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;\n";
+  s += "CREATE TABLE series(dim TEXT NOT NULL, key TEXT NOT NULL, bucket_ms INTEGER NOT NULL, "
+       "packets INTEGER NOT NULL, bytes INTEGER NOT NULL, flows INTEGER NOT NULL, "
+       "PRIMARY KEY(dim, key, bucket_ms)) WITHOUT ROWID;\n"
+       "CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;\n";
   return s;
 }
 
@@ -54,17 +53,28 @@ std::string create_indexes_sql() {
 
 std::string proto_name(std::uint8_t proto) {
   switch (proto) {
-    case 6: return "tcp";
-    case 17: return "udp";
-    case 1: return "icmp";
-    case 58: return "icmpv6";
-    case 132: return "sctp";
-    case 47: return "gre";
-    case 50: return "esp";
-    case 51: return "ah";
-    case 2: return "igmp";
-    case 89: return "ospf";
-    default: return std::to_string(proto);
+    case 6:
+      return "tcp";
+    case 17:
+      return "udp";
+    case 1:
+      return "icmp";
+    case 58:
+      return "icmpv6";
+    case 132:
+      return "sctp";
+    case 47:
+      return "gre";
+    case 50:
+      return "esp";
+    case 51:
+      return "ah";
+    case 2:
+      return "igmp";
+    case 89:
+      return "ospf";
+    default:
+      return std::to_string(proto);
   }
 }
 

@@ -52,8 +52,8 @@ std::string_view col_text(sqlite3_stmt* s, int i) {
 
 void append_int(std::string& out, sqlite3_stmt* s, int i) {
   char buf[24];
-  const int n = std::snprintf(buf, sizeof buf, "%lld",
-                              static_cast<long long>(sqlite3_column_int64(s, i)));
+  const int n =
+      std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(sqlite3_column_int64(s, i)));
   out.append(buf, static_cast<std::size_t>(n));
 }
 
@@ -62,8 +62,9 @@ void append_int(std::string& out, sqlite3_stmt* s, int i) {
 Store::Store(const std::string& path) : path_(path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    throw Error(errno == ENOENT ? "no flow store" : "cannot open the flow store: " +
-                                                        std::string(std::strerror(errno)));
+    throw Error(errno == ENOENT
+                    ? "no flow store"
+                    : "cannot open the flow store: " + std::string(std::strerror(errno)));
   }
   // immutable=1: the file never changes once published, so no locks and no journal lookups.
   std::string encoded = "file:";

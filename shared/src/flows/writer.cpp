@@ -79,8 +79,7 @@ void SeriesBuilder::on_flow(RecordBuckets& b, std::string_view app, std::uint8_t
   b.clear();
 }
 
-void SeriesBuilder::count_record(std::uint64_t start_ms, std::string_view app,
-                                 std::uint8_t proto) {
+void SeriesBuilder::count_record(std::uint64_t start_ms, std::string_view app, std::uint8_t proto) {
   if (start_ms < min_ms_ || start_ms > max_ms_) widen(start_ms);
   const Cell c{0, 0, 1};
   push(key_id(kProto, proto_name(proto)), start_ms, c);
@@ -254,7 +253,8 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
     m.final_name = name;
   } else {
     const auto slash = name.rfind('/');
-    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : name.substr(0, slash));
+    const std::string dir =
+        slash == std::string::npos ? "." : (slash == 0 ? "/" : name.substr(0, slash));
     m.final_name = slash == std::string::npos ? name : name.substr(slash + 1);
     m.dir_fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (m.dir_fd < 0) m.fail("cannot open its directory: " + errno_text(), name);
@@ -276,8 +276,8 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
     // SQLite opens the file we just created through its descriptor's /proc link, so the
     // name cannot be swapped for a link elsewhere between creating and opening it.
     const std::string path = "/proc/self/fd/" + std::to_string(m.file_fd);
-    const int rc = sqlite3_open_v2(path.c_str(), &m.db,
-                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+    const int rc =
+        sqlite3_open_v2(path.c_str(), &m.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
     m.check(rc, "cannot open", name);
     m.exec(
         "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE; "

@@ -12,9 +12,9 @@
 #include "dpi.hpp"
 #include "exporter.hpp"
 #include "flow_table.hpp"
+#include "ipfixweb/flows/writer.hpp"
 #include "pcap_reader.hpp"
 #include "summary.hpp"
-#include "ipfixweb/flows/writer.hpp"
 
 namespace ipfixweb::engine {
 namespace {
@@ -107,8 +107,7 @@ void store_records(const Flow& f, EndReason reason, const FlowLabel& label, bool
 // updates the summary.
 class ExportSink final : public FlowSink {
  public:
-  ExportSink(IpfixExporter& exporter, Dpi* dpi, Summary& summary, flows::Writer* store,
-             bool biflow)
+  ExportSink(IpfixExporter& exporter, Dpi* dpi, Summary& summary, flows::Writer* store, bool biflow)
       : exporter_(exporter), dpi_(dpi), summary_(summary), store_(store), biflow_(biflow) {}
   void set_now(std::uint64_t ms) { now_ms_ = ms; }
 

@@ -4,11 +4,11 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <memory>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <memory>
 
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
@@ -96,7 +96,8 @@ int main(int argc, char** argv) {
   app.add_option("--flows-db", opts.flows_db,
                  "also write the flow store: an SQLite file with every record and the time "
                  "series (docs/flow-store.md)");
-  app.add_option("--ndjson", ndjson_path, "also write every record as NDJSON to FILE ('-' = stdout)");
+  app.add_option("--ndjson", ndjson_path,
+                 "also write every record as NDJSON to FILE ('-' = stdout)");
   app.add_option("--csv", csv_path, "also write every record as CSV to FILE ('-' = stdout)");
   app.add_flag("-q,--quiet", quiet, "no log output");
   app.add_flag("--progress", show_progress, "print progress to stderr");

@@ -1,5 +1,5 @@
 // Reading a flow store: the filter language (docs/flow-filter.md) and the queries behind
-// GET /api/v1/tasks/{id}/flows, /flows/top and /flows/timeseries.
+// GET /api/v1/tasks/{id}/flows, /top and /timeseries.
 //
 // Everything here is pure: it turns request parameters into SQL text plus bound values (or an
 // error naming the parameter), and, for the time series, runs the statement on a connection
@@ -124,7 +124,7 @@ struct ListQuery {
 
 std::variant<ListQuery, ParamError> build_list(const ListParams& params);
 
-// GET /flows/top: the n largest groups of flows.
+// GET /top: the n largest groups of flows.
 struct TopParams {
   std::string_view filter{};
   std::string_view by{};      // app|src|dst|pair|server_name|ja3|port|proto (required)
@@ -147,7 +147,7 @@ struct TopQuery {
 
 std::variant<TopQuery, ParamError> build_top(const TopParams& params);
 
-// GET /flows/timeseries: a metric per time bucket for the largest applications or protocols.
+// GET /timeseries: a metric per time bucket for the largest applications or protocols.
 //
 // Without a filter the answer comes from the series table, where packets and bytes are in the
 // bucket of each packet's time (pcap tasks) or spread over the record's span (IPFIX ingest).
