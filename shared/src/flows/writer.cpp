@@ -5,7 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstring>
 #include <ctime>
@@ -23,9 +27,31 @@ void SeriesBuilder::widen(std::uint64_t ts_ms) {
   while ((max_ms_ / res_ - min_ms_ / res_) + 1 > kMaxBuckets) res_ *= 2;
 }
 
+SeriesBuilder::Cell& SeriesBuilder::Cells::operator[](std::uint64_t k) {
+  if ((used_ + 1) * 2 > slots_.size()) grow();
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t i = (k * 0x9E3779B97F4A7C15ull) >> 20 & mask;; i = (i + 1) & mask) {
+    Slot& s = slots_[i];
+    if (s.key == k + 1) return s.cell;
+    if (s.key == 0) {
+      s.key = k + 1;
+      ++used_;
+      return s.cell;
+    }
+  }
+}
+
+void SeriesBuilder::Cells::grow() {
+  std::vector<Slot> old = std::move(slots_);
+  slots_.assign(old.empty() ? 1024 : old.size() * 2, Slot{});
+  used_ = 0;
+  for (const auto& s : old)
+    if (s.key) (*this)[s.key - 1] = s.cell;
+}
+
 std::uint32_t SeriesBuilder::key_id(Dim dim, std::string_view name) {
   auto& ids = key_ids_[dim];
-  const auto it = ids.find(std::string(name));
+  const auto it = ids.find(name);
   if (it != ids.end()) return it->second;
   const auto id = static_cast<std::uint32_t>(keys_.size());
   if (id > kKeyMask) throw Error("flow store: too many distinct series keys");
@@ -41,15 +67,14 @@ void SeriesBuilder::push(std::uint32_t key, std::uint64_t start_ms, const Cell& 
 
 void SeriesBuilder::fold() {
   if (totals_res_ != res_) {
-    std::unordered_map<std::uint64_t, Cell> merged;
-    merged.reserve(totals_.size());
-    for (const auto& [k, c] : totals_) {
+    Cells merged;
+    totals_.for_each([&](std::uint64_t k, const Cell& c) {
       Cell& m = merged[pack(key_of(k), (k >> 20) * totals_res_ / res_)];
       m.packets += c.packets;
       m.bytes += c.bytes;
       m.flows += c.flows;
-    }
-    totals_.swap(merged);
+    });
+    totals_ = std::move(merged);
     totals_res_ = res_;
   }
   for (const auto& p : pending_) {
@@ -62,7 +87,7 @@ void SeriesBuilder::fold() {
 }
 
 void SeriesBuilder::on_flow(RecordBuckets& b, std::string_view app, std::uint8_t proto) {
-  const std::uint32_t pkey = key_id(kProto, proto_name(proto));
+  const std::uint32_t pkey = proto_key(proto);
   std::uint32_t akey = UINT32_MAX;
   if (!app.empty()) {
     if (last_app_ == UINT32_MAX || app != last_app_name_) {
@@ -82,7 +107,7 @@ void SeriesBuilder::on_flow(RecordBuckets& b, std::string_view app, std::uint8_t
 void SeriesBuilder::count_record(std::uint64_t start_ms, std::string_view app, std::uint8_t proto) {
   if (start_ms < min_ms_ || start_ms > max_ms_) widen(start_ms);
   const Cell c{0, 0, 1};
-  push(key_id(kProto, proto_name(proto)), start_ms, c);
+  push(proto_key(proto), start_ms, c);
   if (!app.empty()) push(key_id(kApp, app), start_ms, c);
 }
 
@@ -96,7 +121,7 @@ void SeriesBuilder::on_spread_record(std::uint64_t start_ms, std::uint64_t end_m
   // Spread at the current bucket size (a later, coarser size sums these exactly).
   const std::uint64_t first = start_ms / res_, last = end_ms / res_;
   const std::uint64_t n = last - first + 1;
-  const std::uint32_t pkey = key_id(kProto, proto_name(proto));
+  const std::uint32_t pkey = proto_key(proto);
   const std::uint32_t akey = app.empty() ? UINT32_MAX : key_id(kApp, app);
   for (std::uint64_t i = 0; i < n; ++i) {
     const std::uint64_t p = packets / n + (i < packets % n ? 1 : 0);
@@ -144,6 +169,7 @@ struct OwnedRow {
 using Batch = std::vector<OwnedRow>;
 constexpr std::size_t kBatchRows = 2048;
 constexpr std::size_t kMaxQueued = 8;  // batches waiting for the thread
+constexpr std::size_t kBatchesPerCommit = 16;
 
 struct Writer::Impl {
   int dir_fd = -1;  // owned when opened here
@@ -165,6 +191,7 @@ struct Writer::Impl {
   bool closing = false;      // no more batches
   bool stop = false;         // abandon what is queued
   std::string error;         // the first insert failure
+  std::size_t batches = 0;   // inserted by the thread
 
   void insert_row(const FlowRow& r);
   void run() {
@@ -181,6 +208,12 @@ struct Writer::Impl {
       if (error.empty()) {
         try {
           for (const auto& r : b) insert_row(r.row);
+          // Hand the pages to the kernel as they fill and have it start writing them back,
+          // so the commit and fsync at the end find little left to do.
+          if (++batches % kBatchesPerCommit == 0) {
+            exec("COMMIT; BEGIN", final_name);
+            ::sync_file_range(file_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+          }
         } catch (const std::exception& e) {
           std::lock_guard lock(mu);
           error = e.what();
@@ -281,9 +314,10 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
     m.check(rc, "cannot open", name);
     m.exec(
         "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE; "
-        "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536; PRAGMA page_size=4096;",
+        "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-131072; PRAGMA page_size=4096;",
         name);
     m.exec(create_tables_sql(), name);
+    m.exec(create_indexes_sql(), name);
     m.exec("BEGIN", name);
     m.check(sqlite3_prepare_v3(m.db, kInsert, -1, SQLITE_PREPARE_PERSISTENT, &m.insert, nullptr),
             "prepare", name);
@@ -397,9 +431,19 @@ void Writer::add(const FlowRow& r) {
 void Writer::commit() {
   Impl& m = *impl_;
   const std::string& name = cfg_.name;
+  const bool timing = std::getenv("IPFIXWEB_FLOWS_TIMING") != nullptr;
+  auto t0 = std::chrono::steady_clock::now();
+  const auto lap = [&](const char* what) {
+    if (!timing) return;
+    const auto t = std::chrono::steady_clock::now();
+    std::fprintf(stderr, "flows commit: %s %.1f ms\n", what,
+                 std::chrono::duration<double, std::milli>(t - t0).count());
+    t0 = t;
+  };
   try {
     if (m.used) m.hand_over();
     m.end_thread(true);
+    lap("writer thread caught up");
     if (!m.error.empty()) throw Error(m.error);
     sqlite3_finalize(m.insert);
     m.insert = nullptr;
@@ -408,18 +452,36 @@ void Writer::commit() {
     m.check(sqlite3_prepare_v2(m.db, "INSERT INTO series VALUES(?,?,?,?,?,?)", -1, &s, nullptr),
             "prepare", name);
     std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(s, sqlite3_finalize);
+    // In primary key order: appended, not inserted all over the table.
+    struct SeriesRow {
+      const char* dim;
+      const std::string* key;
+      std::uint64_t start;
+      SeriesBuilder::Cell cell;
+    };
+    std::vector<SeriesRow> series_rows;
     series_.for_each([&](SeriesBuilder::Dim dim, const std::string& key, std::uint64_t start,
                          const SeriesBuilder::Cell& c) {
-      sqlite3_bind_text(s, 1, dim == SeriesBuilder::kApp ? "app" : "proto", -1, SQLITE_STATIC);
-      sqlite3_bind_text(s, 2, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
-      bind_u64(s, 3, start);
-      bind_u64(s, 4, c.packets);
-      bind_u64(s, 5, c.bytes);
-      bind_u64(s, 6, c.flows);
+      series_rows.push_back({dim == SeriesBuilder::kApp ? "app" : "proto", &key, start, c});
+    });
+    lap("series summed");
+    std::sort(series_rows.begin(), series_rows.end(), [](const SeriesRow& a, const SeriesRow& b) {
+      if (int c = std::strcmp(a.dim, b.dim)) return c < 0;
+      if (*a.key != *b.key) return *a.key < *b.key;
+      return a.start < b.start;
+    });
+    lap("series sorted");
+    for (const auto& r : series_rows) {
+      sqlite3_bind_text(s, 1, r.dim, -1, SQLITE_STATIC);
+      sqlite3_bind_text(s, 2, r.key->data(), static_cast<int>(r.key->size()), SQLITE_STATIC);
+      bind_u64(s, 3, r.start);
+      bind_u64(s, 4, r.cell.packets);
+      bind_u64(s, 5, r.cell.bytes);
+      bind_u64(s, 6, r.cell.flows);
       const int rc = sqlite3_step(s);
       sqlite3_reset(s);
       if (rc != SQLITE_DONE) m.check(rc, "series", name);
-    });
+    }
     guard.reset();
     // meta
     char created[32] = {};
@@ -441,13 +503,16 @@ void Writer::commit() {
     meta += "('bytes'," + std::to_string(bytes_) + "),";
     meta += "('created_at','" + std::string(created) + "')";
     m.exec(meta, name);
-    m.exec(create_indexes_sql(), name);
+    lap("series and meta");
     m.exec("COMMIT", name);
+    lap("commit");
     m.exec("PRAGMA optimize", name);
     const int rc = sqlite3_close(m.db);
     m.db = nullptr;
     if (rc != SQLITE_OK) m.fail(std::string("close: ") + sqlite3_errstr(rc), name);
+    lap("optimize and close");
     if (cfg_.sync && ::fsync(m.file_fd) != 0) m.fail("fsync: " + errno_text(), name);
+    lap("fsync");
     if (::renameat(m.dir_fd, m.temp.c_str(), m.dir_fd, m.final_name.c_str()) != 0)
       m.fail("cannot rename it into place: " + errno_text(), name);
     committed_ = true;

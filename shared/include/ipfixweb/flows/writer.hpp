@@ -4,6 +4,7 @@
 // writer destroyed without commit() removes its temporary file.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -98,10 +99,10 @@ class SeriesBuilder {
   template <class F>
   void for_each(F&& f) {
     fold();
-    for (const auto& [k, cell] : totals_) {
+    totals_.for_each([&](std::uint64_t k, const Cell& cell) {
       const auto& [dim, name] = keys_[key_of(k)];
       f(dim, name, bucket_of(k), cell);
-    }
+    });
   }
 
  private:
@@ -125,12 +126,52 @@ class SeriesBuilder {
   std::uint64_t res_ = 1;
   std::uint64_t min_ms_ = UINT64_MAX, max_ms_ = 0;
   std::vector<std::pair<Dim, std::string>> keys_;
-  std::unordered_map<std::string, std::uint32_t> key_ids_[2];
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view v) const { return std::hash<std::string_view>{}(v); }
+  };
+  std::unordered_map<std::string, std::uint32_t, KeyHash, std::equal_to<>> key_ids_[2];
+  std::array<std::uint32_t, 256> proto_keys_ = make_proto_keys();
+  static std::array<std::uint32_t, 256> make_proto_keys() {
+    std::array<std::uint32_t, 256> a{};
+    a.fill(UINT32_MAX);
+    return a;
+  }
+  std::uint32_t proto_key(std::uint8_t proto) {
+    std::uint32_t& k = proto_keys_[proto];
+    if (k == UINT32_MAX) k = key_id(kProto, proto_name(proto));
+    return k;
+  }
   std::uint32_t last_app_ = UINT32_MAX;  // the key id of the last application name seen
   std::string last_app_name_;
   std::vector<Pending> pending_;
   std::uint64_t totals_res_ = 1;
-  std::unordered_map<std::uint64_t, Cell> totals_;  // pack(key, start / totals_res_) -> counts
+  // pack(key, start / totals_res_) -> counts: open addressing (an unordered_map's node per
+  // cell made summing the series a visible part of a conversion).
+  class Cells {
+   public:
+    Cell& operator[](std::uint64_t k);
+    std::size_t size() const { return used_; }
+    template <class F>
+    void for_each(F&& f) const {
+      for (const auto& s : slots_)
+        if (s.key) f(s.key - 1, s.cell);
+    }
+    void clear() {
+      slots_.clear();
+      used_ = 0;
+    }
+
+   private:
+    struct Slot {
+      std::uint64_t key = 0;  // packed key + 1; 0: empty
+      Cell cell;
+    };
+    void grow();
+    std::vector<Slot> slots_;
+    std::size_t used_ = 0;
+  };
+  Cells totals_;
 };
 
 struct WriterConfig {
@@ -161,7 +202,8 @@ class Writer {
 
   void add(const FlowRow& row);  // the next record (id = rows() after the call); copied
   SeriesBuilder& series() { return series_; }
-  // Indexes, series and meta; closes, syncs and renames the file into place.
+  // Series and meta; closes, syncs and renames the file into place. With the environment
+  // variable IPFIXWEB_FLOWS_TIMING set, prints the time of each step to stderr.
   void commit();
   std::uint64_t rows() const { return rows_; }
   const std::string& path_for_messages() const { return cfg_.name; }
