@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "ipfixweb/flows/schema.hpp"
+#include "ipfixweb/flows/store.hpp"
 
 namespace fl = ipfixweb::flows;
 
@@ -89,4 +90,58 @@ TEST(FlowSchema, AddressesAreWrittenAsPeopleReadThem) {
   EXPECT_EQ(fl::address_text(v6, 6), "2001:db8::1");
   EXPECT_TRUE(fl::is_store_name("/out/a.ipfix.flows.sqlite"));
   EXPECT_FALSE(fl::is_store_name("/out/a.ipfix"));
+}
+
+TEST(FlowSchema, RenderedTimesAndProtocolNamesAreWhatTheViewComputes) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(":memory:", &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, fl::create_tables_sql().c_str(), nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  const long long times[] = {0,
+                             1,
+                             999,
+                             1000,
+                             86399999,
+                             951782400000,
+                             951868799999,
+                             1430069028075,
+                             4102444800123,
+                             253402300798999,
+                             1709208000500 /* 2024-02-29 */};
+  int proto = 0;
+  for (long long t : times) {
+    const std::string sql =
+        "INSERT INTO flow_rows(start_ms, end_ms, ip_version, proto, src, dst, src_ip, dst_ip, "
+        "sport, dport, vlan, packets, bytes, fwd_packets, fwd_bytes) VALUES(" +
+        std::to_string(t) + ", " + std::to_string(t + 1) + ", 4, " + std::to_string(proto) +
+        ", '1.1.1.1', '2.2.2.2', x'00', x'00', 0, 0, 0, 1, 1, 1, 1)";
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(db);
+    proto = (proto * 7 + 17) % 256;
+  }
+  // The view's text (SQLite's strftime and CASE) against the renderer's from the integers.
+  const std::vector<std::string> names = {"start_time", "end_time", "proto_name"};
+  auto cols = *fl::select_columns(names);
+  sqlite3_stmt* fast = nullptr;
+  sqlite3_stmt* view = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(
+                db, ("SELECT " + fl::column_list_sql(cols) + " FROM flows ORDER BY id").c_str(), -1,
+                &fast, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT start_time, end_time, proto_name FROM flows ORDER BY id",
+                               -1, &view, nullptr),
+            SQLITE_OK);
+  int rows = 0;
+  while (sqlite3_step(fast) == SQLITE_ROW) {
+    ASSERT_EQ(sqlite3_step(view), SQLITE_ROW);
+    std::string a, b;
+    fl::append_row(a, fast, cols, fl::Format::Csv);
+    fl::append_row(b, view, cols, fl::Format::Csv);
+    EXPECT_EQ(a, b);
+    ++rows;
+  }
+  EXPECT_EQ(rows, static_cast<int>(std::size(times)));
+  sqlite3_finalize(fast);
+  sqlite3_finalize(view);
+  sqlite3_close(db);
 }

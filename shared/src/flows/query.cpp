@@ -446,7 +446,7 @@ std::variant<ListQuery, ParamError> build_list(const ListParams& params) {
   q.sql = "SELECT ";
   bool first = true;
   for (const auto& c : q.columns) {
-    q.sql += (first ? "" : ", ") + c;
+    q.sql += (first ? "" : ", ") + select_expression(c);
     first = false;
   }
   for (const auto& k : q.keys) q.sql += ", " + k.column;

@@ -51,6 +51,15 @@ std::string create_indexes_sql() {
   return s;
 }
 
+std::string select_expression(std::string_view name) {
+  // Without an alias: ORDER BY resolves a result column's alias before a table's column, and
+  // "proto AS proto_name" would have sorted by the number where the text was asked for.
+  if (name == "start_time") return "start_ms";
+  if (name == "end_time") return "end_ms";
+  if (name == "proto_name") return "proto";
+  return std::string(name);
+}
+
 std::string proto_name(std::uint8_t proto) {
   switch (proto) {
     case 6:

@@ -127,6 +127,13 @@ inline constexpr std::array kFlowColumns{
 // Whether a column is computed in the view (not stored in flow_rows).
 bool is_computed(const Column& c);
 
+// What a SELECT that renders rows names for a column: its name, except for the computed
+// columns whose text the renderer makes faster than SQLite (start_time, end_time from the
+// milliseconds; proto_name from the number): "start_ms", "end_ms", "proto" (no alias, which
+// ORDER BY would prefer to the view's column). store.hpp's renderer turns those integers into
+// the column's text.
+std::string select_expression(std::string_view name);
+
 // The index of a column by name; -1 when there is none.
 int column_index(std::string_view name);
 
