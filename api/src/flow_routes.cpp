@@ -324,11 +324,15 @@ void FlowRoutes::top(const Request& req, Response& res) {
   if (!o) return;
   const std::string filter = req.query_value("filter"), by = req.query_value("by"),
                     metric = req.query_value("metric"), n = req.query_value("n");
-  auto built = flows::build_top({.filter = filter, .by = by, .metric = metric, .n = n});
-  if (auto* e = std::get_if<flows::ParamError>(&built)) return parameter_problem(res, *e);
-  const auto& q = std::get<flows::TopQuery>(built);
   auto store = read_store(o->fd.get(), o->task.id, res, problem_);
   if (!store) return;
+  auto built = flows::build_top({.filter = filter,
+                                 .by = by,
+                                 .metric = metric,
+                                 .n = n,
+                                 .series_has_app = store->meta("dpi") == "1"});
+  if (auto* e = std::get_if<flows::ParamError>(&built)) return parameter_problem(res, *e);
+  const auto& q = std::get<flows::TopQuery>(built);
   json groups = json::array();
   flows::QueryBudget budget(store->handle(), opts_.query_budget);
   const auto outcome = flows::run_query(

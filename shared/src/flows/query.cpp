@@ -522,6 +522,17 @@ std::variant<TopQuery, ParamError> build_top(const TopParams& params) {
     keys += (i ? ", " : "") + q.columns[i];
     order += ", " + std::to_string(i + 1);
   }
+  const bool from_series = w.sql.empty() && params.series_has_app &&
+                           (q.columns[0] == "app" || q.columns[0] == "proto_name");
+  if (from_series) {
+    q.sql = "SELECT key AS " + q.columns[0] +
+            ", sum(bytes) AS bytes, sum(packets) AS packets, sum(flows) AS flows FROM series "
+            "WHERE dim = ? GROUP BY key ORDER BY " +
+            std::to_string(metric_col) + " DESC, 1 LIMIT ?";
+    q.binds = {{std::string(q.columns[0] == "app" ? "app" : "proto")}, {*n}};
+    q.columns.insert(q.columns.end(), {"bytes", "packets", "flows"});
+    return q;
+  }
   q.sql = "SELECT " + keys +
           ", sum(bytes) AS bytes, sum(packets) AS packets, count(*) AS flows FROM flows";
   if (!w.sql.empty()) q.sql += " WHERE " + w.sql;

@@ -130,6 +130,11 @@ struct TopParams {
   std::string_view by{};      // app|src|dst|pair|server_name|ja3|port|proto (required)
   std::string_view metric{};  // bytes|packets|flows, default bytes
   std::string_view n{};       // 1..kMaxTopN, default kDefaultTopN
+  // The store's series is there and has an application series (a store written with DPI; the
+  // caller knows from its meta). Without a filter, top by app and by proto are then summed
+  // from the series table (a few thousand rows; the same
+  // totals as the flows, FlowsApi.TopFromTheSeriesIsTopFromTheFlows) instead of every flow.
+  bool series_has_app = false;
 };
 inline constexpr std::int64_t kDefaultTopN = 20;
 inline constexpr std::int64_t kMaxTopN = 1000;
