@@ -242,6 +242,39 @@ TEST(Engine, CancelLeavesNoOutput) {
   EXPECT_TRUE(no_temp_left(dir.path()));
 }
 
+// Cancelled midway, after flows have gone to the flow store's writer thread: neither the IPFIX
+// file nor the store, nor a temporary of either, is left.
+TEST(Engine, CancelMidwayLeavesNeitherOutputNorFlowStore) {
+  test::TempDir dir;
+  {
+    test::PcapWriter w(dir.file("many.pcap"));
+    std::uint64_t t = 1'700'000'000'000'000ULL;
+    for (std::uint16_t i = 0; i < 5000; ++i)  // single-packet flows, ended by the idle timeout
+      w.add(t += 1'000'000,
+            test::ether4(test::ipv4("10.0.0.1", "10.0.0.2", 17,
+                                    test::udp(static_cast<std::uint16_t>(1024 + i), 53, 20))));
+  }
+  Options o;
+  o.inputs = {dir.file("many.pcap")};
+  o.output = dir.file("out.ipfix");
+  o.flows_db = dir.file("out.ipfix.flows.sqlite");
+  o.idle_timeout_s = 1;
+  o.progress_every_packets = 100;
+  std::atomic<bool> cancel{false};
+  EXPECT_THROW(engine().convert(
+                   o, [&](const Progress& p) { cancel = p.packets >= 3000; }, &cancel),
+               Cancelled);
+  EXPECT_FALSE(fs::exists(o.output));
+  EXPECT_FALSE(fs::exists(o.flows_db));
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename(), "many.pcap") << "left behind: " << e.path();
+  // The same conversion without the cancel writes both, the store with every record.
+  const auto j = engine().convert(o);
+  EXPECT_TRUE(fs::exists(o.output));
+  EXPECT_TRUE(fs::exists(o.flows_db));
+  EXPECT_EQ(j["flows"].get<std::uint64_t>(), 5000u);
+}
+
 // A full disk, as far as this process can tell: RLIMIT_FSIZE makes writes past the limit fail
 // (EFBIG) the way ENOSPC would. The conversion fails with the reason, the previous output
 // stays as it was and no temporary is left.
