@@ -316,9 +316,11 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
         "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE; "
         "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-131072; PRAGMA page_size=4096;",
         name);
+    // The schema in the same transaction as the rows: one write of its pages, at the first
+    // commit, instead of a transaction (and writes) per CREATE statement (2 ms per store).
+    m.exec("BEGIN", name);
     m.exec(create_tables_sql(), name);
     m.exec(create_indexes_sql(), name);
-    m.exec("BEGIN", name);
     m.check(sqlite3_prepare_v3(m.db, kInsert, -1, SQLITE_PREPARE_PERSISTENT, &m.insert, nullptr),
             "prepare", name);
     m.current.resize(kBatchRows);
