@@ -259,21 +259,31 @@ void FlowRoutes::flows(const Request& req, Response& res) {
         return true;
       },
       &budget);
-  if (outcome.status == flows::QueryStatus::TimedOut)
-    return parameter_problem(
-        res, {"filter",
-              "the query ran longer than " + std::to_string(opts_.query_budget.count()) +
-                  " ms; narrow the filter or sort by an indexed column",
-              std::nullopt});
-  if (!outcome.ok())
-    return problem_(res, 500,
-                    "the flow store of task " + o->task.id + " cannot be read: " + outcome.message,
-                    {});
+  if (answered_failure(outcome, o->task.id, "narrow the filter or sort by an indexed column", res))
+    return;
   body += "],\"next\":";
   body += more ? json(next).dump() : "null";
   body += '}';
   res.status = 200;
   res.set_content(std::move(body), "application/json");
+}
+
+bool FlowRoutes::answered_failure(const flows::QueryOutcome& outcome, const std::string& task_id,
+                                  std::string_view hint, Response& res) const {
+  if (outcome.status == flows::QueryStatus::TimedOut) {
+    parameter_problem(
+        res, {"filter",
+              "the query ran longer than " + std::to_string(opts_.query_budget.count()) + " ms; " +
+                  std::string(hint),
+              std::nullopt});
+    return true;
+  }
+  if (!outcome.ok()) {
+    problem_(res, 500, "the flow store of task " + task_id + " cannot be read: " + outcome.message,
+             {});
+    return true;
+  }
+  return false;
 }
 
 void FlowRoutes::flows_ndjson(const Request& req, Response& res) { stream(req, res, false); }
@@ -345,16 +355,7 @@ void FlowRoutes::top(const Request& req, Response& res) {
         return true;
       },
       &budget);
-  if (outcome.status == flows::QueryStatus::TimedOut)
-    return parameter_problem(
-        res, {"filter",
-              "the query ran longer than " + std::to_string(opts_.query_budget.count()) +
-                  " ms; narrow the filter",
-              std::nullopt});
-  if (!outcome.ok())
-    return problem_(res, 500,
-                    "the flow store of task " + o->task.id + " cannot be read: " + outcome.message,
-                    {});
+  if (answered_failure(outcome, o->task.id, "narrow the filter", res)) return;
   json body = {{"by", by}, {"metric", metric.empty() ? "bytes" : metric}, {"groups", groups}};
   res.status = 200;
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
@@ -379,16 +380,7 @@ void FlowRoutes::timeseries(const Request& req, Response& res) {
   flows::QueryBudget budget(store->handle(), opts_.query_budget);
   const auto outcome = flows::run_timeseries(
       store->handle(), std::get<flows::TimeseriesQuery>(built), body, &budget);
-  if (outcome.status == flows::QueryStatus::TimedOut)
-    return parameter_problem(
-        res, {"filter",
-              "the query ran longer than " + std::to_string(opts_.query_budget.count()) +
-                  " ms; narrow the filter",
-              std::nullopt});
-  if (!outcome.ok())
-    return problem_(res, 500,
-                    "the flow store of task " + o->task.id + " cannot be read: " + outcome.message,
-                    {});
+  if (answered_failure(outcome, o->task.id, "narrow the filter", res)) return;
   res.status = 200;
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }

@@ -15,10 +15,12 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ipfixweb/api/http.hpp"
 #include "ipfixweb/api/validation.hpp"
+#include "ipfixweb/flows/query.hpp"
 #include "ipfixweb/shared/confine.hpp"
 #include "ipfixweb/shared/store.hpp"
 
@@ -50,6 +52,10 @@ class FlowRoutes {
   struct Opened;
   std::optional<Opened> open(const http::Request& req, http::Response& res);
   void stream(const http::Request& req, http::Response& res, bool csv);
+  // A query that timed out (422 naming the filter, with `hint`) or failed (500): answers and
+  // returns true; false when the outcome is a success.
+  bool answered_failure(const flows::QueryOutcome& outcome, const std::string& task_id,
+                        std::string_view hint, http::Response& res) const;
 
   const confine::Root& root_;
   FindTask find_;
