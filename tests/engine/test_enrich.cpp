@@ -20,12 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-#define REQUIRE_TOOL(name) \
-  if (!have_tool(name)) GTEST_SKIP() << name << " not installed"
-#define REQUIRE_PCAPS()                  \
-  const std::string pcaps = pcaps_dir(); \
-  if (pcaps.empty()) GTEST_SKIP() << "shared pcaps not found (set IPFIXWEB_PCAPS)"
-
 const char* const kCommunityId = "32473/1";
 const char* const kRisk = "35632/509";
 const char* const kRiskName = "35632/510";

@@ -129,7 +129,7 @@ void check_capture(const std::string& pcap, const std::string& extra) {
 }
 
 TEST(FlowStore, HoldsTheIpfixRecordsAsTsharkDecodesThemOnTheSampleCapture) {
-  if (!have_tool("tshark")) GTEST_SKIP() << "tshark not installed";
+  REQUIRE_TOOL("tshark");
   const std::string sample = std::string(IPFIXWEB_SOURCE_DIR) + "/tests/data/sample.pcap";
   check_capture(sample, "");
   check_capture(sample, "--uniflow");
@@ -137,9 +137,8 @@ TEST(FlowStore, HoldsTheIpfixRecordsAsTsharkDecodesThemOnTheSampleCapture) {
 }
 
 TEST(FlowStore, HoldsTheIpfixRecordsAsTsharkDecodesThemOnTheCorpus) {
-  if (!have_tool("tshark")) GTEST_SKIP() << "tshark not installed";
-  const std::string pcaps = pcaps_dir();
-  if (pcaps.empty()) GTEST_SKIP() << "shared pcaps not found (set IPFIXWEB_PCAPS)";
+  REQUIRE_TOOL("tshark");
+  REQUIRE_PCAPS();
   for (const char* name :
        {"443-chrome.pcap", "6in4tunnel.pcap", "WebattackSQLinj.pcap", "bittorrent.pcap",
         "KakaoTalk_chat.pcap", "alexa-app.pcapng", "bad-dns-traffic.pcap", "NTPv4.pcap"}) {

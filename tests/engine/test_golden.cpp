@@ -18,12 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-#define REQUIRE_TOOL(name) \
-  if (!have_tool(name)) GTEST_SKIP() << name << " not installed"
-#define REQUIRE_PCAPS()                  \
-  const std::string pcaps = pcaps_dir(); \
-  if (pcaps.empty()) GTEST_SKIP() << "shared pcaps not found (set IPFIXWEB_PCAPS)"
-
 std::string convert(const std::string& in, const std::string& out, const std::string& extra = "") {
   const RunResult r = run(shell_quote(pcap2ipfix()) + " -q " + extra + " -o " + shell_quote(out) +
                           " " + shell_quote(in));

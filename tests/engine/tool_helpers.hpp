@@ -7,6 +7,14 @@
 #include <string>
 #include <vector>
 
+// Skips the test when an oracle is not installed, or when the shared captures are absent
+// (then defines `pcaps`, their directory).
+#define REQUIRE_TOOL(name) \
+  if (!have_tool(name)) GTEST_SKIP() << name << " not installed"
+#define REQUIRE_PCAPS()                  \
+  const std::string pcaps = pcaps_dir(); \
+  if (pcaps.empty()) GTEST_SKIP() << "shared pcaps not found (set IPFIXWEB_PCAPS)"
+
 namespace ipfixweb::engine::test {
 
 struct RunResult {
