@@ -153,7 +153,7 @@ void append_value(std::string& out, Kind kind, int type, sqlite3_stmt* s, int i,
 
 }  // namespace
 
-Store::Store(const std::string& path) : path_(path) {
+Store::Store(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     throw Error(errno == ENOENT

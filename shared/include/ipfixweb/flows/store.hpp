@@ -28,14 +28,12 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   sqlite3* handle() const { return db_; }
-  const std::string& path() const { return path_; }
   // meta values as text ("" when absent) and as numbers (0 when absent or not a number).
   std::string meta(const std::string& key) const;
   std::uint64_t meta_u64(const std::string& key) const;
 
  private:
   sqlite3* db_ = nullptr;
-  std::string path_;
   std::map<std::string, std::string> meta_;
 };
 

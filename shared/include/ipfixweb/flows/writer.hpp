@@ -35,7 +35,6 @@ class RecordBuckets {
     used_ = false;
     more_.clear();
   }
-  bool empty() const { return !used_; }
   template <class F>
   void for_each(F&& f) const {
     if (!used_) return;
@@ -87,9 +86,6 @@ class SeriesBuilder {
                         std::uint64_t bytes, std::string_view app, std::uint8_t proto);
 
   std::uint64_t bucket_ms() const { return res_; }
-  bool empty() const { return max_ms_ < min_ms_; }
-  std::uint64_t first_ms() const { return empty() ? 0 : min_ms_; }
-  std::uint64_t last_ms() const { return empty() ? 0 : max_ms_; }
 
   struct Cell {
     std::uint64_t packets = 0, bytes = 0, flows = 0;
@@ -206,7 +202,6 @@ class Writer {
   // variable IPFIXWEB_FLOWS_TIMING set, prints the time of each step to stderr.
   void commit();
   std::uint64_t rows() const { return rows_; }
-  const std::string& path_for_messages() const { return cfg_.name; }
 
  private:
   struct Impl;
