@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ipfixweb/api/handler_pool.hpp"
+#include "ipfixweb/flows/export.hpp"
 #include "ipfixweb/flows/query.hpp"
 #include "ipfixweb/flows/store.hpp"
 #include "ipfixweb/shared/vocabulary.hpp"
@@ -50,72 +51,32 @@ void parameter_problem(Response& res, const flows::ParamError& e) {
 
 std::string sqlite_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
-// A statement owned here.
-struct Stmt {
-  sqlite3_stmt* s = nullptr;
-  ~Stmt() {
-    if (s) sqlite3_finalize(s);
-  }
-};
-
-// An export: the rows of one statement, piece by piece, as NDJSON or CSV. It owns the store
-// (and so its descriptor) for as long as the transfer lasts; every piece is produced under
-// the query budget.
+// An export streamed as the answer's body. It owns the store (and so its descriptor) for as
+// long as the transfer lasts; every piece is produced under the query budget.
 class ExportProducer final : public http::Producer {
  public:
   ExportProducer(std::unique_ptr<flows::Store> store, flows::ListQuery q, flows::Format format,
                  std::chrono::milliseconds budget)
-      : store_(std::move(store)),
-        q_(std::move(q)),
-        columns_(column_indexes(q_.columns)),
-        format_(format),
-        budget_(budget) {
-    if (sqlite3_prepare_v2(store_->handle(), q_.sql.c_str(), -1, &stmt_.s, nullptr) != SQLITE_OK)
-      throw flows::Error(sqlite3_errmsg(store_->handle()));
-    const int rc = flows::bind_values(stmt_.s, q_.binds);
-    if (rc != SQLITE_OK) throw flows::Error(sqlite3_errstr(rc));
-    if (format_ == flows::Format::Csv) flows::append_csv_header(first_, columns_);
-    more_ = fill(first_);  // errors before the answer's header become an error answer
-  }
+      : store_(std::move(store)), rows_(store_->handle(), std::move(q), format), budget_(budget) {
+    more_ = rows_.fill(first_, http::kStreamPiece, budget_);  // errors before the header
+  }                                                           // become an error answer
 
   bool next(std::string& out) override {
-    if (!first_.empty() || !started_) {
+    if (!started_) {
       started_ = true;
       out.swap(first_);
       return more_;
     }
-    return fill(out);
+    return rows_.fill(out, http::kStreamPiece, budget_);
   }
 
  private:
-  bool fill(std::string& out) {
-    flows::QueryBudget budget(store_->handle(), budget_);
-    while (out.size() < http::kStreamPiece) {
-      if (q_.limit > 0 && rows_ == q_.limit) return false;
-      const int rc = sqlite3_step(stmt_.s);
-      if (rc == SQLITE_DONE) return false;
-      if (rc != SQLITE_ROW) {
-        if (budget.classify(rc) == flows::QueryStatus::TimedOut)
-          throw flows::Error("export stopped: a piece took longer than " +
-                             std::to_string(budget_.count()) + " ms");
-        throw flows::Error(std::string("export stopped: ") + sqlite3_errmsg(store_->handle()));
-      }
-      flows::append_row(out, stmt_.s, columns_, format_);
-      ++rows_;
-    }
-    return true;
-  }
-
   std::unique_ptr<flows::Store> store_;
-  flows::ListQuery q_;
-  std::vector<int> columns_;
-  flows::Format format_;
+  flows::RowExport rows_;
   std::chrono::milliseconds budget_;
-  Stmt stmt_;
   std::string first_;
   bool more_ = false;
   bool started_ = false;
-  std::int64_t rows_ = 0;
 };
 
 // Appends a result column as JSON by its SQLite type.

@@ -1,6 +1,5 @@
 // pcap2ipfix: convert pcap/pcapng captures to an IPFIX file (or live collector) with nDPI labels.
 // Exit status: 0 success, 1 conversion error (one line on stderr), 2 usage error, 130 interrupted.
-#include <sqlite3.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -14,7 +13,7 @@
 #include <CLI/CLI.hpp>
 
 #include "ipfixweb/engine/engine.hpp"
-#include "ipfixweb/flows/store.hpp"
+#include "ipfixweb/flows/export.hpp"
 
 namespace {
 
@@ -22,18 +21,15 @@ std::atomic<bool> g_cancel{false};
 
 extern "C" void on_signal(int) { g_cancel.store(true); }
 
-// Writes every record of the flow store to `path` ('-' = stdout) as NDJSON or CSV, with the
-// same rendering as the api's exports.
+// Writes every record of the flow store to `path` ('-' = stdout) as NDJSON or CSV: the
+// api's export of the whole listing, by the same code.
 void export_store(const std::string& store_path, const std::string& path,
                   ipfixweb::flows::Format format) {
   namespace fl = ipfixweb::flows;
   fl::Store store(store_path);
-  const auto columns = *fl::select_columns({});
-  const std::string sql = "SELECT " + fl::column_list_sql(columns) + " FROM flows ORDER BY id";
-  sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(store.handle(), sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
-    throw fl::Error(std::string("flow store: ") + sqlite3_errmsg(store.handle()));
-  std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(s, sqlite3_finalize);
+  auto listing = fl::build_list({.unbounded = true});
+  if (auto* e = std::get_if<fl::ParamError>(&listing)) throw fl::Error(e->message);
+  fl::RowExport rows(store.handle(), std::move(std::get<fl::ListQuery>(listing)), format);
   std::ofstream file;
   std::ostream* out = &std::cout;
   if (path != "-") {
@@ -42,18 +38,11 @@ void export_store(const std::string& store_path, const std::string& path,
     out = &file;
   }
   std::string buf;
-  if (format == fl::Format::Csv) fl::append_csv_header(buf, columns);
-  int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    fl::append_row(buf, s, columns, format);
-    if (buf.size() > (1u << 16)) {
-      out->write(buf.data(), static_cast<std::streamsize>(buf.size()));
-      buf.clear();
-    }
+  for (bool more = true; more;) {
+    more = rows.fill(buf, 1u << 16);
+    out->write(buf.data(), static_cast<std::streamsize>(buf.size()));
+    buf.clear();
   }
-  if (rc != SQLITE_DONE)
-    throw fl::Error(std::string("flow store: ") + sqlite3_errmsg(store.handle()));
-  out->write(buf.data(), static_cast<std::streamsize>(buf.size()));
   if (!out->flush()) throw fl::Error("cannot write '" + path + "'");
 }
 

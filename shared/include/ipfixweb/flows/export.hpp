@@ -1,0 +1,41 @@
+// The rows of a listing (query.hpp's build_list) written out piece by piece as NDJSON or CSV:
+// the one export loop behind the api's /flows.ndjson and /flows.csv and pcap2ipfix --ndjson /
+// --csv.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ipfixweb/flows/query.hpp"
+#include "ipfixweb/flows/store.hpp"
+
+namespace ipfixweb::flows {
+
+class RowExport {
+ public:
+  // Prepares the listing on `db` (borrowed: it must outlive the export). Throws Error.
+  RowExport(sqlite3* db, ListQuery q, Format format);
+  ~RowExport();
+  RowExport(const RowExport&) = delete;
+  RowExport& operator=(const RowExport&) = delete;
+
+  // Appends rows (the CSV header first) until `out` holds at least `piece` bytes or the rows
+  // end; false once the last row is written. With a budget, the rows of one call must come
+  // within it. Throws Error ("export stopped: ...") when SQLite fails or the budget is spent.
+  bool fill(std::string& out, std::size_t piece,
+            std::chrono::milliseconds budget = std::chrono::milliseconds::zero());
+
+ private:
+  sqlite3* db_;
+  ListQuery q_;
+  std::vector<int> columns_;
+  Format format_;
+  sqlite3_stmt* stmt_ = nullptr;
+  bool header_done_ = false;
+  std::int64_t rows_ = 0;
+};
+
+}  // namespace ipfixweb::flows
