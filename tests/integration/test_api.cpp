@@ -238,15 +238,27 @@ TEST(Api, OpenApiDescribesExactlyTheRoutesTheServerAnswers) {
     }
   }
   // And every served route is documented.
-  for (const char* route :
-       {"post /api/v1/tasks", "get /api/v1/tasks", "get /api/v1/tasks/{id}",
-        "delete /api/v1/tasks/{id}", "get /api/v1/tasks/{id}/events",
-        "get /api/v1/tasks/{id}/output", "get /livez", "get /readyz", "get /metrics",
-        "get /openapi.json", "post /api/export-task", "get /api/task-status/{id}", "get /api/tasks",
-        "get /api/v1/test/health", "post /api/v1/test/file_exporter/export_task",
-        "get /api/v1/tasks/{id}/flows", "get /api/v1/tasks/{id}/flows.ndjson",
-        "get /api/v1/tasks/{id}/flows.csv", "get /api/v1/tasks/{id}/flows.sqlite",
-        "get /api/v1/tasks/{id}/top", "get /api/v1/tasks/{id}/timeseries"})
+  for (const char* route : {"post /api/v1/tasks",
+                            "get /api/v1/tasks",
+                            "get /api/v1/tasks/{id}",
+                            "delete /api/v1/tasks/{id}",
+                            "get /api/v1/tasks/{id}/events",
+                            "get /api/v1/tasks/{id}/output",
+                            "get /livez",
+                            "get /readyz",
+                            "get /metrics",
+                            "get /openapi.json",
+                            "post /api/export-task",
+                            "get /api/task-status/{id}",
+                            "get /api/tasks",
+                            "get /api/v1/test/health",
+                            "post /api/v1/test/file_exporter/export_task",
+                            "get /api/v1/tasks/{id}/flows",
+                            "get /api/v1/tasks/{id}/flows.ndjson",
+                            "get /api/v1/tasks/{id}/flows.csv",
+                            "get /api/v1/tasks/{id}/flows.sqlite",
+                            "get /api/v1/tasks/{id}/top",
+                            "get /api/v1/tasks/{id}/timeseries"})
     EXPECT_TRUE(documented.count(route)) << route << " is served but not documented";
   EXPECT_EQ(documented.size(), 21u);
 }

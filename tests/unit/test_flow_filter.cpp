@@ -613,7 +613,8 @@ TEST_F(FlowFilter, NestingDeeperThan64LevelsIsAnErrorNotACrash) {
 
 TEST_F(FlowFilter, MoreThan256TermsIsAnError) {
   std::string f = "port 1";
-  for (std::size_t i = 1; i < kMaxFilterTerms; ++i) f.append(" or port ").append(std::to_string(i + 1));
+  for (std::size_t i = 1; i < kMaxFilterTerms; ++i)
+    f.append(" or port ").append(std::to_string(i + 1));
   EXPECT_TRUE(std::holds_alternative<Where>(parse_filter(f)));
   auto at = f.size() + 4;
   auto e = error(f + " or port 9");

@@ -514,9 +514,9 @@ TEST_F(FlowQuery, TimeseriesRejectsBadParametersNamingThem) {
                              .first_ms = 0,
                              .last_ms = 10000000});
   ASSERT_TRUE(std::holds_alternative<ParamError>(r));
-  EXPECT_EQ(std::get<ParamError>(r).message,
-            "bucket_ms gives more than " + std::to_string(ipfixweb::flows::kMaxBuckets) +
-                " buckets over the store's span");
+  EXPECT_EQ(std::get<ParamError>(r).message, "bucket_ms gives more than " +
+                                                 std::to_string(ipfixweb::flows::kMaxBuckets) +
+                                                 " buckets over the store's span");
 }
 
 TEST_F(FlowQuery, AFilteredTimeseriesCountsEachFlowInTheBucketOfItsStart) {
