@@ -14,7 +14,16 @@
 
 namespace ipfixweb::engine {
 
+// What convert() reads and what it writes.
+enum class Mode : std::uint8_t {
+  Convert,  // captures -> IPFIX (and the flow store): meters flows, labels them with nDPI
+  Ingest,   // IPFIX files of any exporter -> IPFIX in our templates (and the flow store): the
+            // records are carried over, not re-metered; capture options do not apply
+  Extract,  // captures -> a pcap file with the packets of one flow (`flow`)
+};
+
 struct Options {
+  Mode mode = Mode::Convert;
   std::vector<std::string> inputs;  // capture files, read as one stream in timestamp order
   std::string output;               // IPFIX file path, or tcp://HOST:PORT / udp://HOST:PORT
   bool dpi = true;
@@ -48,6 +57,11 @@ struct Options {
   // temporary name then renamed. "" = none. With output_dir_fd >= 0 a name in that directory
   // (conventionally output_name + ".flows.sqlite"), else a path.
   std::string flows_db;
+
+  // Mode::Extract: the flow whose packets are written, as a flow selector
+  // (ipfixweb/shared/flow_selector.hpp), e.g. "tcp 10.0.0.1:1234 <-> 10.0.0.2:80 vlan 5
+  // ms 1700000000123-1700000000456".
+  std::string flow;
 };
 
 struct Progress {
