@@ -12,7 +12,9 @@
 #include "ipfixweb/api/handler_pool.hpp"
 #include "ipfixweb/flows/export.hpp"
 #include "ipfixweb/flows/query.hpp"
+#include "ipfixweb/flows/selector.hpp"
 #include "ipfixweb/flows/store.hpp"
+#include "ipfixweb/shared/spec_json.hpp"
 #include "ipfixweb/shared/vocabulary.hpp"
 
 namespace ipfixweb::api {
@@ -288,6 +290,90 @@ void FlowRoutes::store_file(const Request& req, Response& res) {
   res.file = std::make_shared<http::File>(o->fd.release(), o->size);
   res.set_header("Content-Type", "application/vnd.sqlite3");
   res.set_header("Content-Disposition", "attachment; filename=\"" + o->file_name + "\"");
+}
+
+namespace {
+
+// The selector of stored record `id` ("" when there is none), read under the query budget.
+flows::QueryOutcome record_selector(sqlite3* db, std::int64_t id, std::string& out,
+                                    std::chrono::milliseconds budget_ms) {
+  flows::QueryBudget budget(db, budget_ms);
+  return flows::run_query(
+      db,
+      "SELECT ip_version, proto, src, sport, dst, dport, vlan, start_ms, end_ms, "
+      "rev_packets IS NOT NULL FROM flow_rows WHERE id = ?1",
+      {flows::SqlValue{id}},
+      [&](sqlite3_stmt* s) {
+        // Rebuilt from the text form and parsed back: the api never writes what the worker
+        // would not read.
+        const auto text = [s](int i) {
+          const auto* p = sqlite3_column_text(s, i);
+          return std::string(p ? reinterpret_cast<const char*>(p) : "");
+        };
+        const bool v6 = sqlite3_column_int(s, 0) == 6;
+        const auto endpoint = [&](int addr, int port) {
+          return (v6 ? "[" + text(addr) + "]" : text(addr)) + ":" +
+                 std::to_string(sqlite3_column_int(s, port));
+        };
+        std::string sel = std::to_string(sqlite3_column_int(s, 1)) + " " + endpoint(2, 3) +
+                          (sqlite3_column_int(s, 9) ? " <-> " : " -> ") + endpoint(4, 5) +
+                          " vlan " + std::to_string(sqlite3_column_int(s, 6)) + " ms " +
+                          std::to_string(sqlite3_column_int64(s, 7)) + "-" +
+                          std::to_string(sqlite3_column_int64(s, 8));
+        const auto parsed = flows::parse_selector(sel);
+        if (const auto* ok = std::get_if<flows::Selector>(&parsed))
+          out = flows::format_selector(*ok);
+        return false;
+      },
+      &budget);
+}
+
+}  // namespace
+
+std::optional<json> FlowRoutes::extract_request(const Request& req, Response& res) {
+  auto o = open(req, res);
+  if (!o) return std::nullopt;
+  const std::string& id = o->task.id;
+  const std::string& flow = req.path_params.at(1);
+  std::int64_t row = 0;
+  const auto [end, ec] = std::from_chars(flow.data(), flow.data() + flow.size(), row);
+  if (ec != std::errc() || end != flow.data() + flow.size() || row < 1) {
+    problem_(res, 404,
+             "task " + id + " has no flow " + flow.substr(0, 40) +
+                 " (flow ids are the "
+                 "`id` of /flows, 1, 2, ...)",
+             {});
+    return std::nullopt;
+  }
+  proto::TaskSpec spec;
+  try {
+    spec = proto::spec_from_json(json::parse(o->task.spec));
+  } catch (const std::exception&) {
+    problem_(res, 500, "the stored request of task " + id + " cannot be read", {});
+    return std::nullopt;
+  }
+  if (spec.kind != proto::kKindConvert) {
+    problem_(res, 409,
+             "task " + id + " is of kind " + spec.kind +
+                 ": only a conversion of captures has packets to cut out",
+             {});
+    return std::nullopt;
+  }
+  auto store = read_store(o->fd.get(), id, res, problem_);
+  if (!store) return std::nullopt;
+  std::string selector;
+  const auto outcome = record_selector(store->handle(), row, selector, opts_.query_budget);
+  if (answered_failure(outcome, id, "", res)) return std::nullopt;
+  if (selector.empty()) {
+    problem_(res, 404, "task " + id + " has no flow " + flow, {});
+    return std::nullopt;
+  }
+  json body = {{"kind", proto::kKindExtract},
+               {"pcap_files", spec.inputs},
+               {"output_path", spec.output + ".flow-" + flow + ".pcap"},
+               {"flow", selector}};
+  if (!spec.filter.empty()) body["filter"] = spec.filter;
+  return body;
 }
 
 void FlowRoutes::top(const Request& req, Response& res) {

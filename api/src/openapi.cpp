@@ -89,6 +89,8 @@ json field_schema(const proto::Field<Owner, T>& f) {
       s["items"]["enum"] = json(std::vector<std::string>(i.allowed.begin(), i.allowed.end()));
   } else if constexpr (std::is_same_v<T, std::string>) {
     s = {{"type", "string"}};
+    if (!i.allowed.empty())
+      s["enum"] = json(std::vector<std::string>(i.allowed.begin(), i.allowed.end()));
     if (i.required) s["minLength"] = 1;
     if (i.max > 0) s["maxLength"] = static_cast<int>(i.max);
   } else if constexpr (std::is_same_v<T, bool>) {
@@ -208,13 +210,15 @@ json task_paths() {
                                  {"events", {{"type", "array"}, {"items", ref("Event")}}}}}})},
         {"404", problem_response("No such task")}}}};
   paths["/api/v1/tasks/{id}/output"]["get"] = {
-      {"summary", "Download the IPFIX file (RFC 5655)"},
+      {"summary", "Download the output: the IPFIX file (RFC 5655), or an extract's pcap"},
       {"parameters", id_param()},
       {"responses",
        {{"200",
          {{"description", "The file"},
           {"content",
-           {{"application/ipfix", {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}}},
+           {{"application/ipfix", {{"schema", {{"type", "string"}, {"format", "binary"}}}}},
+            {"application/vnd.tcpdump.pcap",
+             {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}}},
         {"404", problem_response("No such task, or its file is gone")},
         {"409", problem_response("The task has not succeeded")},
         {"410", problem_response("The file was replaced since the task finished")}}}};
@@ -288,6 +292,28 @@ json task_paths() {
       "Packets, bytes or flows per time bucket by application or protocol, columnar", ts_params,
       {{"description", "{bucket_ms, time: [...], series: [{key, values: [...]}]}"},
        {"content", {{"application/json", {{"schema", {{"type", "object"}}}}}}}});
+  json pcap_params = id_param();
+  pcap_params.push_back({{"name", "flow"},
+                         {"in", "path"},
+                         {"required", true},
+                         {"description", "the record's id (the `id` column of /flows)"},
+                         {"schema", {{"type", "integer"}, {"minimum", 1}}}});
+  json pcap_responses = flow_errors;
+  pcap_responses.erase("422");
+  pcap_responses["200"] =
+      json_response("The same request was made before: that task", ref("Accepted"));
+  pcap_responses["202"] = json_response(
+      "An extract task was queued; its output (GET .../output) is the pcap", ref("Accepted"));
+  pcap_responses["404"] = problem_response("No such task or record, or no flow store");
+  pcap_responses["409"] =
+      problem_response("The task has not succeeded, or is not a conversion of captures");
+  pcap_responses["422"] =
+      problem_response("The task's captures are no longer readable (errors names them)");
+  pcap_responses["503"] = problem_response("No capacity now (Retry-After)");
+  paths["/api/v1/tasks/{id}/flows/{flow}/pcap"]["post"] = {
+      {"summary", "Queue an extract task writing the packets of one flow record to a pcap file"},
+      {"parameters", pcap_params},
+      {"responses", pcap_responses}};
   return paths;
 }
 

@@ -1,6 +1,7 @@
 #include "ipfixweb/api/server.hpp"
 
 #include "ipfixweb/api/flow_routes.hpp"
+#include "ipfixweb/shared/spec_json.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -208,7 +209,9 @@ struct Server::Impl {
   void routes();
   void metrics_text(Response& res);
   void download(const Request& req, Response& res);
-  void submit(const Request& req, Response& res, const json& body, UnknownFields unknown);
+  // `default_key`: the Idempotency-Key when the request has none.
+  void submit(const Request& req, Response& res, const json& body, UnknownFields unknown,
+              const std::string& default_key = {});
   void submit_body(const Request& req, Response& res, UnknownFields unknown);
   std::optional<TaskRecord> find_task(const Request& req, Response& res);
   void get_task(const Request& req, Response& res);
@@ -245,7 +248,7 @@ void Server::Impl::submit_body(const Request& req, Response& res, UnknownFields 
 }
 
 void Server::Impl::submit(const Request& req, Response& res, const json& body,
-                          UnknownFields unknown) {
+                          UnknownFields unknown, const std::string& default_key) {
   metrics.submitted.fetch_add(1, std::memory_order_relaxed);
   std::vector<FieldError> errors;
   auto parsed = parse_task_request(body, errors, unknown);
@@ -256,6 +259,7 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
     return;
   }
   std::string key = req.header("Idempotency-Key");
+  if (key.empty()) key = default_key;
   if (key.size() > 255) {
     problem(res, 422, "Idempotency-Key is longer than 255 characters");
     return;
@@ -535,6 +539,17 @@ void Server::Impl::metrics_text(Response& res) {
   res.set_content(std::move(out), "text/plain; version=0.0.4");
 }
 
+namespace {
+// Whether a task is of kind extract (its output a pcap, not an IPFIX file).
+bool is_extract(const TaskRecord& t) {
+  try {
+    return proto::spec_from_json(json::parse(t.spec)).kind == proto::kKindExtract;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+}  // namespace
+
 void Server::Impl::download(const Request& req, Response& res) {
   auto t = find_task(req, res);
   if (!t) return;
@@ -561,7 +576,8 @@ void Server::Impl::download(const Request& req, Response& res) {
   const std::string filename =
       rel.substr(rel.rfind('/') == std::string::npos ? 0 : rel.rfind('/') + 1);
   res.file = std::make_shared<http::File>(fd.release(), static_cast<std::uint64_t>(st.st_size));
-  res.set_header("Content-Type", "application/ipfix");
+  res.set_header("Content-Type",
+                 is_extract(*t) ? "application/vnd.tcpdump.pcap" : "application/ipfix");
   res.set_header("Content-Disposition", "attachment; filename=\"" + filename + "\"");
 }
 
@@ -622,6 +638,12 @@ void Server::Impl::routes() {
       [&fr](Q q, R r) { fr.store_file(q, r); });
   add("GET", "/api/v1/tasks/{id}/top", Role::Read, [&fr](Q q, R r) { fr.top(q, r); });
   add("GET", "/api/v1/tasks/{id}/timeseries", Role::Read, [&fr](Q q, R r) { fr.timeseries(q, r); });
+  // An extract task for one record's packets; asked twice, the same task answers (its key).
+  add("POST", "/api/v1/tasks/{id}/flows/{flow}/pcap", Role::Submit, [this, &fr](Q q, R r) {
+    if (auto body = fr.extract_request(q, r))
+      submit(q, r, *body, UnknownFields::Refuse,
+             "flow-pcap:" + q.path_params.at(0) + ":" + q.path_params.at(1));
+  });
   // Compatibility with the original service (IPyFIXweb).
   add("POST", "/api/export-task", Role::Submit, post_lenient);
   add("GET", "/api/task-status/{id}", Role::Read, get);

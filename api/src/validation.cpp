@@ -10,6 +10,7 @@
 
 #include "ipfixweb/shared/json_writer.hpp"
 #include "ipfixweb/shared/paths.hpp"
+#include "ipfixweb/shared/spec_check.hpp"
 
 namespace ipfixweb::api {
 
@@ -35,6 +36,18 @@ std::string bpf_problem(const std::string& filter) {
     pcap_freecode(&prog);
   pcap_close(dead);
   return why;
+}
+
+// What a string field's check finds wrong with a value ("" when nothing).
+std::string check_problem(proto::Check check, const std::string& s) {
+  if (check == proto::Check::Bpf) return bpf_problem(s);
+  if (check == proto::Check::Selector && !s.empty()) return proto::selector_problem(s);
+  return {};
+}
+
+std::string lower_case(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
 }
 
 bool in_range(const FieldInfo& f, double v) {
@@ -85,11 +98,20 @@ void read_value(const FieldInfo& f, const std::string& key, const json& v, std::
     return;
   }
   const auto& s = v.get_ref<const std::string&>();
+  if (!f.allowed.empty()) {  // a closed set of names, case-insensitive
+    const std::string lower = lower_case(s);
+    if (std::find(f.allowed.begin(), f.allowed.end(), lower) == f.allowed.end())
+      errors.push_back({key, "unknown " + std::string(f.item_name) + " '" + s.substr(0, 64) +
+                                 "' (known: " + known_names(f) + ")"});
+    else
+      out = lower;
+    return;
+  }
   if (f.required && s.empty())
     errors.push_back({key, "must not be empty"});
   else if (f.max > 0 && static_cast<double>(s.size()) > f.max)
     errors.push_back({key, "is too long"});
-  else if (auto why = f.check == proto::Check::Bpf ? bpf_problem(s) : ""; !why.empty())
+  else if (auto why = check_problem(f.check, s); !why.empty())
     errors.push_back({key, why});
   else
     out = s;
@@ -125,9 +147,7 @@ void read_value(const FieldInfo& f, const std::string& key, const json& v,
       continue;
     }
     // A closed set of names: case-insensitive, duplicates dropped.
-    std::string lower = s;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return std::tolower(c); });
+    std::string lower = lower_case(s);
     if (std::find(f.allowed.begin(), f.allowed.end(), lower) == f.allowed.end())
       errors.push_back({item_key, "unknown " + std::string(f.item_name) + " '" + s +
                                       "' (known: " + known_names(f) + ")"});
@@ -252,6 +272,9 @@ std::optional<ParsedRequest> parse_task_request(const json& body, std::vector<Fi
                         [&](const auto& f) { read_field(f, body, r.spec, errors); });
   proto::for_each_field(proto::kRequestExtraFields,
                         [&](const auto& f) { read_field(f, body, r.extras, errors); });
+  if (errors.empty())
+    if (auto k = proto::kind_problem(r.spec); !k.field.empty())
+      errors.push_back({std::string(k.field), k.message});
   if (unknown == UnknownFields::Refuse)
     for (const auto& [k, v] : body.items())
       if (!known_key(k)) errors.push_back({k, "is not a known field"});

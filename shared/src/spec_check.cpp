@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "ipfixweb/flows/schema.hpp"
+#include "ipfixweb/flows/selector.hpp"
 #include "ipfixweb/shared/paths.hpp"
 
 namespace ipfixweb::proto {
@@ -40,6 +41,13 @@ std::string check_value(const T& v, const FieldInfo& f) {
     if (f.max > 0 && static_cast<double>(v.size()) > f.max)
       return key + " is longer than " + number_text(f.max) + " bytes";
     if (v.find('\0') != std::string::npos) return key + " contains a NUL byte";
+    if (!f.allowed.empty()) {
+      bool ok = false;
+      for (auto a : f.allowed) ok |= a == v;
+      if (!ok) return key + " is not a known " + std::string(f.item_name);
+    }
+    if (f.check == Check::Selector && !v.empty())
+      if (auto why = selector_problem(v); !why.empty()) return key + ": " + why;
     return {};
   } else {  // std::vector<std::string>
     if (f.required && v.empty()) return key + " is empty";
@@ -95,8 +103,25 @@ std::string normal_root(const std::string& dir) {
   return p;
 }
 
+std::string selector_problem(const std::string& text) {
+  const auto parsed = flows::parse_selector(text);
+  if (const auto* e = std::get_if<flows::SelectorError>(&parsed))
+    return "not a flow selector: at " + std::to_string(e->position) + ": " + e->message;
+  return {};
+}
+
+KindProblem kind_problem(const TaskSpec& spec) {
+  const bool extract = spec.kind == kKindExtract;
+  if (extract && spec.flow.empty()) return {"flow", "is required for kind extract"};
+  if (!extract && !spec.flow.empty()) return {"flow", "applies to kind extract only"};
+  if (spec.kind == kKindIngest && !spec.filter.empty())
+    return {"filter", "applies to captures, not to kind ingest (whose inputs are IPFIX files)"};
+  return {};
+}
+
 std::string check_spec(const TaskSpec& spec, const SpecRoots& roots) {
   if (auto problem = check_fields(spec, kTaskSpecFields); !problem.empty()) return problem;
+  if (auto k = kind_problem(spec); !k.field.empty()) return std::string(k.field) + " " + k.message;
   std::set<std::string_view> seen;
   for (std::size_t i = 0; i < spec.inputs.size(); ++i) {
     const auto& in = spec.inputs[i];

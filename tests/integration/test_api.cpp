@@ -258,9 +258,10 @@ TEST(Api, OpenApiDescribesExactlyTheRoutesTheServerAnswers) {
                             "get /api/v1/tasks/{id}/flows.csv",
                             "get /api/v1/tasks/{id}/flows.sqlite",
                             "get /api/v1/tasks/{id}/top",
-                            "get /api/v1/tasks/{id}/timeseries"})
+                            "get /api/v1/tasks/{id}/timeseries",
+                            "post /api/v1/tasks/{id}/flows/{flow}/pcap"})
     EXPECT_TRUE(documented.count(route)) << route << " is served but not documented";
-  EXPECT_EQ(documented.size(), 21u);
+  EXPECT_EQ(documented.size(), 22u);
 }
 
 TEST(Api, MetricsAreRouteLabelledWithoutTaskIds) {

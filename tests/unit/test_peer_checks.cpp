@@ -84,6 +84,27 @@ TEST(SpecCheck, RefusesNumbersThatAreNotFiniteOrOutOfTheirRange) {
   EXPECT_EQ(proto::check_extras({-100}), "");
 }
 
+TEST(SpecCheck, RefusesAnUnknownKindAndSelectorsThatDoNotParseOrDoNotBelong) {
+  auto s = good_spec();
+  s.kind = "merge";
+  EXPECT_EQ(proto::check_spec(s, kRoots), "kind is not a known task kind");
+  s = good_spec();
+  s.kind = "extract";
+  EXPECT_EQ(proto::check_spec(s, kRoots), "flow is required for kind extract");
+  s.flow = "tcp 10.0.0.1:1 <-> 10.0.0.2";
+  EXPECT_EQ(proto::check_spec(s, kRoots),
+            "flow: not a flow selector: at 19: expected address:port");
+  s.flow = "tcp 10.0.0.1:1 <-> 10.0.0.2:2";
+  EXPECT_EQ(proto::check_spec(s, kRoots), "");
+  s.kind = "convert";
+  EXPECT_EQ(proto::check_spec(s, kRoots), "flow applies to kind extract only");
+  s = good_spec();
+  s.kind = "ingest";
+  s.filter = "tcp";
+  EXPECT_EQ(proto::check_spec(s, kRoots),
+            "filter applies to captures, not to kind ingest (whose inputs are IPFIX files)");
+}
+
 TEST(SpecCheck, ARootIsMadeAbsoluteAndNormal) {
   EXPECT_EQ(proto::normal_root("/tmp/./x/../"), fs::canonical("/tmp").string());
   EXPECT_TRUE(proto::is_normal_absolute(proto::normal_root("relative/dir")));

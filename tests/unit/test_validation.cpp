@@ -131,3 +131,71 @@ TEST(JsonDepth, AMebibyteOfOpeningBracketsIsTooDeep) {
   // Unbalanced closers never make a body deeper.
   EXPECT_TRUE(json_depth_within(std::string(100, ']') + "[[", 2));
 }
+
+TEST(Validation, TaskKindsAreAClosedSetAndAConversionKeepsItsStoredText) {
+  std::vector<FieldError> errors;
+  auto plain = parse_task_request(json{{"pcap_files", {"p"}}, {"output_path", "o"}}, errors);
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->spec.kind, "convert");
+  auto named = parse_task_request(
+      json{{"pcap_files", {"p"}}, {"output_path", "o"}, {"kind", "Convert"}}, errors);
+  ASSERT_TRUE(named);
+  EXPECT_EQ(named->spec.kind, "convert");
+  // The default is not written: the Idempotency-Key fingerprint of a conversion is unchanged.
+  EXPECT_EQ(named->normalised, plain->normalised);
+  EXPECT_EQ(plain->normalised.find("kind"), std::string::npos);
+
+  auto ingest = parse_task_request(
+      json{{"pcap_files", {"x.ipfix"}}, {"output_path", "o"}, {"kind", "ingest"}}, errors);
+  ASSERT_TRUE(ingest);
+  EXPECT_EQ(ingest->spec.kind, "ingest");
+  EXPECT_NE(ingest->normalised.find("\"kind\":\"ingest\""), std::string::npos);
+
+  auto errs = errors_of({{"pcap_files", {"p"}}, {"output_path", "o"}, {"kind", "merge"}});
+  ASSERT_EQ(errs.size(), 1u);
+  EXPECT_EQ(errs[0].field, "kind");
+  EXPECT_EQ(errs[0].message, "unknown task kind 'merge' (known: convert, ingest, extract)");
+  EXPECT_TRUE(
+      has_field(errors_of({{"pcap_files", {"p"}}, {"output_path", "o"}, {"kind", 1}}), "kind"));
+}
+
+TEST(Validation, AnExtractNeedsAFlowSelectorThatParsesAndOnlyAnExtractTakesOne) {
+  const json base = {{"pcap_files", {"p"}}, {"output_path", "o.pcap"}};
+  std::vector<FieldError> errors;
+  json ok = base;
+  ok["kind"] = "extract";
+  ok["flow"] = "tcp 10.0.0.1:1 <-> 10.0.0.2:2 ms 1-2";
+  auto r = parse_task_request(ok, errors);
+  ASSERT_TRUE(r) << (errors.empty() ? "" : errors[0].message);
+  EXPECT_EQ(r->spec.flow, ok["flow"]);
+
+  json missing = base;
+  missing["kind"] = "extract";
+  auto e1 = errors_of(missing);
+  ASSERT_EQ(e1.size(), 1u);
+  EXPECT_EQ(e1[0].field, "flow");
+  EXPECT_EQ(e1[0].message, "is required for kind extract");
+
+  json bad = ok;
+  bad["flow"] = "tcp 10.0.0.1:1 <> 10.0.0.2:2";
+  auto e2 = errors_of(bad);
+  ASSERT_EQ(e2.size(), 1u);
+  EXPECT_EQ(e2[0].field, "flow");
+  EXPECT_EQ(e2[0].message,
+            "not a flow selector: at 15: expected '<->' (both directions) or '->' (src to dst "
+            "only)");
+
+  json stray = base;
+  stray["flow"] = ok["flow"];
+  auto e3 = errors_of(stray);
+  ASSERT_EQ(e3.size(), 1u);
+  EXPECT_EQ(e3[0].field, "flow");
+  EXPECT_EQ(e3[0].message, "applies to kind extract only");
+
+  json filtered = base;
+  filtered["kind"] = "ingest";
+  filtered["filter"] = "tcp";
+  auto e4 = errors_of(filtered);
+  ASSERT_EQ(e4.size(), 1u);
+  EXPECT_EQ(e4[0].field, "filter");
+}

@@ -5,7 +5,7 @@
 namespace ipfixweb::worker {
 
 engine::Options to_engine_options(const proto::TaskSpec& spec) {
-  static_assert(proto::kTaskSpecFieldCount == 10,
+  static_assert(proto::kTaskSpecFieldCount == 12,
                 "a TaskSpec field was added or removed: map it to engine::Options here, then "
                 "update this count");
   engine::Options o;
@@ -18,7 +18,13 @@ engine::Options to_engine_options(const proto::TaskSpec& spec) {
   o.bpf_filter = spec.filter;
   o.biflow = !spec.uniflow;
   o.max_flows = spec.max_flows;
-  if (spec.flow_store) o.flows_db = flows::store_name_for(spec.output);  // named in run_task
+  o.mode = spec.kind == proto::kKindIngest    ? engine::Mode::Ingest
+           : spec.kind == proto::kKindExtract ? engine::Mode::Extract
+                                              : engine::Mode::Convert;
+  o.flow = spec.flow;
+  // named in run_task; an extract writes a pcap and no flow store
+  if (spec.flow_store && o.mode != engine::Mode::Extract)
+    o.flows_db = flows::store_name_for(spec.output);
   return o;
 }
 

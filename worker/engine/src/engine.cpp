@@ -11,6 +11,7 @@
 #include "decoder.hpp"
 #include "dpi.hpp"
 #include "exporter.hpp"
+#include "extract.hpp"
 #include "flow_table.hpp"
 #include "ipfixweb/flows/writer.hpp"
 #include "pcap_reader.hpp"
@@ -302,6 +303,7 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
                                 const std::atomic<bool>* cancel) {
   const auto t0 = std::chrono::steady_clock::now();
   auto cancelled = [cancel] { return cancel && cancel->load(std::memory_order_relaxed); };
+  if (opts.mode == Mode::Extract) return extract_flow(opts, progress, cancel);
   if (cancelled()) throw Cancelled();
   if (opts.inputs.empty()) throw EngineError("no input file given");
   if (opts.output.empty()) throw EngineError("no output given");

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "ipfixweb/engine/engine.hpp"
+#include "output_file.hpp"
 
 namespace ipfixweb::engine {
 namespace {
@@ -154,9 +155,6 @@ struct SessionDeleter {
 struct TemplateDeleter {
   void operator()(fbTemplate_t* t) const noexcept { fbTemplateFreeUnused(t); }
 };
-struct FileCloser {
-  void operator()(FILE* f) const noexcept { std::fclose(f); }
-};
 
 }  // namespace
 
@@ -181,34 +179,12 @@ static fbInfoModel_t* shared_model() {
   return model;
 }
 
-namespace {
-// linkat() of an O_TMPFILE file goes through /proc/self/fd (AT_EMPTY_PATH would need
-// CAP_DAC_READ_SEARCH): without /proc, files are written under their temporary name.
-bool proc_fd_links() {
-  static const bool ok = ::access("/proc/self/fd", X_OK) == 0;
-  return ok;
-}
-}  // namespace
-
-// The output's directory: the caller's descriptor, or one opened (and owned) here.
-struct OutputDir {
-  int fd = -1;
-  bool owned = false;
-  std::string name;  // the output's name in it
-  ~OutputDir() {
-    if (owned && fd >= 0) ::close(fd);
-  }
-};
-
 struct IpfixExporter::Impl {
   ExporterConfig cfg;
-  OutputDir dir;
   fbInfoModel_t* model = nullptr;                        // shared_model(): not owned
   std::unique_ptr<fbSession_t, SessionDeleter> session;  // until the fBuf owns it
   std::unique_ptr<fBuf_t, FbufDeleter> fbuf;             // owns session and exporter
-  std::unique_ptr<FILE, FileCloser> file;
-  std::string tmp_name;  // the file's name in `dir` until the rename (empty while unnamed)
-  bool unnamed = false;  // written through an O_TMPFILE descriptor
+  std::unique_ptr<OutputFile> file;                      // files (not live export)
   std::uint16_t int_tid = 0;
   std::uint16_t current_ext = 0;
   std::uint32_t last_export_time = 0;
@@ -228,32 +204,6 @@ struct IpfixExporter::Impl {
 };
 
 void IpfixExporter::prepare_model() { shared_model(); }
-
-void IpfixExporter::open_directory(Impl& m, const ExporterConfig& cfg) {
-  if (cfg.dir_fd >= 0) {
-    if (cfg.name.empty() || cfg.name == "." || cfg.name == ".." ||
-        cfg.name.find('/') != std::string::npos) {
-      throw EngineError("cannot write output '" + cfg.output + "': bad file name '" + cfg.name +
-                        "'");
-    }
-    m.dir.fd = cfg.dir_fd;
-    m.dir.name = cfg.name;
-    return;
-  }
-  const auto slash = cfg.output.rfind('/');
-  const std::string dir = slash == std::string::npos ? "."
-                          : slash == 0               ? "/"
-                                                     : cfg.output.substr(0, slash);
-  m.dir.name = slash == std::string::npos ? cfg.output : cfg.output.substr(slash + 1);
-  if (m.dir.name.empty() || m.dir.name == "." || m.dir.name == "..") {
-    throw EngineError("cannot write output '" + cfg.output + "': names a directory, not a file");
-  }
-  m.dir.fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (m.dir.fd < 0) {
-    throw EngineError("cannot write output '" + cfg.output + "': " + std::strerror(errno));
-  }
-  m.dir.owned = true;
-}
 
 bool IpfixExporter::is_network_target(const std::string& output) {
   return output.rfind("tcp://", 0) == 0 || output.rfind("udp://", 0) == 0;
@@ -322,37 +272,14 @@ IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique
     spec.svc = port.data();
     exporter = fbExporterAllocNet(&spec);
   } else {
-    if (cfg.output.empty()) throw EngineError("no output file given");
-    open_directory(m, cfg);
-    int fd = -1;
-    if (cfg.unnamed_temporary && proc_fd_links()) {
-      // Fails where the file system has no O_TMPFILE (EOPNOTSUPP, or EISDIR/EINVAL from old
-      // kernels) as well as for real errors, which the named open below reports.
-      fd = ::openat(m.dir.fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
-      m.unnamed = fd >= 0;
-    }
-    if (fd < 0) {
-      m.tmp_name = temporary_output_name(m.dir.name, ::getpid());
-      // Created, never opened through whatever is there: a leftover of a dead process that had
-      // our pid (or a link planted under the name) is removed, not written through.
-      const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-      fd = ::openat(m.dir.fd, m.tmp_name.c_str(), flags, 0666);
-      if (fd < 0 && errno == EEXIST && ::unlinkat(m.dir.fd, m.tmp_name.c_str(), 0) == 0)
-        fd = ::openat(m.dir.fd, m.tmp_name.c_str(), flags, 0666);
-      if (fd < 0) {
-        const int e = errno;
-        m.tmp_name.clear();
-        throw EngineError("cannot write output '" + cfg.output + "': " + std::strerror(e));
-      }
-    }
-    m.file.reset(::fdopen(fd, "wb"));
-    if (!m.file) {
-      const int e = errno;
-      ::close(fd);
-      abort();  // the named temporary, if any (no destructor runs for a throwing constructor)
-      throw EngineError("cannot write output '" + cfg.output + "': " + std::strerror(e));
-    }
-    exporter = fbExporterAllocFP(m.file.get());
+    OutputFileConfig ocfg;
+    ocfg.path = cfg.output;
+    ocfg.dir_fd = cfg.dir_fd;
+    ocfg.name = cfg.name;
+    ocfg.unnamed_temporary = cfg.unnamed_temporary;
+    ocfg.what = "IPFIX output";
+    m.file = std::make_unique<OutputFile>(ocfg);
+    exporter = fbExporterAllocFP(m.file->file());
   }
   if (!exporter) {
     abort();
@@ -368,9 +295,7 @@ IpfixExporter::~IpfixExporter() {
 void IpfixExporter::abort() noexcept {
   if (!impl_) return;
   impl_->fbuf.reset();  // frees session + exporter (does not close our FILE)
-  impl_->file.reset();
-  if (!impl_->tmp_name.empty()) ::unlinkat(impl_->dir.fd, impl_->tmp_name.c_str(), 0);
-  impl_->tmp_name.clear();
+  if (impl_->file) impl_->file->abort();
 }
 
 unsigned IpfixExporter::write(const Flow& f, EndReason reason, const FlowLabel& label,
@@ -538,45 +463,8 @@ void IpfixExporter::commit() {
     return;
   }
   m.fbuf.reset();
-  FILE* fp = m.file.get();
-  if (std::fflush(fp) != 0 || std::ferror(fp) || ::fsync(fileno(fp)) != 0) {
-    throw EngineError("error writing IPFIX output '" + m.cfg.output +
-                      "': " + std::strerror(errno ? errno : EIO));
-  }
-  if (m.unnamed) {
-    // The data is on disk: give it the temporary name, then rename that over the output
-    // (linkat cannot replace an existing file; rename does, atomically).
-    const std::string tmp = temporary_output_name(m.dir.name, ::getpid());
-    const std::string self = "/proc/self/fd/" + std::to_string(fileno(fp));
-    int rc = ::linkat(AT_FDCWD, self.c_str(), m.dir.fd, tmp.c_str(), AT_SYMLINK_FOLLOW);
-    if (rc != 0 && errno == EEXIST) {  // left by a dead process that had our pid: replace it
-      ::unlinkat(m.dir.fd, tmp.c_str(), 0);
-      rc = ::linkat(AT_FDCWD, self.c_str(), m.dir.fd, tmp.c_str(), AT_SYMLINK_FOLLOW);
-    }
-    if (rc != 0) {
-      throw EngineError("cannot name output '" + m.cfg.output + "': " + std::strerror(errno));
-    }
-    m.tmp_name = tmp;
-  }
-  if (std::fclose(m.file.release()) != 0) {
-    throw EngineError("error writing IPFIX output '" + m.cfg.output + "': " + std::strerror(errno));
-  }
-  // Within the directory descriptor: whatever is under the name (a file, a symbolic link) is
-  // replaced, never followed; a directory there makes it fail.
-  if (::renameat(m.dir.fd, m.tmp_name.c_str(), m.dir.fd, m.dir.name.c_str()) != 0) {
-    throw EngineError("cannot rename output into '" + m.cfg.output + "': " + std::strerror(errno));
-  }
-  m.tmp_name.clear();
+  m.file->commit();
   committed_ = true;
-  // The rename is durable only once the directory is: a crash must not lose a reported output.
-  const int d = ::openat(m.dir.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  const bool synced = d >= 0 && ::fsync(d) == 0;
-  const int e = errno;
-  if (d >= 0) ::close(d);
-  if (!synced) {
-    throw EngineError("cannot sync the directory of output '" + m.cfg.output +
-                      "': " + std::strerror(e));
-  }
 }
 
 }  // namespace ipfixweb::engine

@@ -80,7 +80,6 @@ class IpfixExporter {
 
  private:
   struct Impl;
-  static void open_directory(Impl& m, const ExporterConfig& cfg);
   void abort() noexcept;
   std::unique_ptr<Impl> impl_;
   std::uint64_t records_ = 0;

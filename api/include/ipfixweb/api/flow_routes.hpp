@@ -6,6 +6,8 @@
 //   GET /api/v1/tasks/{id}/flows.sqlite       the flow store file itself
 //   GET /api/v1/tasks/{id}/top                the n largest groups (by app, src, dst, ...)
 //   GET /api/v1/tasks/{id}/timeseries         packets/bytes/flows per time bucket, columnar
+//   POST /api/v1/tasks/{id}/flows/{flow}/pcap the request of an `extract` task that cuts the
+//                                             packets of one record out of the captures
 // The store is opened beneath the output root (no link followed) and only while the task's
 // IPFIX file is still the one the task wrote. Every query runs under a time budget; exports
 // stream in constant memory.
@@ -17,6 +19,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "ipfixweb/api/http.hpp"
 #include "ipfixweb/api/validation.hpp"
@@ -47,6 +51,11 @@ class FlowRoutes {
   void store_file(const http::Request& req, http::Response& res);
   void top(const http::Request& req, http::Response& res);
   void timeseries(const http::Request& req, http::Response& res);
+  // POST .../flows/{flow}/pcap: the body of the `extract` task that writes the record's packets
+  // (the same captures and BPF filter as the task, the record's selector, an output beside
+  // the task's: "<output>.flow-<flow>.pcap"), to be submitted like any request; nullopt after
+  // answering (404 no such record, 409 not a conversion of captures, ...).
+  std::optional<nlohmann::json> extract_request(const http::Request& req, http::Response& res);
 
  private:
   struct Opened;

@@ -21,6 +21,19 @@ struct SpecRoots {
 // refusal can carry ("inputs[3]: ...").
 std::string check_spec(const TaskSpec& spec, const SpecRoots& roots);
 
+// The rules between fields that depend on the task kind (a selector only for `extract`, which
+// needs one; no capture filter for `ingest`): the request field at fault and what is wrong,
+// or an empty field when there is nothing wrong. Part of check_spec; the api reports it per
+// field.
+struct KindProblem {
+  std::string_view field;  // request key ("flow", "filter"); empty: no problem
+  std::string message;
+};
+KindProblem kind_problem(const TaskSpec& spec);
+
+// A flow selector's problem as a sentence ("at 12: expected ..."), or "" when it parses.
+std::string selector_problem(const std::string& text);
+
 // The same for the request's extras (priority's range).
 std::string check_extras(const RequestExtras& extras);
 

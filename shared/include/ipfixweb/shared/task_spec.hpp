@@ -28,6 +28,13 @@ namespace ipfixweb::proto {
 inline constexpr std::array<std::string_view, 8> kAnalysisNames = {"tcp", "udp",  "icmp", "dns",
                                                                    "tls", "http", "quic", "other"};
 
+// Task kinds ("kind"): what a task reads and writes (docs/api.md, "Task kinds").
+inline constexpr std::string_view kKindConvert = "convert";  // captures -> IPFIX + flow store
+inline constexpr std::string_view kKindIngest = "ingest";    // IPFIX files -> IPFIX + flow store
+inline constexpr std::string_view kKindExtract = "extract";  // captures -> pcap of one flow
+inline constexpr std::array<std::string_view, 3> kKindNames = {kKindConvert, kKindIngest,
+                                                               kKindExtract};
+
 // What a worker needs to run a task: paths are resolved and checked by the api.
 struct TaskSpec {
   static constexpr bool kDefaultDpi = true;
@@ -45,6 +52,8 @@ struct TaskSpec {
   bool uniflow = false;
   std::uint64_t max_flows = kDefaultMaxFlows;
   bool flow_store = true;
+  std::string kind = std::string(kKindConvert);
+  std::string flow;  // kind extract: the flow selector (ipfixweb/flows/selector.hpp)
 };
 
 // Request fields that are not part of the spec (they steer the broker, not the conversion).
@@ -59,6 +68,7 @@ enum class Check : std::uint8_t {
   InputPath,   // each string: an existing readable capture under an input root
   OutputPath,  // a file under the output root
   Bpf,         // compiles as a BPF filter
+  Selector,    // parses as a flow selector (ipfixweb/flows/selector.hpp)
 };
 
 // How a field appears in requests, documents and messages.
@@ -76,7 +86,8 @@ struct FieldInfo {
   std::string_view range_error = {};  // the message when a number is out of range or of wrong type
   std::string_view empty_error = {};  // arrays: the message when empty (when min >= 1)
   std::string_view type_error = {};   // overrides "must be a ..., not <type>" ("" when none)
-  std::span<const std::string_view> allowed = {};  // string arrays: the values accepted
+  // Strings and string arrays: the values accepted (lower case; requests may use any case).
+  std::span<const std::string_view> allowed = {};
   std::string_view item_name = {};  // what an item of `allowed` is called in messages
   Check check = Check::None;
   // In the stored request text only when not at its default. Set on every field added after
@@ -185,6 +196,27 @@ inline constexpr std::tuple kTaskSpecFields{
          .meaning = "also write the flow store (`<output>.flows.sqlite`: every record and the "
                     "time series, docs/flow-store.md) that the `/flows`, `/top` and "
                     "`/timeseries` routes read",
+         .omit_default = true}},
+    Field<TaskSpec, std::string>{
+        &TaskSpec::kind,
+        {.key = "kind",
+         .request_key = "kind",
+         .type_text = "string",
+         .meaning = "what the task reads and writes (docs/api.md, Task kinds)",
+         .allowed = kKindNames,
+         .item_name = "task kind",
+         .omit_default = true}},
+    Field<TaskSpec, std::string>{
+        &TaskSpec::flow,
+        {.key = "flow",
+         .request_key = "flow",
+         .type_text = "string",
+         .meaning = "kind `extract` only: the flow whose packets are written, e.g. `tcp "
+                    "10.0.0.1:51234 <-> 10.0.0.2:443 vlan 5 ms 1700000000123-1700000004567` "
+                    "(docs/api.md, Flow selectors)",
+         .max = 512,
+         .type_error = "must be a string (a flow selector)",
+         .check = Check::Selector,
          .omit_default = true}},
 };
 
