@@ -365,7 +365,6 @@ class InputFile {
                         "': " + (S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file"));
     }
     size_ = static_cast<std::uint64_t>(st.st_size);
-    buf_.resize(kBufferSize);
     try {
       check_start();
     } catch (...) {
@@ -389,13 +388,14 @@ class InputFile {
   // The next complete message; false at the end of the file (truncated() then says whether a
   // message was cut short). The bytes stay valid until the next call.
   bool next(const std::uint8_t*& msg, std::size_t& len) {
+    if (done_) return false;
     if (!ensure(16)) {
       const std::size_t avail = end_ - begin_;
       if (avail) {
         truncation_ = std::to_string(avail) + " bytes at offset " + std::to_string(consumed_) +
                       " are shorter than a message header";
       }
-      return false;
+      return finish();
     }
     const std::uint8_t* h = buf_.data() + begin_;
     const std::uint16_t version = be16(h);
@@ -409,7 +409,7 @@ class InputFile {
     if (!ensure(mlen)) {
       truncation_ = "the message at offset " + std::to_string(consumed_) + " has " +
                     std::to_string(end_ - begin_) + " of its " + std::to_string(mlen) + " bytes";
-      return false;
+      return finish();
     }
     msg = buf_.data() + begin_;
     len = mlen;
@@ -421,12 +421,26 @@ class InputFile {
  private:
   static constexpr std::size_t kBufferSize = 1u << 20;  // at least 64 KiB (one message) + more
 
-  // The file must start with an IPFIX message header.
+  bool finish() {  // the end: the buffer is not needed any more
+    done_ = true;
+    std::vector<std::uint8_t>().swap(buf_);
+    begin_ = end_ = 0;
+    return false;
+  }
+
+  // The file must start with an IPFIX message header (read now: all inputs are checked before
+  // the output is created; the buffer comes with the first message).
   void check_start() {
     if (size_ == 0) throw EngineError("input '" + path_ + "' is empty, not an IPFIX file");
-    ensure(16);
-    const std::size_t avail = end_ - begin_;
-    const std::uint8_t* h = buf_.data();
+    std::uint8_t h[16];
+    std::size_t avail = 0;
+    while (avail < sizeof h) {
+      const ssize_t r = ::pread(fd_, h + avail, sizeof h - avail, static_cast<off_t>(avail));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw EngineError("cannot read input '" + path_ + "': " + std::strerror(errno));
+      if (r == 0) break;
+      avail += static_cast<std::size_t>(r);
+    }
     if (avail >= 4) {
       const std::uint32_t magic = be32(h);
       if (magic == 0xa1b2c3d4 || magic == 0xd4c3b2a1 || magic == 0xa1b23c4d ||
@@ -451,6 +465,7 @@ class InputFile {
 
   // At least `n` unread bytes in the buffer, or false at the end of the file.
   bool ensure(std::size_t n) {
+    if (buf_.empty()) buf_.resize(kBufferSize);
     while (end_ - begin_ < n) {
       if (eof_) return false;
       if (buf_.size() - begin_ < n || buf_.size() - end_ < 65536) {
@@ -482,6 +497,7 @@ class InputFile {
   std::uint64_t file_off_ = 0;  // bytes read from the file
   std::uint64_t consumed_ = 0;  // bytes of complete messages handed out
   bool eof_ = false;
+  bool done_ = false;
   std::string truncation_;
 };
 
@@ -630,6 +646,9 @@ class RecordView {
     return v;
   }
   std::uint64_t num_or(Slot s, std::uint64_t dflt) const { return num(s).value_or(dflt); }
+  bool is_varlen(Slot s) const {
+    return l_.at[s] >= 0 && l_.fields[static_cast<std::size_t>(l_.at[s])].varlen;
+  }
   // Raw bytes (strings, octet arrays, addresses).
   std::string_view bytes(Slot s) const {
     const std::int16_t i = l_.at[s];
@@ -1168,16 +1187,18 @@ class Ingest {
     }
     if (!ndpi_id && r.has(kNtopL7Proto)) {
       const std::string_view t = r.text(kNtopL7Proto);
-      if (!t.empty() && t.find_first_not_of("0123456789.") == std::string_view::npos &&
-          r.bytes(kNtopL7Proto).size() > 2) {
+      if (r.is_varlen(kNtopL7Proto)) {
         // A textual "master.app" (some nProbe versions): the app part, else the master.
         const auto dot = t.find('.');
         const std::string_view a = dot == std::string_view::npos ? t : t.substr(dot + 1);
         const std::string_view m = dot == std::string_view::npos ? t : t.substr(0, dot);
         const std::string_view use = (a.empty() || a == "0") ? m : a;
-        unsigned long v = 0;
-        for (const char c : use.substr(0, 6)) v = v * 10 + static_cast<unsigned long>(c - '0');
-        if (v <= 0xffff) ndpi_id = static_cast<std::uint16_t>(v);
+        if (!use.empty() && use.size() <= 5 &&
+            use.find_first_not_of("0123456789") == std::string_view::npos) {
+          unsigned long v = 0;
+          for (const char c : use) v = v * 10 + static_cast<unsigned long>(c - '0');
+          if (v <= 0xffff) ndpi_id = static_cast<std::uint16_t>(v);
+        }
       } else if (auto v = r.num(kNtopL7Proto); v && *v <= 0xffff) {
         ndpi_id = static_cast<std::uint16_t>(*v);
       }
