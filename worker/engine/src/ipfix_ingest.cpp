@@ -1000,8 +1000,9 @@ class Ingest {
     const std::uint64_t export_ms = std::uint64_t{export_s_} * 1000;
     const auto absolute = [&](Slot s, Slot ms, Slot us, Slot ns) -> std::optional<std::uint64_t> {
       if (auto v = r.num(ms)) return *v;
-      if (auto v = r.num(us)) return ntp_to_ms(*v);
-      if (auto v = r.num(ns)) return ntp_to_ms(*v);
+      // An NTP time of 0 is an exporter's "not set", not 2036.
+      if (auto v = r.num(us); v && *v) return ntp_to_ms(*v);
+      if (auto v = r.num(ns); v && *v) return ntp_to_ms(*v);
       if (auto v = r.num(s)) return *v * 1000;
       return std::nullopt;
     };
@@ -1425,6 +1426,9 @@ Conversion ingest_ipfix(const Options& opts, const ProgressFn& progress,
   }
   Summary summary(opts.analysis, opts.dpi);
   summary.ipfix = std::make_unique<IpfixIngestStats>();
+  if (!opts.bpf_filter.empty()) {
+    summary.warn("the BPF filter does not apply to IPFIX records: every record was read");
+  }
   Progress prog;
   for (const auto& f : files) {
     InputInfo info;
