@@ -13,6 +13,7 @@
 #include "exporter.hpp"
 #include "extract.hpp"
 #include "flow_table.hpp"
+#include "ipfix_ingest.hpp"
 #include "ipfixweb/flows/writer.hpp"
 #include "pcap_reader.hpp"
 #include "summary.hpp"
@@ -301,6 +302,13 @@ nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
 
 Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
                                 const std::atomic<bool>* cancel) {
+  if (opts.mode == Mode::Ingest) {
+    // Labels that come as an nDPI protocol id only are named by nDPI (set up on first use).
+    return ingest_ipfix(opts, progress, cancel, [this](std::uint16_t id) {
+      if (!impl_->ndpi) impl_->make_ndpi();
+      return Dpi(*impl_->ndpi).name(0, id);
+    });
+  }
   const auto t0 = std::chrono::steady_clock::now();
   auto cancelled = [cancel] { return cancel && cancel->load(std::memory_order_relaxed); };
   if (opts.mode == Mode::Extract) return extract_flow(opts, progress, cancel);

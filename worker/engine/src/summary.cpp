@@ -147,6 +147,21 @@ void Summary::on_packet(std::uint64_t ts_us, std::uint32_t ip_octets) {
   bytes_ += ip_octets;
 }
 
+void Summary::on_traffic(std::uint64_t first_us, std::uint64_t last_us, std::uint64_t packets,
+                         std::uint64_t bytes) {
+  if (last_us < first_us) last_us = first_us;
+  if (!seen_traffic_) {
+    first_us_ = first_us;
+    last_us_ = last_us;
+    seen_traffic_ = true;
+  } else {
+    first_us_ = std::min(first_us_, first_us);
+    last_us_ = std::max(last_us_, last_us);
+  }
+  packets_ += packets;
+  bytes_ += bytes;
+}
+
 void Summary::on_record(const Flow& f, EndReason reason, unsigned records, const std::string* app) {
   records_ += records;
   ++biflows_;
@@ -264,12 +279,33 @@ void Summary::write_inputs(JsonWriter& o) const {
     o.key("file_bytes").value(i.file_bytes);
     o.key("link_name").value(std::string_view(i.link_name));
     o.key("link_type").value(static_cast<std::uint64_t>(i.link_type));
+    if (i.ipfix) o.key("messages").value(i.messages);
     o.key("packets").value(i.packets);
     o.key("path").value(std::string_view(i.path));
+    if (i.ipfix) o.key("records").value(i.records);
     o.key("truncated").value(i.truncated);
     o.end_object();
   }
   o.end_array();
+}
+
+void Summary::write_ipfix(JsonWriter& o) const {
+  const IpfixIngestStats& s = *ipfix;
+  o.begin_object();
+  o.key("biflow_records").value(s.biflow_records);
+  o.key("data_records").value(s.data_records);
+  o.key("labelled_records").value(s.labelled_records);
+  o.key("messages").value(s.messages);
+  o.key("not_exported").value(s.not_exported);
+  o.key("observation_domains").value(s.observation_domains);
+  o.key("options_records").value(s.options_records);
+  o.key("options_templates").value(s.options_templates);
+  o.key("skipped_no_address").value(s.skipped_no_address);
+  o.key("sysuptime_from_export_time").value(s.sysuptime_from_export_time);
+  o.key("templates").value(s.templates);
+  o.key("times_from_export_time").value(s.times_from_export_time);
+  o.key("uniflow_records").value(s.uniflow_records);
+  o.end_object();
 }
 
 void Summary::write_not_metered(JsonWriter& o) const {
@@ -340,6 +376,10 @@ void Summary::write_json(std::string& out, const Extras& x) const {
   o.key("fragments_unmatched").value(fragments_unmatched);
   o.key("inputs");
   write_inputs(o);
+  if (ipfix) {
+    o.key("ipfix");
+    write_ipfix(o);
+  }
   o.key("last_packet");
   if (packets_) {
     o.value(std::string_view(iso8601_ms(last_us_)));
@@ -356,6 +396,7 @@ void Summary::write_json(std::string& out, const Extras& x) const {
   o.key("peak_flows").value(peak_flows);
   o.key("protocols");
   write_protocols(o);
+  if (ipfix) o.key("source").value(std::string_view("ipfix"));
   o.key("top_applications_by_bytes");
   write_top(o, apps_, true, "application");
   o.key("top_applications_by_flows");

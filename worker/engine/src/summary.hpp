@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -37,6 +38,28 @@ struct InputInfo {
   std::uint64_t packets = 0;
   std::uint64_t file_bytes = 0;
   bool truncated = false;
+  // IPFIX ingest: the input is an IPFIX file (link_name "IPFIX", link_type 0); `packets` is
+  // then the sum of its records' packet counters.
+  bool ipfix = false;
+  std::uint64_t messages = 0;  // IPFIX messages read
+  std::uint64_t records = 0;   // data records read (options records included)
+};
+
+// What an IPFIX ingest adds to the summary (key "ipfix"; docs/ipfix-ingest.md).
+struct IpfixIngestStats {
+  std::uint64_t messages = 0;
+  std::uint64_t templates = 0;          // template records received (options ones included)
+  std::uint64_t options_templates = 0;  // of which options templates
+  std::uint64_t data_records = 0;       // records of (non-options) templates
+  std::uint64_t options_records = 0;    // options records: read for their times, not stored
+  std::uint64_t biflow_records = 0;     // data records with reverse counters (RFC 5103)
+  std::uint64_t uniflow_records = 0;
+  std::uint64_t labelled_records = 0;  // with an application label carried over
+  std::uint64_t skipped_no_address = 0;
+  std::uint64_t not_exported = 0;  // uniflow output: records with no packet in either direction
+  std::uint64_t times_from_export_time = 0;      // no time element: start = end = export time
+  std::uint64_t sysuptime_from_export_time = 0;  // sysUpTime times without an init time
+  std::uint64_t observation_domains = 0;
 };
 
 class Summary {
@@ -46,6 +69,9 @@ class Summary {
   Summary(std::vector<std::string> analysis_families, bool dpi);
 
   void on_packet(std::uint64_t ts_us, std::uint32_t ip_octets);
+  // IPFIX ingest: one record's packets and bytes over [first_us, last_us], counted at once.
+  void on_traffic(std::uint64_t first_us, std::uint64_t last_us, std::uint64_t packets,
+                  std::uint64_t bytes);
   void on_not_metered(DecodeStatus s) { ++not_metered_[static_cast<int>(s)]; }
   void on_record(const Flow& f, EndReason reason, unsigned records, const std::string* app);
   void warn(std::string w) { warnings_.push_back(std::move(w)); }
@@ -57,6 +83,8 @@ class Summary {
   std::uint64_t peak_flows = 0;
   double elapsed_s = 0;
   std::vector<InputInfo> inputs;
+  // Set by an IPFIX ingest: written under "ipfix", and "source": "ipfix".
+  std::unique_ptr<IpfixIngestStats> ipfix;
 
   std::uint64_t packets() const { return packets_; }
   std::uint64_t bytes() const { return bytes_; }
@@ -79,6 +107,7 @@ class Summary {
   // Parts of write_json, each one key's value.
   void write_analysis(JsonWriter& o) const;
   void write_inputs(JsonWriter& o) const;
+  void write_ipfix(JsonWriter& o) const;
   void write_not_metered(JsonWriter& o) const;
   void write_protocols(JsonWriter& o) const;
   // Host address as the flow key stores it: 16 address bytes + IP version.
@@ -100,6 +129,7 @@ class Summary {
   std::uint64_t biflows_ = 0;
   std::uint64_t first_us_ = 0;
   std::uint64_t last_us_ = 0;
+  bool seen_traffic_ = false;  // on_traffic() was called (first_us_/last_us_ set)
   std::array<std::uint64_t, kDecodeStatusCount> not_metered_{};
   std::array<std::uint64_t, 6> reasons_{};
   std::map<std::uint8_t, Counter> protocols_;

@@ -1,4 +1,5 @@
-// pcap2ipfix: convert pcap/pcapng captures to an IPFIX file (or live collector) with nDPI labels.
+// pcap2ipfix: convert pcap/pcapng captures to an IPFIX file (or live collector) with nDPI labels;
+// with --ingest, read IPFIX files of any exporter instead (docs/ipfix-ingest.md).
 // Exit status: 0 success, 1 conversion error (one line on stderr), 2 usage error, 130 interrupted.
 #include <unistd.h>
 
@@ -57,11 +58,18 @@ int main(int argc, char** argv) {
   bool no_dpi = false;
   bool uniflow = false;
   bool no_decap = false;
+  bool ingest = false;
 
   CLI::App app{
       "Convert pcap/pcapng captures into IPFIX (RFC 7011/5655) flow records labelled by nDPI"};
-  app.add_option("inputs", opts.inputs, "capture files (read as one stream in timestamp order)")
+  app.add_option("inputs", opts.inputs,
+                 "capture files (read as one stream in timestamp order); with --ingest, IPFIX "
+                 "files (read one after another)")
       ->required();
+  app.add_flag("--ingest", ingest,
+               "the inputs are IPFIX files of any exporter: carry their records over into the "
+               "output, the flow store and the summary (no metering, no DPI; capture options "
+               "do not apply; --no-dpi drops their labels)");
   app.add_option("-o,--output", opts.output, "IPFIX file, or tcp://HOST:PORT / udp://HOST:PORT")
       ->required();
   app.add_flag("--no-dpi", no_dpi, "do not run nDPI (no application labels)");
@@ -105,6 +113,7 @@ int main(int argc, char** argv) {
   }
   opts.dpi = !no_dpi;
   opts.biflow = !uniflow;
+  if (ingest) opts.mode = eng::Mode::Ingest;
   if ((ndjson_path == "-") + (csv_path == "-") + (summary_path == "-") > 1) {
     std::cerr << "pcap2ipfix: only one of --ndjson, --csv and --summary-json can go to stdout\n";
     return 2;
@@ -142,7 +151,8 @@ int main(int argc, char** argv) {
   }
 
   try {
-    eng::Engine engine(opts.dpi);
+    // An ingest sets nDPI up only if a label needs a protocol name.
+    eng::Engine engine(opts.dpi && !ingest);
     eng::Conversion result;
     const auto t0 = std::chrono::steady_clock::now();
     for (unsigned i = 0; i < repeat; ++i) result = engine.convert_text(opts, progress, &g_cancel);

@@ -1,0 +1,26 @@
+// IPFIX ingest (Mode::Ingest): IPFIX files written by any exporter (YAF, nProbe, ipfixprobe,
+// softflowd, this engine) are read with libfixbuf and written again as a conversion writes
+// its output: an IPFIX file in the engine's own templates, the flow store and the summary.
+// The records are carried over, not re-metered. The rules (which elements are read, times,
+// labels, biflow/uniflow) are in docs/ipfix-ingest.md.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "ipfixweb/engine/engine.hpp"
+
+namespace ipfixweb::engine {
+
+// The name nDPI gives a protocol id ("QUIC"), for labels that come as a number only
+// (applicationId, ntop L7_PROTO). May be empty: such labels are then written as
+// "PANA-L7-PEN:35632:188" and the like.
+using ProtocolNameFn = std::function<std::string(std::uint16_t)>;
+
+// Engine::convert_text for Mode::Ingest.
+Conversion ingest_ipfix(const Options& opts, const ProgressFn& progress,
+                        const std::atomic<bool>* cancel, const ProtocolNameFn& ndpi_name);
+
+}  // namespace ipfixweb::engine
