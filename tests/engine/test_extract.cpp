@@ -200,4 +200,27 @@ TEST_F(Extract, ABadSelectorOrInputIsAClearErrorAndLeavesNoFile) {
   for (const auto& e : fs::directory_iterator(dir_)) ADD_FAILURE() << "left: " << e.path();
 }
 
+TEST_F(Extract, Pcap2ipfixExtractWritesTheFlowsPcapAsCapinfosCountsIt) {
+  REQUIRE_PCAPS();
+  REQUIRE_TOOL("capinfos");
+  const std::string pcap = pcaps + "/1kxun.pcap";
+  const auto flows = convert(pcap);
+  ASSERT_FALSE(flows.empty());
+  const StoredFlow* big = &flows.front();
+  for (const auto& f : flows)
+    if (f.packets > big->packets) big = &f;
+  const std::string out = dir_ + "/cli.pcap";
+  RunResult r = run(pcap2ipfix() + " -q --extract " + shell_quote(big->selector) + " -o " +
+                    shell_quote(out) + " " + shell_quote(pcap));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(static_cast<long long>(capinfos_packets(out)), big->packets);
+  r = run(pcap2ipfix() + " -q --extract 'tcp 1.2.3.4:1 <> 1.2.3.5:2' -o " + shell_quote(out) +
+          " " + shell_quote(pcap));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not a flow selector"), std::string::npos) << r.err;
+  r = run(pcap2ipfix() + " -q --extract " + shell_quote(big->selector) + " --flows-db x -o " +
+          shell_quote(out) + " " + shell_quote(pcap));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+}
+
 }  // namespace ipfixweb::engine::test

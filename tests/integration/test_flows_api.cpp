@@ -377,3 +377,47 @@ TEST_F(FlowsApi, AnExtractSubmittedDirectlyWithAHandWrittenSelectorCutsThatFlow)
   EXPECT_NE(body["errors"][0]["message"].get<std::string>().find("at 19"), std::string::npos)
       << body.dump();
 }
+
+TEST_F(FlowsApi, AnIngestOfTheTasksOwnIpfixFileGivesTheSameRecordsThroughTheSameRoutes) {
+  // A user's IPFIX file is read from an input root: here the task's own output, copied there.
+  json t = stack_->get_task(id_);
+  const std::string ipfix = stack_->output_dir() + "/s.ipfix";
+  fs::copy_file(ipfix, stack_->input_dir() + "/s-copy.ipfix", fs::copy_options::overwrite_existing);
+  auto [st, body] = stack_->submit(
+      {{"kind", "ingest"}, {"pcap_files", {"s-copy.ipfix"}}, {"output_path", "ingested.ipfix"}});
+  ASSERT_EQ(st, 202) << body.dump();
+  const std::string ingest_id = body["task_id"];
+  json it = stack_->wait_terminal(ingest_id);
+  ASSERT_EQ(it["state"], "succeeded") << it.dump();
+  EXPECT_EQ(it["summary"]["flows"], t["summary"]["flows"]);
+  EXPECT_EQ(it["summary"]["packets"], t["summary"]["packets"]);
+  EXPECT_EQ(it["summary"]["bytes"], t["summary"]["bytes"]);
+
+  auto r = stack_->client()->Get("/api/v1/tasks/" + ingest_id + "/flows.ndjson");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const auto ingested = ndjson_lines(r->body);
+  ASSERT_EQ(ingested.size(), all_.size());
+  for (std::size_t i = 0; i < all_.size(); ++i) {
+    SCOPED_TRACE("record " + std::to_string(i + 1));
+    for (const char* k : {"src", "dst", "sport", "dport", "proto", "packets", "bytes", "start_ms",
+                          "end_ms", "app", "community_id"})
+      EXPECT_EQ(ingested[i][k], all_[i][k]) << k;
+  }
+  json top = get_json("/api/v1/tasks/" + ingest_id + "/top?by=app&n=5");
+  EXPECT_EQ(top["groups"], get_json(base() + "/top?by=app&n=5")["groups"]);
+
+  // The packets of an ingested record cannot be cut out: there are none.
+  r = stack_->client()->Post("/api/v1/tasks/" + ingest_id + "/flows/1/pcap", "",
+                             "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 409) << r->body;
+
+  // A capture given as IPFIX fails with a clear reason.
+  std::tie(st, body) = stack_->submit(
+      {{"kind", "ingest"}, {"pcap_files", {"sample.pcap"}}, {"output_path", "notipfix.ipfix"}});
+  ASSERT_EQ(st, 202) << body.dump();
+  json bad = stack_->wait_terminal(body["task_id"]);
+  EXPECT_EQ(bad["state"], "failed");
+  EXPECT_NE(bad["error"].get<std::string>().find("sample.pcap"), std::string::npos) << bad.dump();
+}

@@ -70,7 +70,13 @@ int main(int argc, char** argv) {
                "the inputs are IPFIX files of any exporter: carry their records over into the "
                "output, the flow store and the summary (no metering, no DPI; capture options "
                "do not apply; --no-dpi drops their labels)");
-  app.add_option("-o,--output", opts.output, "IPFIX file, or tcp://HOST:PORT / udp://HOST:PORT")
+  app.add_option("--extract", opts.flow,
+                 "write the packets of one flow to the output, a pcap file, instead of IPFIX: "
+                 "a flow selector such as 'tcp 10.0.0.1:51234 <-> 10.0.0.2:443 ms FIRST-LAST' "
+                 "(docs/api.md, Flow selectors; --filter and --no-decap apply as when the flow "
+                 "was metered)");
+  app.add_option("-o,--output", opts.output,
+                 "IPFIX file, or tcp://HOST:PORT / udp://HOST:PORT (with --extract: a pcap file)")
       ->required();
   app.add_flag("--no-dpi", no_dpi, "do not run nDPI (no application labels)");
   app.add_option("--idle-timeout", opts.idle_timeout_s, "idle timeout in seconds (packet time)")
@@ -114,6 +120,14 @@ int main(int argc, char** argv) {
   opts.dpi = !no_dpi;
   opts.biflow = !uniflow;
   if (ingest) opts.mode = eng::Mode::Ingest;
+  if (!opts.flow.empty()) {
+    if (ingest || !opts.flows_db.empty() || !ndjson_path.empty() || !csv_path.empty()) {
+      std::cerr << "pcap2ipfix: --extract writes a pcap only (no --ingest, --flows-db, --ndjson "
+                   "or --csv)\n";
+      return 2;
+    }
+    opts.mode = eng::Mode::Extract;
+  }
   if ((ndjson_path == "-") + (csv_path == "-") + (summary_path == "-") > 1) {
     std::cerr << "pcap2ipfix: only one of --ndjson, --csv and --summary-json can go to stdout\n";
     return 2;
@@ -151,8 +165,8 @@ int main(int argc, char** argv) {
   }
 
   try {
-    // An ingest sets nDPI up only if a label needs a protocol name.
-    eng::Engine engine(opts.dpi && !ingest);
+    // An ingest sets nDPI up only if a label needs a protocol name; an extract never does.
+    eng::Engine engine(opts.dpi && opts.mode == eng::Mode::Convert);
     eng::Conversion result;
     const auto t0 = std::chrono::steady_clock::now();
     for (unsigned i = 0; i < repeat; ++i) result = engine.convert_text(opts, progress, &g_cancel);
