@@ -383,11 +383,14 @@ void FlowRoutes::top(const Request& req, Response& res) {
                     metric = req.query_value("metric"), n = req.query_value("n");
   auto store = read_store(o->fd.get(), o->task.id, res, problem_);
   if (!store) return;
+  const std::string top_dims = store->meta("top_dims");
   auto built = flows::build_top({.filter = filter,
                                  .by = by,
                                  .metric = metric,
                                  .n = n,
-                                 .series_has_app = store->meta("dpi") == "1"});
+                                 .series_has_app = store->meta("dpi") == "1",
+                                 .top_dims = top_dims,
+                                 .top_k = static_cast<std::int64_t>(store->meta_u64("top_k"))});
   if (auto* e = std::get_if<flows::ParamError>(&built)) return parameter_problem(res, *e);
   const auto& q = std::get<flows::TopQuery>(built);
   json groups = json::array();

@@ -24,7 +24,7 @@ std::string type_text(const fl::Column& c) {
     case fl::ColumnType::Address:
       return "text (address)";
     case fl::ColumnType::Blob:
-      return "blob (16 bytes)";
+      return c.name.ends_with("_ip") ? "blob (16 bytes)" : "blob";
   }
   return "";
 }

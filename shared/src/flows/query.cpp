@@ -449,27 +449,30 @@ std::variant<ListQuery, ParamError> build_list(const ListParams& params) {
     q.sql += (first ? "" : ", ") + select_expression(c);
     first = false;
   }
-  for (const auto& k : q.keys) q.sql += ", " + k.column;
-  q.sql += " FROM flows";
+  std::string rest;  // after the result columns
+  for (const auto& k : q.keys) rest += ", " + k.column;
+  rest += " FROM flows";
   if (!w.sql.empty() && !keyset.empty()) {
-    q.sql += " WHERE (" + w.sql + ") AND (" + keyset + ")";
+    rest += " WHERE (" + w.sql + ") AND (" + keyset + ")";
   } else if (!w.sql.empty()) {
-    q.sql += " WHERE " + w.sql;
+    rest += " WHERE " + w.sql;
   } else if (!keyset.empty()) {
-    q.sql += " WHERE " + keyset;
+    rest += " WHERE " + keyset;
   }
   q.binds = w.binds;
   q.binds.insert(q.binds.end(), keyset_binds.begin(), keyset_binds.end());
-  q.sql += " ORDER BY ";
+  rest += " ORDER BY ";
   first = true;
   for (const auto& k : q.keys) {
-    q.sql += (first ? "" : ", ") + k.column + (k.descending ? " DESC" : "");
+    rest += (first ? "" : ", ") + k.column + (k.descending ? " DESC" : "");
     first = false;
   }
   if (q.limit > 0) {
-    q.sql += " LIMIT ?";
+    rest += " LIMIT ?";
     q.binds.push_back({q.limit + 1});
   }
+  q.sql += rest;
+  q.packed_sql = "SELECT id, packed, app, server_name, ja3c, community_id, risks" + rest;
   return q;
 }
 
@@ -521,6 +524,20 @@ std::variant<TopQuery, ParamError> build_top(const TopParams& params) {
   for (std::size_t i = 0; i < q.key_count; ++i) {
     keys += (i ? ", " : "") + q.columns[i];
     order += ", " + std::to_string(i + 1);
+  }
+  if (w.sql.empty() && *n <= params.top_k) {
+    bool listed = false;
+    for (auto d : split(params.top_dims, ','))
+      if (d == by) listed = true;
+    if (listed) {
+      q.sql = "SELECT key AS " + q.columns[0];
+      if (q.key_count == 2) q.sql += ", key2 AS " + q.columns[1];
+      q.sql +=
+          ", bytes, packets, flows FROM top WHERE dim = ? AND metric = ? ORDER BY rank LIMIT ?";
+      q.binds = {{by}, {metric.empty() ? std::string("bytes") : metric}, {*n}};
+      q.columns.insert(q.columns.end(), {"bytes", "packets", "flows"});
+      return q;
+    }
   }
   const bool from_series = w.sql.empty() && params.series_has_app &&
                            (q.columns[0] == "app" || q.columns[0] == "proto_name");

@@ -34,7 +34,10 @@ std::string create_tables_sql() {
   s += "CREATE TABLE series(dim TEXT NOT NULL, key TEXT NOT NULL, bucket_ms INTEGER NOT NULL, "
        "packets INTEGER NOT NULL, bytes INTEGER NOT NULL, flows INTEGER NOT NULL, "
        "PRIMARY KEY(dim, key, bucket_ms)) WITHOUT ROWID;\n"
-       "CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;\n";
+       "CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;\n"
+       "CREATE TABLE top(dim TEXT NOT NULL, metric TEXT NOT NULL, rank INTEGER NOT NULL, key, "
+       "key2, bytes INTEGER NOT NULL, packets INTEGER NOT NULL, flows INTEGER NOT NULL, "
+       "PRIMARY KEY(dim, metric, rank)) WITHOUT ROWID;\n";
   return s;
 }
 

@@ -3,12 +3,14 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
 
 #include "ipfixweb/shared/json_escape.hpp"
+#include "render.hpp"
 
 namespace ipfixweb::flows {
 
@@ -295,5 +297,318 @@ void append_row(std::string& out, sqlite3_stmt* row, std::span<const int> column
   }
   out.append("\r\n");
 }
+
+// ---- RowRenderer ----------------------------------------------------------------------------
+
+namespace detail {
+
+namespace {
+
+enum Field : std::uint8_t {
+  kId,
+  kStartMs,
+  kEndMs,
+  kStartTime,
+  kEndTime,
+  kDuration,
+  kIpVersion,
+  kProto,
+  kProtoName,
+  kSrc,
+  kDst,
+  kSport,
+  kDport,
+  kVlan,
+  kPackets,
+  kBytes,
+  kFwdPackets,
+  kFwdBytes,
+  kRevPackets,
+  kRevBytes,
+  kTcpFlags,
+  kRevTcpFlags,
+  kIcmp,
+  kRevIcmp,
+  kTos,
+  kRevTos,
+  kEndReason,
+  kAppId,
+  kApp,
+  kServerName,
+  kJa3c,
+  kCommunityId,
+  kRisk,
+  kRiskScore,
+  kRisks,
+};
+
+Field field_of(std::string_view name) {
+  static constexpr std::pair<std::string_view, Field> kNames[] = {
+      {"id", kId},
+      {"start_ms", kStartMs},
+      {"end_ms", kEndMs},
+      {"start_time", kStartTime},
+      {"end_time", kEndTime},
+      {"duration_ms", kDuration},
+      {"ip_version", kIpVersion},
+      {"proto", kProto},
+      {"proto_name", kProtoName},
+      {"src", kSrc},
+      {"dst", kDst},
+      {"sport", kSport},
+      {"dport", kDport},
+      {"vlan", kVlan},
+      {"packets", kPackets},
+      {"bytes", kBytes},
+      {"fwd_packets", kFwdPackets},
+      {"fwd_bytes", kFwdBytes},
+      {"rev_packets", kRevPackets},
+      {"rev_bytes", kRevBytes},
+      {"tcp_flags", kTcpFlags},
+      {"rev_tcp_flags", kRevTcpFlags},
+      {"icmp_type_code", kIcmp},
+      {"rev_icmp_type_code", kRevIcmp},
+      {"tos", kTos},
+      {"rev_tos", kRevTos},
+      {"end_reason", kEndReason},
+      {"app_id", kAppId},
+      {"app", kApp},
+      {"server_name", kServerName},
+      {"ja3c", kJa3c},
+      {"community_id", kCommunityId},
+      {"risk", kRisk},
+      {"risk_score", kRiskScore},
+      {"risks", kRisks},
+  };
+  for (const auto& [n, f] : kNames)
+    if (n == name) return f;
+  throw Error("flow store: no packed rendering for column " + std::string(name));
+}
+
+char* put(char* p, std::string_view s) {
+  std::memcpy(p, s.data(), s.size());
+  return p + s.size();
+}
+
+char* put_int(char* p, std::int64_t v) { return std::to_chars(p, p + 24, v).ptr; }
+
+char* put_two(char* p, unsigned v) {
+  p[0] = static_cast<char>('0' + v / 10);
+  p[1] = static_cast<char>('0' + v % 10);
+  return p + 2;
+}
+
+// Text as append_json_text / append_csv_text write it.
+char* put_text(char* p, std::string_view s, bool json) {
+  bool plain = true;
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (json ? (u < 0x20 || u >= 0x80 || c == '"' || c == '\\')
+             : (c == ',' || c == '"' || c == '\r' || c == '\n')) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) {
+    if (json) *p++ = '"';
+    p = put(p, s);
+    if (json) *p++ = '"';
+    return p;
+  }
+  std::string t;
+  if (json)
+    append_json_text(t, s);
+  else
+    append_csv_text(t, s);
+  return put(p, t);
+}
+
+}  // namespace
+
+RowRenderer::RowRenderer(std::span<const int> columns, Format format)
+    : columns_(columns.begin(), columns.end()), format_(format) {
+  const bool json = format == Format::Ndjson;
+  for (std::size_t i = 0; i < columns_.size(); ++i) {
+    const auto& c = kFlowColumns[static_cast<std::size_t>(columns_[i])];
+    fields_.push_back(field_of(c.name));  // throws for a column the renderer does not know
+    if (json)
+      prefix_.push_back((i ? ",\"" : "{\"") + std::string(c.name) + "\":");
+    else
+      prefix_.emplace_back(i ? "," : "");
+  }
+  suffix_ = json ? (columns_.empty() ? "{}\n" : "}\n") : "\r\n";
+}
+
+char* RowRenderer::time(char* p, std::int64_t ms) {
+  std::int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+  const int millis = static_cast<int>(ms - secs * 1000);
+  const std::int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
+  const int sod = static_cast<int>(secs - days * 86400);
+  if (days != day_) {
+    std::string d;
+    append_iso_time(d, days * 86400000);  // "YYYY-MM-DDT00:00:00.000Z"
+    const auto t = d.find('T');
+    date_len_ = std::min(t + 1, sizeof date_);
+    std::memcpy(date_, d.data(), date_len_);
+    day_ = days;
+  }
+  p = put(p, std::string_view(date_, date_len_));
+  p = put_two(p, static_cast<unsigned>(sod / 3600));
+  *p++ = ':';
+  p = put_two(p, static_cast<unsigned>(sod / 60 % 60));
+  *p++ = ':';
+  p = put_two(p, static_cast<unsigned>(sod % 60));
+  *p++ = '.';
+  *p++ = static_cast<char>('0' + millis / 100);
+  p = put_two(p, static_cast<unsigned>(millis % 100));
+  *p++ = 'Z';
+  return p;
+}
+
+void RowRenderer::append(std::string& out, std::int64_t id, const FlowRow& r) {
+  const bool json = format_ == Format::Ndjson;
+  const std::size_t strings =
+      r.app.size() + r.server_name.size() + r.ja3c.size() + r.community_id.size() + r.risks.size();
+  const std::size_t bound = 16 + columns_.size() * 80 + 6 * strings;
+  if (scratch_.size() < bound) scratch_.resize(bound);
+  char* const start = scratch_.data();
+  char* p = start;
+  const auto null = [&] {
+    if (json) p = put(p, "null");
+  };
+  const auto opt = [&](bool has, std::int64_t v) {
+    if (has)
+      p = put_int(p, v);
+    else
+      null();
+  };
+  const auto text = [&](std::string_view s) {
+    if (s.empty())
+      null();
+    else
+      p = put_text(p, s, json);
+  };
+  const auto s64 = [](std::uint64_t v) { return static_cast<std::int64_t>(v); };
+  for (std::size_t i = 0; i < columns_.size(); ++i) {
+    p = put(p, prefix_[i]);
+    switch (static_cast<Field>(fields_[i])) {
+      case kId:
+        p = put_int(p, id);
+        break;
+      case kStartMs:
+        p = put_int(p, s64(r.start_ms));
+        break;
+      case kEndMs:
+        p = put_int(p, s64(r.end_ms));
+        break;
+      case kStartTime:
+      case kEndTime:
+        if (json) *p++ = '"';
+        p = time(p, s64(static_cast<Field>(fields_[i]) == kStartTime ? r.start_ms : r.end_ms));
+        if (json) *p++ = '"';
+        break;
+      case kDuration:
+        p = put_int(p, s64(r.end_ms) - s64(r.start_ms));
+        break;
+      case kIpVersion:
+        p = put_int(p, r.ip_version);
+        break;
+      case kProto:
+        p = put_int(p, r.proto);
+        break;
+      case kProtoName:
+        if (json) *p++ = '"';
+        p = put(p, proto_name(r.proto));
+        if (json) *p++ = '"';
+        break;
+      case kSrc:
+      case kDst: {
+        const std::string a =
+            address_text(static_cast<Field>(fields_[i]) == kSrc ? r.src : r.dst, r.ip_version);
+        p = put_text(p, a, json);
+        break;
+      }
+      case kSport:
+        p = put_int(p, r.sport);
+        break;
+      case kDport:
+        p = put_int(p, r.dport);
+        break;
+      case kVlan:
+        p = put_int(p, r.vlan);
+        break;
+      case kPackets:
+        p = put_int(p, s64(r.fwd_packets + (r.has_rev ? r.rev_packets : 0)));
+        break;
+      case kBytes:
+        p = put_int(p, s64(r.fwd_bytes + (r.has_rev ? r.rev_bytes : 0)));
+        break;
+      case kFwdPackets:
+        p = put_int(p, s64(r.fwd_packets));
+        break;
+      case kFwdBytes:
+        p = put_int(p, s64(r.fwd_bytes));
+        break;
+      case kRevPackets:
+        opt(r.has_rev, s64(r.rev_packets));
+        break;
+      case kRevBytes:
+        opt(r.has_rev, s64(r.rev_bytes));
+        break;
+      case kTcpFlags:
+        opt(r.has_flags, r.tcp_flags);
+        break;
+      case kRevTcpFlags:
+        opt(r.has_flags && r.has_rev, r.rev_tcp_flags);
+        break;
+      case kIcmp:
+        opt(r.has_flags, r.icmp_type_code);
+        break;
+      case kRevIcmp:
+        opt(r.has_flags && r.has_rev, r.rev_icmp_type_code);
+        break;
+      case kTos:
+        opt(r.has_flags, r.tos);
+        break;
+      case kRevTos:
+        opt(r.has_flags && r.has_rev, r.rev_tos);
+        break;
+      case kEndReason:
+        opt(r.end_reason != 0, r.end_reason);
+        break;
+      case kAppId:
+        opt(r.has_app, r.app_id);
+        break;
+      case kApp:
+        if (r.has_app)
+          text(r.app);
+        else
+          null();
+        break;
+      case kServerName:
+        text(r.server_name);
+        break;
+      case kJa3c:
+        text(r.ja3c);
+        break;
+      case kCommunityId:
+        text(r.community_id);
+        break;
+      case kRisk:
+        opt(r.has_app, s64(r.risk));
+        break;
+      case kRiskScore:
+        opt(r.has_app, r.risk_score);
+        break;
+      case kRisks:
+        text(r.risks);
+        break;
+    }
+  }
+  p = put(p, suffix_);
+  out.append(start, p);
+}
+
+}  // namespace detail
 
 }  // namespace ipfixweb::flows

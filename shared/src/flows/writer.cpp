@@ -17,6 +17,8 @@
 #include <mutex>
 #include <thread>
 
+#include "packed.hpp"
+
 namespace ipfixweb::flows {
 
 // ---- series ----------------------------------------------------------------------------
@@ -141,32 +143,262 @@ constexpr const char* kInsert =
     "INSERT INTO flow_rows(start_ms, end_ms, ip_version, proto, src, dst, src_ip, dst_ip, sport, "
     "dport, vlan, packets, bytes, fwd_packets, fwd_bytes, rev_packets, rev_bytes, tcp_flags, "
     "rev_tcp_flags, icmp_type_code, rev_icmp_type_code, tos, rev_tos, end_reason, app_id, app, "
-    "server_name, ja3c, community_id, risk, risk_score, risks) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,"
-    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    "server_name, ja3c, community_id, risk, risk_score, risks, packed) VALUES(?,?,?,?,?,?,?,?,?,?,"
+    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 
 std::string errno_text() { return std::strerror(errno); }
 
+// ---- top groups ------------------------------------------------------------------------------
+
+struct Totals {
+  std::uint64_t bytes = 0, packets = 0, flows = 0;
+};
+
+// Totals per group of one dimension, the group's key a short byte string (kept in an arena):
+// open addressing over indexes into the entries, so a group costs its key plus about 40 bytes.
+class Groups {
+ public:
+  void add(std::string_view key, std::uint64_t bytes, std::uint64_t packets) {
+    if (overflowed_) return;
+    if ((entries_.size() + 1) * 4 > slots_.size() * 3) grow();
+    const std::size_t mask = slots_.size() - 1;
+    const std::uint64_t h = hash(key);
+    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+      std::uint32_t& s = slots_[i];
+      if (s == 0) {
+        if (entries_.size() >= kTopMaxGroups) return overflow();
+        entries_.push_back({static_cast<std::uint32_t>(arena_.size()),
+                            static_cast<std::uint32_t>(key.size()),
+                            {}});
+        arena_.append(key);
+        s = static_cast<std::uint32_t>(entries_.size());
+        Totals& t = entries_.back().totals;
+        t.bytes = bytes;
+        t.packets = packets;
+        t.flows = 1;
+        return;
+      }
+      Entry& e = entries_[s - 1];
+      if (e.len == key.size() && std::memcmp(arena_.data() + e.off, key.data(), key.size()) == 0) {
+        e.totals.bytes += bytes;
+        e.totals.packets += packets;
+        ++e.totals.flows;
+        return;
+      }
+    }
+  }
+  bool overflowed() const { return overflowed_; }
+  std::size_t size() const { return entries_.size(); }
+  std::string_view key(std::size_t i) const {
+    return {arena_.data() + entries_[i].off, entries_[i].len};
+  }
+  const Totals& totals(std::size_t i) const { return entries_[i].totals; }
+
+ private:
+  struct Entry {
+    std::uint32_t off, len;
+    Totals totals;
+  };
+  static std::uint64_t hash(std::string_view k) {
+    std::uint64_t h = 0x9E3779B97F4A7C15ull ^ k.size();
+    for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001B3ull;
+    return h ^ (h >> 29);
+  }
+  void grow() {
+    std::vector<std::uint32_t> old = std::move(slots_);
+    slots_.assign(old.empty() ? 64 : old.size() * 2, 0);
+    const std::size_t mask = slots_.size() - 1;
+    for (std::uint32_t s : old) {
+      if (!s) continue;
+      std::size_t i = hash(key(s - 1)) & mask;
+      while (slots_[i]) i = (i + 1) & mask;
+      slots_[i] = s;
+    }
+  }
+  void overflow() {
+    overflowed_ = true;
+    entries_ = {};
+    slots_ = {};
+    arena_ = {};
+  }
+  std::vector<Entry> entries_;
+  std::vector<std::uint32_t> slots_;  // entry index + 1; 0: empty
+  std::string arena_;
+  bool overflowed_ = false;
+};
+
+// The keys of a row's groups in every dimension (kTopDims order). Byte strings equal exactly
+// when the SQL GROUP BY keys are equal: a text or NULL ('\0' NULL, '\1' text), the address's
+// version and bytes (its text is a function of them), the port, the protocol number.
+class TopBuilder {
+ public:
+  void add(const FlowRow& r, std::uint64_t bytes, std::uint64_t packets) {
+    std::string& k = key_;
+    const auto text = [&](bool has, std::string_view v) {
+      k.clear();
+      if (has && !v.empty()) {
+        k.push_back('\1');
+        k.append(v);
+      } else {
+        k.push_back('\0');
+      }
+    };
+    const auto address = [&](const std::array<std::uint8_t, 16>& a) {
+      k.push_back(static_cast<char>(r.ip_version));
+      const auto* p = reinterpret_cast<const char*>(a.data());
+      if (r.ip_version == 4)
+        k.append(p + 12, 4);
+      else
+        k.append(p, 16);
+    };
+    text(r.has_app, r.app);
+    dims_[0].add(k, bytes, packets);
+    k.clear();
+    address(r.src);
+    dims_[1].add(k, bytes, packets);
+    const std::size_t src_len = k.size();
+    address(r.dst);
+    dims_[3].add(k, bytes, packets);
+    dims_[2].add(std::string_view(k).substr(src_len), bytes, packets);
+    text(true, r.server_name);
+    dims_[4].add(k, bytes, packets);
+    text(true, r.ja3c);
+    dims_[5].add(k, bytes, packets);
+    const char port[2] = {static_cast<char>(r.dport >> 8), static_cast<char>(r.dport & 0xff)};
+    dims_[6].add(std::string_view(port, 2), bytes, packets);
+    const char proto = static_cast<char>(r.proto);
+    dims_[7].add(std::string_view(&proto, 1), bytes, packets);
+  }
+  const Groups& dim(std::size_t i) const { return dims_[i]; }
+
+ private:
+  std::array<Groups, kTopDims.size()> dims_;
+  std::string key_;
+};
+
+// The text order (SQLite's BINARY collation) of the decimal octets 0..255: dotted IPv4
+// texts compare as their octets' ranks do, octet by octet (a shorter octet that is a prefix
+// of a longer one is followed by '.' or the end, both below any digit).
+const std::array<std::uint8_t, 256>& octet_ranks() {
+  static const auto ranks = [] {
+    std::array<std::string, 256> texts;
+    for (int i = 0; i < 256; ++i) texts[static_cast<std::size_t>(i)] = std::to_string(i);
+    std::array<std::uint8_t, 256> order{};
+    for (int i = 0; i < 256; ++i) order[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i);
+    std::sort(order.begin(), order.end(),
+              [&](std::uint8_t a, std::uint8_t b) { return texts[a] < texts[b]; });
+    std::array<std::uint8_t, 256> r{};
+    for (int i = 0; i < 256; ++i)
+      r[order[static_cast<std::size_t>(i)]] = static_cast<std::uint8_t>(i);
+    return r;
+  }();
+  return ranks;
+}
+
+// The same order for protocol numbers by their names (proto_name).
+const std::array<std::uint8_t, 256>& proto_ranks() {
+  static const auto ranks = [] {
+    std::array<std::uint8_t, 256> order{};
+    for (int i = 0; i < 256; ++i) order[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i);
+    std::sort(order.begin(), order.end(),
+              [](std::uint8_t a, std::uint8_t b) { return proto_name(a) < proto_name(b); });
+    std::array<std::uint8_t, 256> r{};
+    for (int i = 0; i < 256; ++i)
+      r[order[static_cast<std::size_t>(i)]] = static_cast<std::uint8_t>(i);
+    return r;
+  }();
+  return ranks;
+}
+
+// An address key (TopBuilder: version byte, then 4 or 16 bytes): its length and its text.
+std::size_t address_key_size(std::string_view k) {
+  return static_cast<std::uint8_t>(k[0]) == 4 ? 5 : 17;
+}
+std::string address_key_text(std::string_view k) {
+  std::array<std::uint8_t, 16> a{};
+  if (k.size() == 5) {
+    a[10] = a[11] = 0xff;
+    std::memcpy(a.data() + 12, k.data() + 1, 4);
+  } else {
+    std::memcpy(a.data(), k.data() + 1, 16);
+  }
+  return address_text(a, static_cast<std::uint8_t>(k[0]));
+}
+// <0, 0, >0 as the addresses' texts compare.
+int compare_addresses(std::string_view a, std::string_view b) {
+  if (a.size() == 5 && b.size() == 5) {
+    const auto& r = octet_ranks();
+    for (std::size_t i = 1; i < 5; ++i) {
+      const int x = r[static_cast<std::uint8_t>(a[i])], y = r[static_cast<std::uint8_t>(b[i])];
+      if (x != y) return x - y;
+    }
+    return 0;
+  }
+  return address_key_text(a).compare(address_key_text(b));
+}
+
+// <0, 0, >0 as the groups' keys compare in /top's order (NULL first, then ascending).
+int compare_keys(std::size_t dim, std::string_view a, std::string_view b) {
+  switch (dim) {
+    case 1:  // src
+    case 2:  // dst
+      return compare_addresses(a, b);
+    case 3: {  // pair
+      const std::size_t na = address_key_size(a), nb = address_key_size(b);
+      if (int c = compare_addresses(a.substr(0, na), b.substr(0, nb))) return c;
+      return compare_addresses(a.substr(na), b.substr(nb));
+    }
+    case 7: {  // proto: by name
+      const auto& r = proto_ranks();
+      return r[static_cast<std::uint8_t>(a[0])] - r[static_cast<std::uint8_t>(b[0])];
+    }
+    default:  // text or NULL ('\0' before '\1'), port (big-endian): as bytes
+      return a.compare(b);
+  }
+}
+
+// Binds a group's key(s) as `flows` holds them: NULL, text or the port number.
+void bind_key(sqlite3_stmt* s, std::size_t dim, std::string_view k) {
+  const auto text = [&](int i, const std::string& t) {
+    sqlite3_bind_text(s, i, t.data(), static_cast<int>(t.size()), SQLITE_TRANSIENT);
+  };
+  sqlite3_bind_null(s, 5);
+  switch (dim) {
+    case 1:
+    case 2:
+      return text(4, address_key_text(k));
+    case 3: {
+      const std::size_t n = address_key_size(k);
+      text(4, address_key_text(k.substr(0, n)));
+      return text(5, address_key_text(k.substr(n)));
+    }
+    case 6:
+      sqlite3_bind_int64(s, 4,
+                         static_cast<std::uint8_t>(k[0]) << 8 | static_cast<std::uint8_t>(k[1]));
+      return;
+    case 7:
+      return text(4, proto_name(static_cast<std::uint8_t>(k[0])));
+    default:
+      if (k[0] == '\0')
+        sqlite3_bind_null(s, 4);
+      else
+        sqlite3_bind_text(s, 4, k.data() + 1, static_cast<int>(k.size() - 1), SQLITE_TRANSIENT);
+  }
+}
+
 }  // namespace
 
-// A row as the writer's thread receives it: the strings copied.
-struct OwnedRow {
-  FlowRow row;
-  std::string app, server_name, ja3c, community_id, risks;
-  void set(const FlowRow& r) {
-    row = r;
-    app.assign(r.app);
-    server_name.assign(r.server_name);
-    ja3c.assign(r.ja3c);
-    community_id.assign(r.community_id);
-    risks.assign(r.risks);
-    row.app = app;
-    row.server_name = server_name;
-    row.ja3c = ja3c;
-    row.community_id = community_id;
-    row.risks = risks;
+// A batch of rows as the writer's thread receives them: each row packed (packed.hpp) one after
+// the other, which copies the strings once and is the `packed` column as it is stored.
+struct Batch {
+  std::string data;
+  std::vector<std::uint32_t> ends;  // the end of each row in data
+  std::size_t size() const { return ends.size(); }
+  void clear() {
+    data.clear();
+    ends.clear();
   }
 };
-using Batch = std::vector<OwnedRow>;
 constexpr std::size_t kBatchRows = 2048;
 constexpr std::size_t kMaxQueued = 8;  // batches waiting for the thread
 constexpr std::size_t kBatchesPerCommit = 16;
@@ -187,13 +419,15 @@ struct Writer::Impl {
   std::deque<Batch> queue;
   std::vector<Batch> spare;  // emptied batches for reuse
   Batch current;             // being filled by add()
-  std::size_t used = 0;      // rows of `current` in use
   bool closing = false;      // no more batches
   bool stop = false;         // abandon what is queued
   std::string error;         // the first insert failure
   std::size_t batches = 0;   // inserted by the thread
+  TopBuilder top;            // the thread's: the groups of every row inserted
+  FlowRow row;               // the thread's: the row being inserted
 
-  void insert_row(const FlowRow& r);
+  void insert_row(const FlowRow& r, std::string_view packed);
+  std::string write_top(const std::string& name);
   void run() {
     for (;;) {
       Batch b;
@@ -207,7 +441,15 @@ struct Writer::Impl {
       cv.notify_all();
       if (error.empty()) {
         try {
-          for (const auto& r : b) insert_row(r.row);
+          std::size_t begin = 0;
+          for (const std::uint32_t end : b.ends) {
+            const std::string_view p(b.data.data() + begin, end - begin);
+            std::size_t stored = 0;
+            if (!packed::decode(p.data(), p.size(), row, &stored))
+              throw Error("flow store: bad batch");
+            insert_row(row, p.substr(0, stored));
+            begin = end;
+          }
           // Hand the pages to the kernel as they fill and have it start writing them back,
           // so the commit and fsync at the end find little left to do.
           if (++batches % kBatchesPerCommit == 0) {
@@ -224,7 +466,6 @@ struct Writer::Impl {
     }
   }
   void hand_over() {
-    current.resize(used);
     std::unique_lock lock(mu);
     cv.wait(lock, [&] { return queue.size() < kMaxQueued; });
     queue.push_back(std::move(current));
@@ -234,7 +475,7 @@ struct Writer::Impl {
     } else {
       current = Batch();
     }
-    used = 0;
+    current.clear();
     lock.unlock();
     cv.notify_all();
   }
@@ -323,7 +564,6 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
     m.exec(create_indexes_sql(), name);
     m.check(sqlite3_prepare_v3(m.db, kInsert, -1, SQLITE_PREPARE_PERSISTENT, &m.insert, nullptr),
             "prepare", name);
-    m.current.resize(kBatchRows);
     m.thread = std::thread([&m] { m.run(); });
   } catch (...) {
     abort();
@@ -361,7 +601,7 @@ inline void bind_u64(sqlite3_stmt* s, int i, std::uint64_t v) {
 
 }  // namespace
 
-void Writer::Impl::insert_row(const FlowRow& r) {
+void Writer::Impl::insert_row(const FlowRow& r, std::string_view packed) {
   sqlite3_stmt* s = insert;
   const std::string src = address_text(r.src, r.ip_version);
   const std::string dst = address_text(r.dst, r.ip_version);
@@ -409,20 +649,83 @@ void Writer::Impl::insert_row(const FlowRow& r) {
   opt(r.has_app, r.risk);
   opt(r.has_app, r.risk_score);
   bind_text(s, i++, r.risks);
+  sqlite3_bind_blob(s, i++, packed.data(), static_cast<int>(packed.size()), SQLITE_STATIC);
   const int rc = sqlite3_step(s);
   sqlite3_reset(s);
   if (rc != SQLITE_DONE) check(rc, "insert", final_name);
+  top.add(r, bytes, packets);
+}
+
+// The top table (schema.hpp): for each dimension and metric the first kTopK groups in /top's
+// order. Returns the dimensions written, comma-separated (top_dims).
+std::string Writer::Impl::write_top(const std::string& name) {
+  sqlite3_stmt* s = nullptr;
+  check(sqlite3_prepare_v2(db, "INSERT INTO top VALUES(?,?,?,?,?,?,?,?)", -1, &s, nullptr),
+        "prepare", name);
+  std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(s, sqlite3_finalize);
+  constexpr const char* kMetrics[] = {"bytes", "packets", "flows"};
+  std::string dims;
+  std::vector<std::uint32_t> order;
+  for (std::size_t d = 0; d < kTopDims.size(); ++d) {
+    const Groups& g = top.dim(d);
+    if (g.overflowed()) continue;
+    if (!dims.empty()) dims += ',';
+    dims += kTopDims[d];
+    for (int metric = 0; metric < 3; ++metric) {
+      const auto value = [&](std::uint32_t i) {
+        const Totals& t = g.totals(i);
+        return metric == 0 ? t.bytes : metric == 1 ? t.packets : t.flows;
+      };
+      const auto before = [&](std::uint32_t a, std::uint32_t b) {
+        const std::uint64_t x = value(a), y = value(b);
+        if (x != y) return x > y;
+        return compare_keys(d, g.key(a), g.key(b)) < 0;
+      };
+      // Only groups whose value reaches the kTopK-th largest can be among the first kTopK
+      // (the keys decide among those equal to it).
+      order.resize(g.size());
+      for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+      const auto k = static_cast<std::size_t>(kTopK);
+      if (order.size() > k) {
+        std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k - 1),
+                         order.end(),
+                         [&](std::uint32_t a, std::uint32_t b) { return value(a) > value(b); });
+        const std::uint64_t threshold = value(order[k - 1]);
+        order.erase(std::remove_if(order.begin(), order.end(),
+                                   [&](std::uint32_t i) { return value(i) < threshold; }),
+                    order.end());
+      }
+      const std::size_t n = std::min(k, order.size());
+      std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
+                        before);
+      for (std::size_t r = 0; r < n; ++r) {
+        const Totals& t = g.totals(order[r]);
+        sqlite3_bind_text(s, 1, kTopDims[d].data(), static_cast<int>(kTopDims[d].size()),
+                          SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, kMetrics[metric], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(r + 1));
+        bind_key(s, d, g.key(order[r]));
+        bind_u64(s, 6, t.bytes);
+        bind_u64(s, 7, t.packets);
+        bind_u64(s, 8, t.flows);
+        const int rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE) check(rc, "top", name);
+      }
+    }
+  }
+  return dims;
 }
 
 void Writer::add(const FlowRow& r) {
   Impl& m = *impl_;
-  if (m.used == m.current.size()) {
+  if (m.current.size() == kBatchRows) {
     const std::string e = m.first_error();
     if (!e.empty()) throw Error(e);
     m.hand_over();
-    if (m.current.size() < kBatchRows) m.current.resize(kBatchRows);
   }
-  m.current[m.used++].set(r);
+  packed::encode(m.current.data, r);
+  m.current.ends.push_back(static_cast<std::uint32_t>(m.current.data.size()));
   ++rows_;
   packets_ += r.fwd_packets + (r.has_rev ? r.rev_packets : 0);
   bytes_ += r.fwd_bytes + (r.has_rev ? r.rev_bytes : 0);
@@ -435,26 +738,26 @@ void Writer::commit() {
   const std::string& name = cfg_.name;
   const bool timing = std::getenv("IPFIXWEB_FLOWS_TIMING") != nullptr;
   auto t0 = std::chrono::steady_clock::now();
+  // Wall time and this thread's CPU time of each step (the CPU time tells a step's own cost
+  // on a busy machine).
+  const auto cpu_ms = [] {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+  };
+  double c0 = timing ? cpu_ms() : 0;
   const auto lap = [&](const char* what) {
     if (!timing) return;
     const auto t = std::chrono::steady_clock::now();
-    std::fprintf(stderr, "flows commit: %s %.1f ms\n", what,
-                 std::chrono::duration<double, std::milli>(t - t0).count());
+    const double c = cpu_ms();
+    std::fprintf(stderr, "flows commit: %s %.1f ms (cpu %.1f ms)\n", what,
+                 std::chrono::duration<double, std::milli>(t - t0).count(), c - c0);
     t0 = t;
+    c0 = c;
   };
   try {
-    if (m.used) m.hand_over();
-    m.end_thread(true);
-    lap("writer thread caught up");
-    if (!m.error.empty()) throw Error(m.error);
-    sqlite3_finalize(m.insert);
-    m.insert = nullptr;
-    // The series.
-    sqlite3_stmt* s = nullptr;
-    m.check(sqlite3_prepare_v2(m.db, "INSERT INTO series VALUES(?,?,?,?,?,?)", -1, &s, nullptr),
-            "prepare", name);
-    std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(s, sqlite3_finalize);
-    // In primary key order: appended, not inserted all over the table.
+    if (m.current.size()) m.hand_over();
+    // The series are summed and sorted here while the thread inserts its last batches.
     struct SeriesRow {
       const char* dim;
       const std::string* key;
@@ -466,13 +769,22 @@ void Writer::commit() {
                          const SeriesBuilder::Cell& c) {
       series_rows.push_back({dim == SeriesBuilder::kApp ? "app" : "proto", &key, start, c});
     });
-    lap("series summed");
+    // In primary key order: appended, not inserted all over the table.
     std::sort(series_rows.begin(), series_rows.end(), [](const SeriesRow& a, const SeriesRow& b) {
       if (int c = std::strcmp(a.dim, b.dim)) return c < 0;
       if (*a.key != *b.key) return *a.key < *b.key;
       return a.start < b.start;
     });
-    lap("series sorted");
+    lap("series summed and sorted");
+    m.end_thread(true);
+    lap("writer thread caught up");
+    if (!m.error.empty()) throw Error(m.error);
+    sqlite3_finalize(m.insert);
+    m.insert = nullptr;
+    sqlite3_stmt* s = nullptr;
+    m.check(sqlite3_prepare_v2(m.db, "INSERT INTO series VALUES(?,?,?,?,?,?)", -1, &s, nullptr),
+            "prepare", name);
+    std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(s, sqlite3_finalize);
     for (const auto& r : series_rows) {
       sqlite3_bind_text(s, 1, r.dim, -1, SQLITE_STATIC);
       sqlite3_bind_text(s, 2, r.key->data(), static_cast<int>(r.key->size()), SQLITE_STATIC);
@@ -485,6 +797,8 @@ void Writer::commit() {
       if (rc != SQLITE_DONE) m.check(rc, "series", name);
     }
     guard.reset();
+    const std::string top_dims = m.write_top(name);
+    lap("series and top inserted");
     // meta
     char created[32] = {};
     const std::time_t now = std::time(nullptr);
@@ -503,9 +817,11 @@ void Writer::commit() {
     meta += "('flows'," + std::to_string(rows_) + "),";
     meta += "('packets'," + std::to_string(packets_) + "),";
     meta += "('bytes'," + std::to_string(bytes_) + "),";
-    meta += "('created_at','" + std::string(created) + "')";
+    meta += "('created_at','" + std::string(created) + "'),";
+    meta += "('top_k'," + std::to_string(kTopK) + "),";
+    meta += "('top_dims','" + top_dims + "')";
     m.exec(meta, name);
-    lap("series and meta");
+    lap("meta");
     m.exec("COMMIT", name);
     lap("commit");
     m.exec("PRAGMA optimize", name);

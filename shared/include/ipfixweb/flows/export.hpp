@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,17 +26,17 @@ class RowExport {
   // Appends rows (the CSV header first) until `out` holds at least `piece` bytes or the rows
   // end; false once the last row is written. With a budget, the rows of one call must come
   // within it. Throws Error ("export stopped: ...") when SQLite fails or the budget is spent.
+  //
+  // On a store with packed rows (format version 2) a thread of the export's own steps
+  // SQLite and hands the packed rows over in batches of bounded size (at most a few ahead of
+  // the caller), and fill() renders them: reading and rendering run on two cores. The
+  // budget then applies to each batch the thread reads (the budget of the first call).
   bool fill(std::string& out, std::size_t piece,
             std::chrono::milliseconds budget = std::chrono::milliseconds::zero());
 
  private:
-  sqlite3* db_;
-  ListQuery q_;
-  std::vector<int> columns_;
-  Format format_;
-  sqlite3_stmt* stmt_ = nullptr;
-  bool header_done_ = false;
-  std::int64_t rows_ = 0;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace ipfixweb::flows

@@ -117,6 +117,11 @@ struct ListQuery {
   // statement is on row `limit` (the last rendered).
   std::string next_cursor(sqlite3_stmt* row) const;
 
+  // The same rows with result columns id, packed, app, server_name, ja3c, community_id, risks
+  // (then the sort keys): what an export
+  // renders from on a store of format version 2 (flow_rows.packed; store.hpp).
+  std::string packed_sql;
+
   // The ORDER BY keys, id last; tag identifies the sort and filter a cursor belongs to.
   std::vector<SortKey> keys;
   std::string tag;
@@ -135,6 +140,11 @@ struct TopParams {
   // from the series table (a few thousand rows; the same
   // totals as the flows, FlowsApi.TopFromTheSeriesIsTopFromTheFlows) instead of every flow.
   bool series_has_app = false;
+  // The store's meta top_dims and top_k (format version 2): without a filter, top by a
+  // dimension listed there, for n up to top_k, is read from the top table (the first n rows
+  // of its ranking) instead of grouping every flow.
+  std::string_view top_dims{};
+  std::int64_t top_k = 0;
 };
 inline constexpr std::int64_t kDefaultTopN = 20;
 inline constexpr std::int64_t kMaxTopN = 1000;

@@ -11,6 +11,8 @@
 //   flow_rows  the stored columns (SQLite computes even VIRTUAL generated columns on every
 //           insert, which doubled the cost of writing a row; a view computes them on reading)
 //   series  packets/bytes/flows per time bucket, by application and by IP protocol
+//   top     the largest groups of flows by app, src, dst, pair, server_name, ja3, port and
+//           proto, for each metric (bytes, packets, flows): /top without a filter reads it
 //   meta    key/value facts about the store (format, version, bucket size, span, totals)
 #pragma once
 
@@ -23,7 +25,9 @@
 namespace ipfixweb::flows {
 
 inline constexpr std::string_view kFormat = "ipfixweb-flows";
-inline constexpr int kVersion = 1;
+// 2: flow_rows.packed and the top table (pre-aggregated top-N); readers of version 2 read
+// version 1 stores too (exports read the columns, top-N groups the flows).
+inline constexpr int kVersion = 2;
 // The file name of a task's flow store, from its IPFIX output's.
 inline constexpr std::string_view kStoreSuffix = ".flows.sqlite";
 inline std::string store_name_for(std::string_view output) {
@@ -121,6 +125,9 @@ inline constexpr std::array kFlowColumns{
          "nDPI risk score (ndpi_risk2score, client + server); null without DPI"},
   Column{"risks", ColumnType::Text, "TEXT",
          "the risks' names as nDPI prints them, comma-separated; null when none"},
+  Column{"packed", ColumnType::Blob, "BLOB",
+         "the row's numbers and addresses in one blob, which the exports decode instead of "
+         "reading thirty columns (see Packed rows below)", false},
 };
 // clang-format on
 
@@ -150,7 +157,28 @@ int column_index(std::string_view name);
 // ingest); each record's flows count once, in the bucket of its start.
 inline constexpr std::uint64_t kMaxBuckets = 2048;
 // meta keys: format, version, source ('pcap' | 'ipfix'), biflow (0|1), dpi (0|1),
-// bucket_ms, first_ms, last_ms (the span of the records), flows, packets, bytes, created_at.
+// bucket_ms, first_ms, last_ms (the span of the records), flows, packets, bytes, created_at,
+// top_k and top_dims (version 2: see the top table).
+
+// The top table (version 2):
+//   CREATE TABLE top(dim TEXT NOT NULL,     -- a /top `by`: app, src, dst, pair, ...
+//                    metric TEXT NOT NULL,  -- bytes | packets | flows
+//                    rank INTEGER NOT NULL, -- 1, 2, ... in the order of /top's answer
+//                    key, key2,             -- the group's key(s) as `flows` holds them
+//                                           -- (key2: dst of a pair; else NULL)
+//                    bytes INTEGER NOT NULL, packets INTEGER NOT NULL, flows INTEGER NOT NULL,
+//                    PRIMARY KEY(dim, metric, rank)) WITHOUT ROWID
+// For each dimension in meta 'top_dims' (comma-separated) and each metric, the first
+// min(top_k, groups) groups of
+//   SELECT <keys>, sum(bytes), sum(packets), count(*) FROM flows GROUP BY <keys>
+//   ORDER BY <metric> DESC, <keys>
+// (keys: app; src; dst; src, dst; server_name; ja3c; dport; proto_name). A dimension with
+// more distinct groups than the writer keeps in memory (kTopMaxGroups) is left out of top_dims.
+inline constexpr std::int64_t kTopK = 1000;  // query.hpp's kMaxTopN
+inline constexpr std::size_t kTopMaxGroups = std::size_t{1} << 22;
+// The dimensions, in the order of the top table's rows and of top_dims.
+inline constexpr std::array<std::string_view, 8> kTopDims{
+    "app", "src", "dst", "pair", "server_name", "ja3", "port", "proto"};
 
 // CREATE statements of a new store (flow_rows, the flows view, series, meta), without
 // indexes.

@@ -1,0 +1,247 @@
+// The flow store as flows::Writer writes it (format version 2), on a generated store: the
+// pre-aggregated top table equals a GROUP BY over the flows, /top's query reads it, and the
+// exports rendered from the packed rows equal the exports rendered column by column.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "ipfixweb/flows/export.hpp"
+#include "ipfixweb/flows/query.hpp"
+#include "ipfixweb/flows/store.hpp"
+#include "ipfixweb/flows/writer.hpp"
+
+namespace fl = ipfixweb::flows;
+
+namespace {
+
+// Deterministic pseudo-random numbers.
+struct Lcg {
+  std::uint64_t s = 0x12345678;
+  std::uint64_t next() {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    return s >> 33;
+  }
+  std::uint64_t below(std::uint64_t n) { return next() % n; }
+};
+
+// A store of `rows` generated flows with many ties (values from small ranges), NULL keys,
+// IPv6 and IPv4-mapped IPv6 addresses, texts that need escaping or are not UTF-8.
+std::string write_store(const std::filesystem::path& dir, int rows) {
+  const std::string path = (dir / "gen.flows.sqlite").string();
+  fl::WriterConfig cfg;
+  cfg.name = path;
+  cfg.sync = false;
+  cfg.sync_dir = false;
+  fl::Writer w(cfg);
+  Lcg g;
+  const char* apps[] = {"TLS.YouTube", "DNS", "Unknown", "HTTP", "QUIC", "", "TLS", "NTP"};
+  std::vector<std::string> names;
+  for (int i = 0; i < 1500; ++i) names.push_back("host" + std::to_string(i) + ".example");
+  names.push_back("caf\xc3\xa9.example");  // UTF-8
+  names.push_back("bad\xe9name");          // not UTF-8
+  names.push_back("a,\"quoted\"\nname");   // CSV and JSON escapes
+  for (int i = 0; i < rows; ++i) {
+    fl::FlowRow r;
+    r.start_ms = 1'700'000'000'000ull + g.below(100'000);
+    r.end_ms = r.start_ms + g.below(5000);
+    if (i == 7) r.end_ms = r.start_ms - 3;  // out of order: a negative duration
+    const std::uint64_t kind = g.below(20);
+    r.ip_version = kind == 0 || kind == 1 ? 6 : 4;
+    const auto v4 = [&](std::uint32_t a) {
+      const std::uint8_t b[4] = {static_cast<std::uint8_t>(a >> 24),
+                                 static_cast<std::uint8_t>(a >> 16),
+                                 static_cast<std::uint8_t>(a >> 8), static_cast<std::uint8_t>(a)};
+      return fl::v4_key(b);
+    };
+    const auto src_n = static_cast<std::uint32_t>(g.below(3000));
+    const auto dst_n = static_cast<std::uint32_t>(g.below(40));
+    r.src = v4(0x0A000000u + src_n * 37);
+    r.dst = v4(0xC0A80000u + dst_n);
+    if (kind == 0) {  // IPv6
+      r.src = {};
+      r.src[0] = 0x20;
+      r.src[1] = 0x01;
+      r.src[15] = static_cast<std::uint8_t>(src_n % 7);
+    }  // kind 1: an IPv4-mapped address in an IPv6 record (its own text, its own group)
+    r.proto = static_cast<std::uint8_t>(std::array{6, 17, 17, 1, 58, 132, 200, 3}[g.below(8)]);
+    r.sport = static_cast<std::uint16_t>(g.below(65536));
+    r.dport = static_cast<std::uint16_t>(std::array{53, 80, 443, 8080, 5001, 0}[g.below(6)] +
+                                         g.below(3) * 1000);
+    r.vlan = static_cast<std::uint16_t>(g.below(3));
+    r.fwd_packets = 1 + g.below(4);
+    r.fwd_bytes = 40 * r.fwd_packets + g.below(3) * 10;
+    r.has_rev = g.below(3) != 0;
+    r.rev_packets = g.below(3);
+    r.rev_bytes = r.rev_packets * 50;
+    r.has_flags = g.below(10) != 0;
+    r.tcp_flags = static_cast<std::uint16_t>(g.below(64));
+    r.rev_tcp_flags = static_cast<std::uint16_t>(g.below(64));
+    r.icmp_type_code = static_cast<std::uint16_t>(g.below(2) * 771);
+    r.tos = static_cast<std::uint8_t>(g.below(2) * 32);
+    r.end_reason = static_cast<std::uint8_t>(g.below(6));
+    r.has_app = g.below(5) != 0;
+    r.app_id = static_cast<std::uint16_t>(g.below(300));
+    r.app = apps[g.below(8)];
+    r.server_name = g.below(2) ? std::string_view(names[g.below(names.size())]) : "";
+    r.ja3c = g.below(3) == 0 ? "e7d705a3286e19ea42f587b344ee6865" : "";
+    r.community_id = g.below(10) ? "1:LQU9qZlK+B5F3KDmev6m5PMibrg=" : "";
+    r.risk = g.below(4) == 0 ? (1ull << 40) + g.below(8) : 0;
+    r.risk_score = static_cast<std::uint32_t>(g.below(200));
+    r.risks = r.risk ? "Known Proto on Non Std Port,TLS (probably) Not Carrying HTTPS" : "";
+    w.add(r);
+    w.series().count_record(r.start_ms, r.has_app ? r.app : "", r.proto);
+  }
+  w.commit();
+  return path;
+}
+
+class FlowWriter : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/flow-writer-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = write_store(dir_, 5000);
+  }
+  static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+
+  // Every row of a statement as text: each value's type letter and text.
+  static std::vector<std::string> rows_of(sqlite3* db, const std::string& sql,
+                                          const std::vector<fl::SqlValue>& binds) {
+    std::vector<std::string> out;
+    const auto r = fl::run_query(db, sql, binds, [&](sqlite3_stmt* s) {
+      std::string row;
+      for (int i = 0; i < sqlite3_column_count(s); ++i) {
+        const int t = sqlite3_column_type(s, i);
+        row += "NIFTB"[t == SQLITE_NULL      ? 0
+                       : t == SQLITE_INTEGER ? 1
+                       : t == SQLITE_FLOAT   ? 2
+                       : t == SQLITE_TEXT    ? 3
+                                             : 4];
+        if (t != SQLITE_NULL) {
+          const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+          row.append(p, static_cast<std::size_t>(sqlite3_column_bytes(s, i)));
+        }
+        row += '|';
+      }
+      out.push_back(row);
+      return true;
+    });
+    EXPECT_TRUE(r.ok()) << r.message << "\n" << sql;
+    return out;
+  }
+
+  static std::string export_text(sqlite3* db, fl::ListQuery q, fl::Format f, bool packed) {
+    if (!packed) q.packed_sql.clear();
+    fl::RowExport rows(db, std::move(q), f);
+    std::string all, piece;
+    for (bool more = true; more;) {
+      piece.clear();
+      more = rows.fill(piece, 4096);
+      all += piece;
+    }
+    return all;
+  }
+
+  static inline std::filesystem::path dir_;
+  static inline std::string path_;
+};
+
+}  // namespace
+
+TEST_F(FlowWriter, TheTopTableIsTheFirstGroupsOfAGroupByOverTheFlows) {
+  fl::Store store(path_);
+  EXPECT_EQ(store.meta("version"), std::to_string(fl::kVersion));
+  EXPECT_EQ(store.meta("top_dims"), "app,src,dst,pair,server_name,ja3,port,proto");
+  EXPECT_EQ(store.meta_u64("top_k"), static_cast<std::uint64_t>(fl::kTopK));
+  const std::pair<std::string, std::string> keys[] = {{"app", "app"},
+                                                      {"src", "src"},
+                                                      {"dst", "dst"},
+                                                      {"pair", "src, dst"},
+                                                      {"server_name", "server_name"},
+                                                      {"ja3", "ja3c"},
+                                                      {"port", "dport"},
+                                                      {"proto", "proto_name"}};
+  std::size_t more_than_k = 0;
+  for (const auto& [dim, cols] : keys) {
+    const std::string key_sql = dim == "pair" ? "key, key2" : "key";
+    for (const std::string metric : {"bytes", "packets", "flows"}) {
+      SCOPED_TRACE(dim + " by " + metric);
+      const std::string order = metric == "bytes" ? "2" : metric == "packets" ? "3" : "4";
+      const std::size_t nk = dim == "pair" ? 2 : 1;
+      const std::string grouped =
+          "SELECT " + cols + ", sum(bytes), sum(packets), count(*) FROM flows GROUP BY " + cols +
+          " ORDER BY " + (nk == 2 ? std::to_string(std::stoi(order) + 1) : order) + " DESC, " +
+          (nk == 2 ? "1, 2" : "1") + " LIMIT " + std::to_string(fl::kTopK);
+      const auto want = rows_of(store.handle(), grouped, {});
+      const auto got = rows_of(store.handle(),
+                               "SELECT " + key_sql +
+                                   ", bytes, packets, flows FROM top WHERE dim = ? AND "
+                                   "metric = ? ORDER BY rank",
+                               {{dim}, {metric}});
+      EXPECT_EQ(got, want);
+      if (want.size() == static_cast<std::size_t>(fl::kTopK)) ++more_than_k;
+      // /top reads the table (n up to top_k) and answers what it answers from the flows.
+      for (const char* n : {"20", "1000"}) {
+        auto fast = fl::build_top({.by = dim,
+                                   .metric = metric,
+                                   .n = n,
+                                   .top_dims = store.meta("top_dims"),
+                                   .top_k = fl::kTopK});
+        auto slow = fl::build_top({.by = dim, .metric = metric, .n = n});
+        const auto& f = std::get<fl::TopQuery>(fast);
+        const auto& s = std::get<fl::TopQuery>(slow);
+        EXPECT_NE(f.sql.find("FROM top"), std::string::npos) << f.sql;
+        EXPECT_EQ(f.columns, s.columns);
+        EXPECT_EQ(rows_of(store.handle(), f.sql, f.binds), rows_of(store.handle(), s.sql, s.binds));
+      }
+    }
+  }
+  EXPECT_GE(more_than_k, 6u);  // src and pair have more groups than the table keeps
+  // A filter, or n above top_k, groups the flows.
+  auto filtered = fl::build_top(
+      {.filter = "proto udp", .by = "src", .top_dims = store.meta("top_dims"), .top_k = 1000});
+  EXPECT_EQ(std::get<fl::TopQuery>(filtered).sql.find("FROM top"), std::string::npos);
+}
+
+TEST_F(FlowWriter, ExportsFromPackedRowsEqualExportsReadColumnByColumn) {
+  fl::Store store(path_);
+  const fl::ListParams listings[] = {
+      {.unbounded = true},
+      {.filter = "proto udp or app ~ \"tls\"", .sort = "-bytes,src", .unbounded = true},
+      {.fields = "src,dst,bytes,start_time,end_time,proto_name,app,server_name,duration,risks",
+       .sort = "-start_ms",
+       .limit = "777",
+       .unbounded = true},
+      {.fields = "id", .unbounded = true},
+  };
+  for (const auto& p : listings) {
+    for (const auto f : {fl::Format::Ndjson, fl::Format::Csv}) {
+      SCOPED_TRACE(std::string(p.filter) + " / " + std::string(p.fields) + " / " +
+                   std::string(p.sort) + (f == fl::Format::Csv ? " csv" : " ndjson"));
+      const auto q = std::get<fl::ListQuery>(fl::build_list(p));
+      const std::string packed = export_text(store.handle(), q, f, true);
+      const std::string columns = export_text(store.handle(), q, f, false);
+      EXPECT_GT(packed.size(), 1000u);
+      EXPECT_EQ(packed, columns);
+    }
+  }
+}
+
+TEST_F(FlowWriter, AnExportStoppedEarlyEndsItsReaderThread) {
+  fl::Store store(path_);
+  for (int i = 0; i < 20; ++i) {
+    fl::RowExport rows(store.handle(), std::get<fl::ListQuery>(fl::build_list({.unbounded = true})),
+                       fl::Format::Ndjson);
+    std::string piece;
+    EXPECT_TRUE(rows.fill(piece, 100));
+    EXPECT_FALSE(piece.empty());
+  }  // destroyed with rows left to read
+}
