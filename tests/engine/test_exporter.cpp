@@ -1,16 +1,22 @@
 // IpfixExporter's file handling: an output gets its name only when its data is on disk.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <set>
 #include <string>
+#include <thread>
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "exporter.hpp"
+#include "ipfix_walk.hpp"
 #include "ipfixweb/engine/engine.hpp"
 #include "pcap_writer.hpp"
 
@@ -181,6 +187,132 @@ TEST(ExporterDirectoryName, ANameThatIsNotOneFileNameIsRefused) {
 
 INSTANTIATE_TEST_SUITE_P(Temporaries, ExporterInDirectory, ::testing::Values(true, false),
                          [](const auto& p) { return p.param ? "unnamed" : "named"; });
+
+// Flows that switch template at every record (IPv4, IPv6, ...) and carry server names of every
+// length from 0 to 419 (so records of 100 to 900 bytes, and 3-byte variable lengths), so that many
+// messages end at a template switch with too little room for the next record: where libfixbuf
+// 2.4.1 wrote an empty data set. Returns the records written.
+std::uint64_t write_switching_flows(IpfixExporter& x, int flows) {
+  std::uint64_t written = 0;
+  const std::string name = "TLS.Example";
+  for (int i = 0; i < flows; ++i) {
+    Flow f;
+    const bool v6 = i % 2 == 1;
+    f.key.ip_version = v6 ? 6 : 4;
+    f.key.proto = 6;
+    f.key.src[0] = 10;
+    f.key.src[v6 ? 15 : 3] = static_cast<std::uint8_t>(i);
+    f.key.dst[0] = 10;
+    f.key.dst[v6 ? 15 : 3] = 1;
+    f.key.sport = static_cast<std::uint16_t>(1024 + i);
+    f.key.dport = 443;
+    f.fwd.packets = 3;
+    f.fwd.octets = 300;
+    f.rev.packets = 2;
+    f.rev.octets = 200;
+    f.start_ms = f.fwd.first_ms = f.rev.first_ms = 1'700'000'000'000ULL + i;
+    f.end_ms = f.fwd.last_ms = f.rev.last_ms = f.start_ms + 10;
+    const std::string server(static_cast<std::size_t>(i * 37 % 420), 'a' + i % 26);
+    FlowLabel label;
+    label.name = &name;
+    label.id = 91;
+    label.server = &server;
+    label.server_kind = FlowLabel::kTls;
+    label.community_id = "1:LQU9qZlK+B5F3KDmev6m5PMibrg=";
+    written += x.write(f, EndReason::kEndOfFlow, label, f.end_ms);
+  }
+  return written;
+}
+
+class ExporterSets : public ::testing::TestWithParam<bool> {};  // biflow?
+
+TEST_P(ExporterSets, NoMessageOfAFileHoldsAnEmptySet) {
+  test::TempDir dir;
+  ExporterConfig c;
+  c.output = dir.file("out.ipfix");
+  c.biflow = GetParam();
+  std::uint64_t written = 0;
+  {
+    IpfixExporter x(c);
+    written = write_switching_flows(x, 3000);
+    x.commit();
+  }
+  const test::IpfixWalk w = test::walk_ipfix(contents(c.output));
+  EXPECT_TRUE(w.problems.empty()) << w.problems.size()
+                                  << " problems, the first: " << w.problems.front();
+  EXPECT_EQ(w.records, written);
+  EXPECT_GT(w.messages, 10u);
+}
+
+// Live export: UDP messages (1420 bytes at most) and a TCP stream (8192-byte messages) from
+// libfixbuf's network exporters, read on loopback by a thread.
+TEST_P(ExporterSets, NoLiveMessageHoldsAnEmptySet) {
+  for (const bool tcp : {false, true}) {
+    SCOPED_TRACE(tcp ? "tcp" : "udp");
+    const int fd = ::socket(AF_INET, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
+    ASSERT_GE(fd, 0);
+    const int rcvbuf = 4 << 20;  // no datagram dropped while the reader lags
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &alen), 0);
+    if (tcp) {
+      ASSERT_EQ(::listen(fd, 1), 0);
+    }
+    std::string received;
+    std::atomic<bool> done{false};
+    std::thread reader([&] {
+      int conn = fd;
+      while (tcp && conn == fd) {  // the exporter connects at its first message
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 200) > 0) {
+          conn = ::accept(fd, nullptr, nullptr);
+        } else if (done) {
+          return;
+        }
+      }
+      char buf[65536];
+      // Until EOF (TCP), or until the writer is done and nothing came for 200 ms (UDP).
+      for (;;) {
+        pollfd p{conn, POLLIN, 0};
+        if (::poll(&p, 1, 200) <= 0) {
+          if (done) break;
+          continue;
+        }
+        const ssize_t n = ::recv(conn, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        received.append(buf, static_cast<std::size_t>(n));
+      }
+      if (tcp && conn >= 0) ::close(conn);
+    });
+    ExporterConfig c;
+    c.output =
+        std::string(tcp ? "tcp" : "udp") + "://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    c.biflow = GetParam();
+    std::uint64_t written = 0;
+    try {
+      IpfixExporter x(c);
+      written = write_switching_flows(x, tcp ? 1500 : 300);
+      x.commit();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+    done = true;
+    reader.join();
+    ::close(fd);
+    const test::IpfixWalk w = test::walk_ipfix(received);
+    EXPECT_TRUE(w.problems.empty())
+        << w.problems.size() << " problems, the first: " << w.problems.front();
+    EXPECT_EQ(w.records, written);
+    EXPECT_GT(w.messages, 10u);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Exporter, ExporterSets, ::testing::Values(true, false),
+                         [](const auto& p) { return p.param ? "Biflow" : "Uniflow"; });
 
 }  // namespace
 }  // namespace ipfixweb::engine

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <string_view>
 
 #include "ipfixweb/engine/engine.hpp"
@@ -113,6 +114,48 @@ fbInfoElementSpec_t kSpec[] = {
     FB_IESPEC_NULL};
 #undef IE
 
+// The variable-length fields of IpfixRecord, in kSpec order (they come first in both).
+constexpr fbVarfield_t IpfixRecord::*kVarfields[] = {
+    &IpfixRecord::applicationId, &IpfixRecord::applicationName, &IpfixRecord::flowServerName,
+    &IpfixRecord::httpHost,      &IpfixRecord::sslServerName,   &IpfixRecord::dnsQuery,
+    &IpfixRecord::ja3cHash,      &IpfixRecord::l7ProtoRiskName, &IpfixRecord::communityId};
+constexpr std::size_t kVarfieldCount = std::size(kVarfields);
+
+// The size of a record on the wire in one external template, worked out from kSpec the way
+// fbTemplateAppendSpecArray selects elements: a spec is in when all its flags are selected.
+struct ExternalLayout {
+  std::uint32_t fixed = 0;      // sum of the fixed-length elements
+  std::uint32_t varfields = 0;  // bit i: kVarfields[i] is in the template
+};
+ExternalLayout external_layout(std::uint32_t flags) {
+  ExternalLayout l;
+  std::size_t var = 0;
+  for (const fbInfoElementSpec_t* s = kSpec; s->name; ++s) {
+    const bool in = s->flags == 0 || (s->flags & flags) == s->flags;
+    if (s->len_override == FB_IE_VARLEN) {
+      if (in) l.varfields |= 1u << var;
+      ++var;
+    } else if (in) {
+      l.fixed += s->len_override;
+    }
+  }
+  if (var != kVarfieldCount) throw EngineError("IPFIX template setup: kVarfields out of date");
+  return l;
+}
+// A variable-length field is encoded with a 1-byte length below 255, else 255 and 2 bytes.
+std::uint32_t encoded_length(const IpfixRecord& r, const ExternalLayout& l) {
+  std::uint32_t n = l.fixed;
+  for (std::size_t i = 0; i < kVarfieldCount; ++i) {
+    if (l.varfields & (1u << i)) {
+      const std::size_t len = (r.*kVarfields[i]).len;
+      n += static_cast<std::uint32_t>(len + (len < 255 ? 1 : 3));
+    }
+  }
+  return n;
+}
+constexpr std::uint32_t kMessageHeaderLen = 16;
+constexpr std::uint32_t kSetHeaderLen = 4;
+
 struct EnterpriseElement {
   const char* name;
   std::uint32_t pen;
@@ -158,6 +201,10 @@ struct TemplateDeleter {
 
 }  // namespace
 
+// libfixbuf's exporters' message size limit (fbexporter.c: 65496 for files, 8192 over TCP, 1420
+// over UDP). Exported by libfixbuf but declared only in <fixbuf/private.h>.
+extern "C" uint16_t fbExporterGetMTU(fbExporter_t* exporter);
+
 // One information model per process, built once and never modified after:
 // sessions and templates only read it. It lives until the process exits.
 static fbInfoModel_t* shared_model() {
@@ -187,6 +234,13 @@ struct IpfixExporter::Impl {
   std::unique_ptr<OutputFile> file;                      // files (not live export)
   std::uint16_t int_tid = 0;
   std::uint16_t current_ext = 0;
+  // libfixbuf before 2.5.2 writes an empty data set (a set header and no record) when a record
+  // opens a set near the end of a message and then does not fit: it emits the message with the
+  // header alone. So the data message being built is measured here, and emitted before a record
+  // that would not fit (docs/engine.md, "Empty data sets").
+  ExternalLayout layouts[4];  // by external template id - kTidIpv4Biflow
+  std::uint32_t mtu = 0;      // largest message the exporter takes
+  std::uint32_t msg_len = 0;  // bytes in the data message in the buffer; 0: none
   std::uint32_t last_export_time = 0;
   bool error = false;
   bool udp = false;
@@ -220,6 +274,7 @@ IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique
   fbSessionSetDomain(m.session.get(), cfg.observation_domain);
 
   auto add_template = [&](std::uint32_t flags, bool internal, std::uint16_t tid) {
+    if (!internal) m.layouts[tid - kTidIpv4Biflow] = external_layout(flags);
     std::unique_ptr<fbTemplate_t, TemplateDeleter> t(fbTemplateAlloc(m.model));
     if (!fbTemplateAppendSpecArray(t.get(), kSpec, flags, &err)) {
       throw EngineError("IPFIX template setup failed: " + take_error(err));
@@ -285,6 +340,7 @@ IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique
     abort();
     throw EngineError("cannot create IPFIX exporter for '" + cfg.output + "'");
   }
+  m.mtu = fbExporterGetMTU(exporter);
   m.fbuf.reset(fBufAllocForExport(m.session.release(), exporter));
 }
 
@@ -372,6 +428,16 @@ unsigned IpfixExporter::write(const Flow& f, EndReason reason, const FlowLabel& 
 
   unsigned written = 0;
   const auto append = [&](std::uint16_t ext) {
+    // A new template opens a new set. A record that does not fit ends the message here, before
+    // libfixbuf writes a set header for it (see Impl::msg_len).
+    const std::uint32_t len = encoded_length(r, m.layouts[ext - kTidIpv4Biflow]);
+    const std::uint32_t set_header = ext != m.current_ext ? kSetHeaderLen : 0;
+    if (m.msg_len != 0 && m.msg_len + set_header + len > m.mtu) {
+      if (!fBufEmit(m.fbuf.get(), &err)) fail("emit");
+      m.msg_len = 0;
+      m.pending = 0;
+    }
+    m.msg_len = (m.msg_len == 0 ? kMessageHeaderLen + kSetHeaderLen : m.msg_len + set_header) + len;
     if (ext != m.current_ext) {
       if (!fBufSetExportTemplate(m.fbuf.get(), ext, &err)) fail("export template");
       m.current_ext = ext;
@@ -428,6 +494,7 @@ void IpfixExporter::tick(std::uint64_t now_ms) {
   fBufSetExportTime(m.fbuf.get(), export_time);
   m.last_export_time = export_time;
   if (!fBufEmit(m.fbuf.get(), &err)) fail("emit");
+  m.msg_len = 0;
   m.pending = 0;
   m.last_flush_ms = now_ms;
   const auto wall = std::chrono::steady_clock::now();
