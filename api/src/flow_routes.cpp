@@ -330,7 +330,8 @@ flows::QueryOutcome record_selector(sqlite3* db, std::int64_t id, std::string& o
 
 }  // namespace
 
-std::optional<json> FlowRoutes::extract_request(const Request& req, Response& res) {
+std::optional<FlowRoutes::ExtractRequest> FlowRoutes::extract_request(const Request& req,
+                                                                      Response& res) {
   auto o = open(req, res);
   if (!o) return std::nullopt;
   const std::string& id = o->task.id;
@@ -368,12 +369,14 @@ std::optional<json> FlowRoutes::extract_request(const Request& req, Response& re
     problem_(res, 404, "task " + id + " has no flow " + flow, {});
     return std::nullopt;
   }
+  // Named by the number, not by how the path spelled it ("007" is record 7).
+  const std::string number = std::to_string(row);
   json body = {{"kind", proto::kKindExtract},
                {"pcap_files", spec.inputs},
-               {"output_path", spec.output + ".flow-" + flow + ".pcap"},
+               {"output_path", spec.output + ".flow-" + number + ".pcap"},
                {"flow", selector}};
   if (!spec.filter.empty()) body["filter"] = spec.filter;
-  return body;
+  return ExtractRequest{std::move(body), "flow-pcap:" + id + ":" + number};
 }
 
 void FlowRoutes::top(const Request& req, Response& res) {

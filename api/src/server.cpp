@@ -640,9 +640,7 @@ void Server::Impl::routes() {
   add("GET", "/api/v1/tasks/{id}/timeseries", Role::Read, [&fr](Q q, R r) { fr.timeseries(q, r); });
   // An extract task for one record's packets; asked twice, the same task answers (its key).
   add("POST", "/api/v1/tasks/{id}/flows/{flow}/pcap", Role::Submit, [this, &fr](Q q, R r) {
-    if (auto body = fr.extract_request(q, r))
-      submit(q, r, *body, UnknownFields::Refuse,
-             "flow-pcap:" + q.path_params.at(0) + ":" + q.path_params.at(1));
+    if (auto x = fr.extract_request(q, r)) submit(q, r, x->body, UnknownFields::Refuse, x->key);
   });
   // Compatibility with the original service (IPyFIXweb).
   add("POST", "/api/export-task", Role::Submit, post_lenient);

@@ -54,8 +54,13 @@ class FlowRoutes {
   // POST .../flows/{flow}/pcap: the body of the `extract` task that writes the record's packets
   // (the same captures and BPF filter as the task, the record's selector, an output beside
   // the task's: "<output>.flow-<flow>.pcap"), to be submitted like any request; nullopt after
-  // answering (404 no such record, 409 not a conversion of captures, ...).
-  std::optional<nlohmann::json> extract_request(const http::Request& req, http::Response& res);
+  // answering (404 no such record, 409 not a conversion of captures, ...). `key` is the
+  // Idempotency-Key to use when the request has none (one task per record).
+  struct ExtractRequest {
+    nlohmann::json body;
+    std::string key;
+  };
+  std::optional<ExtractRequest> extract_request(const http::Request& req, http::Response& res);
 
  private:
   struct Opened;
