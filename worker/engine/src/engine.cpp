@@ -16,6 +16,7 @@
 #include "ipfix_ingest.hpp"
 #include "ipfixweb/flows/writer.hpp"
 #include "pcap_reader.hpp"
+#include "publish.hpp"
 #include "summary.hpp"
 
 namespace ipfixweb::engine {
@@ -378,14 +379,7 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   account_inputs(reader, summary);
   summary.peak_flows = table.peak_size();
   table.flush(EndReason::kForcedEnd);
-  if (store) {
-    try {
-      store->commit();  // before the IPFIX file: whoever sees the IPFIX file finds the store
-    } catch (const flows::Error& e) {
-      throw EngineError(e.what());
-    }
-  }
-  exporter.commit();
+  publish_outputs(exporter, store.get());  // the store, then the IPFIX file
 
   if (progress) {
     prog.packets = summary.packets_read;

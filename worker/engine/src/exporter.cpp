@@ -513,8 +513,9 @@ void IpfixExporter::tick(std::uint64_t now_ms) {
   }
 }
 
-void IpfixExporter::commit() {
+void IpfixExporter::finish() {
   Impl& m = *impl_;
+  if (!m.fbuf) return;  // finished already
   GError* err = nullptr;
   if (appended_ == 0) {  // still write the templates so the file is a valid IPFIX file
     if (!fbSessionExportTemplates(fBufGetSession(m.fbuf.get()), &err)) {
@@ -524,14 +525,16 @@ void IpfixExporter::commit() {
   if (!fBufEmit(m.fbuf.get(), &err)) {
     throw EngineError("error writing IPFIX output '" + m.cfg.output + "': " + take_error(err));
   }
-  if (network_) {
-    m.fbuf.reset();  // closes the connection
-    committed_ = true;
-    return;
-  }
-  m.fbuf.reset();
-  m.file->commit();
+  m.fbuf.reset();  // a network export: closes the connection
+  if (!network_) m.file->sync();
+}
+
+void IpfixExporter::publish() {
+  finish();
+  if (!network_) impl_->file->publish();
   committed_ = true;
 }
+
+void IpfixExporter::commit() { publish(); }
 
 }  // namespace ipfixweb::engine

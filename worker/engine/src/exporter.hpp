@@ -69,6 +69,12 @@ class IpfixExporter {
   std::uint64_t template_resends() const { return template_resends_; }
   // Emits the last message; for files: flush, fsync, rename into place.
   void commit();
+  // commit() in two steps: finish() writes the last message and, for files, flushes and
+  // fsyncs the data (it touches nothing but this exporter: another thread may run it while the
+  // caller does other work); publish() finishes if that was not done, then renames the file
+  // into place and syncs its directory.
+  void finish();
+  void publish();
   std::uint64_t records() const { return records_; }
   std::uint64_t messages_hint() const { return appended_; }
   bool is_network() const { return network_; }

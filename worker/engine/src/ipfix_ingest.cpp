@@ -27,6 +27,7 @@
 #include "exporter.hpp"
 #include "flow_table.hpp"
 #include "ipfixweb/flows/writer.hpp"
+#include "publish.hpp"
 #include "summary.hpp"
 
 namespace ipfixweb::engine {
@@ -1485,14 +1486,7 @@ Conversion ingest_ipfix(const Options& opts, const ProgressFn& progress,
   }
   if (summary.records() == 0) summary.warn("the input contains no flow records");
 
-  if (store) {
-    try {
-      store->commit();  // before the IPFIX file: whoever sees the IPFIX file finds the store
-    } catch (const flows::Error& e) {
-      throw EngineError(e.what());
-    }
-  }
-  exporter.commit();
+  publish_outputs(exporter, store.get());  // the store, then the IPFIX file
 
   if (progress) {
     prog.packets = summary.packets();

@@ -96,11 +96,17 @@ void OutputFile::fail(const std::string& detail) const {
   throw EngineError("error writing " + cfg_.what + " '" + cfg_.path + "': " + detail);
 }
 
-void OutputFile::commit() {
+void OutputFile::sync() {
   FILE* fp = file_.get();
   if (!fp) fail("the file is closed");
   if (std::fflush(fp) != 0 || std::ferror(fp) || ::fsync(fileno(fp)) != 0)
     fail(std::strerror(errno ? errno : EIO));
+  synced_ = true;
+}
+
+void OutputFile::publish() {
+  if (!synced_) sync();
+  FILE* fp = file_.get();
   if (unnamed_) {
     // The data is on disk: give it the temporary name, then rename that over the output
     // (linkat cannot replace an existing file; rename does, atomically).

@@ -31,7 +31,14 @@ class OutputFile {
 
   FILE* file() const { return file_.get(); }
   // Flush, fsync, name, rename into place, sync the directory. Throws EngineError.
-  void commit();
+  void commit() {
+    sync();
+    publish();
+  }
+  // commit() in two steps: the data on disk (flush, fsync), then the name (link when unnamed,
+  // close, rename, directory fsync).
+  void sync();
+  void publish();
   // Closes and removes what was written (idempotent).
   void abort() noexcept;
   // Throws the EngineError "error writing <what> '<path>': <detail>".
@@ -49,6 +56,7 @@ class OutputFile {
   std::string tmp_name_;  // its name until the rename (empty while unnamed, or after)
   bool unnamed_ = false;
   bool committed_ = false;
+  bool synced_ = false;
   std::unique_ptr<FILE, FileCloser> file_;
 };
 
