@@ -214,8 +214,8 @@ TEST_F(Extract, Pcap2ipfixExtractWritesTheFlowsPcapAsCapinfosCountsIt) {
                     shell_quote(out) + " " + shell_quote(pcap));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(static_cast<long long>(capinfos_packets(out)), big->packets);
-  r = run(pcap2ipfix() + " -q --extract 'tcp 1.2.3.4:1 <> 1.2.3.5:2' -o " + shell_quote(out) +
-          " " + shell_quote(pcap));
+  r = run(pcap2ipfix() + " -q --extract 'tcp 1.2.3.4:1 <> 1.2.3.5:2' -o " + shell_quote(out) + " " +
+          shell_quote(pcap));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("not a flow selector"), std::string::npos) << r.err;
   r = run(pcap2ipfix() + " -q --extract " + shell_quote(big->selector) + " --flows-db x -o " +

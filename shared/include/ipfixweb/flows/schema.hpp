@@ -177,8 +177,8 @@ inline constexpr std::uint64_t kMaxBuckets = 2048;
 inline constexpr std::int64_t kTopK = 1000;  // query.hpp's kMaxTopN
 inline constexpr std::size_t kTopMaxGroups = std::size_t{1} << 22;
 // The dimensions, in the order of the top table's rows and of top_dims.
-inline constexpr std::array<std::string_view, 8> kTopDims{
-    "app", "src", "dst", "pair", "server_name", "ja3", "port", "proto"};
+inline constexpr std::array<std::string_view, 8> kTopDims{"app",         "src", "dst",  "pair",
+                                                          "server_name", "ja3", "port", "proto"};
 
 // CREATE statements of a new store (flow_rows, the flows view, series, meta), without
 // indexes.
