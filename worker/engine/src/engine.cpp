@@ -15,8 +15,8 @@
 #include "flow_table.hpp"
 #include "ipfix_ingest.hpp"
 #include "ipfixweb/flows/writer.hpp"
+#include "outputs.hpp"
 #include "pcap_reader.hpp"
-#include "publish.hpp"
 #include "summary.hpp"
 
 namespace ipfixweb::engine {
@@ -166,37 +166,6 @@ FlowTableConfig table_config(const Options& opts) {
   return tcfg;
 }
 
-ExporterConfig exporter_config(const Options& opts) {
-  ExporterConfig ecfg;
-  ecfg.output = opts.output;
-  ecfg.dir_fd = opts.output_dir_fd;
-  ecfg.name = opts.output_name;
-  ecfg.dpi = opts.dpi;
-  ecfg.biflow = opts.biflow;
-  ecfg.observation_domain = opts.observation_domain;
-  return ecfg;
-}
-
-// The flow store writer of a conversion, or null when none was asked for.
-std::unique_ptr<flows::Writer> open_store(const Options& opts, bool live) {
-  if (opts.flows_db.empty()) return nullptr;
-  if (live) throw EngineError("a flow store needs a file output, not a network one");
-  flows::WriterConfig cfg;
-  cfg.dir_fd = opts.output_dir_fd;
-  cfg.name = opts.flows_db;
-  cfg.temp_suffix = temporary_output_name("", ::getpid());
-  // The IPFIX file is renamed in the same directory right after and that directory synced.
-  cfg.sync_dir = opts.output_dir_fd < 0;
-  cfg.source = "pcap";
-  cfg.biflow = opts.biflow;
-  cfg.dpi = opts.dpi;
-  try {
-    return std::make_unique<flows::Writer>(std::move(cfg));
-  } catch (const flows::Error& e) {
-    throw EngineError(e.what());
-  }
-}
-
 // What the summary says of each input before reading it.
 void describe_inputs(const MergedReader& reader, Summary& summary) {
   for (const auto& r : reader.readers()) {
@@ -325,7 +294,7 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   describe_inputs(reader, summary);
   IpfixExporter exporter(exporter_config(opts));  // removes its temporary file unless committed
   const bool live = exporter.is_network();
-  std::unique_ptr<flows::Writer> store = open_store(opts, live);  // likewise
+  std::unique_ptr<flows::Writer> store = open_store(opts, live, "pcap", opts.dpi);  // likewise
   std::unique_ptr<Dpi> dpi = opts.dpi ? impl_->fresh_dpi() : nullptr;
   ExportSink sink(exporter, dpi.get(), summary, store.get(), opts.biflow);
   FlowTable table(tcfg, sink);

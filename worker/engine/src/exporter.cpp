@@ -205,22 +205,26 @@ struct TemplateDeleter {
 // over UDP). Exported by libfixbuf but declared only in <fixbuf/private.h>.
 extern "C" uint16_t fbExporterGetMTU(fbExporter_t* exporter);
 
+void add_enterprise_elements(fbInfoModel_t* model) {
+  for (const auto& e : kEnterpriseElements) {
+    fbInfoElement_t ie{};
+    ie.ref.name = e.name;
+    ie.ent = e.pen;
+    ie.num = e.num;
+    ie.len = e.len;
+    ie.type = e.type;
+    if (e.type != FB_STRING) ie.flags = FB_IE_F_ENDIAN;  // integers: network byte order
+    ie.description = e.description;
+    fbInfoModelAddElement(model, &ie);
+  }
+}
+
 // One information model per process, built once and never modified after:
 // sessions and templates only read it. It lives until the process exits.
 static fbInfoModel_t* shared_model() {
   static fbInfoModel_t* const model = [] {
     fbInfoModel_t* m = fbInfoModelAlloc();
-    for (const auto& e : kEnterpriseElements) {
-      fbInfoElement_t ie{};
-      ie.ref.name = e.name;
-      ie.ent = e.pen;
-      ie.num = e.num;
-      ie.len = e.len;
-      ie.type = e.type;
-      if (e.type != FB_STRING) ie.flags = FB_IE_F_ENDIAN;  // integers: network byte order
-      ie.description = e.description;
-      fbInfoModelAddElement(m, &ie);
-    }
+    add_enterprise_elements(m);
     return m;
   }();
   return model;

@@ -11,7 +11,14 @@
 
 #include "flow_table.hpp"
 
+struct fbInfoModel_st;  // libfixbuf's fbInfoModel_t
+
 namespace ipfixweb::engine {
+
+// Adds the enterprise elements our records carry (ntop's numbering for names and risk, the
+// Community ID: docs/ipfix-elements.md) to a libfixbuf information model: the exporter's, and
+// the one an IPFIX ingest reads with.
+void add_enterprise_elements(fbInfoModel_st* model);
 
 // External template ids (stable so tests and collectors can rely on them).
 inline constexpr std::uint16_t kTidIpv4Biflow = 256;

@@ -27,7 +27,7 @@
 #include "exporter.hpp"
 #include "flow_table.hpp"
 #include "ipfixweb/flows/writer.hpp"
-#include "publish.hpp"
+#include "outputs.hpp"
 #include "summary.hpp"
 
 namespace ipfixweb::engine {
@@ -201,8 +201,9 @@ std::optional<Slot> slot_of(std::uint32_t pen, std::uint16_t num) {
   return std::nullopt;
 }
 
-// Enterprise elements the collection model gets beside libfixbuf's IANA and RFC 5103 ones
-// (unknown elements become libfixbuf "alien" elements: octet arrays read as they come).
+// Enterprise elements the collection model gets beside libfixbuf's IANA and RFC 5103 ones and
+// those our exporter writes (add_enterprise_elements): unknown elements become libfixbuf
+// "alien" elements, octet arrays read as they come.
 struct ModelElement {
   const char* name;
   std::uint32_t pen;
@@ -213,15 +214,6 @@ struct ModelElement {
 constexpr ModelElement kModelElements[] = {
     {"ntopL7Proto", kNtopPen, 118, 2, FB_UINT_16},
     {"ntopL7ProtoName", kNtopPen, 119, FB_IE_VARLEN, FB_STRING},
-    {"ntopFlowServerName", kNtopPen, 122, FB_IE_VARLEN, FB_STRING},
-    {"ntopHttpHost", kNtopPen, 187, FB_IE_VARLEN, FB_STRING},
-    {"ntopSslServerName", kNtopPen, 188, FB_IE_VARLEN, FB_STRING},
-    {"ntopDnsQuery", kNtopPen, 205, FB_IE_VARLEN, FB_STRING},
-    {"ntopJa3cHash", kNtopPen, 489, FB_IE_VARLEN, FB_STRING},
-    {"ntopL7ProtoRisk", kNtopPen, 509, 8, FB_UINT_64},
-    {"ntopL7ProtoRiskName", kNtopPen, 510, FB_IE_VARLEN, FB_STRING},
-    {"ntopL7RiskScore", kNtopPen, 527, 2, FB_UINT_16},
-    {"communityId", kCommunityIdPen, 1, FB_IE_VARLEN, FB_STRING},
     {"initialTCPFlags", kCertPen, 14, 2, FB_UINT_16},
     {"unionTCPFlags", kCertPen, 15, 2, FB_UINT_16},
     {"reverseInitialTCPFlags", kCertPen, 14 | kCertReverseBit, 2, FB_UINT_16},
@@ -241,6 +233,7 @@ using ModelPtr = std::unique_ptr<fbInfoModel_t, ModelDeleter>;
 // not shared with the exporter's (0.6 ms to build).
 ModelPtr make_model() {
   ModelPtr m(fbInfoModelAlloc());
+  add_enterprise_elements(m.get());
   for (const auto& e : kModelElements) {
     fbInfoElement_t ie{};
     ie.ref.name = e.name;
@@ -1375,38 +1368,6 @@ class Ingest {
   std::string app_, server_, ja3c_, risks_;
 };
 
-ExporterConfig exporter_config(const Options& opts) {
-  ExporterConfig ecfg;
-  ecfg.output = opts.output;
-  ecfg.dir_fd = opts.output_dir_fd;
-  ecfg.name = opts.output_name;
-  ecfg.dpi = opts.dpi;
-  ecfg.biflow = opts.biflow;
-  ecfg.observation_domain = opts.observation_domain;
-  return ecfg;
-}
-
-std::unique_ptr<flows::Writer> open_store(const Options& opts, bool live) {
-  if (opts.flows_db.empty()) return nullptr;
-  if (live) throw EngineError("a flow store needs a file output, not a network one");
-  flows::WriterConfig cfg;
-  cfg.dir_fd = opts.output_dir_fd;
-  cfg.name = opts.flows_db;
-  cfg.temp_suffix = temporary_output_name("", ::getpid());
-  cfg.sync_dir = opts.output_dir_fd < 0;
-  cfg.source = "ipfix";
-  cfg.biflow = opts.biflow;
-  // meta 'dpi' says nDPI labelled every record in this task (the api then answers top-N by
-  // application from the series). Ingested records carry whatever labels their exporter gave,
-  // possibly none for some records: 0.
-  cfg.dpi = false;
-  try {
-    return std::make_unique<flows::Writer>(std::move(cfg));
-  } catch (const flows::Error& e) {
-    throw EngineError(e.what());
-  }
-}
-
 }  // namespace
 
 Conversion ingest_ipfix(const Options& opts, const ProgressFn& progress,
@@ -1442,7 +1403,11 @@ Conversion ingest_ipfix(const Options& opts, const ProgressFn& progress,
   }
 
   IpfixExporter exporter(exporter_config(opts));  // removes its temporary file unless committed
-  std::unique_ptr<flows::Writer> store = open_store(opts, exporter.is_network());  // likewise
+  // meta 'dpi' says nDPI labelled every record in this task (the api then answers top-N by
+  // application from the series). Ingested records carry whatever labels their exporter gave,
+  // possibly none for some records: false.
+  std::unique_ptr<flows::Writer> store =
+      open_store(opts, exporter.is_network(), "ipfix", false);  // likewise
   Ingest ingest(opts, ndpi_name, summary, exporter, store.get());
 
   std::uint64_t done_bytes = 0;  // of the files before the current one

@@ -1,0 +1,51 @@
+// The outputs of a conversion and of an ingest: the IPFIX exporter's settings from the
+// options, the flow store writer, and their publication in order.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "exporter.hpp"
+#include "ipfixweb/engine/engine.hpp"
+#include "ipfixweb/flows/writer.hpp"
+
+namespace ipfixweb::engine {
+
+ExporterConfig exporter_config(const Options& opts);
+
+// The flow store writer (docs/flow-store.md), or null when none was asked for. `source` and
+// `dpi` go into its meta table ("pcap" or "ipfix"; whether nDPI labelled every record).
+std::unique_ptr<flows::Writer> open_store(const Options& opts, bool live, std::string_view source,
+                                          bool dpi);
+
+// The flow store first, then the IPFIX file, so that whoever sees the IPFIX file finds the
+// store. The IPFIX file's last message and fsync run on a thread of their own while the store
+// commits (its last rows, COMMIT, its own fsync and rename); then the IPFIX file is renamed
+// into place. Errors come back to the caller's thread as text and are thrown there.
+inline void publish_outputs(IpfixExporter& exporter, flows::Writer* store) {
+  if (!store) {
+    exporter.commit();
+    return;
+  }
+  std::string ipfix_error, store_error;
+  std::thread finishing([&] {
+    try {
+      exporter.finish();
+    } catch (const std::exception& e) {
+      ipfix_error = e.what();
+    }
+  });
+  try {
+    store->commit();
+  } catch (const std::exception& e) {
+    store_error = e.what();
+  }
+  finishing.join();
+  if (!store_error.empty()) throw EngineError(store_error);
+  if (!ipfix_error.empty()) throw EngineError(ipfix_error);
+  exporter.publish();
+}
+
+}  // namespace ipfixweb::engine
