@@ -88,7 +88,15 @@ void Router::add(Route route) {
 Router::Match Router::match(std::string_view method, std::string_view path) const {
   Match m;
   if (path.empty() || path.front() != '/') return m;
-  if (method == "HEAD") method = "GET";
+  if (method == "HEAD") {
+    m = match_exact("HEAD", path);
+    return m.route ? m : match_exact("GET", path);
+  }
+  return match_exact(method, path);
+}
+
+Router::Match Router::match_exact(std::string_view method, std::string_view path) const {
+  Match m;
   const auto segs = segments(path);
   for (auto& e : routes_) {
     if (e.route.method != method || e.segments.size() != segs.size()) continue;

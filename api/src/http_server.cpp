@@ -5,7 +5,10 @@
 //   header  reading the request line and header fields (header limit, header timeout)
 //   checks  decode the target, route, authenticate, check the body size: refusals here are
 //           answered before any body is read
-//   body    reading the body (body limit, body timeout and minimum rate)
+//   body    reading the body (body limit, body timeout and minimum rate); on a route with a
+//           BodySink, the route's factory first makes the sink on a handler thread, then the
+//           body alternates between reading a piece (body phase) and handing it to the sink
+//           on a handler thread (handler phase), one piece at a time
 //   handler the request runs on a handler thread (or on the I/O thread for a route that
 //           never blocks); no deadline: the handler's time is bounded by --broker-timeout
 //   write   the answer (write timeout per write; a file is sent in pieces; a stream takes
@@ -267,6 +270,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void wait_request() {
     req_ = Request{};
     route_ = nullptr;
+    finished_sink_ = false;
     parser_.reset();
     if (buffer_.size() > 0) return read_header();  // the next request is already here
     if (buffer_.capacity() > kKeptBuffer) buffer_.shrink_to_fit();
@@ -339,8 +343,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     const std::size_t limit =
         route_ && route_->max_body ? *route_->max_body : limits().max_other_body;
     if (auto length = parser_->content_length(); length && *length > limit) return refuse_body();
-    if (parser_->is_done()) return dispatch();
     parser_->body_limit(limit);
+    if (route_ && route_->sink) return open_sink();
+    if (parser_->is_done()) return dispatch();
+    start_body();
+  }
+
+  // Reads the body, after "100 Continue" when the client waits for it.
+  void start_body() {
     if (beast::iequals(req_.header("Expect"), "100-continue")) {
       static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       set_deadline_in(seconds(limits().write_timeout_s));
@@ -363,22 +373,141 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Each read's deadline: the body's start + body timeout + one second per min_body_rate
   // bytes received so far. A client keeping that average may take as long as it needs.
+  // (Time a sink spends with a piece counts too: a disk slower than min_body_rate is a
+  // client's problem only when it is the client's.)
+  // The body is read into Request::body, growing a piece at a time, or for a sink into the
+  // one piece buffer it is handed from.
   void read_body_some() {
+    phase_ = Phase::Body;
     auto allowance = limits().min_body_rate ? seconds(static_cast<double>(body_bytes_) /
                                                       static_cast<double>(limits().min_body_rate))
                                             : Clock::duration::zero();
     set_deadline(body_start_ + seconds(limits().body_timeout_s) + allowance);
+    auto& body = parser_->get().body();
+    if (sink_) {
+      if (!sink_piece_) sink_piece_ = std::make_unique<char[]>(kSinkPiece);
+      body.data = sink_piece_.get();
+      body.size = kSinkPiece;
+    } else {
+      read_from_ = req_.body.size();
+      const std::size_t want = kPiece;
+      req_.body.resize(read_from_ + want);
+      body.data = req_.body.data() + read_from_;
+      body.size = want;
+    }
+    body.more = true;
     bhttp::async_read_some(socket_, buffer_, *parser_, resume(&Connection::on_body));
   }
 
-  void on_body(const beast::error_code& ec, std::size_t n) {
+  void on_body(const beast::error_code& read_ec, std::size_t n) {
     body_bytes_ += n;
-    if (ec == bhttp::error::body_limit) return refuse_body();
+    auto& body = parser_->get().body();
+    const std::size_t got = (sink_ ? kSinkPiece : kPiece) - body.size;
+    body.data = nullptr;
+    if (!sink_) req_.body.resize(read_from_ + got);
+    beast::error_code ec = read_ec;
+    if (ec == bhttp::error::need_buffer) ec = {};  // the piece is full
+    if (ec == bhttp::error::body_limit) return abort_sink_then([this] { refuse_body(); });
     if (closed_by_peer(ec)) return close();
-    if (ec) return refuse(400, "the request body is not valid HTTP/1.1");
+    if (ec)
+      return abort_sink_then([this] { refuse(400, "the request body is not valid HTTP/1.1"); });
+    if (sink_ && (got > 0 || parser_->is_done())) return to_sink(got);
     if (!parser_->is_done()) return read_body_some();
     no_deadline();
     dispatch();
+  }
+
+  // A route with a BodySink: the factory runs on a handler thread. The body is read only
+  // once the sink exists (and "100 Continue" sent only then): a refusal costs no upload.
+  void open_sink() {
+    phase_ = Phase::Handler;
+    no_deadline();
+    s_.handlers.post([self = shared_from_this()] { self->make_sink(); });
+  }
+
+  // On a handler thread, without the mutex until the sink is made (the request and the
+  // parser are this thread's alone meanwhile: no operation is in flight).
+  void make_sink() {
+    Response res;
+    std::unique_ptr<BodySink> sink;
+    const bool done = parser_->is_done();
+    try {
+      sink = route_->sink(req_, res);
+      if (sink && done) {  // no body: finished at once
+        sink->finish(res);
+        sink.reset();
+        finished_sink_ = true;
+      }
+    } catch (const std::exception& e) {
+      s_.log->error("request {} {} failed: {}", req_.method, req_.path, e.what());
+      if (sink) sink->abort();
+      sink.reset();
+      res = Response{};
+      s_.error(res, 500, "the request failed; see the api log");
+    }
+    std::lock_guard lock(mu_);
+    if (closed_) {
+      if (sink) sink->abort();
+      return;
+    }
+    guarded([&] {
+      if (!sink) return finished_sink_ ? send(std::move(res), false) : answer_now(std::move(res));
+      sink_ = std::move(sink);
+      body_start_ = Clock::now();
+      body_bytes_ = 0;
+      start_body();
+    });
+  }
+
+  // A piece read (`got` bytes, possibly none when the body just ended): the sink takes it on
+  // a handler thread, and finishes when the body is complete.
+  void to_sink(std::size_t got) {
+    phase_ = Phase::Handler;
+    // The time the sink takes stays within the body's deadline (see read_body_some).
+    const bool done = parser_->is_done();
+    s_.handlers.post([self = shared_from_this(), got, done] { self->feed_sink(got, done); });
+  }
+
+  void feed_sink(std::size_t got, bool done) {
+    Response res;
+    bool refused = false;
+    try {
+      if (got > 0 && !sink_->write(std::string_view(sink_piece_.get(), got), res)) refused = true;
+      if (!refused && done) sink_->finish(res);
+    } catch (const std::exception& e) {
+      s_.log->error("request {} {} failed: {}", req_.method, req_.path, e.what());
+      sink_->abort();
+      refused = true;
+      res = Response{};
+      s_.error(res, 500, "the request failed; see the api log");
+    }
+    if (refused || done) sink_.reset();  // destroyed here, on the handler thread
+    std::lock_guard lock(mu_);
+    if (closed_) {
+      if (sink_) sink_->abort();
+      sink_.reset();
+      return;
+    }
+    guarded([&] {
+      if (refused) return send(std::move(res), true);
+      if (done) return send(std::move(res), false);
+      read_body_some();
+    });
+  }
+
+  // The body will not complete: the sink hears so (on a handler thread), then `then` runs.
+  template <class F>
+  void abort_sink_then(F&& then) {
+    release_sink();
+    then();
+  }
+
+  void release_sink() {
+    if (!sink_) return;
+    s_.handlers.post([sink = std::shared_ptr<BodySink>(std::move(sink_))]() mutable {
+      sink->abort();
+      sink.reset();
+    });
   }
 
   // The request is complete: its handler runs on a handler thread, or right here for a
@@ -389,7 +518,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
       s_.error(res, 404, "no such route");
       return send(std::move(res), false);
     }
-    req_.body = std::move(parser_->get().body());
     phase_ = Phase::Handler;
     if (!route_->blocking) return send(handle(), false);
     s_.handlers.post([self = shared_from_this()] {
@@ -663,6 +791,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     closed_ = true;
     no_deadline();
     release_stream();
+    release_sink();
     beast::error_code ec;
     socket_.close(ec);
   }
@@ -686,7 +815,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::atomic<Clock::rep> deadline_{Clock::time_point::max().time_since_epoch().count()};
   bool closed_ = false;
   beast::flat_buffer buffer_;
-  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<bhttp::request_parser<bhttp::buffer_body>> parser_;
+  std::size_t read_from_ = 0;           // Request::body's size before the current read
+  std::unique_ptr<BodySink> sink_;      // a sink route's, while its body is read
+  std::unique_ptr<char[]> sink_piece_;  // the piece read for the sink
+  bool finished_sink_ = false;          // the sink finished without a body
   std::optional<Registry::Slot> slot_;
   bool keep_alive_ = false;
   unsigned version_ = 11;

@@ -17,6 +17,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -139,6 +140,77 @@ class PatternProducer : public Producer {
 
 constexpr std::uint64_t kEndless = std::numeric_limits<std::uint64_t>::max();
 
+// What a test learns about the body sinks of POST /sink.
+struct SinkProbe {
+  std::mutex mu;
+  std::string received;  // every piece written, in order
+  std::vector<std::size_t> pieces;
+  int made = 0, finished = 0, aborted = 0, destroyed = 0;
+  bool overlapped = false;    // two calls of one sink at once
+  bool on_io_thread = false;  // a call ran on the server's I/O thread
+  std::thread::id io_thread;
+  std::atomic<bool> hold{false};  // write() waits while this is set
+};
+
+// Records what it is given; refuses with 507 once `refuse_after` bytes arrived (0: never).
+class RecordingSink : public BodySink {
+ public:
+  RecordingSink(std::shared_ptr<SinkProbe> p, std::uint64_t refuse_after)
+      : p_(std::move(p)), refuse_after_(refuse_after) {}
+  ~RecordingSink() override {
+    std::lock_guard lock(p_->mu);
+    ++p_->destroyed;
+  }
+  bool write(std::string_view piece, Response& res) override {
+    enter();
+    while (p_->hold) std::this_thread::sleep_for(5ms);
+    {
+      std::lock_guard lock(p_->mu);
+      p_->received.append(piece);
+      p_->pieces.push_back(piece.size());
+      got_ += piece.size();
+    }
+    leave();
+    if (refuse_after_ && got_ >= refuse_after_) {
+      res.status = 507;
+      res.set_content("full\n", "text/plain");
+      return false;
+    }
+    return true;
+  }
+  void finish(Response& res) override {
+    enter();
+    {
+      std::lock_guard lock(p_->mu);
+      ++p_->finished;
+    }
+    res.status = 201;
+    res.set_content(std::to_string(got_) + "\n", "text/plain");
+    leave();
+  }
+  void abort() override {
+    enter();
+    {
+      std::lock_guard lock(p_->mu);
+      ++p_->aborted;
+    }
+    leave();
+  }
+
+ private:
+  void enter() {
+    if (busy_.exchange(true)) p_->overlapped = true;
+    if (std::this_thread::get_id() == p_->io_thread) p_->on_io_thread = true;
+  }
+  void leave() { busy_ = false; }
+  std::shared_ptr<SinkProbe> p_;
+  std::uint64_t refuse_after_;
+  std::uint64_t got_ = 0;
+  std::atomic<bool> busy_{false};
+};
+
+std::shared_ptr<SinkProbe> g_sinks = std::make_shared<SinkProbe>();
+
 // Routes: GET /stream?bytes=N&throw_at=K&delay_ms=D streams the pattern (each parameter
 // optional; endless without bytes);
 // GET /export?missing=1 is a handler that answers 404 before it would stream; GET /plain
@@ -175,6 +247,26 @@ Router routes(std::shared_ptr<Probe> probe) {
   plain.path = "/plain";
   plain.handler = [](const Request&, Response& res) { res.set_content("ok\n", "text/plain"); };
   r.add(plain);
+  // POST /sink?refuse=1 refuses before the body (409); ?refuse_after=N refuses after N bytes.
+  Route sink;
+  sink.method = "POST";
+  sink.path = "/sink";
+  sink.max_body = 8u << 20;
+  sink.sink = [](const Request& req, Response& res) -> std::unique_ptr<BodySink> {
+    if (req.has_query("refuse")) {
+      res.status = 409;
+      res.set_content("refused\n", "text/plain");
+      return nullptr;
+    }
+    {
+      std::lock_guard lock(g_sinks->mu);
+      ++g_sinks->made;
+    }
+    const std::uint64_t after =
+        req.has_query("refuse_after") ? std::stoull(req.query_value("refuse_after")) : 0;
+    return std::make_unique<RecordingSink>(g_sinks, after);
+  };
+  r.add(sink);
   return r;
 }
 
@@ -680,4 +772,209 @@ TEST(HttpServer, StopCutsOffStreamsInProgressWithinTheGrace) {
   const auto st = stalled.chunked(2s);
   EXPECT_TRUE(stalled.closed());
   EXPECT_FALSE(st.terminated);
+}
+
+// --- Bodies taken by a sink (uploads) ---
+
+namespace {
+struct SinkTest : ::testing::Test {
+  void SetUp() override {
+    g_sinks = std::make_shared<SinkProbe>();
+    probe = std::make_shared<Probe>();
+  }
+  std::shared_ptr<Probe> probe;
+  SinkProbe& sinks() { return *g_sinks; }
+  int count(int SinkProbe::*field) {
+    std::lock_guard lock(g_sinks->mu);
+    return (*g_sinks).*field;
+  }
+};
+
+std::string post_head(const std::string& target, const std::string& framing) {
+  return "POST " + target + " HTTP/1.1\r\nHost: x\r\n" + framing + "\r\n";
+}
+}  // namespace
+
+TEST_F(SinkTest, ABodyReachesItsSinkWholeInOrderInPiecesOfAtMostTheSinkPiece) {
+  Running server(probe, small_pool());
+  sinks().io_thread = server.io_thread();
+  std::string body;
+  append_pattern(body, 0, 3 * kSinkPiece + 1234);
+  Client c(server.port());
+  ASSERT_TRUE(
+      c.send(post_head("/sink", "Content-Length: " + std::to_string(body.size()) + "\r\n")));
+  ASSERT_TRUE(c.send(body));
+  const auto h = c.head();
+  EXPECT_EQ(status_of(h), 201) << h;
+  EXPECT_EQ(c.body(std::to_string(body.size()).size() + 1), std::to_string(body.size()) + "\n");
+  std::lock_guard lock(sinks().mu);
+  EXPECT_EQ(sinks().received, body);
+  for (auto n : sinks().pieces) EXPECT_LE(n, kSinkPiece);
+  EXPECT_EQ(sinks().finished, 1);
+  EXPECT_EQ(sinks().aborted, 0);
+  EXPECT_FALSE(sinks().overlapped);
+  EXPECT_FALSE(sinks().on_io_thread);
+}
+
+TEST_F(SinkTest, AChunkedBodyReachesItsSinkDecodedAndTheConnectionStaysUsable) {
+  Running server(probe, small_pool());
+  Client c(server.port());
+  ASSERT_TRUE(c.send(post_head("/sink", "Transfer-Encoding: chunked\r\n")));
+  std::string all;
+  for (int i = 0; i < 5; ++i) {
+    std::string part;
+    append_pattern(part, all.size(), 70000 + static_cast<std::size_t>(i));
+    char size[32];
+    std::snprintf(size, sizeof size, "%zx\r\n", part.size());
+    ASSERT_TRUE(c.send(size + part + "\r\n"));
+    all += part;
+  }
+  ASSERT_TRUE(c.send("0\r\n\r\n"));
+  EXPECT_EQ(status_of(c.head()), 201);
+  c.body(std::to_string(all.size()).size() + 1);
+  ASSERT_TRUE(c.send(get("/plain")));
+  EXPECT_EQ(status_of(c.head()), 200);
+  std::lock_guard lock(sinks().mu);
+  EXPECT_EQ(sinks().received, all);
+}
+
+TEST_F(SinkTest, AnEmptyBodyIsFinishedAtOnce) {
+  Running server(probe, small_pool());
+  Client c(server.port());
+  ASSERT_TRUE(c.send(post_head("/sink", "Content-Length: 0\r\n")));
+  EXPECT_EQ(status_of(c.head()), 201);
+  EXPECT_EQ(c.body(2), "0\n");
+  EXPECT_TRUE(eventually([&] { return count(&SinkProbe::destroyed) == 1; }));
+  EXPECT_EQ(count(&SinkProbe::finished), 1);
+}
+
+TEST_F(SinkTest, ARefusalByTheFactoryComesBeforeContinueAndBeforeAnyBodyIsRead) {
+  Running server(probe, small_pool());
+  Client c(server.port());
+  ASSERT_TRUE(
+      c.send(post_head("/sink?refuse=1", "Content-Length: 1000000\r\nExpect: 100-continue\r\n")));
+  const auto h = c.head();
+  EXPECT_EQ(status_of(h), 409) << h;  // not "100 Continue"
+  EXPECT_TRUE(has_field(h, "Connection: close")) << h;
+  EXPECT_EQ(count(&SinkProbe::made), 0);
+}
+
+TEST_F(SinkTest, ContinueIsSentOnceTheSinkExists) {
+  Running server(probe, small_pool());
+  Client c(server.port());
+  ASSERT_TRUE(c.send(post_head("/sink", "Content-Length: 5\r\nExpect: 100-continue\r\n")));
+  EXPECT_EQ(status_of(c.head()), 100);
+  ASSERT_TRUE(c.send("hello"));
+  EXPECT_EQ(status_of(c.head()), 201);
+  std::lock_guard lock(sinks().mu);
+  EXPECT_EQ(sinks().received, "hello");
+}
+
+TEST_F(SinkTest, ASinkThatRefusesMidBodyAnswersAndClosesWithoutFinishOrAbort) {
+  Running server(probe, small_pool());
+  std::string body;
+  append_pattern(body, 0, 4 * kSinkPiece);
+  Client c(server.port());
+  ASSERT_TRUE(c.send(post_head("/sink?refuse_after=1",
+                               "Content-Length: " + std::to_string(body.size()) + "\r\n")));
+  c.send(body);  // may fail part way: the server stops reading
+  const auto h = c.head();
+  EXPECT_EQ(status_of(h), 507) << h;
+  EXPECT_TRUE(has_field(h, "Connection: close")) << h;
+  EXPECT_TRUE(eventually([&] { return count(&SinkProbe::destroyed) == 1; }));
+  EXPECT_EQ(count(&SinkProbe::finished), 0);
+  EXPECT_EQ(count(&SinkProbe::aborted), 0);
+}
+
+TEST_F(SinkTest, AClientThatGoesAwayMidBodyAbortsItsSink) {
+  Running server(probe, small_pool());
+  {
+    Client c(server.port());
+    ASSERT_TRUE(c.send(post_head("/sink", "Content-Length: 1000000\r\n")));
+    std::string part;
+    append_pattern(part, 0, 300000);
+    ASSERT_TRUE(c.send(part));
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard lock(sinks().mu);
+      return sinks().received.size() == part.size();
+    }));
+  }
+  EXPECT_TRUE(eventually([&] { return count(&SinkProbe::aborted) == 1; }));
+  EXPECT_TRUE(eventually([&] { return count(&SinkProbe::destroyed) == 1; }));
+  EXPECT_EQ(count(&SinkProbe::finished), 0);
+}
+
+TEST_F(SinkTest, AClientTooSlowForTheBodyLimitsIsClosedAndItsSinkAborted) {
+  Options o = small_pool();
+  o.limits.body_timeout_s = 0.3;
+  o.limits.min_body_rate = 0;
+  Running server(probe, o);
+  Client c(server.port());
+  ASSERT_TRUE(c.send(post_head("/sink", "Content-Length: 100\r\n")));
+  ASSERT_TRUE(c.send("only a little"));
+  EXPECT_TRUE(eventually([&] { return count(&SinkProbe::aborted) == 1; }));
+  c.rest(2s);
+  EXPECT_TRUE(c.closed());
+  EXPECT_EQ(count(&SinkProbe::finished), 0);
+}
+
+TEST_F(SinkTest, AChunkedBodyBeyondTheRoutesLimitIsAbortedWith413) {
+  Running server(probe, small_pool());
+  Client c(server.port());
+  ASSERT_TRUE(c.send(post_head("/sink", "Transfer-Encoding: chunked\r\n")));
+  std::string part;
+  append_pattern(part, 0, 1u << 20);
+  char size[32];
+  std::snprintf(size, sizeof size, "%zx\r\n", part.size());
+  for (int i = 0; i < 9; ++i)
+    if (!c.send(size + part + "\r\n")) break;
+  const auto h = c.head();
+  EXPECT_EQ(status_of(h), 413) << h;
+  EXPECT_TRUE(eventually([&] { return count(&SinkProbe::aborted) == 1; }));
+  EXPECT_EQ(count(&SinkProbe::finished), 0);
+}
+
+TEST_F(SinkTest, AnAnnouncedBodyBeyondTheRoutesLimitIsRefusedBeforeTheSinkIsMade) {
+  Running server(probe, small_pool());
+  Client c(server.port());
+  ASSERT_TRUE(c.send(post_head("/sink", "Content-Length: 9000000\r\n")));
+  EXPECT_EQ(status_of(c.head()), 413);
+  EXPECT_EQ(count(&SinkProbe::made), 0);
+}
+
+TEST_F(SinkTest, ASlowSinkHoldsAHandlerThreadButNeverTheIoThread) {
+  Running server(probe, small_pool(2));
+  sinks().hold = true;
+  Client up(server.port());
+  ASSERT_TRUE(up.send(post_head("/sink", "Content-Length: 3\r\n")));
+  ASSERT_TRUE(up.send("abc"));
+  ASSERT_TRUE(eventually([&] { return count(&SinkProbe::made) == 1; }));
+  Client other(server.port());  // served meanwhile
+  ASSERT_TRUE(other.send(get("/plain")));
+  EXPECT_EQ(status_of(other.head()), 200);
+  sinks().hold = false;
+  EXPECT_EQ(status_of(up.head()), 201);
+}
+
+TEST(Router, AnExplicitHeadRouteComesBeforeTheGetRouteOfTheSamePath) {
+  Router r;
+  Route get_route;
+  get_route.method = "GET";
+  get_route.path = "/u/{id}";
+  r.add(get_route);
+  Route head_route;
+  head_route.method = "HEAD";
+  head_route.path = "/u/{id}";
+  r.add(head_route);
+  Route other;
+  other.method = "GET";
+  other.path = "/v";
+  r.add(other);
+  auto m = r.match("HEAD", "/u/7");
+  ASSERT_TRUE(m.route);
+  EXPECT_EQ(m.route->method, "HEAD");
+  EXPECT_EQ(m.params, std::vector<std::string>{"7"});
+  ASSERT_TRUE(r.match("HEAD", "/v").route);
+  EXPECT_EQ(r.match("HEAD", "/v").route->method, "GET");
+  EXPECT_EQ(r.match("GET", "/u/7").route->method, "GET");
 }

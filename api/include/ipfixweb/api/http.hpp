@@ -11,6 +11,10 @@
 // server refuses by itself (400, 401, 403, 404, 413, 431, 503) it refuses before reading a
 // body.
 //
+// A request body is read whole into Request::body before the handler runs, except on a route
+// with a BodySink (Route::sink): uploads of any size are taken piece by piece as they arrive,
+// one piece in memory at a time (see BodySink).
+//
 // A response body is one of three kinds (see Response):
 //   body    a string, sent with Content-Length;
 //   file    an open file of known size, sent in pieces as the socket takes them;
@@ -125,6 +129,37 @@ struct Response {
 
 using Handler = std::function<void(const Request&, Response&)>;
 
+// A request body taken piece by piece as it arrives (Route::sink), for bodies too large to
+// hold (uploads). A route's SinkFactory runs once the header is in and the request passed the
+// server's checks (route, token, announced size), before any of the body is read (and before
+// "100 Continue" is sent): it returns the sink, or nullptr with the answer in `res` (a refusal
+// such as 404, 409, 413, 415; the connection closes after it when a body was announced).
+//
+// Then write() gets the body's pieces in order (each at most kSinkPiece bytes; the next piece
+// is read from the socket only once write() returned), and finish() fills in the answer once
+// the body is complete (also when it is empty: finish() at once). write() returning false
+// refuses the rest: `res` holds the answer (e.g. 413, 415, 422, 507), the connection closes
+// after it, and neither finish() nor abort() follows. abort() says the body will never
+// complete: the client went away or sent broken framing, it was slower than the body limits
+// allow, it sent more than Route::max_body, or the server stops. A sink destroyed without
+// finish() or abort() having been called must behave as if aborted.
+//
+// Thread rules: every call (the factory too) runs on a handler thread (it may block: disk
+// writes, fsync), never two at a time for one request; the sink is destroyed on a handler
+// thread. An exception from the factory, write() or finish() answers 500 and closes the
+// connection (then abort() is called).
+class BodySink {
+ public:
+  virtual ~BodySink() = default;
+  virtual bool write(std::string_view piece, Response& res) = 0;
+  virtual void finish(Response& res) = 0;
+  virtual void abort() = 0;
+};
+using SinkFactory = std::function<std::unique_ptr<BodySink>(const Request&, Response&)>;
+
+// The largest piece a BodySink is given.
+inline constexpr std::size_t kSinkPiece = 256 * 1024;
+
 struct Route {
   std::string method;  // "GET" routes also answer HEAD (the same header, no body)
   std::string path;    // a template: literal segments and {name} segments ("/tasks/{id}")
@@ -133,6 +168,9 @@ struct Route {
   bool open = false;       // needs no token at all
   // The largest body accepted; nullopt: Limits::max_other_body (routes that take no body).
   std::optional<std::size_t> max_body;
+  // When set, the body goes to the sink this makes instead of Request::body, and `handler`
+  // is not used (see BodySink).
+  SinkFactory sink;
   // false: the handler never blocks (no I/O, no locks held by others) and runs on the I/O
   // thread, saving the hand-off to a handler thread.
   bool blocking = true;
@@ -145,10 +183,11 @@ class Router {
     const Route* route = nullptr;  // nullptr: no route has this method and path
     std::vector<std::string> params;
   };
-  // HEAD matches GET routes. `path` is the decoded path.
+  // HEAD matches a HEAD route of the path, else its GET route. `path` is the decoded path.
   Match match(std::string_view method, std::string_view path) const;
 
  private:
+  Match match_exact(std::string_view method, std::string_view path) const;
   struct Entry {
     Route route;
     std::vector<std::string> segments;  // "{…}" matches any one non-empty segment
