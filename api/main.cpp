@@ -107,6 +107,27 @@ int main(int argc, char** argv) {
   app.add_option("--sample-pcap", cfg.sample_pcap, "Capture submitted by the test route")
       ->envname("IPFIXWEB_SAMPLE_PCAP")
       ->capture_default_str();
+  app.add_option("--capture-dir", cfg.capture_dir,
+                 "Where uploaded captures are kept, inside an input root (default: the first "
+                 "input root's uploads/)")
+      ->envname("IPFIXWEB_CAPTURE_DIR");
+  app.add_option("--max-capture-size", cfg.max_capture_size,
+                 "Largest uploaded capture in bytes (413 beyond)")
+      ->envname("IPFIXWEB_MAX_CAPTURE_SIZE")
+      ->capture_default_str();
+  app.add_option("--capture-quota", cfg.capture_quota,
+                 "Bytes of all uploaded captures and uploads in progress (0: no quota)")
+      ->envname("IPFIXWEB_CAPTURE_QUOTA")
+      ->capture_default_str();
+  app.add_option("--capture-token-quota", cfg.capture_token_quota,
+                 "Bytes of uploaded captures per bearer token (0: no quota)")
+      ->envname("IPFIXWEB_CAPTURE_TOKEN_QUOTA")
+      ->capture_default_str();
+  app.add_option("--upload-expiry", cfg.upload_expiry_s,
+                 "Seconds an unfinished upload is kept after its last byte")
+      ->envname("IPFIXWEB_UPLOAD_EXPIRY")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--curve-server-key", cfg.curve_server_key, "CURVE: the broker's public key file")
       ->envname("IPFIXWEB_CURVE_SERVER_KEY");
   app.add_option("--curve-secret-key", cfg.curve_secret_key, "CURVE: the api's secret key file")

@@ -1,5 +1,7 @@
 #include "ipfixweb/api/server.hpp"
 
+#include "ipfixweb/api/capture_routes.hpp"
+#include "ipfixweb/api/captures.hpp"
 #include "ipfixweb/api/flow_routes.hpp"
 #include "ipfixweb/shared/spec_json.hpp"
 
@@ -13,6 +15,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iterator>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <utility>
@@ -108,6 +111,8 @@ struct Server::Impl {
   Roots roots;
   std::optional<confine::Root> output_dir;  // downloads open files beneath it
   std::optional<FlowRoutes> flow_routes;
+  std::unique_ptr<CaptureStore> captures;
+  std::optional<CaptureRoutes> capture_routes;
   std::unique_ptr<http::Server> http;
   std::atomic<bool> draining{false};
 
@@ -136,6 +141,18 @@ struct Server::Impl {
     if (auto why = paths::overlap_error(roots.inputs, roots.output, {db_file}); !why.empty())
       throw std::runtime_error(why);
     output_dir.emplace(roots.output);
+    CaptureOptions co;
+    co.dir = cfg.capture_dir.empty() ? roots.inputs.at(0) + "/uploads" : cfg.capture_dir;
+    co.max_size = cfg.max_capture_size;
+    co.quota = cfg.capture_quota;
+    co.token_quota = cfg.capture_token_quota;
+    co.upload_expiry_s = cfg.upload_expiry_s;
+    captures = std::make_unique<CaptureStore>(co);
+    // Workers read uploads like any input: the directory must be beneath an input root.
+    if (std::none_of(roots.inputs.begin(), roots.inputs.end(),
+                     [&](const std::string& r) { return paths::is_within(r, captures->dir()); }))
+      throw std::runtime_error("the capture directory " + captures->dir() +
+                               " is not inside an input root");
     if (!cfg.curve_server_key.empty() || !cfg.curve_secret_key.empty()) {
       if (cfg.curve_server_key.empty() || cfg.curve_secret_key.empty())
         throw std::runtime_error("CURVE needs both --curve-server-key and --curve-secret-key");
@@ -219,6 +236,33 @@ struct Server::Impl {
   void cancel_task(const Request& req, Response& res);
   void task_events(const Request& req, Response& res);
   void readyz(Response& res);
+  // pcap_files entries "sha256:<hex>" and "upload:<id>" become the captures' paths.
+  void resolve_capture_references(ParsedRequest& p, std::vector<FieldError>& errors) {
+    for (std::size_t i = 0; i < p.spec.inputs.size(); ++i) {
+      std::string error;
+      auto path = capture_routes->resolve_reference(p.spec.inputs[i], error);
+      if (!path) continue;
+      if (!error.empty())
+        errors.push_back({"pcap_files[" + std::to_string(i) + "]", error});
+      else
+        p.spec.inputs[i] = *path;
+    }
+  }
+  // Whether a queued or running task reads this file.
+  bool read_by_live_task(const std::string& path) {
+    auto* st = store();
+    if (!st) return true;  // cannot tell: keep it
+    for (auto state : {TaskState::Queued, TaskState::Running}) {
+      TaskFilter f;
+      f.state = state;
+      f.input = path;
+      f.limit = 1;
+      if (!st->list(f).empty()) return true;
+    }
+    return false;
+  }
+  void add_sink(const std::string& method, const std::string& path, Role role,
+                http::SinkFactory make);
 };
 
 void Server::Impl::submit_body(const Request& req, Response& res, UnknownFields unknown) {
@@ -253,7 +297,8 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
   std::vector<FieldError> errors;
   auto parsed = parse_task_request(body, errors, unknown);
   proto::TaskSpec spec;
-  if (!parsed || !resolve_under_roots(*parsed, spec, errors)) {
+  if (parsed) resolve_capture_references(*parsed, errors);
+  if (!parsed || !errors.empty() || !resolve_under_roots(*parsed, spec, errors)) {
     metrics.invalid.fetch_add(1, std::memory_order_relaxed);
     problem(res, 422, "the task request is not valid", errors);
     return;
@@ -601,6 +646,25 @@ void Server::Impl::add(const std::string& method, const std::string& path, Role 
   router.add(std::move(route));
 }
 
+// A route whose body streams to a sink (uploads): limited by the capture size, not max_body.
+void Server::Impl::add_sink(const std::string& method, const std::string& path, Role role,
+                            http::SinkFactory make) {
+  int idx = metrics.route(method, path);
+  http::Route route;
+  route.method = method;
+  route.path = path;
+  route.role = role;
+  // The multipart form's framing comes on top of the capture.
+  route.max_body = static_cast<std::size_t>(std::min<std::uint64_t>(
+      cfg.max_capture_size + (1u << 20), std::numeric_limits<std::size_t>::max()));
+  route.sink = [this, idx, make = std::move(make)](const Request& q, Response& r) {
+    auto sink = make(q, r);
+    if (!sink) metrics.observe(idx, r.status, 0);
+    return sink;
+  };
+  router.add(std::move(route));
+}
+
 void Server::Impl::routes() {
   using Q = const Request&;
   using R = Response&;
@@ -642,6 +706,27 @@ void Server::Impl::routes() {
   add("POST", "/api/v1/tasks/{id}/flows/{flow}/pcap", Role::Submit, [this, &fr](Q q, R r) {
     if (auto x = fr.extract_request(q, r)) submit(q, r, x->body, UnknownFields::Refuse, x->key);
   });
+  // Captures in: one-shot uploads and resumable ones (tus 1.0.0).
+  capture_routes.emplace(
+      *captures,
+      [](R r, int status, const std::string& detail, const std::vector<FieldError>& errors) {
+        problem(r, status, detail, errors);
+      },
+      [this](const std::string& path) { return read_by_live_task(path); });
+  auto& cr = *capture_routes;
+  add_sink("POST", "/api/v1/captures", Role::Submit,
+           [&cr](Q q, R r) { return cr.post_capture(q, r); });
+  add("GET", "/api/v1/captures", Role::Read, [&cr](Q q, R r) { cr.list(q, r); });
+  add("GET", "/api/v1/captures/{sha256}", Role::Read, [&cr](Q q, R r) { cr.get(q, r); });
+  add("DELETE", "/api/v1/captures/{sha256}", Role::Submit, [&cr](Q q, R r) { cr.remove(q, r); });
+  add("OPTIONS", "/api/v1/uploads", Role::Read, [&cr](Q q, R r) { cr.tus_options(q, r); });
+  add_sink("POST", "/api/v1/uploads", Role::Submit,
+           [&cr](Q q, R r) { return cr.tus_create(q, r); });
+  add("HEAD", "/api/v1/uploads/{id}", Role::Read, [&cr](Q q, R r) { cr.tus_head(q, r); });
+  add("GET", "/api/v1/uploads/{id}", Role::Read, [&cr](Q q, R r) { cr.upload_state(q, r); });
+  add_sink("PATCH", "/api/v1/uploads/{id}", Role::Submit,
+           [&cr](Q q, R r) { return cr.tus_patch(q, r); });
+  add("DELETE", "/api/v1/uploads/{id}", Role::Submit, [&cr](Q q, R r) { cr.tus_delete(q, r); });
   // Compatibility with the original service (IPyFIXweb).
   add("POST", "/api/export-task", Role::Submit, post_lenient);
   add("GET", "/api/task-status/{id}", Role::Read, get);

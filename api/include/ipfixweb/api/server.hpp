@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,8 +35,15 @@ struct Config {
   int flow_query_ms = 5000;
   std::vector<Token> tokens;  // bearer tokens with their roles; empty: no authentication
   std::string sample_pcap = "sample.pcap";  // for the compatibility test route
-  std::string curve_server_key;             // CURVE: broker's public key file
-  std::string curve_secret_key;             // CURVE: the api's secret key file
+  // Uploaded captures (docs/uploads.md): a directory inside an input root ("": the first
+  // input root's "uploads"), the largest capture, quotas (0: none), upload expiry.
+  std::string capture_dir;
+  std::uint64_t max_capture_size = 100ull << 30;
+  std::uint64_t capture_quota = 0;
+  std::uint64_t capture_token_quota = 0;
+  double upload_expiry_s = 24 * 3600;
+  std::string curve_server_key;  // CURVE: broker's public key file
+  std::string curve_secret_key;  // CURVE: the api's secret key file
 };
 
 class Server {
