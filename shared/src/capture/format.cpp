@@ -131,7 +131,10 @@ std::string_view name(Format f) {
 
 std::string describe(const Sniff& s) {
   std::string out(name(s.format));
-  if (s.compression != Compression::None) out += "+" + std::string(name(s.compression));
+  if (s.compression != Compression::None) {
+    out += '+';  // (not "+" + std::string(...): GCC 12 warns of a false -Wrestrict there)
+    out += name(s.compression);
+  }
   return out;
 }
 
