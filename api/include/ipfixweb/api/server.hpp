@@ -9,6 +9,7 @@
 
 #include <zmq.hpp>
 
+#include "ipfixweb/api/drop_folder.hpp"
 #include "ipfixweb/api/http.hpp"
 
 namespace ipfixweb::api {
@@ -36,6 +37,7 @@ struct Config {
   std::string sample_pcap = "sample.pcap";  // for the compatibility test route
   std::string curve_server_key;             // CURVE: broker's public key file
   std::string curve_secret_key;             // CURVE: the api's secret key file
+  DropConfig drop;                          // drop folders (docs/drop-folder.md); none: off
 };
 
 class Server {
