@@ -400,11 +400,12 @@ struct DropFolder::Impl {
     for (const auto& given : cfg.folders) {
       std::string candidate;
       if (!given.empty() && given.front() == '/') {
+        // One that does not exist yet is made only when it names a place inside a root.
         const std::string lexical = fs::path(given).lexically_normal().string();
         const bool inside =
             std::any_of(roots.inputs.begin(), roots.inputs.end(),
                         [&](const auto& r) { return paths::is_within(r, lexical); });
-        if (!inside)
+        if (std::error_code ec; !inside && !fs::is_directory(given, ec))
           throw std::runtime_error("--drop-folder " + given + " is not inside an input root");
         candidate = lexical;
       } else {
@@ -473,6 +474,10 @@ struct DropFolder::Impl {
     if (paths::is_within(roots.output, dir))
       throw std::runtime_error("--drop-journal " + journal_path +
                                " is inside the output root (a task's output could replace it)");
+    for (const auto& f : folders)
+      if (paths::is_within(f.path, dir))
+        throw std::runtime_error("--drop-journal " + journal_path + " is inside the drop folder " +
+                                 f.path + " (it would be taken as a dropped file)");
     std::string text;
     if (std::ifstream in(journal_path, std::ios::binary); in)
       text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

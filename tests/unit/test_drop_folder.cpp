@@ -521,6 +521,9 @@ TEST_F(DropFolderTest, StartRefusesFoldersOutsideTheInputRootsAndOptionsTheApiRe
   DropConfig c = cfg_;
   c.folders = {dir_ + "/output/drop"};
   EXPECT_NE(refused(c).find("not inside an input root"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir_ + "/output/drop")) << "made before it was refused";
+  c.folders = {dir_ + "/output"};
+  EXPECT_NE(refused(c).find("not inside an input root"), std::string::npos);
   c.folders = {"../output"};
   EXPECT_NE(refused(c), "");
   fs::create_symlink(dir_ + "/output", dir_ + "/input/sneaky");
@@ -545,6 +548,8 @@ TEST_F(DropFolderTest, StartRefusesFoldersOutsideTheInputRootsAndOptionsTheApiRe
   c = cfg_;
   c.journal = dir_ + "/output/journal.jsonl";
   EXPECT_NE(refused(c).find("output root"), std::string::npos);
+  c.journal = folder() + "/journal.jsonl";
+  EXPECT_NE(refused(c).find("inside the drop folder"), std::string::npos);
   // A folder that does not exist yet is made; an absolute one inside a root is fine.
   c = cfg_;
   c.folders = {"new/inbox", dir_ + "/input/other"};
