@@ -132,6 +132,7 @@ int main(int argc, char** argv) {
       ->envname("IPFIXWEB_CURVE_SERVER_KEY");
   app.add_option("--curve-secret-key", cfg.curve_secret_key, "CURVE: the api's secret key file")
       ->envname("IPFIXWEB_API_SECRET_KEY");
+  api::add_drop_options(app, cfg.drop);
   add_log_options(app, log_opts);
   add_print_config(app);
   CLI11_PARSE(app, argc, argv);

@@ -350,9 +350,56 @@ json service_paths() {
   return paths;
 }
 
+// The drop folder's journal (docs/drop-folder.md).
+json drop_paths() {
+  json paths;
+  json entry = {
+      {"type", "object"},
+      {"description",
+       "One journal line: what became of one version of one dropped file (outcome submitted, "
+       "duplicate, skipped or refused)"},
+      {"properties",
+       {{"at", {{"type", "string"}, {"format", "date-time"}}},
+        {"folder", {{"type", "string"}}},
+        {"file", {{"type", "string"}}},
+        {"outcome",
+         {{"type", "string"}, {"enum", {"submitted", "duplicate", "skipped", "refused"}}}},
+        {"reason", {{"type", "string"}, {"nullable", true}}},
+        {"task_id", {{"type", "string"}, {"nullable", true}}},
+        {"existing", {{"type", "boolean"}}},
+        {"key", {{"type", "string"}, {"nullable", true}}},
+        {"sha256", {{"type", "string"}, {"nullable", true}}},
+        {"format", {{"type", "string"}, {"nullable", true}}},
+        {"kind", {{"type", "string"}, {"nullable", true}}},
+        {"output_path", {{"type", "string"}, {"nullable", true}}},
+        {"size", {{"type", "integer"}}},
+        {"mtime_ns", {{"type", "integer"}}},
+        {"dev", {{"type", "integer"}}},
+        {"ino", {{"type", "integer"}}}}}};
+  paths["/api/v1/drop"]["get"] = {
+      {"summary", "The drop folders: files waiting, and what became of the files dropped"},
+      {"parameters",
+       json::array({{{"name", "limit"},
+                     {"in", "query"},
+                     {"description", "journal entries shown, newest first (default 100)"},
+                     {"schema", {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}}}}})},
+      {"responses",
+       {{"200", json_response("The folders (enabled false when none is configured)",
+                              {{"type", "object"},
+                               {"properties",
+                                {{"enabled", {{"type", "boolean"}}},
+                                 {"folders", {{"type", "array"}, {"items", {{"type", "object"}}}}},
+                                 {"settle_seconds", {{"type", "number"}}},
+                                 {"waiting", {{"type", "array"}, {"items", {{"type", "object"}}}}},
+                                 {"entries", {{"type", "array"}, {"items", entry}}}}}})},
+        {"422", problem_response("limit out of range")}}}};
+  return paths;
+}
+
 json build() {
   json paths = task_paths();
   paths.update(service_paths());
+  paths.update(drop_paths());
   return {{"openapi", "3.0.3"},
           {"info",
            {{"title", "ipfixweb"},

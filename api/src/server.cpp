@@ -24,6 +24,7 @@
 
 #include "ipfixweb/api/auth.hpp"
 #include "ipfixweb/api/broker_client.hpp"
+#include "ipfixweb/api/drop_folder.hpp"
 #include "ipfixweb/api/handler_pool.hpp"
 #include "ipfixweb/api/http.hpp"
 #include "ipfixweb/api/metrics.hpp"
@@ -163,6 +164,14 @@ struct Server::Impl {
     so.timeout_s = cfg.broker_timeout_s;
     submitter = std::make_unique<BatchSubmitter>(ctx, cfg.broker, so,
                                                  curve_keys ? &*curve_keys : nullptr, curve_server);
+    // A dropped file is submitted as POST /api/v1/tasks would submit it.
+    if (!cfg.drop.folders.empty())
+      drop = std::make_unique<DropFolder>(
+          cfg.drop, roots, cfg.db_path, [this](const json& body, const std::string& key) {
+            Response res;
+            submit(Request{}, res, body, UnknownFields::Refuse, key);
+            return res;
+          });
   }
 
   ThreadState& local() {
@@ -220,6 +229,7 @@ struct Server::Impl {
 
   Metrics metrics;
   http::Router router;
+  std::unique_ptr<DropFolder> drop;  // last: its thread stops before what it submits through
   // blocking = false only for handlers that touch neither the database nor the broker.
   void add(const std::string& method, const std::string& path, Role role, http::Handler fn,
            bool blocking = true);
@@ -687,6 +697,9 @@ void Server::Impl::routes() {
   add("DELETE", "/api/v1/tasks/{id}", Role::Submit, [this](Q q, R r) { cancel_task(q, r); });
   add("GET", "/api/v1/tasks/{id}/events", Role::Read, [this](Q q, R r) { task_events(q, r); });
   add("GET", "/api/v1/tasks/{id}/output", Role::Read, [this](Q q, R r) { download(q, r); });
+  add(
+      "GET", "/api/v1/drop", Role::Read,
+      [this](Q q, R r) { drop_route(drop.get(), q, r, problem); }, kNeverBlocks);
   flow_routes.emplace(
       *output_dir, [this](Q q, R r) { return find_task(q, r); },
       [](R r, int status, const std::string& detail, const std::vector<FieldError>& errors) {
@@ -768,7 +781,10 @@ Server::Server(Config cfg, zmq::context_t& ctx)
 
 Server::~Server() = default;
 int Server::port() const { return impl_->http->port(); }
-void Server::serve() { impl_->http->serve(); }
+void Server::serve() {
+  if (impl_->drop) impl_->drop->start();
+  impl_->http->serve();
+}
 void Server::stop() {
   impl_->draining = true;
   impl_->http->stop();

@@ -259,9 +259,10 @@ TEST(Api, OpenApiDescribesExactlyTheRoutesTheServerAnswers) {
                             "get /api/v1/tasks/{id}/flows.sqlite",
                             "get /api/v1/tasks/{id}/top",
                             "get /api/v1/tasks/{id}/timeseries",
-                            "post /api/v1/tasks/{id}/flows/{flow}/pcap"})
+                            "post /api/v1/tasks/{id}/flows/{flow}/pcap",
+                            "get /api/v1/drop"})
     EXPECT_TRUE(documented.count(route)) << route << " is served but not documented";
-  EXPECT_EQ(documented.size(), 22u);
+  EXPECT_EQ(documented.size(), 23u);
 }
 
 TEST(Api, MetricsAreRouteLabelledWithoutTaskIds) {
