@@ -396,8 +396,151 @@ json drop_paths() {
   return paths;
 }
 
+// Captures in (docs/uploads.md): one-shot uploads and tus 1.0.0 resumable ones.
+json capture_paths() {
+  json paths;
+  json capture = {
+      {"type", "object"},
+      {"properties",
+       {{"sha256", {{"type", "string"}, {"pattern", "^[0-9a-f]{64}$"}}},
+        {"name", {{"type", "string"}}},
+        {"size", {{"type", "integer"}}},
+        {"format",
+         {{"type", "string"},
+          {"description",
+           "pcap, pcapng or ipfix, with +gzip, +zstd, +xz or +bzip2 when "
+           "compressed"}}},
+        {"uploaded_at", {{"type", "string"}, {"format", "date-time"}}},
+        {"path", {{"type", "string"}, {"description", "what pcap_files takes"}}},
+        {"ref", {{"type", "string"}, {"description", "sha256:<hex>, also taken by pcap_files"}}},
+        {"existing", {{"type", "boolean"}}},
+        {"links", {{"type", "object"}}}}}};
+  json sha_param =
+      json::array({{{"name", "sha256"},
+                    {"in", "path"},
+                    {"required", true},
+                    {"schema", {{"type", "string"}, {"pattern", "^[0-9a-fA-F]{64}$"}}}}});
+  json upload_param = json::array({{{"name", "id"},
+                                    {"in", "path"},
+                                    {"required", true},
+                                    {"schema", {{"type", "string"}, {"format", "uuid"}}}}});
+  json tus_version = {{"name", "Tus-Resumable"},
+                      {"in", "header"},
+                      {"required", true},
+                      {"schema", {{"type", "string"}, {"enum", {"1.0.0"}}}}};
+  paths["/api/v1/captures"]["post"] = {
+      {"summary",
+       "Upload a capture in one request (raw body, or multipart/form-data with a "
+       "\"file\" part), streamed to disk"},
+      {"parameters",
+       json::array({{{"name", "name"}, {"in", "query"}, {"schema", {{"type", "string"}}}},
+                    {{"name", "sha256"},
+                     {"in", "query"},
+                     {"description", "expected digest (or the Repr-Digest header)"},
+                     {"schema", {{"type", "string"}}}}})},
+      {"requestBody",
+       {{"required", true},
+        {"content",
+         {{"application/octet-stream", {{"schema", {{"type", "string"}, {"format", "binary"}}}}},
+          {"multipart/form-data",
+           {{"schema",
+             {{"type", "object"},
+              {"properties",
+               {{"file", {{"type", "string"}, {"format", "binary"}}},
+                {"sha256", {{"type", "string"}}}}}}}}}}}}},
+      {"responses",
+       {{"201", json_response("Stored; Location names it", capture)},
+        {"200", json_response("The same content was stored already", capture)},
+        {"400", problem_response("Malformed multipart form")},
+        {"413", problem_response("Larger than the capture limit, or over a quota")},
+        {"415", problem_response("Not a capture (pcap, pcapng, IPFIX; plain or compressed)")},
+        {"422", problem_response("Digest mismatch, bad name, empty upload")},
+        {"507", problem_response("The capture disk is full")}}}};
+  paths["/api/v1/captures"]["get"] = {
+      {"summary", "The uploaded captures, newest first"},
+      {"parameters",
+       json::array({{{"name", "limit"}, {"in", "query"}, {"schema", {{"type", "integer"}}}},
+                    {{"name", "next"}, {"in", "query"}, {"schema", {{"type", "string"}}}}})},
+      {"responses",
+       {{"200", json_response("A page of captures",
+                              {{"type", "object"},
+                               {"properties",
+                                {{"captures", {{"type", "array"}, {"items", capture}}},
+                                 {"next", {{"type", "string"}, {"nullable", true}}},
+                                 {"used_bytes", {{"type", "integer"}}},
+                                 {"quota_bytes", {{"type", "integer"}, {"nullable", true}}}}}})},
+        {"422", problem_response("Bad limit or cursor")}}}};
+  paths["/api/v1/captures/{sha256}"]["get"] = {{"summary", "One capture"},
+                                               {"parameters", sha_param},
+                                               {"responses",
+                                                {{"200", json_response("The capture", capture)},
+                                                 {"404", problem_response("No such capture")}}}};
+  paths["/api/v1/captures/{sha256}"]["delete"] = {
+      {"summary", "Remove a capture no queued or running task reads"},
+      {"parameters", sha_param},
+      {"responses",
+       {{"204", {{"description", "Removed"}}},
+        {"404", problem_response("No such capture")},
+        {"409", problem_response("A queued or running task reads it")}}}};
+  paths["/api/v1/uploads"]["options"] = {
+      {"summary", "tus 1.0.0 discovery: version, extensions, maximum size"},
+      {"responses", {{"204", {{"description", "Tus-Version, Tus-Extension, Tus-Max-Size"}}}}}};
+  paths["/api/v1/uploads"]["post"] = {
+      {"summary", "tus creation (and creation-with-upload): a resumable upload"},
+      {"parameters",
+       json::array(
+           {tus_version,
+            {{"name", "Upload-Length"}, {"in", "header"}, {"schema", {{"type", "integer"}}}},
+            {{"name", "Upload-Metadata"},
+             {"in", "header"},
+             {"description", "filename and sha256, base64-encoded"},
+             {"schema", {{"type", "string"}}}}})},
+      {"responses",
+       {{"201", {{"description", "Created; Location names the upload"}}},
+        {"400", problem_response("No Upload-Length, bad metadata")},
+        {"412", problem_response("Tus-Resumable missing or another version")},
+        {"413", problem_response("Larger than the capture limit, or over a quota")},
+        {"422", problem_response("Bad name or digest")}}}};
+  paths["/api/v1/uploads/{id}"]["head"] = {
+      {"summary", "tus: the offset to resume from"},
+      {"parameters", upload_param},
+      {"responses",
+       {{"200", {{"description", "Upload-Offset, Upload-Length, Upload-Expires"}}},
+        {"404", {{"description", "No such upload (it may have expired)"}}}}}};
+  paths["/api/v1/uploads/{id}"]["patch"] = {
+      {"summary", "tus: bytes at the upload's offset; the last ones make it a capture"},
+      {"parameters", upload_param},
+      {"requestBody",
+       {{"required", true},
+        {"content",
+         {{"application/offset+octet-stream",
+           {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}}},
+      {"responses",
+       {{"204", {{"description", "Taken; Upload-Offset (Content-Location once complete)"}}},
+        {"404", problem_response("No such upload")},
+        {"409", problem_response("Wrong Upload-Offset, complete, or being written")},
+        {"413", problem_response("Beyond the upload's length or the limit")},
+        {"415", problem_response("Not application/offset+octet-stream, or not a capture")},
+        {"422", problem_response("The whole upload's digest does not match")},
+        {"460", problem_response("Upload-Checksum mismatch: the chunk was dropped")},
+        {"507", problem_response("The capture disk is full: the upload was removed")}}}};
+  paths["/api/v1/uploads/{id}"]["delete"] = {
+      {"summary", "tus termination"},
+      {"parameters", upload_param},
+      {"responses",
+       {{"204", {{"description", "Removed"}}}, {"404", problem_response("No such upload")}}}};
+  paths["/api/v1/uploads/{id}"]["get"] = {
+      {"summary", "The upload's state, and its capture once complete"},
+      {"parameters", upload_param},
+      {"responses",
+       {{"200", json_response("The upload", {{"type", "object"}})},
+        {"404", problem_response("No such upload")}}}};
+  return paths;
+}
+
 json build() {
   json paths = task_paths();
+  paths.update(capture_paths());
   paths.update(service_paths());
   paths.update(drop_paths());
   return {{"openapi", "3.0.3"},

@@ -226,9 +226,12 @@ TEST(Api, OpenApiDescribesExactlyTheRoutesTheServerAnswers) {
       std::string concrete = path;
       for (auto at = concrete.find("{id}"); at != std::string::npos; at = concrete.find("{id}"))
         concrete.replace(at, 4, uuid);
-      auto res = method == "get"      ? c->Get(concrete)
-                 : method == "delete" ? c->Delete(concrete)
-                                      : c->Post(concrete, "{}", "application/json");
+      auto res = method == "get"       ? c->Get(concrete)
+                 : method == "delete"  ? c->Delete(concrete)
+                 : method == "head"    ? c->Head(concrete)
+                 : method == "options" ? c->Options(concrete)
+                 : method == "patch"   ? c->Patch(concrete, "{}", "application/json")
+                                       : c->Post(concrete, "{}", "application/json");
       ASSERT_TRUE(res) << method << " " << path;
       // A real route answers anything but the router's "no such route".
       bool no_route = res->status == 404 &&
@@ -260,9 +263,19 @@ TEST(Api, OpenApiDescribesExactlyTheRoutesTheServerAnswers) {
                             "get /api/v1/tasks/{id}/top",
                             "get /api/v1/tasks/{id}/timeseries",
                             "post /api/v1/tasks/{id}/flows/{flow}/pcap",
-                            "get /api/v1/drop"})
+                            "get /api/v1/drop",
+                            "post /api/v1/captures",
+                            "get /api/v1/captures",
+                            "get /api/v1/captures/{sha256}",
+                            "delete /api/v1/captures/{sha256}",
+                            "options /api/v1/uploads",
+                            "post /api/v1/uploads",
+                            "head /api/v1/uploads/{id}",
+                            "get /api/v1/uploads/{id}",
+                            "patch /api/v1/uploads/{id}",
+                            "delete /api/v1/uploads/{id}"})
     EXPECT_TRUE(documented.count(route)) << route << " is served but not documented";
-  EXPECT_EQ(documented.size(), 23u);
+  EXPECT_EQ(documented.size(), 33u);
 }
 
 TEST(Api, MetricsAreRouteLabelledWithoutTaskIds) {
