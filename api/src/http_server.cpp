@@ -7,8 +7,8 @@
 //           answered before any body is read
 //   body    reading the body (body limit, body timeout and minimum rate); on a route with a
 //           BodySink, the route's factory first makes the sink on a handler thread, then the
-//           body alternates between reading a piece (body phase) and handing it to the sink
-//           on a handler thread (handler phase), one piece at a time
+//           body's pieces go to the sink on a handler thread while the next piece is read
+//           (two piece buffers: one with the sink, one being read or waiting for it)
 //   handler the request runs on a handler thread (or on the I/O thread for a route that
 //           never blocks); no deadline: the handler's time is bounded by --broker-timeout
 //   write   the answer (write timeout per write; a file is sent in pieces; a stream takes
@@ -181,7 +181,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   enum class Phase { Idle, Header, Body, Handler, Write, Closing };
 
   Connection(Server::Impl& s, tcp::socket sock)
-      : s_(s), socket_(std::move(sock)), buffer_(s.opts.limits.max_header + kPiece) {}
+      : s_(s), socket_(std::move(sock)), buffer_(s.opts.limits.max_header + kSinkPiece) {}
 
   ~Connection() {
     if (slot_) s_.registry.remove(*slot_);
@@ -271,6 +271,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     req_ = Request{};
     route_ = nullptr;
     finished_sink_ = false;
+    sink_dead_ = false;
+    ready_.reset();
+    sink_refusal_.reset();
+    read_into_ = 0;
     parser_.reset();
     if (buffer_.size() > 0) return read_header();  // the next request is already here
     if (buffer_.capacity() > kKeptBuffer) buffer_.shrink_to_fit();
@@ -384,9 +388,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                             : Clock::duration::zero();
     set_deadline(body_start_ + seconds(limits().body_timeout_s) + allowance);
     auto& body = parser_->get().body();
-    if (sink_) {
-      if (!sink_piece_) sink_piece_ = std::make_unique<char[]>(kSinkPiece);
-      body.data = sink_piece_.get();
+    if (sink_ || sink_running_) {
+      auto& piece = sink_pieces_[read_into_];
+      if (!piece) piece = std::make_unique<char[]>(kSinkPiece);
+      body.data = piece.get();
       body.size = kSinkPiece;
     } else {
       read_from_ = req_.body.size();
@@ -396,23 +401,41 @@ class Connection : public std::enable_shared_from_this<Connection> {
       body.size = want;
     }
     body.more = true;
+    // Beast reads at most the buffer's free capacity (at least 512 bytes): room for a whole
+    // piece, or a large body arrives 512 bytes per read.
+    buffer_.reserve((sink_ || sink_running_) ? kSinkPiece : kPiece);
+    reading_ = true;
     bhttp::async_read_some(socket_, buffer_, *parser_, resume(&Connection::on_body));
   }
 
   void on_body(const beast::error_code& read_ec, std::size_t n) {
+    reading_ = false;
     body_bytes_ += n;
     auto& body = parser_->get().body();
-    const std::size_t got = (sink_ ? kSinkPiece : kPiece) - body.size;
+    const bool to_sink = sink_ || sink_running_;
+    const std::size_t got = (to_sink ? kSinkPiece : kPiece) - body.size;
     body.data = nullptr;
-    if (!sink_) req_.body.resize(read_from_ + got);
+    if (!to_sink) req_.body.resize(read_from_ + got);
+    if (sink_refusal_) return send(std::move(*sink_refusal_), true);  // the sink refused meanwhile
     beast::error_code ec = read_ec;
     if (ec == bhttp::error::need_buffer) ec = {};  // the piece is full
     if (ec == bhttp::error::body_limit) return abort_sink_then([this] { refuse_body(); });
     if (closed_by_peer(ec)) return close();
     if (ec)
       return abort_sink_then([this] { refuse(400, "the request body is not valid HTTP/1.1"); });
-    if (sink_ && (got > 0 || parser_->is_done())) return to_sink(got);
-    if (!parser_->is_done()) return read_body_some();
+    const bool done = parser_->is_done();
+    if (to_sink && (got > 0 || done)) {
+      if (sink_running_) {  // the sink is busy with the other piece: this one waits
+        ready_ = Ready{read_into_, got, done};
+        read_into_ ^= 1;
+        return;
+      }
+      start_feed(read_into_, got, done);
+      read_into_ ^= 1;
+      if (!done) read_body_some();  // the next piece comes in while the sink takes this one
+      return;
+    }
+    if (!done) return read_body_some();
     no_deadline();
     dispatch();
   }
@@ -459,20 +482,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
 
-  // A piece read (`got` bytes, possibly none when the body just ended): the sink takes it on
-  // a handler thread, and finishes when the body is complete.
-  void to_sink(std::size_t got) {
-    phase_ = Phase::Handler;
-    // The time the sink takes stays within the body's deadline (see read_body_some).
-    const bool done = parser_->is_done();
-    s_.handlers.post([self = shared_from_this(), got, done] { self->feed_sink(got, done); });
+  // A piece read (`got` bytes of piece buffer `buf`, possibly none when the body just ended):
+  // the sink takes it on a handler thread, and finishes when the body is complete. Meanwhile
+  // the sink is the handler thread's alone (sink_running_): nothing else touches sink_.
+  void start_feed(int buf, std::size_t got, bool done) {
+    sink_running_ = true;
+    s_.handlers.post(
+        [self = shared_from_this(), buf, got, done] { self->feed_sink(buf, got, done); });
   }
 
-  void feed_sink(std::size_t got, bool done) {
+  void feed_sink(int buf, std::size_t got, bool done) {
     Response res;
     bool refused = false;
     try {
-      if (got > 0 && !sink_->write(std::string_view(sink_piece_.get(), got), res)) refused = true;
+      if (got > 0 && !sink_->write(std::string_view(sink_pieces_[buf].get(), got), res))
+        refused = true;
       if (!refused && done) sink_->finish(res);
     } catch (const std::exception& e) {
       s_.log->error("request {} {} failed: {}", req_.method, req_.path, e.what());
@@ -483,15 +507,27 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     if (refused || done) sink_.reset();  // destroyed here, on the handler thread
     std::lock_guard lock(mu_);
-    if (closed_) {
+    sink_running_ = false;
+    if (closed_ || sink_dead_) {  // the connection ended, or answered, meanwhile
       if (sink_) sink_->abort();
       sink_.reset();
       return;
     }
     guarded([&] {
-      if (refused) return send(std::move(res), true);
+      if (refused) {
+        sink_dead_ = true;
+        // A read in flight must complete before the answer is written (one operation at a
+        // time): on_body sends it then.
+        if (reading_) return void(sink_refusal_.emplace(std::move(res)));
+        return send(std::move(res), true);
+      }
       if (done) return send(std::move(res), false);
-      read_body_some();
+      if (ready_) {
+        const Ready r = *ready_;
+        ready_.reset();
+        start_feed(r.buf, r.got, r.done);
+        if (!r.done && !reading_) read_body_some();
+      }
     });
   }
 
@@ -503,6 +539,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void release_sink() {
+    if (sink_running_) {  // the handler thread aborts it when it is done with its piece
+      sink_dead_ = true;
+      return;
+    }
     if (!sink_) return;
     s_.handlers.post([sink = std::shared_ptr<BodySink>(std::move(sink_))]() mutable {
       sink->abort();
@@ -816,10 +856,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closed_ = false;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::buffer_body>> parser_;
-  std::size_t read_from_ = 0;           // Request::body's size before the current read
-  std::unique_ptr<BodySink> sink_;      // a sink route's, while its body is read
-  std::unique_ptr<char[]> sink_piece_;  // the piece read for the sink
-  bool finished_sink_ = false;          // the sink finished without a body
+  std::size_t read_from_ = 0;               // Request::body's size before the current read
+  std::unique_ptr<BodySink> sink_;          // a sink route's, while its body is read
+  std::unique_ptr<char[]> sink_pieces_[2];  // one with the sink, one read meanwhile
+  int read_into_ = 0;                       // the piece buffer the next read fills
+  bool reading_ = false;                    // a body read is in flight
+  bool sink_running_ = false;               // a handler thread has the sink and a piece
+  bool sink_dead_ = false;                  // answered or aborted: the sink goes
+  struct Ready {
+    int buf;
+    std::size_t got;
+    bool done;
+  };
+  std::optional<Ready> ready_;            // a piece read while the sink was busy
+  std::optional<Response> sink_refusal_;  // the sink's refusal, sent once the read ends
+  bool finished_sink_ = false;            // the sink finished without a body
   std::optional<Registry::Slot> slot_;
   bool keep_alive_ = false;
   unsigned version_ = 11;

@@ -260,8 +260,10 @@ struct Server::Impl {
   }
   // Whether a queued or running task reads this file.
   bool read_by_live_task(const std::string& path) {
+    // No database yet (the broker creates it): no task at all. Unreadable: cannot tell, keep it.
+    if (!std::filesystem::exists(cfg.db_path)) return false;
     auto* st = store();
-    if (!st) return true;  // cannot tell: keep it
+    if (!st) return true;
     for (auto state : {TaskState::Queued, TaskState::Running}) {
       TaskFilter f;
       f.state = state;
