@@ -80,12 +80,21 @@ struct Conv {
   nlohmann::json summary;
 };
 
-Conv convert(const std::string& in, const std::string& out, const std::string& extra = "") {
+Conv convert(const std::vector<std::string>& ins, const std::string& out,
+             const std::string& extra = "") {
   Conv x;
-  x.r = run(shell_quote(pcap2ipfix()) + " -q --summary-json - " + extra + " -o " +
-            shell_quote(out) + " " + shell_quote(in));
+  std::string cmd =
+      shell_quote(pcap2ipfix()) + " -q --summary-json - " + extra + " -o " + shell_quote(out);
+  for (const auto& in : ins) {
+    cmd += ' ';
+    cmd += shell_quote(in);
+  }
+  x.r = run(cmd);
   if (x.r.exit_code == 0) x.summary = nlohmann::json::parse(x.r.out);
   return x;
+}
+Conv convert(const std::string& in, const std::string& out, const std::string& extra = "") {
+  return convert(std::vector<std::string>{in}, out, extra);
 }
 
 // The summary without what names or measures the run rather than the traffic.
@@ -366,6 +375,51 @@ TEST(CompressedCapture, AnIpfixIngestOfACompressedFileAsksForItDecompressed) {
             std::string::npos)
       << r.err;
   EXPECT_FALSE(fs::exists(dir.file("out.ipfix")));
+}
+
+TEST(CompressedCapture, PlainAndCompressedInputsMergeLikeThePlainOnes) {
+  REQUIRE_CODEC(kGzip);
+  REQUIRE_CODEC(kZstd);
+  TempDir dir;
+  write_random_capture(dir.file("a.pcap"), 3000);
+  const std::string b = std::string(IPFIXWEB_SOURCE_DIR) + "/tests/data/sample.pcap";
+  compress(kGzip, dir.file("a.pcap"), dir.file("a.gz"));
+  compress(kZstd, b, dir.file("b.zst"));
+  const Conv plain = convert({dir.file("a.pcap"), b}, dir.file("p.ipfix"));
+  const Conv mixed = convert({dir.file("a.gz"), dir.file("b.zst")}, dir.file("m.ipfix"));
+  ASSERT_EQ(plain.r.exit_code, 0) << plain.r.err;
+  ASSERT_EQ(mixed.r.exit_code, 0) << mixed.r.err;
+  EXPECT_EQ(traffic_of(mixed.summary), traffic_of(plain.summary));
+  EXPECT_EQ(bytes_of(dir.file("m.ipfix")), bytes_of(dir.file("p.ipfix")));
+}
+
+TEST(CompressedCapture, TheReaderGivesTheSamePacketsDecodingInlineOrAheadAndEndsAtTheFileSize) {
+  REQUIRE_CODEC(kGzip);
+  TempDir dir;
+  write_random_capture(dir.file("in.pcap"), 3000);
+  compress(kGzip, dir.file("in.pcap"), dir.file("in.gz"));
+  const auto packets = [&](const std::string& path, bool ahead, std::uint64_t* end_pos) {
+    ReadOptions o;
+    o.read_ahead = ahead;
+    PcapReader r(-1, path, "", o);
+    std::vector<std::string> out;
+    RawPacket p;
+    while (r.next(p)) {
+      out.push_back(std::to_string(p.ts_us) + "/" + std::to_string(p.wirelen) + "/" +
+                    std::string(reinterpret_cast<const char*>(p.data), p.caplen));
+    }
+    EXPECT_FALSE(r.truncated());
+    if (end_pos) *end_pos = r.position();
+    EXPECT_EQ(r.file_size(), fs::file_size(path));
+    return out;
+  };
+  std::uint64_t inline_end = 0, ahead_end = 0;
+  const auto plain = packets(dir.file("in.pcap"), true, nullptr);
+  EXPECT_EQ(plain.size(), 3000u);
+  EXPECT_EQ(packets(dir.file("in.gz"), false, &inline_end), plain);
+  EXPECT_EQ(packets(dir.file("in.gz"), true, &ahead_end), plain);
+  EXPECT_EQ(inline_end, fs::file_size(dir.file("in.gz")));
+  EXPECT_EQ(ahead_end, fs::file_size(dir.file("in.gz")));
 }
 
 }  // namespace

@@ -256,7 +256,7 @@ TEST(CaptureFormat, ACorruptCompressedStreamIsUnknown) {
 }
 
 TEST(Decompressor, GivesBackTheOriginalBytesInEveryFormatInlineAndReadingAhead) {
-  const std::string data = sample_data(3'000'000);
+  const std::string data = sample_data(1'500'000);
   for (const Tool& t : kTools) {
     REQUIRE_COMPRESSOR(t);
     TempDir dir;
