@@ -20,7 +20,7 @@ RUN apt-get update \
       build-essential cmake ninja-build pkg-config \
       libzmq3-dev cppzmq-dev libpcap-dev libndpi-dev libmsgpack-cxx-dev libsqlite3-dev \
       libspdlog-dev libfixbuf-dev libboost-dev nlohmann-json3-dev libcli11-dev libssl-dev \
-      tao-pegtl-dev \
+      tao-pegtl-dev libisal-dev libzstd-dev liblzma-dev libbz2-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The build context is filtered by .dockerignore (no build trees, no .git, no
@@ -40,10 +40,12 @@ ARG DEBIAN_FRONTEND=noninteractive
 # Runtime libraries only (libspdlog1.10 pulls libfmt9; the api's HTTP server is Boost.Beast,
 # header-only: no library); curl for the health check.
 # libglib2.0-0 is named explicitly: Debian's libfixbuf9 needs it but does not
-# depend on it (ldd below finds it missing otherwise).
+# depend on it (ldd below finds it missing otherwise). libisal2, libzstd1, liblzma5, libbz2-1.0:
+# the decoders of compressed captures (the last three come with the base image anyway).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
       libzmq5 libpcap0.8 libndpi4.2 libsqlite3-0 libspdlog1.10 libfixbuf9 libglib2.0-0 libssl3 \
+      libisal2 libzstd1 liblzma5 libbz2-1.0 \
       curl ca-certificates \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && groupadd --system --gid 10001 ipfixweb \

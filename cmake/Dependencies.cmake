@@ -19,6 +19,14 @@ pkg_check_modules(FIXBUF REQUIRED IMPORTED_TARGET libfixbuf)    # libfixbuf-dev 
 # libboost-dev (1.74, Debian 12's default): Beast and Asio, header-only, for the api's HTTP
 # server. (libboost1.81-dev conflicts with it and would remove libmsgpack-cxx-dev.)
 find_package(Boost 1.74 REQUIRED)
+# Compressed captures (shared/src/capture): each format's own library, read in one streaming
+# pass. libisal-dev: ISA-L's igzip decodes gzip about twice as fast as zlib and checks each
+# member's CRC-32 (libarchive's gzip reader does not, and runs at zlib's speed); libzstd-dev,
+# liblzma-dev, libbz2-dev: the reference decoders of zstd, xz and bzip2.
+pkg_check_modules(ISAL REQUIRED IMPORTED_TARGET libisal)
+pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
+pkg_check_modules(LZMA REQUIRED IMPORTED_TARGET liblzma)
+find_package(BZip2 REQUIRED)
 
 if(IPFIXWEB_BUILD_TESTS)
   find_package(GTest REQUIRED)                # libgtest-dev

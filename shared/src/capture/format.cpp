@@ -2,6 +2,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
+
+#include "codec.hpp"
 
 namespace ipfixweb::capture {
 
@@ -90,12 +93,41 @@ Sniff sniff(std::string_view head, bool complete) {
   const Compression c = sniff_compression(head);
   if (c == Compression::None) {
     Sniff s = sniff_plain(head);
+    // The start of a compression magic number (or "BZh" without its block size yet).
+    if (s.format == Format::Unknown && (could_be(head, kGzip) || could_be(head, kZstd) ||
+                                        could_be(head, kXz) || could_be(head, "BZh1"sv)))
+      s.need_more = true;
     if (complete) s.need_more = false;
     return s;
   }
-  // TODO(compress): decompress the prefix in memory and sniff the content.
   Sniff s;
   s.compression = c;
+  // The content: as much of the decompressed prefix as `head` gives, at most kSniffBytes.
+  std::vector<std::uint8_t> out(kSniffBytes);
+  std::size_t produced = 0;
+  bool at_end = false;
+  try {
+    const auto codec = detail::make_codec(c);
+    const auto* in = reinterpret_cast<const std::uint8_t*>(head.data());
+    std::size_t used = 0;
+    while (produced < out.size()) {
+      const detail::Codec::Step st = codec->step(
+          in + used, head.size() - used, out.data() + produced, out.size() - produced, complete);
+      used += st.consumed;
+      produced += st.produced;
+      at_end = st.at_end;
+      if (!st.consumed && !st.produced) break;
+    }
+  } catch (const std::exception&) {
+    // A corrupt stream is nothing that can be read: Unknown, even if a prefix decoded.
+    return s;
+  }
+  const Sniff content =
+      sniff_plain(std::string_view(reinterpret_cast<const char*>(out.data()), produced));
+  s.format = content.format;
+  // More of the file could decompress to more of the content, unless the file is all here or
+  // its compressed stream already ended.
+  s.need_more = content.need_more && !complete && !at_end;
   return s;
 }
 
@@ -132,7 +164,7 @@ std::string_view name(Format f) {
 std::string describe(const Sniff& s) {
   std::string out(name(s.format));
   if (s.compression != Compression::None) {
-    out += '+';
+    out += '+';  // (not "+" + std::string(...): GCC 12 warns of a false -Wrestrict there)
     out += name(s.compression);
   }
   return out;

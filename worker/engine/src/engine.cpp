@@ -175,6 +175,8 @@ void describe_inputs(const MergedReader& reader, Summary& summary) {
     const char* n = pcap_datalink_val_to_name(r->dlt());
     info.link_name = n ? n : "";
     info.file_bytes = r->file_size();
+    if (r->compression() != capture::Compression::None)
+      info.compression = std::string(capture::name(r->compression()));
     summary.inputs.push_back(info);
   }
 }
@@ -289,7 +291,7 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   if (!opts.input_fds.empty() && opts.input_fds.size() != opts.inputs.size())
     throw EngineError("internal error: open inputs and input names do not match");
   // Input errors before touching the output.
-  MergedReader reader(opts.inputs, opts.bpf_filter, opts.input_fds);
+  MergedReader reader(opts.inputs, opts.bpf_filter, opts.input_fds, read_options(opts));
   Summary summary(opts.analysis, opts.dpi);
   describe_inputs(reader, summary);
   IpfixExporter exporter(exporter_config(opts));  // removes its temporary file unless committed

@@ -78,7 +78,8 @@ Conversion extract_flow(const Options& opts, const ProgressFn& progress,
   const flows::Selector sel = selector_of(opts);
   if (!opts.input_fds.empty() && opts.input_fds.size() != opts.inputs.size())
     throw EngineError("internal error: open inputs and input names do not match");
-  MergedReader reader(opts.inputs, opts.bpf_filter, opts.input_fds);  // input errors first
+  MergedReader reader(opts.inputs, opts.bpf_filter, opts.input_fds,
+                      read_options(opts));  // input errors first
 
   OutputFileConfig ocfg;
   ocfg.path = opts.output;

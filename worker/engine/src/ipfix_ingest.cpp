@@ -26,6 +26,7 @@
 #include "community_id.hpp"
 #include "exporter.hpp"
 #include "flow_table.hpp"
+#include "ipfixweb/capture/format.hpp"
 #include "ipfixweb/flows/writer.hpp"
 #include "outputs.hpp"
 #include "summary.hpp"
@@ -444,6 +445,13 @@ class InputFile {
       if (magic == 0x0a0d0d0a) {
         throw EngineError("input '" + path_ + "' is a pcapng capture, not an IPFIX file");
       }
+    }
+    const capture::Compression c =
+        capture::sniff_compression(std::string_view(reinterpret_cast<const char*>(h), avail));
+    if (c != capture::Compression::None) {
+      throw EngineError("input '" + path_ + "' is " + std::string(capture::name(c)) +
+                        "-compressed: an IPFIX ingest reads uncompressed IPFIX files only "
+                        "(decompress it first)");
     }
     if (avail < 16) {
       throw EngineError("input '" + path_ + "' is not an IPFIX file (" + std::to_string(avail) +

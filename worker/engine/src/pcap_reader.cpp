@@ -10,22 +10,167 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <string_view>
+#include <vector>
 
 #include "decoder.hpp"
 #include "ipfixweb/engine/engine.hpp"
 
 namespace ipfixweb::engine {
 
+ReadOptions read_options(const Options& opts) {
+  ReadOptions r;
+  r.limits.max_output = opts.max_decompressed_bytes;
+  r.limits.max_ratio = opts.max_decompression_ratio;
+  return r;
+}
+
 PcapReader::PcapReader(const std::string& path, const std::string& bpf_filter, bool allow_map)
     : PcapReader(-1, path, bpf_filter, allow_map) {}
 
 PcapReader::PcapReader(int fd, const std::string& path, const std::string& bpf_filter,
                        bool allow_map)
+    : PcapReader(fd, path, bpf_filter, [allow_map] {
+        ReadOptions o;
+        o.allow_map = allow_map;
+        return o;
+      }()) {}
+
+PcapReader::PcapReader(int fd, const std::string& path, const std::string& bpf_filter,
+                       const ReadOptions& options)
     : path_(path) {
-  open_capture(fd, bpf_filter, allow_map);
+  open_capture(fd, bpf_filter, options);
 }
 
-void PcapReader::open_capture(int fd, const std::string& bpf_filter, bool allow_map) {
+namespace {
+
+// A descriptor of our own, closed on every path.
+class OwnFd {
+ public:
+  explicit OwnFd(int fd) : fd_(fd) {}
+  ~OwnFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  OwnFd(const OwnFd&) = delete;
+  OwnFd& operator=(const OwnFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// The compression of the file open as `fd`, from its magic number (read with pread: the
+// descriptor's offset is left alone).
+capture::Compression compression_of(int fd) {
+  char head[8];
+  ssize_t n;
+  do {
+    n = ::pread(fd, head, sizeof head, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return capture::Compression::None;  // libpcap reports what is wrong
+  return capture::sniff_compression(std::string_view(head, static_cast<std::size_t>(n)));
+}
+
+}  // namespace
+
+// What libpcap's stream reads: the decompressed bytes sniffed at the start first, then the rest
+// from the decompressor. A decompressor error is kept for the reader's message (libpcap only
+// sees a failed read, EIO).
+struct PcapReader::Compressed {
+  Compressed(int fd, const capture::Decompressor::Options& o) : dec(fd, o) {}
+  capture::Decompressor dec;
+  std::string head;  // the start of the content, read to sniff it
+  std::size_t head_pos = 0;
+  std::string error;  // what stopped the decompressor
+
+  static ssize_t read(void* cookie, char* buf, std::size_t n) {
+    auto* c = static_cast<Compressed*>(cookie);
+    if (c->head_pos < c->head.size()) {
+      const std::size_t k = std::min(n, c->head.size() - c->head_pos);
+      std::memcpy(buf, c->head.data() + c->head_pos, k);
+      c->head_pos += k;
+      return static_cast<ssize_t>(k);
+    }
+    try {
+      return static_cast<ssize_t>(c->dec.read(buf, n));
+    } catch (const std::exception& e) {
+      c->error = e.what();
+      errno = EIO;
+      return -1;
+    }
+  }
+  static int close(void*) { return 0; }  // the reader owns this object
+
+  // Decompresses the rest of the stream without keeping it; an error is kept in `error`.
+  void drain() {
+    std::vector<char> scratch(256 * 1024);
+    try {
+      while (dec.read(scratch.data(), scratch.size()) > 0) {
+      }
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+};
+
+void PcapReader::fail_compressed(const std::string& where) {
+  throw EngineError(where + " (" + std::string(capture::name(compression_)) +
+                    "-compressed): " + compressed_->error);
+}
+
+pcap_t* PcapReader::open_compressed(int fd, const ReadOptions& options, char* err) {
+  capture::Decompressor::Options dopts;
+  dopts.limits = options.limits;
+  dopts.read_ahead = options.read_ahead;
+  try {
+    compressed_ = std::make_unique<Compressed>(fd, dopts);
+  } catch (const capture::DecompressError& e) {
+    throw EngineError("cannot read input '" + path_ + "': " + e.what());
+  }
+  Compressed& c = *compressed_;
+  // The start of the content says whether it is a capture at all (libpcap's "unknown file
+  // format" would not say that the file was decompressed).
+  c.head.resize(capture::kSniffBytes);
+  std::size_t got = 0;
+  try {
+    while (got < c.head.size()) {
+      const std::size_t r = c.dec.read(c.head.data() + got, c.head.size() - got);
+      if (r == 0) break;
+      got += r;
+    }
+  } catch (const capture::DecompressError& e) {
+    c.error = e.what();
+    fail_compressed("cannot read input '" + path_ + "'");
+  }
+  c.head.resize(got);
+  const std::string kind = std::string(capture::name(compression_)) + "-compressed";
+  if (got == 0 && c.dec.truncated()) {
+    throw EngineError("input '" + path_ + "' is " + kind +
+                      " and cut short before any content, not a readable capture");
+  }
+  if (got == 0) throw EngineError("input '" + path_ + "' is " + kind + " and holds nothing");
+  const capture::Sniff content = capture::sniff_plain(c.head);
+  if (content.format == capture::Format::Ipfix) {
+    throw EngineError("input '" + path_ + "' is " + kind + " IPFIX, not a pcap/pcapng capture");
+  }
+  if (content.format == capture::Format::Unknown && !content.need_more) {
+    throw EngineError("input '" + path_ + "' is not a readable pcap/pcapng capture (" + kind +
+                      " data that is neither pcap nor pcapng)");
+  }
+  const cookie_io_functions_t io{&Compressed::read, nullptr, nullptr, &Compressed::close};
+  FILE* f = ::fopencookie(compressed_.get(), "rb", io);
+  if (!f) throw EngineError("cannot open input '" + path_ + "': " + std::strerror(errno));
+  // libpcap reads a record header then its data: a large stdio buffer makes few calls.
+  std::setvbuf(f, nullptr, _IOFBF, 256 * 1024);
+  pcap_t* p = pcap_fopen_offline(f, err);
+  if (!p) {
+    std::fclose(f);
+    if (!c.error.empty()) fail_compressed("cannot read input '" + path_ + "'");
+  }
+  return p;
+}
+
+void PcapReader::open_capture(int fd, const std::string& bpf_filter, const ReadOptions& options) {
   const std::string& path = path_;
   struct stat st {};
   if ((fd >= 0 ? ::fstat(fd, &st) : ::stat(path.c_str(), &st)) != 0) {
@@ -38,7 +183,19 @@ void PcapReader::open_capture(int fd, const std::string& bpf_filter, bool allow_
   file_size_ = static_cast<std::uint64_t>(st.st_size);
   if (file_size_ == 0) throw EngineError("input '" + path + "' is empty, not a capture file");
   char err[PCAP_ERRBUF_SIZE] = {};
-  if (fd >= 0) {
+  {
+    // Compressed? Told by content. A file opened by name is opened once more by libpcap or the
+    // mapping when it is not.
+    const OwnFd own(fd >= 0 ? -1 : ::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    const int rfd = fd >= 0 ? fd : own.get();
+    if (rfd < 0) throw EngineError("cannot open input '" + path + "': " + std::strerror(errno));
+    compression_ = compression_of(rfd);
+    if (compression_ != capture::Compression::None)
+      handle_.reset(open_compressed(rfd, options, err));
+  }
+  if (compressed_) {
+    // opened above
+  } else if (fd >= 0) {
     // libpcap reads through a stdio stream of its own on a duplicate, from the start.
     const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
     FILE* f = dup >= 0 ? ::fdopen(dup, "rb") : nullptr;
@@ -78,7 +235,7 @@ void PcapReader::open_capture(int fd, const std::string& bpf_filter, bool allow_
                         "': " + pcap_geterr(handle_.get()));
     }
   }
-  if (allow_map) try_map(fd);
+  if (options.allow_map && !compressed_) try_map(fd);
 }
 
 PcapReader::~PcapReader() {
@@ -255,12 +412,27 @@ bool PcapReader::next(RawPacket& out) {
     ++packets_;
     return true;
   }
-  if (rc == PCAP_ERROR_BREAK) return false;  // end of file
-  const std::string why = pcap_geterr(handle_.get());
-  if (why.find("truncated") != std::string::npos) {
-    truncated_ = true;
-    truncation_message_ = why;
+  if (rc == PCAP_ERROR_BREAK) {  // end of file
+    // A compressed stream cut short between two records: the same warning as a cut record.
+    if (compressed_ && compressed_->dec.truncated()) {
+      return fail_truncated(compressed_->dec.truncation_message());
+    }
     return false;
+  }
+  std::string why = pcap_geterr(handle_.get());
+  if (compressed_ && compressed_->error.empty() && why.find("truncated") == std::string::npos) {
+    // libpcap's complaint (e.g. an impossible record length) may come from corrupt compressed
+    // data that the stream's checksum, further on, tells as such: read on to find out.
+    compressed_->drain();
+  }
+  if (compressed_ && !compressed_->error.empty()) {
+    fail_compressed("error reading '" + path_ + "' after " + std::to_string(packets_) + " packets");
+  }
+  if (why.find("truncated") != std::string::npos) {
+    if (compressed_ && compressed_->dec.truncated()) {
+      why += "; " + compressed_->dec.truncation_message();
+    }
+    return fail_truncated(why);
   }
   throw EngineError("error reading '" + path_ + "' after " + std::to_string(packets_) +
                     " packets: " + why);
@@ -268,6 +440,7 @@ bool PcapReader::next(RawPacket& out) {
 
 std::uint64_t PcapReader::position() const {
   if (map_) return pos_;
+  if (compressed_) return compressed_->dec.compressed_position();
   FILE* f = pcap_file(handle_.get());
   if (!f) return 0;
   const long pos = std::ftell(f);
@@ -275,15 +448,18 @@ std::uint64_t PcapReader::position() const {
 }
 
 MergedReader::MergedReader(const std::vector<std::string>& paths, const std::string& bpf_filter,
-                           const std::vector<int>& fds) {
+                           const std::vector<int>& fds, const ReadOptions& options) {
   if (paths.empty()) throw EngineError("no input file given");
   if (!fds.empty() && fds.size() != paths.size()) {
     throw EngineError("internal error: " + std::to_string(fds.size()) + " open inputs for " +
                       std::to_string(paths.size()) + " names");
   }
+  ReadOptions ropts = options;
+  // Hundreds of rotated files: no thread (and no ring of buffers) for each.
+  if (paths.size() > kMaxReadAheadInputs) ropts.read_ahead = false;
   for (std::size_t i = 0; i < paths.size(); ++i) {
     readers_.push_back(
-        std::make_unique<PcapReader>(fds.empty() ? -1 : fds[i], paths[i], bpf_filter));
+        std::make_unique<PcapReader>(fds.empty() ? -1 : fds[i], paths[i], bpf_filter, ropts));
     bytes_total_ += readers_.back()->file_size();
   }
   heads_.resize(readers_.size());

@@ -1,5 +1,5 @@
-// Offline capture reading (pcap and pcapng via libpcap) and timestamp-ordered merging of
-// several inputs.
+// Offline capture reading (pcap and pcapng via libpcap, plain or compressed with gzip, zstd, xz
+// or bzip2) and timestamp-ordered merging of several inputs.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +8,9 @@
 #include <vector>
 
 #include <pcap/pcap.h>
+
+#include "ipfixweb/capture/decompress.hpp"
+#include "ipfixweb/engine/engine.hpp"
 
 namespace ipfixweb::engine {
 
@@ -27,6 +30,21 @@ struct RawPacket {
   std::size_t input = 0;  // index of the input it came from
 };
 
+struct ReadOptions {
+  // false: always read through libpcap (tests compare both paths).
+  bool allow_map = true;
+  // Compressed input: the bounds against decompression bombs, and whether to decode on a thread
+  // of its own (a few buffers ahead of libpcap).
+  capture::DecompressLimits limits;
+  bool read_ahead = true;
+};
+// The reading options a conversion's or an extract's options ask for.
+ReadOptions read_options(const Options& opts);
+
+// Compressed captures (told by content, not by name; docs/engine.md, Compressed input) are
+// decompressed in one streaming pass and read by libpcap through a stdio stream over the
+// decompressor (fopencookie): pcap and pcapng alike. Plain classic pcap files are read from a
+// memory mapping; anything else through libpcap.
 class PcapReader {
  public:
   // Throws EngineError with a one-line reason for unreadable or non-capture files, unsupported
@@ -36,16 +54,21 @@ class PcapReader {
   // An already open capture: `fd` is a readable regular file, `path` only names it (messages,
   // summary). Read through duplicates; the caller keeps `fd`.
   PcapReader(int fd, const std::string& path, const std::string& bpf_filter, bool allow_map = true);
+  PcapReader(int fd, const std::string& path, const std::string& bpf_filter,
+             const ReadOptions& options);
   ~PcapReader();
   PcapReader(const PcapReader&) = delete;
   PcapReader& operator=(const PcapReader&) = delete;
   // true: `out` filled; false: end of file. A cut-short last record ends the file and sets
-  // truncated(). Other read errors throw EngineError.
+  // truncated(); so does a compressed stream cut short (even between records). Other read
+  // errors throw EngineError, corrupt compressed data and a decompression bound included.
   bool next(RawPacket& out);
   int dlt() const { return dlt_; }
   const std::string& path() const { return path_; }
+  // The file's size and the bytes of it read so far: compressed bytes for a compressed file.
   std::uint64_t file_size() const { return file_size_; }
   std::uint64_t position() const;
+  capture::Compression compression() const { return compression_; }
   bool truncated() const { return truncated_; }
   const std::string& truncation_message() const { return truncation_message_; }
   std::uint64_t packets() const { return packets_; }
@@ -55,11 +78,18 @@ class PcapReader {
  private:
   // Classic pcap files are read straight from a read-only mapping (no copy per packet); libpcap
   // opened and validated the file and still reads pcapng and anything unusual.
-  void open_capture(int fd, const std::string& bpf_filter, bool allow_map);
+  void open_capture(int fd, const std::string& bpf_filter, const ReadOptions& options);
+  pcap_t* open_compressed(int fd, const ReadOptions& options, char* err);
+  [[noreturn]] void fail_compressed(const std::string& where);
   void try_map(int fd);
   bool next_mapped(RawPacket& out);
   bool fail_truncated(const std::string& why);
   std::string path_;
+  // The decompressor libpcap's stream reads from: declared before handle_, so it outlives the
+  // stream (closed with the handle).
+  struct Compressed;
+  std::unique_ptr<Compressed> compressed_;
+  capture::Compression compression_ = capture::Compression::None;
   PcapHandle handle_;
   int dlt_ = 0;
   std::uint64_t file_size_ = 0;
@@ -80,9 +110,12 @@ class PcapReader {
 // Reads several captures as one stream in timestamp order (ties: input order).
 class MergedReader {
  public:
-  // `fds`: empty, or an open file per path (see PcapReader).
+  // `fds`: empty, or an open file per path (see PcapReader). Compressed inputs decode on
+  // threads of their own (ReadOptions::read_ahead) when there are at most
+  // kMaxReadAheadInputs inputs.
   MergedReader(const std::vector<std::string>& paths, const std::string& bpf_filter,
-               const std::vector<int>& fds = {});
+               const std::vector<int>& fds = {}, const ReadOptions& options = {});
+  static constexpr std::size_t kMaxReadAheadInputs = 16;
   bool next(RawPacket& out);
   std::uint64_t bytes_total() const { return bytes_total_; }
   std::uint64_t bytes_read() const;

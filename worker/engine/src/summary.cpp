@@ -276,6 +276,7 @@ void Summary::write_inputs(JsonWriter& o) const {
   o.begin_array();
   for (const auto& i : inputs) {
     o.begin_object();
+    if (!i.compression.empty()) o.key("compression").value(std::string_view(i.compression));
     o.key("file_bytes").value(i.file_bytes);
     o.key("link_name").value(std::string_view(i.link_name));
     o.key("link_type").value(static_cast<std::uint64_t>(i.link_type));

@@ -36,7 +36,8 @@ struct InputInfo {
   int link_type = 0;
   std::string link_name;
   std::uint64_t packets = 0;
-  std::uint64_t file_bytes = 0;
+  std::uint64_t file_bytes = 0;  // compressed bytes for a compressed file
+  std::string compression;       // "gzip", "zstd", "xz", "bzip2"; "" when not compressed
   bool truncated = false;
   // IPFIX ingest: the input is an IPFIX file (link_name "IPFIX", link_type 0); `packets` is
   // then the sum of its records' packet counters.

@@ -1,4 +1,5 @@
-// pcap2ipfix: convert pcap/pcapng captures to an IPFIX file (or live collector) with nDPI labels;
+// pcap2ipfix: convert pcap/pcapng captures (plain, or compressed with gzip, zstd, xz or bzip2) to
+// an IPFIX file (or live collector) with nDPI labels;
 // with --ingest, read IPFIX files of any exporter instead (docs/ipfix-ingest.md).
 // Exit status: 0 success, 1 conversion error (one line on stderr), 2 usage error, 130 interrupted.
 #include <unistd.h>
@@ -62,9 +63,14 @@ int main(int argc, char** argv) {
 
   CLI::App app{
       "Convert pcap/pcapng captures into IPFIX (RFC 7011/5655) flow records labelled by nDPI"};
+  app.footer(
+      "Captures may be compressed with gzip, zstd, xz or bzip2: told by their content, not by "
+      "their name, and decompressed in one streaming pass (--progress then counts compressed "
+      "bytes). A corrupt stream is an error; one cut short is read up to the cut, with a "
+      "warning, like a cut-short capture.");
   app.add_option("inputs", opts.inputs,
-                 "capture files (read as one stream in timestamp order); with --ingest, IPFIX "
-                 "files (read one after another)")
+                 "capture files, pcap or pcapng, plain or compressed (read as one stream in "
+                 "timestamp order); with --ingest, IPFIX files (read one after another)")
       ->required();
   app.add_flag("--ingest", ingest,
                "the inputs are IPFIX files of any exporter: carry their records over into the "
@@ -102,6 +108,15 @@ int main(int argc, char** argv) {
   app.add_option("--ndjson", ndjson_path,
                  "also write every record as NDJSON to FILE ('-' = stdout)");
   app.add_option("--csv", csv_path, "also write every record as CSV to FILE ('-' = stdout)");
+  app.add_option("--max-decompressed-size", opts.max_decompressed_bytes,
+                 "compressed inputs: stop with an error when one decompresses to more than "
+                 "BYTES (0 = no bound)")
+      ->capture_default_str();
+  app.add_option("--max-decompression-ratio", opts.max_decompression_ratio,
+                 "compressed inputs: stop with an error when one's output, once past 64 MiB, "
+                 "is more than R times the compressed bytes read: a decompression bomb "
+                 "(0 = no bound)")
+      ->capture_default_str();
   app.add_flag("-q,--quiet", quiet, "no log output");
   app.add_flag("--progress", show_progress, "print progress to stderr");
   unsigned repeat = 1;

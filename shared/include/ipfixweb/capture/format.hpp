@@ -30,7 +30,9 @@ Compression sniff_compression(std::string_view head);
 Sniff sniff_plain(std::string_view head);
 // The compression and the format of the content: a compressed `head` is decompressed in
 // memory (at most kSniffBytes of output) to look at the content. need_more when `head` ends
-// before either is known (and `head` is not the whole file: `complete` false).
+// before either is known (and `head` is not the whole file: `complete` false); a few bytes of
+// a compression magic number ask for more too. A corrupt compressed stream: its compression,
+// Format::Unknown, need_more false. (Streaming decompression: decompress.hpp.)
 Sniff sniff(std::string_view head, bool complete = false);
 
 std::string_view name(Compression c);  // "none", "gzip", "zstd", "xz", "bzip2"

@@ -24,8 +24,10 @@ enum class Mode : std::uint8_t {
 
 struct Options {
   Mode mode = Mode::Convert;
-  std::vector<std::string> inputs;  // capture files, read as one stream in timestamp order
-  std::string output;               // IPFIX file path, or tcp://HOST:PORT / udp://HOST:PORT
+  // Capture files, read as one stream in timestamp order: pcap or pcapng, plain or compressed
+  // with gzip, zstd, xz or bzip2 (told by content; docs/engine.md, Compressed input).
+  std::vector<std::string> inputs;
+  std::string output;  // IPFIX file path, or tcp://HOST:PORT / udp://HOST:PORT
   bool dpi = true;
   double idle_timeout_s = 300;
   double active_timeout_s = 1800;
@@ -39,6 +41,11 @@ struct Options {
   bool decapsulate_tunnels = true;
   // Progress callback period in packets (the callback also runs once at the end).
   std::uint64_t progress_every_packets = 100000;
+  // Bounds on each compressed input's decompressed output, against decompression bombs: its
+  // size (bytes, 0 = none; default 1 TiB) and, once it passes 64 MiB, its ratio to the
+  // compressed bytes read (0 = none). Exceeded: EngineError naming the bound.
+  std::uint64_t max_decompressed_bytes = std::uint64_t{1} << 40;
+  double max_decompression_ratio = 1000;
 
   // Files already opened by the caller (the worker opens them confined beneath its roots); the
   // paths above then only name them (summary, errors). The engine reads and writes through its
