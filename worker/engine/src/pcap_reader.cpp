@@ -101,11 +101,16 @@ struct PcapReader::Compressed {
   }
   static int close(void*) { return 0; }  // the reader owns this object
 
-  // Decompresses the rest of the stream without keeping it; an error is kept in `error`.
+  // Decompresses more of the stream without keeping it (at most kDrainBytes, a few seconds of
+  // decoding: an error path must not take as long as the file); an error is kept in `error`.
+  static constexpr std::uint64_t kDrainBytes = std::uint64_t{1} << 30;
   void drain() {
     std::vector<char> scratch(256 * 1024);
     try {
-      while (dec.read(scratch.data(), scratch.size()) > 0) {
+      for (std::uint64_t n = 0; n < kDrainBytes;) {
+        const std::size_t r = dec.read(scratch.data(), scratch.size());
+        if (r == 0) break;
+        n += r;
       }
     } catch (const std::exception& e) {
       error = e.what();
