@@ -518,7 +518,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
         sink_dead_ = true;
         // A read in flight must complete before the answer is written (one operation at a
         // time): on_body sends it then.
-        if (reading_) return void(sink_refusal_.emplace(std::move(res)));
+        // (The read may wait for bytes the client will not send: it is cancelled.)
+        if (reading_) {
+          sink_refusal_.emplace(std::move(res));
+          beast::error_code ignored;
+          socket_.cancel(ignored);
+          return;
+        }
         return send(std::move(res), true);
       }
       if (done) return send(std::move(res), false);

@@ -978,3 +978,18 @@ TEST(Router, AnExplicitHeadRouteComesBeforeTheGetRouteOfTheSamePath) {
   EXPECT_EQ(r.match("HEAD", "/v").route->method, "GET");
   EXPECT_EQ(r.match("GET", "/u/7").route->method, "GET");
 }
+
+TEST_F(SinkTest, ASinkRefusalIsAnsweredAtOnceWhileTheClientStillOwesBytes) {
+  // The sink refuses while the next read waits for bytes the client holds back (it waits for
+  // the answer): that read is cancelled, not left to the body timeout.
+  Running server(probe, small_pool());
+  Client c(server.port());
+  ASSERT_TRUE(c.send(post_head("/sink?refuse_after=1", "Content-Length: 1000000\r\n")));
+  std::string part;
+  append_pattern(part, 0, 300000);
+  ASSERT_TRUE(c.send(part));
+  const auto t0 = Clock::now();
+  const auto h = c.head(3s);
+  EXPECT_EQ(status_of(h), 507) << h;
+  EXPECT_LT(seconds_since(t0), 2.0);
+}
