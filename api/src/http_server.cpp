@@ -388,7 +388,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                             : Clock::duration::zero();
     set_deadline(body_start_ + seconds(limits().body_timeout_s) + allowance);
     auto& body = parser_->get().body();
-    if (sink_ || sink_running_) {
+    read_to_sink_ = sink_ || sink_running_;
+    if (read_to_sink_) {
       auto& piece = sink_pieces_[read_into_];
       if (!piece) piece = std::make_unique<char[]>(kSinkPiece);
       body.data = piece.get();
@@ -403,7 +404,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     body.more = true;
     // Beast reads at most the buffer's free capacity (at least 512 bytes): room for a whole
     // piece, or a large body arrives 512 bytes per read.
-    buffer_.reserve((sink_ || sink_running_) ? kSinkPiece : kPiece);
+    buffer_.reserve(read_to_sink_ ? kSinkPiece : kPiece);
     reading_ = true;
     bhttp::async_read_some(socket_, buffer_, *parser_, resume(&Connection::on_body));
   }
@@ -412,7 +413,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     reading_ = false;
     body_bytes_ += n;
     auto& body = parser_->get().body();
-    const bool to_sink = sink_ || sink_running_;
+    const bool to_sink = read_to_sink_;  // what the read was for (the sink may have gone)
     const std::size_t got = (to_sink ? kSinkPiece : kPiece) - body.size;
     body.data = nullptr;
     if (!to_sink) req_.body.resize(read_from_ + got);
@@ -867,6 +868,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unique_ptr<char[]> sink_pieces_[2];  // one with the sink, one read meanwhile
   int read_into_ = 0;                       // the piece buffer the next read fills
   bool reading_ = false;                    // a body read is in flight
+  bool read_to_sink_ = false;               // ... into a sink's piece, not Request::body
   bool sink_running_ = false;               // a handler thread has the sink and a piece
   bool sink_dead_ = false;                  // answered or aborted: the sink goes
   struct Ready {

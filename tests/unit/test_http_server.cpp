@@ -993,3 +993,18 @@ TEST_F(SinkTest, ASinkRefusalIsAnsweredAtOnceWhileTheClientStillOwesBytes) {
   EXPECT_EQ(status_of(h), 507) << h;
   EXPECT_LT(seconds_since(t0), 2.0);
 }
+
+TEST_F(SinkTest, AnEarlyRefusalReachesAClientThatKeepsSendingEveryTime) {
+  // The read in flight when the sink refused was taken for a Request::body read once the
+  // sink had gone (a size underflow, an exception, a reset instead of the answer: 1 in 10).
+  Running server(probe, small_pool());
+  std::string part;
+  append_pattern(part, 0, 512u << 10);
+  for (int i = 0; i < 40; ++i) {
+    Client c(server.port());
+    ASSERT_TRUE(c.send(post_head("/sink?refuse_after=1", "Content-Length: 8000000\r\n")));
+    c.send(part);
+    const auto h = c.head(3s);
+    ASSERT_EQ(status_of(h), 507) << "attempt " << i << ": " << h;
+  }
+}
