@@ -242,8 +242,8 @@ class Incoming {
       left -= static_cast<std::size_t>(n);
       offset_ += static_cast<std::uint64_t>(n);
     }
-    // Writeback starts as the data comes (not all at the final fsync, which then has little
-    // left to do); SYNC_FILE_RANGE_WRITE does not wait for it.
+    // Writeback starts as the data comes (every 64 MiB) (not all at the final fsync, which then has
+    // little left to do); SYNC_FILE_RANGE_WRITE does not wait for it.
     if (offset_ - flushed_ >= kFlushEvery) {
       ::sync_file_range(fd_, static_cast<off_t>(flushed_), static_cast<off_t>(offset_ - flushed_),
                         SYNC_FILE_RANGE_WRITE);
@@ -253,7 +253,7 @@ class Incoming {
   }
 
  private:
-  static constexpr std::uint64_t kFlushEvery = 8u << 20;
+  static constexpr std::uint64_t kFlushEvery = 64u << 20;
   int fd_;
   std::uint64_t offset_;
   std::uint64_t flushed_ = offset_;
@@ -320,7 +320,7 @@ struct CaptureRoutes::Impl {
   // The running SHA-256 of resumable uploads, by id: valid while it has hashed exactly the
   // upload's bytes (`at`); otherwise the file is hashed again when the upload completes.
   struct Running {
-    std::unique_ptr<Digest> digest;
+    std::unique_ptr<BackgroundDigest> digest;
     std::uint64_t at = 0;
   };
   std::mutex mu;
@@ -673,7 +673,7 @@ class PatchSink : public http::BodySink {
     if (r.digest && r.at == start_) {
       digest_ = std::move(r.digest);
     } else if (start_ == 0) {
-      digest_ = std::make_unique<Digest>();
+      digest_ = std::make_unique<BackgroundDigest>();
     }
     im_.running.erase(u_.id);
   }
@@ -696,7 +696,10 @@ class PatchSink : public http::BodySink {
                       true);
       if (auto r = im_.store.reserve_for_upload(u_, piece.size())) return refuse(res, r, true);
     }
-    if (auto r = out_.write(piece)) {
+    if (digest_) digest_->start(piece);  // hashed beside the write
+    auto written = out_.write(piece);
+    if (digest_) digest_->wait();
+    if (auto r = written) {
       // A full disk: the whole upload goes (partial data removed), as the client is told.
       done_ = true;
       im_.store.remove_upload(u_.id);
@@ -704,7 +707,6 @@ class PatchSink : public http::BodySink {
       im_.fail(res, r);
       return false;
     }
-    if (digest_) digest_->update(piece);
     if (checksum_) checksum_->update(piece);
     return true;
   }
@@ -824,7 +826,7 @@ class PatchSink : public http::BodySink {
   int created_status_;
   std::unique_ptr<Digest> checksum_;
   std::string checksum_expected_;
-  std::unique_ptr<Digest> digest_;
+  std::unique_ptr<BackgroundDigest> digest_;
   std::string format_;
   bool done_ = false;
 };

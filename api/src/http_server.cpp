@@ -414,12 +414,26 @@ class Connection : public std::enable_shared_from_this<Connection> {
     body_bytes_ += n;
     auto& body = parser_->get().body();
     const bool to_sink = read_to_sink_;  // what the read was for (the sink may have gone)
+    beast::error_code ec = read_ec;
+    if (ec == bhttp::error::need_buffer) ec = {};  // the piece is full
+    // A sink's piece is filled with what is already waiting, without waiting for more: one
+    // hand-off per piece rather than per segment the socket happened to hold.
+    if (!ec && to_sink && !sink_refusal_)
+      while (body.size > 0 && !parser_->is_done()) {
+        beast::error_code more;
+        const std::size_t m = bhttp::read_some(socket_, buffer_, *parser_, more);
+        body_bytes_ += m;
+        if (more == bhttp::error::need_buffer) more = {};
+        if (more) {
+          if (more != asio::error::would_block && more != asio::error::try_again) ec = more;
+          break;
+        }
+        if (m == 0) break;
+      }
     const std::size_t got = (to_sink ? kSinkPiece : kPiece) - body.size;
     body.data = nullptr;
     if (!to_sink) req_.body.resize(read_from_ + got);
     if (sink_refusal_) return send(std::move(*sink_refusal_), true);  // the sink refused meanwhile
-    beast::error_code ec = read_ec;
-    if (ec == bhttp::error::need_buffer) ec = {};  // the piece is full
     if (ec == bhttp::error::body_limit) return abort_sink_then([this] { refuse_body(); });
     if (closed_by_peer(ec)) return close();
     if (ec)
