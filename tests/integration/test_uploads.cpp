@@ -153,7 +153,8 @@ TEST_F(Uploads, ARawUploadBecomesACaptureThatATaskConvertsByItsDigest) {
   json b = stack().wait_terminal(by_path["task_id"]);
   ASSERT_EQ(a["state"], "succeeded") << a.dump();
   ASSERT_EQ(b["state"], "succeeded") << b.dump();
-  EXPECT_EQ(a["result"]["summary"]["flows"], b["result"]["summary"]["flows"]);
+  EXPECT_EQ(a["summary"]["packets"], 347);
+  EXPECT_EQ(a["summary"]["flows"], b["summary"]["flows"]);
   if (have_tool("tshark")) {
     EXPECT_EQ(tshark_packet_counters(stack().output_dir() + "/by-ref.ipfix"),
               tshark_packet_counters(stack().output_dir() + "/by-path.ipfix"));
@@ -437,4 +438,45 @@ TEST(UploadLimits, AFullDiskAnswers507AndRemovesThePartialData) {
   }
   ::umount2(root.c_str(), MNT_DETACH);
   fs::remove_all(root);
+}
+
+TEST_F(Uploads, ACompressedUploadIsKeptCompressedAndConvertsLikeThePlainCapture) {
+  const std::string gz = stack().data_dir() + "/sample.pcap.gz";
+  run_capture("gzip -c '" + sample() + "' > '" + gz + "'");
+  auto r = post_capture(read_file(gz), "?name=sample.pcap.gz");
+  ASSERT_TRUE(r);
+  ASSERT_TRUE(r->status == 201 || r->status == 200) << r->body;
+  json c = json::parse(r->body);
+  EXPECT_EQ(c["format"], "pcap+gzip");
+  EXPECT_EQ(c["sha256"], sha256sum(gz));  // the bytes as uploaded, not decompressed
+  EXPECT_EQ(fs::path(c["path"].get<std::string>()).extension(), ".gz");
+  auto [st, gz_task] =
+      stack().submit({{"pcap_files", {c["ref"]}}, {"output_path", "from-gz.ipfix"}, {"DPI", true}});
+  ASSERT_EQ(st, 202) << gz_task.dump();
+  auto [st2, plain_task] = stack().submit(
+      {{"pcap_files", {"sample.pcap"}}, {"output_path", "plain-for-gz.ipfix"}, {"DPI", true}});
+  ASSERT_EQ(st2, 202) << plain_task.dump();
+  json a = stack().wait_terminal(gz_task["task_id"]);
+  json b = stack().wait_terminal(plain_task["task_id"]);
+  ASSERT_EQ(a["state"], "succeeded") << a.dump();
+  ASSERT_EQ(b["state"], "succeeded") << b.dump();
+  EXPECT_EQ(a["summary"]["packets"], 347);
+  EXPECT_EQ(a["summary"]["flows"], b["summary"]["flows"]);
+  EXPECT_EQ(a["summary"]["packets"], b["summary"]["packets"]);
+}
+
+TEST_F(Uploads, ACompressedUploadWhoseContentIsNoCaptureOrIsCorruptIsRefusedWith415) {
+  const std::string text_gz = stack().data_dir() + "/text.gz";
+  run_capture("printf 'just some words\\n%.0s' $(seq 1 2000) | gzip -c > '" + text_gz + "'");
+  auto r = post_capture(read_file(text_gz));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 415) << r->body;
+  EXPECT_NE(r->body.find("gzip"), std::string::npos) << r->body;
+  // A gzip header followed by garbage.
+  std::string corrupt = read_file(text_gz).substr(0, 10) + std::string(5000, '\x55');
+  auto bad = post_capture(corrupt);
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 415) << bad->body;
+  for (auto& f : files_under(uploads() + "/.uploads"))  // (tus uploads' states may be there)
+    EXPECT_NE(f.rfind("post-", 0), 0u) << "a one-shot upload's data was left behind: " << f;
 }
