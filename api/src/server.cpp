@@ -658,6 +658,37 @@ void Server::Impl::add(const std::string& method, const std::string& path, Role 
   router.add(std::move(route));
 }
 
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// An upload's answer and time (from its header to its answer) in the route's metrics, like
+// any other request's; an upload that never completes is not counted.
+class MeteredSink : public http::BodySink {
+ public:
+  MeteredSink(std::unique_ptr<http::BodySink> inner, Metrics& m, int idx,
+              std::chrono::steady_clock::time_point t0)
+      : inner_(std::move(inner)), metrics_(m), idx_(idx), t0_(t0) {}
+  bool write(std::string_view piece, Response& res) override {
+    if (inner_->write(piece, res)) return true;
+    metrics_.observe(idx_, res.status, seconds_since(t0_));
+    return false;
+  }
+  void finish(Response& res) override {
+    inner_->finish(res);
+    metrics_.observe(idx_, res.status, seconds_since(t0_));
+  }
+  void abort() override { inner_->abort(); }
+
+ private:
+  std::unique_ptr<http::BodySink> inner_;
+  Metrics& metrics_;
+  int idx_;
+  std::chrono::steady_clock::time_point t0_;
+};
+}  // namespace
+
 // A route whose body streams to a sink (uploads): limited by the capture size, not max_body.
 void Server::Impl::add_sink(const std::string& method, const std::string& path, Role role,
                             http::SinkFactory make) {
@@ -669,10 +700,15 @@ void Server::Impl::add_sink(const std::string& method, const std::string& path, 
   // The multipart form's framing comes on top of the capture.
   route.max_body = static_cast<std::size_t>(std::min<std::uint64_t>(
       cfg.max_capture_size + (1u << 20), std::numeric_limits<std::size_t>::max()));
-  route.sink = [this, idx, make = std::move(make)](const Request& q, Response& r) {
+  route.sink = [this, idx, make = std::move(make)](const Request& q,
+                                                   Response& r) -> std::unique_ptr<http::BodySink> {
+    const auto t0 = std::chrono::steady_clock::now();
     auto sink = make(q, r);
-    if (!sink) metrics.observe(idx, r.status, 0);
-    return sink;
+    if (!sink) {
+      metrics.observe(idx, r.status, seconds_since(t0));
+      return nullptr;
+    }
+    return std::make_unique<MeteredSink>(std::move(sink), metrics, idx, t0);
   };
   router.add(std::move(route));
 }

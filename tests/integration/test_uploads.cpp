@@ -161,6 +161,25 @@ TEST_F(Uploads, ARawUploadBecomesACaptureThatATaskConvertsByItsDigest) {
   }
 }
 
+TEST_F(Uploads, FinishedAndRefusedUploadsAreCountedInTheMetricsByTheirAnswer) {
+  auto count = [&](const std::string& code) {
+    const std::string m = stack().client()->Get("/metrics")->body;
+    const std::string key =
+        "ipfixweb_http_requests_total{method=\"POST\",route=\"/api/v1/captures\","
+        "code=\"" +
+        code + "\"} ";
+    const auto at = m.find(key);
+    return at == std::string::npos ? 0LL : std::stoll(m.substr(at + key.size()));
+  };
+  const long long ok_before = count("201"), refused_before = count("415");
+  std::string data = read_file(sample());
+  data += "metrics";
+  ASSERT_EQ(post_capture(data)->status, 201);
+  ASSERT_EQ(post_capture("not a capture at all")->status, 415);
+  EXPECT_EQ(count("201"), ok_before + 1);
+  EXPECT_EQ(count("415"), refused_before + 1);
+}
+
 TEST_F(Uploads, IdenticalContentIsStoredOnceAndTheExistingCaptureIsReturned) {
   const std::string data = read_file(sample());
   auto first = post_capture(data, "?name=one.pcap");

@@ -15,8 +15,8 @@ class Metrics {
  public:
   static constexpr std::array<double, 13> kBuckets = {
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
-  static constexpr std::array<int, 12> kCodes = {200, 202, 400, 401, 404, 409,
-                                                 413, 415, 422, 500, 503, 0 /* other */};
+  static constexpr std::array<int, 18> kCodes = {200, 201, 202, 204, 400, 401, 403, 404, 409, 412,
+                                                 413, 415, 422, 460, 500, 503, 507, 0 /* other */};
 
   // Registers a route label; returns its index (call before serving).
   int route(const std::string& method, const std::string& path_template);
