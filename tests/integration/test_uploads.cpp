@@ -450,6 +450,18 @@ TEST(UploadLimits, AFullDiskAnswers507AndRemovesThePartialData) {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 507) << r->body;
     EXPECT_TRUE(files_under(root + "/uploads/.uploads").empty());
+    // A resumable upload that fills the disk is removed whole, as the answer says.
+    auto created = stack.client()->Post("/api/v1/uploads",
+                                        tus({{"Upload-Length", std::to_string(data.size())}}), "",
+                                        "application/offset+octet-stream");
+    ASSERT_EQ(created->status, 201) << created->body;
+    const std::string loc = created->get_header_value("Location");
+    auto full = stack.client()->Patch(loc.c_str(), tus({{"Upload-Offset", "0"}}), data,
+                                      "application/offset+octet-stream");
+    ASSERT_TRUE(full);
+    EXPECT_EQ(full->status, 507) << full->body;
+    EXPECT_EQ(stack.client()->Head(loc.c_str(), tus())->status, 404);
+    EXPECT_TRUE(files_under(root + "/uploads/.uploads").empty());
     // The service goes on: a capture that fits is taken.
     auto small =
         stack.client()->Post("/api/v1/captures", data.substr(0, 60000), "application/octet-stream");
