@@ -27,6 +27,7 @@
 #include <CLI/CLI.hpp>
 
 #include "ipfixweb/shared/confine.hpp"
+#include "ipfixweb/shared/json_escape.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/paths.hpp"
 #include "ipfixweb/shared/util.hpp"
@@ -234,28 +235,6 @@ FileStat stat_of(const struct stat& st) {
   return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
           static_cast<std::uint64_t>(st.st_size),
           static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
-}
-
-bool valid_utf8(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = 0;  // continuation bytes that follow
-    if (c < 0x80)
-      n = 0;
-    else if ((c >> 5) == 0x6)
-      n = 1;
-    else if ((c >> 4) == 0xE)
-      n = 2;
-    else if ((c >> 3) == 0x1E)
-      n = 3;
-    else
-      return false;
-    if (s.size() - i <= n) return false;
-    for (std::size_t k = 1; k <= n; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    i += n + 1;
-  }
-  return true;
 }
 
 std::string errno_text(int err) { return std::strerror(err); }
@@ -731,7 +710,7 @@ struct DropFolder::Impl {
       record(std::move(e));
       finish(t, st);
     };
-    if (!valid_utf8(name)) return skip("the name is not valid UTF-8 (task paths are JSON text)");
+    if (!is_valid_utf8(name)) return skip("the name is not valid UTF-8 (task paths are JSON text)");
     const std::string path = f.path + "/" + name;
     confine::Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
     if (!fd) {

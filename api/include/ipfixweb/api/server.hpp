@@ -45,7 +45,7 @@ struct Config {
   double upload_expiry_s = 24 * 3600;
   std::string curve_server_key;  // CURVE: broker's public key file
   std::string curve_secret_key;  // CURVE: the api's secret key file
-  DropConfig drop;  // drop folders (docs/drop-folder.md); none: off
+  DropConfig drop;               // drop folders (docs/drop-folder.md); none: off
 };
 
 class Server {
