@@ -43,6 +43,12 @@ void add_options(CLI::App& app, Options& o) {
       ->envname("IPFIXWEB_MAX_ATTEMPTS")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
+  app.add_option("--max-free-runs", o.cfg.max_free_runs,
+                 "Runs of a task lost without its own fault (worker lost, aborted, not reclaimed "
+                 "after a restart) before it fails; they use no attempt and back off")
+      ->envname("IPFIXWEB_MAX_FREE_RUNS")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   app.add_option("--max-worker-slots", o.cfg.max_worker_slots,
                  "Most task slots one worker may grant (a larger offer is cut to this)")
       ->envname("IPFIXWEB_MAX_WORKER_SLOTS")

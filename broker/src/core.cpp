@@ -95,6 +95,8 @@ void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) 
     p.seq = rec.seq;
     p.attempts = rec.attempts;
     p.counted_worker = rec.worker;
+    // Runs that used no attempt leave no count, but a start time: it ran before.
+    p.ran_before = !rec.started_at.empty();
     try {
       p.spec = proto::spec_from_json(nlohmann::json::parse(rec.spec));
     } catch (const std::exception& e) {
@@ -321,6 +323,7 @@ Core::Worker* Core::known(const std::string& worker, double now, Effects& fx) {
     return nullptr;
   }
   wit->second.last_seen = now;
+  clock_ = std::max(clock_, now);
   return &wit->second;
 }
 
@@ -351,6 +354,7 @@ void Core::ready(const std::string& identity, const proto::Ready& r, double now,
       if (rit == running_.end()) continue;
       Running lost = std::move(rit->second);
       running_.erase(rit);
+      lost.task.uncount_run();  // killed with its worker: not the task's fault
       retry_or_fail(std::move(lost), "worker " + identity + " restarted without it", fx);
     }
   }
@@ -463,27 +467,29 @@ void Core::bye(const std::string& worker, double now, Effects& fx) {
   if (!seen(worker, now, fx)) return;
   // A worker says goodbye after reporting every task it ran (aborted ones included), so
   // anything still assigned to it is a task message that crossed its shutdown.
-  lose_worker(worker, "worker said goodbye", false, fx);
+  lose_worker(worker, "worker said goodbye", fx);
 }
 
 void Core::unreachable(const std::string& worker, Effects& fx) {
-  lose_worker(worker, "unreachable", true, fx);
+  lose_worker(worker, "unreachable", fx);
 }
 
 // ---- time -------------------------------------------------------------------------------
 
 void Core::expire(double now, Effects& fx) {
+  clock_ = std::max(clock_, now);
   const double limit = settings_.heartbeat_s * settings_.liveness;
   std::vector<std::string> dead;
   for (auto& [id, w] : workers_)
     if (now - w.last_seen > limit) dead.push_back(id);
-  for (auto& id : dead) lose_worker(id, "missed heartbeats", true, fx);
+  for (auto& id : dead) lose_worker(id, "missed heartbeats", fx);
   std::vector<std::string> orphans;
   for (auto& [id, r] : running_)
     if (r.worker.empty() && now > r.orphan_deadline) orphans.push_back(id);
   for (auto& id : orphans) {
     Running r = std::move(running_.at(id));
     running_.erase(id);
+    r.task.uncount_run();  // its worker went away with the old broker: not the task's fault
     retry_or_fail(std::move(r), "no worker reclaimed it after a broker restart", fx);
   }
   expire_overdue(now, fx);
@@ -513,22 +519,27 @@ double Core::overdue_slack() const {
 }
 
 void Core::dispatch(double now, Effects& fx) {
+  clock_ = std::max(clock_, now);
   if (draining_) return;
   order_.clear();
   for (auto& [id, w] : workers_) order_.push_back(&w);
   while (!queue_.empty()) {
+    // The first in order whose backoff is over.
+    auto it = queue_.begin();
+    while (it != queue_.end() && it->second.not_before > now) ++it;
+    if (it == queue_.end()) return;
     Worker* best = least_loaded();
     if (!best) return;
     ++rr_;
-    auto it = queue_.begin();
     Pending p = std::move(it->second);
     queue_.erase(it);
+    const bool rerun = p.ran_before;
     p.count_run(best->identity);
     fx.writes.push_back(write::SetRunning{p.id, best->identity, p.attempts, ""});
     fx.to_workers.push_back(
         {best->identity,
          proto::Task{p.id, static_cast<std::uint32_t>(p.attempts), p.spec, settings_.task_timeout_s,
-                     signer_.make(p.id, best->identity)}});
+                     signer_.make(p.id, best->identity), rerun}});
     best->running.insert(p.id);
     Running r;
     r.task = std::move(p);
@@ -596,13 +607,22 @@ void Core::retry_or_fail(Running r, const std::string& why, Effects& fx) {
   } else {
     fx.writes.push_back(write::Requeue{id, r.task.attempts, why});
     stats_.requeued();
-    log_->warn("task {} re-queued: {}", id, why);
+    r.task.not_before = 0;
+    if (r.task.last_run_free && r.task.free_runs > 1) {
+      // Lost runs in a row: the first goes again at once, then 1, 2, 4 … 30 s later.
+      const double wait =
+          std::min(settings_.free_run_backoff_max_s,
+                   settings_.free_run_backoff_s * std::ldexp(1.0, r.task.free_runs - 2));
+      r.task.not_before = clock_ + wait;
+      log_->warn("task {} re-queued (in {:.1f} s): {}", id, wait, why);
+    } else {
+      log_->warn("task {} re-queued: {}", id, why);
+    }
     enqueue(std::move(r.task));
   }
 }
 
-void Core::lose_worker(const std::string& identity, const std::string& why, bool count_attempts,
-                       Effects& fx) {
+void Core::lose_worker(const std::string& identity, const std::string& why, Effects& fx) {
   auto wit = workers_.find(identity);
   if (wit == workers_.end()) return;
   std::set<std::string> tasks = std::move(wit->second.running);
@@ -613,7 +633,7 @@ void Core::lose_worker(const std::string& identity, const std::string& why, bool
     if (rit == running_.end()) continue;
     Running r = std::move(rit->second);
     running_.erase(rit);
-    if (!count_attempts) r.task.uncount_run();
+    r.task.uncount_run();
     retry_or_fail(std::move(r), "worker " + identity + " lost: " + why, fx);
   }
 }

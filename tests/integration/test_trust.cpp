@@ -242,6 +242,7 @@ TEST(Trust, AWorkerThatAbortsEveryRunCannotKeepATaskGoingRound) {
   StackOptions o;
   o.workers = 0;
   o.heartbeat = 2.0;
+  o.extra_broker_args = {"--max-free-runs", "3"};
   Stack s(o);
   FakeWorker w(s.broker_backend(), "aborter", "inc-1");
   w.ready({});
@@ -249,14 +250,14 @@ TEST(Trust, AWorkerThatAbortsEveryRunCannotKeepATaskGoingRound) {
   ASSERT_EQ(st, 202);
   const std::string id = body["task_id"];
   int runs = 0;
-  while (auto task = w.next_task(2s)) {
+  while (auto task = w.next_task(6s)) {  // (free runs back off: 1 s, then 2 s)
     ++runs;
     w.done(task->task_id, "aborted");
     ASSERT_LT(runs, 50) << "the task keeps coming back";
   }
   auto t = s.wait_terminal(id, 5s);
   EXPECT_EQ(t["state"], "failed");
-  EXPECT_EQ(runs, 11) << "max free runs (10) + 1";
+  EXPECT_EQ(runs, 4) << "max free runs (3) + 1";
   EXPECT_NE(t["error"].get<std::string>().find("runs that ended without a result"),
             std::string::npos)
       << t.dump();

@@ -170,8 +170,9 @@ proto::Done run_task(engine::Engine& engine, const confine::Roots& roots, const 
     engine::Options o = to_engine_options(t.spec);
     if (o.inputs.empty()) throw engine::EngineError("no input file given");
     const TaskFiles files = open_task_files(roots, o);
-    if (t.attempt > 1) remove_stale_temporaries(files.output);
-    SweepAgain sweep_again{files.output, t.attempt > 1};
+    const bool rerun = t.rerun || t.attempt > 1;
+    if (rerun) remove_stale_temporaries(files.output);
+    SweepAgain sweep_again{files.output, rerun};
     auto result = engine.convert_text(o, ProgressReporter(fd, t.task_id));
     d.state = Outcome::Succeeded;
     d.packets = result.packets;

@@ -191,8 +191,11 @@ class Core {
     std::string id;
     int priority = 0;
     std::int64_t seq = 0;
-    int attempts = 0;   // dispatches so far
-    int free_runs = 0;  // runs that ended without a result of their own (uncount_run)
+    int attempts = 0;            // dispatches so far
+    int free_runs = 0;           // runs that ended without a result of their own (uncount_run)
+    bool last_run_free = false;  // the last run was one of them (its retry may wait)
+    bool ran_before = false;     // dispatched before (its runs may have left temporaries)
+    double not_before = 0;       // not dispatched before this (backoff after lost runs)
     // The worker of the last dispatch counted in `attempts` and recorded in the database
     // ("" when none or unknown): a claim by that worker of its own run counts nothing new.
     std::string counted_worker;
@@ -201,6 +204,8 @@ class Core {
     void count_run(const std::string& worker) {
       ++attempts;
       counted_worker = worker;
+      last_run_free = false;
+      ran_before = true;
     }
     // The last run ended for a reason not the task's own: it does not count (up to
     // Settings::max_free_runs times; retry_or_fail checks).
@@ -208,6 +213,7 @@ class Core {
       --attempts;
       ++free_runs;
       counted_worker.clear();
+      last_run_free = true;
     }
   };
   struct Running {
@@ -257,10 +263,11 @@ class Core {
   // Puts a task back in the queue after a failure not its own, or fails it when it has used
   // up its attempts.
   void retry_or_fail(Running r, const std::string& why, Effects& fx);
-  // Re-queues what it was assigned. `count_attempts` false when the worker left in order
-  // (bye): what it still had then never reached it, which is not the task's fault.
-  void lose_worker(const std::string& identity, const std::string& why, bool count_attempts,
-                   Effects& fx);
+  // Re-queues what it was assigned, using none of its tasks' attempts: a worker that left
+  // (bye), went silent or became unreachable is the infrastructure's loss, not the task's
+  // (each task runs in a runner of its own: a task that crashes its runner is reported as
+  // such and counts). Such runs count against Settings::max_free_runs instead, with backoff.
+  void lose_worker(const std::string& identity, const std::string& why, Effects& fx);
   double retry_after() const;
   void expire_overdue(double now, Effects& fx);
   // How long past --task-timeout a run may go unreported before the broker gives up on it.
@@ -277,6 +284,7 @@ class Core {
   BatchKeys batch_keys_;        // admit's scratch: key -> (task id, fingerprint); spares lookups
   std::unordered_map<std::string, std::string> batch_outputs_;  // admit's scratch: output -> task
   std::size_t rr_ = 0;  // round-robin offset among equally loaded workers
+  double clock_ = 0;    // the latest `now` the core was given (for backoffs)
   std::uint32_t hb_seq_ = 0;
   bool draining_ = false;
   std::string storage_short_;

@@ -20,10 +20,15 @@ struct Settings {
   // (the shell refuses to start without them); a worker grants at most this many slots.
   proto::SpecRoots roots;
   std::uint32_t max_worker_slots = 1024;
-  // Runs of a task that may end without a result of their own (a worker's abort or goodbye)
-  // before the task fails: such runs use no attempt, so without a bound a peer could keep a
-  // task going round for ever.
-  int max_free_runs = 10;
+  // Runs of a task that may end without a result of its own before the task fails: its
+  // worker aborted it, said goodbye, went silent or unreachable, or did not reclaim it after
+  // a broker restart. Such runs use no attempt (they are the infrastructure's loss), but
+  // without a bound a peer (or a capture that takes down whatever runs it) could keep a task
+  // going round for ever. After the first such run in a row, each retry waits
+  // free_run_backoff_s, doubled each time, at most free_run_backoff_max_s.
+  int max_free_runs = 20;
+  double free_run_backoff_s = 1;
+  double free_run_backoff_max_s = 30;
   // How long past task_timeout_s a run may go unreported before the broker gives up on it
   // (0: max(30 s, 4 * heartbeat * liveness)).
   double overdue_grace_s = 0;

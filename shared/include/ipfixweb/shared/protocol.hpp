@@ -223,7 +223,10 @@ struct Task {
   // The broker's proof that it gave this task to this worker: echoed in `ready.grants` and
   // `done.grant`, without which a claim or a result is not believed.
   std::string grant;
-  MSGPACK_DEFINE_MAP(task_id, attempt, spec, timeout, grant)
+  // An earlier run of this task may have left temporaries beside its output (also when that
+  // run used no attempt: its worker was lost). Absent from older brokers: see `attempt`.
+  bool rerun = false;
+  MSGPACK_DEFINE_MAP(task_id, attempt, spec, timeout, grant, rerun)
 };
 
 struct Started {
