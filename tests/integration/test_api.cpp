@@ -273,9 +273,14 @@ TEST(Api, OpenApiDescribesExactlyTheRoutesTheServerAnswers) {
                             "head /api/v1/uploads/{id}",
                             "get /api/v1/uploads/{id}",
                             "patch /api/v1/uploads/{id}",
-                            "delete /api/v1/uploads/{id}"})
+                            "delete /api/v1/uploads/{id}",
+                            "get /",
+                            "get /ui",
+                            "get /ui/",
+                            "get /ui/{file}",
+                            "get /ui/vendor/{file}"})
     EXPECT_TRUE(documented.count(route)) << route << " is served but not documented";
-  EXPECT_EQ(documented.size(), 33u);
+  EXPECT_EQ(documented.size(), 38u);
 }
 
 TEST(Api, MetricsAreRouteLabelledWithoutTaskIds) {
