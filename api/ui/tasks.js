@@ -251,6 +251,11 @@ export function mount(main) {
       flushTimer = null;
       const ids = [...stale];
       stale.clear();
+      // A burst (hundreds of tasks finishing): one page of the list instead of a request each.
+      if (ids.length > 20) {
+        await poll();
+        return;
+      }
       await Promise.all(ids.map(async (tid) => {
         try {
           const t = await get(`/api/v1/tasks/${encodeURIComponent(tid)}`);
