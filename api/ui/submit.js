@@ -146,6 +146,7 @@ export function mount(main) {
         row.dataset.state = 'done';
         row.dataset.ref = cap.ref;
         if (up.resumedFrom) row.dataset.resumedFrom = String(up.resumedFrom);
+        row.dataset.recoveries = String(up.recoveries);
         status.textContent = `uploaded: ${cap.ref.slice(0, 19)}…${cap.existing ? ' (already there)' : ''}`;
         use.disabled = false;
         use.checked = true;

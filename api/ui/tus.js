@@ -51,6 +51,7 @@ export class TusUpload {
     this.xhr = null;
     this.stopped = false;
     this.resumedFrom = null;  // the offset a stored upload went on from
+    this.recoveries = 0;      // times it went on after a failed PATCH
   }
 
   // Resolves with the capture ({ref, sha256, name, ...}); rejects with ApiError (refused) or
@@ -109,6 +110,7 @@ export class TusUpload {
       const offset = await this.headOffset(this.url);
       if (offset === null) continue;  // the PATCH above tells 404 next time
       this.offset = offset;
+      this.recoveries++;
       this.onStatus(`resuming at ${offset} of ${this.file.size} bytes`);
     }
     this.onProgress(this.file.size, this.file.size);
