@@ -138,8 +138,24 @@ class Stack:
         # One slot: a long task keeps the worker busy and what comes after it waits.
         self.start("worker", ["ipfixweb-worker", *data, "--broker", f"tcp://127.0.0.1:{self.back}",
                               "--id", "ui-worker", "--slots", "1"])
-        self.start("api", ["ipfixweb-api", *data, "--listen", f"127.0.0.1:{self.http_port}",
-                           "--broker", f"tcp://127.0.0.1:{self.front}", "--tokens", f"admin:{TOKEN}"])
+        self.start_api()
+        self.wait_ready()
+
+    def start_api(self):
+        self.api = self.start("api", ["ipfixweb-api", "--data-dir", self.dir,
+                                      "--listen", f"127.0.0.1:{self.http_port}",
+                                      "--broker", f"tcp://127.0.0.1:{self.front}",
+                                      "--tokens", f"admin:{TOKEN}"])
+
+    def restart_api(self, sig=signal.SIGKILL):
+        """Stops the api (killed: every connection breaks at once) and starts it again."""
+        self.api.send_signal(sig)
+        self.api.wait(timeout=15)
+        self.procs = [(n, p) for n, p in self.procs if p is not self.api]
+        self.start_api()
+        self.wait_ready()
+
+    def wait_ready(self):
         deadline = time.time() + 30
         last = None
         while time.time() < deadline:
@@ -232,6 +248,7 @@ class UiTest:
         self.driver.execute_cdp_cmd("Page.setDownloadBehavior",
                                     {"behavior": "allow", "downloadPath": self.downloads})
         self.console = []
+        self.expected_network = []  # console entries of requests the test broke on purpose
 
     def quit(self):
         try:
@@ -416,6 +433,42 @@ class UiTest:
               f"the page resumed at the server's offset {row.get_attribute('data-resumed-from')}")
         check(row.get_attribute("data-ref") == "sha256:" + hashlib.sha256(data).hexdigest(),
               "the resumed capture's SHA-256 is the file's")
+
+    def broken_upload(self, sample):
+        """An upload whose connection breaks (the api killed and started again) goes on."""
+        path = os.path.join(self.stack.dir, "broken.pcap")
+        write_copies(sample, path, 200)  # 15 MB
+        self.collect_console()
+        before = len(self.console)
+        size = os.path.getsize(path)
+        self.go("#/submit")
+        self.wait(lambda: self.all("#file-input"), "the submit view")
+        # 3 MB/s: the upload takes about five seconds, long enough to break it in the middle.
+        self.driver.execute_cdp_cmd("Network.enable", {})
+        self.driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 3 * 1024 * 1024})
+        try:
+            self.css("#file-input").send_keys(path)
+            row = 'li.upload[data-name="broken.pcap"]'
+            self.wait(lambda: float(self.css(row + " progress").get_attribute("value")) > 0.2, "a fifth uploaded")
+            self.stack.restart_api()
+            self.wait(lambda: "retrying" in self.css(row + " .upload-status").text
+                      or "resuming" in self.css(row + " .upload-status").text
+                      or self.css(row).get_attribute("data-state") == "done", "the page noticing the break")
+            self.wait(lambda: self.css(row).get_attribute("data-state") in ("done", "failed"), "the upload to go on", 60)
+        finally:
+            self.driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+                "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        # The broken requests are network errors in the console: provoked here, not the page's.
+        self.collect_console()
+        self.expected_network += [e for e in self.console[before:] if e.get("source") == "network"]
+        check(self.css(row).get_attribute("data-state") == "done" and
+              int(self.css(row).get_attribute("data-recoveries")) > 0,
+              f"upload went on after the api was killed mid-way ({self.css(row).get_attribute('data-recoveries')}"
+              " recoveries: HEAD for the offset, then PATCH from there)")
+        digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+        check(self.css(row).get_attribute("data-ref") == "sha256:" + digest,
+              f"the capture's SHA-256 is the file's ({size} bytes)")
 
     def task_view(self, task_id):
         self.go(f"#/task/{task_id}")
@@ -610,6 +663,8 @@ class UiTest:
             # the first request without a token (401), the submissions it makes invalid (422)
             # and the filter with an error (422); and, on an api without them, the probes of
             # the event stream and of /api/v1/status (404) before the page falls back.
+            if e in self.expected_network:
+                continue
             if e.get("source") == "network":
                 if "status of 401" in msg or "status of 422" in msg:
                     continue
@@ -648,6 +703,7 @@ def main():
         ui.login()
         task_id, _ = ui.submit_with_upload(sample)
         ui.resumed_upload(sample)
+        ui.broken_upload(sample)
         ui.task_view(task_id)
         ui.live_list(sse)
         ui.cancel_long(sample)
