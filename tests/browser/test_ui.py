@@ -396,6 +396,8 @@ class UiTest:
         self.wait(lambda: self.css("#err-pcap_files").is_displayed(), "the pcap_files error")
         check("../outside.pcap" in self.css("#err-pcap_files").text and not self.css("#err-idle_timeout").is_displayed(),
               f"pcap_files error names the path: {self.css('#err-pcap_files').text!r}")
+        self.js("document.getElementById('h-captures').scrollIntoView()")
+        self.screenshot("submit.png")
         self.css("#paths").clear()
         self.css("#an-dns").click()
         self.css("#submit-task").click()
@@ -621,14 +623,24 @@ class UiTest:
         check(True, "service view: workers, admission" + (", throughput" if has_status else " (from /readyz)"))
         self.screenshot("service.png")
 
-    def phone(self):
+    def phone(self, task_id):
         self.viewport(375, 812)
         self.go("#/tasks")
         self.wait(lambda: self.all("#task-table tbody tr"), "the list at 375 px")
         time.sleep(0.3)
         width = self.js("return document.documentElement.scrollWidth")
-        check(width <= 380, f"no horizontal scrolling of the page at 375 px ({width} px)")
+        check(width <= 375, f"no horizontal scrolling of the list at 375 px ({width} px)")
         self.screenshot("tasks-375.png")
+        self.go(f"#/task/{task_id}")
+        self.wait(lambda: self.canvas_ink("#top-chart") > 500 and self.canvas_ink("#ts-chart") > 500,
+                  "the task view's charts at 375 px")
+        time.sleep(0.5)  # the charts follow their boxes' width
+        width = self.js("return document.documentElement.scrollWidth")
+        check(width <= 375, f"no horizontal scrolling of the task view at 375 px ({width} px)")
+        self.go("#/submit")
+        self.wait(lambda: self.all("#submit-task"), "the submit view at 375 px")
+        width = self.js("return document.documentElement.scrollWidth")
+        check(width <= 375, f"no horizontal scrolling of the submit view at 375 px ({width} px)")
         self.viewport(1280, 800)
 
     def keyboard(self):
@@ -708,7 +720,7 @@ def main():
         ui.live_list(sse)
         ui.cancel_long(sample)
         ui.service()
-        ui.phone()
+        ui.phone(task_id)
         ui.keyboard()
         ui.no_console_errors(sse, stack.request("GET", "/api/v1/status")[0] == 200)
         failed = False
