@@ -74,10 +74,6 @@ export function followTask(id, handlers = {}) {
         if (history) handlers.onHistory?.([]);  // the stream starts with the whole history
         history = false;
       },
-      onUnsupported: () => {
-        stream = null;
-        poll();
-      },
       onEvent: (type, data, eventId) => {
         let d;
         try {
@@ -95,6 +91,10 @@ export function followTask(id, handlers = {}) {
         }
       },
     });
+    // Until the stream ends (`end`) or the api turns out to have none: then polling.
+    const how = await stream.done;
+    if (how === 'unsupported' && !closed) await poll();
+    if (refreshing) await refreshing;
   })();
 
   return {
