@@ -37,8 +37,12 @@ export function openEventStream(url, handlers = {}) {
     let event = '';
     let data = [];
     let ended = false;
+    let idBuffer = lastId;
     const line = (l) => {
       if (l === '') {
+        // An id counts once its event is complete: an event cut off before its blank line is
+        // sent again after reconnecting (the WHATWG "last event ID buffer" and "string").
+        lastId = idBuffer;
         if (data.length) {
           const type = event || 'message';
           dispatch(type, data.join('\n'), lastId);
@@ -56,7 +60,7 @@ export function openEventStream(url, handlers = {}) {
       if (field === 'event') event = value;
       else if (field === 'data') data.push(value);
       else if (field === 'id') {
-        if (!value.includes('\0')) lastId = value;
+        if (!value.includes('\0')) idBuffer = value;
       } else if (field === 'retry') {
         if (/^\d+$/.test(value)) retryMs = Number(value);
       }
