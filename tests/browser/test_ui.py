@@ -209,6 +209,76 @@ class Stack:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# --- a fake event stream for sse.js ------------------------------------------------------------
+
+class FakeEvents:
+    """Serves api/ui's modules and event streams cut in awkward places, for sse.js on its own.
+
+    /stream: the first connection sends, in pieces split inside lines and between CR and LF,
+    a comment, `retry: 100`, three events (LF, CRLF and CR line endings, a multi-line data)
+    and half an event (id 4, no blank line), then closes; the next connection (which must
+    carry Last-Event-ID: 3) sends event 5 and `end`. /json answers JSON, /missing 404.
+    """
+
+    FIRST = [b": keep-alive\r\nretry: 100\r\n\r", b"\nevent: state\nid: 1\nda", b"ta: {\"n\":1}\n\n",
+             b"event: progress\r\ndata: {\"p\":0.5}\r", b"\n\r\n", b"id: 3\rdata: a\rdata: b\r\r",
+             b"event: state\nid: 4\ndata: {\"n\":4}\n"]
+    SECOND = [b"event: state\nid: 5\ndata: {\"n\":5}\n\nevent: end\ndata: {}\n\n"]
+
+    def __init__(self):
+        import http.server
+        import socketserver
+        import threading
+        fake = self
+        self.connections = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def send(self, status, ctype, body):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path == "/":
+                    return self.send(200, "text/html", b"<!doctype html><title>sse</title>")
+                if self.path.startswith("/src/"):
+                    name = os.path.basename(self.path)
+                    with open(os.path.join(SOURCE, "api", "ui", name), "rb") as f:
+                        return self.send(200, "text/javascript", f.read())
+                if self.path == "/json":
+                    return self.send(200, "application/json", b"{}")
+                if self.path != "/stream":
+                    return self.send(404, "application/json", b"{}")
+                fake.connections.append(self.headers.get("Last-Event-ID"))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for piece in (fake.FIRST if len(fake.connections) == 1 else fake.SECOND):
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+                    time.sleep(0.03)
+                self.close_connection = True
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 # --- the test ------------------------------------------------------------------------------------
 
 class Failure(AssertionError):
@@ -472,6 +542,38 @@ class UiTest:
         check(self.css(row).get_attribute("data-ref") == "sha256:" + digest,
               f"the capture's SHA-256 is the file's ({size} bytes)")
 
+    def sse_parser(self):
+        """sse.js against streams cut anywhere (a page of the fake server's own, no api)."""
+        fake = FakeEvents()
+        self.collect_console()
+        before = len(self.console)
+        try:
+            self.driver.get(fake.base + "/")
+            result = self.driver.execute_async_script("""
+                const done = arguments[arguments.length - 1];
+                (async () => {
+                  const {openEventStream} = await import('/src/sse.js');
+                  const events = [];
+                  const s = openEventStream('/stream', {onEvent: (t, d, id) => events.push([t, d, id])});
+                  const how = await s.done;
+                  const other = [];
+                  for (const u of ['/missing', '/json'])
+                    other.push(await openEventStream(u, {onUnsupported: (st) => other.push(st)}).done);
+                  done({how, events, other});
+                })().catch((e) => done({error: String(e)}));""")
+        finally:
+            fake.close()
+        # That page's own 404s (/missing on purpose, its favicon) are not the web page's.
+        self.collect_console()
+        self.expected_network += [e for e in self.console[before:] if fake.base in e.get("message", "")]
+        check("error" not in result, f"sse.js ran ({result.get('error', '')})")
+        check(result["events"] == [["state", '{"n":1}', "1"], ["progress", '{"p":0.5}', "1"],
+                                   ["message", "a\nb", "3"], ["state", '{"n":5}', "5"], ["end", "{}", "5"]],
+              f"events parsed across pieces and line endings, the cut one dropped: {result['events']}")
+        check(fake.connections == [None, "3"], f"reconnected with Last-Event-ID of the last whole event: {fake.connections}")
+        check(result["how"] == "end" and result["other"] == [404, "unsupported", 200, "unsupported"],
+              f"`end` ends the stream; 404 and a JSON answer mean no stream: {result['other']}")
+
     def task_view(self, task_id):
         self.go(f"#/task/{task_id}")
         self.wait(lambda: self.text("#task-state") == "succeeded", "the task view")
@@ -686,7 +788,7 @@ class UiTest:
             bad.append(msg)
         for e in self.console:
             print(f"console {e.get('level')} {e.get('source')}: {e.get('message')}", flush=True)
-        check(not bad, f"no errors in the browser console ({len(self.console)} entries, none severe)")
+        check(not bad, f"no errors in the browser console ({len(self.console)} entries; unexpected: {bad})")
 
 
 def main():
@@ -712,6 +814,7 @@ def main():
         print(f"server-sent events: {'yes' if sse else 'no (the page polls)'}", flush=True)
         ui = UiTest(stack, chromium, driver, args.screenshots)
         ui.routes()
+        ui.sse_parser()
         ui.login()
         task_id, _ = ui.submit_with_upload(sample)
         ui.resumed_upload(sample)
