@@ -104,7 +104,9 @@ export async function sparkline(box, {xs, ys, label}) {
     height,
     legend: {show: false},
     cursor: {show: false},
-    scales: {x: {time: true}, y: {range: (u, min, max) => [0, max > 0 ? max * 1.2 : 1]}},
+    // At least a minute wide: the first polls are seconds apart.
+    scales: {x: {time: true, range: (u, min, max) => [Math.min(min, max - 60), max]},
+             y: {range: (u, min, max) => [0, max > 0 ? max * 1.2 : 1]}},
     axes: [{}, {size: 50}],
     series: [{}, {label, stroke: PALETTE[2], fill: PALETTE[2] + '33', width: 1.5, points: {show: false}}],
   }, [xs, ys], box);

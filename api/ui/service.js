@@ -70,8 +70,9 @@ export function mount(main) {
       admission.textContent = 'Draining: the broker finishes its tasks and refuses new ones.';
     } else {
       const room = (b.credit ?? 0) + Math.max(0, (b.max_queue ?? 0) - (b.queued ?? 0));
-      admission.dataset.state = room > 0 ? 'open' : 'full';
-      admission.textContent = room > 0 ? `Accepting tasks: room for ${fmtNum(room)} more (free slots plus queue).`
+      const open = b.accepting ?? room > 0;  // the broker's own word when it gives it
+      admission.dataset.state = open ? 'open' : 'full';
+      admission.textContent = open ? `Accepting tasks: room for ${fmtNum(room)} more (free slots plus queue).`
                                        : 'Full: every slot is busy and the queue is full; new tasks get 503 with Retry-After.';
     }
     replaceChildren(cards,
@@ -104,7 +105,10 @@ export function mount(main) {
     } else {
       replaceChildren(tasksBox, h('p', {class: 'muted'}, '–'));
     }
-    source.textContent = s.source === 'status' ? `From GET /api/v1/status every ${POLL_MS / 1000} s.`
+    const api = s.api && typeof s.api === 'object'
+      ? ` This api: ${fmtNum(s.api.event_streams)} of at most ${fmtNum(s.api.max_event_streams)} event streams open${s.api.draining ? ', draining' : ''}.`
+      : '';
+    source.textContent = s.source === 'status' ? `From GET /api/v1/status every ${POLL_MS / 1000} s.${api}`
                                                : `From GET /readyz every ${POLL_MS / 1000} s (this api has no /api/v1/status).`;
   }
 
@@ -137,7 +141,7 @@ export function mount(main) {
       tput.ys.shift();
     }
     if (chart) chart.update(tput.xs, tput.ys);
-    else if (!chartLoading) {
+    else if (!chartLoading && tput.xs.length >= 2) {  // one point has no time span to draw
       chartLoading = true;
       chart = await sparkline(chartBox, {xs: tput.xs, ys: tput.ys, label: 'tasks/s'});
       if (gone) chart.destroy();

@@ -95,8 +95,10 @@ export function between(fromIso, toIso) {
   return Number.isNaN(a) || Number.isNaN(b) ? null : Math.max(0, b - a);
 }
 
+// Task ids are time-ordered UUIDs (their first digits are the time, the same for tasks made
+// together): the last eight digits tell them apart.
 export function shortId(id) {
-  return id ? id.slice(0, 8) : '';
+  return id ? id.slice(-8) : '';
 }
 
 export function basename(p) {
