@@ -702,7 +702,23 @@ class UiTest:
         self.wait(lambda: self.all(f'tr[data-task-id="{behind}"]')
                   and self.css(f'tr[data-task-id="{behind}"]').get_attribute("data-state") == "queued",
                   "the next task queued behind it")
+        if self.sse:
+            self.wait(lambda: float(self.css(row + " progress").get_attribute("value")) > 0,
+                      "the running task's progress bar to move (progress events)", 30)
+            check(True, "the list's progress bar follows progress events")
         self.screenshot("tasks.png")
+        # Its own view follows it live too: history, then state and progress as they come.
+        self.go(f"#/task/{long_id}")
+        self.wait(lambda: self.text("#task-state") == "running", "the long task's view")
+        if self.sse:
+            self.wait(lambda: self.css("#task-live").get_attribute("data-mode") == "events", "its event stream")
+        before = float(self.css("#task-progress").get_attribute("value"))
+        self.wait(lambda: float(self.css("#task-progress").get_attribute("value")) > before,
+                  "its progress to move without a reload", 30)
+        states = [e.text for e in self.all("#timeline li .badge")]
+        check(states == ["queued", "running"], f"the task view follows it live ({states}, progress moving)")
+        self.go("#/tasks")
+        self.wait(lambda: self.all(row + ' button[data-action="cancel"]'), "the list again")
         self.css(row + ' button[data-action="cancel"]').click()
         self.wait(lambda: self.css(row).get_attribute("data-state") == "cancelled", "the long task cancelled", 30)
         status, t = s.json("GET", f"/api/v1/tasks/{long_id}")
@@ -813,6 +829,7 @@ def main():
         sse = probe_events(stack)
         print(f"server-sent events: {'yes' if sse else 'no (the page polls)'}", flush=True)
         ui = UiTest(stack, chromium, driver, args.screenshots)
+        ui.sse = sse
         ui.routes()
         ui.sse_parser()
         ui.login()
