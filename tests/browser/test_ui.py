@@ -141,18 +141,18 @@ class Stack:
         self.start_api()
         self.wait_ready()
 
-    def start_api(self):
+    def start_api(self, tokens=True):
         self.api = self.start("api", ["ipfixweb-api", "--data-dir", self.dir,
                                       "--listen", f"127.0.0.1:{self.http_port}",
-                                      "--broker", f"tcp://127.0.0.1:{self.front}",
-                                      "--tokens", f"admin:{TOKEN}"])
+                                      "--broker", f"tcp://127.0.0.1:{self.front}"] +
+                              (["--tokens", f"admin:{TOKEN}"] if tokens else []))
 
-    def restart_api(self, sig=signal.SIGKILL):
+    def restart_api(self, sig=signal.SIGKILL, tokens=True):
         """Stops the api (killed: every connection breaks at once) and starts it again."""
         self.api.send_signal(sig)
         self.api.wait(timeout=15)
         self.procs = [(n, p) for n, p in self.procs if p is not self.api]
-        self.start_api()
+        self.start_api(tokens)
         self.wait_ready()
 
     def wait_ready(self):
@@ -782,6 +782,38 @@ class UiTest:
         plain = [f"{t}:{x}" for t, x, o in seen if o == "none" and t != "BODY"]  # BODY: past the end
         check(not plain, f"every element focused by keyboard shows an outline (not: {plain})")
 
+    def without_token(self, task_id):
+        """An api without tokens: "Forget token", then downloads are plain links."""
+        self.collect_console()
+        before = len(self.console)
+        self.stack.restart_api(signal.SIGTERM, tokens=False)
+        self.go("#/tasks")
+        self.wait(lambda: self.css("#live-mode").get_attribute("data-mode") in ("events", "polling"),
+                  "the list from the restarted api")
+        # Requests while the api was down (the list's event stream reconnecting) are refused.
+        self.collect_console()
+        self.expected_network += [e for e in self.console[before:]
+                                  if e.get("source") == "network" and "net::ERR_" in e.get("message", "")]
+        self.wait(lambda: self.css("#token-button").is_displayed(), "the Forget token button")
+        self.css("#token-button").click()
+        self.wait(lambda: not self.css("#token-button").is_displayed(), "the token forgotten")
+        check(self.js("return sessionStorage.getItem('ipfixweb.token')") is None, "Forget token empties sessionStorage")
+        self.go(f"#/task/{task_id}")
+        self.wait(lambda: self.all('a[data-download="csv"]'), "the downloads")
+        check("fetched whole into memory" not in self.css("#downloads").text, "no token: downloads are plain links")
+        before = set(os.listdir(self.downloads))
+        self.css('a[data-download="csv"]').click()
+
+        def new_csv():
+            done = [f for f in set(os.listdir(self.downloads)) - before
+                    if f.endswith(".csv") and not f.endswith(".crdownload")]
+            return done and os.path.getsize(os.path.join(self.downloads, done[0])) > 0 and done[0]
+        name = self.wait(new_csv, "the CSV download")
+        with open(os.path.join(self.downloads, name)) as f:
+            header = f.readline()
+        check("proto_name" in header and not self.css("#token-dialog").get_attribute("open"),
+              f"CSV downloaded through a plain link, no token asked ({name})")
+
     def no_console_errors(self, sse, status):
         self.collect_console()
         bad = []
@@ -842,6 +874,7 @@ def main():
         ui.service()
         ui.phone(task_id)
         ui.keyboard()
+        ui.without_token(task_id)
         ui.no_console_errors(sse, stack.request("GET", "/api/v1/status")[0] == 200)
         failed = False
         print("PASS", flush=True)
