@@ -5,17 +5,19 @@ Starts broker, one worker (one slot) and the api (with a bearer token) on free l
 with a fresh data directory, then drives the page through Selenium (chromedriver):
 
   - the /ui routes: 308 from /, Content-Type, CSP, nosniff, ETag and 304;
+  - sse.js on its own against a fake event stream cut in awkward places;
   - the token dialog after the first 401; the tasks list;
   - an upload of tests/data/sample.pcap through the page (tus), the api's 422 `errors` shown
     under the fields they name, the submission, the task reaching `succeeded` live;
   - a resumed upload: half a file sent beforehand, its upload URL in localStorage as a reload
     would find it; the page goes on from the server's offset and the capture's SHA-256 is the
-    file's;
+    file's; an upload whose connection breaks (the api killed mid-way) goes on;
   - the task view: summary cards, both charts drawn (canvas pixels read back), the flow table
     filtered (every row checked against the filter), a filter error with its position, sorting,
     the NDJSON download (parsed), the packets of one flow (an extract task, its pcap downloaded);
   - the tasks list updated live (server-sent events when the api has /api/v1/events, else
-    polling), a long task cancelled from the list, the service view;
+    polling), a long task followed live and cancelled from the list, the service view, the
+    views at 375 px, the keyboard path, an api without tokens (plain-link downloads);
   - no error in the browser console;
   - screenshots at 1280x800 (and one at 375 px) into --screenshots.
 
