@@ -617,11 +617,46 @@ json capture_paths() {
   return paths;
 }
 
+// The web page (docs/ui.md): open routes, no token (the page asks for one itself).
+json ui_paths() {
+  json paths;
+  json file_param = json::array(
+      {{{"name", "file"}, {"in", "path"}, {"required", true}, {"schema", {{"type", "string"}}}}});
+  auto page = [](const std::string& summary, const std::string& type) {
+    return json{{"summary", summary},
+                {"security", json::array()},
+                {"parameters", json::array({{{"name", "If-None-Match"},
+                                             {"in", "header"},
+                                             {"required", false},
+                                             {"schema", {{"type", "string"}}}}})},
+                {"responses",
+                 {{"200",
+                   {{"description",
+                     "The file, with ETag, Cache-Control: no-cache and a strict "
+                     "Content-Security-Policy"},
+                    {"content", {{type, {{"schema", {{"type", "string"}}}}}}}}},
+                  {"304", {{"description", "If-None-Match named the current ETag"}}}}}};
+  };
+  paths["/"]["get"] = {{"summary", "Redirects to the web page"},
+                       {"security", json::array()},
+                       {"responses", {{"308", {{"description", "Location: /ui"}}}}}};
+  paths["/ui"]["get"] = page("The web page (index.html)", "text/html");
+  paths["/ui/"]["get"] = page("The web page (index.html)", "text/html");
+  for (const char* p : {"/ui/{file}", "/ui/vendor/{file}"}) {
+    json op = page("A file of the web page (script, style sheet, image)", "text/javascript");
+    op["parameters"].push_back(file_param[0]);
+    op["responses"]["404"] = problem_response("No such file in the page");
+    paths[p]["get"] = op;
+  }
+  return paths;
+}
+
 json build() {
   json paths = task_paths();
   paths.update(capture_paths());
   paths.update(service_paths());
   paths.update(drop_paths());
+  paths.update(ui_paths());
   return {{"openapi", "3.0.3"},
           {"info",
            {{"title", "ipfixweb"},

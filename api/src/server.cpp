@@ -33,6 +33,7 @@
 #include "ipfixweb/api/openapi.hpp"
 #include "ipfixweb/api/render.hpp"
 #include "ipfixweb/api/submitter.hpp"
+#include "ipfixweb/api/ui_routes.hpp"
 #include "ipfixweb/api/validation.hpp"
 #include "ipfixweb/shared/confine.hpp"
 #include "ipfixweb/shared/json_writer.hpp"
@@ -894,6 +895,7 @@ void Server::Impl::routes() {
                  {"analysis_list", {"tcp", "udp"}}};
     submit(q, r, body, UnknownFields::Refuse);
   });
+  ui::add_routes(router, metrics);  // the web page (docs/ui.md): open, served from memory
 }
 
 Server::Server(Config cfg, zmq::context_t& ctx)

@@ -291,9 +291,14 @@ TEST(Api, OpenApiDescribesExactlyTheRoutesTheServerAnswers) {
                             "patch /api/v1/uploads/{id}",
                             "delete /api/v1/uploads/{id}",
                             "get /api/v1/events",
-                            "get /api/v1/status"})
+                            "get /api/v1/status",
+                            "get /",
+                            "get /ui",
+                            "get /ui/",
+                            "get /ui/{file}",
+                            "get /ui/vendor/{file}"})
     EXPECT_TRUE(documented.count(route)) << route << " is served but not documented";
-  EXPECT_EQ(documented.size(), 35u);
+  EXPECT_EQ(documented.size(), 40u);
 }
 
 TEST(Api, MetricsAreRouteLabelledWithoutTaskIds) {
