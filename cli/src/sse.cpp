@@ -33,7 +33,9 @@ bool SseParser::feed(std::string_view bytes) {
 
 bool SseParser::line(std::string_view l) {
   if (l.empty()) {
-    // Dispatch.
+    // Dispatch. The last event id counts from here: an `id:` of an event cut off before its
+    // blank line is not taken (a reconnection then replays that event).
+    last_id_ = id_buffer_;
     const bool had = has_data_;
     SseEvent e;
     e.type = type_.empty() ? "message" : type_;
@@ -63,7 +65,7 @@ bool SseParser::line(std::string_view l) {
     data_ += value;
     has_data_ = true;
   } else if (field == "id") {
-    if (value.find('\0') == std::string_view::npos) last_id_ = std::string(value);
+    if (value.find('\0') == std::string_view::npos) id_buffer_ = std::string(value);
   } else if (field == "retry") {
     bool digits = !value.empty();
     for (char c : value) digits = digits && std::isdigit(static_cast<unsigned char>(c));

@@ -12,7 +12,7 @@ namespace ipfixweb::cli {
 struct SseEvent {
   std::string type = "message";  // the `event:` field
   std::string data;              // the `data:` lines joined by "\n"
-  std::string id;                // the last `id:` seen so far in the stream
+  std::string id;                // the last `id:` of the stream up to this event
 };
 
 class SseParser {
@@ -24,7 +24,7 @@ class SseParser {
   // Takes the next bytes of the stream (lines may be cut anywhere, also between CR and LF).
   bool feed(std::string_view bytes);
 
-  // The last event id (what a reconnection sends as Last-Event-ID).
+  // The id of the last event dispatched (what a reconnection sends as Last-Event-ID).
   const std::string& last_id() const { return last_id_; }
   // The server's `retry:` in milliseconds, when it sent one.
   std::optional<long> retry_ms() const { return retry_ms_; }
@@ -39,7 +39,7 @@ class SseParser {
   bool skip_lf_ = false;
   bool stopped_ = false;
   bool started_ = false;
-  std::string type_, data_, last_id_;
+  std::string type_, data_, id_buffer_, last_id_;
   bool has_data_ = false;
   std::optional<long> retry_ms_;
   long comments_ = 0;
