@@ -231,17 +231,18 @@ UploadResult upload_file(Api& api, const std::string& path, const UploadOptions&
   });
   res.ref = "sha256:" + res.sha256;
 
+  const Record record(o.state_dir, api.url(), res.sha256, res.size);
   if (o.reuse_existing) {
     auto r = api.get("/api/v1/captures/" + res.sha256);
     if (r.status == 200) {
       res.existing = true;
       res.capture = r.json();
+      record.remove();  // an upload of it that a run left unfinished is not needed any more
       return res;
     }
     if (r.status != 404) expect_ok(r, "looking up capture " + res.sha256);
   }
 
-  const Record record(o.state_dir, api.url(), res.sha256, res.size);
   std::string location;
   std::uint64_t offset = 0;
   bool resumed = false;
