@@ -172,7 +172,7 @@ std::string state_line(const json& e) {
   return line;
 }
 
-UploadOptions upload_options(Context& ctx, const UploadArgs& a, ProgressBar& bar) {
+UploadOptions upload_options(const UploadArgs& a, ProgressBar& bar) {
   UploadOptions o;
   if (!a.limit_rate.empty())
     o.limit_rate = static_cast<double>(parse_size(a.limit_rate, "--limit-rate"));
@@ -202,7 +202,6 @@ UploadOptions upload_options(Context& ctx, const UploadArgs& a, ProgressBar& bar
                done == total);
   };
   o.note = [&bar](const std::string& s) { bar.line(s); };
-  (void)ctx;
   return o;
 }
 
@@ -312,7 +311,7 @@ std::uint64_t parse_size(const std::string& text, const std::string& what) {
 
 int cmd_upload(Context& ctx, const UploadArgs& a) {
   ProgressBar bar(ctx.progress());
-  auto o = upload_options(ctx, a, bar);
+  auto o = upload_options(a, bar);
   for (const auto& f : a.files) {
     auto r = upload_file(ctx.api(), f, o);
     bar.finish();
@@ -344,7 +343,7 @@ int cmd_submit(Context& ctx, const SubmitArgs& a) {
       std::error_code ec;
       const auto st = fs::status(in, ec);
       if (!ec && fs::is_regular_file(st)) {
-        if (!o) o = upload_options(ctx, a.upload, bar);
+        if (!o) o = upload_options(a.upload, bar);
         auto r = upload_file(ctx.api(), in, *o);
         bar.finish();
         if (!ctx.json())
