@@ -95,6 +95,18 @@ int main(int argc, char** argv) {
       ->envname("IPFIXWEB_FLOW_QUERY_MS")
       ->check(CLI::Range(10, 600000))
       ->capture_default_str();
+  app.add_option("--max-event-streams", cfg.max_event_streams,
+                 "Live event streams (GET /api/v1/events, …/events?stream=1) open at once; 503 "
+                 "beyond")
+      ->envname("IPFIXWEB_MAX_EVENT_STREAMS")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100000}))
+      ->capture_default_str();
+  app.add_option("--event-poll", cfg.event_poll_s,
+                 "How often (seconds) the task database is read for new events while streams "
+                 "are open")
+      ->envname("IPFIXWEB_EVENT_POLL")
+      ->check(CLI::Range(0.01, 10.0))
+      ->capture_default_str();
   app.add_option("--max-json-depth", cfg.max_json_depth,
                  "Deepest nesting of arrays and objects in a request body (400 beyond)")
       ->envname("IPFIXWEB_MAX_JSON_DEPTH")

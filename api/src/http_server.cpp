@@ -224,10 +224,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // When the server stops: ends the connection, unless a request is being handled or
   // answered; that one closes once it is answered. A streamed answer (which may never end)
-  // is cut off at kStreamStopGrace.
+  // is cut off at kStreamStopGrace, a feed at once (its clients reconnect).
   void stop() {
     std::lock_guard lock(mu_);
-    if (phase_ == Phase::Handler || phase_ == Phase::Write) {
+    if (streaming_ && out_ && out_->feed) {
+      abort();
+    } else if (phase_ == Phase::Handler || phase_ == Phase::Write) {
       keep_alive_ = false;
       stop_by_ = Clock::now() + kStreamStopGrace;
       if (streaming_ && deadline() > stop_by_) set_deadline(stop_by_);
@@ -637,9 +639,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     out_->file = std::move(res.file);
     if (!out_->file) out_->stream = std::move(res.stream);
+    if (!out_->file && !out_->stream) out_->feed = std::move(res.feed);
     if (out_->file) {
       msg.content_length(out_->file->size());
-    } else if (out_->stream) {
+    } else if (out_->stream || out_->feed) {
       msg.erase(bhttp::field::content_length);  // the framing is the server's
       msg.erase(bhttp::field::transfer_encoding);
       if (version_ >= 11)
@@ -653,7 +656,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     msg.keep_alive(keep_alive_);
     out_->sr.emplace(msg);
-    if (out_->file || out_->stream || req_.method == "HEAD")
+    if (out_->file || out_->stream || out_->feed || req_.method == "HEAD")
       out_->sr->split(true);  // the header alone
     write_message();
   }
@@ -680,6 +683,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (req_.method != "HEAD") {
       if (out_->file) return send_pieces();
       if (out_->stream) return next_piece();
+      if (out_->feed) return start_feed();
     }
     sent();
   }
@@ -796,6 +800,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       o.written += w;
     }
     if (o.last) return sent();
+    if (o.feed) return pump();
     next_piece();
   }
 
@@ -804,12 +809,66 @@ class Connection : public std::enable_shared_from_this<Connection> {
     write_piece();
   }
 
+  // A feed after its header: take what is ready and write it, or wait for a wake-up. While
+  // it waits, the only operation in flight is a wait for the socket to become readable: a
+  // client that closes (or sends anything) ends the stream; a wake-up cancels the wait.
+  void start_feed() {
+    feed_state_ = FeedState::Taking;
+    out_->feed->attach([w = weak_from_this()] {
+      if (auto c = w.lock()) c->wake_feed();
+    });
+    pump();
+  }
+
+  // From any thread: at most one wake-up is posted at a time.
+  void wake_feed() {
+    if (wake_posted_.exchange(true)) return;
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      self->wake_posted_ = false;
+      std::lock_guard lock(self->mu_);
+      if (self->closed_ || self->feed_state_ != FeedState::Parked) return;
+      self->feed_state_ = FeedState::Waking;
+      beast::error_code ec;
+      self->socket_.cancel(ec);  // on_parked takes it from there
+    });
+  }
+
+  void pump() {
+    auto& o = *out_;
+    o.piece.clear();
+    bool more = false;
+    try {
+      more = o.feed->take(o.piece);
+    } catch (const std::exception& e) {
+      s_.log->error("event stream to {} {} failed: {}", req_.method, req_.path, e.what());
+      return close();
+    }
+    if (more && o.piece.empty()) {
+      feed_state_ = FeedState::Parked;
+      set_stream_deadline(Clock::time_point::max());
+      return socket_.async_wait(tcp::socket::wait_read, resume(&Connection::on_parked));
+    }
+    feed_state_ = FeedState::Taking;
+    frame_piece(more);
+  }
+
+  void on_parked(const beast::error_code&, std::size_t) {
+    if (feed_state_ == FeedState::Waking) {
+      feed_state_ = FeedState::Taking;
+      return pump();
+    }
+    close();  // the client closed, sent something, or the server shut the socket down
+  }
+
   // A producer is destroyed on a handler thread, like its next() (its destructor may block
   // too), and never during next(): this runs only in the connection's own flow, which waits
-  // while next() runs.
+  // while next() runs. A feed is released here (its destructor must not block).
   void release_stream() {
     streaming_ = false;
-    if (!out_ || !out_->stream) return;
+    if (!out_) return;
+    out_->feed.reset();
+    feed_state_ = FeedState::None;
+    if (!out_->stream) return;
     s_.handlers.post([p = std::move(out_->stream)]() mutable { p.reset(); });
   }
 
@@ -864,7 +923,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::uint64_t offset = 0;  // of the file
     std::size_t piece_at = 0, piece_left = 0;
     std::shared_ptr<Producer> stream;
-    std::string head, piece, tail;  // a stream's piece and its chunk framing
+    std::shared_ptr<Feed> feed;
+    std::string head, piece, tail;  // a stream's (or feed's) piece and its chunk framing
     std::size_t written = 0, total = 0;
     bool last = false;  // the piece is the stream's last
   };
@@ -903,7 +963,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::optional<Outgoing> out_;
   std::unique_ptr<char[]> piece_;  // a file's piece in flight, or what a closing client sends
   std::size_t lingered_ = 0;
-  bool streaming_ = false;  // sending a stream's pieces (not for HEAD)
+  bool streaming_ = false;  // sending a stream's or feed's pieces (not for HEAD)
+  // A feed's: taking or writing a piece; waiting for a wake-up (a read wait in flight);
+  // woken (that wait cancelled, its completion takes again).
+  enum class FeedState { None, Taking, Parked, Waking };
+  FeedState feed_state_ = FeedState::None;
+  std::atomic<bool> wake_posted_{false};
   Clock::time_point stop_by_ = Clock::time_point::max();  // a stream is cut off then
 };
 

@@ -199,16 +199,95 @@ json task_paths() {
         {"202", {{"description", "Cancelling (running on a worker)"}}},
         {"404", problem_response("No such task")},
         {"409", problem_response("Already finished")}}}};
+  // Server-sent events (docs/events.md).
+  const json sse_content = {
+      {"text/event-stream",
+       {{"schema",
+         {{"type", "string"},
+          {"description",
+           "event: state (id: the event's id; data: {id, task_id, at, state, reason, worker}), "
+           "event: progress (data: {task_id, progress}), event: end (data: {task_id, state}; "
+           "one task's stream only); ': keep-alive' comments every 15 s"}}}}}};
+  const json since_param = {{"name", "since"},
+                            {"in", "query"},
+                            {"required", false},
+                            {"description",
+                             "replay the state events after this event id first (as the "
+                             "Last-Event-ID header does)"},
+                            {"schema", {{"type", "integer"}, {"minimum", 0}}}};
+  const json last_event_id = {{"name", "Last-Event-ID"},
+                              {"in", "header"},
+                              {"required", false},
+                              {"description", "the last event id a reconnecting client saw"},
+                              {"schema", {{"type", "integer"}, {"minimum", 0}}}};
+  json task_events_params = id_param();
+  task_events_params.push_back({{"name", "stream"},
+                                {"in", "query"},
+                                {"required", false},
+                                {"description",
+                                 "1: a live event stream (also chosen by Accept: "
+                                 "text/event-stream): the history, then live events, ending "
+                                 "after the terminal state"},
+                                {"schema", {{"type", "string"}, {"enum", {"0", "1"}}}}});
+  task_events_params.push_back(since_param);
+  task_events_params.push_back(last_event_id);
+  json history = json_response("Events in order",
+                               {{"type", "object"},
+                                {"properties",
+                                 {{"task_id", {{"type", "string"}}},
+                                  {"events", {{"type", "array"}, {"items", ref("Event")}}}}}});
+  history["content"].update(sse_content);
   paths["/api/v1/tasks/{id}/events"]["get"] = {
-      {"summary", "The task's history"},
-      {"parameters", id_param()},
+      {"summary", "The task's history, or (stream=1) its live events"},
+      {"parameters", task_events_params},
       {"responses",
-       {{"200", json_response("Events in order",
+       {{"200", history},
+        {"400", problem_response("Last-Event-ID or since is not an event id")},
+        {"404", problem_response("No such task")},
+        {"503", problem_response("Too many event streams are open (Retry-After)")}}}};
+  paths["/api/v1/events"]["get"] = {
+      {"summary", "Live state changes and progress of every task (server-sent events)"},
+      {"parameters", json::array({since_param, last_event_id})},
+      {"responses",
+       {{"200", {{"description", "An endless event stream"}, {"content", sse_content}}},
+        {"400", problem_response("Last-Event-ID or since is not an event id")},
+        {"503", problem_response("Too many event streams are open (Retry-After)")}}}};
+  const json count = {{"type", "integer"}, {"minimum", 0}};
+  paths["/api/v1/status"]["get"] = {
+      {"summary", "The service at a glance: broker admission, workers, tasks by state"},
+      {"responses",
+       {{"200", json_response("Status (broker.up is false when the broker did not answer)",
                               {{"type", "object"},
                                {"properties",
-                                {{"task_id", {{"type", "string"}}},
-                                 {"events", {{"type", "array"}, {"items", ref("Event")}}}}}})},
-        {"404", problem_response("No such task")}}}};
+                                {{"broker",
+                                  {{"type", "object"},
+                                   {"properties",
+                                    {{"up", {{"type", "boolean"}}},
+                                     {"workers", count},
+                                     {"slots", count},
+                                     {"credit", count},
+                                     {"running", count},
+                                     {"queued", count},
+                                     {"max_queue", count},
+                                     {"draining", {{"type", "boolean"}}},
+                                     {"accepting", {{"type", "boolean"}}},
+                                     {"succeeded", count},
+                                     {"failed", count},
+                                     {"cancelled", count},
+                                     {"requeued", count}}}}},
+                                 {"workers",
+                                  {{"type", "array"},
+                                   {"items",
+                                    {{"type", "object"},
+                                     {"properties",
+                                      {{"id", {{"type", "string"}}},
+                                       {"host", {{"type", "string"}}},
+                                       {"pid", {{"type", "integer"}}},
+                                       {"slots", count},
+                                       {"running", count},
+                                       {"last_seen_s", {{"type", "number"}}}}}}}}},
+                                 {"tasks", {{"type", "object"}, {"additionalProperties", count}}},
+                                 {"api", {{"type", "object"}}}}}})}}}};
   paths["/api/v1/tasks/{id}/output"]["get"] = {
       {"summary", "Download the output: the IPFIX file (RFC 5655), or an extract's pcap"},
       {"parameters", id_param()},

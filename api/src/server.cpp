@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -25,6 +26,7 @@
 #include "ipfixweb/api/auth.hpp"
 #include "ipfixweb/api/broker_client.hpp"
 #include "ipfixweb/api/drop_folder.hpp"
+#include "ipfixweb/api/events.hpp"
 #include "ipfixweb/api/handler_pool.hpp"
 #include "ipfixweb/api/http.hpp"
 #include "ipfixweb/api/metrics.hpp"
@@ -114,6 +116,7 @@ struct Server::Impl {
   std::optional<FlowRoutes> flow_routes;
   std::unique_ptr<CaptureStore> captures;
   std::optional<CaptureRoutes> capture_routes;
+  std::unique_ptr<EventHub> event_hub;  // before http: streams may outlive it, not the server
   std::unique_ptr<http::Server> http;
   std::atomic<bool> draining{false};
 
@@ -245,7 +248,9 @@ struct Server::Impl {
   void list_tasks(const Request& req, Response& res);
   void cancel_task(const Request& req, Response& res);
   void task_events(const Request& req, Response& res);
+  void event_stream(const Request& req, Response& res, const std::string& task);
   void readyz(Response& res);
+  void status(Response& res);
   // pcap_files entries "sha256:<hex>" and "upload:<id>" become the captures' paths.
   void resolve_capture_references(ParsedRequest& p, std::vector<FieldError>& errors) {
     for (std::size_t i = 0; i < p.spec.inputs.size(); ++i) {
@@ -471,10 +476,53 @@ void Server::Impl::cancel_task(const Request& req, Response& res) {
             {{"task_id", id}, {"state", state}, {"result", name(reply->result)}});
 }
 
+// "Last-Event-ID" (what an EventSource sends when it reconnects) or ?since=: nullopt when
+// neither is given; false when one is not a number.
+bool event_cursor(const Request& req, std::optional<std::int64_t>& after) {
+  std::string v = req.has_header("Last-Event-ID") ? req.header("Last-Event-ID") : "";
+  if (v.empty() && req.has_query("since")) v = req.query_value("since");
+  if (v.empty()) return true;
+  std::int64_t n = 0;
+  const auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (r.ec != std::errc() || r.ptr != v.data() + v.size() || n < 0) return false;
+  after = n;
+  return true;
+}
+
+bool wants_event_stream(const Request& req) {
+  const std::string s = req.query_value("stream");
+  if (s == "1" || s == "true") return true;
+  return req.header("Accept").find("text/event-stream") != std::string::npos;
+}
+
+void Server::Impl::event_stream(const Request& req, Response& res, const std::string& task) {
+  std::optional<std::int64_t> after;
+  if (!event_cursor(req, after))
+    return problem(res, 400, "Last-Event-ID (or since) must be a non-negative event id");
+  auto* st = store();
+  if (!st) {
+    res.set_header("Retry-After", "1");
+    return problem(res, 503, "the task database is not available yet");
+  }
+  auto feed = event_hub->subscribe(*st, task, after);
+  if (!feed) {
+    res.set_header("Retry-After", "5");
+    return problem(res, 503,
+                   "too many event streams are open (" + std::to_string(cfg.max_event_streams) +
+                       "); try again later");
+  }
+  res.status = 200;
+  res.set_header("Content-Type", "text/event-stream; charset=utf-8");
+  res.set_header("Cache-Control", "no-store");
+  res.set_header("X-Accel-Buffering", "no");  // proxies: pass events on as they come
+  res.feed = std::move(feed);
+}
+
 void Server::Impl::task_events(const Request& req, Response& res) {
   auto t = find_task(req, res);
   if (!t) return;
   const std::string& id = t->id;
+  if (wants_event_stream(req)) return event_stream(req, res, id);
   json events = json::array();
   for (auto& e : store()->events(id))
     events.push_back({{"at", e.at},
@@ -515,6 +563,60 @@ void Server::Impl::readyz(Response& res) {
     checks["broker"] = "unreachable";
   }
   send_json(res, ok ? 200 : 503, {{"status", ok ? "ready" : "not ready"}, {"checks", checks}});
+}
+
+// The service at a glance (the web page's service view, ipfixctl workers): the broker's
+// admission state and workers, and the tasks by state.
+void Server::Impl::status(Response& res) {
+  json out;
+  auto pong = ping_broker(std::min(cfg.broker_timeout_s, 1.0));
+  if (pong) {
+    out["broker"] = {
+        {"up", true},
+        {"workers", pong->workers},
+        {"slots", pong->slots},
+        {"credit", pong->credit},
+        {"running", pong->running},
+        {"queued", pong->queued},
+        {"max_queue", pong->max_queue},
+        {"draining", pong->draining},
+        // the broker's admission: running and queued within slots + max_queue
+        {"accepting", !pong->draining && std::uint64_t{pong->running} + pong->queued <
+                                             std::uint64_t{pong->slots} + pong->max_queue},
+        {"succeeded", pong->succeeded},
+        {"failed", pong->failed},
+        {"cancelled", pong->cancelled},
+        {"requeued", pong->requeued}};
+    json workers = json::array();
+    for (auto& w : pong->worker_list)
+      workers.push_back({{"id", w.id},
+                         {"host", w.host},
+                         {"pid", w.pid},
+                         {"slots", w.slots},
+                         {"running", w.running},
+                         {"last_seen_s", std::round(w.last_seen_s * 1000) / 1000}});
+    out["workers"] = std::move(workers);
+  } else {
+    out["broker"] = {{"up", false}};
+    out["workers"] = json::array();
+  }
+  json tasks = json::object();
+  for (auto s : {TaskState::Queued, TaskState::Running, TaskState::Succeeded, TaskState::Failed,
+                 TaskState::Cancelled})
+    tasks[std::string(name(s))] = 0;
+  if (auto* st = store()) {
+    try {
+      for (auto& [s, n] : st->count_by_state()) tasks[std::string(name(s))] = n;
+    } catch (const std::exception& e) {
+      log->warn("status: {}", e.what());
+    }
+  }
+  out["tasks"] = std::move(tasks);
+  out["api"] = {{"event_streams", event_hub->streams()},
+                {"max_event_streams", cfg.max_event_streams},
+                {"draining", draining.load()},
+                {"auth", !cfg.tokens.empty()}};
+  send_json(res, 200, out);
 }
 
 void Server::Impl::metrics_text(Response& res) {
@@ -734,6 +836,8 @@ void Server::Impl::routes() {
   add("GET", "/api/v1/tasks/{id}", Role::Read, get);
   add("DELETE", "/api/v1/tasks/{id}", Role::Submit, [this](Q q, R r) { cancel_task(q, r); });
   add("GET", "/api/v1/tasks/{id}/events", Role::Read, [this](Q q, R r) { task_events(q, r); });
+  add("GET", "/api/v1/events", Role::Read, [this](Q q, R r) { event_stream(q, r, ""); });
+  add("GET", "/api/v1/status", Role::Read, [this](Q, R r) { status(r); });
   add("GET", "/api/v1/tasks/{id}/output", Role::Read, [this](Q q, R r) { download(q, r); });
   add(
       "GET", "/api/v1/drop", Role::Read,
@@ -795,6 +899,10 @@ void Server::Impl::routes() {
 Server::Server(Config cfg, zmq::context_t& ctx)
     : impl_(std::make_unique<Impl>(std::move(cfg), ctx)) {
   auto& im = *impl_;
+  EventHubOptions eo;
+  eo.max_streams = im.cfg.max_event_streams;
+  eo.poll_s = im.cfg.event_poll_s;
+  im.event_hub = std::make_unique<EventHub>(im.cfg.db_path, eo);
   im.routes();
   http::Options o;
   o.host = im.cfg.host;
@@ -820,6 +928,7 @@ Server::Server(Config cfg, zmq::context_t& ctx)
 Server::~Server() = default;
 int Server::port() const { return impl_->http->port(); }
 void Server::serve() {
+  impl_->event_hub->start();
   if (impl_->drop) impl_->drop->start();
   impl_->http->serve();
 }

@@ -542,7 +542,7 @@ void Broker::Impl::on_submit_batch(const std::string& client, const proto::Envel
 }
 
 void Broker::Impl::on_ping(const std::string& client, const proto::Envelope& env) {
-  if (auto p = env.as<proto::Ping>()) core_->ping(client, *p, fx_);
+  if (auto p = env.as<proto::Ping>()) core_->ping(client, *p, now_mono(), fx_);
 }
 
 void Broker::Impl::on_cancel(const std::string& client, const proto::Envelope& env) {

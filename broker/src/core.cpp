@@ -286,7 +286,7 @@ void Core::cancel(const std::string& client, const proto::Cancel& c, Effects& fx
   fx.to_clients.push_back({client, reply});
 }
 
-void Core::ping(const std::string& client, const proto::Ping& p, Effects& fx) {
+void Core::ping(const std::string& client, const proto::Ping& p, double now, Effects& fx) {
   proto::Pong pong;
   pong.req_id = p.req_id;
   pong.workers = static_cast<std::uint32_t>(workers_.size());
@@ -297,6 +297,13 @@ void Core::ping(const std::string& client, const proto::Ping& p, Effects& fx) {
   pong.max_queue = settings_.max_queue;
   pong.draining = draining_;
   stats_.fill(pong);
+  pong.worker_list.reserve(workers_.size());
+  for (auto& [id, w] : workers_)
+    pong.worker_list.push_back({id, w.host, w.pid, w.slots,
+                                static_cast<std::uint32_t>(w.running.size()),
+                                std::max(0.0, now - w.last_seen)});
+  std::sort(pong.worker_list.begin(), pong.worker_list.end(),
+            [](const auto& a, const auto& b) { return a.id < b.id; });
   fx.to_clients.push_back({client, std::move(pong)});
 }
 

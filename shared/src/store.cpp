@@ -132,6 +132,13 @@ void TaskStore::prepare() {
       db_,
       "SELECT id, task_id, at, state, reason, worker FROM task_events WHERE task_id = ?1 "
       "ORDER BY id");
+  events_between_ = db::Statement(
+      db_,
+      "SELECT id, task_id, at, state, reason, worker FROM task_events WHERE id > ?1 AND id <= ?2 "
+      "ORDER BY id LIMIT ?3");
+  last_event_ = db::Statement(db_, "SELECT coalesce(max(id), 0) FROM task_events");
+  running_progress_ =
+      db::Statement(db_, "SELECT id, progress FROM tasks WHERE state = 'running' ORDER BY seq");
   unfinished_ = db::Statement(db_, "SELECT " + cols +
                                        " FROM tasks WHERE state IN ('queued','running') "
                                        "ORDER BY priority DESC, seq");
@@ -327,6 +334,35 @@ std::vector<TaskEvent> TaskStore::events(const std::string& id) {
                    state_column(events_, 3), events_.col_text(4), events_.col_text(5)});
   }
   events_.reset();
+  return out;
+}
+
+std::vector<TaskEvent> TaskStore::events_between(std::int64_t after, std::int64_t upto, int limit) {
+  events_between_.bind(1, after);
+  events_between_.bind(2, upto);
+  events_between_.bind(3, static_cast<std::int64_t>(limit));
+  std::vector<TaskEvent> out;
+  while (events_between_.step()) {
+    out.push_back({events_between_.col_int(0), events_between_.col_text(1),
+                   events_between_.col_text(2), state_column(events_between_, 3),
+                   events_between_.col_text(4), events_between_.col_text(5)});
+  }
+  events_between_.reset();
+  return out;
+}
+
+std::int64_t TaskStore::last_event_id() {
+  std::int64_t id = 0;
+  if (last_event_.step()) id = last_event_.col_int(0);
+  last_event_.reset();
+  return id;
+}
+
+std::vector<TaskStore::Progress> TaskStore::running_progress() {
+  std::vector<Progress> out;
+  while (running_progress_.step())
+    out.push_back({running_progress_.col_text(0), running_progress_.col_double(1)});
+  running_progress_.reset();
   return out;
 }
 

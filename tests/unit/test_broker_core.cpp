@@ -220,7 +220,7 @@ class BrokerCore : public ::testing::Test {
     return reply<proto::CancelReply>();
   }
   proto::Pong ping() {
-    event([&](Core& c) { c.ping("client", proto::Ping{1}, fx); });
+    event([&](Core& c) { c.ping("client", proto::Ping{1}, now, fx); });
     return reply<proto::Pong>();
   }
 
@@ -1237,6 +1237,11 @@ TEST_F(BrokerCore, APongReportsCapacityCountersAndTheRunTimeHistogram) {
   cancel(c);
   auto pong = ping();
   EXPECT_EQ(pong.workers, 1u);
+  ASSERT_EQ(pong.worker_list.size(), 1u);
+  EXPECT_EQ(pong.worker_list[0].id, "w");
+  EXPECT_EQ(pong.worker_list[0].slots, 2u);
+  EXPECT_EQ(pong.worker_list[0].running, 0u);
+  EXPECT_NEAR(pong.worker_list[0].last_seen_s, 0.0, 1e-9);  // its done() just now
   EXPECT_EQ(pong.slots, 2u);
   EXPECT_EQ(pong.credit, 2u);
   EXPECT_EQ(pong.running, 0u);

@@ -211,6 +211,68 @@ class RecordingSink : public BodySink {
 
 std::shared_ptr<SinkProbe> g_sinks = std::make_shared<SinkProbe>();
 
+// A feed the test fills (GET /feed): pieces pushed from the test's threads, a wake-up each.
+class QueueFeed : public Feed {
+ public:
+  ~QueueFeed() override { ++destroyed; }
+  void attach(std::function<void()> wake) override {
+    std::lock_guard lock(mu_);
+    wake_ = std::move(wake);
+    ++attached;
+  }
+  bool take(std::string& out) override {
+    if (std::this_thread::get_id() == io_thread) ++io_takes;
+    std::lock_guard lock(mu_);
+    ++takes;
+    out.swap(queue_);
+    queue_.clear();
+    return !ended_;
+  }
+  void push(std::string_view piece, bool end = false) {
+    std::function<void()> wake;
+    {
+      std::lock_guard lock(mu_);
+      queue_ += piece;
+      ended_ = ended_ || end;
+      wake = wake_;
+    }
+    if (wake) wake();
+  }
+  bool attached_yet() {
+    std::lock_guard lock(mu_);
+    return attached > 0;
+  }
+  static inline std::atomic<int> destroyed{0};
+  static inline std::thread::id io_thread{};  // the server's only one
+  std::atomic<int> attached{0}, takes{0};
+  std::atomic<int> io_takes{0};  // after wake-ups: on the I/O thread
+
+ private:
+  std::mutex mu_;
+  std::string queue_;
+  bool ended_ = false;
+  std::function<void()> wake_;
+};
+
+// The feeds GET /feed made, in order.
+struct Feeds {
+  std::mutex mu;
+  std::vector<std::shared_ptr<QueueFeed>> made;
+  std::size_t size() {
+    std::lock_guard lock(mu);
+    return made.size();
+  }
+  std::shared_ptr<QueueFeed> at(std::size_t i) {
+    std::lock_guard lock(mu);
+    return made.at(i);
+  }
+  void clear() {
+    std::lock_guard lock(mu);
+    made.clear();
+  }
+};
+Feeds g_feeds;
+
 // Routes: GET /stream?bytes=N&throw_at=K&delay_ms=D streams the pattern (each parameter
 // optional; endless without bytes);
 // GET /export?missing=1 is a handler that answers 404 before it would stream; GET /plain
@@ -247,6 +309,19 @@ Router routes(std::shared_ptr<Probe> probe) {
   plain.path = "/plain";
   plain.handler = [](const Request&, Response& res) { res.set_content("ok\n", "text/plain"); };
   r.add(plain);
+  Route feed;
+  feed.method = "GET";
+  feed.path = "/feed";
+  feed.handler = [](const Request&, Response& res) {
+    res.set_header("Content-Type", "text/event-stream");
+    auto f = std::make_shared<QueueFeed>();
+    {
+      std::lock_guard lock(g_feeds.mu);
+      g_feeds.made.push_back(f);
+    }
+    res.feed = std::move(f);
+  };
+  r.add(feed);
   // POST /sink?refuse=1 refuses before the body (409); ?refuse_after=N refuses after N bytes.
   Route sink;
   sink.method = "POST";
@@ -772,6 +847,169 @@ TEST(HttpServer, StopCutsOffStreamsInProgressWithinTheGrace) {
   const auto st = stalled.chunked(2s);
   EXPECT_TRUE(stalled.closed());
   EXPECT_FALSE(st.terminated);
+}
+
+// --- Bodies pushed when they come (Response::feed) ---
+
+namespace {
+struct FeedTest : ::testing::Test {
+  void SetUp() override {
+    g_feeds.clear();
+    QueueFeed::destroyed = 0;
+  }
+  void TearDown() override { g_feeds.clear(); }
+  std::shared_ptr<Probe> probe = std::make_shared<Probe>();
+  // Pattern bytes from `at`.
+  static std::string piece(std::uint64_t at, std::size_t n) {
+    std::string s;
+    append_pattern(s, at, n);
+    return s;
+  }
+};
+}  // namespace
+
+TEST_F(FeedTest, PiecesArriveAsTheyArePushedAndTheFeedsEndTerminatesTheBody) {
+  Running s(probe, small_pool());
+  Client c(s.port());
+  ASSERT_TRUE(c.send(get("/feed")));
+  const auto head = c.head();
+  ASSERT_EQ(status_of(head), 200);
+  EXPECT_TRUE(has_field(head, "Transfer-Encoding: chunked"));
+  ASSERT_TRUE(eventually([] { return g_feeds.size() == 1 && g_feeds.at(0)->attached_yet(); }));
+  auto f = g_feeds.at(0);
+  // Nothing is ready: nothing comes.
+  EXPECT_EQ(c.chunked(300ms).bytes, 0u);
+  f->push(piece(0, 100));
+  EXPECT_EQ(c.chunked(2s, 100).bytes, 100u);
+  std::this_thread::sleep_for(200ms);
+  f->push(piece(100, 5000));
+  f->push(piece(5100, 1));
+  const auto r = c.chunked(2s, 5101);
+  EXPECT_EQ(r.bytes, 5101u);
+  EXPECT_TRUE(r.exact);
+  f->push(piece(5101, 10), true);
+  const auto end = c.chunked(2s);
+  EXPECT_TRUE(end.terminated);
+  EXPECT_EQ(end.bytes, 5111u);
+  EXPECT_TRUE(end.exact);
+  // The connection serves the next request.
+  ASSERT_TRUE(c.send(get("/plain")));
+  EXPECT_EQ(status_of(c.head()), 200);
+}
+
+// 300 feeds waiting for events hold no thread: with 2 handler threads and one I/O thread a
+// request still answers at once, and every feed still delivers.
+TEST_F(FeedTest, HundredsOfWaitingFeedsHoldNoThreadAndAllStayLive) {
+  Running s(probe, small_pool(2));
+  QueueFeed::io_thread = s.io_thread();
+  constexpr int kFeeds = 300;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kFeeds; ++i) {
+    clients.push_back(std::make_unique<Client>(s.port()));
+    ASSERT_TRUE(clients.back()->send(get("/feed"))) << i;
+    ASSERT_EQ(status_of(clients.back()->head()), 200) << i;
+  }
+  ASSERT_TRUE(eventually([] { return g_feeds.size() == kFeeds; }, 10s));
+  for (int i = 0; i < 5; ++i) {
+    Client c(s.port());
+    const auto t0 = Clock::now();
+    ASSERT_TRUE(c.send(get("/plain")));
+    EXPECT_EQ(status_of(c.head(2s)), 200) << i;
+    EXPECT_LT(seconds_since(t0), 0.5) << i;
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < kFeeds; ++i)
+      g_feeds.at(static_cast<std::size_t>(i))->push(piece(round * 10, 10));
+    for (int i = 0; i < kFeeds; ++i) {
+      const auto r = clients[static_cast<std::size_t>(i)]->chunked(5s, (round + 1) * 10u);
+      ASSERT_EQ(r.bytes, (round + 1) * 10u) << "feed " << i << " round " << round;
+      EXPECT_TRUE(r.exact);
+    }
+  }
+  // Wake-ups are served by the I/O thread (the first take follows the header, which the
+  // handler thread writes).
+  for (int i = 0; i < kFeeds; ++i)
+    EXPECT_GE(g_feeds.at(static_cast<std::size_t>(i))->io_takes.load(), 3) << i;
+}
+
+// Wake-ups race with writes: a piece pushed while the last one is being written is never
+// lost, nor one pushed just as the feed found its queue empty.
+TEST_F(FeedTest, NoPieceIsLostWhenPushesRaceWithWrites) {
+  Running s(probe, small_pool());
+  Client c(s.port());
+  ASSERT_TRUE(c.send(get("/feed")));
+  ASSERT_EQ(status_of(c.head()), 200);
+  ASSERT_TRUE(eventually([] { return g_feeds.size() == 1 && g_feeds.at(0)->attached_yet(); }));
+  auto f = g_feeds.at(0);
+  constexpr int kPushes = 20000;
+  std::uint64_t total = 0;
+  std::thread pusher([&] {
+    std::uint64_t at = 0;
+    for (int i = 0; i < kPushes; ++i) {
+      const std::size_t n = 1 + static_cast<std::size_t>(i % 97);
+      f->push(piece(at, n));
+      at += n;
+      if (i % 1000 == 0) std::this_thread::sleep_for(1ms);
+    }
+    total = at;
+  });
+  pusher.join();
+  const auto r = c.chunked(10s, total);
+  EXPECT_EQ(r.bytes, total);
+  EXPECT_TRUE(r.exact);
+  EXPECT_LT(f->takes.load(), kPushes + 10);  // wake-ups coalesce
+}
+
+TEST_F(FeedTest, AClientThatClosesReleasesItsWaitingFeedAtOnce) {
+  Running s(probe, small_pool());
+  {
+    Client c(s.port());
+    ASSERT_TRUE(c.send(get("/feed")));
+    ASSERT_EQ(status_of(c.head()), 200);
+    ASSERT_TRUE(eventually([] { return g_feeds.size() == 1 && g_feeds.at(0)->attached_yet(); }));
+  }
+  // Only the test's reference is left once the server let go.
+  EXPECT_TRUE(eventually([] { return g_feeds.at(0).use_count() == 2; }, 2s));
+  g_feeds.at(0)->push("late");  // a wake-up after the close does nothing
+  g_feeds.clear();
+  EXPECT_EQ(QueueFeed::destroyed.load(), 1);
+}
+
+TEST_F(FeedTest, HeadGetsTheHeaderWithoutAttachingTheFeed) {
+  Running s(probe, small_pool());
+  Client c(s.port());
+  ASSERT_TRUE(c.send("HEAD /feed HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(status_of(c.head()), 200);
+  ASSERT_TRUE(c.send(get("/plain")));
+  EXPECT_EQ(status_of(c.head()), 200);
+  ASSERT_EQ(g_feeds.size(), 1u);
+  EXPECT_EQ(g_feeds.at(0)->attached.load(), 0);
+}
+
+// Event streams end at once when the server stops (their clients reconnect), not after the
+// grace a download gets.
+TEST_F(FeedTest, StopEndsWaitingAndWritingFeedsAtOnce) {
+  Running s(probe, small_pool());
+  Client waiting(s.port());
+  Client stalled(s.port(), 16 * 1024);
+  ASSERT_TRUE(waiting.send(get("/feed")));
+  ASSERT_TRUE(stalled.send(get("/feed")));
+  ASSERT_EQ(status_of(waiting.head()), 200);
+  ASSERT_EQ(status_of(stalled.head()), 200);
+  ASSERT_TRUE(eventually([] { return g_feeds.size() == 2; }));
+  ASSERT_TRUE(
+      eventually([] { return g_feeds.at(0)->attached_yet() && g_feeds.at(1)->attached_yet(); }));
+  // One feed has more than the socket takes: its connection is writing, not waiting.
+  for (int i = 0; i < 64; ++i) g_feeds.at(1)->push(piece(0, 256 * 1024));
+  std::this_thread::sleep_for(200ms);
+  const auto t0 = Clock::now();
+  s.stop();
+  EXPECT_LT(seconds_since(t0), 1.5);
+  EXPECT_TRUE(s.served());
+  EXPECT_FALSE(waiting.chunked(2s).terminated);
+  EXPECT_TRUE(waiting.closed());
+  g_feeds.clear();
+  EXPECT_EQ(QueueFeed::destroyed.load(), 2);
 }
 
 // --- Bodies taken by a sink (uploads) ---

@@ -15,7 +15,7 @@
 // with a BodySink (Route::sink): uploads of any size are taken piece by piece as they arrive,
 // one piece in memory at a time (see BodySink).
 //
-// A response body is one of three kinds (see Response):
+// A response body is one of four kinds (see Response):
 //   body    a string, sent with Content-Length;
 //   file    an open file of known size, sent in pieces as the socket takes them;
 //   stream  a Producer's pieces, generated one at a time on a handler thread and sent as they
@@ -27,6 +27,8 @@
 //           waits for it. Only the status and header are decided before the first piece: a
 //           handler finds its errors (400, 404, …) first and answers them as usual, and
 //           returns a stream only once it knows the body can be made.
+//   feed    pieces pushed when they come (server-sent events), framed like a stream: see
+//           Feed. A connection waiting for its feed holds no thread.
 #pragma once
 
 #include <cstddef>
@@ -113,6 +115,34 @@ class Producer {
 // The size a Producer's piece should stay near.
 inline constexpr std::size_t kStreamPiece = 64 * 1024;
 
+// A body whose pieces come when they come (Response::feed), such as server-sent events: the
+// server takes what is ready, and when nothing is, waits for the feed's wake-up without
+// holding any thread (hundreds of feeds cost hundreds of sockets and queues, no threads).
+//
+// attach() is called once, after the header was written (never for HEAD), with `wake`:
+// calling it says something is ready, and the server calls take() soon after. wake may be
+// called from any thread, any number of times, also after the connection closed (it then
+// does nothing); it never runs take() itself, so a feed may call it holding its own lock.
+// take() appends what is ready to `out` (which the server hands over empty; nothing is
+// fine) and returns false when the feed has ended (`out` then holds its last piece, possibly
+// empty). It runs right after attach() (on the thread that wrote the header), after each
+// piece was written whole, and after wake-ups (on an I/O thread), never concurrently with
+// itself: it must not block (take from a queue, under a short lock at most).
+//
+// The connection (and the server's share of the feed: feeds are shared, e.g. with whatever
+// fills them) is released when the feed ends, when the client closes the connection or
+// sends anything on it, when a piece is not taken within Limits::write_timeout_s (a client
+// that stopped reading), and at once when the server stops (clients of an event stream
+// reconnect). Keep-alives against proxies that drop quiet connections are the feed's job
+// (e.g. an SSE comment line now and then), which also notices a client gone without a word.
+// An exception from take() ends the body without its terminating chunk.
+class Feed {
+ public:
+  virtual ~Feed() = default;
+  virtual void attach(std::function<void()> wake) = 0;
+  virtual bool take(std::string& out) = 0;
+};
+
 struct Response {
   int status = 200;
   Fields headers;
@@ -122,6 +152,9 @@ struct Response {
   // When set (and `file` is not), sent instead of `body`: see Producer. Content-Length and
   // Transfer-Encoding in `headers` are replaced by the server's framing.
   std::shared_ptr<Producer> stream;
+  // When set (and neither `file` nor `stream` is), sent instead of `body`: see Feed. Framed
+  // like a stream.
+  std::shared_ptr<Feed> feed;
 
   void set_header(std::string name, std::string value);  // replaces a field of that name
   void set_content(std::string content, std::string content_type);

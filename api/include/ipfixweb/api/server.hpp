@@ -43,6 +43,10 @@ struct Config {
   std::uint64_t capture_quota = 0;
   std::uint64_t capture_token_quota = 0;
   double upload_expiry_s = 24 * 3600;
+  // Live event streams (docs/events.md): how many may be open at once, how often the
+  // database is read for them.
+  std::size_t max_event_streams = 1000;
+  double event_poll_s = 0.25;
   std::string curve_server_key;  // CURVE: broker's public key file
   std::string curve_secret_key;  // CURVE: the api's secret key file
   DropConfig drop;               // drop folders (docs/drop-folder.md); none: off

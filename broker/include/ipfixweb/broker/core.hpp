@@ -149,7 +149,7 @@ class Core {
   // ---- clients ----
   void admit(Submissions& subs, Effects& fx);  // moves the submissions' specs
   void cancel(const std::string& client, const proto::Cancel& c, Effects& fx);
-  void ping(const std::string& client, const proto::Ping& p, Effects& fx);
+  void ping(const std::string& client, const proto::Ping& p, double now, Effects& fx);
 
   // ---- workers ----
   // Any message from a worker: false (and a Reregister to it) when the worker is unknown.

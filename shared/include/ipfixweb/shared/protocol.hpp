@@ -144,6 +144,17 @@ struct Ping {
   MSGPACK_DEFINE_MAP(req_id)
 };
 
+// One worker as the broker sees it (Pong::worker_list).
+struct WorkerStatus {
+  std::string id;
+  std::string host;
+  std::int64_t pid = 0;
+  std::uint32_t slots = 0;
+  std::uint32_t running = 0;
+  double last_seen_s = 0;  // since the broker last heard from it
+  MSGPACK_DEFINE_MAP(id, host, pid, slots, running, last_seen_s)
+};
+
 struct Pong {
   std::uint64_t req_id = 0;
   std::uint32_t workers = 0;
@@ -158,8 +169,11 @@ struct Pong {
   std::uint64_t succeeded = 0, failed = 0, cancelled = 0, requeued = 0;
   std::vector<std::uint64_t> duration_counts;  // one per bound, plus +Inf
   double duration_sum = 0;
+  // Each worker, ordered by id (absent from brokers before it: empty).
+  std::vector<WorkerStatus> worker_list;
   MSGPACK_DEFINE_MAP(req_id, workers, slots, credit, running, queued, max_queue, draining,
-                     succeeded, failed, cancelled, requeued, duration_counts, duration_sum)
+                     succeeded, failed, cancelled, requeued, duration_counts, duration_sum,
+                     worker_list)
 };
 
 inline constexpr double kDurationBuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,

@@ -108,6 +108,14 @@ class TaskStore {
   std::optional<TaskRecord> find_by_key(const std::string& idempotency_key);
   std::vector<TaskRecord> list(const TaskFilter& f);
   std::vector<TaskEvent> events(const std::string& id);
+  // Every task's events with after < id <= upto, in order, at most `limit` (live streams).
+  std::vector<TaskEvent> events_between(std::int64_t after, std::int64_t upto, int limit);
+  std::int64_t last_event_id();  // 0 when there is none
+  struct Progress {
+    std::string id;
+    double progress = 0;
+  };
+  std::vector<Progress> running_progress();  // of the running tasks
   std::vector<TaskRecord> unfinished();  // queued and running, in dispatch order
   std::map<TaskState, std::int64_t> count_by_state();
   // The newest queued, running or succeeded task whose output is `output_path`.
@@ -127,7 +135,7 @@ class TaskStore {
   db::Database db_;
   db::Statement insert_, insert_event_, set_running_, set_progress_, finish_, requeue_, get_,
       by_key_, events_, unfinished_, counts_, output_owner_, finished_before_, remove_events_,
-      remove_;
+      remove_, events_between_, last_event_, running_progress_;
 };
 
 }  // namespace ipfixweb
