@@ -760,6 +760,8 @@ int cmd_workers(Context& ctx) {
            n(b, "workers") + " workers, " + n(b, "slots") + " slots, " + n(b, "credit") +
            " free, " + n(b, "running") + " running, " + n(b, "queued") + " queued (max " +
            n(b, "max_queue") + ")\n";
+    if (b.contains("accepting") && !b.value("accepting", true))
+      out += "new tasks are refused at the moment (credit and queue full, or draining)\n";
     if (b.contains("succeeded"))
       out += "since it started: " + n(b, "succeeded") + " succeeded, " + n(b, "failed") +
              " failed, " + n(b, "cancelled") + " cancelled, " + n(b, "requeued") + " requeued\n";
@@ -773,11 +775,18 @@ int cmd_workers(Context& ctx) {
   write_stdout(out);
   if (doc.contains("workers") && doc["workers"].is_array()) {
     write_stdout("\n");
-    Table tab({"WORKER", "HOST", "PID", "SLOTS", "RUNNING"});
-    for (const auto& w : doc["workers"])
+    Table tab({"WORKER", "HOST", "PID", "SLOTS", "RUNNING", "SEEN"});
+    for (const auto& w : doc["workers"]) {
+      std::string seen = "-";
+      if (w.contains("last_seen_s") && w["last_seen_s"].is_number()) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.1fs ago", w["last_seen_s"].get<double>());
+        seen = buf;
+      }
       tab.add({cell(w.value("id", json())), cell(w.value("host", json())),
                cell(w.value("pid", json())), cell(w.value("slots", json())),
-               cell(w.value("running", json()))});
+               cell(w.value("running", json())), seen});
+    }
     tab.print();
   } else {
     write_stdout("(this api has no /api/v1/status: per-worker rows are not available)\n");
