@@ -1,6 +1,6 @@
 # ipfixweb container image: one image, three roles (ipfixweb-broker, ipfixweb-api,
-# ipfixweb-worker; pcap2ipfix is included too). compose.yaml picks the role per
-# service. Multi-stage: compile on debian:bookworm, run on debian:bookworm-slim
+# ipfixweb-worker; pcap2ipfix and the client ipfixctl are included too). compose.yaml
+# picks the role per service. Multi-stage: compile on debian:bookworm, run on debian:bookworm-slim
 # with only the runtime libraries, as the non-root user ipfixweb (uid 10001).
 #
 #   docker build -t ipfixweb:latest .            (add --network host if the
@@ -20,7 +20,7 @@ RUN apt-get update \
       build-essential cmake ninja-build pkg-config \
       libzmq3-dev cppzmq-dev libpcap-dev libndpi-dev libmsgpack-cxx-dev libsqlite3-dev \
       libspdlog-dev libfixbuf-dev libboost-dev nlohmann-json3-dev libcli11-dev libssl-dev \
-      tao-pegtl-dev libisal-dev libzstd-dev liblzma-dev libbz2-dev \
+      tao-pegtl-dev libisal-dev libzstd-dev liblzma-dev libbz2-dev libcpp-httplib-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The build context is filtered by .dockerignore (no build trees, no .git, no
@@ -30,9 +30,9 @@ COPY . .
 # must not fail on a new compiler note. Tests are not built into the image.
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DIPFIXWEB_BUILD_TESTS=OFF -DIPFIXWEB_WERROR=OFF \
-    && cmake --build /build --target ipfixweb-api ipfixweb-broker ipfixweb-worker pcap2ipfix \
+    && cmake --build /build --target ipfixweb-api ipfixweb-broker ipfixweb-worker pcap2ipfix ipfixctl \
     && mkdir -p /out \
-    && cp /build/bin/ipfixweb-api /build/bin/ipfixweb-broker /build/bin/ipfixweb-worker /build/bin/pcap2ipfix /out/ \
+    && cp /build/bin/ipfixweb-api /build/bin/ipfixweb-broker /build/bin/ipfixweb-worker /build/bin/pcap2ipfix /build/bin/ipfixctl /out/ \
     && strip /out/*
 
 FROM ${DEBIAN_RUNTIME_IMAGE}
@@ -42,10 +42,11 @@ ARG DEBIAN_FRONTEND=noninteractive
 # libglib2.0-0 is named explicitly: Debian's libfixbuf9 needs it but does not
 # depend on it (ldd below finds it missing otherwise). libisal2, libzstd1, liblzma5, libbz2-1.0:
 # the decoders of compressed captures (the last three come with the base image anyway).
+# libcpp-httplib0.11: ipfixctl's HTTP client (Debian builds cpp-httplib as a shared library).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
       libzmq5 libpcap0.8 libndpi4.2 libsqlite3-0 libspdlog1.10 libfixbuf9 libglib2.0-0 libssl3 \
-      libisal2 libzstd1 liblzma5 libbz2-1.0 \
+      libisal2 libzstd1 liblzma5 libbz2-1.0 libcpp-httplib0.11 \
       curl ca-certificates \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && groupadd --system --gid 10001 ipfixweb \
@@ -71,7 +72,7 @@ RUN apt-get update \
 COPY --from=build /out/ /usr/local/bin/
 COPY tests/data/sample.pcap /usr/share/ipfixweb/sample.pcap
 # Fail the build, not the first task, when a shared library is missing.
-RUN for b in ipfixweb-api ipfixweb-broker ipfixweb-worker pcap2ipfix; do \
+RUN for b in ipfixweb-api ipfixweb-broker ipfixweb-worker pcap2ipfix ipfixctl; do \
       if ldd /usr/local/bin/$b | grep 'not found'; then echo "$b: missing libraries" >&2; exit 1; fi; \
     done \
     && pcap2ipfix -o /tmp/sample.ipfix /usr/share/ipfixweb/sample.pcap 2>/dev/null \

@@ -28,8 +28,10 @@ pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
 pkg_check_modules(LZMA REQUIRED IMPORTED_TARGET liblzma)
 find_package(BZip2 REQUIRED)
 
+# libcpp-httplib-dev (0.11): the HTTP client of ipfixctl (cli/) and of the integration tests.
+# Debian builds it as a shared library (libcpp-httplib0.11, with OpenSSL, zlib and Brotli).
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+
 if(IPFIXWEB_BUILD_TESTS)
   find_package(GTest REQUIRED)                # libgtest-dev
-  # libcpp-httplib-dev (0.11): only the integration tests' HTTP client.
-  pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 endif()
