@@ -1,5 +1,6 @@
 #include "ipfixweb/api/openapi.hpp"
 
+#include <cctype>
 #include <type_traits>
 
 #include <nlohmann/json.hpp>
@@ -651,13 +652,72 @@ json ui_paths() {
   return paths;
 }
 
+// The tag of a route, by its path.
+std::string tag_of(const std::string& path) {
+  auto starts = [&](const char* prefix) { return path.rfind(prefix, 0) == 0; };
+  if (starts("/api/v1/tasks/{id}/flows") || starts("/api/v1/tasks/{id}/top") ||
+      starts("/api/v1/tasks/{id}/timeseries"))
+    return "flows";
+  if (starts("/api/v1/tasks")) return "tasks";
+  if (starts("/api/v1/captures") || starts("/api/v1/uploads")) return "captures";
+  if (starts("/api/v1/drop")) return "drop folder";
+  if (starts("/api/v1/events") || starts("/api/v1/status")) return "events and status";
+  if (starts("/ui") || path == "/") return "web page";
+  if (starts("/api/v1/test") || starts("/api/export-task") || starts("/api/task-status") ||
+      path == "/api/tasks")
+    return "compatibility";
+  return "service";
+}
+
+// An operation id from the method and the path: "get /api/v1/tasks/{id}/flows.ndjson" gives
+// "getTasksIdFlowsNdjson" (the /api/v1 prefix dropped; unique as routes are).
+std::string operation_id(const std::string& method, const std::string& path) {
+  std::string id = method;
+  std::string p = path;
+  if (p.rfind("/api/v1", 0) == 0) p = p.substr(7);
+  bool upper = true;
+  for (char c : p) {
+    if (std::isalnum(static_cast<unsigned char>(c))) {
+      id += upper ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : c;
+      upper = false;
+    } else {
+      upper = true;
+    }
+  }
+  if (p == "/" || p.empty())
+    id += "Root";
+  else if (p.back() == '/')
+    id += "Index";  // "/ui/" beside "/ui"
+  return id;
+}
+
 json build() {
   json paths = task_paths();
   paths.update(capture_paths());
   paths.update(service_paths());
   paths.update(drop_paths());
   paths.update(ui_paths());
+  // Every operation: an id, a tag; routes that need no token say so (the default is the
+  // bearer token, required when the api is started with --tokens).
+  for (auto& [path, ops] : paths.items())
+    for (auto& [method, op] : ops.items()) {
+      if (!op.contains("operationId")) op["operationId"] = operation_id(method, path);
+      if (!op.contains("tags")) op["tags"] = json::array({tag_of(path)});
+      if (path == "/livez") op["security"] = json::array();
+    }
+  const json tags = json::array(
+      {{{"name", "tasks"}, {"description", "Conversion tasks: submit, follow, cancel, download"}},
+       {{"name", "flows"}, {"description", "A task's flow records: query, export, top-N, series"}},
+       {{"name", "captures"}, {"description", "Uploads: one-shot and resumable (tus 1.0.0)"}},
+       {{"name", "events and status"}, {"description", "Live events (SSE) and the service status"}},
+       {{"name", "drop folder"}, {"description", "Files dropped into watched folders"}},
+       {{"name", "service"}, {"description", "Health, metrics, this description"}},
+       {{"name", "web page"}, {"description", "The page at /ui (no token needed)"}},
+       {{"name", "compatibility"}, {"description", "Routes of the original IPyFIXweb service"}}});
   return {{"openapi", "3.0.3"},
+          {"servers", json::array({{{"url", "/"}, {"description", "this api"}}})},
+          {"security", json::array({{{"bearer", json::array()}}})},
+          {"tags", tags},
           {"info",
            {{"title", "ipfixweb"},
             {"version", "1.0.0"},

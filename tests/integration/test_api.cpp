@@ -219,6 +219,24 @@ TEST(Api, OpenApiDescribesExactlyTheRoutesTheServerAnswers) {
   auto doc = json::parse(r->body);
   EXPECT_EQ(doc["openapi"].get<std::string>().substr(0, 2), "3.");
   const std::string uuid = "00000000-0000-4000-8000-000000000000";
+  // Issue 18: every operation has a unique operationId and a tag; the bearer token is
+  // required by default and cleared where no token is needed.
+  EXPECT_EQ(doc["security"], json::parse(R"([{"bearer": []}])"));
+  EXPECT_EQ(doc["servers"][0]["url"], "/");
+  std::set<std::string> operation_ids, tag_names;
+  for (auto& t : doc["tags"]) tag_names.insert(t["name"].get<std::string>());
+  for (auto& [path, ops] : doc["paths"].items())
+    for (auto& [method, op] : ops.items()) {
+      ASSERT_TRUE(op.contains("operationId")) << method << " " << path;
+      EXPECT_TRUE(operation_ids.insert(op["operationId"].get<std::string>()).second)
+          << op["operationId"] << " twice";
+      ASSERT_EQ(op["tags"].size(), 1u) << method << " " << path;
+      EXPECT_TRUE(tag_names.count(op["tags"][0].get<std::string>())) << op["tags"];
+      const bool open = path == "/livez" || path == "/" || path.rfind("/ui", 0) == 0;
+      EXPECT_EQ(op.contains("security") && op["security"].empty(), open) << method << " " << path;
+    }
+  EXPECT_EQ(doc["paths"]["/api/v1/tasks/{id}/flows.ndjson"]["get"]["operationId"],
+            "getTasksIdFlowsNdjson");
   std::set<std::string> documented;
   for (auto& [path, ops] : doc["paths"].items()) {
     for (auto& [method, op] : ops.items()) {
