@@ -642,7 +642,7 @@ json ui_paths() {
                        {"security", json::array()},
                        {"responses", {{"308", {{"description", "Location: /ui"}}}}}};
   paths["/ui"]["get"] = page("The web page (index.html)", "text/html");
-  paths["/ui/"]["get"] = page("The web page (index.html)", "text/html");
+  // (GET /ui/ answers the same; not described: a trailing slash is refused by linters)
   for (const char* p : {"/ui/{file}", "/ui/vendor/{file}"}) {
     json op = page("A file of the web page (script, style sheet, image)", "text/javascript");
     op["parameters"].push_back(file_param[0]);

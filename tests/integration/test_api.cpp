@@ -312,11 +312,14 @@ TEST(Api, OpenApiDescribesExactlyTheRoutesTheServerAnswers) {
                             "get /api/v1/status",
                             "get /",
                             "get /ui",
-                            "get /ui/",
                             "get /ui/{file}",
                             "get /ui/vendor/{file}"})
     EXPECT_TRUE(documented.count(route)) << route << " is served but not documented";
-  EXPECT_EQ(documented.size(), 40u);
+  // (GET /ui/ is served too, as /ui; not described: OpenAPI linters refuse a trailing slash)
+  EXPECT_EQ(documented.size(), 39u);
+  auto slash = c->Get("/ui/");
+  ASSERT_TRUE(slash);
+  EXPECT_EQ(slash->status, 200);
 }
 
 TEST(Api, MetricsAreRouteLabelledWithoutTaskIds) {
