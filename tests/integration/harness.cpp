@@ -117,6 +117,15 @@ bool have_tool(const std::string& name) {
   return st == 0;
 }
 
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string sha256sum(const std::string& path) {
+  return run_capture("sha256sum '" + path + "'").substr(0, 64);
+}
+
 long long make_capture_copies(const std::string& src, const std::string& dst, int copies) {
   char err[PCAP_ERRBUF_SIZE];
   struct Packet {

@@ -28,6 +28,10 @@ int free_port();
 // Runs a shell command, returns its stdout (and exit code through *status).
 std::string run_capture(const std::string& cmd, int* status = nullptr);
 bool have_tool(const std::string& name);
+// A file's whole content ("" when it cannot be read).
+std::string read_file(const std::string& path);
+// The SHA-256 of a file as lowercase hex (sha256sum(1), an oracle independent of the api's).
+std::string sha256sum(const std::string& path);
 // Every packet counter tshark decodes in an IPFIX file, in order (a biflow record has two,
 // forward and reverse; a uniflow record one); nullopt when tshark is missing or fails.
 std::optional<std::vector<long long>> tshark_packet_counters(const std::string& ipfix_file);

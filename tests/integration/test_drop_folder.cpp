@@ -26,11 +26,6 @@ StackOptions drop_stack() {
 
 std::string drop_dir(const Stack& s) { return s.input_dir() + "/drop"; }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
   out << bytes;

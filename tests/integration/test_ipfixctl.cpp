@@ -35,17 +35,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string sha256sum(const std::string& path) {
-  return run_capture("sha256sum '" + path + "'").substr(0, 64);
-}
-
 std::vector<json> ndjson(const std::string& text) {
   std::vector<json> out;
   std::stringstream lines(text);

@@ -23,17 +23,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string sha256sum(const std::string& path) {
-  return run_capture("sha256sum '" + path + "'").substr(0, 64);
-}
-
 // A raw HTTP exchange on its own connection: what the server answered (status line and
 // header fields, then the body), or "" when it closed without answering.
 class Raw {

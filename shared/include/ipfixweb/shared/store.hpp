@@ -116,7 +116,7 @@ class TaskStore {
     double progress = 0;
   };
   std::vector<Progress> running_progress();  // of the running tasks
-  std::vector<TaskRecord> unfinished();  // queued and running, in dispatch order
+  std::vector<TaskRecord> unfinished();      // queued and running, in dispatch order
   std::map<TaskState, std::int64_t> count_by_state();
   // The newest queued, running or succeeded task whose output is `output_path`.
   struct Owner {
