@@ -572,22 +572,20 @@ void Server::Impl::status(Response& res) {
   json out;
   auto pong = ping_broker(std::min(cfg.broker_timeout_s, 1.0));
   if (pong) {
-    out["broker"] = {
-        {"up", true},
-        {"workers", pong->workers},
-        {"slots", pong->slots},
-        {"credit", pong->credit},
-        {"running", pong->running},
-        {"queued", pong->queued},
-        {"max_queue", pong->max_queue},
-        {"draining", pong->draining},
-        // the broker's admission: running and queued within slots + max_queue
-        {"accepting", !pong->draining && std::uint64_t{pong->running} + pong->queued <
-                                             std::uint64_t{pong->slots} + pong->max_queue},
-        {"succeeded", pong->succeeded},
-        {"failed", pong->failed},
-        {"cancelled", pong->cancelled},
-        {"requeued", pong->requeued}};
+    out["broker"] = {{"up", true},
+                     {"workers", pong->workers},
+                     {"slots", pong->slots},
+                     {"credit", pong->credit},
+                     {"running", pong->running},
+                     {"queued", pong->queued},
+                     {"max_queue", pong->max_queue},
+                     {"draining", pong->draining},
+                     // the broker's own admission rule (draining, storage, slots + max_queue)
+                     {"accepting", pong->accepting},
+                     {"succeeded", pong->succeeded},
+                     {"failed", pong->failed},
+                     {"cancelled", pong->cancelled},
+                     {"requeued", pong->requeued}};
     json workers = json::array();
     for (auto& w : pong->worker_list)
       workers.push_back({{"id", w.id},

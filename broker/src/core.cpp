@@ -128,7 +128,7 @@ void Core::admit(Submissions& subs, Effects& fx) {
   batch_keys_.clear();
   batch_outputs_.clear();
   std::size_t in_system = queue_.size() + running_.size();
-  const std::size_t capacity = static_cast<std::size_t>(slots()) + settings_.max_queue;
+  const std::size_t capacity = this->capacity();
   // Single submissions are answered one message each; a batch's replies are collected in
   // order and sent as one message after the loop.
   for (std::size_t i = 0; i < subs.submits.size(); ++i) {
@@ -298,6 +298,8 @@ void Core::ping(const std::string& client, const proto::Ping& p, double now, Eff
   pong.queued = static_cast<std::uint32_t>(queue_.size());
   pong.max_queue = settings_.max_queue;
   pong.draining = draining_;
+  pong.accepting =
+      !draining_ && storage_short_.empty() && queue_.size() + running_.size() < capacity();
   stats_.fill(pong);
   pong.worker_list.reserve(workers_.size());
   for (auto& [id, w] : workers_)
@@ -650,6 +652,10 @@ std::uint32_t Core::credit() const {
   std::uint32_t n = 0;
   for (auto& [id, w] : workers_) n += w.credit();
   return n;
+}
+
+std::size_t Core::capacity() const {
+  return static_cast<std::size_t>(slots()) + settings_.max_queue;
 }
 
 double Core::retry_after() const {

@@ -761,7 +761,7 @@ int cmd_workers(Context& ctx) {
            " free, " + n(b, "running") + " running, " + n(b, "queued") + " queued (max " +
            n(b, "max_queue") + ")\n";
     if (b.contains("accepting") && !b.value("accepting", true))
-      out += "new tasks are refused at the moment (credit and queue full, or draining)\n";
+      out += "new tasks are refused at the moment (queue full, storage short, or draining)\n";
     if (b.contains("succeeded"))
       out += "since it started: " + n(b, "succeeded") + " succeeded, " + n(b, "failed") +
              " failed, " + n(b, "cancelled") + " cancelled, " + n(b, "requeued") + " requeued\n";

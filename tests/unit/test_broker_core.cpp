@@ -1362,6 +1362,7 @@ TEST_F(BrokerCore, APongReportsCapacityCountersAndTheRunTimeHistogram) {
   EXPECT_EQ(pong.queued, 1u);
   EXPECT_EQ(pong.max_queue, 5u);
   EXPECT_FALSE(pong.draining);
+  EXPECT_TRUE(pong.accepting);
   EXPECT_EQ(pong.succeeded, 1u);
   EXPECT_EQ(pong.failed, 0u);
   EXPECT_EQ(pong.cancelled, 1u);
@@ -1372,6 +1373,18 @@ TEST_F(BrokerCore, APongReportsCapacityCountersAndTheRunTimeHistogram) {
   expected[10] = 1;  // 7.02 s: within 10
   EXPECT_EQ(pong.duration_counts, expected);
   EXPECT_NEAR(pong.duration_sum, 7.04, 1e-9);
+}
+
+// The pong says whether a submission would be admitted, by the rule admission applies.
+TEST_F(BrokerCore, ThePongSaysWhetherASubmissionWouldBeAdmitted) {
+  settings.max_queue = 1;
+  ready("w", 1);
+  EXPECT_TRUE(ping().accepting);
+  submit_ok("a");
+  dispatch();
+  submit_ok("b");  // one running, one queued: slots 1 + max_queue 1 are taken
+  EXPECT_FALSE(ping().accepting);
+  EXPECT_FALSE(submit(request("c")).accepted) << "the pong agrees with admission";
 }
 
 }  // namespace

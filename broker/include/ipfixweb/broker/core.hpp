@@ -269,6 +269,8 @@ class Core {
   // such and counts). Such runs count against Settings::max_free_runs instead, with backoff.
   void lose_worker(const std::string& identity, const std::string& why, Effects& fx);
   double retry_after() const;
+  // Tasks the broker holds at most (running and queued): admission refuses beyond.
+  std::size_t capacity() const;
   void expire_overdue(double now, Effects& fx);
   // How long past --task-timeout a run may go unreported before the broker gives up on it.
   double overdue_slack() const;

@@ -164,6 +164,9 @@ struct Pong {
   std::uint32_t queued = 0;
   std::uint32_t max_queue = 0;
   bool draining = false;
+  // A submission would be admitted now (not draining, storage not short, room within
+  // slots + max_queue); brokers before it do not send it: taken as true.
+  bool accepting = true;
   // Since the broker started: tasks finished by state, and a histogram of
   // run times (dispatch to result) with bounds kDurationBuckets.
   std::uint64_t succeeded = 0, failed = 0, cancelled = 0, requeued = 0;
@@ -172,8 +175,8 @@ struct Pong {
   // Each worker, ordered by id (absent from brokers before it: empty).
   std::vector<WorkerStatus> worker_list;
   MSGPACK_DEFINE_MAP(req_id, workers, slots, credit, running, queued, max_queue, draining,
-                     succeeded, failed, cancelled, requeued, duration_counts, duration_sum,
-                     worker_list)
+                     accepting, succeeded, failed, cancelled, requeued, duration_counts,
+                     duration_sum, worker_list)
 };
 
 inline constexpr double kDurationBuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
