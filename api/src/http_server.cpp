@@ -176,6 +176,22 @@ struct Server::Impl {
 
 namespace {
 
+// What a connection is sending: the response and where it is in it. (At namespace scope, not
+// nested in Connection: clang cannot default-construct a nested class with member initialisers
+// from within its enclosing class, CWG 1397.)
+struct Outgoing {
+  bhttp::response<bhttp::string_body> msg;
+  std::optional<bhttp::response_serializer<bhttp::string_body>> sr;
+  std::shared_ptr<File> file;
+  std::uint64_t offset = 0;  // of the file
+  std::size_t piece_at = 0, piece_left = 0;
+  std::shared_ptr<Producer> stream;
+  std::shared_ptr<Feed> feed;
+  std::string head, piece, tail;  // a stream's (or feed's) piece and its chunk framing
+  std::size_t written = 0, total = 0;
+  bool last = false;  // the piece is the stream's last
+};
+
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   enum class Phase { Idle, Header, Body, Handler, Write, Closing };
@@ -915,19 +931,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
     beast::error_code ec;
     socket_.close(ec);
   }
-
-  struct Outgoing {
-    bhttp::response<bhttp::string_body> msg;
-    std::optional<bhttp::response_serializer<bhttp::string_body>> sr;
-    std::shared_ptr<File> file;
-    std::uint64_t offset = 0;  // of the file
-    std::size_t piece_at = 0, piece_left = 0;
-    std::shared_ptr<Producer> stream;
-    std::shared_ptr<Feed> feed;
-    std::string head, piece, tail;  // a stream's (or feed's) piece and its chunk framing
-    std::size_t written = 0, total = 0;
-    bool last = false;  // the piece is the stream's last
-  };
 
   Server::Impl& s_;
   std::mutex mu_;
