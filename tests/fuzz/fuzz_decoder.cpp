@@ -1,5 +1,5 @@
 // libFuzzer target for the packet decoder and the flow-key handling behind it
-// (decode_packet -> FragmentTracker -> FlowTable), built and run by scripts/fuzz-decoder.
+// (decode_packet -> FragmentTracker -> FlowTable), built and run by scripts/fuzz.
 //
 // Input format: byte 0 selects the link type (low 4 bits index kDlts) and options (bit 7: no
 // tunnel decapsulation, bit 6: Teredo decapsulation, bit 5: frames were cut by a snaplen, their
@@ -7,8 +7,7 @@
 // length followed by that many bytes (the last frame takes what is left). Every frame is copied
 // into its own exactly-sized heap buffer so AddressSanitizer sees any read past its end.
 //
-// Built with -DFUZZ_SEED_EXTRACTOR the same file is a small program that turns captures into seed
-// inputs: `fuzz_seeds OUTDIR FILE...` (groups of up to 8 consecutive frames per seed).
+// tests/fuzz/make_seeds.cpp turns captures into such inputs (`fuzz_seeds decoder OUTDIR FILE...`).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -18,22 +17,7 @@
 
 #include "decoder.hpp"
 #include "flow_table.hpp"
-
-namespace {
-
-constexpr int kDlts[] = {
-    ipfixweb::engine::kDltEthernet,   ipfixweb::engine::kDltLinuxSll,
-    ipfixweb::engine::kDltLinuxSll2,  ipfixweb::engine::kDltRaw,
-    ipfixweb::engine::kDltIpv4,       ipfixweb::engine::kDltIpv6,
-    ipfixweb::engine::kDltNull,       ipfixweb::engine::kDltLoop,
-    ipfixweb::engine::kDltPpp,        ipfixweb::engine::kDltCiscoHdlc,
-    ipfixweb::engine::kDltRawOpenBsd, ipfixweb::engine::kDltLinkTypeRaw,
-};
-constexpr std::size_t kDltCount = sizeof kDlts / sizeof kDlts[0];
-
-}  // namespace
-
-#ifndef FUZZ_SEED_EXTRACTOR
+#include "fuzz_decoder_dlts.hpp"
 
 namespace ipfixweb::engine {
 // The fuzz build has no nDPI: flows never own an nDPI state, so the deleter is never called.
@@ -82,7 +66,7 @@ void check_decoded(const DecodedPacket& p, const std::uint8_t* frame, std::size_
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
   const std::uint8_t ctl = data[0];
-  const int dlt = kDlts[(ctl & 0x0f) % kDltCount];
+  const int dlt = fuzz::kDlts[(ctl & 0x0f) % fuzz::kDltCount];
   DecodeOptions opts;
   opts.decapsulate_tunnels = (ctl & 0x80) == 0;
   opts.decapsulate_teredo = (ctl & 0x40) != 0;
@@ -139,66 +123,3 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (sink.packets != fed_packets || sink.octets != fed_octets) __builtin_trap();
   return 0;
 }
-
-#else  // FUZZ_SEED_EXTRACTOR
-
-#include <pcap/pcap.h>
-
-#include <string>
-
-int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: %s OUTDIR CAPTURE...\n", argv[0]);
-    return 2;
-  }
-  const std::string outdir = argv[1];
-  int written = 0;
-  for (int i = 2; i < argc; ++i) {
-    char err[PCAP_ERRBUF_SIZE];
-    pcap_t* p = pcap_open_offline(argv[i], err);
-    if (!p) {
-      std::fprintf(stderr, "skip %s: %s\n", argv[i], err);
-      continue;
-    }
-    const int dlt = pcap_datalink(p);
-    std::size_t idx = kDltCount;
-    for (std::size_t k = 0; k < kDltCount; ++k) {
-      if (kDlts[k] == dlt) idx = k;
-    }
-    if (idx == kDltCount) {
-      std::fprintf(stderr, "skip %s: link type %d not fuzzed\n", argv[i], dlt);
-      pcap_close(p);
-      continue;
-    }
-    pcap_pkthdr* h = nullptr;
-    const std::uint8_t* d = nullptr;
-    std::vector<std::uint8_t> seed{static_cast<std::uint8_t>(idx)};
-    int frames = 0;
-    int seeds = 0;
-    auto flush = [&] {
-      if (frames == 0) return;
-      const std::string name =
-          outdir + "/seed-" + std::to_string(i) + "-" + std::to_string(seeds++);
-      if (FILE* f = std::fopen(name.c_str(), "wb")) {
-        std::fwrite(seed.data(), 1, seed.size(), f);
-        std::fclose(f);
-        ++written;
-      }
-      seed.assign(1, static_cast<std::uint8_t>(idx));
-      frames = 0;
-    };
-    while (pcap_next_ex(p, &h, &d) == 1 && seeds < 64) {
-      const std::size_t len = std::min<std::size_t>(h->caplen, 0xffff);
-      seed.push_back(static_cast<std::uint8_t>(len));
-      seed.push_back(static_cast<std::uint8_t>(len >> 8));
-      seed.insert(seed.end(), d, d + len);
-      if (++frames == 8) flush();
-    }
-    flush();
-    pcap_close(p);
-  }
-  std::printf("%d seed files\n", written);
-  return written > 0 ? 0 : 1;
-}
-
-#endif
