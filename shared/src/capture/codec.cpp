@@ -13,9 +13,9 @@
 namespace ipfixweb::capture::detail {
 namespace {
 
-[[noreturn]] void corrupt(std::string_view codec, const std::string& why) {
-  throw DecompressError(DecompressError::Kind::Corrupt,
-                        "corrupt " + std::string(codec) + " data: " + why);
+std::exception_ptr corrupt(std::string_view codec, const std::string& why) {
+  return std::make_exception_ptr(DecompressError(
+      DecompressError::Kind::Corrupt, "corrupt " + std::string(codec) + " data: " + why));
 }
 
 // Every library takes at most UINT_MAX bytes per call.
@@ -46,7 +46,10 @@ class GzipCodec final : public Codec {
     const int rc = isal_inflate(&st_);
     s.consumed = in0 - st_.avail_in;
     s.produced = out0 - st_.avail_out;
-    if (rc < 0) corrupt("gzip", reason(rc));
+    if (rc < 0) {
+      s.error = corrupt("gzip", reason(rc));
+      return s;
+    }
     if (st_.block_state == ISAL_BLOCK_FINISH) member_done_ = true;
     s.at_end = member_done_ && st_.avail_in == 0 && s.consumed == in_len;
     return s;
@@ -95,10 +98,13 @@ class ZstdCodec final : public Codec {
     ZSTD_inBuffer ib{in, in_len, 0};
     ZSTD_outBuffer ob{out, out_len, 0};
     const std::size_t rc = ZSTD_decompressStream(ds_, &ob, &ib);
-    if (ZSTD_isError(rc)) corrupt("zstd", ZSTD_getErrorName(rc));
     Step s;
     s.consumed = ib.pos;
     s.produced = ob.pos;
+    if (ZSTD_isError(rc)) {
+      s.error = corrupt("zstd", ZSTD_getErrorName(rc));
+      return s;
+    }
     if (rc == 0) frame_done_ = true;
     if (s.consumed > 0 && rc != 0) frame_done_ = false;
     s.at_end = frame_done_;
@@ -145,16 +151,21 @@ class XzCodec final : public Codec {
       case LZMA_BUF_ERROR:  // no progress possible (with LZMA_FINISH: the input is cut short)
         break;
       case LZMA_MEMLIMIT_ERROR:
-        throw DecompressError(DecompressError::Kind::Limit,
-                              "xz data needs more than 1 GiB of memory to decode");
+        s.error = std::make_exception_ptr(DecompressError(
+            DecompressError::Kind::Limit, "xz data needs more than 1 GiB of memory to decode"));
+        return s;
       case LZMA_FORMAT_ERROR:
-        corrupt("xz", "not an xz stream");
+        s.error = corrupt("xz", "not an xz stream");
+        return s;
       case LZMA_OPTIONS_ERROR:
-        corrupt("xz", "unsupported options");
+        s.error = corrupt("xz", "unsupported options");
+        return s;
       case LZMA_DATA_ERROR:
-        corrupt("xz", "invalid data or check mismatch");
+        s.error = corrupt("xz", "invalid data or check mismatch");
+        return s;
       default:
-        corrupt("xz", "error " + std::to_string(static_cast<int>(rc)));
+        s.error = corrupt("xz", "error " + std::to_string(static_cast<int>(rc)));
+        return s;
     }
     s.at_end = ended_;
     return s;
@@ -200,13 +211,16 @@ class Bzip2Codec final : public Codec {
         stream_done_ = true;
         break;
       case BZ_DATA_ERROR:
-        corrupt("bzip2", "invalid data or CRC mismatch");
+        s.error = corrupt("bzip2", "invalid data or CRC mismatch");
+        return s;
       case BZ_DATA_ERROR_MAGIC:
-        corrupt("bzip2", "not a bzip2 stream");
+        s.error = corrupt("bzip2", "not a bzip2 stream");
+        return s;
       case BZ_MEM_ERROR:
         throw std::bad_alloc();
       default:
-        corrupt("bzip2", "error " + std::to_string(rc));
+        s.error = corrupt("bzip2", "error " + std::to_string(rc));
+        return s;
     }
     s.at_end = stream_done_ && s.consumed == in_len;
     return s;

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 
 #include "ipfixweb/capture/decompress.hpp"
@@ -19,10 +20,15 @@ class Codec {
     // The input taken so far is whole streams (gzip members, zstd frames, xz streams, bzip2
     // streams): the data may end here without being cut short.
     bool at_end = false;
+    // A DecompressError: the data is not valid in the format (Kind::Corrupt) or needs more
+    // than a bound (Kind::Limit). `produced` bytes were written before the decoder found out
+    // (a block whose CRC fails comes out whole first): they come before the error, so that
+    // how far the output goes does not depend on the size of the output buffers.
+    std::exception_ptr error;
   };
   virtual ~Codec() = default;
-  // Decodes from `in` into `out`. `last`: no input follows `in` (the end of the file). Throws
-  // DecompressError (Kind::Corrupt) on data that is not valid in the format.
+  // Decodes from `in` into `out`. `last`: no input follows `in` (the end of the file). Data
+  // that is not valid in the format sets Step::error; the codec is not to be used after it.
   virtual Step step(const std::uint8_t* in, std::size_t in_len, std::uint8_t* out,
                     std::size_t out_len, bool last) = 0;
 };

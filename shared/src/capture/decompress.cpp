@@ -77,8 +77,14 @@ struct Decompressor::Source {
     }
   }
 
-  void check_limits() const {
+  // The bounds on the output so far; `produced` (this call's output) loses what goes beyond
+  // max_output, so that exactly max_output bytes come before the error, however the output
+  // was cut into pieces.
+  void check_limits(std::size_t& produced) {
     if (limits.max_output && output > limits.max_output) {
+      const std::uint64_t excess = std::min<std::uint64_t>(output - limits.max_output, produced);
+      produced -= static_cast<std::size_t>(excess);
+      output -= excess;
       throw DecompressError(DecompressError::Kind::Limit,
                             "decompressed size exceeded the limit of " +
                                 std::to_string(limits.max_output) +
@@ -107,7 +113,8 @@ struct Decompressor::Source {
         consumed += s.consumed;
         produced += s.produced;
         output += s.produced;
-        check_limits();
+        if (s.error) std::rethrow_exception(s.error);  // after the output before it
+        check_limits(produced);
         if (s.consumed || s.produced) continue;
         // No progress: the decoder needs more input than it has.
         if (!eof) {
@@ -154,11 +161,9 @@ struct Decompressor::Source {
 Decompressor::Decompressor(int fd, const Options& options)
     : src_(std::make_unique<Source>(fd, options.limits)) {
   compression_ = src_->compression;
-  if (options.read_ahead) {
-    ring_.resize(kRingBuffers);
-    for (auto& b : ring_) b.data.resize(kRingBufferSize);
-    thread_ = std::thread([this] { run_ahead(); });
-  }
+  ring_.resize(options.read_ahead ? kRingBuffers : 1);
+  for (auto& b : ring_) b.data.resize(kRingBufferSize);
+  if (options.read_ahead) thread_ = std::thread([this] { run_ahead(); });
 }
 
 Decompressor::~Decompressor() {
@@ -215,36 +220,20 @@ std::size_t Decompressor::read(void* buf, std::size_t n) {
   if (failed_) std::rethrow_exception(failed_);
   if (done_ || n == 0) return 0;
   auto* out = static_cast<std::uint8_t*>(buf);
-  return ring_.empty() ? read_inline(out, n) : read_ring(out, n);
-}
-
-std::size_t Decompressor::read_inline(std::uint8_t* out, std::size_t n) {
-  std::size_t got = 0;
-  try {
-    got = src_->decode(out, n);
-  } catch (...) {
-    failed_ = std::current_exception();
-    compressed_position_ = src_->consumed;
-    throw;
-  }
-  output_position_ += got;
-  compressed_position_ = src_->consumed;
-  if (got == 0) {
-    done_ = true;
-    truncated_ = src_->truncated;
-    truncation_message_ = src_->truncation_message;
-  }
-  return got;
-}
-
-std::size_t Decompressor::read_ring(std::uint8_t* out, std::size_t n) {
+  const bool ahead = thread_.joinable();
   std::size_t got = 0;
   while (got < n) {
     Buffer* b = nullptr;
-    {
+    if (ahead) {
       std::unique_lock lk(mu_);
       cv_.wait(lk, [&] { return count_ > 0; });
       b = &ring_[head_];
+    } else {
+      b = &ring_[0];
+      if (count_ == 0) {  // decoded here, in the read-ahead thread's pieces
+        fill(*b);
+        count_ = 1;
+      }
     }
     if (head_pos_ < b->size) {
       if (head_pos_ == 0) compressed_position_ = b->compressed_end;
@@ -255,7 +244,7 @@ std::size_t Decompressor::read_ring(std::uint8_t* out, std::size_t n) {
       output_position_ += k;
       continue;
     }
-    if (b->end) {  // the last buffer stays in the ring: the thread has stopped
+    if (b->end) {  // the last buffer stays: the thread has stopped (or none follows)
       compressed_position_ = b->compressed_end;
       if (b->error) {
         failed_ = b->error;
@@ -267,13 +256,17 @@ std::size_t Decompressor::read_ring(std::uint8_t* out, std::size_t n) {
       truncation_message_ = b->truncation_message;
       return got;
     }
-    {
-      std::lock_guard lk(mu_);
-      head_ = (head_ + 1) % ring_.size();
-      --count_;
+    if (ahead) {
+      {
+        std::lock_guard lk(mu_);
+        head_ = (head_ + 1) % ring_.size();
+        --count_;
+      }
+      cv_.notify_all();
+    } else {
+      count_ = 0;
     }
     head_pos_ = 0;
-    cv_.notify_all();
   }
   return got;
 }

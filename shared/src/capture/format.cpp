@@ -113,6 +113,7 @@ Sniff sniff(std::string_view head, bool complete) {
     while (produced < out.size()) {
       const detail::Codec::Step st = codec->step(
           in + used, head.size() - used, out.data() + produced, out.size() - produced, complete);
+      if (st.error) std::rethrow_exception(st.error);
       used += st.consumed;
       produced += st.produced;
       at_end = st.at_end;

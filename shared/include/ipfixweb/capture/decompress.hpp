@@ -60,7 +60,9 @@ class Decompressor {
     DecompressLimits limits;
     // Decode on a thread of its own, a few buffers ahead of read() (a ring of four 256 KiB
     // buffers): decompression then overlaps the reader's work on a second core. read()
-    // delivers the same bytes and errors at the same places either way.
+    // delivers the same bytes and errors at the same places either way (without it, read()
+    // decodes the same 256 KiB pieces itself, one at a time: some decoders tell how far they
+    // got before an error only per call).
     bool read_ahead = false;
   };
 
@@ -87,7 +89,7 @@ class Decompressor {
   bool truncated() const { return truncated_; }
   const std::string& truncation_message() const { return truncation_message_; }
   // Bytes of the file consumed for the output delivered so far (for progress against the
-  // file's size; with read_ahead, as of the last buffer handed out).
+  // file's size; as of the last 256 KiB buffer handed out).
   std::uint64_t compressed_position() const { return compressed_position_; }
   // Decompressed bytes delivered by read() so far.
   std::uint64_t output_position() const { return output_position_; }
@@ -106,8 +108,6 @@ class Decompressor {
   };
   void fill(Buffer& b);  // decodes the next buffer (the thread's work, or read()'s)
   void run_ahead();
-  std::size_t read_inline(std::uint8_t* out, std::size_t n);
-  std::size_t read_ring(std::uint8_t* out, std::size_t n);
 
   Compression compression_ = Compression::None;
   std::unique_ptr<Source> src_;
@@ -118,8 +118,9 @@ class Decompressor {
   std::exception_ptr failed_;  // thrown again by every read() after a failure
   bool done_ = false;
 
-  // read_ahead: the ring. `ring_[i]` for i in [head_, tail_) (mod size) is filled and waits for
-  // read(); the thread fills ring_[tail_].
+  // The decoded buffers. read_ahead: a ring, `ring_[i]` for i in [head_, tail_) (mod size) is
+  // filled and waits for read(); the thread fills ring_[tail_]. Without: one buffer, which
+  // read() fills when count_ is 0.
   std::vector<Buffer> ring_;
   std::size_t head_ = 0, count_ = 0;  // guarded by mu_
   std::size_t head_pos_ = 0;          // read()'s position in ring_[head_] (consumer only)
