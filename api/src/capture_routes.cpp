@@ -19,6 +19,7 @@
 
 #include "ipfixweb/api/multipart.hpp"
 #include "ipfixweb/capture/format.hpp"
+#include "ipfixweb/shared/json_escape.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/util.hpp"
 
@@ -896,6 +897,10 @@ std::unique_ptr<http::BodySink> CaptureRoutes::tus_create(const Request& req, Re
   }
   bool ok = true;
   const std::string metadata = req.header("Upload-Metadata");
+  if (!is_valid_utf8(metadata)) {  // it is kept with the upload's state, as JSON text
+    im.problem(res, 400, "Upload-Metadata must be UTF-8 (keys, and values in base64)", {});
+    return nullptr;
+  }
   auto meta = parse_metadata(metadata, ok);
   if (!ok) {
     im.problem(res, 400, "Upload-Metadata values must be base64", {});

@@ -397,6 +397,14 @@ std::variant<UploadState, CaptureRefusal> CaptureStore::create_upload(
   u.metadata = std::move(metadata);
   u.owner = std::move(owner);
   u.created_at = now_iso();
+  // The state's text before anything is reserved or created: a state that cannot be stored
+  // (JSON strings are UTF-8) leaves nothing behind.
+  std::string text;
+  try {
+    text = upload_json(u).dump();
+  } catch (const json::exception&) {
+    return CaptureRefusal{400, "the upload's metadata is not UTF-8"};
+  }
   if (length) {
     if (auto r = reserve(u.owner, *length)) return r;
   }
@@ -405,7 +413,7 @@ std::variant<UploadState, CaptureRefusal> CaptureStore::create_upload(
   const bool made = fd >= 0 && ::fsync(fd) == 0;
   int e = errno;
   if (fd >= 0) ::close(fd);
-  if (made && write_durably(uploads_dir() + "/" + u.id + ".json", upload_json(u).dump())) {
+  if (made && write_durably(uploads_dir() + "/" + u.id + ".json", text)) {
     std::lock_guard lock(mu_);
     upload_reserved_[u.id] = length.value_or(0);
     u.expires = std::chrono::system_clock::now() +
