@@ -7,8 +7,12 @@ namespace ipfixweb::api {
 
 namespace {
 
-constexpr std::size_t kMaxHeaders = 16 * 1024;
-constexpr std::size_t kMaxPreamble = 64 * 1024;
+// Bounds on what is held before the next boundary or the end of a part's header fields. Each
+// is a bound on where that thing starts in the body, not on how much happens to be buffered:
+// a body is accepted or refused the same way whatever pieces it arrives in.
+constexpr std::size_t kMaxHeaders = 16 * 1024;   // a part's header fields
+constexpr std::size_t kMaxPreamble = 64 * 1024;  // before the first boundary
+constexpr std::size_t kMaxPadding = 256;         // spaces and tabs after a boundary
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -99,10 +103,12 @@ bool MultipartParser::feed(std::string_view data, const std::function<void(const
           at = buf_.find(delim_);
           skip = delim_.size();
         }
-        if (at == std::string::npos) {
-          if (buf_.size() > kMaxPreamble) return fail("no boundary in the first 64 KiB");
-          return true;
-        }
+        // No boundary starting within the first 64 KiB: one found later is too late, and once
+        // that much more than a delimiter is here, none can start in time.
+        if (at == std::string::npos ? buf_.size() >= kMaxPreamble + delim_.size()
+                                    : at > kMaxPreamble)
+          return fail("no boundary in the first 64 KiB");
+        if (at == std::string::npos) return true;
         buf_.erase(0, at + skip);
         state_ = State::AfterBoundary;
         break;
@@ -116,10 +122,9 @@ bool MultipartParser::feed(std::string_view data, const std::function<void(const
         }
         // Transport padding (spaces, tabs) may follow a boundary before its CRLF.
         const auto eol = buf_.find("\r\n");
-        if (eol == std::string::npos) {
-          if (buf_.size() > 256) return fail("a boundary is not followed by a line end");
-          return true;
-        }
+        if (eol == std::string::npos ? buf_.size() >= kMaxPadding + 2 : eol > kMaxPadding)
+          return fail("a boundary is not followed by a line end");
+        if (eol == std::string::npos) return true;
         if (buf_.find_first_not_of(" \t", 0) != eol) return fail("garbage after a boundary");
         buf_.erase(0, eol + 2);
         state_ = State::Headers;
@@ -127,10 +132,11 @@ bool MultipartParser::feed(std::string_view data, const std::function<void(const
       }
       case State::Headers: {
         const auto end = buf_.find("\r\n\r\n");
+        if (end == std::string::npos ? buf_.size() >= kMaxHeaders + 4 : end > kMaxHeaders)
+          return fail("a part's header is larger than 16 KiB");
         if (end == std::string::npos) {
           // A part without header fields ("\r\n" at once) has none to parse.
           if (buf_.rfind("\r\n", 0) == 0) return fail("a part has no Content-Disposition");
-          if (buf_.size() > kMaxHeaders) return fail("a part's header is larger than 16 KiB");
           return true;
         }
         Event start{Event::Kind::PartStart, {}, {}, {}};

@@ -87,3 +87,44 @@ TEST(Multipart, MalformedFormsAreRefusedWithAReason) {
   EXPECT_FALSE(
       parse("b", "--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nabc", 3).second);
 }
+
+// Finding of the fuzz target's property (fuzz_multipart: the same answer whatever the pieces;
+// tests/fuzz/regressions/multipart/): the preamble, header and padding bounds were checked only
+// while waiting for more of the body, so a form whose preamble, part header or padding after
+// a boundary went beyond its bound was taken when it came in one piece and refused when it
+// came in small ones. Each bound is now on where the thing ends in the body: a form is taken
+// or refused the same way however it is cut, right up to the bound and just past it.
+TEST(Multipart, TheBoundsDoNotDependOnHowTheBodyIsCut) {
+  const std::string b = "XyZ";
+  const std::string disposition = "Content-Disposition: form-data; name=\"f\"\r\n";
+  const std::string rest = "\r\nx\r\n--" + b + "--\r\n";
+  auto with_preamble = [&](std::size_t n) {  // the first delimiter (CR LF --XyZ) starts at n
+    return std::string(n, 'p') + "\r\n--" + b + "\r\n" + disposition + rest;
+  };
+  auto with_header = [&](std::size_t n) {  // the header fields are n bytes (CR LF CR LF after)
+    const std::string pad = "X-Pad: " + std::string(n - disposition.size() - 7, 'h');
+    return "--" + b + "\r\n" + disposition + pad + "\r\n" + rest;
+  };
+  auto with_padding = [&](std::size_t n) {  // n spaces after the first boundary
+    return "--" + b + std::string(n, ' ') + "\r\n" + disposition + rest;
+  };
+  struct Case {
+    std::string name, body;
+    bool taken;
+  };
+  const Case cases[] = {
+      {"preamble at the bound", with_preamble(64 * 1024), true},
+      {"preamble past it", with_preamble(64 * 1024 + 1), false},
+      {"header at the bound", with_header(16 * 1024), true},
+      {"header past it", with_header(16 * 1024 + 1), false},
+      {"padding at the bound", with_padding(256), true},
+      {"padding past it", with_padding(257), false},
+  };
+  for (const auto& c : cases) {
+    for (std::size_t step : {std::size_t{7}, std::size_t{13}, std::size_t{4099}, c.body.size()}) {
+      const auto [parts, ok] = parse(b, c.body, step);
+      EXPECT_EQ(ok, c.taken) << c.name << ", in pieces of " << step;
+      if (c.taken) EXPECT_EQ(parts.size(), 1u) << c.name << ", in pieces of " << step;
+    }
+  }
+}
