@@ -396,8 +396,9 @@ TEST(UploadLimits, AnUploadBeyondTheSizeLimitOrTheQuotaIsRefusedWith413NamingThe
   ASSERT_EQ(st, 202) << task.dump();
   auto busy = cli->Delete(("/api/v1/captures/" + sha).c_str());
   EXPECT_EQ(busy->status, 409) << busy->body;
-  cli->Delete(("/api/v1/tasks/" + task["task_id"].get<std::string>()).c_str());
-  ASSERT_TRUE(eventually([&] { return stack.get_task(task["task_id"])["state"] == "cancelled"; }));
+  const std::string task_id = task["task_id"];  // (clang 14 cannot capture a structured binding)
+  cli->Delete(("/api/v1/tasks/" + task_id).c_str());
+  ASSERT_TRUE(eventually([&] { return stack.get_task(task_id)["state"] == "cancelled"; }));
   auto gone = cli->Delete(("/api/v1/captures/" + sha).c_str());
   EXPECT_EQ(gone->status, 204) << gone->body;
   EXPECT_EQ(cli->Get(("/api/v1/captures/" + sha).c_str())->status, 404);
