@@ -67,6 +67,8 @@ std::string title_of(int status) {
       return "Conflict";
     case 410:
       return "Gone";
+    case 412:
+      return "Precondition Failed";
     case 413:
       return "Content Too Large";
     case 415:
@@ -324,7 +326,8 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
   std::string key = req.header("Idempotency-Key");
   if (key.empty()) key = default_key;
   if (key.size() > 255) {
-    problem(res, 422, "Idempotency-Key is longer than 255 characters");
+    problem(res, 422, "Idempotency-Key is longer than 255 characters",
+            {{"Idempotency-Key", "is longer than 255 characters"}});
     return;
   }
   proto::Submit s;
@@ -344,7 +347,9 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
   if (!reply->accepted) {
     if (reply->code == Refusal::Conflict || reply->code == Refusal::Invalid) {
       metrics.invalid.fetch_add(1, std::memory_order_relaxed);
-      problem(res, 422, reply->reason);
+      // Conflict: the key was used with another request; Invalid: the request as a whole.
+      problem(res, 422, reply->reason,
+              {{reply->code == Refusal::Conflict ? "Idempotency-Key" : "", reply->reason}});
       return;
     }
     if (reply->code == Refusal::Taken) {
@@ -380,6 +385,7 @@ std::optional<TaskRecord> Server::Impl::find_task(const Request& req, Response& 
   std::string id = req.path_params.at(0);
   auto* st = store();
   if (!st) {
+    res.set_header("Retry-After", "1");
     problem(res, 503, "the task database is not available");
     return std::nullopt;
   }
@@ -400,7 +406,10 @@ void Server::Impl::get_task(const Request& req, Response& res) {
 
 void Server::Impl::list_tasks(const Request& req, Response& res) {
   auto* st = store();
-  if (!st) return problem(res, 503, "the task database is not available");
+  if (!st) {
+    res.set_header("Retry-After", "1");
+    return problem(res, 503, "the task database is not available");
+  }
   TaskFilter f;
   std::vector<FieldError> errors;
   if (req.has_query("state")) {
@@ -414,7 +423,8 @@ void Server::Impl::list_tasks(const Request& req, Response& res) {
     } catch (...) {
       f.limit = -1;
     }
-    if (f.limit < 1 || f.limit > 1000) errors.push_back({"limit", "must be from 1 to 1000"});
+    if (f.limit < 1 || f.limit > kMaxPageLimit)
+      errors.push_back({"limit", "must be from 1 to " + std::to_string(kMaxPageLimit)});
   }
   if (req.has_query("next")) {
     try {
