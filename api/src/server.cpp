@@ -235,6 +235,8 @@ struct Server::Impl {
 
   Metrics metrics;
   http::Router router;
+  std::string openapi;                        // the document served at /openapi.json
+  std::vector<Server::RouteInfo> route_list;  // as registered
   std::unique_ptr<DropFolder> drop;  // last: its thread stops before what it submits through
   // blocking = false only for handlers that touch neither the database nor the broker.
   void add(const std::string& method, const std::string& path, Role role, http::Handler fn,
@@ -829,12 +831,12 @@ void Server::Impl::routes() {
   using R = Response&;
   constexpr bool kNeverBlocks = false;
   auto livez = [](Q, R res) { send_json(res, 200, {{"status", "alive"}}); };
-  auto openapi = [](Q, R res) { res.set_content(openapi_document(), "application/json"); };
+  auto serve_openapi = [this](Q, R res) { res.set_content(openapi, "application/json"); };
   auto health = [](Q, R res) { send_json(res, 200, {{"status", "ok"}}); };
   add("GET", "/livez", Role::Read, livez, kNeverBlocks);
   add("GET", "/readyz", Role::Read, [this](Q, R res) { readyz(res); });
   add("GET", "/metrics", Role::Read, [this](Q, R res) { metrics_text(res); });
-  add("GET", "/openapi.json", Role::Read, openapi, kNeverBlocks);
+  add("GET", "/openapi.json", Role::Read, serve_openapi, kNeverBlocks);
   auto post = [this](Q q, R r) { submit_body(q, r, UnknownFields::Refuse); };
   // The original service's route ignores fields it does not know, as that service did.
   auto post_lenient = [this](Q q, R r) { submit_body(q, r, UnknownFields::Ignore); };
@@ -904,6 +906,10 @@ void Server::Impl::routes() {
     submit(q, r, body, UnknownFields::Refuse);
   });
   ui::add_routes(router, metrics);  // the web page (docs/ui.md): open, served from memory
+  // The description of exactly these routes (throws when one is not described).
+  openapi = openapi_document(router.routes());
+  for (const http::Route* r : router.routes())
+    route_list.push_back({r->method, r->path, r->role, r->open});
 }
 
 Server::Server(Config cfg, zmq::context_t& ctx)
@@ -937,6 +943,8 @@ Server::Server(Config cfg, zmq::context_t& ctx)
 
 Server::~Server() = default;
 int Server::port() const { return impl_->http->port(); }
+std::vector<Server::RouteInfo> Server::routes() const { return impl_->route_list; }
+const std::string& Server::openapi() const { return impl_->openapi; }
 void Server::serve() {
   impl_->event_hub->start();
   if (impl_->drop) impl_->drop->start();
