@@ -333,6 +333,16 @@ void Core::ready(const std::string& identity, const proto::Ready& r, double now,
   const bool known = workers_.count(identity) > 0;
   Worker& w = workers_[identity];
   const bool restarted = known && w.incarnation != r.incarnation;
+  // Same process, a fresh socket: what was sent to the old one and is not claimed was lost
+  // with it (the worker drops tasks addressed to an earlier connection, so none runs late).
+  const bool reconnected =
+      known && !restarted && r.connection != 0 && w.connection != 0 && r.connection > w.connection;
+  if (known && !restarted && r.connection != 0 && r.connection < w.connection) {
+    log_->info("worker {}: ignored a ready from its earlier connection {} (now {})", identity,
+               r.connection, w.connection);
+    w.last_seen = now;
+    return;
+  }
   w.identity = identity;
   w.slots = std::min(r.slots, settings_.max_worker_slots);  // 0: draining, takes no new work
   if (r.slots > settings_.max_worker_slots)
@@ -341,28 +351,37 @@ void Core::ready(const std::string& identity, const proto::Ready& r, double now,
   w.host = r.host;
   w.pid = r.pid;
   w.incarnation = r.incarnation;
+  w.connection = r.connection;
   // Each claimed task with the grant that came with it (none: "").
   std::map<std::string, std::string> claimed;
   for (std::size_t i = 0; i < r.running.size(); ++i)
     claimed.emplace(r.running[i], i < r.grants.size() ? r.grants[i] : std::string());
-  // A new incarnation of the worker lost whatever its previous life ran.
-  // The same incarnation loses nothing: its ready may simply predate a task
-  // we sent it since, and it reports every task it got.
-  if (restarted) {
-    for (const auto& id : std::vector<std::string>(w.running.begin(), w.running.end())) {
-      if (claimed.count(id)) continue;
-      w.running.erase(id);
-      auto rit = running_.find(id);
-      if (rit == running_.end()) continue;
-      Running lost = std::move(rit->second);
-      running_.erase(rit);
-      lost.task.uncount_run();  // killed with its worker: not the task's fault
-      retry_or_fail(std::move(lost), "worker " + identity + " restarted without it", fx);
-    }
-  }
+  // A new incarnation of the worker lost whatever its previous life ran, a new connection what
+  // was sent to the old one. A ready of the same connection loses nothing: it may simply
+  // predate a task we sent it since, and it reports every task it got.
+  if (restarted) drop_unclaimed(w, claimed, "worker " + identity + " restarted without it", fx);
+  if (reconnected)
+    drop_unclaimed(w, claimed, "lost with worker " + identity + "'s earlier connection", fx);
   for (const auto& [id, grant] : claimed) take_claimed(w, id, grant, now, fx);
-  log_->info("worker {} {} ({} slots, {} running, host {} pid {})", identity,
-             known ? "re-registered" : "registered", w.slots, w.running.size(), w.host, w.pid);
+  log_->info("worker {} {} ({} slots, {} running, host {} pid {}, connection {})", identity,
+             known ? "re-registered" : "registered", w.slots, w.running.size(), w.host, w.pid,
+             w.connection);
+}
+
+// The worker's tasks it does not claim go back to the queue, using no attempt: they were lost
+// with its process or its socket, not by their own fault.
+void Core::drop_unclaimed(Worker& w, const std::map<std::string, std::string>& claimed,
+                          const std::string& why, Effects& fx) {
+  for (const auto& id : std::vector<std::string>(w.running.begin(), w.running.end())) {
+    if (claimed.count(id)) continue;
+    w.running.erase(id);
+    auto rit = running_.find(id);
+    if (rit == running_.end()) continue;
+    Running lost = std::move(rit->second);
+    running_.erase(rit);
+    lost.task.uncount_run();
+    retry_or_fail(std::move(lost), why, fx);
+  }
 }
 
 // A task a worker says it runs (ready.running), with the grant it was given.
@@ -541,7 +560,7 @@ void Core::dispatch(double now, Effects& fx) {
     fx.to_workers.push_back(
         {best->identity,
          proto::Task{p.id, static_cast<std::uint32_t>(p.attempts), p.spec, settings_.task_timeout_s,
-                     signer_.make(p.id, best->identity), rerun}});
+                     signer_.make(p.id, best->identity), rerun, best->connection}});
     best->running.insert(p.id);
     Running r;
     r.task = std::move(p);

@@ -231,6 +231,7 @@ class Core {
     std::string host;
     std::int64_t pid = 0;
     std::string incarnation;
+    std::uint32_t connection = 0;  // of the incarnation's last ready (proto::Ready::connection)
     std::uint32_t credit() const {
       return slots > running.size() ? slots - static_cast<std::uint32_t>(running.size()) : 0;
     }
@@ -263,6 +264,8 @@ class Core {
   // Puts a task back in the queue after a failure not its own, or fails it when it has used
   // up its attempts.
   void retry_or_fail(Running r, const std::string& why, Effects& fx);
+  void drop_unclaimed(Worker& w, const std::map<std::string, std::string>& claimed,
+                      const std::string& why, Effects& fx);
   // Re-queues what it was assigned, using none of its tasks' attempts: a worker that left
   // (bye), went silent or became unreachable is the infrastructure's loss, not the task's
   // (each task runs in a runner of its own: a task that crashes its runner is reported as
