@@ -350,8 +350,11 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
     if (reply->code == Refusal::Conflict || reply->code == Refusal::Invalid) {
       metrics.invalid.fetch_add(1, std::memory_order_relaxed);
       // Conflict: the key was used with another request; Invalid: the request as a whole.
-      problem(res, 422, reply->reason,
-              {{reply->code == Refusal::Conflict ? "Idempotency-Key" : "", reply->reason}});
+      if (reply->code == Refusal::Conflict)
+        problem(res, 422, reply->reason,
+                {{"Idempotency-Key", "was already used with a different request"}});
+      else
+        problem(res, 422, "the task request is not valid", {{"", reply->reason}});
       return;
     }
     if (reply->code == Refusal::Taken) {
