@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stack import Stack  # noqa: E402
 
@@ -63,11 +64,12 @@ def main():
                              env=env, capture_output=True, text=True, timeout=300)
         out = run.stdout + run.stderr
         print(out, flush=True)
-        errors = len(re.findall(r"\berror\b\s+\S", out))
-        warnings = re.findall(r"\bwarning\b\s+(\S+)", out)
-        print(f"redocly lint: exit {run.returncode}, {errors} errors, {len(warnings)} warnings"
+        # stylish: "  1415:19  error    nullable-type-sibling  The `type` field ..."
+        errors = re.findall(r"^\s*\d+:\d+\s+error\s+(\S+)", out, re.M)
+        warnings = re.findall(r"^\s*\d+:\d+\s+warning\s+(\S+)", out, re.M)
+        print(f"redocly lint: exit {run.returncode}, {len(errors)} errors, {len(warnings)} warnings"
               f" ({', '.join(sorted(set(warnings))) or 'none'})", flush=True)
-        failed = run.returncode != 0 or errors > 0
+        failed = run.returncode != 0 or len(errors) > 0
         print("1 passed, 0 failed" if not failed else "0 passed, 1 failed", flush=True)
         return 1 if failed else 0
     finally:

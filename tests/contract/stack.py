@@ -3,7 +3,6 @@ directory, on free loopback ports, with a fresh data directory (removed afterwar
 """
 
 import http.client
-import json
 import os
 import shutil
 import signal
@@ -118,6 +117,3 @@ class Stack:
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-
-def json_of(body):
-    return json.loads(body.decode()) if body else None

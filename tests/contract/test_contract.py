@@ -33,15 +33,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import time
 import traceback
 import urllib.parse
 from collections import defaultdict
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stack import Stack, json_of  # noqa: E402
+from stack import Stack  # noqa: E402
 
 SKIP = 77
 SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -527,7 +527,6 @@ def run(stack, args):
 
     # --- Resumable uploads (tus 1.0.0)
     U = "/api/v1/uploads"
-    tus = {"Tus-Resumable": "1.0.0"}
     api.call("options", U, 204)
     _, _, p = api.call("post", U, 412, headers={"Tus-Resumable": "0.2.2", "Upload-Length": "10"})
     check(p["title"] == "Precondition Failed", f"412's title is its reason phrase: {p}")
