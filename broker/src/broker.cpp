@@ -409,6 +409,8 @@ void Broker::Impl::perform() {
     log_->info("task {} {}{}{}", f->task_id, name(f->state), f->error.empty() ? "" : ": ",
                f->error);
     completions_.add(*f, *row);
+    if (!f->unrecorded_output.empty())
+      retention_.remove_unrecorded_output(f->task_id, f->unrecorded_output);
   }
   for (const auto& m : fx_.to_workers) to_workers_.push_back({m.to, encode(m.message)});
   for (const auto& m : fx_.to_clients) to_clients_.push_back({m.to, encode(m.message)});

@@ -265,12 +265,13 @@ void Core::cancel(const std::string& client, const proto::Cancel& c, Effects& fx
   reply.req_id = c.req_id;
   auto rit = running_.find(c.task_id);
   if (auto q = take_queued(c.task_id)) {
-    finish(c.task_id, TaskState::Cancelled, "", "", "cancelled by user while queued", fx);
+    end_unsuccessful(*q, TaskState::Cancelled, "", "", "cancelled by user while queued", fx);
     reply.result = CancelResult::Cancelled;
     reply.state = TaskState::Cancelled;
   } else if (rit != running_.end() && rit->second.worker.empty()) {  // an orphan
+    Pending orphan = std::move(rit->second.task);
     running_.erase(rit);
-    finish(c.task_id, TaskState::Cancelled, "", "", "cancelled by user", fx);
+    end_unsuccessful(orphan, TaskState::Cancelled, "", "", "cancelled by user", fx);
     reply.result = CancelResult::Cancelled;
     reply.state = TaskState::Cancelled;
   } else if (rit != running_.end()) {
@@ -463,7 +464,8 @@ void Core::done(const std::string& worker, proto::Done d, double now, Effects& f
 void Core::settle(Running r, proto::Done& d, const std::string& worker, Effects& fx) {
   const std::string& id = r.task.id;
   if (r.cancel_requested && d.state != Outcome::Succeeded) {
-    finish(id, TaskState::Cancelled, std::move(d.summary), "", "cancelled by user", fx);
+    end_unsuccessful(r.task, TaskState::Cancelled, std::move(d.summary), "", "cancelled by user",
+                     fx);
   } else if (d.state == Outcome::Succeeded) {
     std::optional<FileIdentity> file;
     if (d.output_inode != 0)
@@ -472,7 +474,7 @@ void Core::settle(Running r, proto::Done& d, const std::string& worker, Effects&
     finish(id, TaskState::Succeeded, std::move(d.summary), std::move(d.error),
            "finished on " + worker, fx, write::Finish::Totals{d.packets, d.bytes, d.flows}, file);
   } else if (d.state == Outcome::Failed && !d.retryable) {
-    finish(id, TaskState::Failed, std::move(d.summary), d.error, d.error, fx);
+    end_unsuccessful(r.task, TaskState::Failed, std::move(d.summary), d.error, d.error, fx);
   } else if (d.state == Outcome::Aborted || d.state == Outcome::Cancelled) {
     // Not the task's fault: the worker shut down, or killed a child the
     // broker had told it to stop (e.g. after it was presumed lost and came
@@ -610,21 +612,28 @@ void Core::finish(const std::string& id, TaskState st, std::string summary, std:
                   std::optional<FileIdentity> output) {
   stats_.finished(st);
   fx.writes.push_back(write::Finish{id, st, std::move(summary), std::move(error), std::move(reason),
-                                    totals, output});
+                                    totals, output, {}});
+}
+
+void Core::end_unsuccessful(const Pending& p, TaskState st, std::string summary, std::string error,
+                            std::string reason, Effects& fx) {
+  finish(p.id, st, std::move(summary), std::move(error), std::move(reason), fx);
+  if (p.ran_before) std::get<write::Finish>(fx.writes.back()).unrecorded_output = p.spec.output;
 }
 
 void Core::retry_or_fail(Running r, const std::string& why, Effects& fx) {
   const std::string& id = r.task.id;
   if (r.cancel_requested) {
-    finish(id, TaskState::Cancelled, "", "", "cancelled by user; " + why, fx);
+    end_unsuccessful(r.task, TaskState::Cancelled, "", "", "cancelled by user; " + why, fx);
   } else if (r.task.free_runs > settings_.max_free_runs) {
-    finish(id, TaskState::Failed, "",
-           "gave up after " + std::to_string(r.task.free_runs) +
-               " runs that ended without a result; last: " + why,
-           why, fx);
+    end_unsuccessful(r.task, TaskState::Failed, "",
+                     "gave up after " + std::to_string(r.task.free_runs) +
+                         " runs that ended without a result; last: " + why,
+                     why, fx);
   } else if (r.task.attempts >= settings_.max_attempts) {
-    finish(id, TaskState::Failed, "",
-           "gave up after " + std::to_string(r.task.attempts) + " attempts; last: " + why, why, fx);
+    end_unsuccessful(r.task, TaskState::Failed, "",
+                     "gave up after " + std::to_string(r.task.attempts) + " attempts; last: " + why,
+                     why, fx);
   } else {
     fx.writes.push_back(write::Requeue{id, r.task.attempts, why});
     stats_.requeued();

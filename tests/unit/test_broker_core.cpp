@@ -784,6 +784,28 @@ TEST_F(BrokerCore, AWorkerWithoutConnectionNumbersKeepsTheOldRule) {
   EXPECT_EQ(core().running(), 1u);
 }
 
+// A run whose result never arrived may have renamed a whole output into place: a task that then
+// ends without success names its output for the shell to check (and remove if newer than the
+// task); a task that never ran names none.
+TEST_F(BrokerCore, ATaskThatRanAndEndsWithoutSuccessNamesItsOutputForTheShellToCheck) {
+  const std::string id = running_task();
+  ready("w", 1, {}, "inc-2");  // the run is lost with its worker: queued again
+  ASSERT_EQ(cancel(id).result, CancelResult::Cancelled);
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.state, TaskState::Cancelled);
+  EXPECT_EQ(f.unrecorded_output, "/out/a.ipfix");
+
+  const std::string failing = submit_ok("b");
+  ASSERT_EQ(dispatch().size(), 1u);
+  done("w", failing, Outcome::Failed, "disk full");
+  EXPECT_EQ(only_write<write::Finish>().unrecorded_output, "/out/b.ipfix");
+
+  const std::string never = submit_ok("c");
+  ready("w", 0, {}, "inc-2");  // no credit: it stays queued
+  cancel(never);
+  EXPECT_EQ(only_write<write::Finish>().unrecorded_output, "") << "it never ran";
+}
+
 TEST_F(BrokerCore, ANewIncarnationOfAWorkerLosesWhatTheOldOneRan) {
   const std::string id = running_task();
   ready("w", 1, {}, "inc-2");
