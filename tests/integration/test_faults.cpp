@@ -808,3 +808,25 @@ TEST(Faults, AnOutputPublishedByARunWhoseResultWasLostGoesWhenTheTaskFails) {
     }
   }
 }
+
+// Found by scripts/chaos (seed 1001): a worker killed in the middle of a task left its runner's
+// flow-store temporary behind; the task was cancelled meanwhile, so no rerun on this host swept
+// it. The runner now removes its task's temporaries when its supervisor dies.
+TEST(Faults, AWorkerKilledMidTaskLeavesNoTemporaryEvenWhenTheTaskNeverRunsAgain) {
+  StackOptions o;
+  o.workers = 1;
+  o.slots = 1;
+  Stack s(o);
+  auto [st, body] = s.submit(long_task(s, 60, "orphaned.ipfix"));
+  ASSERT_EQ(st, 202) << body.dump();
+  const std::string id = body["task_id"];
+  ASSERT_TRUE(wait_until([&] { return !s.temporaries().empty(); }, 20s))
+      << "the task never wrote a temporary";
+  s.workers()[0]->signal(SIGKILL);
+  s.workers()[0]->wait(5s);
+  auto c = s.client()->Delete("/api/v1/tasks/" + id);  // never to run again
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(wait_until([&] { return s.temporaries().empty(); }, 5s))
+      << "left: " << s.temporaries()[0];
+  EXPECT_FALSE(std::filesystem::exists(s.output_dir() + "/orphaned.ipfix"));
+}
