@@ -330,7 +330,10 @@ struct CaptureRoutes::Impl {
   Impl(CaptureStore& s, Problem p, InUse u)
       : store(s), problem(std::move(p)), in_use(std::move(u)) {}
 
-  void fail(Response& res, const CaptureRefusal& r) { problem(res, r.status, r.detail, {}); }
+  void fail(Response& res, const CaptureRefusal& r) {
+    if (r.status == 422) return problem(res, r.status, r.detail, {{r.field, r.detail}});
+    problem(res, r.status, r.detail, {});
+  }
 
   // A complete temp file → a capture: the answer (201 new, 200 existing) or a refusal.
   bool publish(Response& res, int fd, const std::string& temp, const std::string& sha256,
@@ -339,10 +342,9 @@ struct CaptureRoutes::Impl {
     if (!expected.empty() && expected != sha256) {
       ::unlink(temp.c_str());
       store.release(owner, reserved);
-      problem(res, 422,
-              "the upload's SHA-256 is " + sha256 + ", not " + expected +
-                  " as the client said: nothing was kept",
-              {});
+      const std::string why = "the upload's SHA-256 is " + sha256 + ", not " + expected +
+                              " as the client said: nothing was kept";
+      problem(res, 422, why, {{"sha256", why}});
       return false;
     }
     auto r = store.publish(fd, temp, sha256, format, name, owner, reserved);
@@ -436,11 +438,12 @@ class PostSink : public http::BodySink {
     if (form_) {
       if (!form_->complete())
         return refuse_at_end(res, {400, "the multipart form ends before its closing boundary"});
-      if (!file_seen_) return refuse_at_end(res, {422, "the multipart form has no \"file\" part"});
+      if (!file_seen_)
+        return refuse_at_end(res, {422, "the multipart form has no \"file\" part", "file"});
     }
     if (auto r = sniffer_.decide(true)) return refuse_at_end(res, r);
     if (auto why = capture_name_problem(name_))
-      return refuse_at_end(res, {422, "the capture's name " + *why});
+      return refuse_at_end(res, {422, "the capture's name " + *why, "name"});
     im_.publish(res, out_.fd(), temp_, digest_.hex(), expected_, sniffer_.format(), name_, owner_,
                 reserved_);
   }
@@ -475,7 +478,8 @@ class PostSink : public http::BodySink {
         in_file_ = false;
         field_.clear();
         if (e.name == "file" || !e.filename.empty()) {
-          if (file_seen_) return refuse(res, {422, "the multipart form has more than one file"});
+          if (file_seen_)
+            return refuse(res, {422, "the multipart form has more than one file", "file"});
           in_file_ = file_seen_ = true;
           if (!e.filename.empty() && name_ == "upload") name_ = e.filename;
         } else {
@@ -485,13 +489,14 @@ class PostSink : public http::BodySink {
       case K::Data:
         if (in_file_) return take(e.data, res);
         if (field_.size() + e.data.size() > 1024)
-          return refuse(res, {422, "the form field \"" + field_name_ + "\" is too long"});
+          return refuse(res,
+                        {422, "the form field \"" + field_name_ + "\" is too long", field_name_});
         field_.append(e.data);
         return true;
       case K::PartEnd:
         if (!in_file_ && field_name_ == "sha256") {
           auto d = parse_sha256(field_);
-          if (!d) return refuse(res, {422, "the form field sha256 is not 64 hex digits"});
+          if (!d) return refuse(res, {422, "the form field sha256 is not 64 hex digits", "sha256"});
           expected_ = *d;
         } else if (!in_file_ && field_name_ == "name") {
           name_ = field_;
@@ -558,10 +563,10 @@ std::unique_ptr<http::BodySink> CaptureRoutes::post_capture(const Request& req, 
   }
   auto expected = expected_digest(req);
   if (!expected) {
-    im.problem(res, 422,
-               "the expected digest is malformed: give ?sha256=<64 hex digits> or Repr-Digest: "
-               "sha-256=:<base64>:",
-               {});
+    const std::string why =
+        "the expected digest is malformed: give ?sha256=<64 hex digits> or Repr-Digest: "
+        "sha-256=:<base64>:";
+    im.problem(res, 422, why, {{req.has_query("sha256") ? "sha256" : "Repr-Digest", why}});
     return nullptr;
   }
   std::uint64_t reserve = 0;
@@ -574,7 +579,7 @@ std::unique_ptr<http::BodySink> CaptureRoutes::post_capture(const Request& req, 
       return nullptr;
     }
     if (!boundary && len == 0) {
-      im.problem(res, 422, "the upload is empty", {});
+      im.problem(res, 422, "the upload is empty", {{"Content-Length", "is 0"}});
       return nullptr;
     }
     reserve = boundary ? 0 : len;
@@ -602,8 +607,8 @@ void CaptureRoutes::list(const Request& req, Response& res) {
   std::vector<FieldError> errors;
   if (req.has_query("limit")) {
     auto v = parse_u64(req.query_value("limit"));
-    if (!v || *v < 1 || *v > 1000)
-      errors.push_back({"limit", "must be from 1 to 1000"});
+    if (!v || *v < 1 || *v > static_cast<std::uint64_t>(kMaxPageLimit))
+      errors.push_back({"limit", "must be from 1 to " + std::to_string(kMaxPageLimit)});
     else
       limit = *v;
   }
@@ -888,7 +893,7 @@ std::unique_ptr<http::BodySink> CaptureRoutes::tus_create(const Request& req, Re
       return nullptr;
     }
     if (*length == 0) {
-      im.problem(res, 422, "the upload is empty", {});
+      im.problem(res, 422, "the upload is empty", {{"Upload-Length", "is 0"}});
       return nullptr;
     }
   } else if (req.header("Upload-Defer-Length") != "1") {

@@ -185,7 +185,7 @@ json to_json(const Entry& e) {
             {"mtime_ns", e.stat.mtime_ns},
             {"dev", e.stat.dev},
             {"ino", e.stat.ino}};
-  if (e.outcome == "submitted") j["existing"] = e.existing;
+  if (e.outcome == kSubmitted) j["existing"] = e.existing;
   return j;
 }
 
@@ -219,13 +219,16 @@ std::optional<Entry> parse_entry(std::string_view line) {
 
 }  // namespace drop
 
+using drop::kDuplicate, drop::kRefused, drop::kRetrying, drop::kSettling, drop::kSkipped,
+    drop::kSubmitted, drop::kWriting;
+
 namespace {
 
 using drop::Entry;
 using drop::FileStat;
 
-constexpr std::size_t kRecentEntries = 1000;  // journal entries GET /api/v1/drop can show
-constexpr double kMaxBackoff = 60;            // seconds between attempts the broker refused
+constexpr std::size_t kRecentEntries = drop::kMaxDropEntries;
+constexpr double kMaxBackoff = 60;  // seconds between attempts the broker refused
 
 constexpr std::uint32_t kWatchMask = IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO |
                                      IN_MOVED_FROM | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF |
@@ -507,7 +510,7 @@ struct DropFolder::Impl {
   // What the journal says is known: the versions decided, and the content submitted.
   void remember(const Entry& e) {
     decided.insert(e.stat);
-    if ((e.outcome == "submitted" || e.outcome == "duplicate") && !e.sha256.empty() &&
+    if ((e.outcome == kSubmitted || e.outcome == kDuplicate) && !e.sha256.empty() &&
         !e.task_id.empty())
       by_hash.emplace(e.sha256, e);
     std::lock_guard<std::mutex> lock(mu);
@@ -524,7 +527,7 @@ struct DropFolder::Impl {
         drop::to_json(e).dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
     if (!write_all(line) || ::fdatasync(journal.get()) != 0)
       log->error("drop folder: cannot write the journal {}: {}", journal_path, errno_text(errno));
-    if (e.outcome == "skipped" || e.outcome == "refused")
+    if (e.outcome == kSkipped || e.outcome == kRefused)
       log->warn("drop folder {}: {} {}: {}", e.folder, e.file, e.outcome, e.reason);
     else
       log->info("drop folder {}: {} {} as task {}{}", e.folder, e.file, e.outcome, e.task_id,
@@ -657,7 +660,7 @@ struct DropFolder::Impl {
       if (!S_ISREG(sb.st_mode)) {
         if (!decided.count(st)) {
           Entry e = entry_for(f, key.second, st);
-          e.outcome = "skipped";
+          e.outcome = kSkipped;
           e.reason = S_ISLNK(sb.st_mode)
                          ? "a symbolic link (never followed)"
                          : "not a regular file (a FIFO, socket or device: never opened)";
@@ -705,7 +708,7 @@ struct DropFolder::Impl {
   void take(const Folder& f, const std::string& name, Tracked& t, const FileStat& st, double now) {
     Entry e = entry_for(f, name, st);
     auto skip = [&](std::string reason) {
-      e.outcome = "skipped";
+      e.outcome = kSkipped;
       e.reason = std::move(reason);
       record(std::move(e));
       finish(t, st);
@@ -715,7 +718,7 @@ struct DropFolder::Impl {
     confine::Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
     if (!fd) {
       if (errno == ENOENT || errno == ELOOP) return;  // replaced: the next round sees it
-      e.outcome = "refused";
+      e.outcome = kRefused;
       e.reason = "cannot be read: " + errno_text(errno);
       record(std::move(e));
       return finish(t, st);
@@ -742,7 +745,7 @@ struct DropFolder::Impl {
     e.sha256 = t.sha256;
     e.key = drop::idempotency_key(e.sha256);
     if (auto prior = by_hash.find(e.sha256); prior != by_hash.end()) {
-      e.outcome = "duplicate";
+      e.outcome = kDuplicate;
       e.task_id = prior->second.task_id;
       e.output_path = prior->second.output_path;
       e.reason = "the same content as " + prior->second.folder + "/" + prior->second.file;
@@ -763,7 +766,7 @@ struct DropFolder::Impl {
     }
     if (res.status == 200 || res.status == 202) {
       json answer = json::parse(res.body, nullptr, false);
-      e.outcome = "submitted";
+      e.outcome = kSubmitted;
       e.task_id = answer.is_object() ? answer.value("task_id", std::string()) : std::string();
       e.existing = res.status == 200;
       record(std::move(e));
@@ -771,7 +774,7 @@ struct DropFolder::Impl {
     }
     if (res.status >= 500)  // the broker is busy, away or short of space: later
       return later(f, name, t, now, refusal_text(res), retry_after(res));
-    e.outcome = "refused";
+    e.outcome = kRefused;
     e.reason = refusal_text(res);
     record(std::move(e));
     finish(t, st);
@@ -785,9 +788,9 @@ struct DropFolder::Impl {
       json w = {{"folder", folders[key.first].path},
                 {"file", key.second},
                 {"size", t.settle.last().size},
-                {"state", t.state == State::Retrying ? "retrying"
-                          : t.settle.writing()       ? "writing"
-                                                     : "settling"}};
+                {"state", t.state == State::Retrying ? kRetrying
+                          : t.settle.writing()       ? kWriting
+                                                     : kSettling}};
       if (t.state == State::Retrying) {
         w["attempts"] = t.attempts;
         w["reason"] = t.reason;

@@ -409,7 +409,7 @@ void FlowRoutes::top(const Request& req, Response& res) {
       },
       &budget);
   if (answered_failure(outcome, o->task.id, "narrow the filter", res)) return;
-  json body = {{"by", by}, {"metric", metric.empty() ? "bytes" : metric}, {"groups", groups}};
+  json body = {{"by", q.by}, {"metric", q.metric}, {"groups", groups}};
   res.status = 200;
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }

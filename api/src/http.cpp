@@ -85,6 +85,13 @@ void Router::add(Route route) {
   routes_.push_back({std::move(route), std::move(segs)});
 }
 
+std::vector<const Route*> Router::routes() const {
+  std::vector<const Route*> out;
+  out.reserve(routes_.size());
+  for (const auto& e : routes_) out.push_back(&e.route);
+  return out;
+}
+
 Router::Match Router::match(std::string_view method, std::string_view path) const {
   Match m;
   if (path.empty() || path.front() != '/') return m;

@@ -67,6 +67,8 @@ std::string title_of(int status) {
       return "Conflict";
     case 410:
       return "Gone";
+    case 412:
+      return "Precondition Failed";
     case 413:
       return "Content Too Large";
     case 415:
@@ -233,6 +235,8 @@ struct Server::Impl {
 
   Metrics metrics;
   http::Router router;
+  std::string openapi;                        // the document served at /openapi.json
+  std::vector<Server::RouteInfo> route_list;  // as registered
   std::unique_ptr<DropFolder> drop;  // last: its thread stops before what it submits through
   // blocking = false only for handlers that touch neither the database nor the broker.
   void add(const std::string& method, const std::string& path, Role role, http::Handler fn,
@@ -324,7 +328,8 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
   std::string key = req.header("Idempotency-Key");
   if (key.empty()) key = default_key;
   if (key.size() > 255) {
-    problem(res, 422, "Idempotency-Key is longer than 255 characters");
+    problem(res, 422, "Idempotency-Key is longer than 255 characters",
+            {{"Idempotency-Key", "is longer than 255 characters"}});
     return;
   }
   proto::Submit s;
@@ -344,7 +349,12 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
   if (!reply->accepted) {
     if (reply->code == Refusal::Conflict || reply->code == Refusal::Invalid) {
       metrics.invalid.fetch_add(1, std::memory_order_relaxed);
-      problem(res, 422, reply->reason);
+      // Conflict: the key was used with another request; Invalid: the request as a whole.
+      if (reply->code == Refusal::Conflict)
+        problem(res, 422, reply->reason,
+                {{"Idempotency-Key", "was already used with a different request"}});
+      else
+        problem(res, 422, "the task request is not valid", {{"", reply->reason}});
       return;
     }
     if (reply->code == Refusal::Taken) {
@@ -380,6 +390,7 @@ std::optional<TaskRecord> Server::Impl::find_task(const Request& req, Response& 
   std::string id = req.path_params.at(0);
   auto* st = store();
   if (!st) {
+    res.set_header("Retry-After", "1");
     problem(res, 503, "the task database is not available");
     return std::nullopt;
   }
@@ -400,7 +411,10 @@ void Server::Impl::get_task(const Request& req, Response& res) {
 
 void Server::Impl::list_tasks(const Request& req, Response& res) {
   auto* st = store();
-  if (!st) return problem(res, 503, "the task database is not available");
+  if (!st) {
+    res.set_header("Retry-After", "1");
+    return problem(res, 503, "the task database is not available");
+  }
   TaskFilter f;
   std::vector<FieldError> errors;
   if (req.has_query("state")) {
@@ -414,7 +428,8 @@ void Server::Impl::list_tasks(const Request& req, Response& res) {
     } catch (...) {
       f.limit = -1;
     }
-    if (f.limit < 1 || f.limit > 1000) errors.push_back({"limit", "must be from 1 to 1000"});
+    if (f.limit < 1 || f.limit > kMaxPageLimit)
+      errors.push_back({"limit", "must be from 1 to " + std::to_string(kMaxPageLimit)});
   }
   if (req.has_query("next")) {
     try {
@@ -819,12 +834,12 @@ void Server::Impl::routes() {
   using R = Response&;
   constexpr bool kNeverBlocks = false;
   auto livez = [](Q, R res) { send_json(res, 200, {{"status", "alive"}}); };
-  auto openapi = [](Q, R res) { res.set_content(openapi_document(), "application/json"); };
+  auto serve_openapi = [this](Q, R res) { res.set_content(openapi, "application/json"); };
   auto health = [](Q, R res) { send_json(res, 200, {{"status", "ok"}}); };
   add("GET", "/livez", Role::Read, livez, kNeverBlocks);
   add("GET", "/readyz", Role::Read, [this](Q, R res) { readyz(res); });
   add("GET", "/metrics", Role::Read, [this](Q, R res) { metrics_text(res); });
-  add("GET", "/openapi.json", Role::Read, openapi, kNeverBlocks);
+  add("GET", "/openapi.json", Role::Read, serve_openapi, kNeverBlocks);
   auto post = [this](Q q, R r) { submit_body(q, r, UnknownFields::Refuse); };
   // The original service's route ignores fields it does not know, as that service did.
   auto post_lenient = [this](Q q, R r) { submit_body(q, r, UnknownFields::Ignore); };
@@ -894,6 +909,10 @@ void Server::Impl::routes() {
     submit(q, r, body, UnknownFields::Refuse);
   });
   ui::add_routes(router, metrics);  // the web page (docs/ui.md): open, served from memory
+  // The description of exactly these routes (throws when one is not described).
+  openapi = openapi_document(router.routes());
+  for (const http::Route* r : router.routes())
+    route_list.push_back({r->method, r->path, r->role, r->open});
 }
 
 Server::Server(Config cfg, zmq::context_t& ctx)
@@ -927,6 +946,8 @@ Server::Server(Config cfg, zmq::context_t& ctx)
 
 Server::~Server() = default;
 int Server::port() const { return impl_->http->port(); }
+std::vector<Server::RouteInfo> Server::routes() const { return impl_->route_list; }
+const std::string& Server::openapi() const { return impl_->openapi; }
 void Server::serve() {
   impl_->event_hub->start();
   if (impl_->drop) impl_->drop->start();

@@ -129,6 +129,7 @@ class Broker::Impl {
   void commit_then_send(bool force = false);
   // Free space: below --min-free-mb, or shortly after a failed commit, new tasks are refused.
   void check_storage(double now);
+  void check_wal();  // says so when a long reader keeps the WAL from being checkpointed
   // The database refused to persist: forget what was not committed and carry on from what
   // is in the database, as a restart would, without the restart (no crash loop on a full
   // disk).
@@ -166,6 +167,7 @@ class Broker::Impl {
   double next_heartbeat_ = 0;
   double next_storage_check_ = 0;
   double storage_failed_until_ = 0;  // monotonic: refuse new tasks until then
+  long long wal_warned_at_ = 0;      // WAL size of the last warning (0: none outstanding)
   bool must_start_over_ = false;     // a start_over() could not read the database
   std::unordered_map<std::string, std::string> worker_keys_;  // routing id -> CURVE key
 };
@@ -407,6 +409,8 @@ void Broker::Impl::perform() {
     log_->info("task {} {}{}{}", f->task_id, name(f->state), f->error.empty() ? "" : ": ",
                f->error);
     completions_.add(*f, *row);
+    if (!f->unrecorded_output.empty())
+      retention_.remove_unrecorded_output(f->task_id, f->unrecorded_output);
   }
   for (const auto& m : fx_.to_workers) to_workers_.push_back({m.to, encode(m.message)});
   for (const auto& m : fx_.to_clients) to_clients_.push_back({m.to, encode(m.message)});
@@ -486,6 +490,29 @@ void Broker::Impl::check_storage(double now) {
     }
   }
   core_->set_storage_short(why);
+  check_wal();
+}
+
+// A reader that holds a transaction open (a `sqlite3` shell left in BEGIN, say) stops nothing,
+// but checkpoints cannot pass its snapshot, so the WAL grows until it ends; then the next
+// complete checkpoint starts the WAL over and SQLite cuts the file back to
+// TaskStore::kWalSizeLimit. Said once per doubling, and once when it is back.
+void Broker::Impl::check_wal() {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(cfg_.db_path + "-wal", ec);
+  if (ec) return;
+  const auto bytes = static_cast<long long>(size);
+  constexpr long long kWarnAt = 4 * TaskStore::kWalSizeLimit;
+  if (bytes >= kWarnAt && bytes >= 2 * wal_warned_at_) {
+    log_->warn(
+        "the database's WAL is {} MiB: a reader holds a transaction open, so checkpoints cannot "
+        "finish (nothing waits for it; the WAL shrinks to {} MiB once it ends)",
+        bytes >> 20, TaskStore::kWalSizeLimit >> 20);
+    wal_warned_at_ = bytes;
+  } else if (wal_warned_at_ && bytes <= TaskStore::kWalSizeLimit) {
+    log_->info("the database's WAL is back to {} MiB", bytes >> 20);
+    wal_warned_at_ = 0;
+  }
 }
 
 void Broker::Impl::start_over(const std::string& why) {

@@ -265,12 +265,13 @@ void Core::cancel(const std::string& client, const proto::Cancel& c, Effects& fx
   reply.req_id = c.req_id;
   auto rit = running_.find(c.task_id);
   if (auto q = take_queued(c.task_id)) {
-    finish(c.task_id, TaskState::Cancelled, "", "", "cancelled by user while queued", fx);
+    end_unsuccessful(*q, TaskState::Cancelled, "", "", "cancelled by user while queued", fx);
     reply.result = CancelResult::Cancelled;
     reply.state = TaskState::Cancelled;
   } else if (rit != running_.end() && rit->second.worker.empty()) {  // an orphan
+    Pending orphan = std::move(rit->second.task);
     running_.erase(rit);
-    finish(c.task_id, TaskState::Cancelled, "", "", "cancelled by user", fx);
+    end_unsuccessful(orphan, TaskState::Cancelled, "", "", "cancelled by user", fx);
     reply.result = CancelResult::Cancelled;
     reply.state = TaskState::Cancelled;
   } else if (rit != running_.end()) {
@@ -333,6 +334,16 @@ void Core::ready(const std::string& identity, const proto::Ready& r, double now,
   const bool known = workers_.count(identity) > 0;
   Worker& w = workers_[identity];
   const bool restarted = known && w.incarnation != r.incarnation;
+  // Same process, a fresh socket: what was sent to the old one and is not claimed was lost
+  // with it (the worker drops tasks addressed to an earlier connection, so none runs late).
+  const bool reconnected =
+      known && !restarted && r.connection != 0 && w.connection != 0 && r.connection > w.connection;
+  if (known && !restarted && r.connection != 0 && r.connection < w.connection) {
+    log_->info("worker {}: ignored a ready from its earlier connection {} (now {})", identity,
+               r.connection, w.connection);
+    w.last_seen = now;
+    return;
+  }
   w.identity = identity;
   w.slots = std::min(r.slots, settings_.max_worker_slots);  // 0: draining, takes no new work
   if (r.slots > settings_.max_worker_slots)
@@ -341,28 +352,37 @@ void Core::ready(const std::string& identity, const proto::Ready& r, double now,
   w.host = r.host;
   w.pid = r.pid;
   w.incarnation = r.incarnation;
+  w.connection = r.connection;
   // Each claimed task with the grant that came with it (none: "").
   std::map<std::string, std::string> claimed;
   for (std::size_t i = 0; i < r.running.size(); ++i)
     claimed.emplace(r.running[i], i < r.grants.size() ? r.grants[i] : std::string());
-  // A new incarnation of the worker lost whatever its previous life ran.
-  // The same incarnation loses nothing: its ready may simply predate a task
-  // we sent it since, and it reports every task it got.
-  if (restarted) {
-    for (const auto& id : std::vector<std::string>(w.running.begin(), w.running.end())) {
-      if (claimed.count(id)) continue;
-      w.running.erase(id);
-      auto rit = running_.find(id);
-      if (rit == running_.end()) continue;
-      Running lost = std::move(rit->second);
-      running_.erase(rit);
-      lost.task.uncount_run();  // killed with its worker: not the task's fault
-      retry_or_fail(std::move(lost), "worker " + identity + " restarted without it", fx);
-    }
-  }
+  // A new incarnation of the worker lost whatever its previous life ran, a new connection what
+  // was sent to the old one. A ready of the same connection loses nothing: it may simply
+  // predate a task we sent it since, and it reports every task it got.
+  if (restarted) drop_unclaimed(w, claimed, "worker " + identity + " restarted without it", fx);
+  if (reconnected)
+    drop_unclaimed(w, claimed, "lost with worker " + identity + "'s earlier connection", fx);
   for (const auto& [id, grant] : claimed) take_claimed(w, id, grant, now, fx);
-  log_->info("worker {} {} ({} slots, {} running, host {} pid {})", identity,
-             known ? "re-registered" : "registered", w.slots, w.running.size(), w.host, w.pid);
+  log_->info("worker {} {} ({} slots, {} running, host {} pid {}, connection {})", identity,
+             known ? "re-registered" : "registered", w.slots, w.running.size(), w.host, w.pid,
+             w.connection);
+}
+
+// The worker's tasks it does not claim go back to the queue, using no attempt: they were lost
+// with its process or its socket, not by their own fault.
+void Core::drop_unclaimed(Worker& w, const std::map<std::string, std::string>& claimed,
+                          const std::string& why, Effects& fx) {
+  for (const auto& id : std::vector<std::string>(w.running.begin(), w.running.end())) {
+    if (claimed.count(id)) continue;
+    w.running.erase(id);
+    auto rit = running_.find(id);
+    if (rit == running_.end()) continue;
+    Running lost = std::move(rit->second);
+    running_.erase(rit);
+    lost.task.uncount_run();
+    retry_or_fail(std::move(lost), why, fx);
+  }
 }
 
 // A task a worker says it runs (ready.running), with the grant it was given.
@@ -444,7 +464,8 @@ void Core::done(const std::string& worker, proto::Done d, double now, Effects& f
 void Core::settle(Running r, proto::Done& d, const std::string& worker, Effects& fx) {
   const std::string& id = r.task.id;
   if (r.cancel_requested && d.state != Outcome::Succeeded) {
-    finish(id, TaskState::Cancelled, std::move(d.summary), "", "cancelled by user", fx);
+    end_unsuccessful(r.task, TaskState::Cancelled, std::move(d.summary), "", "cancelled by user",
+                     fx);
   } else if (d.state == Outcome::Succeeded) {
     std::optional<FileIdentity> file;
     if (d.output_inode != 0)
@@ -453,7 +474,7 @@ void Core::settle(Running r, proto::Done& d, const std::string& worker, Effects&
     finish(id, TaskState::Succeeded, std::move(d.summary), std::move(d.error),
            "finished on " + worker, fx, write::Finish::Totals{d.packets, d.bytes, d.flows}, file);
   } else if (d.state == Outcome::Failed && !d.retryable) {
-    finish(id, TaskState::Failed, std::move(d.summary), d.error, d.error, fx);
+    end_unsuccessful(r.task, TaskState::Failed, std::move(d.summary), d.error, d.error, fx);
   } else if (d.state == Outcome::Aborted || d.state == Outcome::Cancelled) {
     // Not the task's fault: the worker shut down, or killed a child the
     // broker had told it to stop (e.g. after it was presumed lost and came
@@ -541,7 +562,7 @@ void Core::dispatch(double now, Effects& fx) {
     fx.to_workers.push_back(
         {best->identity,
          proto::Task{p.id, static_cast<std::uint32_t>(p.attempts), p.spec, settings_.task_timeout_s,
-                     signer_.make(p.id, best->identity), rerun}});
+                     signer_.make(p.id, best->identity), rerun, best->connection}});
     best->running.insert(p.id);
     Running r;
     r.task = std::move(p);
@@ -591,21 +612,28 @@ void Core::finish(const std::string& id, TaskState st, std::string summary, std:
                   std::optional<FileIdentity> output) {
   stats_.finished(st);
   fx.writes.push_back(write::Finish{id, st, std::move(summary), std::move(error), std::move(reason),
-                                    totals, output});
+                                    totals, output, {}});
+}
+
+void Core::end_unsuccessful(const Pending& p, TaskState st, std::string summary, std::string error,
+                            std::string reason, Effects& fx) {
+  finish(p.id, st, std::move(summary), std::move(error), std::move(reason), fx);
+  if (p.ran_before) std::get<write::Finish>(fx.writes.back()).unrecorded_output = p.spec.output;
 }
 
 void Core::retry_or_fail(Running r, const std::string& why, Effects& fx) {
   const std::string& id = r.task.id;
   if (r.cancel_requested) {
-    finish(id, TaskState::Cancelled, "", "", "cancelled by user; " + why, fx);
+    end_unsuccessful(r.task, TaskState::Cancelled, "", "", "cancelled by user; " + why, fx);
   } else if (r.task.free_runs > settings_.max_free_runs) {
-    finish(id, TaskState::Failed, "",
-           "gave up after " + std::to_string(r.task.free_runs) +
-               " runs that ended without a result; last: " + why,
-           why, fx);
+    end_unsuccessful(r.task, TaskState::Failed, "",
+                     "gave up after " + std::to_string(r.task.free_runs) +
+                         " runs that ended without a result; last: " + why,
+                     why, fx);
   } else if (r.task.attempts >= settings_.max_attempts) {
-    finish(id, TaskState::Failed, "",
-           "gave up after " + std::to_string(r.task.attempts) + " attempts; last: " + why, why, fx);
+    end_unsuccessful(r.task, TaskState::Failed, "",
+                     "gave up after " + std::to_string(r.task.attempts) + " attempts; last: " + why,
+                     why, fx);
   } else {
     fx.writes.push_back(write::Requeue{id, r.task.attempts, why});
     stats_.requeued();

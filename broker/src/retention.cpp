@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "ipfixweb/shared/confine.hpp"
 #include "ipfixweb/shared/util.hpp"
@@ -24,16 +25,82 @@ Retention::Retention(TaskStore& store, std::string output_root, double days,
 
 Retention::~Retention() = default;
 
+void Retention::open_root() {
+  if (root_) return;
+  try {
+    root_ = std::make_unique<RootHandle>(RootHandle{confine::Root(output_root_)});
+  } catch (const std::exception& e) {
+    log_->debug("retention: output root not visible here ({}); only rows are removed", e.what());
+  }
+}
+
+namespace {
+
+// A file beneath the output root: its directory (opened beneath the root, following no
+// link) and its name.
+struct Located {
+  confine::Fd owned;
+  int dir_fd = -1;
+  std::string name;
+};
+
+std::optional<Located> locate(const confine::Root& root, const std::string& path) {
+  const std::string rel = confine::relative_below(root.path(), path);
+  if (rel.empty()) return std::nullopt;
+  Located l;
+  const auto slash = rel.rfind('/');
+  l.name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+  l.dir_fd = root.fd();
+  if (slash != std::string::npos) {
+    l.owned = confine::Fd(
+        confine::open_beneath(root.fd(), rel.substr(0, slash), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!l.owned) return std::nullopt;
+    l.dir_fd = l.owned.get();
+  }
+  return l;
+}
+
+// A regular file's modification time in ms since the epoch, or -1.
+std::int64_t mtime_ms(int dir_fd, const std::string& name) {
+  struct stat st {};
+  if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+    return -1;
+  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1000000;
+}
+
+}  // namespace
+
+bool Retention::remove_unrecorded_output(const std::string& task_id,
+                                         const std::string& output_path) {
+  const auto made = uuid_v7_unix_ms(task_id);
+  if (!made || output_path.empty()) return false;
+  open_root();
+  if (!root_) return false;
+  auto at = locate(root_->root, output_path);
+  if (!at) return false;
+  bool removed = false;
+  for (const std::string& name : {at->name, flows::store_name_for(at->name)}) {
+    const std::int64_t t = mtime_ms(at->dir_fd, name);
+    // None, or older than the task: not one of its runs'. File times come from the kernel's
+    // coarse clock (a tick, up to 10 ms, behind the precise time the id was made with).
+    if (t < 0 || t < *made - 10) continue;
+    if (::unlinkat(at->dir_fd, name.c_str(), 0) == 0)
+      removed = true;
+    else
+      log_->warn("cannot remove {} of task {}: {}", name, task_id, std::strerror(errno));
+  }
+  if (removed)
+    log_->warn(
+        "task {} ended without success; removed {}, published by a run whose result never "
+        "arrived",
+        task_id, output_path);
+  return removed;
+}
+
 Retention::Pass Retention::run(double now_unix, int batch) {
   Pass pass;
   if (!on()) return pass;
-  if (!root_) {
-    try {
-      root_ = std::make_unique<RootHandle>(RootHandle{confine::Root(output_root_)});
-    } catch (const std::exception& e) {
-      log_->debug("retention: output root not visible here ({}); only rows are removed", e.what());
-    }
-  }
+  open_root();
   const auto due = store_.finished_before(iso_time(now_unix - days_ * 86400), batch);
   for (const auto& t : due) {
     if (t.state == TaskState::Succeeded && remove_output(t)) ++pass.files;
@@ -53,17 +120,10 @@ bool Retention::remove_output(const TaskRecord& t) {
   if (!root_ || !t.output_file || t.output_path.empty()) return false;
   if (auto owner = store_.output_owner(t.output_path); owner && owner->task_id != t.id)
     return false;
-  const std::string rel = confine::relative_below(root_->root.path(), t.output_path);
-  if (rel.empty()) return false;
-  const auto slash = rel.rfind('/');
-  const std::string name = slash == std::string::npos ? rel : rel.substr(slash + 1);
-  confine::Fd dir;
-  if (slash != std::string::npos) {
-    dir = confine::Fd(confine::open_beneath(root_->root.fd(), rel.substr(0, slash),
-                                            O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!dir) return false;
-  }
-  const int dir_fd = dir ? dir.get() : root_->root.fd();
+  auto at = locate(root_->root, t.output_path);
+  if (!at) return false;
+  const int dir_fd = at->dir_fd;
+  const std::string& name = at->name;
   struct stat st {};
   if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
       static_cast<std::int64_t>(st.st_ino) != t.output_file->inode ||

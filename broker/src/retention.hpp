@@ -30,8 +30,18 @@ class Retention {
   // One batch, in the caller's open transaction. `now_unix`: the wall clock in seconds.
   Pass run(double now_unix, int batch = 500);
 
+  // The other clean-up beneath the output root, whether retention is on or not: the output of
+  // a task that ended without success (write::Finish::unrecorded_output), when a run whose
+  // result never arrived renamed it into place. Removed (with its flow store) only when it was
+  // written after the task was made (the time in its version 7 id): while a task is queued or
+  // running nobody else may write its output, so such a file is one of its runs' (an older
+  // task's file, replaced only on success with "overwrite", is older; 10 ms of slack for the
+  // coarse clock of file times). Returns true if removed.
+  bool remove_unrecorded_output(const std::string& task_id, const std::string& output_path);
+
  private:
   bool remove_output(const TaskRecord& t);
+  void open_root();
 
   TaskStore& store_;
   std::string output_root_;

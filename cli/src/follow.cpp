@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -159,32 +160,36 @@ bool is_terminal(const std::string& state) {
   return state == "succeeded" || state == "failed" || state == "cancelled";
 }
 
-json follow_task(Api& api, const std::string& id, const EventHandler& on_event,
-                 const FollowOptions& o) {
-  const std::string self = "/api/v1/tasks/" + percent_encode(id);
+namespace {
+
+// Reads the event stream at `path` until `handle` returns false (the stream's end), `stop()`
+// says so, or it breaks more than `o.reconnects` times in a row (throws, naming `what`). After a
+// break it reconnects with Last-Event-ID, so no state event is missed or repeated. Returns the
+// answer when the route did not answer with a stream (the caller polls or says why).
+std::optional<Reply> resume_stream(Api& api, const std::string& path, const std::string& what,
+                                   const std::function<bool(const SseEvent&)>& handle,
+                                   const std::function<bool()>& stop, const FollowOptions& o) {
   std::string last_id;
-  bool ended = false, any_stream = false;
+  bool any_stream = false, done = false;
   int broken = 0;
-  while (!ended) {
+  while (!done && !stop()) {
     Headers h{{"Accept", "text/event-stream"}};
     if (!last_id.empty()) h.emplace_back("Last-Event-ID", last_id);
     bool got_event = false;
     SseParser parser([&](const SseEvent& e) {
       got_event = true;
-      if (e.type == "end") {
-        ended = true;
-        on_event(event_of(e));
+      if (!handle(e)) {
+        done = true;
         return false;
       }
-      if (e.type == "state" || e.type == "progress") on_event(event_of(e));
-      return true;
+      return !stop();
     });
     Api::Streamed s;
     try {
       s = api.stream(
-          self + "/events?stream=1", h, [](const Reply& r) { return is_event_stream(r); },
+          path, h, [](const Reply& r) { return is_event_stream(r); },
           [&](const char* d, std::size_t n) {
-            return parser.feed({d, n});
+            return parser.feed({d, n}) && !stop();
           },
           o.stream_timeout_s, true);
     } catch (const Failure&) {
@@ -197,21 +202,42 @@ json follow_task(Api& api, const std::string& id, const EventHandler& on_event,
         sleep_s(backoff(broken));
         continue;
       }
-      if (s.reply.status == 401 || s.reply.status == 403)
-        expect_ok(s.reply, "following task " + id);
-      // No event stream here (an api without the route): poll instead.
-      return poll_task(api, id, on_event, o);
+      return s.reply;
     }
     any_stream = true;
     if (!parser.last_id().empty()) last_id = parser.last_id();
-    if (ended) break;
+    if (done || s.end == Api::End::Stopped) break;
     if (got_event) broken = 0;
     if (++broken > o.reconnects)
-      throw Failure(kExitUnreachable, "the event stream of task " + id + " broke " +
-                                          std::to_string(broken) + " times" +
+      throw Failure(kExitUnreachable, what + " broke " + std::to_string(broken) + " times" +
                                           (s.error.empty() ? "" : ": " + s.error));
     sleep_s(parser.retry_ms() ? std::min(30.0, static_cast<double>(*parser.retry_ms()) / 1000)
                               : backoff(broken));
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+json follow_task(Api& api, const std::string& id, const EventHandler& on_event,
+                 const FollowOptions& o) {
+  const std::string self = "/api/v1/tasks/" + percent_encode(id);
+  auto refused = resume_stream(
+      api, self + "/events?stream=1", "the event stream of task " + id,
+      [&](const SseEvent& e) {
+        if (e.type == "end") {
+          on_event(event_of(e));
+          return false;
+        }
+        if (e.type == "state" || e.type == "progress") on_event(event_of(e));
+        return true;
+      },
+      [] { return false; }, o);
+  if (refused) {
+    if (refused->status == 401 || refused->status == 403)
+      expect_ok(*refused, "following task " + id);
+    // No event stream here (an api without the route): poll instead.
+    return poll_task(api, id, on_event, o);
   }
   auto r = api.get(self);
   expect_ok(r, "reading task " + id);
@@ -219,51 +245,18 @@ json follow_task(Api& api, const std::string& id, const EventHandler& on_event,
 }
 
 void watch_tasks(Api& api, const EventHandler& on_event, const FollowOptions& o) {
-  std::string last_id;
-  bool any_stream = false;
-  int broken = 0;
-  while (!(o.stop && o.stop())) {
-    Headers h{{"Accept", "text/event-stream"}};
-    if (!last_id.empty()) h.emplace_back("Last-Event-ID", last_id);
-    bool got_event = false;
-    SseParser parser([&](const SseEvent& e) {
-      got_event = true;
-      if (e.type == "state" || e.type == "progress") on_event(event_of(e));
-      return !(o.stop && o.stop());
-    });
-    Api::Streamed s;
-    try {
-      s = api.stream(
-          "/api/v1/events", h, [](const Reply& r) { return is_event_stream(r); },
-          [&](const char* d, std::size_t n) {
-            return parser.feed({d, n}) && !(o.stop && o.stop());
-          },
-          o.stream_timeout_s, true);
-    } catch (const Failure&) {
-      if (!any_stream || ++broken > o.reconnects) throw;
-      sleep_s(backoff(broken));
-      continue;
-    }
-    if (!s.streamed) {
-      if (any_stream && ++broken <= o.reconnects && s.reply.status >= 500) {
-        sleep_s(backoff(broken));
-        continue;
-      }
-      // The route exists but refuses (401, 403, ...): say why. Else (404: an api without the
-      // route) poll instead.
-      if (s.reply.status != 404 && s.reply.status != 405) expect_ok(s.reply, "watching events");
-      return poll_all(api, on_event, o);
-    }
-    any_stream = true;
-    if (!parser.last_id().empty()) last_id = parser.last_id();
-    if (s.end == Api::End::Stopped) return;
-    if (got_event) broken = 0;
-    if (++broken > o.reconnects)
-      throw Failure(kExitUnreachable, "the event stream broke " + std::to_string(broken) +
-                                          " times" + (s.error.empty() ? "" : ": " + s.error));
-    sleep_s(parser.retry_ms() ? std::min(30.0, static_cast<double>(*parser.retry_ms()) / 1000)
-                              : backoff(broken));
-  }
+  auto refused = resume_stream(
+      api, "/api/v1/events", "the event stream",
+      [&](const SseEvent& e) {
+        if (e.type == "state" || e.type == "progress") on_event(event_of(e));
+        return true;
+      },
+      [&] { return o.stop && o.stop(); }, o);
+  if (!refused) return;
+  // The route exists but refuses (401, 403, ...): say why. Else (404: an api without the
+  // route) poll instead.
+  if (refused->status != 404 && refused->status != 405) expect_ok(*refused, "watching events");
+  poll_all(api, on_event, o);
 }
 
 }  // namespace ipfixweb::cli

@@ -91,6 +91,7 @@ TaskStore::TaskStore(db::Database db) : db_(std::move(db)) {}
 TaskStore TaskStore::open_writer(const std::string& path, Sync sync) {
   db::Database db(path, db::Database::Mode::ReadWriteCreate);
   db.exec("PRAGMA journal_mode=WAL");
+  db.exec("PRAGMA journal_size_limit=" + std::to_string(kWalSizeLimit));
   static const char* const kSyncNames[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
   db.exec(std::string("PRAGMA synchronous=") + kSyncNames[static_cast<int>(sync)]);
   db.exec("PRAGMA foreign_keys=ON");

@@ -67,6 +67,24 @@ std::string new_uuid() {
   return format_uuid(hi, lo);
 }
 
+std::optional<std::int64_t> uuid_v7_unix_ms(std::string_view id) {
+  if (id.size() != 36 || id[8] != '-' || id[14] != '7') return std::nullopt;
+  std::int64_t ms = 0;
+  for (std::size_t i = 0; i < 13; ++i) {
+    if (i == 8) continue;
+    const char c = id[i];
+    int v;
+    if (c >= '0' && c <= '9')
+      v = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      v = c - 'a' + 10;
+    else
+      return std::nullopt;
+    ms = ms * 16 + v;
+  }
+  return ms;
+}
+
 std::string new_uuid_v7() {
   // RFC 9562 version 7: 48-bit Unix time in ms, then 12 bits used as a counter within the
   // millisecond (method 1 of section 6.2), then 62 random bits. Ids made by one thread sort

@@ -1,5 +1,7 @@
 #include "fake_peers.hpp"
 
+#include "harness.hpp"
+
 namespace ipfixweb::test {
 
 namespace {
@@ -96,6 +98,69 @@ std::optional<proto::SubmitReply> FakeClient::submit(const proto::Submit& s,
   auto env = proto::decode(reply->data(), reply->size(), nullptr);
   if (!env || env->type != proto::type::kSubmitReply) return std::nullopt;
   return env->as<proto::SubmitReply>();
+}
+
+FakeBroker::FakeBroker() : sock_(ctx_, zmq::socket_type::router), port_(free_port()) {
+  sock_.set(zmq::sockopt::linger, 0);
+  sock_.set(zmq::sockopt::router_handover, 1);
+  sock_.bind(endpoint());
+}
+
+std::string FakeBroker::endpoint() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
+
+std::optional<proto::Ready> FakeBroker::wait_ready(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (auto msg = next(deadline))
+    if (msg->type == proto::type::kReady) return msg->as<proto::Ready>();
+  return std::nullopt;
+}
+
+void FakeBroker::send_task(const proto::Task& t) { send(proto::encode(proto::type::kTask, t)); }
+
+std::optional<proto::Done> FakeBroker::wait_done(const std::string& task_id,
+                                                 std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (auto msg = next(deadline)) {
+    if (msg->type != proto::type::kDone) continue;
+    auto d = msg->as<proto::Done>();
+    if (d && d->task_id == task_id) return d;
+  }
+  return std::nullopt;
+}
+
+std::optional<proto::Done> FakeBroker::run(const proto::TaskSpec& spec,
+                                           std::chrono::milliseconds timeout) {
+  proto::Task t;
+  t.task_id = "t" + std::to_string(++tasks_);
+  t.spec = spec;
+  send_task(t);
+  return wait_done(t.task_id, timeout);
+}
+
+void FakeBroker::send(const std::string& message) {
+  sock_.send(zmq::buffer(worker_), zmq::send_flags::sndmore);
+  sock_.send(zmq::buffer(message), zmq::send_flags::none);
+}
+
+std::optional<proto::Envelope> FakeBroker::next(std::chrono::steady_clock::time_point deadline) {
+  using namespace std::chrono_literals;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (heartbeats_ && !worker_.empty() && std::chrono::steady_clock::now() >= next_heartbeat_) {
+      send(proto::encode(proto::type::kHeartbeat, proto::Heartbeat{++beats_}));
+      next_heartbeat_ = std::chrono::steady_clock::now() + 100ms;
+    }
+    zmq::pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, 50ms);
+    if (!(item.revents & ZMQ_POLLIN)) continue;
+    zmq::message_t id, frame;
+    if (!sock_.recv(id)) continue;
+    if (!id.more() || !sock_.recv(frame)) continue;
+    worker_ = id.to_string();
+    std::string err;
+    auto env = proto::decode(frame.data(), frame.size(), &err);
+    if (env) return env;
+  }
+  return std::nullopt;
 }
 
 }  // namespace ipfixweb::test

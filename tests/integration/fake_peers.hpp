@@ -1,7 +1,7 @@
 // Peers that speak the broker's protocol from inside a test: a worker that does only what
 // the test says (it keeps the grants of the tasks it is given and echoes them, as a real
-// worker does, unless the test sends something else), and a frontend client (what the api
-// is to the broker), for rogue and malformed messages.
+// worker does, unless the test sends something else), a frontend client (what the api
+// is to the broker), for rogue and malformed messages, and a broker for one real worker.
 #pragma once
 
 #include <chrono>
@@ -51,6 +51,41 @@ struct FakeClient {
   // Sends a submission and decodes its reply.
   std::optional<proto::SubmitReply> submit(const proto::Submit& s,
                                            std::chrono::milliseconds timeout);
+};
+
+// The broker side of the backend for one real worker process: a ROUTER socket (with
+// handover, as the broker's) that hears its readies, keeps it alive with heartbeats (unless
+// told to fall silent) and sends it tasks.
+class FakeBroker {
+ public:
+  FakeBroker();
+  std::string endpoint() const;
+
+  // The next ready within the timeout (other messages are skipped).
+  std::optional<proto::Ready> wait_ready(std::chrono::milliseconds timeout);
+  // Sends a task (its id and grant as given) and returns its result (nullopt when none came).
+  void send_task(const proto::Task& t);
+  std::optional<proto::Done> wait_done(const std::string& task_id,
+                                       std::chrono::milliseconds timeout);
+  // A task with a fresh id, sent, and its result.
+  std::optional<proto::Done> run(const proto::TaskSpec& spec,
+                                 std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  // false: no more heartbeats, so the worker soon gives this connection up.
+  void heartbeats(bool on) { heartbeats_ = on; }
+
+ private:
+  void send(const std::string& message);
+  // The next message from the worker, heartbeats sent while waiting; nullopt at the deadline.
+  std::optional<proto::Envelope> next(std::chrono::steady_clock::time_point deadline);
+
+  zmq::context_t ctx_{1};
+  zmq::socket_t sock_;
+  int port_;
+  std::string worker_;  // the worker's routing id, once it spoke
+  std::uint32_t beats_ = 0;
+  int tasks_ = 0;
+  bool heartbeats_ = true;
+  std::chrono::steady_clock::time_point next_heartbeat_{};
 };
 
 }  // namespace ipfixweb::test

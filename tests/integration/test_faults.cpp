@@ -754,3 +754,79 @@ TEST(Faults, RetrySweepsOnlyThisHostsDeadWritersTemporaries) {
   EXPECT_TRUE(fs::exists(elsewhere));
   EXPECT_TRUE(fs::exists(alive_here));
 }
+
+// Found by scripts/chaos (seed 1001): a worker renamed a task's output into place and was lost
+// before its result arrived; the task ran again, failed (the disk was full), and the whole
+// output of the lost run stayed under the final name of a failed task. The broker now removes
+// such a file when the task ends without success, but only when it is newer than the task: a
+// file that was there before the task is left alone.
+TEST(Faults, AnOutputPublishedByARunWhoseResultWasLostGoesWhenTheTaskFails) {
+  StackOptions o;
+  o.workers = 0;
+  Stack s(o);
+  const std::string before = s.output_dir() + "/before.ipfix";
+  {
+    std::ofstream(before) << "an older file at the path";
+    std::ofstream(before + ".flows.sqlite") << "and its flow store";
+  }
+  std::filesystem::last_write_time(
+      before, std::filesystem::file_time_type::clock::now() - std::chrono::hours(1));
+  std::filesystem::last_write_time(
+      before + ".flows.sqlite",
+      std::filesystem::file_time_type::clock::now() - std::chrono::hours(1));
+
+  FakeWorker w(s.broker_backend(), "w", "inc-0");
+  int incarnation = 0;
+  for (const std::string name : {"lost.ipfix", "before.ipfix"}) {
+    SCOPED_TRACE(name);
+    const std::string out = s.output_dir() + "/" + name;
+    w.incarnation = "inc-" + std::to_string(++incarnation);
+    w.ready({});
+    auto [st, body] = s.submit(small_task(name));
+    ASSERT_EQ(st, 202) << body.dump();
+    auto first = w.next_task(5s);
+    ASSERT_TRUE(first);
+    if (name == "lost.ipfix") {  // the run publishes its output, then its worker dies
+      std::ofstream(out) << "a whole output";
+      std::ofstream(out + ".flows.sqlite") << "its flow store";
+    }
+    w.incarnation = "inc-" + std::to_string(++incarnation);  // back without the task
+    w.ready({});
+    auto again = w.next_task(5s);
+    ASSERT_TRUE(again) << "the task did not run again";
+    w.done(again->task_id, "failed");
+    auto t = s.wait_terminal(first->task_id, 10s);
+    EXPECT_EQ(t.value("state", ""), "failed") << t.dump();
+    for (int i = 0; i < 50 && std::filesystem::exists(out) == (name == "lost.ipfix"); ++i)
+      std::this_thread::sleep_for(20ms);
+    if (name == "lost.ipfix") {
+      EXPECT_FALSE(std::filesystem::exists(out)) << "the lost run's output stayed";
+      EXPECT_FALSE(std::filesystem::exists(out + ".flows.sqlite"));
+    } else {
+      EXPECT_EQ(read_file(out), "an older file at the path");
+      EXPECT_TRUE(std::filesystem::exists(out + ".flows.sqlite"));
+    }
+  }
+}
+
+// Found by scripts/chaos (seed 1001): a worker killed in the middle of a task left its runner's
+// flow-store temporary behind; the task was cancelled meanwhile, so no rerun on this host swept
+// it. The runner now removes its task's temporaries when its supervisor dies.
+TEST(Faults, AWorkerKilledMidTaskLeavesNoTemporaryEvenWhenTheTaskNeverRunsAgain) {
+  StackOptions o;
+  o.workers = 1;
+  o.slots = 1;
+  Stack s(o);
+  auto [st, body] = s.submit(long_task(s, 60, "orphaned.ipfix"));
+  ASSERT_EQ(st, 202) << body.dump();
+  const std::string id = body["task_id"];
+  ASSERT_TRUE(wait_until([&] { return !s.temporaries().empty(); }, 20s))
+      << "the task never wrote a temporary";
+  s.workers()[0]->signal(SIGKILL);
+  s.workers()[0]->wait(5s);
+  auto c = s.client()->Delete("/api/v1/tasks/" + id);  // never to run again
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(wait_until([&] { return s.temporaries().empty(); }, 5s))
+      << "left: " << s.temporaries()[0];
+  EXPECT_FALSE(std::filesystem::exists(s.output_dir() + "/orphaned.ipfix"));
+}

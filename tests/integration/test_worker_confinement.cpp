@@ -24,6 +24,7 @@
 #include <sstream>
 #include <thread>
 
+#include "fake_peers.hpp"
 #include "harness.hpp"
 #include "ipfixweb/shared/protocol.hpp"
 
@@ -41,76 +42,6 @@ std::string slurp(const fs::path& p) {
   ss << in.rdbuf();
   return ss.str();
 }
-
-// The broker side of the backend: a ROUTER socket that registers one worker, keeps its session
-// alive with heartbeats and runs tasks on it one at a time.
-class FakeBroker {
- public:
-  FakeBroker() : sock_(ctx_, zmq::socket_type::router), port_(free_port()) {
-    sock_.set(zmq::sockopt::linger, 0);
-    sock_.set(zmq::sockopt::router_handover, 1);
-    sock_.bind(endpoint());
-  }
-  std::string endpoint() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
-
-  bool wait_ready(std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (auto msg = next(deadline))
-      if (msg->type == proto::type::kReady) return true;
-    return false;
-  }
-
-  // Sends a task and returns its result (nullopt when none came in time).
-  std::optional<proto::Done> run(const proto::TaskSpec& spec,
-                                 std::chrono::milliseconds timeout = 30s) {
-    proto::Task t;
-    t.task_id = "t" + std::to_string(++tasks_);
-    t.spec = spec;
-    send(proto::encode(proto::type::kTask, t));
-    const auto deadline = Clock::now() + timeout;
-    while (auto msg = next(deadline)) {
-      if (msg->type != proto::type::kDone) continue;
-      auto d = msg->as<proto::Done>();
-      if (d && d->task_id == t.task_id) return d;
-    }
-    return std::nullopt;
-  }
-
- private:
-  void send(const std::string& message) {
-    sock_.send(zmq::buffer(worker_), zmq::send_flags::sndmore);
-    sock_.send(zmq::buffer(message), zmq::send_flags::none);
-  }
-
-  // The next message from the worker, heartbeats sent while waiting; nullopt at the deadline.
-  std::optional<proto::Envelope> next(Clock::time_point deadline) {
-    while (Clock::now() < deadline) {
-      if (!worker_.empty() && Clock::now() >= next_heartbeat_) {
-        send(proto::encode(proto::type::kHeartbeat, proto::Heartbeat{++beats_}));
-        next_heartbeat_ = Clock::now() + 100ms;
-      }
-      zmq::pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, 50ms);
-      if (!(item.revents & ZMQ_POLLIN)) continue;
-      zmq::message_t id, frame;
-      if (!sock_.recv(id)) continue;
-      if (!id.more() || !sock_.recv(frame)) continue;
-      worker_ = id.to_string();
-      std::string err;
-      auto env = proto::decode(frame.data(), frame.size(), &err);
-      if (env) return env;
-    }
-    return std::nullopt;
-  }
-
-  zmq::context_t ctx_{1};
-  zmq::socket_t sock_;
-  int port_;
-  std::string worker_;  // the worker's routing id, once it spoke
-  std::uint32_t beats_ = 0;
-  int tasks_ = 0;
-  Clock::time_point next_heartbeat_{};
-};
 
 // Param: true = the component walk is forced in the worker.
 class WorkerConfinement : public ::testing::TestWithParam<bool> {
@@ -139,7 +70,7 @@ class WorkerConfinement : public ::testing::TestWithParam<bool> {
         std::vector<std::string>{bin_dir() + "/ipfixweb-worker", "--broker", broker_.endpoint(),
                                  "--id", "wc", "--slots", "1", "--heartbeat", "0.2"},
         env, (base_ / "worker.log").string());
-    ASSERT_TRUE(broker_.wait_ready(20s)) << slurp(base_ / "worker.log");
+    ASSERT_TRUE(broker_.wait_ready(20s).has_value()) << slurp(base_ / "worker.log");
     if (GetParam()) {
       // The worker may reach the broker before its log line reaches the file (seen once in a
       // loaded CI run): wait for the line, up to 5 s.

@@ -226,8 +226,10 @@ class BrokerCore : public ::testing::Test {
 
   // ---- workers ----
   void ready(const std::string& worker, std::uint32_t slots = 1,
-             std::vector<std::string> running = {}, const std::string& incarnation = "inc-1") {
+             std::vector<std::string> running = {}, const std::string& incarnation = "inc-1",
+             std::uint32_t connection = 1) {
     proto::Ready r;
+    r.connection = connection;
     r.worker_id = worker;
     r.slots = slots;
     for (const auto& id : running) r.grants.push_back(grant_of(id, worker));
@@ -726,6 +728,82 @@ TEST_F(BrokerCore, AStaleReadyOfTheSameIncarnationLosesNothing) {
   done("w", id, Outcome::Succeeded);
   EXPECT_EQ(db[id].state, TaskState::Succeeded);
   EXPECT_EQ(db[id].attempts, 1);
+}
+
+// The worker heard nothing for a while and opened a fresh socket: a task sent to the old one
+// and not claimed was lost with it (the worker drops tasks addressed to an earlier connection,
+// so it cannot run late). Before, it stayed assigned until the time limit ran out.
+TEST_F(BrokerCore, AReadyFromAFreshConnectionLosesTheTasksSentToTheOldOne) {
+  const std::string id = running_task();
+  ready("w", 1, {}, "inc-1", 2);
+  auto q = only_write<write::Requeue>();
+  EXPECT_EQ(q.attempts, 0) << "lost with a socket: no attempt used";
+  EXPECT_EQ(q.reason, "lost with worker w's earlier connection");
+  auto again = dispatch();
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0], std::make_pair(std::string("w"), id));
+  EXPECT_EQ(sent<proto::Task>()[0].second.attempt, 1u);
+  EXPECT_EQ(sent<proto::Task>()[0].second.connection, 2u) << "addressed to the fresh socket";
+}
+
+TEST_F(BrokerCore, AFreshConnectionKeepsTheTasksItClaims) {
+  const std::string id = running_task();
+  ready("w", 1, {id}, "inc-1", 2);
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(core().running(), 1u);
+  EXPECT_TRUE(dispatch().empty());
+}
+
+// A ready that left the old socket late must not undo what the fresh one said.
+TEST_F(BrokerCore, AReadyFromAnEarlierConnectionIsIgnored) {
+  ready("w", 1, {}, "inc-1", 2);
+  const std::string id = submit_ok("a");
+  ASSERT_EQ(dispatch().size(), 1u);
+  ready("w", 0, {}, "inc-1", 1);
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(core().running(), 1u);
+  done("w", id, Outcome::Succeeded);
+  EXPECT_EQ(db[id].state, TaskState::Succeeded);
+  EXPECT_EQ(db[id].attempts, 1);
+}
+
+TEST_F(BrokerCore, TheTaskMessageNamesTheWorkersLastConnection) {
+  ready("w", 1, {}, "inc-1", 3);
+  submit_ok("a");
+  ASSERT_EQ(dispatch().size(), 1u);
+  EXPECT_EQ(sent<proto::Task>()[0].second.connection, 3u);
+}
+
+// Workers older than connection numbers send 0: their readies never drop tasks.
+TEST_F(BrokerCore, AWorkerWithoutConnectionNumbersKeepsTheOldRule) {
+  ready("w", 1, {}, "inc-1", 0);
+  submit_ok("a");
+  ASSERT_EQ(dispatch().size(), 1u);
+  ready("w", 1, {}, "inc-1", 0);
+  EXPECT_TRUE(fx.writes.empty());
+  EXPECT_EQ(core().running(), 1u);
+}
+
+// A run whose result never arrived may have renamed a whole output into place: a task that then
+// ends without success names its output for the shell to check (and remove if newer than the
+// task); a task that never ran names none.
+TEST_F(BrokerCore, ATaskThatRanAndEndsWithoutSuccessNamesItsOutputForTheShellToCheck) {
+  const std::string id = running_task();
+  ready("w", 1, {}, "inc-2");  // the run is lost with its worker: queued again
+  ASSERT_EQ(cancel(id).result, CancelResult::Cancelled);
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.state, TaskState::Cancelled);
+  EXPECT_EQ(f.unrecorded_output, "/out/a.ipfix");
+
+  const std::string failing = submit_ok("b");
+  ASSERT_EQ(dispatch().size(), 1u);
+  done("w", failing, Outcome::Failed, "disk full");
+  EXPECT_EQ(only_write<write::Finish>().unrecorded_output, "/out/b.ipfix");
+
+  const std::string never = submit_ok("c");
+  ready("w", 0, {}, "inc-2");  // no credit: it stays queued
+  cancel(never);
+  EXPECT_EQ(only_write<write::Finish>().unrecorded_output, "") << "it never ran";
 }
 
 TEST_F(BrokerCore, ANewIncarnationOfAWorkerLosesWhatTheOldOneRan) {

@@ -45,6 +45,19 @@ TEST(Util, UuidV7SortInCreationOrderAndCarryTheTime) {
   EXPECT_LT(ms, before + 5000);
 }
 
+TEST(Util, AVersion7UuidTellsWhenItWasMade) {
+  const auto before = static_cast<std::int64_t>(now_unix() * 1000);
+  const auto made = uuid_v7_unix_ms(new_uuid_v7());
+  const auto after = static_cast<std::int64_t>(now_unix() * 1000);
+  ASSERT_TRUE(made);
+  EXPECT_GE(*made, before - 1);
+  EXPECT_LE(*made, after + 1);
+  EXPECT_EQ(uuid_v7_unix_ms("01a23a16-6ac9-7159-9647-34e4176e9583"), 0x01a23a166ac9);
+  EXPECT_FALSE(uuid_v7_unix_ms(new_uuid())) << "a version 4 UUID has no time";
+  EXPECT_FALSE(uuid_v7_unix_ms("not an id"));
+  EXPECT_FALSE(uuid_v7_unix_ms("01a23a16-6aX9-7159-9647-34e4176e9583"));
+}
+
 TEST(Util, IsoTimesAreUtcWithMilliseconds) {
   EXPECT_EQ(iso_time(0), "1970-01-01T00:00:00.000Z");
   EXPECT_EQ(iso_time(1700000002.5), "2023-11-14T22:13:22.500Z");

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -162,6 +163,40 @@ TaskFiles open_task_files(const confine::Roots& roots, engine::Options& o) {
   return f;
 }
 
+// The temporaries the task in hand may have under their names, for the signal that comes when
+// the supervisor dies (PR_SET_PDEATHSIG): the runner removes them on its way out. Otherwise a
+// worker killed mid-task leaves its runners' temporaries behind for good when no rerun of the
+// task comes to this host (the task was cancelled meanwhile, say). Found by scripts/chaos.
+volatile sig_atomic_t g_temporaries_armed = 0;
+int g_output_dir = -1;
+char g_temporaries[2][PATH_MAX];
+
+void remove_temporaries_and_exit(int) {
+  if (g_temporaries_armed)
+    for (const char* name : g_temporaries)
+      if (name[0]) ::unlinkat(g_output_dir, name, 0);
+  ::_exit(128 + SIGTERM);
+}
+
+// Arms the clean-up for the task's output (disarmed when it goes out of scope).
+struct TemporariesOnDeath {
+  explicit TemporariesOnDeath(const confine::OutputTarget& out) {
+    const std::string names[] = {
+        engine::temporary_output_name(out.name, ::getpid()),
+        engine::temporary_output_name(flows::store_name_for(out.name), ::getpid())};
+    for (int i = 0; i < 2; ++i) {
+      const bool fits = names[i].size() < sizeof g_temporaries[i];
+      std::memcpy(g_temporaries[i], names[i].c_str(), fits ? names[i].size() + 1 : 1);
+      if (!fits) g_temporaries[i][0] = '\0';
+    }
+    g_output_dir = out.dir.get();
+    g_temporaries_armed = 1;
+  }
+  ~TemporariesOnDeath() { g_temporaries_armed = 0; }
+  TemporariesOnDeath(const TemporariesOnDeath&) = delete;
+  TemporariesOnDeath& operator=(const TemporariesOnDeath&) = delete;
+};
+
 proto::Done run_task(engine::Engine& engine, const confine::Roots& roots, const proto::Task& t,
                      int fd) {
   proto::Done d;
@@ -173,6 +208,7 @@ proto::Done run_task(engine::Engine& engine, const confine::Roots& roots, const 
     const bool rerun = t.rerun || t.attempt > 1;
     if (rerun) remove_stale_temporaries(files.output);
     SweepAgain sweep_again{files.output, rerun};
+    TemporariesOnDeath on_death(files.output);
     auto result = engine.convert_text(o, ProgressReporter(fd, t.task_id));
     d.state = Outcome::Succeeded;
     d.packets = result.packets;
@@ -205,13 +241,17 @@ proto::Done serve(engine::Engine& engine, const confine::Roots& roots, const cha
 
 // Turns the freshly forked process into a runner.
 void become_runner(int fd, const RunnerLimits& limits) {
-  // The runner dies with its supervisor (a task whose worker is gone is re-run elsewhere)
-  // and never touches the supervisor's ZeroMQ context.
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // The runner dies with its supervisor (a task whose worker is gone is re-run elsewhere),
+  // removing the temporaries of its task on the way, and never touches the supervisor's
+  // ZeroMQ context.
+  struct sigaction sa {};
+  sa.sa_handler = remove_temporaries_and_exit;
+  sigfillset(&sa.sa_mask);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (::getppid() == 1) ::_exit(3);
   // Named apart from its supervisor in ps/top (and for tools that pick "the worker" by name).
   ::prctl(PR_SET_NAME, "ipfixweb-runner");
-  ::signal(SIGTERM, SIG_DFL);
   ::signal(SIGINT, SIG_IGN);  // Ctrl-C goes to the supervisor, which decides
   // An output past a file size limit fails the task with "File too large" (EFBIG) instead
   // of killing the runner (which would read as a crash and be retried).

@@ -125,6 +125,7 @@ void Session::tick(double now) {
 }
 
 void Session::connect() {
+  ++connection_;
   sock_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
   sock_->set(zmq::sockopt::routing_id, id_);
   sock_->set(zmq::sockopt::linger, 0);
@@ -143,6 +144,7 @@ void Session::register_now() {
   r.host = hostname();
   r.pid = ::getpid();
   r.incarnation = incarnation_;
+  r.connection = connection_;
   send(proto::type::kReady, proto::encode(proto::type::kReady, r));
   recent_.for_each([&](const std::string& message) { send(proto::type::kDone, message); });
 }

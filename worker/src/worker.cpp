@@ -114,6 +114,13 @@ void Worker::Impl::on_task(const proto::Envelope& msg, std::string_view bytes) {
     log->warn("{}", err);
     return;
   }
+  if (t->connection != 0 && t->connection != session.connection()) {
+    // Sent before the broker heard this connection's ready: it re-queues the task when it does
+    // (docs/protocol.md, "Re-registration"), so running it here would run it twice.
+    log->info("task {} was sent to our earlier connection {}; left to the broker", t->task_id,
+              t->connection);
+    return;
+  }
   if (draining) {
     proto::Done d;
     d.task_id = t->task_id;

@@ -26,12 +26,6 @@ const Column* find_exported(std::string_view lowered, bool* not_exported) {
   return &c;
 }
 
-bool nullable(const Column& c) {
-  return c.sql.find("NOT NULL") == std::string_view::npos &&
-         c.sql.find("PRIMARY KEY") == std::string_view::npos &&
-         c.sql.find("GENERATED") == std::string_view::npos;
-}
-
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   // Optimal string alignment: insertions, deletions, substitutions and transpositions of
   // neighbours ("tpc" is one edit from "tcp").
@@ -68,12 +62,28 @@ std::string_view closest(std::string_view word, const std::vector<std::string_vi
   return best;
 }
 
-std::vector<std::string_view> exported_names() {
+}  // namespace ipfixweb::flows::detail
+
+namespace ipfixweb::flows {
+
+bool nullable(const Column& c) {
+  return c.sql.find("NOT NULL") == std::string_view::npos &&
+         c.sql.find("PRIMARY KEY") == std::string_view::npos &&
+         c.sql.find("GENERATED") == std::string_view::npos;
+}
+
+std::vector<std::string_view> field_names() {
   std::vector<std::string_view> names;
   for (const auto& c : kFlowColumns)
     if (c.exported) names.push_back(c.name);
   for (const auto& a : kAliases) names.push_back(a.name);
   return names;
 }
+
+}  // namespace ipfixweb::flows
+
+namespace ipfixweb::flows::detail {
+
+std::vector<std::string_view> exported_names() { return field_names(); }
 
 }  // namespace ipfixweb::flows::detail

@@ -82,8 +82,15 @@ ParamError unknown_column(std::string parameter, std::string_view name) {
   return {std::move(parameter), msg, std::nullopt};
 }
 
-std::string metric_error_text(std::string_view name, std::string_view allowed) {
-  return std::string(name) + " must be one of " + std::string(allowed);
+// "by must be one of app, src, dst": the names of a table (schema.hpp).
+template <std::size_t N>
+std::string one_of_text(std::string_view name, const std::array<std::string_view, N>& allowed) {
+  std::string text = std::string(name) + " must be one of ";
+  for (std::size_t i = 0; i < N; ++i) {
+    if (i) text += ", ";
+    text += allowed[i];
+  }
+  return text;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -482,36 +489,21 @@ std::variant<ListQuery, ParamError> build_list(const ListParams& params) {
 std::variant<TopQuery, ParamError> build_top(const TopParams& params) {
   TopQuery q;
   const std::string by = detail::lower(trim(params.by));
-  if (by == "app") {
-    q.columns = {"app"};
-  } else if (by == "src" || by == "dst" || by == "server_name") {
-    q.columns = {by};
-  } else if (by == "pair") {
-    q.columns = {"src", "dst"};
-  } else if (by == "ja3") {
-    q.columns = {"ja3c"};
-  } else if (by == "port") {
-    q.columns = {"dport"};
-  } else if (by == "proto") {
-    q.columns = {"proto_name"};
-  } else {
-    return ParamError{"by",
-                      metric_error_text("by", "app, src, dst, pair, server_name, ja3, port, proto"),
-                      std::nullopt};
-  }
+  const TopDimension* dim = nullptr;
+  for (const auto& d : kTopDimensions)
+    if (d.name == by) dim = &d;
+  if (!dim) return ParamError{"by", one_of_text("by", kTopDims), std::nullopt};
+  q.columns = {std::string(dim->key)};
+  if (!dim->key2.empty()) q.columns.emplace_back(dim->key2);
   q.key_count = q.columns.size();
+  q.by = by;
 
   const std::string metric = detail::lower(trim(params.metric));
   std::size_t metric_col = 0;  // 1-based ordinal of the ordering column
-  if (metric.empty() || metric == "bytes") {
-    metric_col = q.key_count + 1;
-  } else if (metric == "packets") {
-    metric_col = q.key_count + 2;
-  } else if (metric == "flows") {
-    metric_col = q.key_count + 3;
-  } else {
-    return ParamError{"metric", metric_error_text("metric", "bytes, packets, flows"), std::nullopt};
-  }
+  for (std::size_t i = 0; i < kMetrics.size(); ++i)
+    if (metric == kMetrics[i] || (metric.empty() && i == 0)) metric_col = q.key_count + 1 + i;
+  if (!metric_col) return ParamError{"metric", one_of_text("metric", kMetrics), std::nullopt};
+  q.metric = kMetrics[metric_col - q.key_count - 1];
 
   auto n = int_param(params.n, 1, kMaxTopN, kDefaultTopN);
   if (!n) return range_error("n", 1, kMaxTopN);
@@ -534,7 +526,7 @@ std::variant<TopQuery, ParamError> build_top(const TopParams& params) {
       if (q.key_count == 2) q.sql += ", key2 AS " + q.columns[1];
       q.sql +=
           ", bytes, packets, flows FROM top WHERE dim = ? AND metric = ? ORDER BY rank LIMIT ?";
-      q.binds = {{by}, {metric.empty() ? std::string("bytes") : metric}, {*n}};
+      q.binds = {{by}, {q.metric}, {*n}};
       q.columns.insert(q.columns.end(), {"bytes", "packets", "flows"});
       return q;
     }
@@ -581,12 +573,12 @@ std::int64_t bucket_count(std::int64_t first, std::int64_t last, std::int64_t bu
 std::variant<TimeseriesQuery, ParamError> build_timeseries(const TimeseriesParams& params) {
   TimeseriesQuery q;
   const std::string by = detail::lower(trim(params.by));
-  if (by != "app" && by != "proto")
-    return ParamError{"by", metric_error_text("by", "app, proto"), std::nullopt};
+  if (std::find(kSeriesDims.begin(), kSeriesDims.end(), by) == kSeriesDims.end())
+    return ParamError{"by", one_of_text("by", kSeriesDims), std::nullopt};
   const std::string metric = detail::lower(trim(params.metric));
-  std::string column = metric.empty() ? "bytes" : metric;
-  if (column != "bytes" && column != "packets" && column != "flows")
-    return ParamError{"metric", metric_error_text("metric", "bytes, packets, flows"), std::nullopt};
+  std::string column = metric.empty() ? std::string(kMetrics[0]) : metric;
+  if (std::find(kMetrics.begin(), kMetrics.end(), column) == kMetrics.end())
+    return ParamError{"metric", one_of_text("metric", kMetrics), std::nullopt};
 
   const std::int64_t b = params.store_bucket_ms;
   if (b <= 0) return ParamError{"bucket_ms", "the flow store records no bucket size", std::nullopt};

@@ -663,7 +663,8 @@ std::string Writer::Impl::write_top(const std::string& name) {
   check(sqlite3_prepare_v2(db, "INSERT INTO top VALUES(?,?,?,?,?,?,?,?)", -1, &s, nullptr),
         "prepare", name);
   std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(s, sqlite3_finalize);
-  constexpr const char* kMetrics[] = {"bytes", "packets", "flows"};
+  static_assert(kMetrics.size() == 3 && kMetrics[0] == "bytes" && kMetrics[1] == "packets" &&
+                kMetrics[2] == "flows");  // the order of `value` below
   std::string dims;
   std::vector<std::uint32_t> order;
   for (std::size_t d = 0; d < kTopDims.size(); ++d) {
@@ -702,7 +703,9 @@ std::string Writer::Impl::write_top(const std::string& name) {
         const Totals& t = g.totals(order[r]);
         sqlite3_bind_text(s, 1, kTopDims[d].data(), static_cast<int>(kTopDims[d].size()),
                           SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, kMetrics[metric], -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, kMetrics[static_cast<std::size_t>(metric)].data(),
+                          static_cast<int>(kMetrics[static_cast<std::size_t>(metric)].size()),
+                          SQLITE_STATIC);
         sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(r + 1));
         bind_key(s, d, g.key(order[r]));
         bind_u64(s, 6, t.bytes);

@@ -57,6 +57,8 @@ struct CaptureInfo {
 struct CaptureRefusal {
   int status = 0;
   std::string detail;
+  // 422: the field, parameter or header at fault (the problem's `errors` names it).
+  std::string field = {};
   explicit operator bool() const { return status != 0; }
 };
 

@@ -11,6 +11,7 @@
 // without a broker (the Submit callback).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -102,12 +103,27 @@ struct Decision {
 };
 Decision decide(const capture::Sniff& sniff);
 
+// What became of a dropped file (Entry::outcome), and what a file still waiting is doing:
+// the names in the journal, in GET /api/v1/drop and in the OpenAPI document.
+inline constexpr std::string_view kSubmitted = "submitted";  // a task was queued (or existed)
+inline constexpr std::string_view kDuplicate = "duplicate";  // the same content came before
+inline constexpr std::string_view kSkipped = "skipped";      // not a capture or IPFIX file
+inline constexpr std::string_view kRefused = "refused";      // the api refused the task
+inline constexpr std::array<std::string_view, 4> kOutcomes{kSubmitted, kDuplicate, kSkipped,
+                                                           kRefused};
+inline constexpr std::string_view kSettling = "settling";  // waiting for it to stop changing
+inline constexpr std::string_view kWriting = "writing";    // still open for writing
+inline constexpr std::string_view kRetrying = "retrying";  // its submission is retried
+inline constexpr std::array<std::string_view, 3> kWaitingStates{kSettling, kWriting, kRetrying};
+// Journal entries (and waiting files) GET /api/v1/drop can show: its largest `limit`.
+inline constexpr std::size_t kMaxDropEntries = 1000;
+
 // One line of the journal: what became of one version of one file.
 struct Entry {
   std::string at;         // ISO 8601 UTC
   std::string folder;     // the drop folder (canonical)
   std::string file;       // the name inside it
-  std::string outcome;    // submitted, duplicate, skipped, refused
+  std::string outcome;    // one of kOutcomes
   std::string reason;     // skipped, refused: why; duplicate: the earlier file
   std::string task_id;    // submitted, duplicate
   bool existing = false;  // submitted: the broker already had a task with this key

@@ -218,6 +218,8 @@ class Router {
   };
   // HEAD matches a HEAD route of the path, else its GET route. `path` is the decoded path.
   Match match(std::string_view method, std::string_view path) const;
+  // Every route, in the order added (the OpenAPI document is checked against them).
+  std::vector<const Route*> routes() const;
 
  private:
   Match match_exact(std::string_view method, std::string_view path) const;

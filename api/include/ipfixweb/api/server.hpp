@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <zmq.hpp>
@@ -57,6 +58,16 @@ class Server {
   Server(Config cfg, zmq::context_t& ctx);  // throws on bad roots or bind failure
   ~Server();
   int port() const;
+  // Every route registered, in the order added.
+  struct RouteInfo {
+    std::string method;  // "GET"
+    std::string path;    // the template: "/api/v1/tasks/{id}"
+    Role role = Role::Read;
+    bool open = false;  // needs no token
+  };
+  std::vector<RouteInfo> routes() const;
+  // The OpenAPI document served at /openapi.json (openapi.hpp).
+  const std::string& openapi() const;
   void serve();  // blocks until stop()
   void stop();   // safe from another thread
 

@@ -13,6 +13,9 @@
 
 namespace ipfixweb::api {
 
+// The largest `limit` of a listed page (GET /api/v1/tasks, /api/v1/captures).
+inline constexpr int kMaxPageLimit = 1000;
+
 struct FieldError {
   std::string field;  // JSON pointer-ish: "pcap_files[0]", "DPI"
   std::string message;

@@ -81,6 +81,10 @@ struct Finish {
   std::string summary, error, reason;
   std::optional<Totals> totals;        // a success reported by a worker: the summary's totals
   std::optional<FileIdentity> output;  // the file a success wrote, when the worker said
+  // Not a success, of a task that was dispatched: its output path. A run whose result never
+  // arrived (its worker was lost right after it renamed its output into place) may have left
+  // a whole file there; the shell removes it if it is newer than the task (docs/broker.md).
+  std::string unrecorded_output;
 };
 struct Requeue {
   std::string task_id;
@@ -231,6 +235,7 @@ class Core {
     std::string host;
     std::int64_t pid = 0;
     std::string incarnation;
+    std::uint32_t connection = 0;  // of the incarnation's last ready (proto::Ready::connection)
     std::uint32_t credit() const {
       return slots > running.size() ? slots - static_cast<std::uint32_t>(running.size()) : 0;
     }
@@ -263,6 +268,11 @@ class Core {
   // Puts a task back in the queue after a failure not its own, or fails it when it has used
   // up its attempts.
   void retry_or_fail(Running r, const std::string& why, Effects& fx);
+  // finish() for a failure or cancel of `p`, naming its output when it ever ran.
+  void end_unsuccessful(const Pending& p, TaskState st, std::string summary, std::string error,
+                        std::string reason, Effects& fx);
+  void drop_unclaimed(Worker& w, const std::map<std::string, std::string>& claimed,
+                      const std::string& why, Effects& fx);
   // Re-queues what it was assigned, using none of its tasks' attempts: a worker that left
   // (bye), went silent or became unreachable is the infrastructure's loss, not the task's
   // (each task runs in a runner of its own: a task that crashes its runner is reported as

@@ -86,6 +86,10 @@ struct ParamError {
 
 // All parameters are the raw text of the query string; "" (absent or empty) takes the default.
 
+// Every name `fields` and `sort` take (case-insensitive): the exported columns of
+// kFlowColumns, then the aliases (kAliases).
+std::vector<std::string_view> field_names();
+
 // GET /flows: a page of flow records.
 struct ListParams {
   std::string_view filter{};
@@ -132,8 +136,8 @@ std::variant<ListQuery, ParamError> build_list(const ListParams& params);
 // GET /top: the n largest groups of flows.
 struct TopParams {
   std::string_view filter{};
-  std::string_view by{};      // app|src|dst|pair|server_name|ja3|port|proto (required)
-  std::string_view metric{};  // bytes|packets|flows, default bytes
+  std::string_view by{};      // a name of kTopDimensions (schema.hpp), required
+  std::string_view metric{};  // a name of kMetrics (schema.hpp), default the first (bytes)
   std::string_view n{};       // 1..kMaxTopN, default kDefaultTopN
   // The store's series is there and has an application series (a store written with DPI; the
   // caller knows from its meta). Without a filter, top by app and by proto are then summed
@@ -152,12 +156,13 @@ inline constexpr std::int64_t kMaxTopN = 1000;
 struct TopQuery {
   std::string sql;
   std::vector<SqlValue> binds;
-  // Result columns: the key column(s) then "bytes", "packets", "flows". Keys by `by`:
-  // app [app], src [src], dst [dst], pair [src, dst], server_name [server_name], ja3 [ja3c],
-  // port [dport], proto [proto_name]. A null key (no server name, no DPI) is a group of its
-  // own. Rows are ordered by the metric descending, then by the key(s) ascending (null first).
+  // Result columns: the key column(s) (kTopDimensions' key and key2) then the metrics in
+  // kMetrics order ("bytes", "packets", "flows"). `by` and `metric`: the canonical names. A null
+  // key (no server name, no DPI) is a group of its own. Rows are ordered by the metric descending,
+  // then by the key(s) ascending (null first).
   std::vector<std::string> columns;
   std::size_t key_count = 1;
+  std::string by, metric;
 };
 
 std::variant<TopQuery, ParamError> build_top(const TopParams& params);
@@ -172,8 +177,8 @@ std::variant<TopQuery, ParamError> build_top(const TopParams& params);
 // says which was used. The buckets and the answer's shape are the same either way.
 struct TimeseriesParams {
   std::string_view filter{};
-  std::string_view by{};         // app|proto (required)
-  std::string_view metric{};     // bytes|packets|flows, default bytes
+  std::string_view by{};         // a name of kSeriesDims (schema.hpp), required
+  std::string_view metric{};     // a name of kMetrics (schema.hpp), default the first (bytes)
   std::string_view bucket_ms{};  // a multiple of store_bucket_ms; default: the smallest one
                                  // giving at most kTimeseriesTargetBuckets over the span
   std::string_view top{};        // 1..kMaxTimeseriesTop series kept, default 10; the rest are

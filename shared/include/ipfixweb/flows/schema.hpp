@@ -144,6 +144,24 @@ std::string select_expression(std::string_view name);
 // The index of a column by name; -1 when there is none.
 int column_index(std::string_view name);
 
+// Whether a column may hold NULL (no NOT NULL, not a primary key, not generated from
+// NOT NULL columns).
+bool nullable(const Column& c);
+
+// Another name of an exported column, accepted wherever a column name is (the filter
+// language, `fields`, `sort`; docs/flow-filter.md).
+struct Alias {
+  std::string_view name;
+  std::string_view column;
+};
+inline constexpr std::array kAliases{
+    Alias{"start", "start_ms"},  Alias{"first", "start_ms"},       Alias{"end", "end_ms"},
+    Alias{"last", "end_ms"},     Alias{"duration", "duration_ms"}, Alias{"protocol", "proto"},
+    Alias{"src_port", "sport"},  Alias{"dst_port", "dport"},       Alias{"pkts", "packets"},
+    Alias{"application", "app"}, Alias{"sni", "server_name"},      Alias{"ja3", "ja3c"},
+    Alias{"flags", "tcp_flags"}, Alias{"ipver", "ip_version"},
+};
+
 // The series table:
 //   CREATE TABLE series(dim TEXT NOT NULL,        -- 'app' or 'proto'
 //                       key TEXT NOT NULL,        -- application name, or proto_name
@@ -176,9 +194,35 @@ inline constexpr std::uint64_t kMaxBuckets = 2048;
 // more distinct groups than the writer keeps in memory (kTopMaxGroups) is left out of top_dims.
 inline constexpr std::int64_t kTopK = 1000;  // query.hpp's kMaxTopN
 inline constexpr std::size_t kTopMaxGroups = std::size_t{1} << 22;
-// The dimensions, in the order of the top table's rows and of top_dims.
-inline constexpr std::array<std::string_view, 8> kTopDims{"app",         "src", "dst",  "pair",
-                                                          "server_name", "ja3", "port", "proto"};
+
+// A dimension of /top (its `by`) and the flows columns that key its groups.
+struct TopDimension {
+  std::string_view name;
+  std::string_view key;
+  std::string_view key2 = {};  // pair: the second key
+};
+// The dimensions, in the order of the top table's rows and of top_dims: the one list that
+// /top's validation, its answer's keys and the OpenAPI document take.
+inline constexpr std::array kTopDimensions{
+    TopDimension{"app", "app"},
+    TopDimension{"src", "src"},
+    TopDimension{"dst", "dst"},
+    TopDimension{"pair", "src", "dst"},
+    TopDimension{"server_name", "server_name"},
+    TopDimension{"ja3", "ja3c"},
+    TopDimension{"port", "dport"},
+    TopDimension{"proto", "proto_name"},
+};
+// Their names alone.
+inline constexpr auto kTopDims = [] {
+  std::array<std::string_view, kTopDimensions.size()> names{};
+  for (std::size_t i = 0; i < names.size(); ++i) names[i] = kTopDimensions[i].name;
+  return names;
+}();
+// What /top ranks by and /timeseries sums (the top table's `metric`); the first is the default.
+inline constexpr std::array<std::string_view, 3> kMetrics{"bytes", "packets", "flows"};
+// The series table's `dim`, /timeseries's `by`, with the flows column each stands for.
+inline constexpr std::array<std::string_view, 2> kSeriesDims{"app", "proto"};
 
 // CREATE statements of a new store (flow_rows, the flows view, series, meta), without
 // indexes.

@@ -210,7 +210,12 @@ struct Ready {
   // The grant of each task in `running` (same order): a claim without its task's grant is
   // refused (docs/protocol.md, "Grants").
   std::vector<std::string> grants;
-  MSGPACK_DEFINE_MAP(worker_id, slots, running, host, pid, incarnation, grants)
+  // Which socket of this incarnation sent it: 1 for the first, one more for each fresh socket
+  // the worker opens after hearing nothing from the broker (0 from older workers). Tasks sent
+  // to an earlier connection and not listed in `running` were lost with that socket; the
+  // worker never runs a task addressed to an earlier connection (Task::connection).
+  std::uint32_t connection = 0;
+  MSGPACK_DEFINE_MAP(worker_id, slots, running, host, pid, incarnation, grants, connection)
 };
 
 struct Heartbeat {
@@ -229,7 +234,11 @@ struct Task {
   // An earlier run of this task may have left temporaries beside its output (also when that
   // run used no attempt: its worker was lost). Absent from older brokers: see `attempt`.
   bool rerun = false;
-  MSGPACK_DEFINE_MAP(task_id, attempt, spec, timeout, grant, rerun)
+  // The worker's connection (Ready::connection) the broker had last heard of when it sent the
+  // task; a worker on a later connection drops it, as the broker re-queues it on hearing that
+  // connection's ready (0: older broker, always run).
+  std::uint32_t connection = 0;
+  MSGPACK_DEFINE_MAP(task_id, attempt, spec, timeout, grant, rerun, connection)
 };
 
 struct Started {

@@ -61,6 +61,12 @@ struct TaskFilter {
 class TaskStore {
  public:
   static constexpr int kSchemaVersion = 3;
+  // The WAL file is cut back to this size whenever it starts over after a complete checkpoint
+  // (PRAGMA journal_size_limit). In steady work it stays near SQLite's autocheckpoint point
+  // (1000 pages, about 4 MiB); a reader holding one transaction open for minutes lets it
+  // grow (checkpoints cannot pass the reader's snapshot) and this is what it shrinks back to
+  // once the reader is gone (docs/operations.md, "The WAL and long readers").
+  static constexpr long long kWalSizeLimit = 16ll << 20;
   enum class Sync { Off, Normal, Full, Extra };
   static Sync parse_sync(const std::string& s);  // throws std::invalid_argument
 

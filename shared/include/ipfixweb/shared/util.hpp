@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,8 @@ inline std::string now_iso() { return iso_time(now_unix()); }
 std::string new_uuid();
 // A time-ordered UUID (RFC 9562 version 7): ids made by one thread sort in creation order.
 std::string new_uuid_v7();
+// The Unix time in milliseconds a version 7 UUID was made at; nullopt for anything else.
+std::optional<std::int64_t> uuid_v7_unix_ms(std::string_view id);
 // True if s looks like what new_uuid() returns.
 bool is_uuid(std::string_view s);
 

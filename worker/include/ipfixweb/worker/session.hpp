@@ -95,6 +95,8 @@ class Session {
   Session(const Config& cfg, zmq::context_t& ctx, std::function<Registration()> registration);
 
   const std::string& worker_id() const { return id_; }
+  // The socket now in use: 1 for the first, one more for each fresh one (proto::Ready).
+  std::uint32_t connection() const { return connection_; }
 
   // For the caller's poll: the socket, and the time of the next heartbeat.
   zmq::pollitem_t poll_item();
@@ -132,6 +134,7 @@ class Session {
   RecentResults recent_;
   std::string incarnation_;  // new for every start of this process
   std::uint32_t hb_seq_ = 0;
+  std::uint32_t connection_ = 0;
 };
 
 }  // namespace ipfixweb::worker
