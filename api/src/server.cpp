@@ -299,18 +299,19 @@ void Server::Impl::submit_body(const Request& req, Response& res, UnknownFields 
     return;
   }
   // nlohmann builds a value per nesting level: a 1 MiB body of '[' cost about 100 MB.
-  if (!json_depth_within(raw, cfg.max_json_depth)) {
+  bool too_deep = false;
+  auto body = parse_json_body(raw, cfg.max_json_depth, too_deep);
+  if (too_deep) {
     problem(res, 400,
             "the request body nests arrays or objects deeper than " +
                 std::to_string(cfg.max_json_depth) + " levels");
     return;
   }
-  json body = json::parse(raw, nullptr, false);
-  if (body.is_discarded()) {
+  if (!body) {
     problem(res, 400, "the request body is not valid JSON");
     return;
   }
-  submit(req, res, body, unknown);
+  submit(req, res, *body, unknown);
 }
 
 void Server::Impl::submit(const Request& req, Response& res, const json& body,

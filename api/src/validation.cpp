@@ -261,6 +261,14 @@ bool json_depth_within(std::string_view text, int max_depth) {
   return true;
 }
 
+std::optional<json> parse_json_body(std::string_view text, int max_depth, bool& too_deep) {
+  too_deep = !json_depth_within(text, max_depth);
+  if (too_deep || text.find('\0') != std::string_view::npos) return std::nullopt;
+  json body = json::parse(text, nullptr, false);
+  if (body.is_discarded()) return std::nullopt;
+  return body;
+}
+
 std::optional<ParsedRequest> parse_task_request(const json& body, std::vector<FieldError>& errors,
                                                 UnknownFields unknown) {
   if (!body.is_object()) {

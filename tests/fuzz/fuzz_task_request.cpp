@@ -7,7 +7,8 @@
 // Input: the request body, any bytes.
 //
 // Properties checked besides "no crash, no sanitizer report":
-//  - json_depth_within agrees with the depth of the parsed document;
+//  - parse_json_body (the api's reading of a body) takes a value exactly when it is the whole
+//    text, and json_depth_within agrees with the depth of that value;
 //  - a request is either accepted or has errors, never both or neither;
 //  - the stored request text (normalised) is a JSON object that is accepted again, as the same
 //    text (it is what Idempotency-Key fingerprints);
@@ -121,15 +122,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   static const Roots roots;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   constexpr int kMaxDepth = 64;  // the api's default --max-json-depth
-  const bool shallow = api::json_depth_within(text, kMaxDepth);
-  const bool shallow4 = api::json_depth_within(text, 4);
-  json body = json::parse(text, nullptr, false);
-  if (body.is_discarded()) return 0;
-  const int depth = depth_of(body);
-  FUZZ_CHECK(shallow4 == (depth <= 4), "depth " + std::to_string(depth));
-  FUZZ_CHECK(shallow == (depth <= kMaxDepth), "depth " + std::to_string(depth));
-  if (!shallow) return 0;  // the api answers 400 before parsing
-  check_request(body, api::UnknownFields::Refuse, roots);
-  check_request(body, api::UnknownFields::Ignore, roots);
+  bool too_deep = false, too_deep4 = false;
+  const auto body = api::parse_json_body(text, kMaxDepth, too_deep);
+  const auto body4 = api::parse_json_body(text, 4, too_deep4);
+  if (!body) return 0;  // the api answers 400
+  // A value is the whole text: nothing after a NUL byte, where nlohmann's parser stops.
+  FUZZ_CHECK(text.find('\0') == std::string_view::npos, "a body with a NUL byte was taken");
+  const int depth = depth_of(*body);
+  FUZZ_CHECK(!too_deep && depth <= kMaxDepth, "depth " + std::to_string(depth));
+  FUZZ_CHECK(body4.has_value() == (depth <= 4) && too_deep4 == (depth > 4),
+             "depth " + std::to_string(depth));
+  check_request(*body, api::UnknownFields::Refuse, roots);
+  check_request(*body, api::UnknownFields::Ignore, roots);
   return 0;
 }

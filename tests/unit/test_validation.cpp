@@ -132,6 +132,24 @@ TEST(JsonDepth, AMebibyteOfOpeningBracketsIsTooDeep) {
   EXPECT_TRUE(json_depth_within(std::string(100, ']') + "[[", 2));
 }
 
+// The api's reading of a body (fuzz_task_request's finding: a NUL byte ended the text for
+// nlohmann's parser, which took the part before it; Api.ErrorsAreProblemJsonWithTheRightStatus
+// sends such a body to a real api).
+TEST(RequestBody, IsJsonTextWholeOrNothing) {
+  bool deep = false;
+  auto ok = parse_json_body(R"({"a": [1, 2]})", 64, deep);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ((*ok)["a"][1], 2);
+  EXPECT_FALSE(deep);
+  EXPECT_FALSE(parse_json_body(std::string("{\"a\": 1}\0{\"b\": 2}", 17), 64, deep));
+  EXPECT_FALSE(deep);
+  EXPECT_FALSE(parse_json_body(std::string("5\0", 2), 64, deep));
+  EXPECT_FALSE(parse_json_body("[[[1]]]", 2, deep));
+  EXPECT_TRUE(deep);
+  EXPECT_FALSE(parse_json_body("{\"a\": }", 64, deep));
+  EXPECT_FALSE(deep);
+}
+
 TEST(Validation, TaskKindsAreAClosedSetAndAConversionKeepsItsStoredText) {
   std::vector<FieldError> errors;
   auto plain = parse_task_request(json{{"pcap_files", {"p"}}, {"output_path", "o"}}, errors);

@@ -38,6 +38,13 @@ enum class UnknownFields : bool { Refuse, Ignore };
 // (brackets inside strings do not count) before a parser builds a value per level.
 bool json_depth_within(std::string_view text, int max_depth);
 
+// A request body read as JSON, as the api reads every body: the nesting check first, then
+// nlohmann's parser. nullopt when it nests deeper than `max_depth` (`too_deep` set) or is not
+// JSON text. A NUL byte makes it not JSON: JSON text holds none (not even in strings, where
+// control characters are escaped), and nlohmann's parser would stop at one and take the part
+// before it for the whole body.
+std::optional<nlohmann::json> parse_json_body(std::string_view text, int max_depth, bool& too_deep);
+
 // Checks shape, types and ranges. On failure returns nullopt and fills `errors`.
 std::optional<ParsedRequest> parse_task_request(const nlohmann::json& body,
                                                 std::vector<FieldError>& errors,
