@@ -101,6 +101,18 @@ struct Upload {
   bool gone = false;  // the server removed it (refused, terminated) or it became a capture
 };
 
+// FUZZ_TRACE=1 in the environment: each request and its answer on stderr (to read a finding).
+void trace(const std::string& what, const http::Request& req, const http::Response& res,
+           const std::string& extra = {}) {
+  static const bool on = std::getenv("FUZZ_TRACE") != nullptr;
+  if (!on) return;
+  std::string line = what + " " + req.method;
+  for (const auto& p : req.path_params) line += " " + p.substr(0, 8);
+  for (const auto& [k, v] : req.headers) line += " [" + k + ": " + v.substr(0, 40) + "]";
+  line += " -> " + std::to_string(res.status) + " " + res.body.substr(0, 120) + " " + extra;
+  std::fprintf(stderr, "%s\n", line.c_str());
+}
+
 class Client {
  public:
   Client(FuzzedDataProvider& in, const std::string& dir) : in_(in) {
@@ -186,6 +198,10 @@ class Client {
     std::size_t taken = 0;
     bool aborted = false, refused = false;
   };
+  static std::string describe(const Fed& f, std::size_t size) {
+    return "(body " + std::to_string(size) + ", taken " + std::to_string(f.taken) +
+           (f.aborted ? ", aborted" : "") + (f.refused ? ", refused" : "") + ")";
+  }
   Fed feed(std::unique_ptr<http::BodySink> sink, std::string_view body, http::Response& res) {
     Fed fed;
     const std::size_t piece = in_.ConsumeIntegralInRange<std::size_t>(1, 700);
@@ -254,10 +270,12 @@ class Client {
     }
     http::Response res;
     auto sink = routes_->tus_create(req, res);
+    Fed fed;
     if (sink) {
       FUZZ_CHECK(!first.empty(), "a sink for a creation without a body");
-      feed(std::move(sink), first, res);
+      fed = feed(std::move(sink), first, res);
     }
+    trace("create", req, res, describe(fed, first.size()));
     const std::string* loc = header(res, "Location");
     if (res.status == 201) FUZZ_CHECK(loc && loc->rfind("/api/v1/uploads/", 0) == 0);
     if (loc && loc->rfind("/api/v1/uploads/", 0) == 0) {
@@ -320,8 +338,10 @@ class Client {
     req.headers.emplace_back("Content-Length", std::to_string(body.size()));
     http::Response res;
     auto sink = routes_->tus_patch(req, res);
-    if (!sink) return;
-    feed(std::move(sink), body, res);
+    Fed fed;
+    if (sink) fed = feed(std::move(sink), body, res);
+    trace("patch", req, res,
+          describe(fed, body.size()) + " used " + std::to_string(store_->used()));
   }
 
   void head_and_state() {
@@ -345,7 +365,9 @@ class Client {
     Upload* u = pick();
     if (!u) return;
     http::Response res;
-    routes_->tus_delete(request("DELETE", {u->id}), res);
+    const auto req = request("DELETE", {u->id});
+    routes_->tus_delete(req, res);
+    trace("terminate", req, res, "used " + std::to_string(store_->used()));
     if (res.status == 204) FUZZ_CHECK(!store_->upload(u->id), "terminated but still there");
   }
 
@@ -373,6 +395,7 @@ class Client {
     auto sink = routes_->post_capture(req, res);
     if (!sink) return;
     const Fed fed = feed(std::move(sink), body, res);
+    trace("post", req, res, describe(fed, body.size()) + " used " + std::to_string(store_->used()));
     if (fed.aborted || fed.refused) return;
     if (res.status == 200 || res.status == 201) check_capture(res, file);
   }
@@ -450,8 +473,14 @@ class Client {
   // Removes every upload, then every capture: the bytes counted follow.
   void finish() {
     for (auto& u : uploads_) {
+      http::Request req;  // a well-formed termination, whatever the input says
+      req.method = "DELETE";
+      req.path_params = {u.id};
+      req.headers.emplace_back("Tus-Resumable", "1.0.0");
       http::Response res;
-      routes_->tus_delete(request("DELETE", {u.id}), res);
+      routes_->tus_delete(req, res);
+      FUZZ_CHECK(res.status == 204 || res.status == 404,
+                 std::to_string(res.status) + " " + res.body);
     }
     // Only the captures remain counted.
     std::uint64_t sizes = 0;
