@@ -124,7 +124,9 @@ TEST(Multipart, TheBoundsDoNotDependOnHowTheBodyIsCut) {
     for (std::size_t step : {std::size_t{7}, std::size_t{13}, std::size_t{4099}, c.body.size()}) {
       const auto [parts, ok] = parse(b, c.body, step);
       EXPECT_EQ(ok, c.taken) << c.name << ", in pieces of " << step;
-      if (c.taken) EXPECT_EQ(parts.size(), 1u) << c.name << ", in pieces of " << step;
+      if (c.taken) {
+        EXPECT_EQ(parts.size(), 1u) << c.name << ", in pieces of " << step;
+      }
     }
   }
 }
