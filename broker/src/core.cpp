@@ -336,9 +336,10 @@ void Core::ready(const std::string& identity, const proto::Ready& r, double now,
   const bool restarted = known && w.incarnation != r.incarnation;
   // Same process, a fresh socket: what was sent to the old one and is not claimed was lost
   // with it (the worker drops tasks addressed to an earlier connection, so none runs late).
-  const bool reconnected =
-      known && !restarted && r.connection != 0 && w.connection != 0 && r.connection > w.connection;
-  if (known && !restarted && r.connection != 0 && r.connection < w.connection) {
+  // Both readies numbered (0: a peer older than connection numbers) and from the same life.
+  const bool same_life = known && !restarted && r.connection != 0 && w.connection != 0;
+  const bool reconnected = same_life && r.connection > w.connection;
+  if (same_life && r.connection < w.connection) {
     log_->info("worker {}: ignored a ready from its earlier connection {} (now {})", identity,
                r.connection, w.connection);
     w.last_seen = now;
@@ -609,16 +610,16 @@ std::optional<Core::Pending> Core::take_queued(const std::string& id) {
 
 void Core::finish(const std::string& id, TaskState st, std::string summary, std::string error,
                   std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals,
-                  std::optional<FileIdentity> output) {
+                  std::optional<FileIdentity> output, std::string unrecorded_output) {
   stats_.finished(st);
   fx.writes.push_back(write::Finish{id, st, std::move(summary), std::move(error), std::move(reason),
-                                    totals, output, {}});
+                                    totals, output, std::move(unrecorded_output)});
 }
 
 void Core::end_unsuccessful(const Pending& p, TaskState st, std::string summary, std::string error,
                             std::string reason, Effects& fx) {
-  finish(p.id, st, std::move(summary), std::move(error), std::move(reason), fx);
-  if (p.ran_before) std::get<write::Finish>(fx.writes.back()).unrecorded_output = p.spec.output;
+  finish(p.id, st, std::move(summary), std::move(error), std::move(reason), fx, {}, {},
+         p.ran_before ? p.spec.output : std::string());
 }
 
 void Core::retry_or_fail(Running r, const std::string& why, Effects& fx) {

@@ -261,7 +261,7 @@ class Core {
   void settle(Running r, proto::Done& d, const std::string& worker, Effects& fx);
   void finish(const std::string& id, TaskState st, std::string summary, std::string error,
               std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals = {},
-              std::optional<FileIdentity> output = {});
+              std::optional<FileIdentity> output = {}, std::string unrecorded_output = {});
   // Why `s` may not write its output ("" when it may): a live task writes it, or a succeeded
   // one wrote it and the request does not say `overwrite`.
   std::string output_taken(const proto::Submit& s);
