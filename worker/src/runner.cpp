@@ -181,9 +181,7 @@ void remove_temporaries_and_exit(int) {
 // Arms the clean-up for the task's output (disarmed when it goes out of scope).
 struct TemporariesOnDeath {
   explicit TemporariesOnDeath(const confine::OutputTarget& out) {
-    const std::string names[] = {
-        engine::temporary_output_name(out.name, ::getpid()),
-        engine::temporary_output_name(flows::store_name_for(out.name), ::getpid())};
+    const auto names = task_temporaries(out.name, ::getpid());
     for (int i = 0; i < 2; ++i) {
       const bool fits = names[i].size() < sizeof g_temporaries[i];
       std::memcpy(g_temporaries[i], names[i].c_str(), fits ? names[i].size() + 1 : 1);
@@ -264,6 +262,11 @@ void become_runner(int fd, const RunnerLimits& limits) {
 }
 
 }  // namespace
+
+std::array<std::string, 2> task_temporaries(const std::string& output_name, pid_t pid) {
+  return {engine::temporary_output_name(output_name, pid),
+          engine::temporary_output_name(flows::store_name_for(output_name), pid)};
+}
 
 bool memory_limit_supported() {
 #if defined(__SANITIZE_ADDRESS__)

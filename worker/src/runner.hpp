@@ -5,7 +5,10 @@
 // over the channel of ipfixweb/worker/channel.hpp.
 #pragma once
 
+#include <sys/types.h>
+#include <array>
 #include <cstdint>
+#include <string>
 
 #include "ipfixweb/engine/engine.hpp"
 #include "ipfixweb/shared/confine.hpp"
@@ -23,6 +26,10 @@ struct RunnerLimits {
 // beneath `roots` only.
 [[noreturn]] void runner_main(engine::Engine& engine, const confine::Roots& roots, int fd,
                               const RunnerLimits& limits);
+
+// The names the runner `pid` writes its task's output and flow store under until it publishes
+// them (engine::temporary_output_name), in the output's directory.
+std::array<std::string, 2> task_temporaries(const std::string& output_name, pid_t pid);
 
 // False in AddressSanitizer builds: its shadow memory reserves terabytes of address space, so
 // no RLIMIT_AS can be applied (the memory limit is then skipped, with a warning at start).

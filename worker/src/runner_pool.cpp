@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <cstring>
 
-#include "ipfixweb/flows/schema.hpp"
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/util.hpp"
 #include "runner.hpp"
@@ -281,9 +280,8 @@ void RunnerPool::runner_gone(pid_t pid) {
   // beneath the output root only (an output outside it was never written).
   try {
     const confine::OutputTarget out = roots_.output_target(job.output, false);
-    confine::remove_in(out.dir.get(), engine::temporary_output_name(out.name, pid));
-    confine::remove_in(out.dir.get(),
-                       engine::temporary_output_name(flows::store_name_for(out.name), pid));
+    for (const std::string& name : detail::task_temporaries(out.name, pid))
+      confine::remove_in(out.dir.get(), name);
   } catch (const confine::Error&) {
   }
   report(job, result_of_lost_runner(job.task_id, job.killed, status, now_mono() - job.started));
