@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -28,6 +29,9 @@ int free_port();
 // Runs a shell command, returns its stdout (and exit code through *status).
 std::string run_capture(const std::string& cmd, int* status = nullptr);
 bool have_tool(const std::string& name);
+// Checks `pred` every `poll` until it holds (true) or `timeout` passed (its last answer).
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds poll = std::chrono::milliseconds(10));
 // A file's whole content ("" when it cannot be read).
 std::string read_file(const std::string& path);
 // The SHA-256 of a file as lowercase hex (sha256sum(1), an oracle independent of the api's).

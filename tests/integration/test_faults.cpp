@@ -62,15 +62,6 @@ json long_task(Stack& s, int refs, const std::string& output) {
   return {{"pcap_files", files}, {"output_path", output}, {"DPI", true}};
 }
 
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return pred();
-}
-
 json events_of(Stack& s, const std::string& id) {
   auto r = s.client()->Get("/api/v1/tasks/" + id + "/events");
   return r ? json::parse(r->body)["events"] : json();

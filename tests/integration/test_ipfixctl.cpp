@@ -51,14 +51,7 @@ std::vector<json> ndjson(const std::string& text) {
   return out;
 }
 
-bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout = 20s) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return done();
-}
+bool eventually(const std::function<bool()>& done) { return wait_until(done, 20s, 50ms); }
 
 std::string make_temp_dir(const std::string& stem) {
   std::string base = fs::temp_directory_path() / (stem + "-XXXXXX");

@@ -14,7 +14,6 @@
 using nlohmann::json;
 using namespace ipfixweb::test;
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
 namespace {
@@ -68,15 +67,9 @@ class ScriptsRun : public ::testing::Test {
     }
     return out;
   }
-  // Waits until `pred` holds (checked every 100 ms).
-  template <class Pred>
-  bool eventually(Pred pred, std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(100ms);
-    }
-    return pred();
+  // Waits until `pred` holds (checked every 100 ms: each check asks the api).
+  static bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+    return wait_until(pred, timeout, 100ms);
   }
 
   std::string dir_;

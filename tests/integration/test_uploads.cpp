@@ -88,14 +88,7 @@ std::vector<std::string> files_under(const std::string& dir) {
   return out;
 }
 
-bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return done();
-}
+bool eventually(const std::function<bool()>& done) { return wait_until(done, 10s, 50ms); }
 
 class Uploads : public ::testing::Test {
  protected:
