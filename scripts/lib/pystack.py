@@ -1,4 +1,4 @@
-"""Shared by scripts/chaos and scripts/soak: the stack as processes on loopback ports (broker,
+"""Shared by scripts/chaos, scripts/soak and tests/browser/test_ui.py: the stack as processes on loopback ports (broker,
 workers each behind a TCP proxy that can cut it off, api), a small HTTP client and pcap helpers.
 Python standard library only."""
 import http.client
@@ -31,23 +31,31 @@ def free_port():
 
 # ---- captures ------------------------------------------------------------------------------
 
+def pcap_byte_order(head):
+    """The struct byte order of a pcap file by its global header's magic (either resolution)."""
+    return "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+
+
 def read_pcap(path):
-    """(global header, [(ts_sec, ts_usec, data, orig_len)]) of a little-endian microsecond pcap."""
+    """(global header, [(ts_sec, ts_frac, data, orig_len)]) of a pcap file of either byte order."""
     with open(path, "rb") as f:
         raw = f.read()
     head, off, recs = raw[:24], 24, []
+    order = pcap_byte_order(head)
     while off + 16 <= len(raw):
-        sec, usec, incl, orig = struct.unpack_from("<IIII", raw, off)
+        sec, usec, incl, orig = struct.unpack_from(order + "IIII", raw, off)
         recs.append((sec, usec, raw[off + 16:off + 16 + incl], orig))
         off += 16 + incl
     return head, recs
 
 
 def write_pcap(path, head, recs):
+    """Writes records as read_pcap gives them, in the byte order `head` says."""
+    order = pcap_byte_order(head)
     with open(path, "wb") as f:
         f.write(head)
         for sec, usec, data, orig in recs:
-            f.write(struct.pack("<IIII", sec, usec, len(data), orig))
+            f.write(struct.pack(order + "IIII", sec, usec, len(data), orig))
             f.write(data)
 
 

@@ -36,14 +36,16 @@ import json
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 import urllib.parse
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "scripts", "lib"))
+from pystack import free_port, read_pcap, write_pcap  # noqa: E402
 
 SKIP = 77
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -72,38 +74,13 @@ def find_browser():
     return chromium, driver
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # --- captures -----------------------------------------------------------------------------------
-
-def read_pcap(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    magic = data[:4]
-    endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    header = data[:24]
-    packets = []
-    off = 24
-    while off + 16 <= len(data):
-        sec, usec, incl, orig = struct.unpack(endian + "IIII", data[off:off + 16])
-        packets.append((sec, usec, orig, data[off + 16:off + 16 + incl]))
-        off += 16 + incl
-    return endian, header, packets
-
 
 def write_copies(src, dst, copies, mtime=None):
     """`copies` copies of a capture, each 100 s later (the same flows again, new records)."""
-    endian, header, packets = read_pcap(src)
-    with open(dst, "wb") as f:
-        f.write(header)
-        for c in range(copies):
-            for sec, usec, orig, body in packets:
-                f.write(struct.pack(endian + "IIII", sec + c * 100, usec, len(body), orig))
-                f.write(body)
+    header, recs = read_pcap(src)
+    write_pcap(dst, header, [(sec + c * 100, frac, data, orig)
+                             for c in range(copies) for sec, frac, data, orig in recs])
     if mtime is not None:
         os.utime(dst, (mtime, mtime))
     return dst
