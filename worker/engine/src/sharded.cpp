@@ -79,7 +79,7 @@ void ShardedMeter::end_round() {
   round_packets_ = 0;
 }
 
-void ShardedMeter::push(unsigned s, const DecodedPacket& p, std::uint64_t ts_ms,
+void ShardedMeter::push(unsigned s, const DecodedPacket& p, std::uint64_t ts_ms, std::uint64_t hash,
                         bool payload_stable) {
   Shard& sh = *shards_[s];
   const bool copy = payload_ && !payload_stable && p.l3 && p.l3_caplen;
@@ -94,6 +94,7 @@ void ShardedMeter::push(unsigned s, const DecodedPacket& p, std::uint64_t ts_ms,
   it.pkt = p;
   it.ts_ms = ts_ms;
   it.now_ms = now_ms_;
+  it.hash = hash;
   if (copy) {
     copy_payload(s, it);
   } else if (!payload_) {
@@ -174,7 +175,7 @@ void ShardedMeter::meter(Shard& sh, Batch& b) {
     const Item& it = b.items[i];
     work.set_now(it.now_ms);
     table.advance(it.now_ms);
-    const FlowTable::Hit hit = table.update(it.pkt, it.ts_ms);
+    const FlowTable::Hit hit = table.update(it.pkt, it.ts_ms, it.hash);
     work.on_packet(*hit.flow, it.pkt, it.ts_ms);
   }
   work.set_now(b.end_now_ms);

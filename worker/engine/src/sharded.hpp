@@ -58,9 +58,10 @@ class ShardedMeter {
   void add(const DecodedPacket& p, std::uint64_t ts_ms, bool payload_stable) {
     now_ms_ = std::max(now_ms_, ts_ms);
     min_ms_ = std::min(min_ms_, ts_ms);
-    const unsigned s = shard_of(p.key);
+    const std::uint64_t h = FlowTable::hash_key(p.key);
+    const unsigned s = shard_of_hash(h);
     if (round_packets_ == 0) begin_round();
-    push(s, p, ts_ms, payload_stable);
+    push(s, p, ts_ms, h, payload_stable);
     if (++round_packets_ >= round_limit_) end_round();
   }
   // End of input: every shard meters what it was given, flushes its table (kForcedEnd) and
@@ -74,22 +75,23 @@ class ShardedMeter {
   std::uint64_t now_ms() const { return now_ms_; }
   std::uint64_t min_ms() const { return min_ms_; }
 
-  unsigned shard_of(const FlowKey& k) const {
+  unsigned shard_of(const FlowKey& k) const { return shard_of_hash(FlowTable::hash_key(k)); }
+  unsigned shard_of_hash(std::uint64_t hash) const {
     // High bits of the hash: the tables index their slots by its low bits.
-    const std::uint64_t h = FlowTable::hash_key(k) >> 32;
-    return static_cast<unsigned>((h * shards_.size()) >> 32);
+    return static_cast<unsigned>(((hash >> 32) * shards_.size()) >> 32);
   }
 
-  static constexpr std::uint32_t kRingSlots = 8;
+  static constexpr std::uint32_t kRingSlots = 32;
   static constexpr std::uint32_t kBatchPackets = 1024;
   static constexpr std::uint32_t kRoundPacketsPerShard = 384;
-  static constexpr std::size_t kArenaBytes = 1u << 20;
+  static constexpr std::size_t kArenaBytes = 256u << 10;
 
  private:
   struct Item {
     DecodedPacket pkt;
     std::uint64_t ts_ms;
     std::uint64_t now_ms;
+    std::uint64_t hash;  // FlowTable::hash_key(pkt.key)
   };
   struct Batch {
     std::unique_ptr<Item[]> items{new Item[kBatchPackets]};
@@ -113,7 +115,8 @@ class ShardedMeter {
 
   void begin_round();
   void end_round();
-  void push(unsigned s, const DecodedPacket& p, std::uint64_t ts_ms, bool payload_stable);
+  void push(unsigned s, const DecodedPacket& p, std::uint64_t ts_ms, std::uint64_t hash,
+            bool payload_stable);
   void copy_payload(unsigned s, Item& it);
   void acquire(Shard& sh);
   void publish(Shard& sh, bool last);
