@@ -273,6 +273,32 @@ TEST(ThreadedEngine, AnyThreadCountWritesTheSameRecords) {
   EXPECT_EQ(one.first.size(), 2u);
 }
 
+// Captures read through libpcap (compressed, pcapng) hand their packets' bytes over in copies
+// (a memory-mapped pcap does not): DPI sees the same bytes, the records are the same.
+TEST(ThreadedEngine, CopiedPayloadsOfCompressedAndPcapngInputsLabelTheSame) {
+  REQUIRE_TOOL("ipfixDump");
+  REQUIRE_TOOL("gzip");
+  REQUIRE_PCAPS();
+  TempDir dir;
+  Engine e;
+  int checked = 0;
+  for (const char* name : {"1kxun.pcap", "quic_interop_V.pcapng", "ja3_lots_of_cipher_suites.pcap",
+                           "http_ipv6.pcap", "dns_doh.pcap", "whois.pcapng"}) {
+    const std::string src = pcaps + "/" + name;
+    if (!fs::exists(src)) continue;
+    const std::string gz = dir.file(std::string(name) + ".gz");
+    ASSERT_EQ(run("gzip -c " + shell_quote(src) + " > " + shell_quote(gz)).exit_code, 0);
+    const auto s1 = e.convert(options_for(src, dir, "one", 1));
+    const auto s2 = e.convert(options_for(gz, dir, "two", 2));
+    const auto a = decoded_records(dir.file("one.ipfix"));
+    EXPECT_EQ(a, decoded_records(dir.file("two.ipfix"))) << name;
+    EXPECT_EQ(s1["dpi_stats"], s2["dpi_stats"]) << name;
+    EXPECT_FALSE(a.empty()) << name;
+    ++checked;
+  }
+  EXPECT_GE(checked, 4);
+}
+
 // threads = 1 is the single-threaded engine: the same bytes as the default options; out of
 // range counts are refused before anything is written.
 TEST(ThreadedEngine, OneThreadIsTheDefaultAndBadCountsAreRefused) {
