@@ -45,6 +45,9 @@ MeterResult meter_threaded(PacketSource& source, const Options& opts, const Flow
                            const ThreadedOutputs& outputs, std::vector<NdpiSlot>* dpi_slots) {
   const unsigned n = opts.threads;
   if (dpi_slots && dpi_slots->size() < n) dpi_slots->resize(n);
+  // nDPI's process-wide set-up (libgcrypt's initialisation) runs with the first module: on this
+  // thread, before any shard thread initialises a module of its own.
+  if (dpi_slots && !(*dpi_slots)[0].module) (*dpi_slots)[0].make();
   std::mutex lock;  // the outputs: exporter, flow store, the summary's record counts
   const bool biflow = opts.biflow;
   ShardWorkFactory make = [&](unsigned i) -> std::unique_ptr<ShardWork> {
