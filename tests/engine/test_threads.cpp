@@ -299,6 +299,26 @@ TEST(ThreadedEngine, CopiedPayloadsOfCompressedAndPcapngInputsLabelTheSame) {
   EXPECT_GE(checked, 4);
 }
 
+// One nDPI module per metering thread: set up in parallel by Engine(true, N) (or by the shards
+// on first use), reset and reused by later conversions, which label like the first.
+TEST(ThreadedEngine, ModulesAreSetUpOncePerThreadAndReused) {
+  REQUIRE_PCAPS();
+  const std::string in = pcaps + "/stun_signal.pcapng";  // labels that depend on nDPI's caches
+  if (!fs::exists(in)) GTEST_SKIP() << "stun_signal.pcapng missing";
+  TempDir dir;
+  Engine ready(true, 3);
+  EXPECT_EQ(ready.dpi_initialisations(), 3u);
+  const auto first = ready.convert(options_for(in, dir, "a", 3));
+  const auto second = ready.convert(options_for(in, dir, "b", 3));
+  EXPECT_EQ(comparable(first), comparable(second));
+  EXPECT_EQ(ready.dpi_initialisations(), 3u);
+  Engine later(false);  // no module until a conversion with DPI
+  EXPECT_EQ(later.dpi_initialisations(), 0u);
+  const auto third = later.convert(options_for(in, dir, "c", 3));
+  EXPECT_EQ(later.dpi_initialisations(), 3u);
+  EXPECT_EQ(comparable(first), comparable(third));
+}
+
 // threads = 1 is the single-threaded engine: the same bytes as the default options; out of
 // range counts are refused before anything is written.
 TEST(ThreadedEngine, OneThreadIsTheDefaultAndBadCountsAreRefused) {

@@ -19,7 +19,9 @@ namespace ipfixweb::engine {
 // Owner of the nDPI detection module (initialised once per Engine, inherited across fork).
 class NdpiModule {
  public:
-  NdpiModule();
+  // `init_libgcrypt` false: the process-wide libgcrypt initialisation, which nDPI runs with a
+  // module, is left out (it was done by a module set up before; it must not run concurrently).
+  explicit NdpiModule(bool init_libgcrypt = true);
   ~NdpiModule();
   NdpiModule(const NdpiModule&) = delete;
   NdpiModule& operator=(const NdpiModule&) = delete;
@@ -48,15 +50,15 @@ struct NdpiSlot {
   std::unique_ptr<NdpiModule> module;
   bool used = false;        // the module's caches hold state from a previous conversion
   std::uint64_t inits = 0;  // modules initialised in this slot
-  NdpiModule& make() {
-    module = std::make_unique<NdpiModule>();
+  NdpiModule& make(bool init_libgcrypt = true) {
+    module = std::make_unique<NdpiModule>(init_libgcrypt);
     used = false;
     ++inits;
     return *module;
   }
-  NdpiModule& fresh() {
+  NdpiModule& fresh(bool init_libgcrypt = true) {
     if (module && used && !module->reset()) module.reset();
-    if (!module) make();
+    if (!module) make(init_libgcrypt);
     used = true;
     return *module;
   }

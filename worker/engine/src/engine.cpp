@@ -4,8 +4,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <exception>
+#include <thread>
 
 #include "community_id.hpp"
 #include "decoder.hpp"
@@ -137,6 +140,31 @@ struct Engine::Impl {
   // One nDPI module per metering thread, reused across conversions (NdpiSlot::fresh); slot 0
   // is the single-threaded conversions' one and names the labels of an IPFIX ingest.
   std::vector<NdpiSlot> ndpi = std::vector<NdpiSlot>(1);
+  // Sets up modules 0..n-1: 0 on this thread (with nDPI's process-wide libgcrypt set-up) while
+  // the others are set up in parallel without it.
+  void prepare(unsigned n) {
+    if (ndpi.size() < n) ndpi.resize(n);
+    std::vector<std::exception_ptr> errors(n);
+    std::vector<std::thread> helpers;
+    for (unsigned i = 1; i < n; ++i) {
+      if (ndpi[i].module) continue;
+      helpers.emplace_back([this, i, &errors] {
+        try {
+          ndpi[i].make(false);
+        } catch (...) {
+          errors[i] = std::current_exception();
+        }
+      });
+    }
+    try {
+      if (!ndpi[0].module) ndpi[0].make();
+    } catch (...) {
+      errors[0] = std::current_exception();
+    }
+    for (auto& t : helpers) t.join();
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);
+  }
   std::uint64_t inits() const {
     std::uint64_t n = 0;
     for (const auto& s : ndpi) n += s.inits;
@@ -161,8 +189,8 @@ std::string temporary_output_name(const std::string& output, long pid) {
 }
 
 Engine::Engine() : Engine(true) {}
-Engine::Engine(bool init_dpi) : impl_(std::make_unique<Impl>()) {
-  if (init_dpi) impl_->ndpi[0].make();
+Engine::Engine(bool init_dpi, unsigned dpi_threads) : impl_(std::make_unique<Impl>()) {
+  if (init_dpi) impl_->prepare(std::clamp(dpi_threads, 1u, Options::kMaxThreads));
   IpfixExporter::prepare_model();
   prepare_community_id();
 }

@@ -13,7 +13,7 @@ namespace {
 class MeterShard final : public ShardWork {
  public:
   MeterShard(NdpiSlot* slot, const ThreadedOutputs& out, bool biflow, std::mutex& lock)
-      : dpi_(slot ? std::make_unique<Dpi>(slot->fresh()) : nullptr),
+      : dpi_(slot ? std::make_unique<Dpi>(slot->fresh(false)) : nullptr),
         sink_(out.exporter, dpi_.get(), out.summary, out.store, biflow, &lock),
         buckets_(out.store != nullptr) {}
   FlowSink& sink() override { return sink_; }

@@ -187,7 +187,7 @@ int main(int argc, char** argv) {
 
   try {
     // An ingest sets nDPI up only if a label needs a protocol name; an extract never does.
-    eng::Engine engine(opts.dpi && opts.mode == eng::Mode::Convert);
+    eng::Engine engine(opts.dpi && opts.mode == eng::Mode::Convert, opts.threads);
     eng::Conversion result;
     const auto t0 = std::chrono::steady_clock::now();
     for (unsigned i = 0; i < repeat; ++i) result = engine.convert_text(opts, progress, &g_cancel);

@@ -118,7 +118,9 @@ class Engine {
   Engine();  // initialises nDPI once; cheap to fork after construction
   // `init_dpi` false: nDPI is initialised on the first convert() with Options::dpi (saves its
   // ~50 ms setup for --no-dpi runs).
-  explicit Engine(bool init_dpi);
+  // `dpi_threads` > 1 (with init_dpi): the nDPI modules of a later convert() with
+  // Options::threads = dpi_threads are set up now, in parallel, instead of by its threads.
+  explicit Engine(bool init_dpi, unsigned dpi_threads = 1);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
