@@ -317,6 +317,13 @@ TEST(ThreadedEngine, ModulesAreSetUpOncePerThreadAndReused) {
   const auto third = later.convert(options_for(in, dir, "c", 3));
   EXPECT_EQ(later.dpi_initialisations(), 3u);
   EXPECT_EQ(comparable(first), comparable(third));
+  // Other thread counts on the same engine: one more module for a fourth shard, none for two.
+  later.convert(options_for(in, dir, "d", 4));
+  EXPECT_EQ(later.dpi_initialisations(), 4u);
+  const auto two = later.convert(options_for(in, dir, "e", 2));
+  EXPECT_EQ(later.dpi_initialisations(), 4u);
+  Engine fresh_two(true, 2);
+  EXPECT_EQ(comparable(two), comparable(fresh_two.convert(options_for(in, dir, "f", 2))));
 }
 
 // threads = 1 is the single-threaded engine: the same bytes as the default options; out of
