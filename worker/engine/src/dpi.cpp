@@ -16,8 +16,8 @@ void NdpiFlowDeleter::operator()(ndpi_flow_struct* f) const noexcept {
   if (f) ndpi_flow_free(f);
 }
 
-NdpiModule::NdpiModule() {
-  mod_ = ndpi_init_detection_module(ndpi_no_prefs);
+NdpiModule::NdpiModule(bool init_libgcrypt) {
+  mod_ = ndpi_init_detection_module(init_libgcrypt ? ndpi_no_prefs : ndpi_dont_init_libgcrypt);
   if (!mod_) throw EngineError("nDPI initialisation failed");
   NDPI_PROTOCOL_BITMASK all;
   NDPI_BITMASK_SET_ALL(all);

@@ -19,7 +19,9 @@ namespace ipfixweb::engine {
 // Owner of the nDPI detection module (initialised once per Engine, inherited across fork).
 class NdpiModule {
  public:
-  NdpiModule();
+  // `init_libgcrypt` false: the process-wide libgcrypt initialisation, which nDPI runs with a
+  // module, is left out (it was done by a module set up before; it must not run concurrently).
+  explicit NdpiModule(bool init_libgcrypt = true);
   ~NdpiModule();
   NdpiModule(const NdpiModule&) = delete;
   NdpiModule& operator=(const NdpiModule&) = delete;
@@ -39,12 +41,43 @@ class NdpiModule {
   std::unique_ptr<unsigned char[]> pristine_;  // byte image of *mod_ after initialisation
 };
 
+// A reusable module (Engine::Impl keeps one per metering thread): fresh() gives it in the state
+// of a fresh process. nDPI keeps per-module LRU caches (BitTorrent, STUN, Ookla, TLS
+// certificates, ...) that change later classifications; before a second conversion the module
+// is put back into its freshly initialised state (or replaced when that is not possible), so
+// every conversion labels exactly like the first one in a fresh process.
+struct NdpiSlot {
+  std::unique_ptr<NdpiModule> module;
+  bool used = false;        // the module's caches hold state from a previous conversion
+  std::uint64_t inits = 0;  // modules initialised in this slot
+  NdpiModule& make(bool init_libgcrypt = true) {
+    module = std::make_unique<NdpiModule>(init_libgcrypt);
+    used = false;
+    ++inits;
+    return *module;
+  }
+  NdpiModule& fresh(bool init_libgcrypt = true) {
+    if (module && used && !module->reset()) module.reset();
+    if (!module) make(init_libgcrypt);
+    used = true;
+    return *module;
+  }
+};
+
 struct DpiStats {
   std::uint64_t flows_classified = 0;  // found by DPI (app protocol set before giving up)
   std::uint64_t flows_guessed = 0;     // labelled by ndpi_detection_giveup's guess
   std::uint64_t flows_unknown = 0;
   std::uint64_t alloc_failures = 0;
   std::uint64_t packets_inspected = 0;  // packets given to ndpi_detection_process_packet
+  DpiStats& operator+=(const DpiStats& o) {
+    flows_classified += o.flows_classified;
+    flows_guessed += o.flows_guessed;
+    flows_unknown += o.flows_unknown;
+    alloc_failures += o.alloc_failures;
+    packets_inspected += o.packets_inspected;
+    return *this;
+  }
 };
 
 class Dpi {

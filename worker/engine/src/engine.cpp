@@ -4,20 +4,26 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <exception>
+#include <thread>
 
 #include "community_id.hpp"
 #include "decoder.hpp"
 #include "dpi.hpp"
+#include "export_sink.hpp"
 #include "exporter.hpp"
 #include "extract.hpp"
 #include "flow_table.hpp"
 #include "ipfix_ingest.hpp"
 #include "ipfixweb/flows/writer.hpp"
 #include "outputs.hpp"
+#include "packet_source.hpp"
 #include "pcap_reader.hpp"
 #include "summary.hpp"
+#include "threaded.hpp"
 
 namespace ipfixweb::engine {
 namespace {
@@ -33,122 +39,6 @@ std::shared_ptr<spdlog::logger> logger() {
   }
   return lg;
 }
-
-// The flow store rows of one finished flow: the same records, in the same order, with the
-// same values as IpfixExporter::write puts in the IPFIX file.
-void store_records(const Flow& f, EndReason reason, const FlowLabel& label, bool biflow,
-                   flows::Writer& store) {
-  flows::FlowRow r;
-  r.ip_version = f.key.ip_version;
-  r.proto = f.key.proto;
-  r.vlan = f.key.vlan;
-  r.end_reason = static_cast<std::uint8_t>(reason);
-  r.community_id = label.community_id;
-  if (label.name) {
-    r.has_app = true;
-    r.app_id = label.id;
-    r.app = *label.name;
-    if (label.server) r.server_name = *label.server;
-    if (label.ja3c) r.ja3c = *label.ja3c;
-    r.risk = label.risk;
-    r.risk_score = label.risk_score;
-    if (label.risks) r.risks = *label.risks;
-  }
-  const bool icmp = f.key.proto == 1 || f.key.proto == 58;
-  const auto endpoints = [&](const FlowKey& k) {
-    if (k.ip_version == 4) {
-      r.src = flows::v4_key(k.src.data());
-      r.dst = flows::v4_key(k.dst.data());
-    } else {
-      r.src = k.src;
-      r.dst = k.dst;
-    }
-    r.sport = k.sport;
-    r.dport = k.dport;
-  };
-  const auto forward = [&](const DirectionStats& d) {
-    r.fwd_packets = d.packets;
-    r.fwd_bytes = d.octets;
-    r.tcp_flags = d.tcp_flags;
-    r.tos = d.tos;
-    r.icmp_type_code = icmp ? d.icmp_type_code : 0;
-  };
-  if (biflow) {
-    endpoints(f.key);
-    forward(f.fwd);
-    r.start_ms = f.start_ms;
-    r.end_ms = f.end_ms;
-    r.has_rev = true;
-    r.rev_packets = f.rev.packets;
-    r.rev_bytes = f.rev.octets;
-    r.rev_tcp_flags = f.rev.tcp_flags;
-    r.rev_tos = f.rev.tos;
-    r.rev_icmp_type_code = icmp ? f.rev.icmp_type_code : 0;
-    store.add(r);
-    store.series().count_record(r.start_ms, r.app, r.proto);
-    return;
-  }
-  if (f.fwd.packets) {
-    endpoints(f.key);
-    forward(f.fwd);
-    r.start_ms = f.fwd.first_ms;
-    r.end_ms = f.fwd.last_ms;
-    store.add(r);
-    store.series().count_record(r.start_ms, r.app, r.proto);
-  }
-  if (f.rev.packets) {
-    endpoints(f.key.reversed());
-    forward(f.rev);
-    r.start_ms = f.rev.first_ms;
-    r.end_ms = f.rev.last_ms;
-    store.add(r);
-    store.series().count_record(r.start_ms, r.app, r.proto);
-  }
-}
-
-// Receives finished flows from the table: completes DPI, writes IPFIX (and the flow store),
-// updates the summary.
-class ExportSink final : public FlowSink {
- public:
-  ExportSink(IpfixExporter& exporter, Dpi* dpi, Summary& summary, flows::Writer* store, bool biflow)
-      : exporter_(exporter), dpi_(dpi), summary_(summary), store_(store), biflow_(biflow) {}
-  void set_now(std::uint64_t ms) { now_ms_ = ms; }
-
-  void on_flow_end(Flow& f, EndReason reason) override {
-    FlowLabel label;
-    label.community_id = community_id(f);
-    const std::string* name = nullptr;
-    if (dpi_) {
-      dpi_->finish(f);
-      name = &dpi_->name(f.master_proto, f.app_proto);
-      label.name = name;
-      label.id = Dpi::label_id(f);
-      label.server = &f.host;
-      label.server_kind = static_cast<FlowLabel::ServerKind>(Dpi::server_kind(f));
-      ja3_ = Dpi::ja3c_hex(f);
-      label.ja3c = &ja3_;
-      label.risk = f.risk;
-      label.risk_score = f.risk_score;
-      label.risks = &dpi_->risk_names(f.risk);
-    }
-    const unsigned n = exporter_.write(f, reason, label, std::max(now_ms_, f.end_ms));
-    summary_.on_record(f, reason, n, name);
-    if (store_) {
-      store_records(f, reason, label, biflow_, *store_);
-      store_->series().on_flow(f.buckets, name ? std::string_view(*name) : std::string_view(),
-                               f.key.proto);
-    }
-  }
-
- private:
-  IpfixExporter& exporter_;
-  Dpi* dpi_;
-  Summary& summary_;
-  flows::Writer* store_;
-  bool biflow_;
-  std::uint64_t now_ms_ = 0;
-  std::string ja3_;
-};
 
 std::uint64_t seconds_to_ms(double s, const char* what) {
   if (!(s > 0) || !std::isfinite(s) || s > 1e9) {
@@ -199,45 +89,86 @@ void account_inputs(const MergedReader& reader, Summary& summary) {
   if (summary.packets_read == 0) summary.warn("the input contains no packets");
 }
 
-Summary::Extras summary_extras(const Options& opts, const Dpi* dpi) {
+Summary::Extras summary_extras(const Options& opts, const DpiStats* dpi) {
   Summary::Extras x;
   x.output = opts.output;
   x.dpi = opts.dpi;
   x.biflow = opts.biflow;
   if (dpi) {
     x.has_dpi_stats = true;
-    x.classified = dpi->stats().flows_classified;
-    x.guessed = dpi->stats().flows_guessed;
-    x.unknown = dpi->stats().flows_unknown;
-    x.packets_inspected = dpi->stats().packets_inspected;
+    x.classified = dpi->flows_classified;
+    x.guessed = dpi->flows_guessed;
+    x.unknown = dpi->flows_unknown;
+    x.packets_inspected = dpi->packets_inspected;
   }
   return x;
+}
+
+unsigned thread_count(const Options& opts) {
+  if (opts.threads == 0 || opts.threads > Options::kMaxThreads) {
+    throw EngineError("invalid threads (must be 1 to " + std::to_string(Options::kMaxThreads) +
+                      ")");
+  }
+  return opts.threads;
+}
+
+// The single-threaded metering loop: every packet through one table, DPI and the store's series.
+MeterResult meter_single(PacketSource& source, const FlowTableConfig& tcfg, IpfixExporter& exporter,
+                         Summary& summary, flows::Writer* store, Dpi* dpi, bool biflow) {
+  ExportSink sink(exporter, dpi, summary, store, biflow);
+  FlowTable table(tcfg, sink);
+  const bool live = exporter.is_network();
+  DecodedPacket pkt;
+  std::uint64_t ts_ms = 0;
+  while (source.next(pkt, ts_ms)) {
+    sink.set_now(std::max(ts_ms, table.now_ms()));
+    const FlowTable::Hit hit = table.update(pkt, ts_ms);
+    if (live) exporter.tick(table.now_ms());
+    if (dpi) dpi->process(*hit.flow, pkt, ts_ms);
+    if (store) store->series().on_packet(hit.flow->buckets, ts_ms, pkt.ip_octets);
+  }
+  MeterResult r;
+  r.peak_flows = table.peak_size();
+  table.flush(EndReason::kForcedEnd);
+  if (dpi) r.dpi = dpi->stats();
+  return r;
 }
 
 }  // namespace
 
 struct Engine::Impl {
-  std::unique_ptr<NdpiModule> ndpi;
-  bool ndpi_used = false;  // the module's caches hold state from a previous convert()
-  std::uint64_t ndpi_inits = 0;
-  void make_ndpi() {
-    ndpi = std::make_unique<NdpiModule>();
-    ndpi_used = false;
-    ++ndpi_inits;
-  }
-  // A classifier over the module, in the state of a fresh process. nDPI keeps per-module LRU
-  // caches (BitTorrent, STUN, Ookla, TLS certificates, ...) that change later
-  // classifications. Before a second conversion the module is put back into its freshly
-  // initialised state (or replaced when that is not possible), so every convert() labels
-  // exactly like the first one in a fresh process.
-  std::unique_ptr<Dpi> fresh_dpi() {
-    if (ndpi && ndpi_used && !ndpi->reset()) {
-      logger()->debug("nDPI module state could not be reset; initialising a new one");
-      ndpi.reset();
+  // One nDPI module per metering thread, reused across conversions (NdpiSlot::fresh); slot 0
+  // is the single-threaded conversions' one and names the labels of an IPFIX ingest.
+  std::vector<NdpiSlot> ndpi = std::vector<NdpiSlot>(1);
+  // Sets up modules 0..n-1: 0 on this thread (with nDPI's process-wide libgcrypt set-up) while
+  // the others are set up in parallel without it.
+  void prepare(unsigned n) {
+    if (ndpi.size() < n) ndpi.resize(n);
+    std::vector<std::exception_ptr> errors(n);
+    std::vector<std::thread> helpers;
+    for (unsigned i = 1; i < n; ++i) {
+      if (ndpi[i].module) continue;
+      helpers.emplace_back([this, i, &errors] {
+        try {
+          ndpi[i].make(false);
+        } catch (...) {
+          errors[i] = std::current_exception();
+        }
+      });
     }
-    if (!ndpi) make_ndpi();
-    ndpi_used = true;
-    return std::make_unique<Dpi>(*ndpi);
+    try {
+      if (!ndpi[0].module) ndpi[0].make();
+    } catch (...) {
+      errors[0] = std::current_exception();
+    }
+    for (auto& t : helpers) t.join();
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);
+  }
+  std::uint64_t inits() const {
+    std::uint64_t n = 0;
+    for (const auto& s : ndpi) n += s.inits;
+    return n;
   }
 };
 
@@ -258,14 +189,14 @@ std::string temporary_output_name(const std::string& output, long pid) {
 }
 
 Engine::Engine() : Engine(true) {}
-Engine::Engine(bool init_dpi) : impl_(std::make_unique<Impl>()) {
-  if (init_dpi) impl_->make_ndpi();
+Engine::Engine(bool init_dpi, unsigned dpi_threads) : impl_(std::make_unique<Impl>()) {
+  if (init_dpi) impl_->prepare(std::clamp(dpi_threads, 1u, Options::kMaxThreads));
   IpfixExporter::prepare_model();
   prepare_community_id();
 }
 Engine::~Engine() = default;
 
-std::uint64_t Engine::dpi_initialisations() const { return impl_->ndpi_inits; }
+std::uint64_t Engine::dpi_initialisations() const { return impl_->inits(); }
 
 nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
                                const std::atomic<bool>* cancel) {
@@ -277,8 +208,9 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   if (opts.mode == Mode::Ingest) {
     // Labels that come as an nDPI protocol id only are named by nDPI (set up on first use).
     return ingest_ipfix(opts, progress, cancel, [this](std::uint16_t id) {
-      if (!impl_->ndpi) impl_->make_ndpi();
-      return Dpi(*impl_->ndpi).name(0, id);
+      NdpiSlot& slot = impl_->ndpi[0];
+      if (!slot.module) slot.make();
+      return Dpi(*slot.module).name(0, id);
     });
   }
   const auto t0 = std::chrono::steady_clock::now();
@@ -288,6 +220,7 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   if (opts.inputs.empty()) throw EngineError("no input file given");
   if (opts.output.empty()) throw EngineError("no output given");
   const FlowTableConfig tcfg = table_config(opts);
+  const unsigned threads = thread_count(opts);
   if (!opts.input_fds.empty() && opts.input_fds.size() != opts.inputs.size())
     throw EngineError("internal error: open inputs and input names do not match");
   // Input errors before touching the output.
@@ -297,70 +230,23 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   IpfixExporter exporter(exporter_config(opts));  // removes its temporary file unless committed
   const bool live = exporter.is_network();
   std::unique_ptr<flows::Writer> store = open_store(opts, live, "pcap", opts.dpi);  // likewise
-  std::unique_ptr<Dpi> dpi = opts.dpi ? impl_->fresh_dpi() : nullptr;
-  ExportSink sink(exporter, dpi.get(), summary, store.get(), opts.biflow);
-  FlowTable table(tcfg, sink);
-  FragmentTracker fragments;
-  DecodeOptions dopts;
-  dopts.decapsulate_tunnels = opts.decapsulate_tunnels;
-
-  Progress prog;
-  prog.bytes_total = reader.bytes_total();
-  const std::uint64_t every = std::max<std::uint64_t>(opts.progress_every_packets, 1);
-  std::uint64_t next_progress = every;
-
-  RawPacket raw;
-  DecodedPacket pkt;
-  std::uint64_t max_ts_us = 0;
-  while (reader.next(raw)) {
-    const std::uint64_t n = ++summary.packets_read;
-    if ((n & 1023) == 0 && cancelled()) throw Cancelled();
-    if (progress && n >= next_progress) {
-      next_progress += every;
-      prog.packets = n;
-      prog.bytes_read = reader.bytes_read();
-      progress(prog);
-    }
-    if (raw.ts_us < max_ts_us) ++summary.out_of_order_packets;
-    max_ts_us = std::max(max_ts_us, raw.ts_us);
-
-    const DecodeStatus st = decode_packet(raw.dlt, raw.data, raw.caplen, dopts, pkt, raw.wirelen);
-    if (st != DecodeStatus::kOk) {
-      summary.on_not_metered(st);
-      continue;
-    }
-    const std::uint64_t ts_ms = raw.ts_us / 1000;
-    if (pkt.fragment) {
-      if (pkt.first_fragment) {
-        fragments.remember(pkt, ts_ms);
-      } else if (!fragments.resolve(pkt, ts_ms)) {
-        ++summary.fragments_unmatched;
-      }
-    }
-    if (pkt.tunnels) ++summary.tunnelled_packets;
-    sink.set_now(std::max(ts_ms, table.now_ms()));
-    const FlowTable::Hit hit = table.update(pkt, ts_ms);
-    if (live) exporter.tick(table.now_ms());
-    if (dpi) dpi->process(*hit.flow, pkt, ts_ms);
-    if (store) store->series().on_packet(hit.flow->buckets, ts_ms, pkt.ip_octets);
-    summary.on_packet(raw.ts_us, pkt.ip_octets);
+  PacketSource source(reader, summary, opts, progress, cancel);
+  MeterResult metered;
+  if (threads > 1) {
+    metered = meter_threaded(source, opts, tcfg, {exporter, summary, store.get()},
+                             opts.dpi ? &impl_->ndpi : nullptr);
+  } else {
+    std::unique_ptr<Dpi> dpi = opts.dpi ? std::make_unique<Dpi>(impl_->ndpi[0].fresh()) : nullptr;
+    metered = meter_single(source, tcfg, exporter, summary, store.get(), dpi.get(), opts.biflow);
   }
-  if (cancelled()) throw Cancelled();
-
   account_inputs(reader, summary);
-  summary.peak_flows = table.peak_size();
-  table.flush(EndReason::kForcedEnd);
+  summary.peak_flows = metered.peak_flows;
   publish_outputs(exporter, store.get());  // the store, then the IPFIX file
-
-  if (progress) {
-    prog.packets = summary.packets_read;
-    prog.bytes_read = prog.bytes_total;
-    progress(prog);
-  }
+  source.report_end();
   summary.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   Conversion c;
   c.summary.reserve(4096);
-  summary.write_json(c.summary, summary_extras(opts, dpi.get()));
+  summary.write_json(c.summary, summary_extras(opts, opts.dpi ? &metered.dpi : nullptr));
   c.packets = summary.packets();
   c.bytes = summary.bytes();
   c.flows = summary.records();

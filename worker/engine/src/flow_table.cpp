@@ -187,12 +187,11 @@ void FlowTable::expire(std::uint64_t now_ms) {
   }
 }
 
-FlowTable::Hit FlowTable::update(const DecodedPacket& pkt, std::uint64_t ts_ms) {
+FlowTable::Hit FlowTable::update(const DecodedPacket& pkt, std::uint64_t ts_ms, std::uint64_t h) {
   if (ts_ms > now_ms_) {
     now_ms_ = ts_ms;
     expire(now_ms_);
   }
-  const std::uint64_t h = hash_key(pkt.key);
   bool reverse = false;
   std::uint32_t slot = find(pkt.key, h, reverse);
   if (slot) {

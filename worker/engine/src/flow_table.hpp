@@ -106,7 +106,19 @@ class FlowTable {
     bool reverse;  // packet goes in the flow's reverse direction
   };
   // Accounts one packet. `ts_ms` is its capture time. Expires idle flows first.
-  Hit update(const DecodedPacket& pkt, std::uint64_t ts_ms);
+  Hit update(const DecodedPacket& pkt, std::uint64_t ts_ms) {
+    return update(pkt, ts_ms, hash_key(pkt.key));
+  }
+  // The same with hash_key(pkt.key) already computed.
+  Hit update(const DecodedPacket& pkt, std::uint64_t ts_ms, std::uint64_t hash);
+  // Moves the table's clock to `now_ms` (packet time of a packet metered elsewhere: the other
+  // shards of a threaded conversion) and expires what is due then, as update() would.
+  void advance(std::uint64_t now_ms) {
+    if (now_ms > now_ms_) {
+      now_ms_ = now_ms;
+      expire(now_ms_);
+    }
+  }
   // Exports every flow still in the table with `reason` (end of input = kForcedEnd).
   void flush(EndReason reason);
   std::size_t size() const { return live_; }

@@ -37,6 +37,11 @@ struct ReadOptions {
   // of its own (a few buffers ahead of libpcap).
   capture::DecompressLimits limits;
   bool read_ahead = true;
+  // A memory-mapped capture drops the pages it read from the process every 8 MiB (the RSS
+  // bound), all but this many bytes behind the read position. A threaded conversion's shards
+  // read packets somewhat after the reader: they are given room, so they do not fault the pages
+  // in again.
+  std::size_t mapped_behind = 0;
 };
 // The reading options a conversion's or an extract's options ask for.
 ReadOptions read_options(const Options& opts);
@@ -100,6 +105,7 @@ class PcapReader {
   std::size_t map_size_ = 0;
   std::size_t pos_ = 0;
   std::size_t released_ = 0;  // mapping before this offset was dropped (keeps RSS small)
+  std::size_t mapped_behind_ = 0;
   bool swapped_ = false;
   bool nsec_ = false;
   std::uint32_t snapshot_ = 0;

@@ -93,6 +93,12 @@ int main(int argc, char** argv) {
   app.add_flag("--uniflow", uniflow, "one record per direction instead of RFC 5103 biflows");
   app.add_option("--max-flows", opts.max_flows, "flow table size; the oldest flow is evicted")
       ->capture_default_str();
+  app.add_option("--threads", opts.threads,
+                 "flow metering threads: 1 = one thread does everything; N > 1 = one thread "
+                 "reads and decodes, N threads meter and label (same records, another order; "
+                 "--max-flows is shared out among them)")
+      ->check(CLI::Range(1u, ipfixweb::engine::Options::kMaxThreads))
+      ->capture_default_str();
   app.add_option("--observation-domain", opts.observation_domain, "IPFIX observation domain id")
       ->capture_default_str();
   app.add_option("--analysis", opts.analysis,
@@ -181,7 +187,7 @@ int main(int argc, char** argv) {
 
   try {
     // An ingest sets nDPI up only if a label needs a protocol name; an extract never does.
-    eng::Engine engine(opts.dpi && opts.mode == eng::Mode::Convert);
+    eng::Engine engine(opts.dpi && opts.mode == eng::Mode::Convert, opts.threads);
     eng::Conversion result;
     const auto t0 = std::chrono::steady_clock::now();
     for (unsigned i = 0; i < repeat; ++i) result = engine.convert_text(opts, progress, &g_cancel);

@@ -75,6 +75,11 @@ class SeriesBuilder {
       b.more_.push_back({start, 1, bytes});
     }
   }
+  // A packet time seen elsewhere (a threaded conversion's shards bucket their packets with
+  // SeriesBuilders of their own): the final bucket size takes it into account.
+  void include_time(std::uint64_t ts_ms) {
+    if (ts_ms < min_ms_ || ts_ms > max_ms_) widen(ts_ms);
+  }
   // A finished flow: its buckets go to the series of its application ("": DPI off, no
   // application series) and protocol; then `b` is cleared.
   void on_flow(RecordBuckets& b, std::string_view app, std::uint8_t proto);

@@ -39,6 +39,12 @@ struct Options {
   // Added by the engine: meter the inner packet of IP-in-IP, 6in4, GRE, ERSPAN, VXLAN, Geneve
   // and Teredo (as ndpiReader does for IP-in-IP/Teredo) instead of the outer one.
   bool decapsulate_tunnels = true;
+  // Flow metering threads (Mode::Convert). 1: the calling thread does everything. N > 1: the
+  // calling thread reads and decodes, N threads meter and label disjoint sets of flows (both
+  // directions of a flow in one set); the same records in another order (docs/engine.md,
+  // Threads). At most kMaxThreads.
+  unsigned threads = 1;
+  static constexpr unsigned kMaxThreads = 64;
   // Progress callback period in packets (the callback also runs once at the end).
   std::uint64_t progress_every_packets = 100000;
   // Bounds on each compressed input's decompressed output, against decompression bombs: its
@@ -112,7 +118,9 @@ class Engine {
   Engine();  // initialises nDPI once; cheap to fork after construction
   // `init_dpi` false: nDPI is initialised on the first convert() with Options::dpi (saves its
   // ~50 ms setup for --no-dpi runs).
-  explicit Engine(bool init_dpi);
+  // `dpi_threads` > 1 (with init_dpi): the nDPI modules of a later convert() with
+  // Options::threads = dpi_threads are set up now, in parallel, instead of by its threads.
+  explicit Engine(bool init_dpi, unsigned dpi_threads = 1);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

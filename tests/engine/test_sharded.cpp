@@ -1,0 +1,142 @@
+// ShardedMeter (the threaded engine's core): both directions of a flow in one shard, packet time
+// reaching idle shards, and a failing shard reaching the caller as EngineError.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <mutex>
+#include <new>
+#include <set>
+#include <vector>
+
+#include "ipfixweb/engine/engine.hpp"
+#include "sharded.hpp"
+
+namespace ipfixweb::engine {
+namespace {
+
+DecodedPacket udp_packet(std::uint8_t a, std::uint8_t b, std::uint16_t sport, std::uint16_t dport) {
+  DecodedPacket p;
+  p.key.ip_version = 4;
+  p.key.proto = 17;
+  p.key.src[0] = 10;
+  p.key.src[3] = a;
+  p.key.dst[0] = 10;
+  p.key.dst[3] = b;
+  p.key.sport = sport;
+  p.key.dport = dport;
+  p.ip_octets = 100;
+  return p;
+}
+
+// Records every finished flow (under a lock shared by the shards); can be told to fail.
+struct Recorder {
+  std::mutex lock;
+  std::vector<std::pair<FlowKey, EndReason>> ended;
+  std::atomic<int> fail_after{-1};  // packets metered before on_packet throws
+  std::atomic<int> packets{0};
+};
+
+class RecordingWork final : public ShardWork, public FlowSink {
+ public:
+  explicit RecordingWork(Recorder& r) : r_(r) {}
+  FlowSink& sink() override { return *this; }
+  void set_now(std::uint64_t) override {}
+  void on_packet(Flow&, const DecodedPacket&, std::uint64_t) override {
+    const int n = r_.packets.fetch_add(1);
+    if (r_.fail_after >= 0 && n >= r_.fail_after) throw std::bad_alloc();
+  }
+  void on_flow_end(Flow& f, EndReason reason) override {
+    const std::lock_guard<std::mutex> g(r_.lock);
+    r_.ended.emplace_back(f.key, reason);
+  }
+
+ private:
+  Recorder& r_;
+};
+
+ShardWorkFactory recording(Recorder& r) {
+  return [&r](unsigned) { return std::make_unique<RecordingWork>(r); };
+}
+
+TEST(ShardedMeter, BothDirectionsOfAFlowMeetInOneShard) {
+  Recorder r;
+  ShardedMeter m(4, FlowTableConfig{}, recording(r), false);
+  std::set<unsigned> used;
+  for (std::uint8_t a = 1; a < 100; ++a) {
+    const auto fwd = udp_packet(a, 200, static_cast<std::uint16_t>(1000 + a), 53);
+    const auto rev = udp_packet(200, a, 53, static_cast<std::uint16_t>(1000 + a));
+    EXPECT_EQ(m.shard_of(fwd.key), m.shard_of(rev.key));
+    used.insert(m.shard_of(fwd.key));
+    m.add(fwd, 1000 + a, true);
+    m.add(rev, 1000 + a, true);
+  }
+  m.finish();
+  EXPECT_EQ(used.size(), 4u);
+  EXPECT_EQ(r.ended.size(), 99u);  // one biflow each
+}
+
+// One flow in one shard goes quiet; packets of flows in other shards move the clock past its
+// idle timeout: it ends as an idle timeout before the end of input (not as forced end).
+TEST(ShardedMeter, PacketTimeReachesShardsWithoutPackets) {
+  Recorder r;
+  FlowTableConfig cfg;
+  cfg.idle_timeout_ms = 1000;
+  ShardedMeter m(2, cfg, recording(r), false);
+  const auto quiet = udp_packet(1, 2, 1111, 53);
+  m.add(quiet, 0, true);
+  // Packets of flows in the other shard only, 100 ms apart, for 10 s.
+  std::uint16_t port = 2000;
+  int sent = 0;
+  for (std::uint64_t t = 100; t <= 10'000; t += 100) {
+    DecodedPacket p;
+    do p = udp_packet(3, 4, port++, 80);
+    while (m.shard_of(p.key) == m.shard_of(quiet.key));
+    m.add(p, t, true);
+    ++sent;
+  }
+  m.finish();
+  bool found = false;
+  for (const auto& [k, reason] : r.ended) {
+    if (k == quiet.key) {
+      found = true;
+      EXPECT_EQ(reason, EndReason::kIdleTimeout);
+    }
+  }
+  EXPECT_TRUE(found);
+  EXPECT_EQ(r.ended.size(), static_cast<std::size_t>(sent) + 1);
+}
+
+// A shard that throws (here std::bad_alloc, as an nDPI allocation could): the reader's next
+// hand-over or finish() throws EngineError, every thread is joined, nothing escapes a thread.
+TEST(ShardedMeter, ShardFailureReachesTheCallerAsEngineError) {
+  Recorder r;
+  r.fail_after = 5000;
+  auto meter = std::make_unique<ShardedMeter>(3, FlowTableConfig{}, recording(r), false);
+  bool thrown = false;
+  try {
+    for (int i = 0; i < 200'000; ++i)
+      meter->add(udp_packet(static_cast<std::uint8_t>(i), 9, static_cast<std::uint16_t>(i), 53),
+                 static_cast<std::uint64_t>(i), true);
+    meter->finish();
+  } catch (const EngineError& e) {
+    thrown = true;
+    EXPECT_NE(std::string(e.what()).find("thread"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(thrown);
+  meter.reset();  // joins (already joined): must not hang or throw
+}
+
+// The caller abandons the run (cancel, a reader error): destroying the meter stops and joins
+// the shards without metering the rest or flushing their tables.
+TEST(ShardedMeter, DestroyedMidRunStopsItsThreads) {
+  Recorder r;
+  {
+    ShardedMeter m(2, FlowTableConfig{}, recording(r), false);
+    for (int i = 0; i < 10'000; ++i)
+      m.add(udp_packet(1, 2, static_cast<std::uint16_t>(i), 53), 1, true);
+  }
+  EXPECT_TRUE(r.ended.empty());  // nothing flushed
+}
+
+}  // namespace
+}  // namespace ipfixweb::engine

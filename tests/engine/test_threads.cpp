@@ -1,0 +1,440 @@
+// Threaded conversion (Options::threads > 1): the same records as one thread, read back with an
+// independent decoder (ipfixDump) and from the flow store; cancel, errors and edge cases.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ipfixweb/engine/engine.hpp"
+#include "pcap_writer.hpp"
+#include "tool_helpers.hpp"
+
+namespace ipfixweb::engine::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Captures of the shared corpus (pcap, pcapng, cap), sorted.
+std::vector<std::string> corpus(const std::string& pcaps) {
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(pcaps)) {
+    const auto ext = e.path().extension().string();
+    if (e.is_regular_file() && (ext == ".pcap" || ext == ".pcapng" || ext == ".cap"))
+      files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// ipfixDump's records as sorted text lines (one per record, tab-separated id=value fields).
+std::vector<std::string> decoded_records(const std::string& path) {
+  std::vector<std::string> out;
+  for (const Record& r : ipfix_dump(path).records) {
+    std::string line;
+    for (const auto& [k, v] : r) line += k + "=" + v + "\t";
+    out.push_back(line);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The label of a decoded record line ("96=..." up to the next field), "" when none.
+std::string label_of(const std::string& line) {
+  const auto p = line.find("\t96=");
+  if (p == std::string::npos) return "";
+  const auto e = line.find('\t', p + 4);
+  return line.substr(p + 4, e - p - 4);
+}
+
+// A record line without its DPI elements (application id and name, ntop's server name, JA3 and
+// risk elements); the Community ID stays.
+std::string metering_of(const std::string& line) {
+  std::string s;
+  std::size_t pos = 0;
+  while (pos < line.size()) {
+    const auto e = line.find('\t', pos);
+    const std::string f = line.substr(pos, e - pos);
+    if (f.rfind("95=", 0) != 0 && f.rfind("96=", 0) != 0 && f.rfind("35632/", 0) != 0)
+      s += f + "\t";
+    pos = e == std::string::npos ? line.size() : e + 1;
+  }
+  return s;
+}
+
+// Rows of an SQL query as sorted text (columns `skip` left out; blobs as their bytes).
+std::vector<std::string> sql_rows(const std::string& db_path, const std::string& sql,
+                                  const std::set<std::string>& skip = {}) {
+  std::vector<std::string> rows;
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  while (st && sqlite3_step(st) == SQLITE_ROW) {
+    std::string row;
+    for (int i = 0; i < sqlite3_column_count(st); ++i) {
+      if (skip.count(sqlite3_column_name(st, i))) continue;
+      const auto* p = static_cast<const char*>(sqlite3_column_blob(st, i));
+      row.append(p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(st, i)))
+                   : std::string("NULL"));
+      row += '|';
+    }
+    rows.push_back(row);
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+// The summary without what legitimately differs between runs: the output's name, wall time, and
+// the peak table size (with threads: the sum of the shards' peaks).
+nlohmann::json comparable(nlohmann::json s) {
+  s.erase("output");
+  s.erase("elapsed_s");
+  s.erase("packets_per_s");
+  s.erase("peak_flows");
+  return s;
+}
+
+Options options_for(const std::string& in, const TempDir& dir, const std::string& name,
+                    unsigned threads) {
+  Options o;
+  o.inputs = {in};
+  o.output = dir.file(name + ".ipfix");
+  o.threads = threads;
+  o.analysis = {"tcp", "udp", "icmp", "dns", "tls", "http", "quic", "other"};
+  return o;
+}
+
+// Runs one conversion; an EngineError's message stands for the result.
+nlohmann::json convert_or_error(Engine& e, const Options& o) {
+  try {
+    return e.convert(o);
+  } catch (const EngineError& err) {
+    return std::string("error: ") + err.what();
+  }
+}
+
+// Every capture of the corpus, one thread against two, read back by ipfixDump: the same
+// records; the DPI labels identical except where nDPI's per-module caches (one module per
+// shard) decide them (docs/engine.md, Threads): those are counted and printed, and must be a
+// small minority.
+TEST(ThreadedEngine, TwoThreadsWriteTheSameRecordsAsOneOverTheCorpus) {
+  REQUIRE_TOOL("ipfixDump");
+  REQUIRE_PCAPS();
+  const auto files = corpus(pcaps);
+  ASSERT_GT(files.size(), 20u);
+  TempDir dir;
+  Engine one, two;
+  std::size_t records = 0, label_diffs = 0, files_with_diffs = 0;
+  for (const auto& in : files) {
+    const auto s1 = convert_or_error(one, options_for(in, dir, "one", 1));
+    const auto s2 = convert_or_error(two, options_for(in, dir, "two", 2));
+    if (s1.is_string()) {
+      EXPECT_EQ(s1, s2) << in;
+      continue;
+    }
+    ASSERT_TRUE(s2.is_object()) << in << ": " << s2;
+    const auto a = decoded_records(dir.file("one.ipfix"));
+    const auto b = decoded_records(dir.file("two.ipfix"));
+    ASSERT_EQ(a.size(), b.size()) << in;
+    records += a.size();
+    if (a == b) {
+      EXPECT_EQ(comparable(s1), comparable(s2)) << in;
+      continue;
+    }
+    // Same metering (keys, times, counters, end reasons), labels apart.
+    std::vector<std::string> ma, mb;
+    for (const auto& l : a) ma.push_back(metering_of(l));
+    for (const auto& l : b) mb.push_back(metering_of(l));
+    std::sort(ma.begin(), ma.end());
+    std::sort(mb.begin(), mb.end());
+    EXPECT_EQ(ma, mb) << in;
+    std::map<std::string, std::multiset<std::string>> la, lb;
+    for (const auto& l : a) la[metering_of(l)].insert(label_of(l));
+    for (const auto& l : b) lb[metering_of(l)].insert(label_of(l));
+    std::size_t diffs = 0;
+    for (const auto& [k, labels] : la) {
+      if (lb[k] == labels) continue;
+      ++diffs;
+      std::printf("[          ] %s: %s -> %s\n", fs::path(in).filename().c_str(),
+                  labels.begin()->c_str(), lb[k].begin()->c_str());
+    }
+    label_diffs += diffs;
+    ++files_with_diffs;
+  }
+  std::printf("[          ] %zu captures, %zu records, %zu with another label in %zu captures\n",
+              files.size(), records, label_diffs, files_with_diffs);
+  EXPECT_GT(records, 1000u);
+  EXPECT_LE(label_diffs * 100, records);  // under 1 %
+}
+
+// Short timeouts make idle, active and end-of-flow expiry happen all through every capture:
+// with three shards every flow store row (times, counters, end reason, Community ID) and the
+// time series are those of one thread.
+TEST(ThreadedEngine, TimeoutsFireAtTheSamePacketTimeAsOneThreadOverTheCorpus) {
+  REQUIRE_PCAPS();
+  const auto files = corpus(pcaps);
+  TempDir dir;
+  Engine one, three;
+  std::size_t rows = 0;
+  const std::set<std::string> labels = {"id",   "packed", "app_id",     "app",  "server_name",
+                                        "ja3c", "risk",   "risk_score", "risks"};
+  for (const auto& in : files) {
+    auto o1 = options_for(in, dir, "one", 1);
+    auto o3 = options_for(in, dir, "three", 3);
+    for (Options* o : {&o1, &o3}) {
+      o->idle_timeout_s = 2;
+      o->active_timeout_s = 10;
+      o->dpi = false;  // labels: see the test above
+      o->flows_db = o->output + ".flows.sqlite";
+    }
+    const auto s1 = convert_or_error(one, o1);
+    const auto s3 = convert_or_error(three, o3);
+    if (s1.is_string()) {
+      EXPECT_EQ(s1, s3) << in;
+      continue;
+    }
+    EXPECT_EQ(comparable(s1), comparable(s3)) << in;
+    const auto a = sql_rows(o1.flows_db, "SELECT * FROM flows", labels);
+    EXPECT_EQ(a, sql_rows(o3.flows_db, "SELECT * FROM flows", labels)) << in;
+    EXPECT_EQ(sql_rows(o1.flows_db, "SELECT * FROM series"),
+              sql_rows(o3.flows_db, "SELECT * FROM series"))
+        << in;
+    rows += a.size();
+  }
+  EXPECT_GT(rows, 1000u);
+}
+
+// A capture with flows that start, close (FIN both ways, RST), idle out and pass the active
+// timeout while packets of other flows keep the clock going, in several VLANs.
+std::string timing_capture(const TempDir& dir) {
+  const std::string path = dir.file("timing.pcap");
+  PcapWriter w(path);
+  std::uint64_t t = 1'700'000'000'000'000ull;
+  for (int i = 0; i < 400; ++i) {
+    const std::string c = "10.0." + std::to_string(i % 7) + "." + std::to_string(1 + i % 200);
+    const std::string s = "192.0.2." + std::to_string(1 + i % 5);
+    const auto sp = static_cast<std::uint16_t>(40000 + i);
+    const std::vector<std::uint16_t> vlan = {static_cast<std::uint16_t>(i % 3)};
+    w.add(t, ether4(ipv4(c, s, 6, tcp(sp, 80, 0x02)), vlan));
+    w.add(t + 1000, ether4(ipv4(s, c, 6, tcp(80, sp, 0x12)), vlan));
+    w.add(t + 2000, ether4(ipv4(c, s, 17, udp(sp, 53, 20)), vlan));
+    if (i % 3 == 0) w.add(t + 3000, ether4(ipv4(c, s, 6, tcp(sp, 80, 0x11)), vlan));
+    if (i % 3 == 0) w.add(t + 4000, ether4(ipv4(s, c, 6, tcp(80, sp, 0x11)), vlan));
+    if (i % 5 == 0) w.add(t + 5000, ether4(ipv4(s, c, 6, tcp(80, sp, 0x04)), vlan));
+    if (i % 4 == 0) w.add(t + 9000, ether4(ipv4(c, s, 6, tcp(sp, 80, 0x02)), vlan));  // reuse
+    t += 700'000;  // 0.7 s: idle timeouts of 2 s end earlier flows as the capture goes on
+  }
+  w.close();
+  return path;
+}
+
+// The same records with 1 to 8 threads (more threads than VLAN/flow groups included), and with
+// more threads than flows.
+TEST(ThreadedEngine, AnyThreadCountWritesTheSameRecords) {
+  REQUIRE_TOOL("ipfixDump");
+  TempDir dir;
+  const std::string in = timing_capture(dir);
+  Engine e;
+  auto run = [&](unsigned threads, const std::string& input) {
+    Options o = options_for(input, dir, "t" + std::to_string(threads), threads);
+    o.idle_timeout_s = 2;
+    o.active_timeout_s = 30;
+    const auto s = e.convert(o);
+    return std::make_pair(decoded_records(o.output), comparable(s));
+  };
+  const auto base = run(1, in);
+  ASSERT_GT(base.first.size(), 500u);
+  for (unsigned n : {2u, 3u, 4u, 8u}) {
+    const auto got = run(n, in);
+    EXPECT_EQ(base.first, got.first) << n << " threads";
+    EXPECT_EQ(base.second, got.second) << n << " threads";
+  }
+  // Two flows, sixteen threads: most shards see no packet at all.
+  const std::string small = dir.file("small.pcap");
+  {
+    PcapWriter w(small);
+    w.add(1'000'000, ether4(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1000, 53, 10))));
+    w.add(2'000'000, ether4(ipv4("10.0.0.2", "10.0.0.1", 17, udp(53, 1000, 10))));
+    w.add(3'000'000, ether4(ipv4("10.0.0.3", "10.0.0.4", 6, tcp(1234, 80, 0x02))));
+  }
+  const auto one = run(1, small);
+  const auto sixteen = run(16, small);
+  EXPECT_EQ(one.first, sixteen.first);
+  EXPECT_EQ(one.second, sixteen.second);
+  EXPECT_EQ(one.first.size(), 2u);
+}
+
+// Captures read through libpcap (compressed, pcapng) hand their packets' bytes over in copies
+// (a memory-mapped pcap does not): DPI sees the same bytes, the records are the same.
+TEST(ThreadedEngine, CopiedPayloadsOfCompressedAndPcapngInputsLabelTheSame) {
+  REQUIRE_TOOL("ipfixDump");
+  REQUIRE_TOOL("gzip");
+  REQUIRE_PCAPS();
+  TempDir dir;
+  Engine e;
+  int checked = 0;
+  for (const char* name : {"1kxun.pcap", "quic_interop_V.pcapng", "ja3_lots_of_cipher_suites.pcap",
+                           "http_ipv6.pcap", "dns_doh.pcap", "whois.pcapng"}) {
+    const std::string src = pcaps + "/" + name;
+    if (!fs::exists(src)) continue;
+    const std::string gz = dir.file(std::string(name) + ".gz");
+    ASSERT_EQ(run("gzip -c " + shell_quote(src) + " > " + shell_quote(gz)).exit_code, 0);
+    const auto s1 = e.convert(options_for(src, dir, "one", 1));
+    const auto s2 = e.convert(options_for(gz, dir, "two", 2));
+    const auto a = decoded_records(dir.file("one.ipfix"));
+    EXPECT_EQ(a, decoded_records(dir.file("two.ipfix"))) << name;
+    EXPECT_EQ(s1["dpi_stats"], s2["dpi_stats"]) << name;
+    EXPECT_FALSE(a.empty()) << name;
+    ++checked;
+  }
+  EXPECT_GE(checked, 4);
+}
+
+// One nDPI module per metering thread: set up in parallel by Engine(true, N) (or by the shards
+// on first use), reset and reused by later conversions, which label like the first.
+TEST(ThreadedEngine, ModulesAreSetUpOncePerThreadAndReused) {
+  REQUIRE_PCAPS();
+  const std::string in = pcaps + "/stun_signal.pcapng";  // labels that depend on nDPI's caches
+  if (!fs::exists(in)) GTEST_SKIP() << "stun_signal.pcapng missing";
+  TempDir dir;
+  Engine ready(true, 3);
+  EXPECT_EQ(ready.dpi_initialisations(), 3u);
+  const auto first = ready.convert(options_for(in, dir, "a", 3));
+  const auto second = ready.convert(options_for(in, dir, "b", 3));
+  EXPECT_EQ(comparable(first), comparable(second));
+  EXPECT_EQ(ready.dpi_initialisations(), 3u);
+  Engine later(false);  // no module until a conversion with DPI
+  EXPECT_EQ(later.dpi_initialisations(), 0u);
+  const auto third = later.convert(options_for(in, dir, "c", 3));
+  EXPECT_EQ(later.dpi_initialisations(), 3u);
+  EXPECT_EQ(comparable(first), comparable(third));
+  // Other thread counts on the same engine: one more module for a fourth shard, none for two.
+  later.convert(options_for(in, dir, "d", 4));
+  EXPECT_EQ(later.dpi_initialisations(), 4u);
+  const auto two = later.convert(options_for(in, dir, "e", 2));
+  EXPECT_EQ(later.dpi_initialisations(), 4u);
+  Engine fresh_two(true, 2);
+  EXPECT_EQ(comparable(two), comparable(fresh_two.convert(options_for(in, dir, "f", 2))));
+}
+
+// threads = 1 is the single-threaded engine: the same bytes as the default options; out of
+// range counts are refused before anything is written.
+TEST(ThreadedEngine, OneThreadIsTheDefaultAndBadCountsAreRefused) {
+  TempDir dir;
+  const std::string in = timing_capture(dir);
+  Engine e;
+  Options o;
+  o.inputs = {in};
+  o.output = dir.file("default.ipfix");
+  e.convert(o);
+  o.output = dir.file("one.ipfix");
+  o.threads = 1;
+  e.convert(o);
+  EXPECT_EQ(read_text(dir.file("default.ipfix")), read_text(dir.file("one.ipfix")));
+  for (unsigned bad : {0u, Options::kMaxThreads + 1}) {
+    o.threads = bad;
+    o.output = dir.file("bad.ipfix");
+    EXPECT_THROW(e.convert(o), EngineError) << bad;
+    EXPECT_FALSE(fs::exists(o.output));
+  }
+}
+
+bool only_entry_is(const TempDir& dir, const std::string& name) {
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    if (e.path().filename() != name) return false;
+  return true;
+}
+
+// Cancel raised from the progress callback while the shards are busy: Cancelled, no output and
+// no temporary left, the engine usable again (its threads are gone and its modules reusable).
+TEST(ThreadedEngine, CancelMidRunLeavesNoOutput) {
+  TempDir dir;
+  const std::string in = timing_capture(dir);
+  Engine e;
+  std::atomic<bool> cancel{false};
+  Options o;
+  o.inputs = {in};
+  o.output = dir.file("out.ipfix");
+  o.flows_db = dir.file("out.flows.sqlite");
+  o.threads = 3;
+  o.progress_every_packets = 256;
+  std::uint64_t seen = 0;
+  const ProgressFn progress = [&](const Progress& p) {
+    seen = p.packets;
+    if (p.packets >= 1024) cancel = true;
+  };
+  EXPECT_THROW(e.convert(o, progress, &cancel), Cancelled);
+  EXPECT_GE(seen, 1024u);
+  EXPECT_TRUE(only_entry_is(dir, "timing.pcap"));
+  cancel = false;
+  const auto s = e.convert(o, {}, &cancel);
+  EXPECT_GT(s["flows"].get<std::uint64_t>(), 500u);
+}
+
+// A capture whose records go bad in the middle (an impossible capture length): the reader's
+// EngineError reaches the caller, the shards stop, nothing is published.
+TEST(ThreadedEngine, CorruptCaptureFailsWithoutOutput) {
+  TempDir dir;
+  const std::string good = timing_capture(dir);
+  const std::string bad = dir.file("bad.pcap");
+  fs::copy_file(good, bad);
+  {
+    const std::string junk(16, '\xff');  // a record header with caplen 0xffffffff
+    std::ofstream(bad, std::ios::binary | std::ios::app) << junk << std::string(64, '\0');
+  }
+  Engine e;
+  Options o;
+  o.inputs = {bad};
+  o.output = dir.file("out.ipfix");
+  o.flows_db = dir.file("out.flows.sqlite");
+  o.threads = 2;
+  try {
+    e.convert(o);
+    ADD_FAILURE() << "no error";
+  } catch (const EngineError& err) {
+    EXPECT_NE(std::string(err.what()).find("capture length"), std::string::npos) << err.what();
+  }
+  EXPECT_FALSE(fs::exists(o.output));
+  EXPECT_FALSE(fs::exists(o.flows_db));
+  // A capture cut short in the middle of a record is not an error: a warning, same records.
+  const std::string cut = dir.file("cut.pcap");
+  {
+    std::string bytes = read_text(good);
+    std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() / 2 + 7);
+  }
+  o.inputs = {cut};
+  o.flows_db.clear();
+  const auto s2 = e.convert(o);
+  o.threads = 1;
+  o.output = dir.file("one.ipfix");
+  const auto s1 = e.convert(o);
+  EXPECT_EQ(comparable(s1), comparable(s2));
+  EXPECT_FALSE(s2["warnings"].empty());
+}
+
+// pcap2ipfix --threads N: in --help, converts, and refuses 0.
+TEST(ThreadedEngine, Pcap2ipfixTakesThreads) {
+  TempDir dir;
+  const std::string in = timing_capture(dir);
+  const auto help = run(shell_quote(pcap2ipfix()) + " --help");
+  EXPECT_NE(help.out.find("--threads"), std::string::npos);
+  const auto ok = run(shell_quote(pcap2ipfix()) + " -q --threads 3 -o " +
+                      shell_quote(dir.file("o.ipfix")) + " " + shell_quote(in));
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_TRUE(fs::exists(dir.file("o.ipfix")));
+  const auto zero = run(shell_quote(pcap2ipfix()) + " -q --threads 0 -o " +
+                        shell_quote(dir.file("z.ipfix")) + " " + shell_quote(in));
+  EXPECT_EQ(zero.exit_code, 2) << zero.err;
+}
+
+}  // namespace
+}  // namespace ipfixweb::engine::test
