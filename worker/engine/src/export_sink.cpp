@@ -6,6 +6,18 @@
 
 namespace ipfixweb::engine {
 
+void store_endpoints(const FlowKey& k, flows::FlowRow& r) {
+  if (k.ip_version == 4) {
+    r.src = flows::v4_key(k.src.data());
+    r.dst = flows::v4_key(k.dst.data());
+  } else {
+    r.src = k.src;
+    r.dst = k.dst;
+  }
+  r.sport = k.sport;
+  r.dport = k.dport;
+}
+
 void store_records(const Flow& f, EndReason reason, const FlowLabel& label, bool biflow,
                    flows::Writer& store) {
   flows::FlowRow r;
@@ -25,17 +37,7 @@ void store_records(const Flow& f, EndReason reason, const FlowLabel& label, bool
     if (label.risks) r.risks = *label.risks;
   }
   const bool icmp = f.key.proto == 1 || f.key.proto == 58;
-  const auto endpoints = [&](const FlowKey& k) {
-    if (k.ip_version == 4) {
-      r.src = flows::v4_key(k.src.data());
-      r.dst = flows::v4_key(k.dst.data());
-    } else {
-      r.src = k.src;
-      r.dst = k.dst;
-    }
-    r.sport = k.sport;
-    r.dport = k.dport;
-  };
+  const auto endpoints = [&](const FlowKey& k) { store_endpoints(k, r); };
   const auto forward = [&](const DirectionStats& d) {
     r.fwd_packets = d.packets;
     r.fwd_bytes = d.octets;

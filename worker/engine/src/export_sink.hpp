@@ -14,6 +14,9 @@
 
 namespace ipfixweb::engine {
 
+// A store row's addresses and ports: those of `k` (IPv4 addresses in the store's IPv4 form).
+void store_endpoints(const FlowKey& k, flows::FlowRow& r);
+
 // The flow store rows of one finished flow: the same records, in the same order, with the
 // same values as IpfixExporter::write puts in the IPFIX file.
 void store_records(const Flow& f, EndReason reason, const FlowLabel& label, bool biflow,

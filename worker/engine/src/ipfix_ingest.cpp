@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "community_id.hpp"
+#include "export_sink.hpp"
 #include "exporter.hpp"
 #include "flow_table.hpp"
 #include "ipfixweb/capture/format.hpp"
@@ -1279,15 +1280,7 @@ class Ingest {
       row.risk_score = label_.risk_score;
       row.risks = risks_;
     }
-    if (k.ip_version == 4) {
-      row.src = flows::v4_key(k.src.data());
-      row.dst = flows::v4_key(k.dst.data());
-    } else {
-      row.src = k.src;
-      row.dst = k.dst;
-    }
-    row.sport = k.sport;
-    row.dport = k.dport;
+    store_endpoints(k, row);
     row.start_ms = start;
     row.end_ms = end;
     row.fwd_packets = d.packets;
