@@ -188,10 +188,7 @@ void FlowTable::expire(std::uint64_t now_ms) {
 }
 
 FlowTable::Hit FlowTable::update(const DecodedPacket& pkt, std::uint64_t ts_ms, std::uint64_t h) {
-  if (ts_ms > now_ms_) {
-    now_ms_ = ts_ms;
-    expire(now_ms_);
-  }
+  advance(ts_ms);
   bool reverse = false;
   std::uint32_t slot = find(pkt.key, h, reverse);
   if (slot) {
