@@ -23,6 +23,27 @@ if(IPFIXWEB_SANITIZE OR IPFIXWEB_FUZZ)
   set(IPFIXWEB_ASAN ON)
 endif()
 
+# Build-time settings of a test executable (the suites are most of the build: 70 of 213 steps
+# and about half of its CPU time, measured with -O3).
+#   - Optimised builds compile the tests' own sources with -O1 (after the build type's -O3, so
+#     it wins): a test body runs once and waits on processes and sockets, and -O1 compiles a
+#     test source in about 55 % of -O3's time. The code under test, in the project's libraries,
+#     keeps the build type's flags.
+#   - One precompiled header per test executable with the third-party headers that nearly every
+#     test source parses (GoogleTest, nlohmann-json, msgpack through protocol.hpp, spdlog, the
+#     standard library). Off with -DIPFIXWEB_PCH=OFF (e.g. for a tool that cannot read them).
+option(IPFIXWEB_PCH "Precompile the common headers of the test executables" ON)
+set(IPFIXWEB_TEST_PCH_HEADERS
+  <gtest/gtest.h> <nlohmann/json.hpp> <msgpack.hpp> <spdlog/spdlog.h>
+  <algorithm> <atomic> <chrono> <cstdint> <filesystem> <fstream> <map> <memory> <mutex>
+  <optional> <set> <sstream> <string> <string_view> <thread> <vector>)
+function(ipfixweb_test_build_settings target)
+  target_compile_options(${target} PRIVATE $<$<CONFIG:Release,RelWithDebInfo>:-O1>)
+  if(IPFIXWEB_PCH)
+    target_precompile_headers(${target} PRIVATE ${IPFIXWEB_TEST_PCH_HEADERS})
+  endif()
+endfunction()
+
 # ipfixweb_target_settings(<target> [TEST]): TEST marks a test executable. In an ASan build its
 # own code gets AddressSanitizer only (the code under test, in the project's libraries, has
 # UBSan and the fuzzing coverage too): test sources are large and their UBSan and coverage
@@ -35,6 +56,9 @@ function(ipfixweb_target_settings target)
     -Wimplicit-fallthrough)
   if(IPFIXWEB_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
+  endif()
+  if(arg_TEST)
+    ipfixweb_test_build_settings(${target})
   endif()
   if(IPFIXWEB_ASAN AND arg_TEST)
     target_compile_options(${target} PRIVATE -fsanitize=address -fno-omit-frame-pointer)
