@@ -29,6 +29,7 @@
 #include "ipfixweb/api/events.hpp"
 #include "ipfixweb/api/handler_pool.hpp"
 #include "ipfixweb/api/http.hpp"
+#include "ipfixweb/api/lease_pool.hpp"
 #include "ipfixweb/api/metrics.hpp"
 #include "ipfixweb/api/openapi.hpp"
 #include "ipfixweb/api/render.hpp"
@@ -119,21 +120,19 @@ struct Server::Impl {
   std::optional<FlowRoutes> flow_routes;
   std::unique_ptr<CaptureStore> captures;
   std::optional<CaptureRoutes> capture_routes;
+  // Broker sockets (cancel, ping) and read-only database connections, lent to one handler at
+  // a time: only as many are open as were in use at once (lease_pool.hpp).
+  // Before http, whose handler threads hold leases until it stops.
+  LeasePool<BrokerClient> brokers;
+  LeasePool<TaskStore> stores;
   std::unique_ptr<EventHub> event_hub;  // before http: streams may outlive it, not the server
   std::unique_ptr<http::Server> http;
   std::atomic<bool> draining{false};
 
-  // Per-thread resources: a broker socket and a read-only database connection.
-  struct ThreadState {
-    const Impl* owner = nullptr;
-    std::unique_ptr<BrokerClient> broker;
-    std::optional<TaskStore> store;
-  };
-
   std::optional<curve::KeyPair> curve_keys;
   std::string curve_server;
-  // Submissions go through one thread that batches them; cancel and ping use
-  // the calling thread's own BrokerClient.
+  // Submissions go through one thread that batches them; cancel and ping lease a
+  // BrokerClient.
   std::unique_ptr<BatchSubmitter> submitter;
 
   Impl(Config c, zmq::context_t& z) : cfg(std::move(c)), ctx(z) {
@@ -180,22 +179,11 @@ struct Server::Impl {
           });
   }
 
-  ThreadState& local() {
-    thread_local ThreadState ts;
-    if (ts.owner != this) {
-      ts.broker.reset();
-      ts.store.reset();
-      ts.owner = this;
-    }
-    return ts;
-  }
-
-  BrokerClient& broker() {
-    auto& ts = local();
-    if (!ts.broker)
-      ts.broker = std::make_unique<BrokerClient>(ctx, cfg.broker, cfg.broker_timeout_s,
-                                                 curve_keys ? &*curve_keys : nullptr, curve_server);
-    return *ts.broker;
+  LeasePool<BrokerClient>::Lease broker() {
+    return brokers.acquire([this] {
+      return std::make_unique<BrokerClient>(ctx, cfg.broker, cfg.broker_timeout_s,
+                                            curve_keys ? &*curve_keys : nullptr, curve_server);
+    });
   }
 
   // Waits for the broker or the file system. The handler thread does not count as running
@@ -206,11 +194,11 @@ struct Server::Impl {
   }
   std::optional<proto::CancelReply> ask_broker_to_cancel(const std::string& id) {
     http::WaitScope waiting;
-    return broker().cancel(id);
+    return broker()->cancel(id);
   }
   std::optional<proto::Pong> ping_broker(double timeout_s) {
     http::WaitScope waiting;
-    return broker().ping(timeout_s);
+    return broker()->ping(timeout_s);
   }
   // stat()s every input: on a network file system a wait too.
   bool resolve_under_roots(const ParsedRequest& p, proto::TaskSpec& spec,
@@ -219,18 +207,18 @@ struct Server::Impl {
     return resolve_paths(p, roots, spec, errors);
   }
 
-  // nullptr when the database cannot be opened yet (the broker creates it).
-  TaskStore* store() {
-    auto& ts = local();
-    if (!ts.store) {
+  // Empty when the database cannot be opened yet (the broker creates it).
+  LeasePool<TaskStore>::Lease store() {
+    return stores.acquire([this]() -> std::unique_ptr<TaskStore> {
       try {
-        ts.store.emplace(TaskStore::open_reader(cfg.db_path));
+        auto made = std::make_unique<TaskStore>(TaskStore::open_reader(cfg.db_path));
+        log->debug("opened a database connection ({} idle)", stores.idle());
+        return made;
       } catch (const std::exception& e) {
         log->warn("database not readable: {}", e.what());
         return nullptr;
       }
-    }
-    return &*ts.store;
+    });
   }
 
   Metrics metrics;
@@ -272,7 +260,7 @@ struct Server::Impl {
   bool read_by_live_task(const std::string& path) {
     // No database yet (the broker creates it): no task at all. Unreadable: cannot tell, keep it.
     if (!std::filesystem::exists(cfg.db_path)) return false;
-    auto* st = store();
+    auto st = store();
     if (!st) return true;
     for (auto state : {TaskState::Queued, TaskState::Running}) {
       TaskFilter f;
@@ -389,7 +377,7 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
 // The task named by the route's {id}; answers 503 or 404 itself when there is none.
 std::optional<TaskRecord> Server::Impl::find_task(const Request& req, Response& res) {
   std::string id = req.path_params.at(0);
-  auto* st = store();
+  auto st = store();
   if (!st) {
     res.set_header("Retry-After", "1");
     problem(res, 503, "the task database is not available");
@@ -411,7 +399,7 @@ void Server::Impl::get_task(const Request& req, Response& res) {
 }
 
 void Server::Impl::list_tasks(const Request& req, Response& res) {
-  auto* st = store();
+  auto st = store();
   if (!st) {
     res.set_header("Retry-After", "1");
     return problem(res, 503, "the task database is not available");
@@ -516,7 +504,7 @@ void Server::Impl::event_stream(const Request& req, Response& res, const std::st
   std::optional<std::int64_t> after;
   if (!event_cursor(req, after))
     return problem(res, 400, "Last-Event-ID (or since) must be a non-negative event id");
-  auto* st = store();
+  auto st = store();
   if (!st) {
     res.set_header("Retry-After", "1");
     return problem(res, 503, "the task database is not available yet");
@@ -540,8 +528,13 @@ void Server::Impl::task_events(const Request& req, Response& res) {
   if (!t) return;
   const std::string& id = t->id;
   if (wants_event_stream(req)) return event_stream(req, res, id);
+  auto st = store();
+  if (!st) {
+    res.set_header("Retry-After", "1");
+    return problem(res, 503, "the task database is not available");
+  }
   json events = json::array();
-  for (auto& e : store()->events(id))
+  for (auto& e : st->events(id))
     events.push_back({{"at", e.at},
                       {"state", name(e.state)},
                       {"reason", null_if_empty(e.reason)},
@@ -556,7 +549,7 @@ void Server::Impl::readyz(Response& res) {
     ok = false;
     checks["draining"] = true;
   }
-  auto* st = store();
+  auto st = store();
   if (st) {
     try {
       st->count_by_state();
@@ -619,7 +612,7 @@ void Server::Impl::status(Response& res) {
   for (auto s : {TaskState::Queued, TaskState::Running, TaskState::Succeeded, TaskState::Failed,
                  TaskState::Cancelled})
     tasks[std::string(name(s))] = 0;
-  if (auto* st = store()) {
+  if (auto st = store()) {
     try {
       for (auto& [s, n] : st->count_by_state()) tasks[std::string(name(s))] = n;
     } catch (const std::exception& e) {
@@ -649,6 +642,13 @@ void Server::Impl::metrics_text(Response& res) {
                 "ipfixweb_api_submit_batches_total %llu\n",
                 static_cast<unsigned long long>(submitter->batches_sent()));
   out += buf;
+  gauge("ipfixweb_api_db_connections",
+        "Read-only database connections the api holds open (lent to requests one at a time).",
+        static_cast<double>(stores.open()));
+  gauge("ipfixweb_api_broker_sockets",
+        "Sockets to the broker the api holds open for cancels and pings (submissions have "
+        "their own).",
+        static_cast<double>(brokers.open()));
   auto pong = ping_broker(std::min(cfg.broker_timeout_s, 0.5));
   gauge("ipfixweb_broker_up", "1 when the broker answered the api's ping.", pong ? 1 : 0);
   if (pong) {
@@ -698,7 +698,7 @@ void Server::Impl::metrics_text(Response& res) {
       }
     }
   }
-  if (auto* st = store()) {
+  if (auto st = store()) {
     out +=
         "# HELP ipfixweb_tasks Tasks in the database by state.\n"
         "# TYPE ipfixweb_tasks gauge\n";

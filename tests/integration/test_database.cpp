@@ -3,7 +3,9 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <thread>
+#include <vector>
 
 #include "harness.hpp"
 #include "ipfixweb/shared/store.hpp"
@@ -113,3 +115,69 @@ TEST(Database, AShellHoldingAReadTransactionStopsNothingAndTheWalShrinksWhenItEn
 }
 
 }  // namespace
+
+namespace {
+
+// The api's open descriptors: all of them, and those on the task database's files.
+struct Descriptors {
+  int all = 0;
+  int database = 0;
+};
+Descriptors descriptors_of(pid_t pid, const std::string& db) {
+  Descriptors d;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    ++d.all;
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (!ec && target.rfind(db, 0) == 0) ++d.database;
+  }
+  return d;
+}
+
+}  // namespace
+
+// The api lends its read-only database connections and broker sockets to one request at a
+// time; it used to keep one of each per handler thread (64), opened on each thread's first
+// request, so that a steady load slowly opened them all (the soak in docs/reliability.md).
+TEST(Database, TheApiHoldsAsManyConnectionsAsRequestsRanAtOnceNotOnePerHandlerThread) {
+  Stack stack;
+  std::filesystem::copy_file(test_data() + "/tiny.pcap", stack.input_dir() + "/tiny.pcap");
+  stack.wait_ready(2);
+  auto ids = submit_many(stack, 3, "conn");
+  for (const auto& id : ids) stack.wait_terminal(id);
+  const std::string db = std::filesystem::canonical(stack.db_path()).string();
+
+  // Warm-up: four clients at once.
+  auto run_clients = [&](int clients, int each) {
+    std::vector<std::thread> threads;
+    for (int c = 0; c < clients; ++c)
+      threads.emplace_back([&, c] {
+        auto client = stack.client();
+        for (int i = 0; i < each; ++i) {
+          const std::string& id = ids[static_cast<std::size_t>(i + c) % ids.size()];
+          auto r = i % 3 == 0   ? client->Get("/api/v1/tasks/" + id)
+                   : i % 3 == 1 ? client->Get("/api/v1/tasks?limit=5")
+                                : client->Get("/readyz");  // a broker ping
+          ASSERT_TRUE(r);
+          EXPECT_EQ(r->status, 200) << r->body;
+        }
+      });
+    for (auto& t : threads) t.join();
+  };
+  run_clients(4, 60);
+  const Descriptors warm = descriptors_of(stack.api().pid(), db);
+
+  // Then one client at a time, many requests: hardly anything more is opened.
+  for (int round = 0; round < 5; ++round) run_clients(1, 120);
+  const Descriptors after = descriptors_of(stack.api().pid(), db);
+  // A connection holds the database and its WAL open (and the process one shared-memory file):
+  // one per client that ran at once, the event hub's, and one more, as a handler may still be
+  // returning its lease when the answer has reached the client and its next request arrives.
+  // (One per handler thread ended near 64.)
+  const int most = 2 * (4 + 1 + 1) + 1;
+  EXPECT_LE(warm.database, most);
+  EXPECT_LE(after.database, most) << "database descriptors " << warm.database << " -> "
+                                  << after.database;
+  EXPECT_LE(after.all, warm.all + 2 * 2) << "descriptors " << warm.all << " -> " << after.all;
+}

@@ -1,5 +1,5 @@
-// Request/reply to the broker's frontend over a DEALER socket. One client per
-// thread: ZeroMQ sockets are never shared across threads.
+// Request/reply to the broker's frontend over a DEALER socket. One thread at a time uses a
+// client (the api lends them: lease_pool.hpp); ZeroMQ sockets are never used by two at once.
 #pragma once
 
 #include <atomic>
