@@ -38,6 +38,11 @@ int main(int argc, char** argv) {
                  "Tasks a runner process serves before it is replaced (0: no limit)")
       ->envname("IPFIXWEB_RUNNER_MAX_TASKS")
       ->capture_default_str();
+  app.add_option("--max-task-threads", cfg.max_task_threads,
+                 "Cap on a task's \"threads\" (metering threads; 0: number of CPUs)")
+      ->envname("IPFIXWEB_MAX_TASK_THREADS")
+      ->check(CLI::Range(0, 64))
+      ->capture_default_str();
   app.add_option("--curve-server-key", cfg.curve_server_key, "CURVE: the broker's public key file")
       ->envname("IPFIXWEB_CURVE_SERVER_KEY");
   app.add_option("--curve-secret-key", cfg.curve_secret_key, "CURVE: this worker's secret key file")

@@ -55,10 +55,46 @@ TEST(TaskOptions, UniflowAndMaxFlowsReachTheEngine) {
   EXPECT_FALSE(p["request"].contains("max_flows")) << p["request"].dump();
 }
 
+// "threads" (issue 16) reaches the engine, capped by the worker's --max-task-threads, and the
+// records are the same as with one thread.
+TEST(TaskOptions, ThreadsReachTheEngineUpToTheWorkersCap) {
+  StackOptions o;
+  o.workers = 1;
+  o.extra_worker_args = {"--max-task-threads", "2"};
+  Stack s(o);
+  json results[3];
+  const int asked[3] = {1, 2, 8};
+  for (int i = 0; i < 3; ++i) {
+    json body = sample_with("t" + std::to_string(asked[i]) + ".ipfix", {{"DPI", true}});
+    if (asked[i] != 1) body["threads"] = asked[i];
+    auto [status, reply] = s.submit(body);
+    ASSERT_EQ(status, 202) << reply.dump();
+    results[i] = s.wait_terminal(reply["task_id"]);
+    ASSERT_EQ(results[i]["state"], "succeeded") << results[i].dump();
+  }
+  for (int i = 1; i < 3; ++i) {
+    EXPECT_EQ(results[i]["summary"]["flows"], results[0]["summary"]["flows"]);
+    EXPECT_EQ(results[i]["summary"]["packets"], results[0]["summary"]["packets"]);
+    EXPECT_EQ(results[i]["summary"]["bytes"], results[0]["summary"]["bytes"]);
+  }
+  EXPECT_EQ(results[2]["request"]["threads"], 8);
+  EXPECT_FALSE(results[0]["request"].contains("threads")) << results[0]["request"].dump();
+  // The runner's engine logs the threads it used: 2 for the task that asked for 2 and for the
+  // one that asked for 8 (the cap), none for the default.
+  const std::string log = read_file(s.data_dir() + "/worker-w1.log");
+  std::size_t with_two = 0;
+  for (auto at = log.find("with 2 metering threads"); at != std::string::npos;
+       at = log.find("with 2 metering threads", at + 1))
+    ++with_two;
+  EXPECT_EQ(with_two, 2u) << log;
+  EXPECT_EQ(log.find("with 8 metering threads"), std::string::npos) << log;
+}
+
 TEST(TaskOptions, OutOfRangeOptionsAreRefusedWithTheFieldNamed) {
   Stack s;
-  for (const json& bad : {json{{"max_flows", 0}}, json{{"max_flows", 16777217}},
-                          json{{"max_flows", 2.5}}, json{{"uniflow", "yes"}}}) {
+  for (const json& bad :
+       {json{{"max_flows", 0}}, json{{"max_flows", 16777217}}, json{{"max_flows", 2.5}},
+        json{{"uniflow", "yes"}}, json{{"threads", 0}}, json{{"threads", 65}}}) {
     auto [status, body] = s.submit(sample_with("x.ipfix", bad));
     ASSERT_EQ(status, 422) << bad.dump() << " " << body.dump();
     ASSERT_EQ(body["errors"].size(), 1u) << body.dump();

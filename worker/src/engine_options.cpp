@@ -5,7 +5,7 @@
 namespace ipfixweb::worker {
 
 engine::Options to_engine_options(const proto::TaskSpec& spec) {
-  static_assert(proto::kTaskSpecFieldCount == 12,
+  static_assert(proto::kTaskSpecFieldCount == 13,
                 "a TaskSpec field was added or removed: map it to engine::Options here, then "
                 "update this count");
   engine::Options o;
@@ -22,6 +22,7 @@ engine::Options to_engine_options(const proto::TaskSpec& spec) {
            : spec.kind == proto::kKindExtract ? engine::Mode::Extract
                                               : engine::Mode::Convert;
   o.flow = spec.flow;
+  o.threads = spec.threads;  // run_task caps it at the worker's --max-task-threads
   // named in run_task; an extract writes a pcap and no flow store
   if (spec.flow_store && o.mode != engine::Mode::Extract)
     o.flows_db = flows::store_name_for(spec.output);

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -196,11 +197,12 @@ struct TemporariesOnDeath {
 };
 
 proto::Done run_task(engine::Engine& engine, const confine::Roots& roots, const proto::Task& t,
-                     int fd) {
+                     const RunnerLimits& limits, int fd) {
   proto::Done d;
   d.task_id = t.task_id;
   try {
     engine::Options o = to_engine_options(t.spec);
+    o.threads = std::clamp(o.threads, 1u, std::max(1u, limits.max_threads));
     if (o.inputs.empty()) throw engine::EngineError("no input file given");
     const TaskFiles files = open_task_files(roots, o);
     const bool rerun = t.rerun || t.attempt > 1;
@@ -234,7 +236,7 @@ proto::Done serve(engine::Engine& engine, const confine::Roots& roots, const cha
     return report;
   }
   if (limits.cpu_limit_s) arm_cpu_limit(limits.cpu_limit_s);
-  return run_task(engine, roots, *task, fd);
+  return run_task(engine, roots, *task, limits, fd);
 }
 
 // Turns the freshly forked process into a runner.

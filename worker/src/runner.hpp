@@ -19,6 +19,7 @@ struct RunnerLimits {
   std::uint64_t memory_limit_mb = 0;  // RLIMIT_AS of the runner; 0 = none (or not supported)
   std::uint64_t cpu_limit_s = 0;      // CPU seconds per task (RLIMIT_CPU re-armed per task)
   std::uint32_t max_tasks = 0;        // exit after this many tasks (0 = never)
+  std::uint32_t max_threads = 1;      // cap on a task's metering threads (TaskSpec::threads)
 };
 
 // The runner's body, in the forked process: serves tasks from `fd` until the supervisor

@@ -250,8 +250,9 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   c.packets = summary.packets();
   c.bytes = summary.bytes();
   c.flows = summary.records();
-  logger()->info("converted {} packets into {} IPFIX records ({} flows) in {:.3f} s",
-                 summary.packets_read, summary.records(), summary.biflows(), summary.elapsed_s);
+  logger()->info("converted {} packets into {} IPFIX records ({} flows) in {:.3f} s{}",
+                 summary.packets_read, summary.records(), summary.biflows(), summary.elapsed_s,
+                 opts.threads > 1 ? fmt::format(" with {} metering threads", opts.threads) : "");
   return c;
 }
 

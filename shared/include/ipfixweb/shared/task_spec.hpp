@@ -53,7 +53,8 @@ struct TaskSpec {
   std::uint64_t max_flows = kDefaultMaxFlows;
   bool flow_store = true;
   std::string kind = std::string(kKindConvert);
-  std::string flow;  // kind extract: the flow selector (ipfixweb/flows/selector.hpp)
+  std::string flow;           // kind extract: the flow selector (ipfixweb/flows/selector.hpp)
+  std::uint32_t threads = 1;  // kind convert: metering threads (the worker caps them)
 };
 
 // Request fields that are not part of the spec (they steer the broker, not the conversion).
@@ -217,6 +218,18 @@ inline constexpr std::tuple kTaskSpecFields{
          .max = 512,
          .type_error = "must be a string (a flow selector)",
          .check = Check::Selector,
+         .omit_default = true}},
+    Field<TaskSpec, std::uint32_t>{
+        &TaskSpec::threads,
+        {.key = "threads",
+         .request_key = "threads",
+         .type_text = "integer 1..64",
+         .meaning = "kind `convert`: threads that meter and label the flows (one more reads; "
+                    "docs/engine.md, Threads), at most the worker's `--max-task-threads`; the "
+                    "same records, with nDPI labels that may differ for a few flows",
+         .min = 1,
+         .max = 64,
+         .range_error = "must be an integer from 1 to 64",
          .omit_default = true}},
 };
 
