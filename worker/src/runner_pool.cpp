@@ -19,13 +19,6 @@ namespace ipfixweb::worker {
 
 namespace {
 
-// The cap on a task's metering threads: --max-task-threads, or the CPU count.
-std::uint32_t max_task_threads(const Config& cfg) {
-  if (cfg.max_task_threads) return cfg.max_task_threads;
-  const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
-  return cpus > 0 ? static_cast<std::uint32_t>(cpus) : 1;
-}
-
 std::string signal_name(int sig) {
   const char* abbrev = sigabbrev_np(sig);
   return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
@@ -205,7 +198,7 @@ RunnerPool::Runner* RunnerPool::spawn_runner() {
   if (pid == 0) {
     ::close(fds[0]);
     detail::RunnerLimits limits{cfg_.memory_limit_mb, cfg_.cpu_limit_s, cfg_.runner_max_tasks,
-                                max_task_threads(cfg_)};
+                                cfg_.max_task_threads};
     detail::runner_main(engine_, roots_, fds[1], limits);  // never returns
   }
   ::close(fds[1]);

@@ -21,7 +21,9 @@ namespace ipfixweb::worker {
 namespace {
 
 Config with_defaults(Config cfg) {
-  if (cfg.slots == 0) cfg.slots = std::max(1u, std::thread::hardware_concurrency());
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  if (cfg.slots == 0) cfg.slots = cpus;
+  if (cfg.max_task_threads == 0) cfg.max_task_threads = cpus;
   return cfg;
 }
 
