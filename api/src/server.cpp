@@ -211,9 +211,7 @@ struct Server::Impl {
   LeasePool<TaskStore>::Lease store() {
     return stores.acquire([this]() -> std::unique_ptr<TaskStore> {
       try {
-        auto made = std::make_unique<TaskStore>(TaskStore::open_reader(cfg.db_path));
-        log->debug("opened a database connection ({} idle)", stores.idle());
-        return made;
+        return std::make_unique<TaskStore>(TaskStore::open_reader(cfg.db_path));
       } catch (const std::exception& e) {
         log->warn("database not readable: {}", e.what());
         return nullptr;
@@ -236,7 +234,10 @@ struct Server::Impl {
   void submit(const Request& req, Response& res, const json& body, UnknownFields unknown,
               const std::string& default_key = {});
   void submit_body(const Request& req, Response& res, UnknownFields unknown);
+  LeasePool<TaskStore>::Lease store_or_503(
+      Response& res, const char* detail = "the task database is not available");
   std::optional<TaskRecord> find_task(const Request& req, Response& res);
+  std::optional<TaskRecord> find_task(TaskStore& st, const Request& req, Response& res);
   void get_task(const Request& req, Response& res);
   void list_tasks(const Request& req, Response& res);
   void cancel_task(const Request& req, Response& res);
@@ -375,15 +376,27 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
 }
 
 // The task named by the route's {id}; answers 503 or 404 itself when there is none.
-std::optional<TaskRecord> Server::Impl::find_task(const Request& req, Response& res) {
-  std::string id = req.path_params.at(0);
+// A database connection, or none after answering 503 (the broker has not created the
+// database yet, or it cannot be read).
+LeasePool<TaskStore>::Lease Server::Impl::store_or_503(Response& res, const char* detail) {
   auto st = store();
   if (!st) {
     res.set_header("Retry-After", "1");
-    problem(res, 503, "the task database is not available");
-    return std::nullopt;
+    problem(res, 503, detail);
   }
-  auto t = is_uuid(id) ? st->get(id) : std::nullopt;
+  return st;
+}
+
+std::optional<TaskRecord> Server::Impl::find_task(const Request& req, Response& res) {
+  auto st = store_or_503(res);
+  if (!st) return std::nullopt;
+  return find_task(*st, req, res);
+}
+
+std::optional<TaskRecord> Server::Impl::find_task(TaskStore& st, const Request& req,
+                                                  Response& res) {
+  const std::string& id = req.path_params.at(0);
+  auto t = is_uuid(id) ? st.get(id) : std::nullopt;
   if (!t) problem(res, 404, "no task with id " + id);
   return t;
 }
@@ -399,11 +412,8 @@ void Server::Impl::get_task(const Request& req, Response& res) {
 }
 
 void Server::Impl::list_tasks(const Request& req, Response& res) {
-  auto st = store();
-  if (!st) {
-    res.set_header("Retry-After", "1");
-    return problem(res, 503, "the task database is not available");
-  }
+  auto st = store_or_503(res);
+  if (!st) return;
   TaskFilter f;
   std::vector<FieldError> errors;
   if (req.has_query("state")) {
@@ -504,11 +514,8 @@ void Server::Impl::event_stream(const Request& req, Response& res, const std::st
   std::optional<std::int64_t> after;
   if (!event_cursor(req, after))
     return problem(res, 400, "Last-Event-ID (or since) must be a non-negative event id");
-  auto st = store();
-  if (!st) {
-    res.set_header("Retry-After", "1");
-    return problem(res, 503, "the task database is not available yet");
-  }
+  auto st = store_or_503(res, "the task database is not available yet");
+  if (!st) return;
   auto feed = event_hub->subscribe(*st, task, after);
   if (!feed) {
     res.set_header("Retry-After", "5");
@@ -524,14 +531,14 @@ void Server::Impl::event_stream(const Request& req, Response& res, const std::st
 }
 
 void Server::Impl::task_events(const Request& req, Response& res) {
-  auto t = find_task(req, res);
+  auto st = store_or_503(res);
+  if (!st) return;
+  auto t = find_task(*st, req, res);
   if (!t) return;
   const std::string& id = t->id;
-  if (wants_event_stream(req)) return event_stream(req, res, id);
-  auto st = store();
-  if (!st) {
-    res.set_header("Retry-After", "1");
-    return problem(res, 503, "the task database is not available");
+  if (wants_event_stream(req)) {
+    st = {};  // the stream leases its own
+    return event_stream(req, res, id);
   }
   json events = json::array();
   for (auto& e : st->events(id))
