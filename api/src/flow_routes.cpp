@@ -21,7 +21,7 @@ namespace ipfixweb::api {
 
 using http::Request;
 using http::Response;
-using json = nlohmann::json;
+using nlohmann::json;
 
 namespace {
 

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <random>
 
+#include "ipfixweb/cli/config.hpp"
 #include "ipfixweb/cli/follow.hpp"
 #include "ipfixweb/cli/output.hpp"
 #include "ipfixweb/cli/upload.hpp"

@@ -33,6 +33,13 @@ std::string default_config_path() {
   return {};
 }
 
+std::string default_state_dir() {
+  const std::string xdg = env("XDG_STATE_HOME");
+  if (!xdg.empty() && xdg.front() == '/') return xdg + "/ipfixweb";
+  const std::string home = env("HOME");
+  return home.empty() ? std::string() : home + "/.local/state/ipfixweb";
+}
+
 std::map<std::string, std::string> read_config_file(const std::string& path, bool* exists,
                                                     std::vector<std::string>& warnings) {
   std::map<std::string, std::string> out;

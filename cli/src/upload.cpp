@@ -26,11 +26,6 @@ namespace {
 
 constexpr const char* kOffsetType = "application/offset+octet-stream";
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
 std::string hex(const unsigned char* d, std::size_t n) {
   static const char* digits = "0123456789abcdef";
   std::string out;
@@ -169,13 +164,6 @@ nlohmann::json UploadResult::to_json() const {
           {"sent", sent},
           {"requests", attempts},
           {"capture", capture}};
-}
-
-std::string default_state_dir() {
-  const std::string xdg = env("XDG_STATE_HOME");
-  if (!xdg.empty() && xdg.front() == '/') return xdg + "/ipfixweb";
-  const std::string home = env("HOME");
-  return home.empty() ? std::string() : home + "/.local/state/ipfixweb";
 }
 
 std::string base64(const std::string& bytes) {

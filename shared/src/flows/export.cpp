@@ -22,7 +22,7 @@ constexpr std::size_t kMaxReady = 3;
 // community_id, risks.
 constexpr int kStrings = 5;
 
-struct Batch {
+struct ReadBatch {
   std::string data;  // per row: varint id, varint length, the packed bytes
 };
 
@@ -43,12 +43,12 @@ struct RowExport::Impl {
   std::thread reader;
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<Batch> ready;
-  std::vector<Batch> spare;
+  std::deque<ReadBatch> ready;
+  std::vector<ReadBatch> spare;
   bool done = false;  // the thread read its last row (or failed: error)
   bool stop = false;  // the export is being destroyed
   std::string error;
-  Batch current;  // being rendered by fill()
+  ReadBatch current;  // being rendered by fill()
   std::size_t pos = 0;
   FlowRow row;
 
@@ -127,7 +127,7 @@ bool RowExport::Impl::fill_columns(std::string& out, std::size_t piece,
 // The reading thread: steps the statement and hands the packed rows over in batches.
 void RowExport::Impl::read(std::chrono::milliseconds budget) {
   for (;;) {
-    Batch b;
+    ReadBatch b;
     {
       std::lock_guard lock(mu);
       if (!spare.empty()) {
@@ -204,7 +204,7 @@ bool RowExport::Impl::fill_packed(std::string& out, std::size_t piece,
     if (pos == current.data.size()) {
       std::unique_lock lock(mu);
       if (!current.data.empty()) spare.push_back(std::move(current));
-      current = Batch();
+      current = ReadBatch();
       pos = 0;
       cv.wait(lock, [&] { return !ready.empty() || done; });
       if (ready.empty()) {

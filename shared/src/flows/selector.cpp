@@ -11,9 +11,9 @@ namespace ipfixweb::flows {
 namespace {
 
 // A left-to-right reader of the selector text; every failure names its position.
-class Reader {
+class WordReader {
  public:
-  explicit Reader(std::string_view text) : text_(text) {}
+  explicit WordReader(std::string_view text) : text_(text) {}
 
   std::size_t pos() const { return pos_; }
   bool at_end() {
@@ -97,7 +97,7 @@ void append_endpoint(std::string& out, std::uint8_t version,
 
 std::variant<Selector, SelectorError> parse_selector(std::string_view text) {
   Selector s;
-  Reader r(text);
+  WordReader r(text);
   const auto fail = [](std::size_t at, std::string message) {
     return SelectorError{at, std::move(message)};
   };

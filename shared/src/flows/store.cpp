@@ -118,16 +118,16 @@ void append_iso_time(std::string& out, std::int64_t ms) {
 }
 
 // How a column's values are written.
-enum class Kind : std::uint8_t { Integer, Text, Time, Proto };
-const std::array<Kind, kFlowColumns.size()>& kinds() {
+enum class RenderKind : std::uint8_t { Integer, Text, Time, Proto };
+const std::array<RenderKind, kFlowColumns.size()>& kinds() {
   static const auto table = [] {
-    std::array<Kind, kFlowColumns.size()> k{};
+    std::array<RenderKind, kFlowColumns.size()> k{};
     for (std::size_t i = 0; i < kFlowColumns.size(); ++i) {
       const Column& c = kFlowColumns[i];
-      k[i] = c.name == "start_time" || c.name == "end_time" ? Kind::Time
-             : c.name == "proto_name"                       ? Kind::Proto
-             : c.type == ColumnType::Integer                ? Kind::Integer
-                                                            : Kind::Text;
+      k[i] = c.name == "start_time" || c.name == "end_time" ? RenderKind::Time
+             : c.name == "proto_name"                       ? RenderKind::Proto
+             : c.type == ColumnType::Integer                ? RenderKind::Integer
+                                                            : RenderKind::Text;
     }
     return k;
   }();
@@ -136,15 +136,15 @@ const std::array<Kind, kFlowColumns.size()>& kinds() {
 
 // A value that is not NULL. Time and Proto columns come as their stored integers (schema's
 // select_expression) or, selected by name from the view, as text.
-void append_value(std::string& out, Kind kind, int type, sqlite3_stmt* s, int i, bool json) {
-  if (type == SQLITE_INTEGER && (kind == Kind::Time || kind == Kind::Proto)) {
+void append_value(std::string& out, RenderKind kind, int type, sqlite3_stmt* s, int i, bool json) {
+  if (type == SQLITE_INTEGER && (kind == RenderKind::Time || kind == RenderKind::Proto)) {
     if (json) out.push_back('"');
-    if (kind == Kind::Time)
+    if (kind == RenderKind::Time)
       append_iso_time(out, sqlite3_column_int64(s, i));
     else
       out.append(proto_name(static_cast<std::uint8_t>(sqlite3_column_int64(s, i))));
     if (json) out.push_back('"');
-  } else if (kind == Kind::Integer && type == SQLITE_INTEGER) {
+  } else if (kind == RenderKind::Integer && type == SQLITE_INTEGER) {
     append_int(out, s, i);
   } else if (json) {
     append_json_text(out, col_text(s, i));

@@ -11,18 +11,18 @@
 #include <iterator>
 #include <string_view>
 
+#include "fixbuf_util.hpp"
 #include "ipfixweb/engine/engine.hpp"
 #include "output_file.hpp"
 
 namespace ipfixweb::engine {
 namespace {
 
-constexpr std::uint32_t kNtopPen = 35632;  // ntop nProbe elements, named by tshark
-// Community ID has no IANA element and no nProbe one: it goes under RFC 5612's enterprise number
-// for documentation, which no vendor uses, so it cannot be mistaken for another vendor's element
-// (docs/ipfix-elements.md). To move when the project has an enterprise number of its own.
-constexpr std::uint32_t kCommunityIdPen = 32473;
-constexpr std::uint16_t kCommunityIdNum = 1;
+using fixbuf::kCommunityIdNum;
+using fixbuf::kCommunityIdPen;
+using fixbuf::kNtopPen;
+using fixbuf::take_error;
+using FbufPtr = std::unique_ptr<fBuf_t, fixbuf::FbufDeleter>;
 
 // Spec flags: an element is in an external template when all its flags are selected.
 constexpr std::uint32_t kFDpi = 1;
@@ -183,22 +183,6 @@ constexpr EnterpriseElement kEnterpriseElements[] = {
      "Community ID v1 of the flow (corelight community-id-spec, seed 0)"},
 };
 
-std::string take_error(GError*& err) {
-  std::string msg = err && err->message ? err->message : "unknown libfixbuf error";
-  if (err) g_clear_error(&err);
-  return msg;
-}
-
-struct FbufDeleter {
-  void operator()(fBuf_t* b) const noexcept { fBufFree(b); }
-};
-struct SessionDeleter {
-  void operator()(fbSession_t* s) const noexcept { fbSessionFree(s); }
-};
-struct TemplateDeleter {
-  void operator()(fbTemplate_t* t) const noexcept { fbTemplateFreeUnused(t); }
-};
-
 }  // namespace
 
 // libfixbuf's exporters' message size limit (fbexporter.c: 65496 for files, 8192 over TCP, 1420
@@ -232,10 +216,10 @@ static fbInfoModel_t* shared_model() {
 
 struct IpfixExporter::Impl {
   ExporterConfig cfg;
-  fbInfoModel_t* model = nullptr;                        // shared_model(): not owned
-  std::unique_ptr<fbSession_t, SessionDeleter> session;  // until the fBuf owns it
-  std::unique_ptr<fBuf_t, FbufDeleter> fbuf;             // owns session and exporter
-  std::unique_ptr<OutputFile> file;                      // files (not live export)
+  fbInfoModel_t* model = nullptr;                                // shared_model(): not owned
+  std::unique_ptr<fbSession_t, fixbuf::SessionDeleter> session;  // until the fBuf owns it
+  FbufPtr fbuf;                                                  // owns session and exporter
+  std::unique_ptr<OutputFile> file;                              // files (not live export)
   std::uint16_t int_tid = 0;
   std::uint16_t current_ext = 0;
   // libfixbuf before 2.5.2 writes an empty data set (a set header and no record) when a record
@@ -279,7 +263,7 @@ IpfixExporter::IpfixExporter(const ExporterConfig& cfg) : impl_(std::make_unique
 
   auto add_template = [&](std::uint32_t flags, bool internal, std::uint16_t tid) {
     if (!internal) m.layouts[tid - kTidIpv4Biflow] = external_layout(flags);
-    std::unique_ptr<fbTemplate_t, TemplateDeleter> t(fbTemplateAlloc(m.model));
+    std::unique_ptr<fbTemplate_t, fixbuf::TemplateDeleter> t(fbTemplateAlloc(m.model));
     if (!fbTemplateAppendSpecArray(t.get(), kSpec, flags, &err)) {
       throw EngineError("IPFIX template setup failed: " + take_error(err));
     }

@@ -26,6 +26,7 @@
 #include "community_id.hpp"
 #include "export_sink.hpp"
 #include "exporter.hpp"
+#include "fixbuf_util.hpp"
 #include "flow_table.hpp"
 #include "ipfixweb/capture/format.hpp"
 #include "ipfixweb/flows/writer.hpp"
@@ -35,10 +36,12 @@
 namespace ipfixweb::engine {
 namespace {
 
-constexpr std::uint32_t kReversePen = 29305;             // RFC 5103 reverse elements
-constexpr std::uint32_t kNtopPen = 35632;                // ntop (nProbe, nDPI)
-constexpr std::uint32_t kCertPen = 6871;                 // CERT (YAF)
-constexpr std::uint32_t kCommunityIdPen = 32473;         // where the engine puts the Community ID
+using fixbuf::FbufDeleter;
+using fixbuf::kCertPen;
+using fixbuf::kCommunityIdPen;
+using fixbuf::kNtopPen;
+using fixbuf::kReversePen;
+using fixbuf::take_error;
 constexpr std::uint16_t kCertReverseBit = 0x4000;        // CERT's reverse elements: number | 0x4000
 constexpr std::uint64_t kNtpUnixOffset = 2208988800ULL;  // 1900-01-01 to 1970-01-01, seconds
 
@@ -247,12 +250,6 @@ ModelPtr make_model() {
     fbInfoModelAddElement(m.get(), &ie);
   }
   return m;
-}
-
-std::string take_error(GError*& err) {
-  std::string msg = err && err->message ? err->message : "unknown libfixbuf error";
-  if (err) g_clear_error(&err);
-  return msg;
 }
 
 bool is_list_type(std::uint8_t type) {
@@ -772,10 +769,6 @@ std::shared_ptr<spdlog::logger> logger() {
   if (auto lg = spdlog::get("engine")) return lg;
   return spdlog::default_logger();
 }
-
-struct FbufDeleter {
-  void operator()(fBuf_t* b) const noexcept { fBufFree(b); }
-};
 
 class Ingest {
  public:

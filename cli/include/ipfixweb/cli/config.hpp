@@ -26,6 +26,10 @@ struct Settings {
 // neither variable is set).
 std::string default_config_path();
 
+// Where ipfixctl keeps the state of interrupted uploads: $XDG_STATE_HOME/ipfixweb, else
+// $HOME/.local/state/ipfixweb ("" when neither variable is set).
+std::string default_state_dir();
+
 // Reads `key = value` lines (`#` comments, blank lines, optional quotes around the value).
 // Unknown keys and malformed lines become warnings; a missing file is an empty map (and
 // *exists false). Throws Failure(kExitUsage) when the file exists but cannot be read.

@@ -40,9 +40,6 @@ struct UploadResult {
   nlohmann::json to_json() const;
 };
 
-// $XDG_STATE_HOME/ipfixweb, else $HOME/.local/state/ipfixweb.
-std::string default_state_dir();
-
 // The file's SHA-256 as 64 hex digits; Failure(kExitLocal) when it cannot be read.
 std::string sha256_file(const std::string& path,
                         const std::function<void(std::uint64_t, std::uint64_t)>& progress = {});
