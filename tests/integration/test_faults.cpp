@@ -1,5 +1,6 @@
 // Issue 4: nothing accepted is lost under faults. Real processes, real kills.
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -820,4 +821,60 @@ TEST(Faults, AWorkerKilledMidTaskLeavesNoTemporaryEvenWhenTheTaskNeverRunsAgain)
   EXPECT_TRUE(wait_until([&] { return s.temporaries().empty(); }, 5s))
       << "left: " << s.temporaries()[0];
   EXPECT_FALSE(std::filesystem::exists(s.output_dir() + "/orphaned.ipfix"));
+}
+
+// A full output disk is not the task's fault: the run ends without a result of the task's own,
+// the broker runs it again later (backing off, no attempt used), and it succeeds once there is
+// room. Needs root to mount a small tmpfs as the output root; skips otherwise.
+TEST(Faults, AFullOutputDiskRunsTheTaskAgainOnceThereIsRoomWithoutUsingAnAttempt) {
+  if (::geteuid() != 0) GTEST_SKIP() << "mounting a tmpfs needs root";
+  StackOptions opts;
+  opts.workers = 0;
+  Stack s(opts);
+  if (::mount("ipfixweb-test-full", s.output_dir().c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
+              "size=256k") != 0)
+    GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{s.output_dir()};
+  // Fill the file system to its last byte.
+  const std::string filler = s.output_dir() + "/filler";
+  {
+    std::ofstream out(filler, std::ios::binary);
+    const std::string block(4096, 'x');
+    while (out.write(block.data(), static_cast<std::streamsize>(block.size())) && out.flush()) {
+    }
+  }
+  s.start_worker();
+  s.wait_ready(1);
+  auto [status, body] = s.submit(small_task("full.ipfix"));
+  ASSERT_EQ(status, 202) << body.dump();
+  const std::string id = body["task_id"];
+  // Its run ends on the full disk and it goes back to the queue, saying why.
+  std::string requeued;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        for (auto& e : events_of(s, id))
+          if (e.value("state", "") == "queued" &&
+              e.value("reason", "").find("file system is full") != std::string::npos)
+            requeued = e["reason"];
+        return !requeued.empty();
+      },
+      20s))
+      << events_of(s, id).dump(1);
+  // The cause is quoted: the system's or SQLite's words (the flow store is written first).
+  EXPECT_TRUE(requeued.find("No space left on device") != std::string::npos ||
+              requeued.find("database or disk is full") != std::string::npos)
+      << requeued;
+  EXPECT_NE(s.get_task(id)["state"], "failed");
+  // (Temporaries are looked for at the end: the next run may be writing its own by now.)
+  // Room again: the next run succeeds, and the full disk used no attempt.
+  fs::remove(filler);
+  const json t = s.wait_terminal(id, 60s);
+  EXPECT_EQ(t["state"], "succeeded") << t.dump(1);
+  EXPECT_EQ(t["attempts"], 1) << t.dump(1);
+  EXPECT_TRUE(fs::exists(s.output_dir() + "/full.ipfix"));
+  EXPECT_TRUE(s.temporaries().empty());
+  EXPECT_EQ(terminal_events(events_of(s, id)), 1);
 }

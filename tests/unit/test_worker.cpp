@@ -184,6 +184,30 @@ TEST(LostRunner, KillReasonsLogByName) {
 
 // ---- a runner's result ----------------------------------------------------------------------
 
+TEST(FailedRun, AnEngineErrorFailsTheTaskAndIsNotRetried) {
+  const auto d = result_of_failed_run("t", "cannot read input 'x.pcap': truncated capture");
+  EXPECT_EQ(d.task_id, "t");
+  EXPECT_EQ(d.state, Outcome::Failed);
+  EXPECT_FALSE(d.retryable);
+  EXPECT_EQ(d.error, "cannot read input 'x.pcap': truncated capture");
+}
+
+TEST(FailedRun, AFullOutputFileSystemAbortsTheRunSoTheBrokerRunsItAgainLater) {
+  // As the engine (strerror), libfixbuf and SQLite word it.
+  for (const std::string error :
+       {"error writing IPFIX output '/o/a.ipfix': No space left on device",
+        "cannot write output '/o/a.ipfix': Disk quota exceeded",
+        "flow store '/o/a.ipfix.flows.sqlite': database or disk is full"}) {
+    SCOPED_TRACE(error);
+    EXPECT_TRUE(is_out_of_space(error));
+    const auto d = result_of_failed_run("t", error);
+    EXPECT_EQ(d.state, Outcome::Aborted);
+    EXPECT_EQ(d.error, "the output's file system is full (the task will run again): " + error);
+  }
+  EXPECT_FALSE(is_out_of_space("no space in the name"));
+  EXPECT_FALSE(is_out_of_space(""));
+}
+
 TEST(RunnerResult, ADoneForTheTaskGivenIsTakenAsItIs) {
   std::string err;
   auto d = read_result(done_message("t1"), "t1", &err);

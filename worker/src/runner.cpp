@@ -23,6 +23,7 @@
 #include "ipfixweb/shared/util.hpp"
 #include "ipfixweb/worker/channel.hpp"
 #include "ipfixweb/worker/engine_options.hpp"
+#include "ipfixweb/worker/runner_pool.hpp"
 
 namespace ipfixweb::worker::detail {
 namespace {
@@ -216,8 +217,7 @@ proto::Done run_task(engine::Engine& engine, const confine::Roots& roots, const 
     d.flows = result.flows;
     d.summary = std::move(result.summary);
   } catch (const std::exception& e) {
-    d.state = Outcome::Failed;
-    d.error = e.what();
+    d = result_of_failed_run(t.task_id, e.what());
   }
   return d;
 }

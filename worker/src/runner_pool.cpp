@@ -55,6 +55,26 @@ proto::Done result_of_lost_runner(const std::string& task_id, std::optional<Kill
   return d;
 }
 
+bool is_out_of_space(std::string_view error) {
+  for (std::string_view words :
+       {std::string_view("No space left on device"), std::string_view("Disk quota exceeded"),
+        std::string_view("database or disk is full")})
+    if (error.find(words) != std::string_view::npos) return true;
+  return false;
+}
+
+proto::Done result_of_failed_run(const std::string& task_id, std::string error) {
+  proto::Done d;
+  d.task_id = task_id;
+  d.state = Outcome::Failed;
+  if (is_out_of_space(error)) {
+    d.state = Outcome::Aborted;
+    error = "the output's file system is full (the task will run again): " + error;
+  }
+  d.error = std::move(error);
+  return d;
+}
+
 std::optional<proto::Done> read_result(std::string_view message, const std::string& task_id,
                                        std::string* error) {
   std::optional<proto::Done> d;

@@ -497,9 +497,15 @@ struct Writer::Impl {
   [[noreturn]] void fail(const std::string& what, const std::string& name) const {
     throw Error("flow store '" + name + "': " + what);
   }
+  // SQLite's message, and the system's word for the error behind it when there is one
+  // ("unable to open database file (No space left on device)"): the worker tells a full disk
+  // from a task's own failure by it.
   void check(int rc, const char* what, const std::string& name) const {
-    if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
-      fail(std::string(what) + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)), name);
+    if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW) return;
+    std::string why = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    if (const int e = db ? sqlite3_system_errno(db) : 0; e != 0)
+      why += std::string(" (") + std::strerror(e) + ")";
+    fail(std::string(what) + ": " + why, name);
   }
   void exec(const std::string& sql, const std::string& name) const {
     char* err = nullptr;

@@ -54,6 +54,17 @@ namespace ipfixweb::worker {
 proto::Done result_of_lost_runner(const std::string& task_id, std::optional<KillReason> killed,
                                   int wait_status, double ran_s);
 
+// True when a failed run's error says the output's file system was full: "No space left on
+// device" (ENOSPC) or "Disk quota exceeded" (EDQUOT) as strerror words them, which the engine's
+// own writes and libfixbuf's quote, or SQLite's "database or disk is full" (the flow store).
+bool is_out_of_space(std::string_view error);
+
+// The result of a run whose conversion failed with `error`: Failed, except when the output's
+// file system was full, which is not the task's fault: then Aborted, with a reason that says
+// so, and the broker runs the task again later (with backoff, without using an attempt; after
+// --max-free-runs such runs it fails, quoting this reason).
+proto::Done result_of_failed_run(const std::string& task_id, std::string error);
+
 // The result in a runner's 'D' frame: a `done` message for `task_id`. Anything else
 // (undecodable, another type, another task) is nullopt, with what was wrong in *error.
 std::optional<proto::Done> read_result(std::string_view message, const std::string& task_id,
