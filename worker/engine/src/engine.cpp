@@ -112,6 +112,15 @@ unsigned thread_count(const Options& opts) {
   return opts.threads;
 }
 
+void check_partition(const Options& opts) {
+  if (opts.partitions == 0 || opts.partitions > Options::kMaxPartitions ||
+      opts.partition >= opts.partitions) {
+    throw EngineError("invalid partition " + std::to_string(opts.partition) + " of " +
+                      std::to_string(opts.partitions) + " (partitions: 1 to " +
+                      std::to_string(Options::kMaxPartitions) + ", partition: 0 to partitions-1)");
+  }
+}
+
 // The single-threaded metering loop: every packet through one table, DPI and the store's series.
 MeterResult meter_single(PacketSource& source, const FlowTableConfig& tcfg, IpfixExporter& exporter,
                          Summary& summary, flows::Writer* store, Dpi* dpi, bool biflow) {
@@ -122,6 +131,12 @@ MeterResult meter_single(PacketSource& source, const FlowTableConfig& tcfg, Ipfi
   std::uint64_t ts_ms = 0;
   while (source.next(pkt, ts_ms)) {
     sink.set_now(std::max(ts_ms, table.now_ms()));
+    if (source.foreign()) {  // another partition's flow: only its packet time counts here
+      table.advance(ts_ms);
+      if (live) exporter.tick(table.now_ms());
+      if (store) store->series().include_time(ts_ms);
+      continue;
+    }
     const FlowTable::Hit hit = table.update(pkt, ts_ms);
     if (live) exporter.tick(table.now_ms());
     if (dpi) dpi->process(*hit.flow, pkt, ts_ms);
@@ -221,6 +236,7 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   if (opts.output.empty()) throw EngineError("no output given");
   const FlowTableConfig tcfg = table_config(opts);
   const unsigned threads = thread_count(opts);
+  check_partition(opts);
   if (!opts.input_fds.empty() && opts.input_fds.size() != opts.inputs.size())
     throw EngineError("internal error: open inputs and input names do not match");
   // Input errors before touching the output.
@@ -250,9 +266,12 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   c.packets = summary.packets();
   c.bytes = summary.bytes();
   c.flows = summary.records();
-  logger()->info("converted {} packets into {} IPFIX records ({} flows) in {:.3f} s{}",
+  logger()->info("converted {} packets into {} IPFIX records ({} flows) in {:.3f} s{}{}",
                  summary.packets_read, summary.records(), summary.biflows(), summary.elapsed_s,
-                 opts.threads > 1 ? fmt::format(" with {} metering threads", opts.threads) : "");
+                 opts.threads > 1 ? fmt::format(" with {} metering threads", opts.threads) : "",
+                 opts.partitions > 1
+                     ? fmt::format(" (flow partition {} of {})", opts.partition, opts.partitions)
+                     : "");
   return c;
 }
 

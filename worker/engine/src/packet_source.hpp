@@ -26,7 +26,21 @@ class PacketSource {
     every_ = std::max<std::uint64_t>(opts.progress_every_packets, 1);
     next_progress_ = every_;
     for (const auto& r : reader.readers()) mapped_.push_back(r->memory_mapped());
+    partition_ = opts.partition;
+    partitions_ = opts.partitions;
   }
+
+  // The flow partition (0..partitions-1) of a flow key hash (FlowTable::hash_key). Its high bits
+  // choose a thread's shard and its low bits a table slot, so the partition is taken from the
+  // hash multiplied by an odd constant: every bit of the key's hash decides it, and a part's
+  // flows still spread over all shards and slots.
+  static unsigned partition_of(std::uint64_t hash, unsigned partitions) {
+    const std::uint64_t mixed = hash * 0x9E3779B97F4A7C15ULL;
+    return static_cast<unsigned>(((mixed >> 32) * partitions) >> 32);
+  }
+  // The packet last returned by next() belongs to a flow of another partition: the caller only
+  // moves its packet-time clock to ts_ms (it is counted in the summary already).
+  bool foreign() const { return foreign_; }
 
   // The next packet to meter, counted in the summary (packets that are not metered are counted
   // and skipped). false at the end of the input. Throws Cancelled.
@@ -53,6 +67,8 @@ class PacketSource {
       }
       if (pkt.tunnels) ++summary_.tunnelled_packets;
       summary_.on_packet(raw_.ts_us, pkt.ip_octets);
+      foreign_ =
+          partitions_ > 1 && partition_of(FlowTable::hash_key(pkt.key), partitions_) != partition_;
       return true;
     }
     if (cancelled()) throw Cancelled();
@@ -90,6 +106,9 @@ class PacketSource {
   std::uint64_t next_progress_ = 1;
   std::uint64_t max_ts_us_ = 0;
   std::vector<bool> mapped_;
+  unsigned partition_ = 0;
+  unsigned partitions_ = 1;
+  bool foreign_ = false;
 };
 
 }  // namespace ipfixweb::engine

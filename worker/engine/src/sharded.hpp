@@ -64,6 +64,12 @@ class ShardedMeter {
     push(s, p, ts_ms, h, payload_stable);
     if (++round_packets_ >= round_limit_) end_round();
   }
+  // A packet of capture time ts_ms that is not metered here (a flow of another partition): the
+  // reader's clock moves, and reaches the shards with the next packet or round.
+  void tick(std::uint64_t ts_ms) {
+    now_ms_ = std::max(now_ms_, ts_ms);
+    min_ms_ = std::min(min_ms_, ts_ms);
+  }
   // End of input: every shard meters what it was given, flushes its table (kForcedEnd) and
   // stops. Throws EngineError (or rethrows the shard's EngineError) when a shard failed.
   void finish();

@@ -60,7 +60,10 @@ MeterResult meter_threaded(PacketSource& source, const Options& opts, const Flow
   std::uint64_t ts_ms = 0;
   std::uint64_t packets = 0;
   while (source.next(pkt, ts_ms)) {
-    meter.add(pkt, ts_ms, source.payload_stable());
+    if (source.foreign())
+      meter.tick(ts_ms);
+    else
+      meter.add(pkt, ts_ms, source.payload_stable());
     if (live && (++packets & 255) == 0) {
       const std::lock_guard<std::mutex> guard(lock);
       outputs.exporter.tick(meter.now_ms());

@@ -99,6 +99,20 @@ int main(int argc, char** argv) {
                  "--max-flows is shared out among them)")
       ->check(CLI::Range(1u, ipfixweb::engine::Options::kMaxThreads))
       ->capture_default_str();
+  std::string partition;
+  app.add_option("--partition", partition,
+                 "I/N: meter only flow partition I (0..N-1) of N, by a symmetric hash of the flow "
+                 "key; every packet is still read and counted (parts 0..N-1 together hold every "
+                 "record)")
+      ->check([](const std::string& v) -> std::string {
+        unsigned i = 0, n = 0;
+        char slash = 0, extra = 0;
+        if (std::sscanf(v.c_str(), "%u%c%u%c", &i, &slash, &n, &extra) != 3 || slash != '/' ||
+            n == 0 || n > ipfixweb::engine::Options::kMaxPartitions || i >= n)
+          return "expected I/N with 0 <= I < N <= " +
+                 std::to_string(ipfixweb::engine::Options::kMaxPartitions);
+        return "";
+      });
   app.add_option("--observation-domain", opts.observation_domain, "IPFIX observation domain id")
       ->capture_default_str();
   app.add_option("--analysis", opts.analysis,
@@ -140,6 +154,8 @@ int main(int argc, char** argv) {
   }
   opts.dpi = !no_dpi;
   opts.biflow = !uniflow;
+  if (!partition.empty())
+    std::sscanf(partition.c_str(), "%u/%u", &opts.partition, &opts.partitions);
   if (ingest) opts.mode = eng::Mode::Ingest;
   if (!opts.flow.empty()) {
     if (ingest || !opts.flows_db.empty() || !ndjson_path.empty() || !csv_path.empty()) {

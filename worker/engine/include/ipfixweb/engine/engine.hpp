@@ -45,6 +45,15 @@ struct Options {
   // Threads). At most kMaxThreads.
   unsigned threads = 1;
   static constexpr unsigned kMaxThreads = 64;
+  // Flow partition (Mode::Convert), for one capture converted in parts (on several workers, say):
+  // with partitions = N > 1 the conversion meters only the flows whose key falls in partition
+  // `partition` (0..N-1) of a symmetric hash of the flow key (both directions in one part), and
+  // every packet is still read and counted in the summary and moves the flow table's packet-time
+  // clock. Parts 0..N-1 together write the records of the whole conversion (docs/engine.md,
+  // Partitions). At most kMaxPartitions.
+  unsigned partition = 0;
+  unsigned partitions = 1;
+  static constexpr unsigned kMaxPartitions = 256;
   // Progress callback period in packets (the callback also runs once at the end).
   std::uint64_t progress_every_packets = 100000;
   // Bounds on each compressed input's decompressed output, against decompression bombs: its
