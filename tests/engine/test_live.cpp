@@ -82,14 +82,16 @@ void check_collected(const std::string& bytes, const std::string& file) {
   EXPECT_EQ(d.records.size(), 50u);
 }
 
-TEST(LiveExport, Tcp) {
-  if (!have_tool("ipfixDump")) GTEST_SKIP() << "ipfixDump not installed";
-  TempDir dir;
-  write_capture(dir.file("in.pcap"));
+// Runs `pcap2ipfix -q OPTIONS -o tcp://127.0.0.1:PORT INPUT` against a collector listening on
+// loopback: what the collector received (the run's result in *r).
+std::string export_to_tcp_collector(const std::string& options, const std::string& input,
+                                    RunResult* r) {
   Fd listener;
   const int port = bind_local(listener, SOCK_STREAM);
-  ASSERT_GT(port, 0);
-  ASSERT_EQ(::listen(listener.fd, 1), 0);
+  if (port <= 0 || ::listen(listener.fd, 1) != 0) {
+    ADD_FAILURE() << "cannot listen on loopback";
+    return {};
+  }
   std::string received;
   std::thread server([&] {
     pollfd p{listener.fd, POLLIN, 0};
@@ -98,10 +100,18 @@ TEST(LiveExport, Tcp) {
     conn.fd = ::accept(listener.fd, nullptr, nullptr);
     if (conn.fd >= 0) received = collect(conn.fd, true);
   });
-  const RunResult r =
-      run(shell_quote(pcap2ipfix()) + " -q -o tcp://127.0.0.1:" + std::to_string(port) + " " +
-          shell_quote(dir.file("in.pcap")));
+  *r = run(shell_quote(pcap2ipfix()) + " -q " + options +
+           " -o tcp://127.0.0.1:" + std::to_string(port) + " " + shell_quote(input));
   server.join();
+  return received;
+}
+
+TEST(LiveExport, Tcp) {
+  if (!have_tool("ipfixDump")) GTEST_SKIP() << "ipfixDump not installed";
+  TempDir dir;
+  write_capture(dir.file("in.pcap"));
+  RunResult r;
+  const std::string received = export_to_tcp_collector("", dir.file("in.pcap"), &r);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   check_collected(received, dir.file("tcp.ipfix"));
 }
@@ -236,22 +246,9 @@ TEST(LiveExport, ThreadedTcpExportSendsTheRecordsOneThreadWritesToAFile) {
       run(shell_quote(pcap2ipfix()) + " -q --idle-timeout 1 -o " +
           shell_quote(dir.file("one.ipfix")) + " " + shell_quote(dir.file("in.pcap")));
   ASSERT_EQ(file_run.exit_code, 0) << file_run.err;
-  Fd listener;
-  const int port = bind_local(listener, SOCK_STREAM);
-  ASSERT_GT(port, 0);
-  ASSERT_EQ(::listen(listener.fd, 1), 0);
-  std::string received;
-  std::thread server([&] {
-    pollfd p{listener.fd, POLLIN, 0};
-    if (::poll(&p, 1, 20000) <= 0) return;
-    Fd conn;
-    conn.fd = ::accept(listener.fd, nullptr, nullptr);
-    if (conn.fd >= 0) received = collect(conn.fd, true);
-  });
-  const RunResult r =
-      run(shell_quote(pcap2ipfix()) + " -q --threads 3 --idle-timeout 1 -o tcp://127.0.0.1:" +
-          std::to_string(port) + " " + shell_quote(dir.file("in.pcap")));
-  server.join();
+  RunResult r;
+  const std::string received =
+      export_to_tcp_collector("--threads 3 --idle-timeout 1", dir.file("in.pcap"), &r);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ASSERT_FALSE(received.empty());
   std::ofstream(dir.file("tcp.ipfix"), std::ios::binary)
