@@ -33,16 +33,9 @@ std::vector<std::string> corpus(const std::string& pcaps) {
   return files;
 }
 
-// ipfixDump's records as sorted text lines (one per record, tab-separated id=value fields).
+// ipfixDump's records of an IPFIX file as sorted text lines.
 std::vector<std::string> decoded_records(const std::string& path) {
-  std::vector<std::string> out;
-  for (const Record& r : ipfix_dump(path).records) {
-    std::string line;
-    for (const auto& [k, v] : r) line += k + "=" + v + "\t";
-    out.push_back(line);
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+  return record_lines(ipfix_dump(path).records);
 }
 
 // The label of a decoded record line ("96=..." up to the next field), "" when none.

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -107,6 +108,17 @@ DumpResult ipfix_dump(const std::string& path) {
     (*cur)[id] = value;
   }
   return d;
+}
+
+std::vector<std::string> record_lines(const std::vector<Record>& records) {
+  std::vector<std::string> out;
+  for (const Record& r : records) {
+    std::string line;
+    for (const auto& [k, v] : r) line += k + "=" + v + "\t";
+    out.push_back(line);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 namespace {

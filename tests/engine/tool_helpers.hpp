@@ -39,6 +39,9 @@ struct DumpResult {
   std::string stderr_text;
 };
 DumpResult ipfix_dump(const std::string& path);
+// Records as sorted text lines (one per record, tab-separated id=value fields): two outputs hold
+// the same records, in any order, when these are equal.
+std::vector<std::string> record_lines(const std::vector<Record>& records);
 
 // One data record as tshark decodes it (`tshark -T pdml`, one "Flow N" subtree): the first value
 // of each field by display-filter name ("cflow.srcaddr" -> "10.0.0.1"), and the elements tshark

@@ -23,6 +23,13 @@ std::atomic<bool> g_cancel{false};
 
 extern "C" void on_signal(int) { g_cancel.store(true); }
 
+// --partition I/N: true, with i and n set, when `v` is exactly that with 0 <= I < N <= the most.
+bool parse_partition(const std::string& v, unsigned& i, unsigned& n) {
+  char slash = 0, extra = 0;
+  return std::sscanf(v.c_str(), "%u%c%u%c", &i, &slash, &n, &extra) == 3 && slash == '/' &&
+         n >= 1 && n <= ipfixweb::engine::Options::kMaxPartitions && i < n;
+}
+
 // Writes every record of the flow store to `path` ('-' = stdout) as NDJSON or CSV: the
 // api's export of the whole listing, by the same code.
 void export_store(const std::string& store_path, const std::string& path,
@@ -106,12 +113,10 @@ int main(int argc, char** argv) {
                  "record)")
       ->check([](const std::string& v) -> std::string {
         unsigned i = 0, n = 0;
-        char slash = 0, extra = 0;
-        if (std::sscanf(v.c_str(), "%u%c%u%c", &i, &slash, &n, &extra) != 3 || slash != '/' ||
-            n == 0 || n > ipfixweb::engine::Options::kMaxPartitions || i >= n)
-          return "expected I/N with 0 <= I < N <= " +
-                 std::to_string(ipfixweb::engine::Options::kMaxPartitions);
-        return "";
+        return parse_partition(v, i, n)
+                   ? ""
+                   : "expected I/N with 0 <= I < N <= " +
+                         std::to_string(ipfixweb::engine::Options::kMaxPartitions);
       });
   app.add_option("--observation-domain", opts.observation_domain, "IPFIX observation domain id")
       ->capture_default_str();
@@ -154,8 +159,7 @@ int main(int argc, char** argv) {
   }
   opts.dpi = !no_dpi;
   opts.biflow = !uniflow;
-  if (!partition.empty())
-    std::sscanf(partition.c_str(), "%u/%u", &opts.partition, &opts.partitions);
+  if (!partition.empty()) parse_partition(partition, opts.partition, opts.partitions);
   if (ingest) opts.mode = eng::Mode::Ingest;
   if (!opts.flow.empty()) {
     if (ingest || !opts.flows_db.empty() || !ndjson_path.empty() || !csv_path.empty()) {
