@@ -31,6 +31,7 @@
 //
 // Deadlines are not a timer per operation: each connection keeps its current deadline, and
 // one sweeper closes the connections whose deadline has passed.
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,6 +44,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstring>
@@ -303,7 +305,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void on_readable(const beast::error_code& ec, std::size_t) {
     if (ec) return close();
+    if (peek() == Readiness::Nothing)  // a stale readiness report: keep waiting (same deadline)
+      return socket_.async_wait(tcp::socket::wait_read, resume(&Connection::on_readable));
     read_header();
+  }
+
+  // What a wait for readability found. The reactor may report a socket readable when it is
+  // not (an edge-triggered report that arrived after a speculative read took the data, e.g.
+  // under load), so a wait's success is checked with a peek before it is acted on.
+  enum class Readiness { Data, Closed, Nothing };
+  Readiness peek() {
+    char c;
+    const ssize_t n = ::recv(socket_.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return Readiness::Data;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+      return Readiness::Nothing;
+    return Readiness::Closed;  // end of stream, or an error the next operation would meet
   }
 
   void read_header() {
@@ -868,11 +885,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     frame_piece(more);
   }
 
-  void on_parked(const beast::error_code&, std::size_t) {
+  void on_parked(const beast::error_code& ec, std::size_t) {
     if (feed_state_ == FeedState::Waking) {
       feed_state_ = FeedState::Taking;
       return pump();
     }
+    if (!ec && peek() == Readiness::Nothing)  // a stale readiness report: stay parked
+      return socket_.async_wait(tcp::socket::wait_read, resume(&Connection::on_parked));
     close();  // the client closed, sent something, or the server shut the socket down
   }
 
