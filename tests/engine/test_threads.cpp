@@ -454,6 +454,44 @@ std::pair<std::vector<std::string>, std::vector<nlohmann::json>> parts_of(Engine
   return {records, summaries};
 }
 
+// Converts partitions 0..n-1 of `o` (each with its flow store and summary), then merges them,
+// giving the parts in reverse order: the merge's options (its summary in `summary`). `records`
+// (when given): the parts' decoded records, sorted.
+Options merge_of_parts(Engine& e, Options o, const TempDir& dir, unsigned n,
+                       nlohmann::json& summary, std::vector<std::string>* records = nullptr) {
+  Options m = o;
+  m.mode = Mode::Merge;
+  m.inputs.clear();
+  for (unsigned i = n; i-- > 0;) {
+    Options p = o;
+    p.partition = i;
+    p.partitions = n;
+    p.output = dir.file("mpart" + std::to_string(i) + ".ipfix");
+    p.flows_db = p.output + ".flows.sqlite";
+    m.inputs.push_back(p.output);
+    m.part_summaries.push_back(e.convert_text(p).summary);
+    m.part_stores.push_back(p.flows_db);
+    if (records)
+      for (auto& r : decoded_records(p.output)) records->push_back(std::move(r));
+  }
+  if (records) std::sort(records->begin(), records->end());
+  m.output = dir.file("merged.ipfix");
+  m.flows_db = m.output + ".flows.sqlite";
+  summary = e.convert(m);
+  return m;
+}
+
+// The flow store's tables as sorted rows, without what differs between runs (row ids, when the
+// store was made).
+std::vector<std::string> store_rows(const std::string& db) {
+  std::vector<std::string> rows;
+  for (const char* sql : {"SELECT * FROM flow_rows", "SELECT * FROM series", "SELECT * FROM top",
+                          "SELECT * FROM meta WHERE key != 'created_at'"}) {
+    for (auto& r : sql_rows(db, sql, {"id"})) rows.push_back(sql + (": " + r));
+  }
+  return rows;
+}
+
 // Parts 0..N-1 of a capture with closes, port reuse, idle and active expiry in several VLANs
 // together write exactly the records of the whole conversion (times, counters, end reasons,
 // labels), alone or with threads; each part reads and counts every packet, and the parts are
@@ -547,6 +585,178 @@ TEST(Partitions, BadPartitionsAreRefusedAndPcap2ipfixTakesThem) {
                        shell_quote(dir.file("x.ipfix")) + " " + shell_quote(in));
     EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
   }
+}
+
+// A merge of partitions 0..N-1 is the whole conversion: the same records (ipfixDump), the same
+// flow store row for row (records, series, top lists, meta) and the same summary, except the
+// peak table size (the parts' peaks summed: an upper bound), the wall time and "parts". With DPI
+// and biflows, and without DPI in uniflows.
+TEST(Partitions, AMergeOfThePartsIsTheWholeConversion) {
+  REQUIRE_TOOL("ipfixDump");
+  TempDir dir;
+  const std::string in = timing_capture(dir);
+  Engine e;
+  for (const auto& [n, plain] :
+       std::vector<std::pair<unsigned, bool>>{{2, false}, {3, false}, {5, false}, {3, true}}) {
+    SCOPED_TRACE(std::to_string(n) + " parts" + (plain ? ", no DPI, uniflows" : ""));
+    Options o = options_for(in, dir, "whole", 1);
+    o.idle_timeout_s = 2;
+    o.active_timeout_s = 30;
+    o.flows_db = o.output + ".flows.sqlite";
+    o.dpi = !plain;
+    o.biflow = !plain;
+    const auto whole_summary = e.convert(o);
+    const auto whole = decoded_records(o.output);
+    const auto whole_store = store_rows(o.flows_db);
+    ASSERT_GT(whole.size(), 500u);
+    nlohmann::json merged;
+    const Options m = merge_of_parts(e, o, dir, n, merged);
+    EXPECT_EQ(decoded_records(m.output), whole);
+    EXPECT_EQ(store_rows(m.flows_db), whole_store);
+    EXPECT_EQ(merged["parts"], n);
+    EXPECT_GE(merged["peak_flows"].get<std::uint64_t>(),
+              whole_summary["peak_flows"].get<std::uint64_t>());
+    merged.erase("parts");
+    auto whole_s = comparable(whole_summary);
+    if (plain) {  // uniflows: the "flows" of top lists count records (docs/engine.md)
+      for (auto* sum : {&merged, &whole_s})
+        for (auto& [family, v] : (*sum)["analysis"].items())
+          for (const char* top : {"top_applications", "top_hosts", "top_server_names"})
+            v.erase(top);
+    }
+    EXPECT_EQ(comparable(merged), whole_s);
+  }
+}
+
+// Every capture of the corpus in 3 parts, merged: the merge holds exactly the parts' records, and
+// where the parts labelled every record as the whole run did, it is the whole run's summary and
+// flow store (series, top lists).
+TEST(Partitions, AMergeOfThreePartsOfEachCorpusCaptureHoldsThePartsRecords) {
+  REQUIRE_TOOL("ipfixDump");
+  REQUIRE_PCAPS();
+  TempDir dir;
+  Engine e;
+  std::size_t records = 0, whole_equal = 0, captures = 0;
+  for (const auto& in : corpus(pcaps)) {
+    Options o = options_for(in, dir, "whole", 1);
+    o.flows_db = o.output + ".flows.sqlite";
+    const auto s1 = convert_or_error(e, o);
+    if (s1.is_string()) continue;  // refused whole and in parts (the test above this one)
+    ++captures;
+    nlohmann::json merged;
+    std::vector<std::string> parts;
+    const Options m = merge_of_parts(e, o, dir, 3, merged, &parts);
+    const auto got = decoded_records(m.output);
+    EXPECT_EQ(got, parts) << in;
+    records += got.size();
+    if (parts != decoded_records(o.output)) continue;
+    ++whole_equal;
+    merged.erase("parts");
+    EXPECT_EQ(comparable(merged), comparable(s1)) << in;
+    EXPECT_EQ(store_rows(m.flows_db), store_rows(o.flows_db)) << in;
+  }
+  std::printf("[          ] %zu captures, %zu records; %zu merges equal to the whole run\n",
+              captures, records, whole_equal);
+  EXPECT_GT(records, 1000u);
+  EXPECT_GT(whole_equal * 10, captures * 9);
+}
+
+// A merge refuses, before it writes anything, parts that are not partitions 0..N-1 of one
+// conversion: one missing, one twice, one of another capture, a whole conversion's output,
+// and parts without their summaries or flow stores.
+TEST(Partitions, AMergeRefusesPartsThatAreNotOneConversion) {
+  TempDir dir;
+  const std::string in = timing_capture(dir);
+  const std::string other = dir.file("other.pcap");
+  {
+    PcapWriter w(other);
+    w.add(1'700'000'000'000'000ull, ether4(ipv4("10.9.0.1", "10.9.0.2", 17, udp(5000, 53, 20))));
+    w.close();
+  }
+  Engine e(false);
+  auto part = [&](const std::string& capture, unsigned i, unsigned n) {
+    Options p = options_for(
+        capture, dir,
+        fs::path(capture).stem().string() + std::to_string(i) + "of" + std::to_string(n), 1);
+    p.dpi = false;
+    p.partition = i;
+    p.partitions = n;
+    p.flows_db = p.output + ".flows.sqlite";
+    return std::tuple{p.output, e.convert_text(p).summary, p.flows_db};
+  };
+  const auto a0 = part(in, 0, 3), a1 = part(in, 1, 3), a2 = part(in, 2, 3);
+  const auto b1 = part(other, 1, 3);
+  Options whole = options_for(in, dir, "whole", 1);
+  whole.dpi = false;
+  const std::string whole_summary = e.convert_text(whole).summary;
+  using P = std::tuple<std::string, std::string, std::string>;
+  const std::vector<std::pair<std::vector<P>, std::string>> cases = {
+      {{a0, a1}, "partition 0 of 3, but 2 parts were given"},
+      {{a0, a1, a1}, "partition 1 was given twice"},
+      {{a0, b1, a2}, "partition 1 is not of the same conversion as partition 0"},
+      {{a0, a1, {whole.output, whole_summary, ""}}, "is not that of a flow partition"},
+  };
+  for (const auto& [parts, expected] : cases) {
+    Options m = options_for(in, dir, "merged", 1);
+    m.mode = Mode::Merge;
+    m.inputs.clear();
+    for (const auto& [ipfix, summary, store] : parts) {
+      m.inputs.push_back(ipfix);
+      m.part_summaries.push_back(summary);
+      m.part_stores.push_back(store);
+    }
+    try {
+      e.convert(m);
+      ADD_FAILURE() << "accepted; expected: " << expected;
+    } catch (const EngineError& err) {
+      EXPECT_NE(std::string(err.what()).find(expected), std::string::npos) << err.what();
+    }
+    EXPECT_FALSE(fs::exists(m.output)) << expected;
+  }
+  // Without the summaries, or (for a flow store) the parts' stores.
+  Options m = options_for(in, dir, "merged", 1);
+  m.mode = Mode::Merge;
+  m.inputs = {std::get<0>(a0), std::get<0>(a1), std::get<0>(a2)};
+  EXPECT_THROW(e.convert(m), EngineError);
+  m.part_summaries = {std::get<1>(a0), std::get<1>(a1), std::get<1>(a2)};
+  m.flows_db = m.output + ".flows.sqlite";
+  EXPECT_THROW(e.convert(m), EngineError);
+  EXPECT_FALSE(fs::exists(m.output));
+  EXPECT_FALSE(fs::exists(m.flows_db));
+  m.part_stores = {std::get<2>(a0), std::get<2>(a1), std::get<2>(a2)};
+  EXPECT_EQ(e.convert(m)["flows"], e.convert(whole)["flows"]);
+}
+
+// pcap2ipfix --merge finds each part's summary and flow store beside it, and says which is
+// missing.
+TEST(Partitions, Pcap2ipfixMergesPartsWrittenWithPartitionAndSummaryJson) {
+  REQUIRE_TOOL("ipfixDump");
+  TempDir dir;
+  const std::string in = timing_capture(dir);
+  const std::string tool = shell_quote(pcap2ipfix());
+  const auto whole =
+      run(tool + " -q -o " + shell_quote(dir.file("whole.ipfix")) + " " + shell_quote(in));
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  std::string parts;
+  for (int i = 0; i < 2; ++i) {
+    const std::string out = dir.file("cli" + std::to_string(i) + ".ipfix");
+    const auto r = run(tool + " -q --partition " + std::to_string(i) + "/2 -o " + shell_quote(out) +
+                       " --flows-db " + shell_quote(out + ".flows.sqlite") + " --summary-json " +
+                       shell_quote(out + ".summary.json") + " " + shell_quote(in));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    parts += " " + shell_quote(out);
+  }
+  const std::string merged = dir.file("cli-merged.ipfix");
+  const auto r = run(tool + " -q --merge -o " + shell_quote(merged) + " --flows-db " +
+                     shell_quote(merged + ".flows.sqlite") + " --summary-json -" + parts);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["parts"], 2);
+  EXPECT_EQ(decoded_records(merged), decoded_records(dir.file("whole.ipfix")));
+  fs::remove(dir.file("cli1.ipfix.summary.json"));
+  const auto missing = run(tool + " -q --merge -o " + shell_quote(dir.file("m2.ipfix")) + parts);
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("cli1.ipfix.summary.json"), std::string::npos) << missing.err;
+  EXPECT_FALSE(fs::exists(dir.file("m2.ipfix")));
 }
 
 }  // namespace

@@ -106,6 +106,15 @@ void SeriesBuilder::on_flow(RecordBuckets& b, std::string_view app, std::uint8_t
   b.clear();
 }
 
+void SeriesBuilder::add_cell(Dim dim, std::string_view key, std::uint64_t bucket_ms,
+                             std::uint64_t start_ms, const Cell& c) {
+  while (res_ < bucket_ms) res_ *= 2;
+  const std::uint64_t end_ms = start_ms + bucket_ms - 1;
+  if (start_ms < min_ms_ || start_ms > max_ms_) widen(start_ms);
+  if (end_ms > max_ms_) widen(end_ms);
+  push(key_id(dim, key), start_ms, c);
+}
+
 void SeriesBuilder::count_record(std::uint64_t start_ms, std::string_view app, std::uint8_t proto) {
   if (start_ms < min_ms_ || start_ms > max_ms_) widen(start_ms);
   const Cell c{0, 0, 1};

@@ -19,6 +19,7 @@
 #include "flow_table.hpp"
 #include "ipfix_ingest.hpp"
 #include "ipfixweb/flows/writer.hpp"
+#include "merge.hpp"
 #include "outputs.hpp"
 #include "packet_source.hpp"
 #include "pcap_reader.hpp"
@@ -94,6 +95,8 @@ Summary::Extras summary_extras(const Options& opts, const DpiStats* dpi) {
   x.output = opts.output;
   x.dpi = opts.dpi;
   x.biflow = opts.biflow;
+  x.partition = opts.partition;
+  x.partitions = opts.partitions;
   if (dpi) {
     x.has_dpi_stats = true;
     x.classified = dpi->flows_classified;
@@ -231,6 +234,7 @@ Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
   const auto t0 = std::chrono::steady_clock::now();
   auto cancelled = [cancel] { return cancel && cancel->load(std::memory_order_relaxed); };
   if (opts.mode == Mode::Extract) return extract_flow(opts, progress, cancel);
+  if (opts.mode == Mode::Merge) return merge_partitions(opts, progress, cancel);
   if (cancelled()) throw Cancelled();
   if (opts.inputs.empty()) throw EngineError("no input file given");
   if (opts.output.empty()) throw EngineError("no output given");

@@ -773,13 +773,14 @@ std::shared_ptr<spdlog::logger> logger() {
 class Ingest {
  public:
   Ingest(const Options& opts, const ProtocolNameFn& ndpi_name, Summary& summary,
-         IpfixExporter& exporter, flows::Writer* store)
+         IpfixExporter& exporter, flows::Writer* store, bool series_from_records)
       : opts_(opts),
         ndpi_name_(ndpi_name),
         summary_(summary),
         stats_(*summary.ipfix),
         exporter_(exporter),
         store_(store),
+        series_from_records_(series_from_records),
         model_(make_model()) {}
 
   // Reads one file, message by message. `on_message` runs after each one.
@@ -1294,9 +1295,10 @@ class Ingest {
       bytes += rev->octets;
     }
     store_->add(row);
-    store_->series().on_spread_record(start, end, packets, bytes,
-                                      has_label_ ? std::string_view(app_) : std::string_view(),
-                                      k.proto);
+    if (series_from_records_)
+      store_->series().on_spread_record(start, end, packets, bytes,
+                                        has_label_ ? std::string_view(app_) : std::string_view(),
+                                        k.proto);
   }
 
   // Writes the decoded record: IPFIX, store rows, summary.
@@ -1340,6 +1342,7 @@ class Ingest {
   IpfixIngestStats& stats_;
   IpfixExporter& exporter_;
   flows::Writer* store_;
+  const bool series_from_records_;
   ModelPtr model_;  // outlives every FileSession
   InputInfo* info_ = nullptr;
   const std::string* path_ = nullptr;
@@ -1365,7 +1368,8 @@ class Ingest {
 }  // namespace
 
 Conversion ingest_ipfix(const Options& opts, const ProgressFn& progress,
-                        const std::atomic<bool>* cancel, const ProtocolNameFn& ndpi_name) {
+                        const std::atomic<bool>* cancel, const ProtocolNameFn& ndpi_name,
+                        const IngestRole& role) {
   const auto t0 = std::chrono::steady_clock::now();
   auto cancelled = [cancel] { return cancel && cancel->load(std::memory_order_relaxed); };
   if (cancelled()) throw Cancelled();
@@ -1401,8 +1405,8 @@ Conversion ingest_ipfix(const Options& opts, const ProgressFn& progress,
   // application from the series). Ingested records carry whatever labels their exporter gave,
   // possibly none for some records: false.
   std::unique_ptr<flows::Writer> store =
-      open_store(opts, exporter.is_network(), "ipfix", false);  // likewise
-  Ingest ingest(opts, ndpi_name, summary, exporter, store.get());
+      open_store(opts, exporter.is_network(), role.store_source, role.store_dpi);  // likewise
+  Ingest ingest(opts, ndpi_name, summary, exporter, store.get(), role.series_from_records);
 
   std::uint64_t done_bytes = 0;  // of the files before the current one
   std::uint64_t messages = 0;
@@ -1444,6 +1448,7 @@ Conversion ingest_ipfix(const Options& opts, const ProgressFn& progress,
                  "placed to end at their message's export time");
   }
   if (summary.records() == 0) summary.warn("the input contains no flow records");
+  if (role.before_publish) role.before_publish(store.get());
 
   publish_outputs(exporter, store.get());  // the store, then the IPFIX file
 

@@ -9,8 +9,13 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "ipfixweb/engine/engine.hpp"
+
+namespace ipfixweb::flows {
+class Writer;
+}
 
 namespace ipfixweb::engine {
 
@@ -19,8 +24,19 @@ namespace ipfixweb::engine {
 // "PANA-L7-PEN:35632:188" and the like.
 using ProtocolNameFn = std::function<std::string(std::uint16_t)>;
 
+// What an ingest is for. A plain ingest (the defaults) derives the flow store's series from
+// the records; a merge of partition outputs (merge.hpp) sums its parts' series instead.
+struct IngestRole {
+  bool series_from_records = true;          // false: the records add nothing to the series
+  std::string_view store_source = "ipfix";  // the flow store's meta 'source'
+  bool store_dpi = false;                   // its meta 'dpi'
+  // Runs once every record is in, before the outputs are published.
+  std::function<void(flows::Writer*)> before_publish;
+};
+
 // Engine::convert_text for Mode::Ingest.
 Conversion ingest_ipfix(const Options& opts, const ProgressFn& progress,
-                        const std::atomic<bool>* cancel, const ProtocolNameFn& ndpi_name);
+                        const std::atomic<bool>* cancel, const ProtocolNameFn& ndpi_name,
+                        const IngestRole& role = {});
 
 }  // namespace ipfixweb::engine

@@ -394,6 +394,12 @@ void Summary::write_json(std::string& out, const Extras& x) const {
   o.key("packets").value(packets_);
   o.key("packets_per_s").value(elapsed_s > 0 ? static_cast<double>(packets_read) / elapsed_s : 0.0);
   o.key("packets_read").value(packets_read);
+  if (x.partitions > 1) {
+    o.key("partition").begin_object();
+    o.key("index").value(static_cast<std::uint64_t>(x.partition));
+    o.key("of").value(static_cast<std::uint64_t>(x.partitions));
+    o.end_object();
+  }
   o.key("peak_flows").value(peak_flows);
   o.key("protocols");
   write_protocols(o);

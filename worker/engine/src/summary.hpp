@@ -97,7 +97,8 @@ class Summary {
     std::string output;
     bool dpi = false;
     bool biflow = false;
-    bool has_dpi_stats = false;  // "dpi_stats" present (DPI ran)
+    unsigned partition = 0, partitions = 1;  // "partition" present when partitions > 1
+    bool has_dpi_stats = false;              // "dpi_stats" present (DPI ran)
     std::uint64_t classified = 0, guessed = 0, unknown = 0, packets_inspected = 0;
   };
   // The summary as JSON text, written directly (no document in between): the text nlohmann's

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
@@ -83,6 +84,12 @@ int main(int argc, char** argv) {
                "the inputs are IPFIX files of any exporter: carry their records over into the "
                "output, the flow store and the summary (no metering, no DPI; capture options "
                "do not apply; --no-dpi drops their labels)");
+  bool merge = false;
+  app.add_flag("--merge", merge,
+               "the inputs are the IPFIX outputs of flow partitions 0..N-1 of one conversion "
+               "(--partition I/N), each with its summary beside it as INPUT.summary.json "
+               "(--summary-json) and, for --flows-db, its flow store as INPUT.flows.sqlite: "
+               "write the output of the whole conversion (docs/engine.md, Partitions)");
   app.add_option("--extract", opts.flow,
                  "write the packets of one flow to the output, a pcap file, instead of IPFIX: "
                  "a flow selector such as 'tcp 10.0.0.1:51234 <-> 10.0.0.2:443 ms FIRST-LAST' "
@@ -161,6 +168,25 @@ int main(int argc, char** argv) {
   opts.biflow = !uniflow;
   if (!partition.empty()) parse_partition(partition, opts.partition, opts.partitions);
   if (ingest) opts.mode = eng::Mode::Ingest;
+  if (merge) {
+    if (ingest || !opts.flow.empty() || !partition.empty()) {
+      std::cerr << "pcap2ipfix: --merge takes no --ingest, --extract or --partition\n";
+      return 2;
+    }
+    opts.mode = eng::Mode::Merge;
+    for (const auto& part : opts.inputs) {
+      std::ifstream in(part + ".summary.json");
+      std::stringstream text;
+      text << in.rdbuf();
+      if (!in) {
+        std::cerr << "pcap2ipfix: part '" << part << "' has no summary beside it: " << part
+                  << ".summary.json (write it with --summary-json)\n";
+        return 1;
+      }
+      opts.part_summaries.push_back(text.str());
+      opts.part_stores.push_back(part + ".flows.sqlite");
+    }
+  }
   if (!opts.flow.empty()) {
     if (ingest || !opts.flows_db.empty() || !ndjson_path.empty() || !csv_path.empty()) {
       std::cerr << "pcap2ipfix: --extract writes a pcap only (no --ingest, --flows-db, --ndjson "

@@ -96,6 +96,11 @@ class SeriesBuilder {
     std::uint64_t packets = 0, bytes = 0, flows = 0;
   };
   enum Dim : std::uint8_t { kApp = 0, kProto = 1 };
+  // A cell of another series whose buckets are `bucket_ms` long (a power of two; a merge sums
+  // the series of its parts): counted as it is, in the bucket of start_ms. The final bucket
+  // size is then at least bucket_ms.
+  void add_cell(Dim dim, std::string_view key, std::uint64_t bucket_ms, std::uint64_t start_ms,
+                const Cell& c);
   // Calls f(dim, key, bucket_start, cell) for every non-empty cell, at the final bucket size.
   template <class F>
   void for_each(F&& f) {

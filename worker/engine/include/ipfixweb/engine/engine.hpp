@@ -20,6 +20,8 @@ enum class Mode : std::uint8_t {
   Ingest,   // IPFIX files of any exporter -> IPFIX in our templates (and the flow store): the
             // records are carried over, not re-metered; capture options do not apply
   Extract,  // captures -> a pcap file with the packets of one flow (`flow`)
+  Merge,    // the outputs of a conversion's flow partitions -> the output of the whole
+            // conversion: one IPFIX file, flow store and summary (`parts`)
 };
 
 struct Options {
@@ -84,6 +86,14 @@ struct Options {
   // (ipfixweb/shared/flow_selector.hpp), e.g. "tcp 10.0.0.1:1234 <-> 10.0.0.2:80 vlan 5
   // ms 1700000000123-1700000000456".
   std::string flow;
+
+  // Mode::Merge: `inputs` (and `input_fds`) are the IPFIX files of partitions 0..N-1 of one
+  // conversion, in any order; per input, its summary (the JSON text its conversion returned,
+  // which names its partition) and, when a flow store is asked for, the path of its flow store
+  // (whose series are summed). The records are carried over as an ingest carries them; the
+  // summary is the whole conversion's (docs/engine.md, Partitions).
+  std::vector<std::string> part_summaries;
+  std::vector<std::string> part_stores;
 };
 
 struct Progress {
