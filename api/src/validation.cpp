@@ -295,9 +295,12 @@ bool resolve_paths(const ParsedRequest& req, const Roots& roots, proto::TaskSpec
                    std::vector<FieldError>& errors) {
   spec = req.spec;
   spec.inputs.clear();
+  // A merge reads the outputs of the parts it merges: files under the output root.
+  const bool merge = req.spec.kind == proto::kKindMerge;
+  const std::vector<std::string> output_root{roots.output};
   for (std::size_t i = 0; i < req.spec.inputs.size(); ++i) {
     const std::string field = "pcap_files[" + std::to_string(i) + "]";
-    auto r = paths::resolve_input(roots.inputs, req.spec.inputs[i]);
+    auto r = paths::resolve_input(merge ? output_root : roots.inputs, req.spec.inputs[i]);
     if (!r.ok) {
       errors.push_back({field, r.error});
       continue;

@@ -253,15 +253,31 @@ Fd Roots::open_input(const std::string& path) const {
       throw Error(what + " is outside the input roots (" + join_roots(inputs_) + ")");
     throw Error(what + " " + why);
   }
+  return open_regular(*root, rel, what);
+}
+
+Fd Roots::open_in_output(const std::string& path) const {
+  const std::string what = "file '" + path + "'";
+  std::string why;
+  const std::string rel = relative_below(output_.path(), path, &why);
+  if (rel.empty()) {
+    if (why.rfind("is outside", 0) == 0)
+      throw Error(what + " is outside the output root (" + output_.path() + ")");
+    throw Error(what + " " + why);
+  }
+  return open_regular(output_, rel, what);
+}
+
+Fd Roots::open_regular(const Root& root, const std::string& rel, const std::string& what) {
   // Looked at before it is opened for reading: a device, FIFO or socket is never opened.
-  Fd probe(open_beneath(root->fd(), rel, O_PATH));
+  Fd probe(open_beneath(root.fd(), rel, O_PATH));
   if (!probe) throw_errno(what);
   struct stat before {};
   if (::fstat(probe.get(), &before) != 0) throw_errno(what);
   if (!S_ISREG(before.st_mode))
     throw Error(what + " is " + kind_of(before.st_mode) + ", not a regular file");
   // O_NONBLOCK: should it have become a FIFO since, the open does not wait for a writer.
-  Fd fd(open_beneath(root->fd(), rel, O_RDONLY | O_NOCTTY | O_NONBLOCK));
+  Fd fd(open_beneath(root.fd(), rel, O_RDONLY | O_NOCTTY | O_NONBLOCK));
   if (!fd) throw_errno(what);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw_errno(what);

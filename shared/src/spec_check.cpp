@@ -116,6 +116,12 @@ KindProblem kind_problem(const TaskSpec& spec) {
   if (!extract && !spec.flow.empty()) return {"flow", "applies to kind extract only"};
   if (spec.kind == kKindIngest && !spec.filter.empty())
     return {"filter", "applies to captures, not to kind ingest (whose inputs are IPFIX files)"};
+  if (spec.kind == kKindMerge && !spec.filter.empty())
+    return {"filter", "applies to captures, not to kind merge (whose inputs are IPFIX files)"};
+  if (spec.partitions > 1 && spec.kind != kKindConvert)
+    return {"partitions", "applies to kind convert only"};
+  if (spec.partition >= spec.partitions)
+    return {"partition", "must be less than partitions (" + std::to_string(spec.partitions) + ")"};
   return {};
 }
 
@@ -127,7 +133,11 @@ std::string check_spec(const TaskSpec& spec, const SpecRoots& roots) {
     const auto& in = spec.inputs[i];
     const std::string where = "inputs[" + std::to_string(i) + "]";
     if (!is_normal_absolute(in)) return where + " is not an absolute, normalised path";
-    if (!inside_any(roots.inputs, in)) return where + " is outside every input root";
+    if (spec.kind == kKindMerge) {  // the parts' outputs
+      if (!inside_any({roots.output}, in)) return where + " is outside the output root";
+    } else if (!inside_any(roots.inputs, in)) {
+      return where + " is outside every input root";
+    }
     if (!seen.insert(in).second) return where + " names a capture twice";
   }
   if (!is_normal_absolute(spec.output)) return "output is not an absolute, normalised path";

@@ -86,7 +86,7 @@ TEST(SpecCheck, RefusesNumbersThatAreNotFiniteOrOutOfTheirRange) {
 
 TEST(SpecCheck, RefusesAnUnknownKindAndSelectorsThatDoNotParseOrDoNotBelong) {
   auto s = good_spec();
-  s.kind = "merge";
+  s.kind = "transcode";
   EXPECT_EQ(proto::check_spec(s, kRoots), "kind is not a known task kind");
   s = good_spec();
   s.kind = "extract";
@@ -177,4 +177,33 @@ TEST(Frames, AFrameDeclaringMoreObjectsThanTheLimitIsRefusedBeforeUnpacking) {
   std::string error;
   EXPECT_FALSE(proto::decode(frame.data(), frame.size(), &error));
   EXPECT_NE(error.find("more than"), std::string::npos) << "[" << error << "]";
+}
+
+TEST(SpecCheck, APartitionIsOfAConversionAndBelowPartitions) {
+  auto s = good_spec();
+  s.partition = 1;
+  s.partitions = 2;
+  EXPECT_EQ(proto::check_spec(s, kRoots), "");
+  s.partition = 2;
+  EXPECT_EQ(proto::check_spec(s, kRoots), "partition must be less than partitions (2)");
+  s.partition = 0;
+  s.partitions = 257;
+  EXPECT_EQ(proto::check_spec(s, kRoots),
+            "partitions is out of range (257; allowed from 1 to 256)");
+  s.partitions = 2;
+  s.kind = "ingest";
+  EXPECT_EQ(proto::check_spec(s, kRoots), "partitions applies to kind convert only");
+}
+
+// A merge reads the outputs of its parts: files beneath the output root, never captures.
+TEST(SpecCheck, AMergeReadsFilesBeneathTheOutputRootOnly) {
+  auto s = good_spec();
+  s.kind = "merge";
+  EXPECT_EQ(proto::check_spec(s, kRoots), "inputs[0] is outside the output root");
+  s.inputs = {"/data/output/big/part0.ipfix", "/data/output/big/part1.ipfix"};
+  s.output = "/data/output/big.ipfix";
+  EXPECT_EQ(proto::check_spec(s, kRoots), "");
+  s.filter = "tcp";
+  EXPECT_EQ(proto::check_spec(s, kRoots),
+            "filter applies to captures, not to kind merge (whose inputs are IPFIX files)");
 }

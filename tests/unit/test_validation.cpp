@@ -169,10 +169,11 @@ TEST(Validation, TaskKindsAreAClosedSetAndAConversionKeepsItsStoredText) {
   EXPECT_EQ(ingest->spec.kind, "ingest");
   EXPECT_NE(ingest->normalised.find("\"kind\":\"ingest\""), std::string::npos);
 
-  auto errs = errors_of({{"pcap_files", {"p"}}, {"output_path", "o"}, {"kind", "merge"}});
+  auto errs = errors_of({{"pcap_files", {"p"}}, {"output_path", "o"}, {"kind", "transcode"}});
   ASSERT_EQ(errs.size(), 1u);
   EXPECT_EQ(errs[0].field, "kind");
-  EXPECT_EQ(errs[0].message, "unknown task kind 'merge' (known: convert, ingest, extract)");
+  EXPECT_EQ(errs[0].message,
+            "unknown task kind 'transcode' (known: convert, ingest, extract, merge)");
   EXPECT_TRUE(
       has_field(errors_of({{"pcap_files", {"p"}}, {"output_path", "o"}, {"kind", 1}}), "kind"));
 }
@@ -216,4 +217,43 @@ TEST(Validation, AnExtractNeedsAFlowSelectorThatParsesAndOnlyAnExtractTakesOne) 
   auto e4 = errors_of(filtered);
   ASSERT_EQ(e4.size(), 1u);
   EXPECT_EQ(e4[0].field, "filter");
+}
+
+// A request may ask for one flow partition of a conversion; the two fields are written into the
+// stored text only when given (a plain conversion's fingerprint is unchanged).
+TEST(Validation, APartitionMustBeBelowPartitionsAndOfAConversion) {
+  std::vector<FieldError> errors;
+  const json base = {{"pcap_files", {"p"}}, {"output_path", "o"}};
+  auto plain = parse_task_request(base, errors);
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->normalised.find("partition"), std::string::npos);
+  json part = base;
+  part["partition"] = 1;
+  part["partitions"] = 3;
+  auto r = parse_task_request(part, errors);
+  ASSERT_TRUE(r) << (errors.empty() ? "" : errors[0].message);
+  EXPECT_EQ(r->spec.partition, 1u);
+  EXPECT_EQ(r->spec.partitions, 3u);
+  EXPECT_NE(r->normalised.find("\"partitions\":3"), std::string::npos);
+
+  json high = part;
+  high["partition"] = 3;
+  auto e1 = errors_of(high);
+  ASSERT_EQ(e1.size(), 1u);
+  EXPECT_EQ(e1[0].field, "partition");
+  EXPECT_EQ(e1[0].message, "must be less than partitions (3)");
+  json ingest = part;
+  ingest["kind"] = "ingest";
+  auto e2 = errors_of(ingest);
+  ASSERT_EQ(e2.size(), 1u);
+  EXPECT_EQ(e2[0].field, "partitions");
+  EXPECT_TRUE(
+      has_field(errors_of(json{{"pcap_files", {"p"}}, {"output_path", "o"}, {"partitions", 0}}),
+                "partitions"));
+  json merge = base;
+  merge["kind"] = "merge";
+  merge["filter"] = "tcp";
+  auto e3 = errors_of(merge);
+  ASSERT_EQ(e3.size(), 1u);
+  EXPECT_EQ(e3[0].field, "filter");
 }

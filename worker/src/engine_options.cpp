@@ -5,7 +5,7 @@
 namespace ipfixweb::worker {
 
 engine::Options to_engine_options(const proto::TaskSpec& spec) {
-  static_assert(proto::kTaskSpecFieldCount == 13,
+  static_assert(proto::kTaskSpecFieldCount == 15,
                 "a TaskSpec field was added or removed: map it to engine::Options here, then "
                 "update this count");
   engine::Options o;
@@ -20,7 +20,10 @@ engine::Options to_engine_options(const proto::TaskSpec& spec) {
   o.max_flows = spec.max_flows;
   o.mode = spec.kind == proto::kKindIngest    ? engine::Mode::Ingest
            : spec.kind == proto::kKindExtract ? engine::Mode::Extract
+           : spec.kind == proto::kKindMerge   ? engine::Mode::Merge
                                               : engine::Mode::Convert;
+  o.partition = spec.partition;
+  o.partitions = spec.partitions;
   o.flow = spec.flow;
   o.threads = spec.threads;  // run_task caps it at the worker's --max-task-threads
   // named in run_task; an extract writes a pcap and no flow store

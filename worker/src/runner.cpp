@@ -1,6 +1,7 @@
 #include "runner.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -49,7 +50,8 @@ bool process_alive(pid_t pid) {
 // (a descriptor beneath the output root) only.
 // The flow store's temporary, <output>.flows.sqlite.tmp.<host>.<pid>, likewise.
 void remove_stale_temporaries(const confine::OutputTarget& out) {
-  const std::string prefixes[] = {out.name + ".tmp.", flows::store_name_for(out.name) + ".tmp."};
+  const std::string prefixes[] = {out.name + ".tmp.", flows::store_name_for(out.name) + ".tmp.",
+                                  summary_name_for(out.name) + ".tmp."};
   const std::string& host = engine::temporary_host_name();
   for (const std::string& name : confine::list_names(out.dir.get())) {
     const std::string* prefix = nullptr;
@@ -149,15 +151,45 @@ struct SweepAgain {
 // the output's missing directories are created. Throws confine::Error.
 struct TaskFiles {
   std::vector<confine::Fd> inputs;
+  std::vector<confine::Fd> part_stores;  // a merge's: the parts' flow stores
   confine::OutputTarget output;
 };
+
+// The whole of a small regular file (a part's summary; at most 16 MiB).
+std::string read_small(int fd, const std::string& name) {
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw engine::EngineError("cannot read '" + name + "': " + std::strerror(errno));
+    if (n == 0) return text;
+    text.append(buf, static_cast<std::size_t>(n));
+    if (text.size() > (16u << 20)) throw engine::EngineError("'" + name + "' is too large");
+  }
+}
+
+// A merge's parts beside their outputs (beneath the output root): each one's summary, and its
+// flow store when the merge writes one (handed to SQLite as /proc/self/fd/N, so that the name
+// cannot be swapped for a link elsewhere once checked). Throws confine::Error.
+void open_parts(const confine::Roots& roots, engine::Options& o, TaskFiles& f) {
+  for (const auto& in : o.inputs) {
+    const std::string summary = summary_name_for(in);
+    o.part_summaries.push_back(read_small(roots.open_in_output(summary).get(), summary));
+    if (o.flows_db.empty()) continue;
+    f.part_stores.push_back(roots.open_in_output(flows::store_name_for(in)));
+    o.part_stores.push_back("/proc/self/fd/" + std::to_string(f.part_stores.back().get()));
+  }
+}
 TaskFiles open_task_files(const confine::Roots& roots, engine::Options& o) {
   TaskFiles f;
   roots.check_output(o.output);
+  const bool merge = o.mode == engine::Mode::Merge;
   for (const auto& in : o.inputs) {
-    f.inputs.push_back(roots.open_input(in));
+    f.inputs.push_back(merge ? roots.open_in_output(in) : roots.open_input(in));
     o.input_fds.push_back(f.inputs.back().get());
   }
+  if (merge) open_parts(roots, o, f);
   f.output = roots.output_target(o.output);
   o.output_dir_fd = f.output.dir.get();
   o.output_name = f.output.name;
@@ -171,7 +203,7 @@ TaskFiles open_task_files(const confine::Roots& roots, engine::Options& o) {
 // task comes to this host (the task was cancelled meanwhile, say). Found by scripts/chaos.
 volatile sig_atomic_t g_temporaries_armed = 0;
 int g_output_dir = -1;
-char g_temporaries[2][PATH_MAX];
+char g_temporaries[3][PATH_MAX];
 
 void remove_temporaries_and_exit(int) {
   if (g_temporaries_armed)
@@ -184,7 +216,7 @@ void remove_temporaries_and_exit(int) {
 struct TemporariesOnDeath {
   explicit TemporariesOnDeath(const confine::OutputTarget& out) {
     const auto names = task_temporaries(out.name, ::getpid());
-    for (int i = 0; i < 2; ++i) {
+    for (std::size_t i = 0; i < names.size(); ++i) {
       const bool fits = names[i].size() < sizeof g_temporaries[i];
       std::memcpy(g_temporaries[i], names[i].c_str(), fits ? names[i].size() + 1 : 1);
       if (!fits) g_temporaries[i][0] = '\0';
@@ -196,6 +228,43 @@ struct TemporariesOnDeath {
   TemporariesOnDeath(const TemporariesOnDeath&) = delete;
   TemporariesOnDeath& operator=(const TemporariesOnDeath&) = delete;
 };
+
+// A partition's summary beside its output (summary_name_for), for the merge: written under a
+// temporary name, synced, renamed into place, the directory synced. Throws EngineError.
+void write_part_summary(const confine::OutputTarget& out, const std::string& summary) {
+  const std::string name = summary_name_for(out.name);
+  const std::string temp = engine::temporary_output_name(name, ::getpid());
+  const auto fail = [&](const std::string& what) {
+    const std::string why = std::strerror(errno);
+    ::unlinkat(out.dir.get(), temp.c_str(), 0);
+    throw engine::EngineError("cannot write the partition's summary '" + name + "': " + what +
+                              ": " + why);
+  };
+  const int fd = ::openat(out.dir.get(), temp.c_str(),
+                          O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) fail("create");
+  std::size_t at = 0;
+  while (at < summary.size()) {
+    const ssize_t n = ::write(fd, summary.data() + at, summary.size() - at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      fail("write");
+    }
+    at += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    fail("fsync");
+  }
+  ::close(fd);
+  if (::renameat(out.dir.get(), temp.c_str(), out.dir.get(), name.c_str()) != 0) fail("rename");
+  const int dir = ::openat(out.dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
 
 proto::Done run_task(engine::Engine& engine, const confine::Roots& roots, const proto::Task& t,
                      const RunnerLimits& limits, int fd) {
@@ -211,6 +280,7 @@ proto::Done run_task(engine::Engine& engine, const confine::Roots& roots, const 
     SweepAgain sweep_again{files.output, rerun};
     TemporariesOnDeath on_death(files.output);
     auto result = engine.convert_text(o, ProgressReporter(fd, t.task_id));
+    if (o.partitions > 1) write_part_summary(files.output, result.summary);
     d.state = Outcome::Succeeded;
     d.packets = result.packets;
     d.bytes = result.bytes;
@@ -265,9 +335,12 @@ void become_runner(int fd, const RunnerLimits& limits) {
 
 }  // namespace
 
-std::array<std::string, 2> task_temporaries(const std::string& output_name, pid_t pid) {
+std::string summary_name_for(const std::string& output) { return output + ".summary.json"; }
+
+std::array<std::string, 3> task_temporaries(const std::string& output_name, pid_t pid) {
   return {engine::temporary_output_name(output_name, pid),
-          engine::temporary_output_name(flows::store_name_for(output_name), pid)};
+          engine::temporary_output_name(flows::store_name_for(output_name), pid),
+          engine::temporary_output_name(summary_name_for(output_name), pid)};
 }
 
 bool memory_limit_supported() {

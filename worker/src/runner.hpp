@@ -28,9 +28,14 @@ struct RunnerLimits {
 [[noreturn]] void runner_main(engine::Engine& engine, const confine::Roots& roots, int fd,
                               const RunnerLimits& limits);
 
-// The names the runner `pid` writes its task's output and flow store under until it publishes
-// them (engine::temporary_output_name), in the output's directory.
-std::array<std::string, 2> task_temporaries(const std::string& output_name, pid_t pid);
+// Where a flow partition's conversion (TaskSpec::partitions > 1) leaves its summary, beside its
+// output, for the merge task that makes the parts into the whole conversion:
+// "<output>.summary.json".
+std::string summary_name_for(const std::string& output);
+
+// The names the runner `pid` writes its task's output, flow store and (a partition's) summary
+// under until it publishes them (engine::temporary_output_name), in the output's directory.
+std::array<std::string, 3> task_temporaries(const std::string& output_name, pid_t pid);
 
 // False in AddressSanitizer builds: its shadow memory reserves terabytes of address space, so
 // no RLIMIT_AS can be applied (the memory limit is then skipped, with a warning at start).

@@ -100,6 +100,9 @@ class Roots {
   // FIFOs, sockets and directories are refused before they are opened for reading). Throws
   // Error.
   Fd open_input(const std::string& path) const;
+  // A regular file beneath the output root, opened for reading as open_input opens a capture
+  // (a merge task reads the outputs of its parts). Throws Error.
+  Fd open_in_output(const std::string& path) const;
   // An output file's directory beneath the output root, its missing directories created one
   // at a time beneath it when `create` (else a missing one is an Error), and its name, which
   // must not be a directory. A symbolic link at the name is fine: the file is renamed over it,
@@ -114,6 +117,8 @@ class Roots {
 
  private:
   std::string output_relative(const std::string& path) const;  // throws Error
+  // `rel` beneath `root`, a regular file, opened for reading; `what` names it in errors.
+  static Fd open_regular(const Root& root, const std::string& rel, const std::string& what);
   std::vector<Root> inputs_;
   Root output_;
 };

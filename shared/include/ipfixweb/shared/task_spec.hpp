@@ -32,8 +32,10 @@ inline constexpr std::array<std::string_view, 8> kAnalysisNames = {"tcp", "udp",
 inline constexpr std::string_view kKindConvert = "convert";  // captures -> IPFIX + flow store
 inline constexpr std::string_view kKindIngest = "ingest";    // IPFIX files -> IPFIX + flow store
 inline constexpr std::string_view kKindExtract = "extract";  // captures -> pcap of one flow
-inline constexpr std::array<std::string_view, 3> kKindNames = {kKindConvert, kKindIngest,
-                                                               kKindExtract};
+// Outputs of flow partitions 0..N-1 of one conversion -> the whole conversion's outputs.
+inline constexpr std::string_view kKindMerge = "merge";
+inline constexpr std::array<std::string_view, 4> kKindNames = {kKindConvert, kKindIngest,
+                                                               kKindExtract, kKindMerge};
 
 // What a worker needs to run a task: paths are resolved and checked by the api.
 struct TaskSpec {
@@ -55,6 +57,9 @@ struct TaskSpec {
   std::string kind = std::string(kKindConvert);
   std::string flow;           // kind extract: the flow selector (ipfixweb/flows/selector.hpp)
   std::uint32_t threads = 1;  // kind convert: metering threads (the worker caps them)
+  // kind convert: meter only flow partition `partition` of `partitions` (engine::Options).
+  std::uint32_t partition = 0;
+  std::uint32_t partitions = 1;
 };
 
 // Request fields that are not part of the spec (they steer the broker, not the conversion).
@@ -230,6 +235,29 @@ inline constexpr std::tuple kTaskSpecFields{
          .min = 1,
          .max = 64,
          .range_error = "must be an integer from 1 to 64",
+         .omit_default = true}},
+    Field<TaskSpec, std::uint32_t>{
+        &TaskSpec::partitions,
+        {.key = "partitions",
+         .request_key = "partitions",
+         .type_text = "integer 1..256",
+         .meaning = "kind `convert`: convert one of this many flow partitions (with "
+                    "`partition`): every packet is read, only the flows of the partition are "
+                    "metered; a `merge` task makes the outputs of partitions 0..N-1 into the "
+                    "whole conversion's (docs/engine.md, Partitions)",
+         .min = 1,
+         .max = 256,
+         .range_error = "must be an integer from 1 to 256",
+         .omit_default = true}},
+    Field<TaskSpec, std::uint32_t>{
+        &TaskSpec::partition,
+        {.key = "partition",
+         .request_key = "partition",
+         .type_text = "integer 0..255",
+         .meaning = "kind `convert`: which flow partition to convert, 0 to `partitions` - 1",
+         .min = 0,
+         .max = 255,
+         .range_error = "must be an integer from 0 to 255",
          .omit_default = true}},
 };
 
