@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <sstream>
 
 #include "ipfixweb/cli/client.hpp"
 #include "ipfixweb/cli/commands.hpp"
@@ -92,8 +93,24 @@ void build(CLI::App& app, Definition& d) {
   sub->add_option("--max-flows", s.max_flows, "Flows kept in memory at once");
   sub->add_flag("--no-flow-store", s.no_flow_store,
                 "Do not write the flow store (no flows/top for this task)");
-  sub->add_option("--kind", s.kind, "Task kind: convert (default), ingest (IPFIX files in)")
-      ->check(CLI::IsMember({"convert", "ingest"}));
+  sub->add_option("--kind", s.kind,
+                  "Task kind: convert (default), ingest (IPFIX files in), merge (the FILEs are "
+                  "the outputs of a conversion's partitions 0..N-1 on the server, under its "
+                  "output root)")
+      ->check(CLI::IsMember({"convert", "ingest", "merge"}));
+  sub->add_option_function<std::string>(
+         "--partition",
+         [&s](const std::string& v) {
+           unsigned i = 0, n = 0;
+           char slash = 0, extra = 0;
+           std::istringstream in(v);
+           if (!(in >> i >> slash >> n) || slash != '/' || (in >> extra) || n < 1 || i >= n)
+             throw CLI::ValidationError("--partition", "expected I/N with 0 <= I < N");
+           s.partition = std::pair{i, n};
+         },
+         "Convert only flow partition I of N (I/N); a --kind merge task of the N outputs makes "
+         "the whole conversion")
+      ->type_name("I/N");
   sub->add_flag("--overwrite", s.overwrite, "May replace the output of an earlier succeeded task");
   sub->add_option("--idempotency-key", s.idempotency_key,
                   "Idempotency-Key: the same key and request return the existing task");
@@ -217,7 +234,7 @@ CompletionSpec completion_spec(CLI::App& app) {
                  {"--by", "app src dst pair server_name ja3 port proto"},
                  {"--metric", "bytes packets flows"},
                  {"--state", kStates},
-                 {"--kind", "convert ingest"},
+                 {"--kind", "convert ingest merge"},
                  {"--analysis", "tcp udp icmp dns tls http quic other"}};
   spec.file_options = {"-o", "--output", "--config", "--state-dir"};
   return spec;

@@ -337,7 +337,8 @@ int cmd_submit(Context& ctx, const SubmitArgs& a) {
     for (const auto& in : a.inputs) {
       const bool reference = in.rfind("sha256:", 0) == 0 || in.rfind("upload:", 0) == 0;
       if (first_name.empty()) first_name = fs::path(in).filename().string();
-      if (a.server_path || reference) {
+      // A merge's inputs are the parts' outputs on the server (under its output root).
+      if (a.server_path || reference || a.kind == "merge") {
         refs.push_back(in);
         continue;
       }
@@ -381,6 +382,10 @@ int cmd_submit(Context& ctx, const SubmitArgs& a) {
   if (a.idle_timeout) body["idle_timeout"] = *a.idle_timeout;
   if (a.active_timeout) body["active_timeout"] = *a.active_timeout;
   if (a.max_flows) body["max_flows"] = *a.max_flows;
+  if (a.partition) {
+    body["partition"] = a.partition->first;
+    body["partitions"] = a.partition->second;
+  }
   Headers h;
   if (!a.idempotency_key.empty()) h.emplace_back("Idempotency-Key", a.idempotency_key);
   auto r = ctx.api().post("/api/v1/tasks", h, body.dump(), "application/json");

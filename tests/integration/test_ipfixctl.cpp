@@ -539,6 +539,29 @@ TEST_F(ipfixctl, SubmitWaitOfACorruptCaptureExitsOneWithTheTasksError) {
   EXPECT_NE(r.err.find("failed"), std::string::npos) << r;
 }
 
+// A capture converted in two flow partitions, then merged; the merge's FILEs are the parts'
+// outputs on the server, never uploaded (a local file of the same name is not sent).
+TEST_F(ipfixctl, SubmitPartitionsThenAMergeOfTheirOutputsGivesTheWholeConversion) {
+  std::uint64_t flows = 0;
+  for (const char* p : {"0/2", "1/2"}) {
+    auto r = ctl({"submit", "--server-path", "sample.pcap", "--partition", p, "-o",
+                  std::string("ctl/part") + p[0] + ".ipfix", "--wait", "--json"});
+    ASSERT_EQ(r.code, 0) << r;
+    auto lines = ndjson(r.out);
+    EXPECT_EQ(lines.back()["task"]["request"]["partitions"], 2);
+    flows += lines.back()["task"]["summary"]["flows"].get<std::uint64_t>();
+  }
+  auto m = ctl({"submit", "--kind", "merge", "ctl/part1.ipfix", "ctl/part0.ipfix", "-o",
+                "ctl/merged.ipfix", "--wait", "--json"});
+  ASSERT_EQ(m.code, 0) << m;
+  auto lines = ndjson(m.out);
+  EXPECT_TRUE(lines.front()["uploads"].empty());
+  EXPECT_EQ(lines.back()["task"]["summary"]["parts"], 2);
+  EXPECT_EQ(lines.back()["task"]["summary"]["flows"], flows);
+  EXPECT_EQ(lines.back()["task"]["summary"]["packets_read"], 347);
+  EXPECT_NE(ctl({"submit", "--server-path", "sample.pcap", "--partition", "2/2"}).code, 0);
+}
+
 TEST_F(ipfixctl, SubmitWithoutWaitPrintsTheTaskIdAndServerPathsAndReferencesAreNotUploaded) {
   auto r = ctl({"submit", "--server-path", "sample.pcap", "-o", "ctl/nowait.ipfix", "--no-dpi",
                 "--uniflow", "--filter", "tcp"});

@@ -58,7 +58,8 @@ struct SubmitArgs {
   std::optional<int> priority;
   std::optional<double> idle_timeout, active_timeout;
   std::optional<long long> max_flows;
-  UploadArgs upload;  // how local files are uploaded
+  std::optional<std::pair<unsigned, unsigned>> partition;  // --partition I/N
+  UploadArgs upload;                                       // how local files are uploaded
 };
 
 struct ListArgs {
