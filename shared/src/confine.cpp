@@ -258,6 +258,10 @@ Fd Roots::open_input(const std::string& path) const {
 
 Fd Roots::open_in_output(const std::string& path) const {
   const std::string what = "file '" + path + "'";
+  return open_regular(output_, below_output(path, what), what);
+}
+
+std::string Roots::below_output(const std::string& path, const std::string& what) const {
   std::string why;
   const std::string rel = relative_below(output_.path(), path, &why);
   if (rel.empty()) {
@@ -265,7 +269,7 @@ Fd Roots::open_in_output(const std::string& path) const {
       throw Error(what + " is outside the output root (" + output_.path() + ")");
     throw Error(what + " " + why);
   }
-  return open_regular(output_, rel, what);
+  return rel;
 }
 
 Fd Roots::open_regular(const Root& root, const std::string& rel, const std::string& what) {
@@ -295,14 +299,7 @@ std::string Roots::output_relative(const std::string& path) const {
                 " is a network destination: a worker writes a task's output only as a "
                 "file beneath its output root (" +
                 output_.path() + ") and sends nothing anywhere");
-  std::string why;
-  const std::string rel = relative_below(output_.path(), path, &why);
-  if (rel.empty()) {
-    if (why.rfind("is outside", 0) == 0)
-      throw Error(what + " is outside the output root (" + output_.path() + ")");
-    throw Error(what + " " + why);
-  }
-  return rel;
+  return below_output(path, what);
 }
 
 OutputTarget Roots::output_target(const std::string& path, bool create) const {

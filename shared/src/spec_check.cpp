@@ -114,10 +114,9 @@ KindProblem kind_problem(const TaskSpec& spec) {
   const bool extract = spec.kind == kKindExtract;
   if (extract && spec.flow.empty()) return {"flow", "is required for kind extract"};
   if (!extract && !spec.flow.empty()) return {"flow", "applies to kind extract only"};
-  if (spec.kind == kKindIngest && !spec.filter.empty())
-    return {"filter", "applies to captures, not to kind ingest (whose inputs are IPFIX files)"};
-  if (spec.kind == kKindMerge && !spec.filter.empty())
-    return {"filter", "applies to captures, not to kind merge (whose inputs are IPFIX files)"};
+  if ((spec.kind == kKindIngest || spec.kind == kKindMerge) && !spec.filter.empty())
+    return {"filter",
+            "applies to captures, not to kind " + spec.kind + " (whose inputs are IPFIX files)"};
   if (spec.partitions > 1 && spec.kind != kKindConvert)
     return {"partitions", "applies to kind convert only"};
   if (spec.partition >= spec.partitions)

@@ -1,7 +1,6 @@
 #include "runner.hpp"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -48,10 +47,10 @@ bool process_alive(pid_t pid) {
 // other containers, sharing the output storage) are left alone: their pids mean nothing
 // here, and a live writer's file must never be deleted. Looked for in the output's directory
 // (a descriptor beneath the output root) only.
-// The flow store's temporary, <output>.flows.sqlite.tmp.<host>.<pid>, likewise.
+// The temporaries of the flow store and summary (published_names) likewise.
 void remove_stale_temporaries(const confine::OutputTarget& out) {
-  const std::string prefixes[] = {out.name + ".tmp.", flows::store_name_for(out.name) + ".tmp.",
-                                  summary_name_for(out.name) + ".tmp."};
+  auto prefixes = published_names(out.name);
+  for (auto& p : prefixes) p += ".tmp.";
   const std::string& host = engine::temporary_host_name();
   for (const std::string& name : confine::list_names(out.dir.get())) {
     const std::string* prefix = nullptr;
@@ -194,6 +193,7 @@ TaskFiles open_task_files(const confine::Roots& roots, engine::Options& o) {
   o.output_dir_fd = f.output.dir.get();
   o.output_name = f.output.name;
   if (!o.flows_db.empty()) o.flows_db = flows::store_name_for(f.output.name);
+  if (o.partitions > 1) o.summary_file = summary_name_for(f.output.name);  // for the merge
   return f;
 }
 
@@ -229,43 +229,6 @@ struct TemporariesOnDeath {
   TemporariesOnDeath& operator=(const TemporariesOnDeath&) = delete;
 };
 
-// A partition's summary beside its output (summary_name_for), for the merge: written under a
-// temporary name, synced, renamed into place, the directory synced. Throws EngineError.
-void write_part_summary(const confine::OutputTarget& out, const std::string& summary) {
-  const std::string name = summary_name_for(out.name);
-  const std::string temp = engine::temporary_output_name(name, ::getpid());
-  const auto fail = [&](const std::string& what) {
-    const std::string why = std::strerror(errno);
-    ::unlinkat(out.dir.get(), temp.c_str(), 0);
-    throw engine::EngineError("cannot write the partition's summary '" + name + "': " + what +
-                              ": " + why);
-  };
-  const int fd = ::openat(out.dir.get(), temp.c_str(),
-                          O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) fail("create");
-  std::size_t at = 0;
-  while (at < summary.size()) {
-    const ssize_t n = ::write(fd, summary.data() + at, summary.size() - at);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      ::close(fd);
-      fail("write");
-    }
-    at += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    ::close(fd);
-    fail("fsync");
-  }
-  ::close(fd);
-  if (::renameat(out.dir.get(), temp.c_str(), out.dir.get(), name.c_str()) != 0) fail("rename");
-  const int dir = ::openat(out.dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
-}
-
 proto::Done run_task(engine::Engine& engine, const confine::Roots& roots, const proto::Task& t,
                      const RunnerLimits& limits, int fd) {
   proto::Done d;
@@ -280,7 +243,6 @@ proto::Done run_task(engine::Engine& engine, const confine::Roots& roots, const 
     SweepAgain sweep_again{files.output, rerun};
     TemporariesOnDeath on_death(files.output);
     auto result = engine.convert_text(o, ProgressReporter(fd, t.task_id));
-    if (o.partitions > 1) write_part_summary(files.output, result.summary);
     d.state = Outcome::Succeeded;
     d.packets = result.packets;
     d.bytes = result.bytes;
@@ -337,10 +299,14 @@ void become_runner(int fd, const RunnerLimits& limits) {
 
 std::string summary_name_for(const std::string& output) { return output + ".summary.json"; }
 
+std::array<std::string, 3> published_names(const std::string& output_name) {
+  return {output_name, flows::store_name_for(output_name), summary_name_for(output_name)};
+}
+
 std::array<std::string, 3> task_temporaries(const std::string& output_name, pid_t pid) {
-  return {engine::temporary_output_name(output_name, pid),
-          engine::temporary_output_name(flows::store_name_for(output_name), pid),
-          engine::temporary_output_name(summary_name_for(output_name), pid)};
+  auto names = published_names(output_name);
+  for (auto& name : names) name = engine::temporary_output_name(name, pid);
+  return names;
 }
 
 bool memory_limit_supported() {

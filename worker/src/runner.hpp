@@ -33,8 +33,12 @@ struct RunnerLimits {
 // "<output>.summary.json".
 std::string summary_name_for(const std::string& output);
 
-// The names the runner `pid` writes its task's output, flow store and (a partition's) summary
-// under until it publishes them (engine::temporary_output_name), in the output's directory.
+// The names a task publishes in its output's directory: the output, its flow store and (a
+// partition's) summary.
+std::array<std::string, 3> published_names(const std::string& output_name);
+
+// The names the runner `pid` writes those under until it publishes them
+// (engine::temporary_output_name), in the output's directory.
 std::array<std::string, 3> task_temporaries(const std::string& output_name, pid_t pid);
 
 // False in AddressSanitizer builds: its shadow memory reserves terabytes of address space, so

@@ -223,6 +223,13 @@ nlohmann::json Engine::convert(const Options& opts, const ProgressFn& progress,
 
 Conversion Engine::convert_text(const Options& opts, const ProgressFn& progress,
                                 const std::atomic<bool>* cancel) {
+  Conversion c = run(opts, progress, cancel);
+  if (!opts.summary_file.empty()) publish_summary(opts, c.summary);
+  return c;
+}
+
+Conversion Engine::run(const Options& opts, const ProgressFn& progress,
+                       const std::atomic<bool>* cancel) {
   if (opts.mode == Mode::Ingest) {
     // Labels that come as an nDPI protocol id only are named by nDPI (set up on first use).
     return ingest_ipfix(opts, progress, cancel, [this](std::uint16_t id) {

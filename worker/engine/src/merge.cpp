@@ -150,13 +150,7 @@ struct StmtCloser {
 };
 
 // Adds every part's series to the merged store's: the cells of one bucket size, summed.
-void sum_series(const Options& opts, const std::vector<Part>& parts, flows::Writer& store) {
-  if (opts.part_stores.size() != opts.inputs.size()) {
-    throw EngineError("a merge's flow store needs the flow store of every part: " +
-                      std::to_string(opts.inputs.size()) + " parts, " +
-                      std::to_string(opts.part_stores.size()) + " stores");
-  }
-  (void)parts;
+void sum_series(const Options& opts, flows::Writer& store) {
   std::uint64_t bucket = 0;
   for (const auto& path : opts.part_stores) {
     try {
@@ -170,13 +164,15 @@ void sum_series(const Options& opts, const std::vector<Part>& parts, flows::Writ
                           " ms: the parts are not of one conversion");
       }
       bucket = b;
+      const auto failed = [&] {
+        return EngineError("flow store '" + path +
+                           "': reading its series failed: " + sqlite3_errmsg(part.handle()));
+      };
       sqlite3_stmt* raw = nullptr;
       if (sqlite3_prepare_v2(part.handle(),
                              "SELECT dim, key, bucket_ms, packets, bytes, flows FROM series", -1,
-                             &raw, nullptr) != SQLITE_OK) {
-        throw EngineError("flow store '" + path +
-                          "': reading its series failed: " + sqlite3_errmsg(part.handle()));
-      }
+                             &raw, nullptr) != SQLITE_OK)
+        throw failed();
       std::unique_ptr<sqlite3_stmt, StmtCloser> st(raw);
       int rc;
       while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
@@ -191,10 +187,7 @@ void sum_series(const Options& opts, const std::vector<Part>& parts, flows::Writ
             d == "proto" ? flows::SeriesBuilder::kProto : flows::SeriesBuilder::kApp,
             key ? key : "", b, static_cast<std::uint64_t>(sqlite3_column_int64(raw, 2)), cell);
       }
-      if (rc != SQLITE_DONE) {
-        throw EngineError("flow store '" + path +
-                          "': reading its series failed: " + sqlite3_errmsg(part.handle()));
-      }
+      if (rc != SQLITE_DONE) throw failed();
     } catch (const flows::Error& e) {
       throw EngineError(e.what());
     }
@@ -207,6 +200,11 @@ Conversion merge_partitions(const Options& opts, const ProgressFn& progress,
                             const std::atomic<bool>* cancel) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<Part> parts = read_parts(opts);  // errors before touching the output
+  if (!opts.flows_db.empty() && opts.part_stores.size() != opts.inputs.size()) {
+    throw EngineError("a merge's flow store needs the flow store of every part: " +
+                      std::to_string(opts.inputs.size()) + " parts, " +
+                      std::to_string(opts.part_stores.size()) + " stores");
+  }
   const json& base = parts[0].summary;
   Options in = opts;
   in.mode = Mode::Ingest;
@@ -219,7 +217,7 @@ Conversion merge_partitions(const Options& opts, const ProgressFn& progress,
   role.store_source = "pcap";
   role.store_dpi = base.value("dpi", false);
   role.before_publish = [&](flows::Writer* store) {
-    if (store) sum_series(opts, parts, *store);
+    if (store) sum_series(opts, *store);
   };
   // Labels of the parts are names already: no protocol id needs nDPI to name it.
   Conversion c = ingest_ipfix(in, progress, cancel, {}, role);

@@ -2,6 +2,12 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "output_file.hpp"
+
 namespace ipfixweb::engine {
 
 ExporterConfig exporter_config(const Options& opts) {
@@ -33,6 +39,18 @@ std::unique_ptr<flows::Writer> open_store(const Options& opts, bool live, std::s
   } catch (const flows::Error& e) {
     throw EngineError(e.what());
   }
+}
+
+void publish_summary(const Options& opts, const std::string& summary) {
+  OutputFileConfig cfg;
+  cfg.path = opts.summary_file;
+  cfg.dir_fd = opts.output_dir_fd;
+  cfg.name = opts.summary_file;
+  cfg.what = "summary";
+  OutputFile file(cfg);  // removes its temporary unless committed
+  if (std::fwrite(summary.data(), 1, summary.size(), file.file()) != summary.size())
+    file.fail(std::strerror(errno));
+  file.commit();
 }
 
 }  // namespace ipfixweb::engine

@@ -20,6 +20,10 @@ ExporterConfig exporter_config(const Options& opts);
 std::unique_ptr<flows::Writer> open_store(const Options& opts, bool live, std::string_view source,
                                           bool dpi);
 
+// The summary text as the file Options::summary_file (an OutputFile: temporary, fsync, rename,
+// directory fsync). Throws EngineError.
+void publish_summary(const Options& opts, const std::string& summary);
+
 // The flow store first, then the IPFIX file, so that whoever sees the IPFIX file finds the
 // store. The IPFIX file's last message and fsync run on a thread of their own while the store
 // commits (its last rows, COMMIT, its own fsync and rename); then the IPFIX file is renamed

@@ -117,6 +117,8 @@ class Roots {
 
  private:
   std::string output_relative(const std::string& path) const;  // throws Error
+  // `path` relative to the output root; Error (naming it `what`) when it is not beneath it.
+  std::string below_output(const std::string& path, const std::string& what) const;
   // `rel` beneath `root`, a regular file, opened for reading; `what` names it in errors.
   static Fd open_regular(const Root& root, const std::string& rel, const std::string& what);
   std::vector<Root> inputs_;

@@ -81,6 +81,11 @@ struct Options {
   // temporary name then renamed. "" = none. With output_dir_fd >= 0 a name in that directory
   // (conventionally output_name + ".flows.sqlite"), else a path.
   std::string flows_db;
+  // The summary's JSON text (the Conversion's), also published as a file once the outputs are
+  // published, the same way (temporary, fsync, rename, directory fsync); "" = none. With
+  // output_dir_fd >= 0 a name in that directory, else a path. A flow partition's summary is
+  // what a merge reads (Mode::Merge).
+  std::string summary_file;
 
   // Mode::Extract: the flow whose packets are written, as a flow selector
   // (ipfixweb/shared/flow_selector.hpp), e.g. "tcp 10.0.0.1:1234 <-> 10.0.0.2:80 vlan 5
@@ -158,6 +163,8 @@ class Engine {
   std::uint64_t dpi_initialisations() const;
 
  private:
+  Conversion run(const Options& opts, const ProgressFn& progress,
+                 const std::atomic<bool>* cancel);  // convert_text without the summary file
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
