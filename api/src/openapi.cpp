@@ -119,6 +119,8 @@ json task_example() {
           {"worker", "worker-1-4242"},
           {"priority", 0},
           {"output_path", "sample.ipfix"},
+          {"parts", nullptr},
+          {"parent_id", nullptr},
           {"request",
            {{"pcap_files", {"/srv/ipfixweb/input/sample.pcap"}},
             {"output_path", "sample.ipfix"},
@@ -367,6 +369,12 @@ json schemas() {
       {"worker", nullable(string_schema())},
       {"priority", {{"type", "integer"}}},
       {"output_path", string_schema()},
+      {"parts", nullable({{"type", "integer"},
+                          {"minimum", 2},
+                          {"description", "a split task (`parallelism`): its number of parts"}})},
+      {"parent_id", nullable({{"type", "string"},
+                              {"format", "uuid"},
+                              {"description", "a part of a split task: that task"}})},
       {"request",
        {{"type", "object"},
         {"allOf", json::array({ref("TaskRequest")})},
@@ -380,6 +388,8 @@ json schemas() {
        closed_object(
            {{"self", string_schema()}, {"events", string_schema()}, {"output", string_schema()}})},
   });
+  task["properties"]["links"]["properties"]["parts"] = {
+      {"type", "string"}, {"description", "a split task: the list of its parts"}};
   task["example"] = task_example();
 
   json task_list = closed_object({{"tasks", {{"type", "array"}, {"items", ref("Task")}}},
@@ -764,6 +774,8 @@ json list_operation(const std::string& summary) {
                   "2026-01-01T00:00:00Z"),
       query_param("created_before", {{"type", "string"}}, "ISO 8601, compared as text"),
       query_param("input", {{"type", "string"}}, "a substring of an input path", "sample"),
+      query_param("parent", {{"type", "string"}},
+                  "the parts of this split task (without it, parts are not listed)"),
       query_param("limit", integer_schema(1, kMaxPageLimit),
                   "tasks per page (default 50; a page also stops at --max-page-bytes)", 10),
       query_param("next", {{"type", "string"}}, "the previous page's cursor"),

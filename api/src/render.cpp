@@ -32,6 +32,13 @@ void write_task_json(JsonWriter& w, const TaskRecord& t, std::string_view output
   w.key("worker").string_or_null(t.worker);
   w.key("priority").value(t.priority);
   w.key("output_path").value(shown);
+  // A split task and its parts (docs/api.md, Split tasks).
+  w.key("parts");
+  if (t.parts > 1)
+    w.value(static_cast<std::uint64_t>(t.parts));
+  else
+    w.raw("null");
+  w.key("parent_id").string_or_null(t.parent_id);
   // The stored request and summary are JSON already: spliced in as they are (empty: null).
   w.key("request").raw(t.request);
   w.key("summary").raw(t.summary);
@@ -41,6 +48,7 @@ void write_task_json(JsonWriter& w, const TaskRecord& t, std::string_view output
   w.key("events").value(link.append("/events"));
   link.resize(self);
   w.key("output").value(link.append("/output"));
+  if (t.parts > 1) w.key("parts").value("/api/v1/tasks?parent=" + t.id);
   w.end_object();
   w.end_object();
 }

@@ -329,6 +329,7 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
   s.fingerprint = fingerprint(s.request);
   s.priority = parsed->extras.priority;
   s.overwrite = parsed->extras.overwrite;
+  s.parallelism = parsed->extras.parallelism;
   auto reply = ask_broker_to_submit(std::move(s));
   if (!reply) {
     metrics.refused_unavailable.fetch_add(1, std::memory_order_relaxed);
@@ -441,6 +442,7 @@ void Server::Impl::list_tasks(const Request& req, Response& res) {
   f.created_after = req.query_value("created_after");
   f.created_before = req.query_value("created_before");
   f.input = req.query_value("input");
+  f.parent = req.query_value("parent");
   if (!errors.empty()) return problem(res, 422, "invalid query parameters", errors);
   std::string body;
   JsonWriter w(body);

@@ -11,6 +11,7 @@
 #include "ipfixweb/shared/json_writer.hpp"
 #include "ipfixweb/shared/paths.hpp"
 #include "ipfixweb/shared/spec_check.hpp"
+#include "ipfixweb/shared/split.hpp"
 
 namespace ipfixweb::api {
 
@@ -282,6 +283,9 @@ std::optional<ParsedRequest> parse_task_request(const json& body, std::vector<Fi
                         [&](const auto& f) { read_field(f, body, r.extras, errors); });
   if (errors.empty())
     if (auto k = proto::kind_problem(r.spec); !k.field.empty())
+      errors.push_back({std::string(k.field), k.message});
+  if (errors.empty())
+    if (auto k = proto::split_problem(r.spec, r.extras.parallelism); !k.field.empty())
       errors.push_back({std::string(k.field), k.message});
   if (unknown == UnknownFields::Refuse)
     for (const auto& [k, v] : body.items())

@@ -79,6 +79,8 @@ export function mount(main) {
   const active = num('active_timeout', 'Active timeout (s)', 'default 1800', {min: 0, step: 'any', placeholder: '1800'});
   const priority = num('priority', 'Priority', '-100..100, higher runs first', {min: -100, max: 100, step: 1, placeholder: '0'});
   const maxFlows = num('max_flows', 'Flows in memory', 'default 1048576', {min: 1, step: 1, placeholder: '1048576'});
+  const parallelism = num('parallelism', 'Split across workers', '1..64 parts, merged into one output',
+    {min: 1, max: 64, step: 1, placeholder: '1'});
   const bpf = field('filter', 'BPF filter (packets)',
     h('input', {id: 'filter', name: 'filter', type: 'text', spellcheck: false, placeholder: 'not port 22'}),
     'libpcap syntax, applied before metering; checked at submission');
@@ -96,7 +98,7 @@ export function mount(main) {
       h('div', {class: 'grid'}, output.box, kind.box),
       h('div', {class: 'checks'}, dpi.box, uniflow.box, flowStore.box, overwrite.box),
       analyses,
-      h('div', {class: 'grid'}, idle.box, active.box, priority.box, maxFlows.box),
+      h('div', {class: 'grid'}, idle.box, active.box, priority.box, maxFlows.box, parallelism.box),
       bpf.box),
     general,
     h('div', {class: 'buttons'}, submitBtn));
@@ -107,11 +109,12 @@ export function mount(main) {
     output_path: output.err, kind: kind.err, DPI: dpi.err, uniflow: uniflow.err, flow_store: flowStore.err,
     overwrite: overwrite.err, analysis_list: analyses.querySelector('#err-analysis_list'),
     idle_timeout: idle.err, active_timeout: active.err, priority: priority.err, max_flows: maxFlows.err,
-    filter: bpf.err,
+    parallelism: parallelism.err, filter: bpf.err,
   };
   const controls = {output_path: output.control, kind: kind.control, DPI: dpi.control, uniflow: uniflow.control,
     flow_store: flowStore.control, overwrite: overwrite.control, idle_timeout: idle.control,
-    active_timeout: active.control, priority: priority.control, max_flows: maxFlows.control, filter: bpf.control};
+    active_timeout: active.control, priority: priority.control, max_flows: maxFlows.control,
+    parallelism: parallelism.control, filter: bpf.control};
 
   // --- uploads ------------------------------------------------------------------------------
   function startUpload(file) {
@@ -239,7 +242,8 @@ export function mount(main) {
     if (kind.control.value !== 'convert') body.kind = kind.control.value;
     body.DPI = dpi.control.checked;
     body.analysis_list = [...analyses.querySelectorAll('input:checked')].map((i) => i.value);
-    for (const [k, f] of [['idle_timeout', idle], ['active_timeout', active], ['priority', priority], ['max_flows', maxFlows]]) {
+    for (const [k, f] of [['idle_timeout', idle], ['active_timeout', active], ['priority', priority],
+      ['max_flows', maxFlows], ['parallelism', parallelism]]) {
       const v = f.control.value.trim();
       // Sent as typed (a number when it is one): the api's 422 says what is wrong with it.
       if (v !== '') body[k] = Number.isFinite(Number(v)) ? Number(v) : v;

@@ -77,7 +77,9 @@ export function mount(main, {id}) {
         ['Finished', timeElement(t.finished_at)],
         ['Run time', dur],
         ['Attempts', String(t.attempts ?? 0)],
-        ['Worker', t.worker || '–']].map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v))));
+        ['Worker', t.worker || '–'],
+        ...(t.parts ? [['Parts', `${t.parts}, on as many workers, then merged`]] : []),
+        ...(t.parent_id ? [['Part of', h('a', {href: `#/task/${t.parent_id}`, class: 'mono'}, shortId(t.parent_id))]] : [])].map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v))));
     errorBox.hidden = !t.error;
     errorBox.textContent = t.error ? `Error: ${t.error}` : '';
     replaceChildren(actions);

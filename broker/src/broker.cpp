@@ -163,6 +163,9 @@ class Broker::Impl {
   Effects fx_;        // what the core asked for in the current event
   Submissions subs_;  // reused every iteration (keeps its capacity)
   std::vector<Outgoing> to_workers_, to_clients_, sending_;
+  // The outputs of the parts of split tasks that ended (write::Finish::part_outputs), with the
+  // task: removed once the finish is committed.
+  std::vector<std::pair<std::string, std::string>> part_removals_;
   std::vector<zmq::pollitem_t> poll_items_;
   double next_heartbeat_ = 0;
   double next_storage_check_ = 0;
@@ -411,6 +414,7 @@ void Broker::Impl::perform() {
     completions_.add(*f, *row);
     if (!f->unrecorded_output.empty())
       retention_.remove_unrecorded_output(f->task_id, f->unrecorded_output);
+    for (const auto& part : f->part_outputs) part_removals_.emplace_back(f->task_id, part);
   }
   for (const auto& m : fx_.to_workers) to_workers_.push_back({m.to, encode(m.message)});
   for (const auto& m : fx_.to_clients) to_clients_.push_back({m.to, encode(m.message)});
@@ -440,6 +444,10 @@ void Broker::Impl::commit_then_send(bool force) {
       throw StorageFailure(std::string("commit failed: ") + e.what());
     }
     completions_.write(now_mono());
+    // Written after the task they belong to was made, so no other task's (Retention).
+    for (const auto& [task, output] : part_removals_)
+      retention_.remove_unrecorded_output(task, output, /*quiet=*/true);
+    part_removals_.clear();
   }
   // A worker that cannot be reached is lost; what that writes goes into a new transaction,
   // committed when due.
@@ -524,8 +532,9 @@ void Broker::Impl::start_over(const std::string& why) {
   completions_.discard();
   fx_.clear();
   subs_.clear();
-  to_workers_.clear();  // they stand for changes that were rolled back
-  to_clients_.clear();  // their submissions were not recorded: the api answers 503
+  to_workers_.clear();     // they stand for changes that were rolled back
+  to_clients_.clear();     // their submissions were not recorded: the api answers 503
+  part_removals_.clear();  // their tasks did not end
   storage_failed_until_ = now_mono() + kStorageBackoff;
   next_storage_check_ = 0;
   must_start_over_ = false;

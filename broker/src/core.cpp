@@ -10,6 +10,7 @@
 #include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/spec_check.hpp"
 #include "ipfixweb/shared/spec_json.hpp"
+#include "ipfixweb/shared/split.hpp"
 
 namespace ipfixweb::broker {
 
@@ -41,6 +42,13 @@ std::string clean_report(proto::Done& d) {
     if (problem.empty()) problem = "an error longer than 4096 bytes (cut)";
   }
   return problem;
+}
+
+// A split task's progress: its parts' mean makes the first 90 %, its merge the rest.
+constexpr double kPartsShare = 0.9;
+
+std::string part_name(std::uint32_t index, std::uint32_t parts) {
+  return "part " + std::to_string(index) + " of " + std::to_string(parts);
 }
 
 }  // namespace
@@ -88,6 +96,7 @@ Core::~Core() = default;
 
 void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) {
   std::size_t queued = 0, orphaned = 0;
+  std::vector<std::pair<TaskRecord*, proto::TaskSpec>> split_tasks;
   for (auto& rec : unfinished) {
     Pending p;
     p.id = rec.id;
@@ -105,6 +114,11 @@ void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) 
              std::string("unreadable task spec in database: ") + e.what(), e.what(), fx);
       continue;
     }
+    if (rec.parts > 1) {  // after its parts
+      split_tasks.emplace_back(&rec, std::move(p.spec));
+      continue;
+    }
+    if (!rec.parent_id.empty()) part_of_[rec.id] = PartOf{rec.parent_id, p.spec.partition};
     if (rec.state == TaskState::Running) {
       // Its worker may still be running it: wait for it to re-register.
       Running r;
@@ -118,8 +132,68 @@ void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) 
       ++queued;
     }
   }
-  if (queued || orphaned)
-    log_->info("recovered {} queued and {} running tasks from the database", queued, orphaned);
+  for (auto& [rec, whole] : split_tasks) recover_split(*rec, std::move(whole), now, fx);
+  // Parts whose split task ended (the broker stopped before they did): they end too.
+  std::vector<std::string> stray;
+  for (const auto& [id, part] : part_of_)
+    if (!splits_.count(part.parent)) stray.push_back(id);
+  for (const auto& id : stray) stop(id, "its split task ended", fx);
+  if (queued || orphaned || !splits_.empty())
+    log_->info("recovered {} queued and {} running tasks and {} split tasks from the database",
+               queued, orphaned, splits_.size());
+}
+
+// A split task as the database holds it: waiting for parts (recovered above), or merging.
+void Core::recover_split(TaskRecord& rec, proto::TaskSpec whole, double now, Effects& fx) {
+  const auto n = static_cast<std::uint32_t>(rec.parts);
+  Split sp;
+  sp.output = whole.output;
+  sp.parts = n;
+  sp.started = rec.state == TaskState::Running;
+  Pending& m = sp.merge;
+  m.id = rec.id;
+  m.priority = rec.priority;
+  m.seq = rec.seq;
+  m.attempts = rec.attempts;
+  m.counted_worker = rec.worker;
+  m.ran_before = rec.attempts > 0 || !rec.worker.empty();
+  m.spec = proto::merge_spec(whole, n);
+  std::string failed;
+  const auto rows = records_.parts_of(rec.id);
+  for (std::uint32_t i = 0; i < rows.size(); ++i) {
+    sp.part_ids.push_back(rows[i].task_id);
+    sp.progress.push_back(rows[i].progress);
+    if (rows[i].state == TaskState::Succeeded) {
+      ++sp.succeeded;
+    } else if (is_terminal(rows[i].state) && failed.empty()) {
+      failed = part_name(i, n) + " " + name_str(rows[i].state) +
+               (rows[i].error.empty() ? "" : ": " + rows[i].error);
+    }
+  }
+  if (rows.size() != n && failed.empty())
+    failed = std::to_string(rows.size()) + " of its " + std::to_string(n) + " parts are recorded";
+  const std::string id = rec.id;
+  const bool merge_dispatched = rec.state == TaskState::Running && !rec.worker.empty();
+  if (!failed.empty()) {
+    // finish() ends the parts that are still live with it.
+    Pending task = std::move(sp.merge);
+    splits_.emplace(id, std::move(sp));
+    end_unsuccessful(task, TaskState::Failed, "", failed, failed, fx);
+  } else if (sp.succeeded < n) {
+    splits_.emplace(id, std::move(sp));
+  } else if (merge_dispatched) {  // its worker may still be merging: an orphan
+    Running r;
+    r.task = std::move(sp.merge);
+    r.since = now;
+    r.orphan_deadline = now + settings_.orphan_grace_s;
+    sp.merging = true;
+    splits_.emplace(id, std::move(sp));
+    running_.emplace(id, std::move(r));
+  } else {
+    sp.merging = true;
+    enqueue(std::move(sp.merge));
+    splits_.emplace(id, std::move(sp));
+  }
 }
 
 // ---- clients ----------------------------------------------------------------------------
@@ -172,7 +246,8 @@ proto::SubmitReply Core::admit_one(proto::Submit& s, std::size_t& in_system, std
     r.retry_after = 30;
     return r;
   }
-  if (in_system >= capacity) {
+  // A split task takes a place for each of its parts (its merge comes after them).
+  if (in_system + std::max<std::size_t>(1, s.parallelism) > capacity) {
     r.code = Refusal::Capacity;
     r.reason = "queue full: " + std::to_string(running_.size()) + " running, " +
                std::to_string(queue_.size()) + " queued, " + std::to_string(slots()) +
@@ -180,11 +255,22 @@ proto::SubmitReply Core::admit_one(proto::Submit& s, std::size_t& in_system, std
     r.retry_after = retry_after();
     return r;
   }
-  auto ins = records_.insert(s);
-  if (!ins.error.empty()) {
+  record(s, r, in_system);
+  return r;
+}
+
+// A split task's parts are recorded with it; the task then waits in splits_ and its parts go
+// to the queue as ordinary tasks.
+void Core::record(proto::Submit& s, proto::SubmitReply& r, std::size_t& in_system) {
+  const std::uint32_t n = s.parallelism > 1 ? s.parallelism : 0;
+  std::vector<proto::TaskSpec> specs;
+  for (std::uint32_t i = 0; i < n; ++i) specs.push_back(proto::part_spec(s.spec, i, n));
+  std::vector<Records::Inserted> rows;
+  auto ins = n ? records_.insert_split(s, specs, rows) : records_.insert(s);
+  if (!ins.error.empty() || rows.size() != n) {
     r.code = Refusal::Invalid;
     r.reason = "the task could not be recorded: " + ins.error;
-    return r;
+    return;
   }
   r.accepted = true;
   r.task_id = ins.task_id;
@@ -195,10 +281,30 @@ proto::SubmitReply Core::admit_one(proto::Submit& s, std::size_t& in_system, std
   p.seq = ins.seq;
   p.id = std::move(ins.task_id);
   p.priority = s.priority;
-  p.spec = std::move(s.spec);
-  enqueue(std::move(p));
-  ++in_system;
-  return r;
+  if (n == 0) {
+    p.spec = std::move(s.spec);
+    enqueue(std::move(p));
+    ++in_system;
+    return;
+  }
+  Split sp;
+  sp.output = s.spec.output;
+  sp.parts = n;
+  sp.progress.assign(n, 0);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    Pending part;
+    part.seq = rows[i].seq;
+    part.id = rows[i].task_id;
+    part.priority = s.priority;
+    part.spec = std::move(specs[i]);
+    part_of_[part.id] = PartOf{p.id, i};
+    sp.part_ids.push_back(part.id);
+    enqueue(std::move(part));
+  }
+  p.spec = proto::merge_spec(s.spec, n);
+  sp.merge = std::move(p);
+  splits_.emplace(sp.merge.id, std::move(sp));
+  in_system += n;
 }
 
 // The api checks all of this already; the broker checks again because anything that reaches
@@ -210,7 +316,11 @@ std::string Core::invalid(const proto::Submit& s) const {
   if (!is_json_object(s.request)) return "the request text is not a JSON object";
   if (s.idempotency_key.size() > 255) return "the idempotency key is longer than 255 bytes";
   if (s.fingerprint.size() > 128) return "the fingerprint is longer than 128 bytes";
-  if (auto problem = proto::check_extras({s.priority}); !problem.empty()) return problem;
+  if (auto problem = proto::check_extras({s.priority, s.overwrite, s.parallelism});
+      !problem.empty())
+    return problem;
+  if (auto k = proto::split_problem(s.spec, s.parallelism); !k.field.empty())
+    return std::string(k.field) + " " + k.message;
   return proto::check_spec(s.spec, settings_.roots);
 }
 
@@ -263,30 +373,50 @@ std::optional<proto::SubmitReply> Core::idempotent_reply(const proto::Submit& s)
 void Core::cancel(const std::string& client, const proto::Cancel& c, Effects& fx) {
   proto::CancelReply reply;
   reply.req_id = c.req_id;
-  auto rit = running_.find(c.task_id);
-  if (auto q = take_queued(c.task_id)) {
-    end_unsuccessful(*q, TaskState::Cancelled, "", "", "cancelled by user while queued", fx);
+  std::string id = c.task_id;
+  // A part is cancelled with the task it is part of.
+  if (auto part = part_of_.find(id); part != part_of_.end() && splits_.count(part->second.parent))
+    id = part->second.parent;
+  auto split = splits_.find(id);
+  if (split != splits_.end() && !split->second.merging) {
+    // Waiting for its parts: it ends now, and its parts with it (finish()).
+    Pending task = std::move(split->second.merge);
+    end_unsuccessful(task, TaskState::Cancelled, "", "", "cancelled by user", fx);
     reply.result = CancelResult::Cancelled;
     reply.state = TaskState::Cancelled;
-  } else if (rit != running_.end() && rit->second.worker.empty()) {  // an orphan
-    Pending orphan = std::move(rit->second.task);
-    running_.erase(rit);
-    end_unsuccessful(orphan, TaskState::Cancelled, "", "", "cancelled by user", fx);
+  } else if (auto stopped = stop(id, "cancelled by user", fx); stopped == Stopped::Ended) {
     reply.result = CancelResult::Cancelled;
     reply.state = TaskState::Cancelled;
-  } else if (rit != running_.end()) {
-    // Its worker is told to stop; the task ends when the worker reports it.
-    rit->second.cancel_requested = true;
-    fx.to_workers.push_back({rit->second.worker, proto::Abort{c.task_id, "cancelled by user"}});
+  } else if (stopped == Stopped::Stopping) {
     reply.result = CancelResult::Cancelling;
     reply.state = TaskState::Running;
-  } else if (auto st = records_.state_of(c.task_id)) {
+  } else if (auto st = records_.state_of(id)) {
     reply.result = CancelResult::Finished;
     reply.state = *st;
   } else {
     reply.result = CancelResult::NotFound;
   }
   fx.to_clients.push_back({client, reply});
+}
+
+Core::Stopped Core::stop(const std::string& id, const std::string& reason, Effects& fx) {
+  if (auto q = take_queued(id)) {
+    end_unsuccessful(*q, TaskState::Cancelled, "", "", reason + " while queued", fx);
+    return Stopped::Ended;
+  }
+  auto rit = running_.find(id);
+  if (rit == running_.end()) return Stopped::NotHeld;
+  if (rit->second.worker.empty()) {  // an orphan
+    Pending orphan = std::move(rit->second.task);
+    running_.erase(rit);
+    end_unsuccessful(orphan, TaskState::Cancelled, "", "", reason, fx);
+    return Stopped::Ended;
+  }
+  // Its worker is told to stop; the task ends when the worker reports it.
+  rit->second.cancel_requested = true;
+  rit->second.cancel_reason = reason;
+  fx.to_workers.push_back({rit->second.worker, proto::Abort{id, reason}});
+  return Stopped::Stopping;
 }
 
 void Core::ping(const std::string& client, const proto::Ping& p, double now, Effects& fx) {
@@ -422,6 +552,18 @@ void Core::claim(Pending& p, const std::string& worker, Effects& fx) {
   fx.writes.push_back(write::SetRunning{
       p.id, worker, p.attempts,
       "claimed by worker " + worker + " (attempt " + std::to_string(p.attempts) + ")"});
+  part_started(p.id, fx);
+}
+
+void Core::part_started(const std::string& part_id, Effects& fx) {
+  auto part = part_of_.find(part_id);
+  if (part == part_of_.end()) return;
+  auto split = splits_.find(part->second.parent);
+  if (split == splits_.end() || split->second.started) return;
+  split->second.started = true;
+  fx.writes.push_back(write::SetRunning{
+      part->second.parent, "", 0,
+      "split into " + std::to_string(split->second.parts) + " parts; the first is running"});
 }
 
 bool Core::granted(const std::string& id, const std::string& worker, const std::string& presented) {
@@ -437,7 +579,21 @@ void Core::progress(const std::string& worker, const proto::ProgressMsg& p, doub
   // A peer's number is not trusted: NaN (which clamp passes through) would fail the NOT NULL
   // progress column, and with it the commit and the broker.
   if (!std::isfinite(p.progress)) return;
-  fx.writes.push_back(write::SetProgress{p.task_id, std::clamp(p.progress, 0.0, 1.0)});
+  const double v = std::clamp(p.progress, 0.0, 1.0);
+  auto part = part_of_.find(p.task_id);
+  auto split = splits_.find(part != part_of_.end() ? part->second.parent : p.task_id);
+  if (split == splits_.end()) {
+    fx.writes.push_back(write::SetProgress{p.task_id, v});
+  } else if (part != part_of_.end()) {  // a part: the task's progress is its parts' mean
+    Split& sp = split->second;
+    fx.writes.push_back(write::SetProgress{p.task_id, v});
+    sp.progress.at(part->second.index) = v;
+    double sum = 0;
+    for (double x : sp.progress) sum += x;
+    fx.writes.push_back(write::SetProgress{split->first, kPartsShare * sum / sp.parts});
+  } else {  // the split task's merge
+    fx.writes.push_back(write::SetProgress{p.task_id, kPartsShare + (1 - kPartsShare) * v});
+  }
 }
 
 void Core::done(const std::string& worker, proto::Done d, double now, Effects& fx) {
@@ -464,9 +620,11 @@ void Core::done(const std::string& worker, proto::Done d, double now, Effects& f
 // What a reported outcome does to its task.
 void Core::settle(Running r, proto::Done& d, const std::string& worker, Effects& fx) {
   const std::string& id = r.task.id;
-  if (r.cancel_requested && d.state != Outcome::Succeeded) {
-    end_unsuccessful(r.task, TaskState::Cancelled, std::move(d.summary), "", "cancelled by user",
-                     fx);
+  auto part = part_of_.find(id);
+  const bool stray_part = part != part_of_.end() && !splits_.count(part->second.parent);
+  if (r.cancel_requested && (d.state != Outcome::Succeeded || stray_part)) {
+    // A part that finished after its split task ended is no use: its output goes.
+    end_unsuccessful(r.task, TaskState::Cancelled, std::move(d.summary), "", r.cancel_reason, fx);
   } else if (d.state == Outcome::Succeeded) {
     std::optional<FileIdentity> file;
     if (d.output_inode != 0)
@@ -559,7 +717,16 @@ void Core::dispatch(double now, Effects& fx) {
     queue_.erase(it);
     const bool rerun = p.ran_before;
     p.count_run(best->identity);
-    fx.writes.push_back(write::SetRunning{p.id, best->identity, p.attempts, ""});
+    if (auto split = splits_.find(p.id); split != splits_.end()) {
+      fx.writes.push_back(write::SetRunning{p.id, best->identity, p.attempts,
+                                            "merging its " + std::to_string(split->second.parts) +
+                                                " parts (attempt " + std::to_string(p.attempts) +
+                                                ")"});
+      fx.writes.push_back(write::SetProgress{p.id, kPartsShare});
+    } else {
+      fx.writes.push_back(write::SetRunning{p.id, best->identity, p.attempts, ""});
+      part_started(p.id, fx);
+    }
     fx.to_workers.push_back(
         {best->identity,
          proto::Task{p.id, static_cast<std::uint32_t>(p.attempts), p.spec, settings_.task_timeout_s,
@@ -612,8 +779,53 @@ void Core::finish(const std::string& id, TaskState st, std::string summary, std:
                   std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals,
                   std::optional<FileIdentity> output, std::string unrecorded_output) {
   stats_.finished(st);
-  fx.writes.push_back(write::Finish{id, st, std::move(summary), std::move(error), std::move(reason),
-                                    totals, output, std::move(unrecorded_output)});
+  const std::string why = error.empty() ? reason : error;
+  write::Finish f{id,
+                  st,
+                  std::move(summary),
+                  std::move(error),
+                  std::move(reason),
+                  totals,
+                  output,
+                  std::move(unrecorded_output),
+                  {}};
+  if (auto split = splits_.find(id); split != splits_.end()) {
+    // A split task ended: its parts' outputs go, and the parts still live end with it.
+    Split sp = std::move(split->second);
+    splits_.erase(split);
+    for (std::uint32_t i = 0; i < sp.parts; ++i)
+      f.part_outputs.push_back(proto::part_output(sp.output, i, sp.parts));
+    fx.writes.push_back(std::move(f));
+    for (const auto& part : sp.part_ids)
+      if (part_of_.count(part)) stop(part, "its split task ended", fx);
+  } else {
+    fx.writes.push_back(std::move(f));
+  }
+  if (auto part = part_of_.find(id); part != part_of_.end()) {
+    const PartOf of = part->second;
+    part_of_.erase(part);
+    part_ended(of, st, why, fx);
+  }
+}
+
+void Core::part_ended(const PartOf& part, TaskState st, const std::string& why, Effects& fx) {
+  auto split = splits_.find(part.parent);
+  if (split == splits_.end()) return;  // it ended first
+  Split& sp = split->second;
+  if (st == TaskState::Succeeded) {
+    sp.progress.at(part.index) = 1;
+    if (++sp.succeeded == sp.parts) {
+      sp.merging = true;
+      enqueue(std::move(sp.merge));
+    }
+    return;
+  }
+  // Retried under the usual rules and failed for good: the task fails, and its other parts
+  // stop (docs/broker.md, Split tasks).
+  const std::string error =
+      part_name(part.index, sp.parts) + " " + name_str(st) + (why.empty() ? "" : ": " + why);
+  Pending task = std::move(sp.merge);
+  end_unsuccessful(task, TaskState::Failed, "", error, error, fx);
 }
 
 void Core::end_unsuccessful(const Pending& p, TaskState st, std::string summary, std::string error,
@@ -625,7 +837,7 @@ void Core::end_unsuccessful(const Pending& p, TaskState st, std::string summary,
 void Core::retry_or_fail(Running r, const std::string& why, Effects& fx) {
   const std::string& id = r.task.id;
   if (r.cancel_requested) {
-    end_unsuccessful(r.task, TaskState::Cancelled, "", "", "cancelled by user; " + why, fx);
+    end_unsuccessful(r.task, TaskState::Cancelled, "", "", r.cancel_reason + "; " + why, fx);
   } else if (r.task.free_runs > settings_.max_free_runs) {
     end_unsuccessful(r.task, TaskState::Failed, "",
                      "gave up after " + std::to_string(r.task.free_runs) +

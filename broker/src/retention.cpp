@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "ipfixweb/shared/confine.hpp"
+#include "ipfixweb/shared/split.hpp"
 #include "ipfixweb/shared/util.hpp"
 
 namespace ipfixweb::broker {
@@ -70,8 +71,8 @@ std::int64_t mtime_ms(int dir_fd, const std::string& name) {
 
 }  // namespace
 
-bool Retention::remove_unrecorded_output(const std::string& task_id,
-                                         const std::string& output_path) {
+bool Retention::remove_unrecorded_output(const std::string& task_id, const std::string& output_path,
+                                         bool quiet) {
   const auto made = uuid_v7_unix_ms(task_id);
   if (!made || output_path.empty()) return false;
   open_root();
@@ -79,7 +80,8 @@ bool Retention::remove_unrecorded_output(const std::string& task_id,
   auto at = locate(root_->root, output_path);
   if (!at) return false;
   bool removed = false;
-  for (const std::string& name : {at->name, flows::store_name_for(at->name)}) {
+  for (const std::string& name :
+       {at->name, flows::store_name_for(at->name), proto::part_summary_name(at->name)}) {
     const std::int64_t t = mtime_ms(at->dir_fd, name);
     // None, or older than the task: not one of its runs'. File times come from the kernel's
     // coarse clock (a tick, up to 10 ms, behind the precise time the id was made with).
@@ -89,7 +91,9 @@ bool Retention::remove_unrecorded_output(const std::string& task_id,
     else
       log_->warn("cannot remove {} of task {}: {}", name, task_id, std::strerror(errno));
   }
-  if (removed)
+  if (removed && quiet)
+    log_->debug("task {} ended; removed {}", task_id, output_path);
+  else if (removed)
     log_->warn(
         "task {} ended without success; removed {}, published by a run whose result never "
         "arrived",

@@ -1,6 +1,9 @@
 #include "task_records.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include "ipfixweb/shared/spec_json.hpp"
+#include "ipfixweb/shared/split.hpp"
 #include "ipfixweb/shared/util.hpp"
 
 namespace ipfixweb::broker {
@@ -28,8 +31,34 @@ std::optional<TaskState> TaskRecords::state_of(const std::string& task_id) {
 // its own: a submission that cannot be stored (e.g. a path that is not valid
 // UTF-8 for the JSON column) is refused alone instead of failing the batch.
 Records::Inserted TaskRecords::insert(const proto::Submit& s) {
+  std::vector<Inserted> no_parts;
+  return insert_split(s, {}, no_parts);
+}
+
+namespace {
+
+// A part's request: the task's, for one partition (a request a user could have sent).
+std::string part_request(const std::string& request, const proto::TaskSpec& part) {
+  auto r = nlohmann::json::parse(request, nullptr, false);
+  if (!r.is_object()) r = nlohmann::json::object();
+  r.erase("parallelism");
+  r["partition"] = part.partition;
+  r["partitions"] = part.partitions;
+  if (auto out = r.find("output_path"); out != r.end() && out->is_string())
+    *out = proto::part_output(out->get<std::string>(), part.partition, part.partitions);
+  return r.dump();
+}
+
+}  // namespace
+
+// The task and its parts (if it is split) in one savepoint. A part has no idempotency key of
+// its own (the task's stands for all).
+Records::Inserted TaskRecords::insert_split(const proto::Submit& s,
+                                            const std::vector<proto::TaskSpec>& parts,
+                                            std::vector<Inserted>& part_rows) {
   begin();
   sp_begin_.run();
+  part_rows.clear();
   try {
     TaskStore::NewTask t;
     t.id = new_uuid_v7();  // time-ordered: index inserts stay on the last pages
@@ -39,15 +68,35 @@ Records::Inserted TaskRecords::insert(const proto::Submit& s) {
     t.fingerprint = s.fingerprint;
     t.output_path = s.spec.output;
     t.priority = s.priority;
+    t.parts = static_cast<int>(parts.size());
     const std::int64_t seq = store_.insert(t, submitted_at_);
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      TaskStore::NewTask p;
+      p.id = new_uuid_v7();
+      p.request = part_request(s.request, parts[i]);
+      p.spec = proto::spec_to_json_text(parts[i]);
+      p.output_path = parts[i].output;
+      p.priority = s.priority;
+      p.parent_id = t.id;
+      const std::int64_t part_seq = store_.insert(p, submitted_at_);
+      part_rows.push_back({std::move(p.id), part_seq, {}});
+    }
     sp_release_.run();
     return {std::move(t.id), seq, {}};
   } catch (const std::exception& e) {
     sp_rollback_.run();
     sp_release_.run();
+    part_rows.clear();
     log_->error("could not record a submission: {}", e.what());
     return {{}, 0, e.what()};
   }
+}
+
+std::vector<Records::PartRow> TaskRecords::parts_of(const std::string& parent) {
+  std::vector<PartRow> out;
+  for (auto& r : store_.parts_of(parent))
+    out.push_back({std::move(r.id), r.state, r.progress, std::move(r.error)});
+  return out;
 }
 
 std::optional<Records::Owner> TaskRecords::output_owner(const std::string& output) {

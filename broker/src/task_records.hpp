@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -22,6 +23,9 @@ class TaskRecords final : public Records {
   std::optional<Keyed> find_by_key(const std::string& key) override;
   std::optional<TaskState> state_of(const std::string& task_id) override;
   Inserted insert(const proto::Submit& s) override;
+  Inserted insert_split(const proto::Submit& s, const std::vector<proto::TaskSpec>& parts,
+                        std::vector<Inserted>& part_rows) override;
+  std::vector<PartRow> parts_of(const std::string& parent) override;
   std::optional<Owner> output_owner(const std::string& output) override;
 
   // The time stamp of the submissions inserted from now on (one for all read in an

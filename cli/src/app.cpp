@@ -111,6 +111,10 @@ void build(CLI::App& app, Definition& d) {
          "Convert only flow partition I of N (I/N); a --kind merge task of the N outputs makes "
          "the whole conversion")
       ->type_name("I/N");
+  sub->add_option("--parallelism", s.parallelism,
+                  "Split the conversion into N parts that run on different workers, then merge "
+                  "them (2..64; the server does both)")
+      ->check(CLI::Range(1, 64));
   sub->add_flag("--overwrite", s.overwrite, "May replace the output of an earlier succeeded task");
   sub->add_option("--idempotency-key", s.idempotency_key,
                   "Idempotency-Key: the same key and request return the existing task");
@@ -129,6 +133,8 @@ void build(CLI::App& app, Definition& d) {
   ls->add_option("--state", d.list.state, "Only tasks in this state")
       ->check(CLI::IsMember({"queued", "running", "succeeded", "failed", "cancelled"}));
   ls->add_option("--input", d.list.input, "Only tasks with an input path containing this text");
+  ls->add_option("--parent", d.list.parent,
+                 "The parts of this split task (submit --parallelism) instead");
   ls->add_option("--limit", d.list.limit, "At most this many tasks")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();

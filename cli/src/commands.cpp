@@ -151,6 +151,10 @@ void print_task(const json& t) {
     row("kind", t["request"].value("kind", std::string("convert")));
   row("inputs", inputs_text(t));
   row("output", str(t, "output_path"));
+  if (t.contains("parts") && t["parts"].is_number())
+    row("parts", std::to_string(t["parts"].get<long long>()) + " (ipfixctl list --parent " +
+                     str(t, "task_id") + ")");
+  row("part of", str(t, "parent_id"));
   row("created", str(t, "created_at"));
   row("started", str(t, "started_at"));
   row("finished", str(t, "finished_at"));
@@ -382,6 +386,7 @@ int cmd_submit(Context& ctx, const SubmitArgs& a) {
   if (a.idle_timeout) body["idle_timeout"] = *a.idle_timeout;
   if (a.active_timeout) body["active_timeout"] = *a.active_timeout;
   if (a.max_flows) body["max_flows"] = *a.max_flows;
+  if (a.parallelism) body["parallelism"] = *a.parallelism;
   if (a.partition) {
     body["partition"] = a.partition->first;
     body["partitions"] = a.partition->second;
@@ -429,6 +434,7 @@ int cmd_list(Context& ctx, const ListArgs& a) {
     auto r = ctx.api().get("/api/v1/tasks" +
                            query({{"state", a.state},
                                   {"input", a.input},
+                                  {"parent", a.parent},
                                   {"limit", std::to_string(page)},
                                   {"next", next.is_string() ? next.get<std::string>() : ""}}));
     expect_ok(r, "listing tasks");

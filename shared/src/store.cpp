@@ -18,7 +18,7 @@ TaskState state_column(const db::Statement& st, int col) {
 constexpr const char* kColumns =
     "seq, id, state, request, spec, idempotency_key, fingerprint, priority, created_at, "
     "queued_at, started_at, finished_at, attempts, worker, progress, output_path, summary, error, "
-    "output_inode, output_size";
+    "output_inode, output_size, parent_id, parts";
 
 // Each entry migrates the schema from version i to i+1. Never edit a shipped
 // entry: append a new one.
@@ -73,6 +73,13 @@ ALTER TABLE tasks ADD COLUMN output_inode INTEGER;
 ALTER TABLE tasks ADD COLUMN output_size INTEGER;
 CREATE INDEX tasks_output ON tasks(output_path, seq);
 CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
+)sql",
+    // 3 -> 4: split tasks ("parallelism"). A part names the task it is part of; the parent
+    // says into how many parts it was split.
+    R"sql(
+ALTER TABLE tasks ADD COLUMN parent_id TEXT;
+ALTER TABLE tasks ADD COLUMN parts INTEGER;
+CREATE INDEX tasks_parent ON tasks(parent_id, seq) WHERE parent_id IS NOT NULL;
 )sql",
 };
 
@@ -144,6 +151,8 @@ void TaskStore::prepare() {
                                        " FROM tasks WHERE state IN ('queued','running') "
                                        "ORDER BY priority DESC, seq");
   counts_ = db::Statement(db_, "SELECT state, count(*) FROM tasks GROUP BY state");
+  parts_of_ =
+      db::Statement(db_, "SELECT " + cols + " FROM tasks WHERE parent_id = ?1 ORDER BY seq");
   finished_before_ = db::Statement(
       db_, "SELECT " + cols +
                " FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?1 "
@@ -155,13 +164,16 @@ void TaskStore::prepare() {
   insert_ = db::Statement(
       db_,
       "INSERT INTO tasks (id, state, request, spec, idempotency_key, fingerprint, priority, "
-      "created_at, queued_at, output_path) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)");
+      "created_at, queued_at, output_path, parent_id, parts) "
+      "VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)");
   insert_event_ = db::Statement(
       db_, "INSERT INTO task_events (task_id, at, state, reason, worker) VALUES (?1,?2,?3,?4,?5)");
-  set_running_ = db::Statement(
-      db_,
-      "UPDATE tasks SET state='running', worker=?2, attempts=?3, started_at=?4, progress=0 "
-      "WHERE id=?1");
+  set_running_ =
+      db::Statement(db_,
+                    "UPDATE tasks SET state='running', worker=?2, attempts=?3, progress=0, "
+                    // A split task starts with its first part, not with its merge.
+                    "started_at=CASE WHEN parts IS NULL THEN ?4 ELSE coalesce(started_at, ?4) END "
+                    "WHERE id=?1");
   set_progress_ = db::Statement(db_, "UPDATE tasks SET progress=?2 WHERE id=?1");
   finish_ = db::Statement(db_,
                           "UPDATE tasks SET state=?2, summary=?3, error=?4, finished_at=?5, "
@@ -200,6 +212,8 @@ TaskRecord TaskStore::read_row(const db::Statement& st) {
   r.summary = st.col_text(16);
   r.error = st.col_text(17);
   if (!st.col_null(18)) r.output_file = FileIdentity{st.col_int(18), st.col_int(19)};
+  r.parent_id = st.col_text(20);
+  r.parts = static_cast<int>(st.col_int(21));
   return r;
 }
 
@@ -212,7 +226,12 @@ std::int64_t TaskStore::insert(const NewTask& t, const std::string& now) {
       .bind(6, t.priority)
       .bind(7, now)
       .bind(8, t.output_path)
-      .run();
+      .bind_opt(9, t.parent_id);
+  if (t.parts > 1)
+    insert_.bind(10, t.parts);
+  else
+    insert_.bind_null(10);
+  insert_.run();
   std::int64_t seq = db_.last_insert_rowid();
   add_event(t.id, TaskState::Queued, "submitted", "", now);
   return seq;
@@ -314,6 +333,7 @@ std::vector<TaskRecord> TaskStore::list(const TaskFilter& f) {
   if (!f.created_before.empty()) sql += " AND created_at < ?3";
   if (!f.input.empty()) sql += " AND instr(spec, ?4) > 0";
   if (f.before_seq > 0) sql += " AND seq < ?5";
+  sql += f.parent.empty() ? " AND parent_id IS NULL" : " AND parent_id = ?7";
   sql += " ORDER BY seq DESC LIMIT ?6";
   db::Statement st(db_, sql);
   if (f.state) st.bind(1, name(*f.state));
@@ -322,6 +342,7 @@ std::vector<TaskRecord> TaskStore::list(const TaskFilter& f) {
   if (!f.input.empty()) st.bind(4, f.input);
   if (f.before_seq > 0) st.bind(5, f.before_seq);
   st.bind(6, f.limit);
+  if (!f.parent.empty()) st.bind(7, f.parent);
   std::vector<TaskRecord> out;
   while (st.step()) out.push_back(read_row(st));
   return out;
@@ -371,6 +392,14 @@ std::vector<TaskRecord> TaskStore::unfinished() {
   std::vector<TaskRecord> out;
   while (unfinished_.step()) out.push_back(read_row(unfinished_));
   unfinished_.reset();
+  return out;
+}
+
+std::vector<TaskRecord> TaskStore::parts_of(const std::string& parent_id) {
+  parts_of_.bind(1, parent_id);
+  std::vector<TaskRecord> out;
+  while (parts_of_.step()) out.push_back(read_row(parts_of_));
+  parts_of_.reset();
   return out;
 }
 

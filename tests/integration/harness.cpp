@@ -78,6 +78,33 @@ nlohmann::json small_task(const std::string& output) {
   return {{"pcap_files", {"sample.pcap"}}, {"output_path", output}, {"DPI", true}};
 }
 
+nlohmann::json long_task(Stack& s, int refs, const std::string& output) {
+  static const std::string made = [] {
+    std::string path =
+        (fs::temp_directory_path() / ("ipfixweb-test-big-" + std::to_string(::getpid()) + ".pcap"))
+            .string();
+    make_capture_copies(test_data() + "/sample.pcap", path, 1000);
+    static struct Cleanup {
+      std::string p;
+      ~Cleanup() { fs::remove(p); }
+    } cleanup{path};
+    return path;
+  }();
+  nlohmann::json files = nlohmann::json::array();
+  for (int i = 0; i < refs; ++i) {
+    std::string name = "big-";
+    name += std::to_string(i);
+    name += ".pcap";
+    const std::string big = s.input_dir() + "/" + name;
+    // Threads of one test may make the same link at once: whoever is first wins.
+    std::error_code ec;
+    if (!fs::exists(big)) fs::create_hard_link(made, big, ec);
+    if (ec && !fs::exists(big)) fs::copy_file(made, big, fs::copy_options::skip_existing, ec);
+    files.push_back(name);
+  }
+  return {{"pcap_files", files}, {"output_path", output}, {"DPI", true}};
+}
+
 std::optional<std::vector<long long>> tshark_packet_counters(const std::string& ipfix_file) {
   int st = 0;
   const std::string out = run_capture("tshark -r '" + ipfix_file +

@@ -32,37 +32,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A capture that takes a while to convert: 1000 time-shifted copies of the
-// sample (347,000 packets, 77 MB; roughly 0.1 s of work on this machine),
-// made once per test run and hard-linked into each stack's input root. A task
-// names `refs` links to it to last longer (one file twice is refused).
-json long_task(Stack& s, int refs, const std::string& output) {
-  static const std::string made = [] {
-    std::string path =
-        (fs::temp_directory_path() / ("ipfixweb-test-big-" + std::to_string(::getpid()) + ".pcap"))
-            .string();
-    make_capture_copies(test_data() + "/sample.pcap", path, 1000);
-    static struct Cleanup {
-      std::string p;
-      ~Cleanup() { fs::remove(p); }
-    } cleanup{path};
-    return path;
-  }();
-  json files = json::array();
-  for (int i = 0; i < refs; ++i) {
-    std::string name = "big-";
-    name += std::to_string(i);
-    name += ".pcap";
-    const std::string big = s.input_dir() + "/" + name;
-    // Threads of one test may make the same link at once: whoever is first wins.
-    std::error_code ec;
-    if (!fs::exists(big)) fs::create_hard_link(made, big, ec);
-    if (ec && !fs::exists(big)) fs::copy_file(made, big, fs::copy_options::skip_existing, ec);
-    files.push_back(name);
-  }
-  return {{"pcap_files", files}, {"output_path", output}, {"DPI", true}};
-}
-
 json events_of(Stack& s, const std::string& id) {
   auto r = s.client()->Get("/api/v1/tasks/" + id + "/events");
   return r ? json::parse(r->body)["events"] : json();

@@ -562,6 +562,22 @@ TEST_F(ipfixctl, SubmitPartitionsThenAMergeOfTheirOutputsGivesTheWholeConversion
   EXPECT_NE(ctl({"submit", "--server-path", "sample.pcap", "--partition", "2/2"}).code, 0);
 }
 
+TEST_F(ipfixctl, SubmitWithParallelismSplitsTheTaskAndListShowsItsParts) {
+  auto r = ctl({"submit", "--server-path", "sample.pcap", "--parallelism", "2", "-o",
+                "ctl/split.ipfix", "--wait", "--json"});
+  ASSERT_EQ(r.code, 0) << r;
+  const json t = ndjson(r.out).back()["task"];
+  EXPECT_EQ(t["parts"], 2);
+  EXPECT_EQ(t["summary"]["packets_read"], 347);
+  const std::string id = t["task_id"];
+  auto parts = ctl({"list", "--parent", id, "-q"});
+  ASSERT_EQ(parts.code, 0) << parts;
+  EXPECT_EQ(std::count(parts.out.begin(), parts.out.end(), '\n'), 2) << parts;
+  auto shown = ctl({"status", id});
+  EXPECT_NE(shown.out.find("2 (ipfixctl list --parent " + id + ")"), std::string::npos) << shown;
+  EXPECT_NE(ctl({"submit", "--server-path", "sample.pcap", "--parallelism", "65"}).code, 0);
+}
+
 TEST_F(ipfixctl, SubmitWithoutWaitPrintsTheTaskIdAndServerPathsAndReferencesAreNotUploaded) {
   auto r = ctl({"submit", "--server-path", "sample.pcap", "-o", "ctl/nowait.ipfix", "--no-dpi",
                 "--uniflow", "--filter", "tcp"});

@@ -1,14 +1,19 @@
 // One capture converted in flow partitions by ordinary tasks on two workers, and a merge task
 // that makes their outputs into the whole conversion's: the same records (tshark), flow store
-// rows (the api's NDJSON export) and summary as a task converting it whole.
+// rows (the api's NDJSON export) and summary as a task converting it whole. Then the same
+// done by the broker ("parallelism"), with a part's worker killed, a cancel, and parts that
+// fail.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <signal.h>
 
 #include <nlohmann/json.hpp>
 
@@ -19,6 +24,7 @@ namespace {
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
+using namespace std::chrono_literals;
 
 std::string submit_ok(Stack& s, const json& body) {
   auto [st, reply] = s.submit(body);
@@ -121,6 +127,221 @@ TEST(SplitTask, AMergeMissingAPartFailsWithTheReasonAndWritesNothing) {
   auto [st, reply] = s.submit(json{
       {"kind", "merge"}, {"pcap_files", {"sample.pcap"}}, {"output_path", "lone/other.ipfix"}});
   EXPECT_EQ(st, 422) << reply.dump();
+}
+
+// ---- split by the broker ("parallelism") --------------------------------------------------
+
+json get_json(Stack& s, const std::string& path) {
+  auto r = s.client()->Get(path);
+  EXPECT_TRUE(r && r->status == 200) << path << ": " << (r ? r->body : "no answer");
+  return r ? json::parse(r->body, nullptr, false) : json();
+}
+
+// Every regular file beneath the output root (relative names).
+std::set<std::string> output_files(Stack& s) {
+  std::set<std::string> out;
+  for (auto& e : fs::recursive_directory_iterator(s.output_dir()))
+    if (e.is_regular_file()) out.insert(fs::relative(e.path(), s.output_dir()).string());
+  return out;
+}
+
+// The task's events' reasons, in order.
+std::vector<std::string> reasons(Stack& s, const std::string& id) {
+  std::vector<std::string> out;
+  const json events = get_json(s, "/api/v1/tasks/" + id + "/events")["events"];
+  for (const auto& e : events)
+    out.push_back(e["state"].get<std::string>() + ": " + e["reason"].get<std::string>());
+  return out;
+}
+
+int terminal_count(Stack& s, const std::string& id) {
+  int n = 0;
+  const json events = get_json(s, "/api/v1/tasks/" + id + "/events")["events"];
+  for (const auto& e : events) {
+    const std::string st = e["state"];
+    n += st == "succeeded" || st == "failed" || st == "cancelled";
+  }
+  return n;
+}
+
+// Starts a task split in `parts` on two workers of one slot each; returns it once one of its
+// parts runs on worker `on` ("": any) and has made progress, and that part in `running`.
+std::string split_and_wait_for_a_part(Stack& s, int refs, const std::string& output, int parts,
+                                      const std::string& on, std::string& running) {
+  json req = long_task(s, refs, output);
+  req["parallelism"] = parts;
+  const std::string id = submit_ok(s, req);
+  EXPECT_TRUE(wait_until(
+      [&] {
+        const json listed = get_json(s, "/api/v1/tasks?parent=" + id)["tasks"];
+        for (const auto& p : listed)
+          if (p["state"] == "running" && (on.empty() || p["worker"] == on) && p["progress"] > 0)
+            running = p["task_id"];
+        return !running.empty();
+      },
+      30s));
+  return id;
+}
+
+StackOptions two_workers_of_one_slot() {
+  StackOptions o;
+  o.workers = 2;
+  o.slots = 1;
+  return o;
+}
+
+TEST(SplitTask, AParallelTaskRunsItsPartsOnTwoWorkersAndIsTheWholeConversion) {
+  StackOptions o;
+  o.workers = 2;
+  Stack s(o);
+  s.wait_ready(2);
+  const std::string whole = submit_ok(s, small_task("whole.ipfix"));
+  json split_req = small_task("split.ipfix");
+  split_req["parallelism"] = 2;
+  const std::string split = submit_ok(s, split_req);
+  const json w = s.wait_terminal(whole);
+  const json t = s.wait_terminal(split);
+  ASSERT_EQ(t["state"], "succeeded") << t.dump();
+  EXPECT_EQ(t["parts"], 2);
+  EXPECT_EQ(t["attempts"], 1);
+  EXPECT_EQ(t["request"]["parallelism"], 2);
+  EXPECT_EQ(comparable(t["summary"]), comparable(w["summary"]));
+  EXPECT_EQ(exported_rows(s, split), exported_rows(s, whole));
+  auto whole_counters = tshark_packet_counters(s.output_dir() + "/whole.ipfix");
+  auto split_counters = tshark_packet_counters(s.output_dir() + "/split.ipfix");
+  if (whole_counters && split_counters) {  // tshark, an independent decoder
+    std::sort(whole_counters->begin(), whole_counters->end());
+    std::sort(split_counters->begin(), split_counters->end());
+    EXPECT_EQ(*split_counters, *whole_counters);
+    EXPECT_FALSE(split_counters->empty());
+  }
+  // Its parts: listed under it only, one on each worker, their outputs gone.
+  const json parts = get_json(s, t["links"]["parts"].get<std::string>())["tasks"];
+  ASSERT_EQ(parts.size(), 2u) << parts.dump();
+  std::set<std::string> workers;
+  for (const auto& p : parts) {
+    EXPECT_EQ(p["state"], "succeeded") << p.dump();
+    EXPECT_EQ(p["parent_id"], split);
+    EXPECT_EQ(p["request"]["partitions"], 2);
+    workers.insert(p["worker"].get<std::string>());
+  }
+  EXPECT_EQ(workers.size(), 2u) << "one part on each worker";
+  const json listed_tasks = get_json(s, "/api/v1/tasks")["tasks"];
+  EXPECT_EQ(listed_tasks.size(), 2u);
+  for (const auto& listed : listed_tasks)
+    EXPECT_TRUE(listed["parent_id"].is_null()) << "parts are listed under their task only";
+  EXPECT_EQ(output_files(s), (std::set<std::string>{"whole.ipfix", "whole.ipfix.flows.sqlite",
+                                                    "split.ipfix", "split.ipfix.flows.sqlite"}));
+  const auto events = reasons(s, split);
+  EXPECT_NE(std::find(events.begin(), events.end(), "running: merging its 2 parts (attempt 1)"),
+            events.end())
+      << json(events).dump();
+  EXPECT_EQ(terminal_count(s, split), 1);
+  EXPECT_TRUE(s.temporaries().empty());
+}
+
+// A part's worker is killed mid-run: the part runs again on the other worker and the task
+// succeeds once, with the whole capture's packets.
+TEST(SplitTask, APartsWorkerKilledMidRunRunsThePartAgainAndTheTaskSucceeds) {
+  Stack s(two_workers_of_one_slot());
+  s.wait_ready(2);
+  std::string victim;
+  const std::string id = split_and_wait_for_a_part(s, 20, "killed.ipfix", 2, "w1", victim);
+  ASSERT_FALSE(victim.empty());
+  s.workers()[0]->signal(SIGKILL);
+  const json t = s.wait_terminal(id, 120s);
+  ASSERT_EQ(t["state"], "succeeded") << t.dump();
+  EXPECT_EQ(t["summary"]["packets_read"], 20 * 347000) << t["summary"].dump();
+  const json v = s.get_task(victim);
+  EXPECT_EQ(v["state"], "succeeded");
+  EXPECT_EQ(v["worker"], "w2");
+  EXPECT_EQ(terminal_count(s, id), 1);
+  EXPECT_EQ(output_files(s), (std::set<std::string>{"killed.ipfix", "killed.ipfix.flows.sqlite"}));
+  EXPECT_TRUE(s.temporaries().empty());
+}
+
+TEST(SplitTask, CancellingASplitTaskStopsItsPartsAndLeavesNoFiles) {
+  Stack s(two_workers_of_one_slot());
+  s.wait_ready(2);
+  std::string running;  // two parts run, one waits
+  const std::string id = split_and_wait_for_a_part(s, 40, "cancelled.ipfix", 3, "", running);
+  ASSERT_FALSE(running.empty());
+  auto r = s.client()->Delete("/api/v1/tasks/" + id);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(s.get_task(id)["state"], "cancelled");
+  const json parts = get_json(s, "/api/v1/tasks?parent=" + id)["tasks"];
+  EXPECT_EQ(parts.size(), 3u);
+  for (const auto& p : parts)
+    EXPECT_EQ(s.wait_terminal(p["task_id"], 30s)["state"], "cancelled") << p.dump();
+  EXPECT_EQ(terminal_count(s, id), 1);
+  EXPECT_TRUE(output_files(s).empty()) << *output_files(s).begin();
+  EXPECT_TRUE(s.temporaries().empty());
+  // The workers serve on.
+  EXPECT_EQ(s.wait_terminal(submit_ok(s, small_task("after.ipfix")))["state"], "succeeded");
+}
+
+// Parts that cannot succeed (not a capture) fail the task with the first part's reason.
+TEST(SplitTask, APartThatFailsFailsTheTaskWithItsReason) {
+  Stack s;
+  s.wait_ready(2);
+  {
+    std::ofstream f(s.input_dir() + "/notes.pcap");
+    f << "this is not a capture\n";
+  }
+  const std::string id = submit_ok(
+      s, json{{"pcap_files", {"notes.pcap"}}, {"output_path", "notes.ipfix"}, {"parallelism", 2}});
+  const json t = s.wait_terminal(id);
+  EXPECT_EQ(t["state"], "failed");
+  const std::string error = t.value("error", "");
+  EXPECT_EQ(error.rfind("part ", 0), 0u) << error;
+  EXPECT_NE(error.find(" of 2 failed: "), std::string::npos) << error;
+  const json parts = get_json(s, "/api/v1/tasks?parent=" + id)["tasks"];
+  EXPECT_EQ(parts.size(), 2u);
+  for (const auto& p : parts) {
+    const std::string st = s.wait_terminal(p["task_id"])["state"];
+    EXPECT_TRUE(st == "failed" || st == "cancelled") << st;
+  }
+  EXPECT_TRUE(output_files(s).empty()) << *output_files(s).begin();
+  EXPECT_TRUE(s.temporaries().empty());
+}
+
+// A part whose runner crashes every time (here: killed by its CPU limit) uses up its attempts
+// and fails the task; nothing is left.
+TEST(SplitTask, APartThatCrashesEveryTimeFailsTheTaskAfterItsAttempts) {
+  StackOptions o = two_workers_of_one_slot();
+  o.extra_worker_args = {"--cpu-limit", "1"};
+  o.extra_broker_args = {"--max-attempts", "2"};
+  Stack s(o);
+  s.wait_ready(2);
+  json req = long_task(s, 60, "crash.ipfix");
+  req["parallelism"] = 2;
+  const json t = s.wait_terminal(submit_ok(s, req), 120s);
+  EXPECT_EQ(t["state"], "failed");
+  const std::string error = t.value("error", "");
+  EXPECT_NE(error.find("failed: gave up after 2 attempts"), std::string::npos) << error;
+  EXPECT_NE(error.find("SIGXCPU"), std::string::npos) << error;
+  EXPECT_TRUE(output_files(s).empty()) << *output_files(s).begin();
+  EXPECT_TRUE(s.temporaries().empty());
+}
+
+TEST(SplitTask, OnlyACaptureConversionIsSplitAndOnlyUpTo64Parts) {
+  Stack s;
+  for (const json& bad :
+       {json{{"kind", "merge"},
+             {"pcap_files", {"a.ipfix"}},
+             {"output_path", "m.ipfix"},
+             {"parallelism", 2}},
+        json{{"pcap_files", {"sample.pcap"}},
+             {"output_path", "p.ipfix"},
+             {"parallelism", 2},
+             {"partitions", 2}},
+        json{{"pcap_files", {"sample.pcap"}}, {"output_path", "p.ipfix"}, {"parallelism", 65}},
+        json{{"pcap_files", {"sample.pcap"}}, {"output_path", "p.ipfix"}, {"parallelism", 0}}}) {
+    auto [st, reply] = s.submit(bad);
+    EXPECT_EQ(st, 422) << bad.dump() << " -> " << reply.dump();
+    EXPECT_NE(reply.dump().find("parallelism"), std::string::npos) << reply.dump();
+  }
 }
 
 }  // namespace

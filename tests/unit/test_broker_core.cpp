@@ -3,6 +3,7 @@
 // lists them, docs/protocol.md tells the sequences they come from.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
 
 #include <cmath>
@@ -45,9 +46,13 @@ class MemoryRecords final : public broker::Records {
     std::string output;
     std::optional<FileIdentity> file;  // recorded by a success
     std::int64_t seq = 0;
+    std::string spec;    // JSON text (insert_split's rows; unfinished())
+    std::string parent;  // a part's split task
+    int parts = 0;       // a split task's
   };
   std::map<std::string, Row> rows;
   std::set<std::string> unstorable;  // requests whose insert fails
+  std::vector<std::string> removed;  // part outputs the finishes asked to remove
 
   std::optional<Keyed> find_by_key(const std::string& key) override {
     for (auto& [id, row] : rows)
@@ -72,8 +77,63 @@ class MemoryRecords final : public broker::Records {
                    {"submitted"},
                    s.spec.output,
                    {},
-                   seq_};
+                   seq_,
+                   {},
+                   {},
+                   0};
+    rows[id].spec = proto::spec_to_json_text(s.spec);
     return {id, seq_, {}};
+  }
+  Inserted insert_split(const proto::Submit& s, const std::vector<proto::TaskSpec>& parts,
+                        std::vector<Inserted>& part_rows) override {
+    auto task = insert(s);
+    if (!task.error.empty()) return task;
+    rows[task.task_id].spec = proto::spec_to_json_text(s.spec);
+    rows[task.task_id].parts = static_cast<int>(parts.size());
+    for (const auto& spec : parts) {
+      const std::string id = task.task_id + "/part-" + std::to_string(spec.partition);
+      Row row;
+      row.reasons = {"submitted"};
+      row.output = spec.output;
+      row.seq = ++seq_;
+      row.spec = proto::spec_to_json_text(spec);
+      row.parent = task.task_id;
+      rows[id] = row;
+      part_rows.push_back({id, row.seq, {}});
+    }
+    return task;
+  }
+  std::vector<PartRow> parts_of(const std::string& parent) override {
+    std::vector<std::pair<std::int64_t, PartRow>> found;
+    for (auto& [id, row] : rows)
+      if (row.parent == parent)
+        found.push_back({row.seq, PartRow{id, row.state, row.progress, row.error}});
+    std::sort(found.begin(), found.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<PartRow> out;
+    for (auto& f : found) out.push_back(f.second);
+    return out;
+  }
+  // The queued and running tasks inserted by insert_split (and their parts) as a restarted
+  // broker reads them, in dispatch order.
+  std::vector<TaskRecord> unfinished() const {
+    std::vector<TaskRecord> out;
+    for (auto& [id, row] : rows) {
+      if (row.state != TaskState::Queued && row.state != TaskState::Running) continue;
+      TaskRecord r;
+      r.seq = row.seq;
+      r.id = id;
+      r.state = row.state;
+      r.spec = row.spec;
+      r.attempts = row.attempts;
+      r.worker = row.worker;
+      r.progress = row.progress;
+      r.parent_id = row.parent;
+      r.parts = row.parts;
+      out.push_back(r);
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+    return out;
   }
   std::optional<Owner> output_owner(const std::string& output) override {
     std::optional<Owner> out;
@@ -90,7 +150,7 @@ class MemoryRecords final : public broker::Records {
   // A task as recover() gets it from the database.
   TaskRecord stored(const std::string& id, TaskState st, int attempts, const std::string& worker,
                     const std::string& spec = spec_text()) {
-    rows[id] = Row{st, "", "", worker, "", attempts, 0, {}, "", {}, seq_ + 1};
+    rows[id] = Row{st, "", "", worker, "", attempts, 0, {}, "", {}, seq_ + 1, {}, {}, 0};
     TaskRecord r;
     r.seq = ++seq_;
     r.id = id;
@@ -129,6 +189,7 @@ class MemoryRecords final : public broker::Records {
     row.error = f.error;
     row.file = f.output;
     row.reasons.push_back(f.reason);
+    for (const auto& o : f.part_outputs) removed.push_back(o);
   }
   void on(const write::Requeue& q) {
     auto& row = rows.at(q.task_id);
@@ -264,6 +325,12 @@ class BrokerCore : public ::testing::Test {
     const std::string id = submit_ok("a");
     EXPECT_EQ(dispatch().size(), 1u);
     return id;
+  }
+  // The broker stops and starts again on the same database.
+  void restart() {
+    core_.reset();
+    auto rows = db.unfinished();
+    event([&](Core& c) { c.recover(rows, now, fx); });
   }
   void expire_after(double seconds) {
     now += seconds;
@@ -1463,6 +1530,289 @@ TEST_F(BrokerCore, ThePongSaysWhetherASubmissionWouldBeAdmitted) {
   submit_ok("b");  // one running, one queued: slots 1 + max_queue 1 are taken
   EXPECT_FALSE(ping().accepting);
   EXPECT_FALSE(submit(request("c")).accepted) << "the pong agrees with admission";
+}
+
+// ---- split tasks ("parallelism") ---------------------------------------------------------
+
+proto::Submit split_request(const std::string& name, std::uint32_t parts) {
+  proto::Submit s = request(name);
+  s.parallelism = parts;
+  return s;
+}
+
+// Part i's id in MemoryRecords.
+std::string part_id(const std::string& task, int i) { return task + "/part-" + std::to_string(i); }
+
+TEST_F(BrokerCore, ASplitTaskIsRecordedWithItsPartsWhichAreQueuedAsOrdinaryTasks) {
+  ready("w1");
+  ready("w2");
+  ready("w3");
+  auto r = submit(split_request("big", 3));
+  ASSERT_TRUE(r.accepted) << r.reason;
+  EXPECT_EQ(core().queued(), 3u) << "the parts; the task itself waits for them";
+  EXPECT_EQ(core().splits(), 1u);
+  EXPECT_EQ(db[r.task_id].parts, 3);
+  event([&](Core& c) { c.dispatch(now, fx); });
+  auto tasks = sent<proto::Task>();
+  ASSERT_EQ(tasks.size(), 3u);
+  std::set<std::string> workers;
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    const auto& t = tasks[i].second;
+    workers.insert(tasks[i].first);
+    EXPECT_EQ(t.task_id, part_id(r.task_id, static_cast<int>(i)));
+    EXPECT_EQ(db[t.task_id].parent, r.task_id);
+    EXPECT_EQ(t.spec.kind, "convert");
+    EXPECT_EQ(t.spec.partition, i);
+    EXPECT_EQ(t.spec.partitions, 3u);
+    EXPECT_EQ(t.spec.inputs, std::vector<std::string>{"/in/big.pcap"});
+    EXPECT_EQ(t.spec.output, "/out/big.ipfix.part-" + std::to_string(i) + "-of-3");
+  }
+  EXPECT_EQ(workers.size(), 3u) << "one part on each worker";
+  EXPECT_EQ(db[r.task_id].state, TaskState::Running) << "running from its first part on";
+  EXPECT_EQ(db[r.task_id].reasons.back(), "split into 3 parts; the first is running");
+  EXPECT_EQ(db[r.task_id].attempts, 0) << "its attempts are its merge's";
+}
+
+TEST_F(BrokerCore, ASplitTaskMergesItsPartsOutputsOnceEveryPartSucceeded) {
+  ready("w1");
+  ready("w2");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  auto parts = dispatch();
+  ASSERT_EQ(parts.size(), 2u);
+  done(parts[0].first, parts[0].second, Outcome::Succeeded);
+  EXPECT_TRUE(dispatch().empty()) << "one part is still running";
+  done(parts[1].first, parts[1].second, Outcome::Succeeded);
+  EXPECT_EQ(db[parts[1].second].state, TaskState::Succeeded);
+  event([&](Core& c) { c.dispatch(now, fx); });
+  auto merge = sent<proto::Task>();
+  ASSERT_EQ(merge.size(), 1u);
+  EXPECT_EQ(merge[0].second.task_id, id) << "the task itself runs the merge";
+  EXPECT_EQ(merge[0].second.spec.kind, "merge");
+  EXPECT_EQ(merge[0].second.spec.inputs,
+            (std::vector<std::string>{"/out/big.ipfix.part-0-of-2", "/out/big.ipfix.part-1-of-2"}));
+  EXPECT_EQ(merge[0].second.spec.output, "/out/big.ipfix");
+  EXPECT_EQ(db[id].reasons.back(), "merging its 2 parts (attempt 1)");
+  EXPECT_TRUE(db.removed.empty());
+  done(merge[0].first, id, Outcome::Succeeded);
+  EXPECT_EQ(db[id].state, TaskState::Succeeded);
+  EXPECT_EQ(db[id].attempts, 1);
+  EXPECT_EQ(db.removed,
+            (std::vector<std::string>{"/out/big.ipfix.part-0-of-2", "/out/big.ipfix.part-1-of-2"}))
+      << "the parts' outputs go once the task ended";
+  EXPECT_EQ(core().splits(), 0u);
+}
+
+TEST_F(BrokerCore, ASplitTasksProgressIsItsPartsMeanThenItsMerge) {
+  ready("w1");
+  ready("w2");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  auto parts = dispatch();
+  auto report = [&](const std::string& worker, const std::string& task, double v) {
+    event([&](Core& c) { c.progress(worker, proto::ProgressMsg{task, v}, now, fx); });
+  };
+  report(parts[0].first, parts[0].second, 0.5);
+  EXPECT_DOUBLE_EQ(db[parts[0].second].progress, 0.5);
+  EXPECT_DOUBLE_EQ(db[id].progress, 0.9 * 0.25);
+  report(parts[1].first, parts[1].second, 1.0);
+  EXPECT_DOUBLE_EQ(db[id].progress, 0.9 * 0.75);
+  done(parts[0].first, parts[0].second, Outcome::Succeeded);
+  done(parts[1].first, parts[1].second, Outcome::Succeeded);
+  auto merge = dispatch();
+  ASSERT_EQ(merge.size(), 1u);
+  EXPECT_DOUBLE_EQ(db[id].progress, 0.9);
+  report(merge[0].first, id, 0.5);
+  EXPECT_DOUBLE_EQ(db[id].progress, 0.95);
+}
+
+TEST_F(BrokerCore, APartThatFailsForGoodFailsItsTaskAndStopsTheOtherParts) {
+  ready("w1");
+  ready("w2");
+  const std::string id = submit(split_request("big", 3)).task_id;
+  auto running = dispatch();  // parts 0 and 1; part 2 waits
+  ASSERT_EQ(running.size(), 2u);
+  done(running[0].first, running[0].second, Outcome::Failed, "corrupt capture");
+  EXPECT_EQ(db[running[0].second].state, TaskState::Failed);
+  EXPECT_EQ(db[id].state, TaskState::Failed);
+  EXPECT_EQ(db[id].error, "part 0 of 3 failed: corrupt capture");
+  EXPECT_EQ(db[part_id(id, 2)].state, TaskState::Cancelled) << "the queued part";
+  EXPECT_EQ(db[part_id(id, 2)].reasons.back(), "its split task ended while queued");
+  auto aborts = sent<proto::Abort>();
+  ASSERT_EQ(aborts.size(), 1u);
+  EXPECT_EQ(aborts[0].first, running[1].first);
+  EXPECT_EQ(aborts[0].second.task_id, running[1].second);
+  EXPECT_EQ(core().queued(), 0u);
+  EXPECT_EQ(db.removed.size(), 3u);
+  // The running part finished before it heard: no use any more, it ends cancelled and the
+  // output it published goes (write::Finish::unrecorded_output).
+  done(running[1].first, running[1].second, Outcome::Succeeded);
+  auto f = only_write<write::Finish>();
+  EXPECT_EQ(f.state, TaskState::Cancelled);
+  EXPECT_EQ(f.unrecorded_output, "/out/big.ipfix.part-1-of-3");
+  EXPECT_EQ(core().running(), 0u);
+}
+
+TEST_F(BrokerCore, APartLostWithItsWorkerRunsAgainAndTheTaskGoesOn) {
+  ready("w1");
+  ready("w2");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  auto parts = dispatch();
+  event([&](Core& c) { c.unreachable(parts[0].first, fx); });
+  EXPECT_EQ(db[parts[0].second].state, TaskState::Queued);
+  EXPECT_EQ(db[id].state, TaskState::Running);
+  ready("w3");
+  auto again = dispatch();
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].second, parts[0].second);
+  done("w3", parts[0].second, Outcome::Succeeded);
+  done(parts[1].first, parts[1].second, Outcome::Succeeded);
+  auto merge = dispatch();
+  ASSERT_EQ(merge.size(), 1u);
+  done(merge[0].first, id, Outcome::Succeeded);
+  EXPECT_EQ(db[id].state, TaskState::Succeeded);
+}
+
+TEST_F(BrokerCore, CancellingASplitTaskEndsItAtOnceAndStopsItsParts) {
+  ready("w1");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  auto running = dispatch();
+  ASSERT_EQ(running.size(), 1u);
+  auto r = cancel(id);
+  EXPECT_EQ(r.result, CancelResult::Cancelled);
+  EXPECT_EQ(db[id].state, TaskState::Cancelled);
+  EXPECT_EQ(db[part_id(id, 1)].state, TaskState::Cancelled);
+  ASSERT_EQ(sent<proto::Abort>().size(), 1u);
+  EXPECT_EQ(sent<proto::Abort>()[0].second.reason, "its split task ended");
+  done("w1", running[0].second, Outcome::Cancelled);
+  EXPECT_EQ(db[running[0].second].state, TaskState::Cancelled);
+  EXPECT_EQ(db[running[0].second].reasons.back(), "its split task ended");
+  EXPECT_EQ(core().running() + core().queued() + core().splits(), 0u);
+}
+
+TEST_F(BrokerCore, CancellingAPartCancelsTheTaskItIsPartOf) {
+  ready("w1");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  dispatch();
+  EXPECT_EQ(cancel(part_id(id, 1)).result, CancelResult::Cancelled);
+  EXPECT_EQ(db[id].state, TaskState::Cancelled);
+  EXPECT_EQ(db[id].reasons.back(), "cancelled by user");
+}
+
+TEST_F(BrokerCore, CancellingASplitTaskWhileItMergesStopsTheMerge) {
+  ready("w1");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  for (int i = 0; i < 2; ++i) {
+    auto p = dispatch();
+    ASSERT_EQ(p.size(), 1u);
+    done("w1", p[0].second, Outcome::Succeeded);
+  }
+  ASSERT_EQ(dispatch().size(), 1u);
+  auto r = cancel(id);
+  EXPECT_EQ(r.result, CancelResult::Cancelling);
+  EXPECT_EQ(sent<proto::Abort>().size(), 1u);
+  done("w1", id, Outcome::Cancelled);
+  EXPECT_EQ(db[id].state, TaskState::Cancelled);
+  EXPECT_EQ(db.removed.size(), 2u);
+}
+
+TEST_F(BrokerCore, AFailedMergeIsRetriedAndThenFailsTheTask) {
+  settings.max_attempts = 2;
+  ready("w1");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  for (int i = 0; i < 2; ++i) done("w1", dispatch().at(0).second, Outcome::Succeeded);
+  done("w1", dispatch().at(0).second, Outcome::Failed, "runner crashed", true);
+  EXPECT_EQ(db[id].state, TaskState::Queued);
+  auto again = dispatch();
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(db[id].reasons.back(), "merging its 2 parts (attempt 2)");
+  done("w1", id, Outcome::Failed, "runner crashed", true);
+  EXPECT_EQ(db[id].state, TaskState::Failed);
+  EXPECT_EQ(db[id].error, "gave up after 2 attempts; last: runner crashed");
+  EXPECT_EQ(db.removed.size(), 2u);
+}
+
+TEST_F(BrokerCore, AfterARestartASplitTaskWaitsForItsRemainingPartsThenMerges) {
+  ready("w1");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  auto first = dispatch();
+  done("w1", first[0].second, Outcome::Succeeded);
+  restart();
+  EXPECT_EQ(core().splits(), 1u);
+  EXPECT_EQ(core().queued(), 1u) << "the part that did not run yet";
+  ready("w1");
+  auto second = dispatch();
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].second, part_id(id, 1));
+  done("w1", second[0].second, Outcome::Succeeded);
+  auto merge = dispatch();
+  ASSERT_EQ(merge.size(), 1u);
+  EXPECT_EQ(merge[0].second, id);
+  done("w1", id, Outcome::Succeeded);
+  EXPECT_EQ(db[id].state, TaskState::Succeeded);
+}
+
+TEST_F(BrokerCore, AfterARestartASplitTaskWhosePartsAllSucceededMerges) {
+  ready("w1");
+  ready("w2");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  for (auto& [w, part] : dispatch()) done(w, part, Outcome::Succeeded);
+  restart();  // before the merge was dispatched
+  EXPECT_EQ(core().queued(), 1u);
+  ready("w1");
+  auto merge = dispatch();
+  ASSERT_EQ(merge.size(), 1u);
+  EXPECT_EQ(merge[0].second, id);
+}
+
+TEST_F(BrokerCore, AfterARestartARunningMergeIsAnOrphanItsWorkerReclaims) {
+  ready("w1");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  for (int i = 0; i < 2; ++i) done("w1", dispatch().at(0).second, Outcome::Succeeded);
+  ASSERT_EQ(dispatch().size(), 1u);
+  restart();
+  EXPECT_EQ(core().running(), 1u);
+  EXPECT_EQ(core().queued(), 0u);
+  ready("w1", 1, {id});
+  done("w1", id, Outcome::Succeeded);
+  EXPECT_EQ(db[id].state, TaskState::Succeeded);
+  EXPECT_EQ(db[id].attempts, 1);
+}
+
+TEST_F(BrokerCore, AfterARestartThePartsOfAnEndedSplitTaskEndToo) {
+  ready("w1");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  dispatch();
+  // As if the task's finish was committed and its parts' were not (no such iteration exists,
+  // but a database edited by hand may say so).
+  db.rows[id].state = TaskState::Failed;
+  restart();
+  EXPECT_EQ(db[part_id(id, 0)].state, TaskState::Cancelled);
+  EXPECT_EQ(db[part_id(id, 1)].state, TaskState::Cancelled);
+  EXPECT_EQ(core().queued() + core().running(), 0u);
+}
+
+TEST_F(BrokerCore, ASplitTaskTakesAPlaceForEachOfItsParts) {
+  settings.max_queue = 1;
+  ready("w1");  // capacity: 1 slot + 1 queued
+  auto r = submit(split_request("big", 3));
+  EXPECT_FALSE(r.accepted);
+  EXPECT_EQ(r.code, Refusal::Capacity);
+  EXPECT_TRUE(submit(split_request("fits", 2)).accepted);
+  EXPECT_EQ(submit(request("more")).code, Refusal::Capacity);
+}
+
+TEST_F(BrokerCore, OnlyACaptureConversionCanBeSplit) {
+  auto ingest = split_request("ipfix", 2);
+  ingest.spec.kind = "ingest";
+  auto r = submit(ingest);
+  EXPECT_EQ(r.code, Refusal::Invalid);
+  EXPECT_EQ(r.reason,
+            "the task is not valid: parallelism applies to kind convert only, not ingest");
+  auto both = split_request("both", 2);
+  both.spec.partitions = 2;
+  EXPECT_EQ(submit(both).code, Refusal::Invalid);
+  EXPECT_EQ(submit(split_request("many", 65)).code, Refusal::Invalid);
+  EXPECT_TRUE(submit(split_request("one", 1)).accepted) << "1: not split";
+  EXPECT_EQ(core().splits(), 0u);
 }
 
 }  // namespace

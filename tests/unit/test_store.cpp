@@ -210,6 +210,43 @@ PRAGMA user_version=1;
   EXPECT_FALSE(kept->output_file) << "version 3 added the output's identity, unknown for old rows";
 }
 
+// Version 4: a split task records its parts; lists show tasks, or one task's parts.
+TEST(Store, ASplitTasksPartsAreListedUnderItOnlyAndKeepItsStartTime) {
+  TempDb tmp;
+  auto store = TaskStore::open_writer(tmp.path);
+  auto whole = new_task(), plain = new_task(), p0 = new_task(), p1 = new_task();
+  whole.parts = 2;
+  p0.parent_id = p1.parent_id = whole.id;
+  {
+    db::Transaction tx(store.db());
+    for (auto* t : {&whole, &p0, &p1, &plain}) store.insert(*t, "2026-01-01T00:00:00.000Z");
+    store.set_running(whole.id, "", 0, "2026-01-01T00:00:01.000Z", "split into 2 parts");
+    store.set_running(whole.id, "w", 1, "2026-01-01T00:00:09.000Z", "merging");
+    store.set_running(plain.id, "w", 1, "2026-01-01T00:00:02.000Z");
+    store.set_running(plain.id, "w", 2, "2026-01-01T00:00:05.000Z");
+    tx.commit();
+  }
+  TaskFilter all;
+  std::vector<std::string> listed;
+  for (const auto& t : store.list(all)) listed.push_back(t.id);
+  EXPECT_EQ(listed, (std::vector<std::string>{plain.id, whole.id}));
+  TaskFilter parts;
+  parts.parent = whole.id;
+  listed.clear();
+  for (const auto& t : store.list(parts)) listed.push_back(t.id);
+  EXPECT_EQ(listed, (std::vector<std::string>{p1.id, p0.id}));
+  const auto of = store.parts_of(whole.id);
+  ASSERT_EQ(of.size(), 2u);
+  EXPECT_EQ(of[0].id, p0.id);
+  EXPECT_EQ(of[0].parent_id, whole.id);
+  EXPECT_EQ(store.get(whole.id)->parts, 2);
+  EXPECT_EQ(store.get(plain.id)->parts, 0);
+  EXPECT_EQ(store.get(whole.id)->started_at, "2026-01-01T00:00:01.000Z")
+      << "a split task started with its first part";
+  EXPECT_EQ(store.get(plain.id)->started_at, "2026-01-01T00:00:05.000Z")
+      << "a task started with its latest attempt";
+}
+
 TEST(Store, RetentionFindsTasksFinishedBeforeATimeAndRemovesThemWithTheirEvents) {
   TempDb tmp;
   auto store = TaskStore::open_writer(tmp.path);

@@ -20,6 +20,7 @@
 
 #include "ipfixweb/flows/schema.hpp"
 #include "ipfixweb/shared/protocol.hpp"
+#include "ipfixweb/shared/split.hpp"
 #include "ipfixweb/shared/util.hpp"
 #include "ipfixweb/worker/channel.hpp"
 #include "ipfixweb/worker/engine_options.hpp"
@@ -297,7 +298,7 @@ void become_runner(int fd, const RunnerLimits& limits) {
 
 }  // namespace
 
-std::string summary_name_for(const std::string& output) { return output + ".summary.json"; }
+std::string summary_name_for(const std::string& output) { return proto::part_summary_name(output); }
 
 std::array<std::string, 3> published_names(const std::string& output_name) {
   return {output_name, flows::store_name_for(output_name), summary_name_for(output_name)};

@@ -30,8 +30,8 @@
 namespace ipfixweb::broker {
 
 // ---- What the core asks the database -------------------------------------------------
-// The shell implements it on the TaskStore, tests in memory. Called only from admit() and
-// cancel(), after the writes of earlier events were performed.
+// The shell implements it on the TaskStore, tests in memory. Called only from recover(),
+// admit() and cancel(), after the writes of earlier events were performed.
 class Records {
  public:
   struct Keyed {  // the task that holds an idempotency key
@@ -50,6 +50,18 @@ class Records {
   // Records a new queued task in a savepoint of its own: a failure records nothing and
   // leaves the other submissions of the batch alone.
   virtual Inserted insert(const proto::Submit& s) = 0;
+  // Records a split task (`s`, split into parts.size() parts) and its parts (their specs), in
+  // one savepoint: all of them or, on failure, none. `part_rows` gets each part's row.
+  virtual Inserted insert_split(const proto::Submit& s, const std::vector<proto::TaskSpec>& parts,
+                                std::vector<Inserted>& part_rows) = 0;
+  // The parts of split task `parent` in part order (recover()).
+  struct PartRow {
+    std::string task_id;
+    TaskState state = TaskState::Queued;
+    double progress = 0;
+    std::string error;
+  };
+  virtual std::vector<PartRow> parts_of(const std::string& parent) = 0;
   // The newest queued, running or succeeded task writing or having written `output`.
   struct Owner {
     std::string task_id;
@@ -85,6 +97,9 @@ struct Finish {
   // arrived (its worker was lost right after it renamed its output into place) may have left
   // a whole file there; the shell removes it if it is newer than the task (docs/broker.md).
   std::string unrecorded_output;
+  // A split task's end, whatever its state: the outputs its parts wrote (and their flow stores
+  // and summaries), removed once the finish is committed.
+  std::vector<std::string> part_outputs;
 };
 struct Requeue {
   std::string task_id;
@@ -185,6 +200,7 @@ class Core {
   std::size_t queued() const { return queue_.size(); }
   std::size_t running() const { return running_.size(); }
   std::size_t workers() const { return workers_.size(); }
+  std::size_t splits() const { return splits_.size(); }  // split tasks not finished
   bool knows(const std::string& worker) const { return workers_.count(worker) > 0; }
   std::uint32_t slots() const;
   std::uint32_t credit() const;
@@ -226,6 +242,23 @@ class Core {
     double since = 0;
     double orphan_deadline = 0;
     bool cancel_requested = false;
+    std::string cancel_reason;  // with cancel_requested: what the event says
+  };
+  // A task split into parts ("parallelism", split.hpp): its parts are ordinary tasks in the
+  // queue; the task itself waits here until they all succeeded, then runs as their merge.
+  struct Split {
+    std::string output;  // the task's
+    std::uint32_t parts = 0;
+    std::vector<std::string> part_ids;  // in part order
+    std::vector<double> progress;       // of each part
+    std::uint32_t succeeded = 0;
+    bool started = false;  // recorded running (its first part was dispatched)
+    bool merging = false;  // queued or running as the merge (`merge` moved to the queue)
+    Pending merge;         // the task, with merge_spec(); held until merging
+  };
+  struct PartOf {
+    std::string parent;
+    std::uint32_t index = 0;
   };
   struct Worker {
     std::string identity;
@@ -243,6 +276,18 @@ class Core {
   using BatchKeys = std::unordered_map<std::string, std::pair<std::string, std::string>>;
 
   proto::SubmitReply admit_one(proto::Submit& s, std::size_t& in_system, std::size_t capacity);
+  // Records an admitted submission and queues it (a split task: its parts), filling `r`.
+  void record(proto::Submit& s, proto::SubmitReply& r, std::size_t& in_system);
+  // recover() for split tasks, after their parts were recovered like any task.
+  void recover_split(TaskRecord& rec, proto::TaskSpec whole, double now, Effects& fx);
+  // A part of a split task ended (finish()): the task merges, or fails with it.
+  void part_ended(const PartOf& part, TaskState st, const std::string& why, Effects& fx);
+  // A part is dispatched or claimed: its split task is running from then on.
+  void part_started(const std::string& part_id, Effects& fx);
+  // Ends a queued or orphaned task at once (true), or asks its worker to stop it (false, it
+  // ends when the worker reports); nothing when the broker does not hold it.
+  enum class Stopped { NotHeld, Ended, Stopping };
+  Stopped stop(const std::string& id, const std::string& reason, Effects& fx);
   // Why a submission from the frontend cannot be accepted ("" when it can).
   std::string invalid(const proto::Submit& s) const;
   // True when `presented` is the grant of task `id` on `worker` (logged when not).
@@ -292,6 +337,8 @@ class Core {
   std::multimap<std::pair<int, std::int64_t>, Pending> queue_;  // (-priority, seq)
   std::unordered_map<std::string, Running> running_;
   std::unordered_map<std::string, Worker> workers_;
+  std::unordered_map<std::string, Split> splits_;    // by task id
+  std::unordered_map<std::string, PartOf> part_of_;  // part id -> its split task (until it ends)
   std::vector<Worker*> order_;  // dispatch's scratch: the workers in round-robin order
   BatchKeys batch_keys_;        // admit's scratch: key -> (task id, fingerprint); spares lookups
   std::unordered_map<std::string, std::string> batch_outputs_;  // admit's scratch: output -> task

@@ -59,11 +59,12 @@ struct SubmitArgs {
   std::optional<double> idle_timeout, active_timeout;
   std::optional<long long> max_flows;
   std::optional<std::pair<unsigned, unsigned>> partition;  // --partition I/N
+  std::optional<int> parallelism;                          // --parallelism N
   UploadArgs upload;                                       // how local files are uploaded
 };
 
 struct ListArgs {
-  std::string state, input;
+  std::string state, input, parent;
   int limit = 50;
   bool quiet = false;
 };

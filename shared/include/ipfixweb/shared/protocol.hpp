@@ -100,11 +100,13 @@ struct Submit {
   std::uint64_t req_id = 0;
   std::string request;  // the user's request, normalised JSON text (stored as is)
   TaskSpec spec;
-  std::string idempotency_key;  // empty: none
-  std::string fingerprint;      // hash of the request, to detect key reuse with another body
-  std::int32_t priority = 0;    // higher first
-  bool overwrite = false;       // may replace the output of a succeeded task
-  MSGPACK_DEFINE_MAP(req_id, request, spec, idempotency_key, fingerprint, priority, overwrite)
+  std::string idempotency_key;    // empty: none
+  std::string fingerprint;        // hash of the request, to detect key reuse with another body
+  std::int32_t priority = 0;      // higher first
+  bool overwrite = false;         // may replace the output of a succeeded task
+  std::uint32_t parallelism = 1;  // > 1: split into this many parts and a merge (split.hpp)
+  MSGPACK_DEFINE_MAP(req_id, request, spec, idempotency_key, fingerprint, priority, overwrite,
+                     parallelism)
 };
 
 struct SubmitReply {

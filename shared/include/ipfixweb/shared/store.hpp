@@ -38,6 +38,8 @@ struct TaskRecord {
   std::string summary;  // JSON text
   std::string error;
   std::optional<FileIdentity> output_file;  // of a succeeded task (none: unknown)
+  std::string parent_id;  // a part of a split task: the task it is part of (version 4)
+  int parts = 0;          // a split task: into how many parts (0: not split)
 };
 
 struct TaskEvent {
@@ -55,12 +57,13 @@ struct TaskFilter {
   std::string created_before;      // ISO time, exclusive
   std::string input;               // substring of an input file name
   std::int64_t before_seq = 0;     // cursor: only tasks with seq < this (0: none)
+  std::string parent;              // the parts of this split task; empty: no parts at all
   int limit = 50;
 };
 
 class TaskStore {
  public:
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
   // The WAL file is cut back to this size whenever it starts over after a complete checkpoint
   // (PRAGMA journal_size_limit). In steady work it stays near SQLite's autocheckpoint point
   // (1000 pages, about 4 MiB); a reader holding one transaction open for minutes lets it
@@ -83,6 +86,8 @@ class TaskStore {
   struct NewTask {
     std::string id, request, spec, idempotency_key, fingerprint, output_path;
     int priority = 0;
+    std::string parent_id;  // a part: its split task
+    int parts = 0;          // a split task: its number of parts
   };
   // Returns the task's seq (insertion order).
   std::int64_t insert(const NewTask& t, const std::string& now);
@@ -123,6 +128,7 @@ class TaskStore {
   };
   std::vector<Progress> running_progress();  // of the running tasks
   std::vector<TaskRecord> unfinished();      // queued and running, in dispatch order
+  std::vector<TaskRecord> parts_of(const std::string& parent_id);  // in part order
   std::map<TaskState, std::int64_t> count_by_state();
   // The newest queued, running or succeeded task whose output is `output_path`.
   struct Owner {
@@ -141,7 +147,7 @@ class TaskStore {
   db::Database db_;
   db::Statement insert_, insert_event_, set_running_, set_progress_, finish_, requeue_, get_,
       by_key_, events_, unfinished_, counts_, output_owner_, finished_before_, remove_events_,
-      remove_, events_between_, last_event_, running_progress_;
+      remove_, events_between_, last_event_, running_progress_, parts_of_;
 };
 
 }  // namespace ipfixweb

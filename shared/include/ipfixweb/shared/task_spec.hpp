@@ -66,6 +66,7 @@ struct TaskSpec {
 struct RequestExtras {
   std::int32_t priority = 0;
   bool overwrite = false;
+  std::uint32_t parallelism = 1;  // kind convert: parts on as many workers (split.hpp)
 };
 
 // Checks a field needs beyond its type and range; the api performs them.
@@ -277,6 +278,18 @@ inline constexpr std::tuple kRequestExtraFields{
          .type_text = "boolean",
          .meaning = "may replace the output of an earlier succeeded task (whose download then "
                     "answers `410`); an output a queued or running task writes is never taken",
+         .omit_default = true}},
+    Field<RequestExtras, std::uint32_t>{
+        &RequestExtras::parallelism,
+        {.key = "parallelism",
+         .request_key = "parallelism",
+         .type_text = "integer 1..64",
+         .meaning = "kind `convert`: split the task into this many parts that run on different "
+                    "workers (each meters one flow partition of the captures), then merge their "
+                    "outputs into this task's (docs/api.md, Split tasks)",
+         .min = 1,
+         .max = 64,
+         .range_error = "must be an integer from 1 to 64",
          .omit_default = true}},
 };
 
