@@ -92,6 +92,16 @@ int main(int argc, char** argv) {
   app.add_option("--max-body", cfg.max_body, "Largest body of a POST in bytes (413 beyond)")
       ->envname("IPFIXWEB_MAX_BODY")
       ->capture_default_str();
+  app.add_option("--split-above", cfg.split_above,
+                 "Split a conversion whose captures hold at least this many bytes across workers "
+                 "when its request does not say parallelism (0: never)")
+      ->envname("IPFIXWEB_SPLIT_ABOVE")
+      ->capture_default_str();
+  app.add_option("--split-parts", cfg.split_parts,
+                 "Parts of such a split (0: as many as the broker has workers)")
+      ->envname("IPFIXWEB_SPLIT_PARTS")
+      ->check(CLI::Range(0, 64))
+      ->capture_default_str();
   app.add_option("--max-page-bytes", cfg.max_page_bytes,
                  "Largest task list page in bytes; a page stops there and its cursor goes on")
       ->envname("IPFIXWEB_MAX_PAGE_BYTES")

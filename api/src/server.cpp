@@ -231,6 +231,7 @@ struct Server::Impl {
   void metrics_text(Response& res);
   void download(const Request& req, Response& res);
   // `default_key`: the Idempotency-Key when the request has none.
+  void split_automatically(ParsedRequest& parsed, const proto::TaskSpec& spec);
   void submit(const Request& req, Response& res, const json& body, UnknownFields unknown,
               const std::string& default_key = {});
   void submit_body(const Request& req, Response& res, UnknownFields unknown);
@@ -303,6 +304,26 @@ void Server::Impl::submit_body(const Request& req, Response& res, UnknownFields 
   submit(req, res, *body, unknown);
 }
 
+// --split-above: a conversion of large captures that does not say `parallelism` is split.
+void Server::Impl::split_automatically(ParsedRequest& parsed, const proto::TaskSpec& spec) {
+  if (cfg.split_above == 0 || spec.kind != proto::kKindConvert || spec.partitions > 1) return;
+  std::uint64_t bytes = 0;
+  for (const auto& in : spec.inputs) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(in, ec);
+    if (!ec) bytes += size;
+  }
+  if (bytes < cfg.split_above) return;
+  std::uint32_t workers = 0;
+  if (cfg.split_parts == 0)
+    if (auto pong = ping_broker(std::min(cfg.broker_timeout_s, 1.0))) workers = pong->workers;
+  const std::uint32_t n = auto_parallelism(bytes, cfg.split_above, cfg.split_parts, workers);
+  if (n < 2) return;
+  set_parallelism(parsed, n);
+  log->info("a conversion of {} bytes of captures (--split-above {}) is split into {} parts", bytes,
+            cfg.split_above, n);
+}
+
 void Server::Impl::submit(const Request& req, Response& res, const json& body,
                           UnknownFields unknown, const std::string& default_key) {
   metrics.submitted.fetch_add(1, std::memory_order_relaxed);
@@ -323,10 +344,12 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
     return;
   }
   proto::Submit s;
+  // Of the request as sent: a retry finds its task whatever the automatic split decides.
+  s.fingerprint = fingerprint(parsed->normalised);
+  if (!body.contains("parallelism")) split_automatically(*parsed, spec);
   s.request = std::move(parsed->normalised);
   s.spec = std::move(spec);
   s.idempotency_key = key;
-  s.fingerprint = fingerprint(s.request);
   s.priority = parsed->extras.priority;
   s.overwrite = parsed->extras.overwrite;
   s.parallelism = parsed->extras.parallelism;

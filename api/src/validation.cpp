@@ -295,6 +295,18 @@ std::optional<ParsedRequest> parse_task_request(const json& body, std::vector<Fi
   return r;
 }
 
+void set_parallelism(ParsedRequest& r, std::uint32_t n) {
+  r.extras.parallelism = n;
+  r.normalised = normalised_text(r);
+}
+
+std::uint32_t auto_parallelism(std::uint64_t input_bytes, std::uint64_t above, std::uint32_t parts,
+                               std::uint32_t workers) {
+  if (above == 0 || input_bytes < above) return 1;
+  const std::uint32_t n = std::min(parts ? parts : workers, proto::kMaxParallelism);
+  return n >= 2 ? n : 1;
+}
+
 bool resolve_paths(const ParsedRequest& req, const Roots& roots, proto::TaskSpec& spec,
                    std::vector<FieldError>& errors) {
   spec = req.spec;

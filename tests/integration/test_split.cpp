@@ -344,5 +344,30 @@ TEST(SplitTask, OnlyACaptureConversionIsSplitAndOnlyUpTo64Parts) {
   }
 }
 
+// --split-above: a conversion of captures that large is split across the workers unless its
+// request says `parallelism`; a retry with the same Idempotency-Key finds the same task.
+TEST(SplitTask, LargeCapturesAreSplitAcrossTheWorkersAutomaticallyAboveTheThreshold) {
+  StackOptions o;
+  o.workers = 2;
+  o.extra_api_args = {"--split-above", "50000"};  // sample.pcap: 66 KB
+  Stack s(o);
+  s.wait_ready(2);
+  json req = small_task("auto.ipfix");
+  auto [st, reply] = s.submit(req, "auto-1");
+  ASSERT_EQ(st, 202) << reply.dump();
+  const json t = s.wait_terminal(reply["task_id"]);
+  ASSERT_EQ(t["state"], "succeeded") << t.dump();
+  EXPECT_EQ(t["parts"], 2) << "as many parts as workers";
+  EXPECT_EQ(t["request"]["parallelism"], 2);
+  EXPECT_EQ(t["summary"]["packets_read"], 347);
+  auto [again_st, again] = s.submit(req, "auto-1");
+  EXPECT_EQ(again_st, 200) << again.dump();
+  EXPECT_EQ(again["task_id"], reply["task_id"]);
+  json one = small_task("one.ipfix");
+  one["parallelism"] = 1;
+  const json whole = s.wait_terminal(submit_ok(s, one));
+  EXPECT_TRUE(whole["parts"].is_null()) << "a request that says parallelism is not split";
+}
+
 }  // namespace
 }  // namespace ipfixweb::test

@@ -257,3 +257,46 @@ TEST(Validation, APartitionMustBeBelowPartitionsAndOfAConversion) {
   ASSERT_EQ(e3.size(), 1u);
   EXPECT_EQ(e3[0].field, "filter");
 }
+
+TEST(Validation, ParallelismSplitsOnlyAConversionWithoutPartitions) {
+  const json base = {{"pcap_files", {"p"}}, {"output_path", "o"}};
+  std::vector<FieldError> errors;
+  json split = base;
+  split["parallelism"] = 4;
+  auto r = parse_task_request(split, errors);
+  ASSERT_TRUE(r) << (errors.empty() ? "" : errors[0].message);
+  EXPECT_EQ(r->extras.parallelism, 4u);
+  EXPECT_NE(r->normalised.find("\"parallelism\":4"), std::string::npos);
+  EXPECT_EQ(parse_task_request(base, errors)->normalised.find("parallelism"), std::string::npos)
+      << "not at its default: not in the stored text (fingerprints of older requests hold)";
+  json ingest = split;
+  ingest["kind"] = "ingest";
+  auto e1 = errors_of(ingest);
+  ASSERT_EQ(e1.size(), 1u);
+  EXPECT_EQ(e1[0].field, "parallelism");
+  EXPECT_EQ(e1[0].message, "applies to kind convert only, not ingest");
+  json both = split;
+  both["partitions"] = 2;
+  EXPECT_TRUE(has_field(errors_of(both), "parallelism"));
+  for (int bad : {0, 65}) {
+    json out_of_range = base;
+    out_of_range["parallelism"] = bad;
+    EXPECT_TRUE(has_field(errors_of(out_of_range), "parallelism")) << bad;
+  }
+}
+
+TEST(Validation, AnAutomaticSplitTakesTheConfiguredPartsOrTheWorkersAboveItsThreshold) {
+  EXPECT_EQ(auto_parallelism(10u << 30, 0, 4, 8), 1u) << "off";
+  EXPECT_EQ(auto_parallelism(999, 1000, 4, 8), 1u) << "below the threshold";
+  EXPECT_EQ(auto_parallelism(1000, 1000, 4, 8), 4u);
+  EXPECT_EQ(auto_parallelism(1000, 1000, 0, 8), 8u) << "as many parts as workers";
+  EXPECT_EQ(auto_parallelism(1000, 1000, 0, 1), 1u) << "one worker: nothing to split across";
+  EXPECT_EQ(auto_parallelism(1000, 1000, 0, 0), 1u) << "no broker answer";
+  EXPECT_EQ(auto_parallelism(1000, 1000, 0, 200), 64u) << "at most 64 parts";
+  ParsedRequest r;
+  r.spec.inputs = {"a.pcap"};
+  r.spec.output = "a.ipfix";
+  set_parallelism(r, 3);
+  EXPECT_EQ(r.extras.parallelism, 3u);
+  EXPECT_NE(r.normalised.find("\"parallelism\":3"), std::string::npos) << r.normalised;
+}

@@ -51,6 +51,11 @@ struct Config {
   std::string curve_server_key;  // CURVE: broker's public key file
   std::string curve_secret_key;  // CURVE: the api's secret key file
   DropConfig drop;               // drop folders (docs/drop-folder.md); none: off
+  // A conversion whose inputs hold at least split_above bytes (0: never) and that does not say
+  // `parallelism` is split into split_parts parts (0: as many as the broker has workers);
+  // docs/api.md, Split tasks.
+  std::uint64_t split_above = 0;
+  std::uint32_t split_parts = 0;
 };
 
 class Server {

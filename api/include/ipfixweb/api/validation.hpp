@@ -50,6 +50,16 @@ std::optional<ParsedRequest> parse_task_request(const nlohmann::json& body,
                                                 std::vector<FieldError>& errors,
                                                 UnknownFields unknown = UnknownFields::Refuse);
 
+// The request with `parallelism` set to n (its stored text made again).
+void set_parallelism(ParsedRequest& r, std::uint32_t n);
+
+// How many parts a conversion whose inputs hold `input_bytes` is split into automatically
+// (--split-above, --split-parts): `parts` (0: `workers`, the workers the broker has) once the
+// inputs reach `above` bytes (0: never), at most proto::kMaxParallelism; 1 (not split) below,
+// or when that makes fewer than 2 parts.
+std::uint32_t auto_parallelism(std::uint64_t input_bytes, std::uint64_t above, std::uint32_t parts,
+                               std::uint32_t workers);
+
 struct Roots {
   std::vector<std::string> inputs;  // canonical directories
   std::string output;               // canonical directory
