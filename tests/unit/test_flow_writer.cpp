@@ -33,12 +33,14 @@ struct Lcg {
 
 // A store of `rows` generated flows with many ties (values from small ranges), NULL keys,
 // IPv6 and IPv4-mapped IPv6 addresses, texts that need escaping or are not UTF-8.
-std::string write_store(const std::filesystem::path& dir, int rows) {
-  const std::string path = (dir / "gen.flows.sqlite").string();
+std::string write_store(const std::filesystem::path& dir, int rows, bool indexes_last = false) {
+  const std::string path =
+      (dir / (indexes_last ? "gen-indexed-last.flows.sqlite" : "gen.flows.sqlite")).string();
   fl::WriterConfig cfg;
   cfg.name = path;
   cfg.sync = false;
   cfg.sync_dir = false;
+  cfg.indexes_last = indexes_last;
   fl::Writer w(cfg);
   Lcg g;
   const char* apps[] = {"TLS.YouTube", "DNS", "Unknown", "HTTP", "QUIC", "", "TLS", "NTP"};
@@ -155,6 +157,23 @@ class FlowWriter : public ::testing::Test {
 };
 
 }  // namespace
+
+// A merge builds its store's indexes after the rows (WriterConfig::indexes_last): the same
+// schema, rows, series, top table and meta as a store whose indexes grew row by row.
+TEST_F(FlowWriter, AStoreWhoseIndexesAreBuiltLastIsTheSameStore) {
+  const std::string last = write_store(dir_, 5000, true);
+  fl::Store a(path_), b(last);
+  for (const std::string sql :
+       {"SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name",
+        "SELECT * FROM flow_rows ORDER BY rowid", "SELECT * FROM series ORDER BY 1, 2, 3",
+        "SELECT * FROM top ORDER BY 1, 2, 3",
+        "SELECT * FROM meta WHERE key <> 'created_at' ORDER BY key",
+        "SELECT count(*) FROM flow_rows INDEXED BY flow_rows_bytes WHERE bytes > 100"}) {
+    const auto want = rows_of(a.handle(), sql, {});
+    EXPECT_FALSE(want.empty()) << sql;
+    EXPECT_EQ(rows_of(b.handle(), sql, {}), want) << sql;
+  }
+}
 
 TEST_F(FlowWriter, TheTopTableIsTheFirstGroupsOfAGroupByOverTheFlows) {
   fl::Store store(path_);

@@ -576,7 +576,7 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
     // commit, instead of a transaction (and writes) per CREATE statement (2 ms per store).
     m.exec("BEGIN", name);
     m.exec(create_tables_sql(), name);
-    m.exec(create_indexes_sql(), name);
+    if (!cfg_.indexes_last) m.exec(create_indexes_sql(), name);
     m.check(sqlite3_prepare_v3(m.db, kInsert, -1, SQLITE_PREPARE_PERSISTENT, &m.insert, nullptr),
             "prepare", name);
     m.thread = std::thread([&m] { m.run(); });
@@ -797,6 +797,11 @@ void Writer::commit() {
     m.end_thread(true);
     lap("writer thread caught up");
     if (!m.error.empty()) throw Error(m.error);
+    if (cfg_.indexes_last) {
+      m.exec("PRAGMA threads=4", name);
+      m.exec(create_indexes_sql(), name);
+      lap("indexes built");
+    }
     sqlite3_finalize(m.insert);
     m.insert = nullptr;
     sqlite3_stmt* s = nullptr;

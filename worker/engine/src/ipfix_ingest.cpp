@@ -1405,7 +1405,8 @@ Conversion ingest_ipfix(const Options& opts, const ProgressFn& progress,
   // application from the series). Ingested records carry whatever labels their exporter gave,
   // possibly none for some records: false.
   std::unique_ptr<flows::Writer> store =
-      open_store(opts, exporter.is_network(), role.store_source, role.store_dpi);  // likewise
+      open_store(opts, exporter.is_network(), role.store_source, role.store_dpi,
+                 role.store_indexes_last);  // likewise
   Ingest ingest(opts, ndpi_name, summary, exporter, store.get(), role.series_from_records);
 
   std::uint64_t done_bytes = 0;  // of the files before the current one

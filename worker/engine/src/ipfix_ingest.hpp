@@ -30,6 +30,7 @@ struct IngestRole {
   bool series_from_records = true;          // false: the records add nothing to the series
   std::string_view store_source = "ipfix";  // the flow store's meta 'source'
   bool store_dpi = false;                   // its meta 'dpi'
+  bool store_indexes_last = false;          // flows::WriterConfig::indexes_last
   // Runs once every record is in, before the outputs are published.
   std::function<void(flows::Writer*)> before_publish;
 };

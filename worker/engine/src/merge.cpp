@@ -216,6 +216,9 @@ Conversion merge_partitions(const Options& opts, const ProgressFn& progress,
   role.series_from_records = false;
   role.store_source = "pcap";
   role.store_dpi = base.value("dpi", false);
+  // Nothing meters beside the store's thread: its indexes are built after the rows, sorted
+  // (0.50 s against 0.69 s for the merge of 2 parts of the 2M-packet capture, 93,443 rows).
+  role.store_indexes_last = true;
   role.before_publish = [&](flows::Writer* store) {
     if (store) sum_series(opts, *store);
   };

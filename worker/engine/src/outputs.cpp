@@ -22,7 +22,7 @@ ExporterConfig exporter_config(const Options& opts) {
 }
 
 std::unique_ptr<flows::Writer> open_store(const Options& opts, bool live, std::string_view source,
-                                          bool dpi) {
+                                          bool dpi, bool indexes_last) {
   if (opts.flows_db.empty()) return nullptr;
   if (live) throw EngineError("a flow store needs a file output, not a network one");
   flows::WriterConfig cfg;
@@ -34,6 +34,7 @@ std::unique_ptr<flows::Writer> open_store(const Options& opts, bool live, std::s
   cfg.source = std::string(source);
   cfg.biflow = opts.biflow;
   cfg.dpi = dpi;
+  cfg.indexes_last = indexes_last;
   try {
     return std::make_unique<flows::Writer>(std::move(cfg));
   } catch (const flows::Error& e) {

@@ -16,9 +16,10 @@ namespace ipfixweb::engine {
 ExporterConfig exporter_config(const Options& opts);
 
 // The flow store writer (docs/flow-store.md), or null when none was asked for. `source` and
-// `dpi` go into its meta table ("pcap" or "ipfix"; whether nDPI labelled every record).
+// `dpi` go into its meta table ("pcap" or "ipfix"; whether nDPI labelled every record);
+// `indexes_last`: flows::WriterConfig's.
 std::unique_ptr<flows::Writer> open_store(const Options& opts, bool live, std::string_view source,
-                                          bool dpi);
+                                          bool dpi, bool indexes_last = false);
 
 // The summary text as the file Options::summary_file (an OutputFile: temporary, fsync, rename,
 // directory fsync). Throws EngineError.

@@ -53,7 +53,7 @@ struct Column {
   std::string_view sql;
   std::string_view meaning;  // for docs/flow-store.md and the OpenAPI description
   bool exported = true;      // in NDJSON/CSV and /flows answers (false: internal keys)
-  bool indexed = false;      // CREATE INDEX flow_rows_<name> (kept up to date as rows come)
+  bool indexed = false;      // CREATE INDEX flow_rows_<name> (WriterConfig::indexes_last: when)
 };
 
 // clang-format off

@@ -189,6 +189,10 @@ struct WriterConfig {
   std::string temp_suffix;
   bool sync = true;      // fsync the file before the rename
   bool sync_dir = true;  // fsync the directory after the rename
+  // Build the indexes once the last row is in (sorted, with SQLite's helper threads) instead
+  // of keeping them up to date row by row: faster when nothing runs beside the writer's thread
+  // (a merge, whose records come as fast as they are read), slower when metering does.
+  bool indexes_last = false;
   // meta
   std::string source = "pcap";  // "pcap" | "ipfix"
   bool biflow = true;
