@@ -1790,6 +1790,21 @@ TEST_F(BrokerCore, AfterARestartThePartsOfAnEndedSplitTaskEndToo) {
   EXPECT_EQ(core().queued() + core().running(), 0u);
 }
 
+TEST_F(BrokerCore, ASplitTaskSentAgainWithItsIdempotencyKeyIsTheSameTaskAndNoMoreParts) {
+  proto::Submit s = split_request("big", 3);
+  s.idempotency_key = "k";
+  s.fingerprint = "f";
+  const auto first = submit(s);
+  ASSERT_TRUE(first.accepted);
+  const auto again = submit(s);
+  EXPECT_TRUE(again.accepted);
+  EXPECT_TRUE(again.existing);
+  EXPECT_EQ(again.task_id, first.task_id);
+  EXPECT_EQ(core().queued(), 3u);
+  EXPECT_EQ(core().splits(), 1u);
+  EXPECT_EQ(db.rows.size(), 4u) << "the task and its 3 parts, once";
+}
+
 TEST_F(BrokerCore, ASplitTaskTakesAPlaceForEachOfItsParts) {
   settings.max_queue = 1;
   ready("w1");  // capacity: 1 slot + 1 queued
