@@ -156,7 +156,8 @@ void Core::recover_split(TaskRecord& rec, proto::TaskSpec whole, double now, Eff
   m.seq = rec.seq;
   m.attempts = rec.attempts;
   m.counted_worker = rec.worker;
-  m.ran_before = rec.attempts > 0 || !rec.worker.empty();
+  // Its first part's start (a merge's output newer than the task can only be a merge's).
+  m.ran_before = !rec.started_at.empty();
   m.spec = proto::merge_spec(whole, n);
   std::string failed;
   const auto rows = records_.parts_of(rec.id);
@@ -299,6 +300,7 @@ void Core::record(proto::Submit& s, proto::SubmitReply& r, std::size_t& in_syste
     part.spec = std::move(specs[i]);
     part_of_[part.id] = PartOf{p.id, i};
     sp.part_ids.push_back(part.id);
+    batch_outputs_[part.spec.output] = part.id;
     enqueue(std::move(part));
   }
   p.spec = proto::merge_spec(s.spec, n);
@@ -325,20 +327,26 @@ std::string Core::invalid(const proto::Submit& s) const {
 }
 
 std::string Core::output_taken(const proto::Submit& s) {
-  std::string owner;
-  TaskState state = TaskState::Queued;
-  if (auto b = batch_outputs_.find(s.spec.output); b != batch_outputs_.end()) {
-    owner = b->second;
-  } else if (auto o = records_.output_owner(s.spec.output)) {
-    owner = std::move(o->task_id);
-    state = o->state;
-  } else {
-    return {};
+  // The task that writes or wrote `path` (a batch's earlier submission: queued).
+  const auto owner_of = [this](const std::string& path) -> std::optional<Records::Owner> {
+    if (auto b = batch_outputs_.find(path); b != batch_outputs_.end())
+      return Records::Owner{b->second, TaskState::Queued};
+    return records_.output_owner(path);
+  };
+  // A split task's parts write beside its output: none of those may be being written either
+  // (a succeeded task's, e.g. a part of an earlier split of the same output, is replaced).
+  for (std::uint32_t i = 0; s.parallelism > 1 && i < s.parallelism; ++i) {
+    const std::string part = proto::part_output(s.spec.output, i, s.parallelism);
+    if (auto o = owner_of(part); o && o->state != TaskState::Succeeded)
+      return "output_path's part " + std::to_string(i) + " (" + part +
+             ") is being written by task " + o->task_id + " (" + name_str(o->state) + ")";
   }
-  if (state != TaskState::Succeeded)
-    return "output_path is being written by task " + owner + " (" + name_str(state) + ")";
+  auto o = owner_of(s.spec.output);
+  if (!o) return {};
+  if (o->state != TaskState::Succeeded)
+    return "output_path is being written by task " + o->task_id + " (" + name_str(o->state) + ")";
   if (s.overwrite) return {};
-  return "output_path is the output of task " + owner +
+  return "output_path is the output of task " + o->task_id +
          " (succeeded); send \"overwrite\": true to replace it";
 }
 

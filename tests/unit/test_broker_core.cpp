@@ -1805,6 +1805,23 @@ TEST_F(BrokerCore, ASplitTaskSentAgainWithItsIdempotencyKeyIsTheSameTaskAndNoMor
   EXPECT_EQ(db.rows.size(), 4u) << "the task and its 3 parts, once";
 }
 
+TEST_F(BrokerCore, ASplitTaskIsRefusedWhenALiveTaskWritesOneOfItsPartsOutputs) {
+  auto squatter = request("squatter");
+  squatter.spec.output = "/out/big.ipfix.part-1-of-2";
+  ASSERT_TRUE(submit(squatter).accepted);
+  auto r = submit(split_request("big", 2));
+  EXPECT_FALSE(r.accepted);
+  EXPECT_EQ(r.code, Refusal::Taken);
+  EXPECT_EQ(
+      r.reason.rfind("output_path's part 1 (/out/big.ipfix.part-1-of-2) is being written by", 0),
+      0u)
+      << r.reason;
+  // Two splits of one output in one batch: the second is refused like any second writer.
+  auto replies = submit_batch({split_request("twice", 2), split_request("twice", 2)});
+  EXPECT_TRUE(replies[0].accepted);
+  EXPECT_EQ(replies[1].code, Refusal::Taken);
+}
+
 TEST_F(BrokerCore, ASplitTaskTakesAPlaceForEachOfItsParts) {
   settings.max_queue = 1;
   ready("w1");  // capacity: 1 slot + 1 queued
