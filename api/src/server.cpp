@@ -316,7 +316,8 @@ void Server::Impl::split_automatically(ParsedRequest& parsed, const proto::TaskS
   if (bytes < cfg.split_above) return;
   std::uint32_t workers = 0;
   if (cfg.split_parts == 0)
-    if (auto pong = ping_broker(std::min(cfg.broker_timeout_s, 1.0))) workers = pong->workers;
+    if (auto pong = ping_broker(std::min(cfg.broker_timeout_s, 1.0)))
+      for (const auto& w : pong->worker_list) workers += w.slots > 0;  // not draining
   const std::uint32_t n = auto_parallelism(bytes, cfg.split_above, cfg.split_parts, workers);
   if (n < 2) return;
   set_parallelism(parsed, n);

@@ -413,7 +413,8 @@ void Broker::Impl::perform() {
                f->error);
     completions_.add(*f, *row);
     if (!f->unrecorded_output.empty())
-      retention_.remove_unrecorded_output(f->task_id, f->unrecorded_output);
+      retention_.remove_unrecorded_output(f->task_id, f->unrecorded_output,
+                                          f->unrecorded_partition);
     for (const auto& part : f->part_outputs) part_removals_.emplace_back(f->task_id, part);
   }
   for (const auto& m : fx_.to_workers) to_workers_.push_back({m.to, encode(m.message)});
@@ -446,7 +447,7 @@ void Broker::Impl::commit_then_send(bool force) {
     completions_.write(now_mono());
     // Written after the task they belong to was made, so no other task's (Retention).
     for (const auto& [task, output] : part_removals_)
-      retention_.remove_unrecorded_output(task, output, /*quiet=*/true);
+      retention_.remove_unrecorded_output(task, output, /*partition=*/true, /*quiet=*/true);
     part_removals_.clear();
   }
   // A worker that cannot be reached is lost; what that writes goes into a new transaction,

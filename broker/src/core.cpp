@@ -97,6 +97,7 @@ Core::~Core() = default;
 void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) {
   std::size_t queued = 0, orphaned = 0;
   std::vector<std::pair<TaskRecord*, proto::TaskSpec>> split_tasks;
+  std::unordered_set<std::string> unreadable;  // failed just now: their rows do not say so yet
   for (auto& rec : unfinished) {
     Pending p;
     p.id = rec.id;
@@ -112,6 +113,7 @@ void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) 
       // Like any finished task: counted and in the completion log.
       finish(rec.id, TaskState::Failed, "",
              std::string("unreadable task spec in database: ") + e.what(), e.what(), fx);
+      unreadable.insert(rec.id);
       continue;
     }
     if (rec.parts > 1) {  // after its parts
@@ -132,7 +134,7 @@ void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) 
       ++queued;
     }
   }
-  for (auto& [rec, whole] : split_tasks) recover_split(*rec, std::move(whole), now, fx);
+  for (auto& [rec, whole] : split_tasks) recover_split(*rec, std::move(whole), unreadable, now, fx);
   // Parts whose split task ended (the broker stopped before they did): they end too.
   std::vector<std::string> stray;
   for (const auto& [id, part] : part_of_)
@@ -144,7 +146,9 @@ void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) 
 }
 
 // A split task as the database holds it: waiting for parts (recovered above), or merging.
-void Core::recover_split(TaskRecord& rec, proto::TaskSpec whole, double now, Effects& fx) {
+void Core::recover_split(TaskRecord& rec, proto::TaskSpec whole,
+                         const std::unordered_set<std::string>& unreadable, double now,
+                         Effects& fx) {
   const auto n = static_cast<std::uint32_t>(rec.parts);
   Split sp;
   sp.output = whole.output;
@@ -163,8 +167,11 @@ void Core::recover_split(TaskRecord& rec, proto::TaskSpec whole, double now, Eff
   const auto rows = records_.parts_of(rec.id);
   for (std::uint32_t i = 0; i < rows.size(); ++i) {
     sp.part_ids.push_back(rows[i].task_id);
+    split_parts_[rows[i].task_id] = rec.id;
     sp.progress.push_back(rows[i].progress);
-    if (rows[i].state == TaskState::Succeeded) {
+    if (unreadable.count(rows[i].task_id) && failed.empty()) {
+      failed = part_name(i, n) + " failed: its task spec in the database is unreadable";
+    } else if (rows[i].state == TaskState::Succeeded) {
       ++sp.succeeded;
     } else if (is_terminal(rows[i].state) && failed.empty()) {
       failed = part_name(i, n) + " " + name_str(rows[i].state) +
@@ -299,6 +306,7 @@ void Core::record(proto::Submit& s, proto::SubmitReply& r, std::size_t& in_syste
     part.priority = s.priority;
     part.spec = std::move(specs[i]);
     part_of_[part.id] = PartOf{p.id, i};
+    split_parts_[part.id] = p.id;
     sp.part_ids.push_back(part.id);
     batch_outputs_[part.spec.output] = part.id;
     enqueue(std::move(part));
@@ -345,6 +353,9 @@ std::string Core::output_taken(const proto::Submit& s) {
   if (!o) return {};
   if (o->state != TaskState::Succeeded)
     return "output_path is being written by task " + o->task_id + " (" + name_str(o->state) + ")";
+  if (auto split = split_parts_.find(o->task_id); split != split_parts_.end())
+    return "output_path is the output of task " + o->task_id + ", a part of task " + split->second +
+           " which is not finished (its merge reads it)";
   if (s.overwrite) return {};
   return "output_path is the output of task " + o->task_id +
          " (succeeded); send \"overwrite\": true to replace it";
@@ -382,9 +393,8 @@ void Core::cancel(const std::string& client, const proto::Cancel& c, Effects& fx
   proto::CancelReply reply;
   reply.req_id = c.req_id;
   std::string id = c.task_id;
-  // A part is cancelled with the task it is part of.
-  if (auto part = part_of_.find(id); part != part_of_.end() && splits_.count(part->second.parent))
-    id = part->second.parent;
+  // A part is cancelled with the task it is part of, also once it has ended itself.
+  if (auto part = split_parts_.find(id); part != split_parts_.end()) id = part->second;
   auto split = splits_.find(id);
   if (split != splits_.end() && !split->second.merging) {
     // Waiting for its parts: it ends now, and its parts with it (finish()).
@@ -593,12 +603,9 @@ void Core::progress(const std::string& worker, const proto::ProgressMsg& p, doub
   if (split == splits_.end()) {
     fx.writes.push_back(write::SetProgress{p.task_id, v});
   } else if (part != part_of_.end()) {  // a part: the task's progress is its parts' mean
-    Split& sp = split->second;
     fx.writes.push_back(write::SetProgress{p.task_id, v});
-    sp.progress.at(part->second.index) = v;
-    double sum = 0;
-    for (double x : sp.progress) sum += x;
-    fx.writes.push_back(write::SetProgress{split->first, kPartsShare * sum / sp.parts});
+    split->second.progress.at(part->second.index) = v;
+    split_progress(split->first, split->second, fx);
   } else {  // the split task's merge
     fx.writes.push_back(write::SetProgress{p.task_id, kPartsShare + (1 - kPartsShare) * v});
   }
@@ -677,8 +684,11 @@ void Core::expire(double now, Effects& fx) {
   for (auto& [id, r] : running_)
     if (r.worker.empty() && now > r.orphan_deadline) orphans.push_back(id);
   for (auto& id : orphans) {
-    Running r = std::move(running_.at(id));
-    running_.erase(id);
+    // An earlier orphan's end may have ended this one (a part of the same split task).
+    auto rit = running_.find(id);
+    if (rit == running_.end()) continue;
+    Running r = std::move(rit->second);
+    running_.erase(rit);
     r.task.uncount_run();  // its worker went away with the old broker: not the task's fault
     retry_or_fail(std::move(r), "no worker reclaimed it after a broker restart", fx);
   }
@@ -695,8 +705,10 @@ void Core::expire_overdue(double now, Effects& fx) {
   for (auto& [id, r] : running_)
     if (!r.worker.empty() && now - r.since > limit) overdue.push_back(id);
   for (auto& id : overdue) {
-    Running r = std::move(running_.at(id));
-    running_.erase(id);
+    auto rit = running_.find(id);
+    if (rit == running_.end()) continue;  // ended by an earlier one's consequences
+    Running r = std::move(rit->second);
+    running_.erase(rit);
     if (auto w = workers_.find(r.worker); w != workers_.end()) w->second.running.erase(id);
     fx.to_workers.push_back({r.worker, proto::Abort{id, "no result within the time limit"}});
     retry_or_fail(std::move(r), "no result from worker within the time limit", fx);
@@ -785,24 +797,20 @@ std::optional<Core::Pending> Core::take_queued(const std::string& id) {
 
 void Core::finish(const std::string& id, TaskState st, std::string summary, std::string error,
                   std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals,
-                  std::optional<FileIdentity> output, std::string unrecorded_output) {
+                  std::optional<FileIdentity> output, std::string unrecorded_output,
+                  bool unrecorded_partition) {
   stats_.finished(st);
   const std::string why = error.empty() ? reason : error;
-  write::Finish f{id,
-                  st,
-                  std::move(summary),
-                  std::move(error),
-                  std::move(reason),
-                  totals,
-                  output,
-                  std::move(unrecorded_output),
-                  {}};
+  write::Finish f{
+      id,     st,     std::move(summary),           std::move(error),     std::move(reason),
+      totals, output, std::move(unrecorded_output), unrecorded_partition, {}};
   if (auto split = splits_.find(id); split != splits_.end()) {
     // A split task ended: its parts' outputs go, and the parts still live end with it.
     Split sp = std::move(split->second);
     splits_.erase(split);
     for (std::uint32_t i = 0; i < sp.parts; ++i)
       f.part_outputs.push_back(proto::part_output(sp.output, i, sp.parts));
+    for (const auto& part : sp.part_ids) split_parts_.erase(part);
     fx.writes.push_back(std::move(f));
     for (const auto& part : sp.part_ids)
       if (part_of_.count(part)) stop(part, "its split task ended", fx);
@@ -816,6 +824,13 @@ void Core::finish(const std::string& id, TaskState st, std::string summary, std:
   }
 }
 
+void Core::split_progress(const std::string& id, const Split& sp, Effects& fx) {
+  if (sp.merging) return;  // the merge's reports take over
+  double sum = 0;
+  for (double x : sp.progress) sum += x;
+  fx.writes.push_back(write::SetProgress{id, kPartsShare * sum / sp.parts});
+}
+
 void Core::part_ended(const PartOf& part, TaskState st, const std::string& why, Effects& fx) {
   auto split = splits_.find(part.parent);
   if (split == splits_.end()) return;  // it ended first
@@ -826,6 +841,7 @@ void Core::part_ended(const PartOf& part, TaskState st, const std::string& why, 
       sp.merging = true;
       enqueue(std::move(sp.merge));
     }
+    split_progress(part.parent, sp, fx);
     return;
   }
   // Retried under the usual rules and failed for good: the task fails, and its other parts
@@ -839,7 +855,7 @@ void Core::part_ended(const PartOf& part, TaskState st, const std::string& why, 
 void Core::end_unsuccessful(const Pending& p, TaskState st, std::string summary, std::string error,
                             std::string reason, Effects& fx) {
   finish(p.id, st, std::move(summary), std::move(error), std::move(reason), fx, {}, {},
-         p.ran_before ? p.spec.output : std::string());
+         p.ran_before ? p.spec.output : std::string(), p.spec.partitions > 1);
 }
 
 void Core::retry_or_fail(Running r, const std::string& why, Effects& fx) {
@@ -858,6 +874,11 @@ void Core::retry_or_fail(Running r, const std::string& why, Effects& fx) {
   } else {
     fx.writes.push_back(write::Requeue{id, r.task.attempts, why});
     stats_.requeued();
+    if (auto part = part_of_.find(id); part != part_of_.end())
+      if (auto split = splits_.find(part->second.parent); split != splits_.end()) {
+        split->second.progress.at(part->second.index) = 0;  // it starts over
+        split_progress(split->first, split->second, fx);
+      }
     r.task.not_before = 0;
     if (r.task.last_run_free && r.task.free_runs > 1) {
       // Lost runs in a row: the first goes again at once, then 1, 2, 4 … 30 s later.

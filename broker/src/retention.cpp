@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <vector>
 
 #include "ipfixweb/shared/confine.hpp"
 #include "ipfixweb/shared/split.hpp"
@@ -72,7 +73,7 @@ std::int64_t mtime_ms(int dir_fd, const std::string& name) {
 }  // namespace
 
 bool Retention::remove_unrecorded_output(const std::string& task_id, const std::string& output_path,
-                                         bool quiet) {
+                                         bool partition, bool quiet) {
   const auto made = uuid_v7_unix_ms(task_id);
   if (!made || output_path.empty()) return false;
   open_root();
@@ -80,8 +81,9 @@ bool Retention::remove_unrecorded_output(const std::string& task_id, const std::
   auto at = locate(root_->root, output_path);
   if (!at) return false;
   bool removed = false;
-  for (const std::string& name :
-       {at->name, flows::store_name_for(at->name), proto::part_summary_name(at->name)}) {
+  std::vector<std::string> names{at->name, flows::store_name_for(at->name)};
+  if (partition) names.push_back(proto::part_summary_name(at->name));
+  for (const std::string& name : names) {
     const std::int64_t t = mtime_ms(at->dir_fd, name);
     // None, or older than the task: not one of its runs'. File times come from the kernel's
     // coarse clock (a tick, up to 10 ms, behind the precise time the id was made with).

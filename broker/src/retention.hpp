@@ -36,10 +36,11 @@ class Retention {
   // written after the task was made (the time in its version 7 id): while a task is queued or
   // running nobody else may write its output, so such a file is one of its runs' (an older
   // task's file, replaced only on success with "overwrite", is older; 10 ms of slack for the
-  // coarse clock of file times). A partition's summary beside it goes too. Returns true if
-  // removed. `quiet`: an expected removal (a split task's parts), logged at debug level.
+  // coarse clock of file times). `partition`: a flow partition's output, whose summary beside
+  // it goes too. Returns true if removed. `quiet`: an expected removal (a split task's parts),
+  // logged at debug level.
   bool remove_unrecorded_output(const std::string& task_id, const std::string& output_path,
-                                bool quiet = false);
+                                bool partition = false, bool quiet = false);
 
  private:
   bool remove_output(const TaskRecord& t);

@@ -861,6 +861,7 @@ TEST_F(BrokerCore, ATaskThatRanAndEndsWithoutSuccessNamesItsOutputForTheShellToC
   auto f = only_write<write::Finish>();
   EXPECT_EQ(f.state, TaskState::Cancelled);
   EXPECT_EQ(f.unrecorded_output, "/out/a.ipfix");
+  EXPECT_FALSE(f.unrecorded_partition) << "not a flow partition's: no summary beside it";
 
   const std::string failing = submit_ok("b");
   ASSERT_EQ(dispatch().size(), 1u);
@@ -1648,6 +1649,7 @@ TEST_F(BrokerCore, APartThatFailsForGoodFailsItsTaskAndStopsTheOtherParts) {
   auto f = only_write<write::Finish>();
   EXPECT_EQ(f.state, TaskState::Cancelled);
   EXPECT_EQ(f.unrecorded_output, "/out/big.ipfix.part-1-of-3");
+  EXPECT_TRUE(f.unrecorded_partition) << "its summary goes with it";
   EXPECT_EQ(core().running(), 0u);
 }
 
@@ -1820,6 +1822,86 @@ TEST_F(BrokerCore, ASplitTaskIsRefusedWhenALiveTaskWritesOneOfItsPartsOutputs) {
   auto replies = submit_batch({split_request("twice", 2), split_request("twice", 2)});
   EXPECT_TRUE(replies[0].accepted);
   EXPECT_EQ(replies[1].code, Refusal::Taken);
+}
+
+// Found in review: the first orphan's failure failed the task, which ended the second orphan
+// while expire() still held its id (std::out_of_range: a broker crash loop).
+TEST_F(BrokerCore, OrphanedPartsThatUseUpTheirAttemptsFailTheTaskOnceWithoutCrashing) {
+  ready("w1");
+  ready("w2");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  auto first = dispatch();
+  ASSERT_EQ(first.size(), 2u);
+  for (auto& [w, part] : first) done(w, part, Outcome::Failed, "runner crashed", true);
+  ASSERT_EQ(dispatch().size(), 2u);  // attempt 2 of each
+  settings.max_attempts = 1;         // a restart with a lower limit
+  restart();
+  EXPECT_EQ(core().running(), 2u) << "orphans";
+  EXPECT_NO_THROW(expire_after(settings.heartbeat_s * settings.liveness * 2 + 1));
+  EXPECT_EQ(db[id].state, TaskState::Failed);
+  const std::set<TaskState> parts{db[part_id(id, 0)].state, db[part_id(id, 1)].state};
+  EXPECT_EQ(parts, (std::set<TaskState>{TaskState::Failed, TaskState::Cancelled}))
+      << "the first to expire fails, the task fails and ends the other";
+  EXPECT_EQ(core().running() + core().queued() + core().splits(), 0u);
+}
+
+// Found in review: a part failed at start for its unreadable spec, but its row still said
+// queued when the split was rebuilt, so the task waited for it for ever.
+TEST_F(BrokerCore, APartWhoseSpecIsUnreadableAtARestartFailsItsTask) {
+  ready("w1");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  done("w1", dispatch().at(0).second, Outcome::Succeeded);
+  db.rows[part_id(id, 1)].spec = "{not json";
+  restart();
+  EXPECT_EQ(db[part_id(id, 1)].state, TaskState::Failed);
+  EXPECT_EQ(db[id].state, TaskState::Failed);
+  EXPECT_EQ(db[id].error, "part 1 of 2 failed: its task spec in the database is unreadable");
+  EXPECT_EQ(core().queued() + core().splits(), 0u);
+}
+
+// Found in review: "overwrite" could take a live split's succeeded part's output, which its
+// merge then read and its end removed.
+TEST_F(BrokerCore, ASucceededPartsOutputIsNotFreeUntilItsSplitTaskEnded) {
+  ready("w1");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  done("w1", dispatch().at(0).second, Outcome::Succeeded);
+  auto taker = request("taker");
+  taker.spec.output = "/out/big.ipfix.part-0-of-2";
+  taker.overwrite = true;
+  auto r = submit(taker);
+  EXPECT_EQ(r.code, Refusal::Taken);
+  EXPECT_NE(r.reason.find("a part of task " + id + " which is not finished"), std::string::npos)
+      << r.reason;
+  done("w1", dispatch().at(0).second, Outcome::Succeeded);
+  done("w1", dispatch().at(0).second, Outcome::Succeeded);  // the merge
+  ASSERT_EQ(db[id].state, TaskState::Succeeded);
+  EXPECT_TRUE(submit(taker).accepted) << "free once the task ended (its file was removed)";
+}
+
+TEST_F(BrokerCore, CancellingAFinishedPartDuringTheMergeStopsTheMerge) {
+  ready("w1");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  for (int i = 0; i < 2; ++i) done("w1", dispatch().at(0).second, Outcome::Succeeded);
+  ASSERT_EQ(dispatch().size(), 1u);
+  auto r = cancel(part_id(id, 0));
+  EXPECT_EQ(r.result, CancelResult::Cancelling);
+  ASSERT_EQ(sent<proto::Abort>().size(), 1u);
+  EXPECT_EQ(sent<proto::Abort>()[0].second.task_id, id);
+}
+
+TEST_F(BrokerCore, ASplitTasksProgressFollowsItsPartsSuccessesAndRetries) {
+  ready("w1");
+  ready("w2");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  auto parts = dispatch();
+  done(parts[0].first, parts[0].second, Outcome::Succeeded);
+  EXPECT_DOUBLE_EQ(db[id].progress, 0.45);
+  event([&](Core& c) {
+    c.progress(parts[1].first, proto::ProgressMsg{parts[1].second, 0.5}, now, fx);
+  });
+  EXPECT_DOUBLE_EQ(db[id].progress, 0.9 * 0.75);
+  event([&](Core& c) { c.unreachable(parts[1].first, fx); });  // it starts over
+  EXPECT_DOUBLE_EQ(db[id].progress, 0.45);
 }
 
 TEST_F(BrokerCore, ASplitTaskTakesAPlaceForEachOfItsParts) {

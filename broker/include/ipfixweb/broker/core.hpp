@@ -14,6 +14,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -97,6 +98,7 @@ struct Finish {
   // arrived (its worker was lost right after it renamed its output into place) may have left
   // a whole file there; the shell removes it if it is newer than the task (docs/broker.md).
   std::string unrecorded_output;
+  bool unrecorded_partition = false;  // it is a flow partition's: its summary goes with it
   // A split task's end, whatever its state: the outputs its parts wrote (and their flow stores
   // and summaries), removed once the finish is committed.
   std::vector<std::string> part_outputs;
@@ -279,9 +281,14 @@ class Core {
   // Records an admitted submission and queues it (a split task: its parts), filling `r`.
   void record(proto::Submit& s, proto::SubmitReply& r, std::size_t& in_system);
   // recover() for split tasks, after their parts were recovered like any task.
-  void recover_split(TaskRecord& rec, proto::TaskSpec whole, double now, Effects& fx);
+  // `unreadable`: tasks recover() failed for an unreadable spec (their rows still say
+  // otherwise until the writes are performed).
+  void recover_split(TaskRecord& rec, proto::TaskSpec whole,
+                     const std::unordered_set<std::string>& unreadable, double now, Effects& fx);
   // A part of a split task ended (finish()): the task merges, or fails with it.
   void part_ended(const PartOf& part, TaskState st, const std::string& why, Effects& fx);
+  // The task's progress from its parts' (until its merge runs).
+  void split_progress(const std::string& id, const Split& sp, Effects& fx);
   // A part is dispatched or claimed: its split task is running from then on.
   void part_started(const std::string& part_id, Effects& fx);
   // Ends a queued or orphaned task at once (true), or asks its worker to stop it (false, it
@@ -306,7 +313,8 @@ class Core {
   void settle(Running r, proto::Done& d, const std::string& worker, Effects& fx);
   void finish(const std::string& id, TaskState st, std::string summary, std::string error,
               std::string reason, Effects& fx, std::optional<write::Finish::Totals> totals = {},
-              std::optional<FileIdentity> output = {}, std::string unrecorded_output = {});
+              std::optional<FileIdentity> output = {}, std::string unrecorded_output = {},
+              bool unrecorded_partition = false);
   // Why `s` may not write its output ("" when it may): a live task writes it, or a succeeded
   // one wrote it and the request does not say `overwrite`.
   std::string output_taken(const proto::Submit& s);
@@ -339,6 +347,9 @@ class Core {
   std::unordered_map<std::string, Worker> workers_;
   std::unordered_map<std::string, Split> splits_;    // by task id
   std::unordered_map<std::string, PartOf> part_of_;  // part id -> its split task (until it ends)
+  // Part id -> its split task, while the task lives (parts ended included): a cancel of a part
+  // is its task's, and a succeeded part's output is not anyone else's until the task ended.
+  std::unordered_map<std::string, std::string> split_parts_;
   std::vector<Worker*> order_;  // dispatch's scratch: the workers in round-robin order
   BatchKeys batch_keys_;        // admit's scratch: key -> (task id, fingerprint); spares lookups
   std::unordered_map<std::string, std::string> batch_outputs_;  // admit's scratch: output -> task
