@@ -96,7 +96,7 @@ Core::~Core() = default;
 
 void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) {
   std::size_t queued = 0, orphaned = 0;
-  std::vector<std::pair<TaskRecord*, proto::TaskSpec>> split_tasks;
+  std::vector<std::pair<const TaskRecord*, Pending>> split_tasks;
   std::unordered_set<std::string> unreadable;  // failed just now: their rows do not say so yet
   for (auto& rec : unfinished) {
     Pending p;
@@ -117,7 +117,7 @@ void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) 
       continue;
     }
     if (rec.parts > 1) {  // after its parts
-      split_tasks.emplace_back(&rec, std::move(p.spec));
+      split_tasks.emplace_back(&rec, std::move(p));
       continue;
     }
     if (!rec.parent_id.empty()) part_of_[rec.id] = PartOf{rec.parent_id, p.spec.partition};
@@ -146,23 +146,19 @@ void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) 
 }
 
 // A split task as the database holds it: waiting for parts (recovered above), or merging.
-void Core::recover_split(TaskRecord& rec, proto::TaskSpec whole,
+// `task` as recover() read it, with the whole conversion's spec. Its start time is its first
+// part's, so it counts as having run (a merge's output newer than the task can only be one of
+// its merge runs').
+void Core::recover_split(const TaskRecord& rec, Pending task,
                          const std::unordered_set<std::string>& unreadable, double now,
                          Effects& fx) {
   const auto n = static_cast<std::uint32_t>(rec.parts);
   Split sp;
-  sp.output = whole.output;
+  sp.output = task.spec.output;
   sp.parts = n;
   sp.started = rec.state == TaskState::Running;
-  Pending& m = sp.merge;
-  m.id = rec.id;
-  m.priority = rec.priority;
-  m.seq = rec.seq;
-  m.attempts = rec.attempts;
-  m.counted_worker = rec.worker;
-  // Its first part's start (a merge's output newer than the task can only be a merge's).
-  m.ran_before = !rec.started_at.empty();
-  m.spec = proto::merge_spec(whole, n);
+  task.spec = proto::merge_spec(task.spec, n);
+  sp.merge = std::move(task);
   std::string failed;
   const auto rows = records_.parts_of(rec.id);
   for (std::uint32_t i = 0; i < rows.size(); ++i) {
@@ -184,9 +180,9 @@ void Core::recover_split(TaskRecord& rec, proto::TaskSpec whole,
   const bool merge_dispatched = rec.state == TaskState::Running && !rec.worker.empty();
   if (!failed.empty()) {
     // finish() ends the parts that are still live with it.
-    Pending task = std::move(sp.merge);
+    Pending held = std::move(sp.merge);
     splits_.emplace(id, std::move(sp));
-    end_unsuccessful(task, TaskState::Failed, "", failed, failed, fx);
+    end_unsuccessful(held, TaskState::Failed, "", failed, failed, fx);
   } else if (sp.succeeded < n) {
     splits_.emplace(id, std::move(sp));
   } else if (merge_dispatched) {  // its worker may still be merging: an orphan

@@ -283,7 +283,7 @@ class Core {
   // recover() for split tasks, after their parts were recovered like any task.
   // `unreadable`: tasks recover() failed for an unreadable spec (their rows still say
   // otherwise until the writes are performed).
-  void recover_split(TaskRecord& rec, proto::TaskSpec whole,
+  void recover_split(const TaskRecord& rec, Pending task,
                      const std::unordered_set<std::string>& unreadable, double now, Effects& fx);
   // A part of a split task ended (finish()): the task merges, or fails with it.
   void part_ended(const PartOf& part, TaskState st, const std::string& why, Effects& fx);
