@@ -102,7 +102,8 @@ export function mount(main, {id}) {
     }
     renderCards(t);
     renderDownloads(t);
-    if (t.state === 'succeeded' && !resultsShown && kindOf(t) !== 'extract') {
+    // A part of a split task: its outputs were merged into the task's and removed.
+    if (t.state === 'succeeded' && !resultsShown && kindOf(t) !== 'extract' && !t.parent_id) {
       resultsShown = true;
       showResults(t);
     }
@@ -187,6 +188,11 @@ export function mount(main, {id}) {
   function renderDownloads(t) {
     if (t.state !== 'succeeded') {
       replaceChildren(downloads, h('p', {class: 'muted'}, 'Downloads appear when the task has succeeded.'));
+      return;
+    }
+    if (t.parent_id) {
+      replaceChildren(downloads, h('p', {class: 'muted'}, 'A part of a split task: its records are in ',
+        h('a', {href: `#/task/${t.parent_id}`}, 'that task'), '.'));
       return;
     }
     const out = basename(t.output_path);

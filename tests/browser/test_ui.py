@@ -15,6 +15,8 @@ with a fresh data directory, then drives the page through Selenium (chromedriver
   - the task view: summary cards, both charts drawn (canvas pixels read back), the flow table
     filtered (every row checked against the filter), a filter error with its position, sorting,
     the NDJSON download (parsed), the packets of one flow (an extract task, its pcap downloaded);
+  - a task split across workers from the form ("Split across workers": 2): it succeeds, its page
+    names its parts, a part's page links back to it (and loads no flows: they were merged);
   - the tasks list updated live (server-sent events when the api has /api/v1/events, else
     polling), a long task followed live and cancelled from the list, the service view, the
     views at 375 px, the keyboard path, an api without tokens (plain-link downloads);
@@ -456,6 +458,32 @@ class UiTest:
         check(True, f"task {task_id} submitted from the page reached succeeded")
         return task_id, digest
 
+    def split_task(self):
+        """A task split across workers from the form: the page names its parts, and a part
+        links back to it."""
+        self.go("#/submit")
+        self.wait(lambda: self.all("#paths") and self.all("#parallelism"), "the submit view")
+        self.css("#paths").send_keys("sample.pcap")
+        self.css("#output_path").clear()
+        self.css("#output_path").send_keys("split.ipfix")
+        self.css("#parallelism").send_keys("2")
+        self.css("#submit-task").click()
+        self.wait(lambda: "#/task/" in self.driver.current_url, "the split task's view")
+        task_id = self.driver.current_url.rsplit("/", 1)[1]
+        self.wait(lambda: self.text("#task-state") == "succeeded", "the split task to succeed", 60)
+        meta = self.text("#task-meta")
+        check("2, on as many workers, then merged" in meta, f"the task names its parts: {meta!r}")
+        status, _, body = self.stack.request("GET", f"/api/v1/tasks?parent={task_id}")
+        parts = json.loads(body)["tasks"] if status == 200 else []
+        check(len(parts) == 2 and all(p["state"] == "succeeded" for p in parts),
+              f"its 2 parts succeeded ({[p['state'] for p in parts]})")
+        self.go(f"#/task/{parts[0]['task_id']}")
+        link = self.wait(lambda: self.all(f'#task-meta a[href="#/task/{task_id}"]'),
+                         "the part's link to its task")[0]
+        link.click()
+        self.wait(lambda: self.driver.current_url.endswith(f"#/task/{task_id}"), "back at the task")
+        check(True, "a part's page links to the task it is part of")
+
     def resumed_upload(self, sample):
         s = self.stack
         path = os.path.join(s.dir, "resume.pcap")
@@ -848,6 +876,7 @@ def main():
         ui.resumed_upload(sample)
         ui.broken_upload(sample)
         ui.task_view(task_id)
+        ui.split_task()
         ui.live_list(sse)
         ui.cancel_long(sample)
         ui.service()
