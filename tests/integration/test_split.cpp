@@ -145,6 +145,14 @@ std::set<std::string> output_files(Stack& s) {
   return out;
 }
 
+// The files beneath the output root once they are `expected`, or after 5 s. A split task's
+// end is visible as soon as it is committed; the broker removes its parts' outputs right
+// after that commit (docs/broker.md), a moment later.
+std::set<std::string> settled_output_files(Stack& s, const std::set<std::string>& expected = {}) {
+  wait_until([&] { return output_files(s) == expected; }, 5s);
+  return output_files(s);
+}
+
 // The task's events' reasons, in order.
 std::vector<std::string> reasons(Stack& s, const std::string& id) {
   std::vector<std::string> out;
@@ -230,8 +238,9 @@ TEST(SplitTask, AParallelTaskRunsItsPartsOnTwoWorkersAndIsTheWholeConversion) {
   EXPECT_EQ(listed_tasks.size(), 2u);
   for (const auto& listed : listed_tasks)
     EXPECT_TRUE(listed["parent_id"].is_null()) << "parts are listed under their task only";
-  EXPECT_EQ(output_files(s), (std::set<std::string>{"whole.ipfix", "whole.ipfix.flows.sqlite",
-                                                    "split.ipfix", "split.ipfix.flows.sqlite"}));
+  const std::set<std::string> kept{"whole.ipfix", "whole.ipfix.flows.sqlite", "split.ipfix",
+                                   "split.ipfix.flows.sqlite"};
+  EXPECT_EQ(settled_output_files(s, kept), kept);
   const auto events = reasons(s, split);
   EXPECT_NE(std::find(events.begin(), events.end(), "running: merging its 2 parts (attempt 1)"),
             events.end())
@@ -256,7 +265,8 @@ TEST(SplitTask, APartsWorkerKilledMidRunRunsThePartAgainAndTheTaskSucceeds) {
   EXPECT_EQ(v["state"], "succeeded");
   EXPECT_EQ(v["worker"], "w2");
   EXPECT_EQ(terminal_count(s, id), 1);
-  EXPECT_EQ(output_files(s), (std::set<std::string>{"killed.ipfix", "killed.ipfix.flows.sqlite"}));
+  const std::set<std::string> kept{"killed.ipfix", "killed.ipfix.flows.sqlite"};
+  EXPECT_EQ(settled_output_files(s, kept), kept);
   EXPECT_TRUE(s.temporaries().empty());
 }
 
@@ -275,10 +285,38 @@ TEST(SplitTask, CancellingASplitTaskStopsItsPartsAndLeavesNoFiles) {
   for (const auto& p : parts)
     EXPECT_EQ(s.wait_terminal(p["task_id"], 30s)["state"], "cancelled") << p.dump();
   EXPECT_EQ(terminal_count(s, id), 1);
-  EXPECT_TRUE(output_files(s).empty()) << *output_files(s).begin();
+  EXPECT_EQ(settled_output_files(s), std::set<std::string>{});
   EXPECT_TRUE(s.temporaries().empty());
   // The workers serve on.
   EXPECT_EQ(s.wait_terminal(submit_ok(s, small_task("after.ipfix")))["state"], "succeeded");
+}
+
+// Cancel while the task runs as its merge: the merge stops, the task ends cancelled and
+// neither its output nor its parts' are left. Many short flows make the merge last: 20,000
+// copies of the tiny capture 100 s apart with a 50 s idle timeout, 120,000 records.
+TEST(SplitTask, CancellingASplitTaskDuringItsMergeStopsItAndLeavesNoFiles) {
+  Stack s(two_workers_of_one_slot());
+  s.wait_ready(2);
+  make_capture_copies(test_data() + "/tiny.pcap", s.input_dir() + "/many-flows.pcap", 20000);
+  const std::string id = submit_ok(s, json{{"pcap_files", {"many-flows.pcap"}},
+                                           {"output_path", "merging.ipfix"},
+                                           {"idle_timeout", 50},
+                                           {"parallelism", 2}});
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto events = reasons(s, id);
+        return !events.empty() && events.back() == "running: merging its 2 parts (attempt 1)";
+      },
+      60s))
+      << json(reasons(s, id)).dump();
+  auto r = s.client()->Delete("/api/v1/tasks/" + id);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 202) << r->body;  // cancelling: its worker stops the merge
+  const json t = s.wait_terminal(id, 30s);
+  EXPECT_EQ(t["state"], "cancelled") << t.dump();
+  EXPECT_EQ(terminal_count(s, id), 1);
+  EXPECT_EQ(settled_output_files(s), std::set<std::string>{});
+  EXPECT_TRUE(s.temporaries().empty());
 }
 
 // Parts that cannot succeed (not a capture) fail the task with the first part's reason.
@@ -302,7 +340,7 @@ TEST(SplitTask, APartThatFailsFailsTheTaskWithItsReason) {
     const std::string st = s.wait_terminal(p["task_id"])["state"];
     EXPECT_TRUE(st == "failed" || st == "cancelled") << st;
   }
-  EXPECT_TRUE(output_files(s).empty()) << *output_files(s).begin();
+  EXPECT_EQ(settled_output_files(s), std::set<std::string>{});
   EXPECT_TRUE(s.temporaries().empty());
 }
 
@@ -321,7 +359,7 @@ TEST(SplitTask, APartThatCrashesEveryTimeFailsTheTaskAfterItsAttempts) {
   const std::string error = t.value("error", "");
   EXPECT_NE(error.find("failed: gave up after 2 attempts"), std::string::npos) << error;
   EXPECT_NE(error.find("SIGXCPU"), std::string::npos) << error;
-  EXPECT_TRUE(output_files(s).empty()) << *output_files(s).begin();
+  EXPECT_EQ(settled_output_files(s), std::set<std::string>{});
   EXPECT_TRUE(s.temporaries().empty());
 }
 
