@@ -46,6 +46,20 @@ long long make_capture_copies(const std::string& src, const std::string& dst, in
 // A request converting the bundled sample capture (DPI on) into `output`.
 nlohmann::json small_task(const std::string& output);
 
+// Built with AddressSanitizer (scripts/sanitize asan): everything runs many times slower, so a
+// test that only needs a task to last a while can ask for less work.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+#else
+inline constexpr bool kSanitized = false;
+#endif
+
 class Stack;
 // A request converting a capture that takes a while: 1000 time-shifted copies of the sample
 // (347,000 packets, 77 MB; roughly 0.1 s of work on this machine), made once per test run and
