@@ -417,6 +417,9 @@ void Broker::Impl::perform() {
                                           f->unrecorded_partition);
     for (const auto& part : f->part_outputs) part_removals_.emplace_back(f->task_id, part);
   }
+  // The split task ended in an earlier commit: nothing waits for one here.
+  for (const auto& late : fx_.late_part_outputs)
+    retention_.remove_late_part_output(late.task_id, late.path, late.file);
   for (const auto& m : fx_.to_workers) to_workers_.push_back({m.to, encode(m.message)});
   for (const auto& m : fx_.to_clients) to_clients_.push_back({m.to, encode(m.message)});
   fx_.clear();

@@ -617,6 +617,12 @@ void Core::done(const std::string& worker, proto::Done d, double now, Effects& f
   if (rit == running_.end() || (rit->second.worker != worker && !rit->second.worker.empty())) {
     log_->debug("worker {} reported task {} it does not own (repeat or stale); ignored", worker,
                 d.task_id);
+    // A part of an ended split task that succeeded after all: its output is nobody's.
+    if (auto ended = ended_parts_.find(d.task_id);
+        ended != ended_parts_.end() && d.state == Outcome::Succeeded && d.output_inode != 0)
+      fx.late_part_outputs.push_back({ended->second.task_id, ended->second.output,
+                                      FileIdentity{static_cast<std::int64_t>(d.output_inode),
+                                                   static_cast<std::int64_t>(d.output_size)}});
     return;
   }
   Running r = std::move(rit->second);
@@ -806,7 +812,17 @@ void Core::finish(const std::string& id, TaskState st, std::string summary, std:
     splits_.erase(split);
     for (std::uint32_t i = 0; i < sp.parts; ++i)
       f.part_outputs.push_back(proto::part_output(sp.output, i, sp.parts));
-    for (const auto& part : sp.part_ids) split_parts_.erase(part);
+    for (std::size_t i = 0; i < sp.part_ids.size(); ++i) {
+      const std::string& part = sp.part_ids[i];
+      split_parts_.erase(part);
+      if (ended_parts_.size() >= kEndedPartsKept) {
+        ended_parts_.erase(ended_order_.front());
+        ended_order_.pop_front();
+      }
+      ended_parts_[part] =
+          EndedPart{id, proto::part_output(sp.output, static_cast<std::uint32_t>(i), sp.parts)};
+      ended_order_.push_back(part);
+    }
     fx.writes.push_back(std::move(f));
     for (const auto& part : sp.part_ids)
       if (part_of_.count(part)) stop(part, "its split task ended", fx);

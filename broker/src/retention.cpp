@@ -103,6 +103,29 @@ bool Retention::remove_unrecorded_output(const std::string& task_id, const std::
   return removed;
 }
 
+bool Retention::remove_late_part_output(const std::string& task_id, const std::string& output_path,
+                                        const FileIdentity& file) {
+  open_root();
+  if (!root_) return false;
+  auto at = locate(root_->root, output_path);
+  if (!at) return false;
+  struct stat st {};
+  if (::fstatat(at->dir_fd, at->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+      !S_ISREG(st.st_mode) || static_cast<std::int64_t>(st.st_ino) != file.inode ||
+      static_cast<std::int64_t>(st.st_size) != file.size)
+    return false;
+  if (::unlinkat(at->dir_fd, at->name.c_str(), 0) != 0) {
+    log_->warn("cannot remove {} of task {}: {}", output_path, task_id, std::strerror(errno));
+    return false;
+  }
+  remove_unrecorded_output(task_id, output_path, /*partition=*/true, /*quiet=*/true);
+  log_->warn(
+      "removed {}: a part of task {} published after the task had ended, by a run "
+      "whose worker had been given up",
+      output_path, task_id);
+  return true;
+}
+
 Retention::Pass Retention::run(double now_unix, int batch) {
   Pass pass;
   if (!on()) return pass;

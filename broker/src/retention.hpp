@@ -41,6 +41,11 @@ class Retention {
   // logged at debug level.
   bool remove_unrecorded_output(const std::string& task_id, const std::string& output_path,
                                 bool partition = false, bool quiet = false);
+  // A split task's part output published late by a run the broker had given up
+  // (core.hpp, LatePartOutput): removed while it is still `file`, with its flow store and
+  // summary when they were written after the task was made.
+  bool remove_late_part_output(const std::string& task_id, const std::string& output_path,
+                               const FileIdentity& file);
 
  private:
   bool remove_output(const TaskRecord& t);

@@ -1904,6 +1904,49 @@ TEST_F(BrokerCore, ASplitTasksProgressFollowsItsPartsSuccessesAndRetries) {
   EXPECT_DOUBLE_EQ(db[id].progress, 0.45);
 }
 
+// Found by chaos (seed 17): a part's worker was given up, the part ran again elsewhere, the task
+// merged and ended and its parts' files were removed; then the first worker came back, published
+// its run of the part and repeated its result. That file belonged to nobody.
+TEST_F(BrokerCore, ALateSuccessOfAPartOfAnEndedSplitTaskNamesItsFileForRemoval) {
+  ready("w1");
+  ready("w2");
+  const std::string id = submit(split_request("big", 2)).task_id;
+  auto parts = dispatch();
+  const auto lost = parts[0];
+  event([&](Core& c) { c.unreachable(lost.first, fx); });
+  ready("w3");
+  ASSERT_EQ(dispatch().size(), 1u);
+  done("w3", lost.second, Outcome::Succeeded);
+  done(parts[1].first, parts[1].second, Outcome::Succeeded);
+  auto merge = dispatch();
+  ASSERT_EQ(merge.size(), 1u);
+  done(merge[0].first, id, Outcome::Succeeded);
+  ASSERT_EQ(db[id].state, TaskState::Succeeded);
+  ready(lost.first, 1, {}, "inc-1", 2);  // back, on a new connection
+  proto::Done late;
+  late.task_id = lost.second;
+  late.state = Outcome::Succeeded;
+  late.output_inode = 77;
+  late.output_size = 1234;
+  late.grant = grant_of(lost.second, lost.first);
+  event([&](Core& c) { c.done(lost.first, late, now, fx); });
+  EXPECT_TRUE(fx.writes.empty()) << "its result changes nothing";
+  ASSERT_EQ(fx.late_part_outputs.size(), 1u);
+  EXPECT_EQ(fx.late_part_outputs[0].task_id, id);
+  EXPECT_EQ(fx.late_part_outputs[0].path,
+            "/out/big.ipfix.part-" + lost.second.substr(lost.second.size() - 1) + "-of-2");
+  EXPECT_EQ(fx.late_part_outputs[0].file, (FileIdentity{77, 1234}));
+  // A late result of an ordinary task asks for nothing.
+  const std::string plain = submit_ok("plain");
+  auto p = dispatch();
+  ASSERT_EQ(p.size(), 1u);
+  done(p[0].first, plain, Outcome::Succeeded);
+  late.task_id = plain;
+  late.grant = grant_of(plain, p[0].first);
+  event([&](Core& c) { c.done(p[0].first, late, now, fx); });
+  EXPECT_TRUE(fx.late_part_outputs.empty());
+}
+
 TEST_F(BrokerCore, ASplitTaskTakesAPlaceForEachOfItsParts) {
   settings.max_queue = 1;
   ready("w1");  // capacity: 1 slot + 1 queued

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -123,6 +124,16 @@ struct Addressed {
   Message message;
 };
 
+// The output of a part of a split task that ended, published late by a run the broker had given
+// up (its worker was lost, the part ran again elsewhere, the task merged and ended): the shell
+// removes it at once, only while it is that run's file (inode and size as its result says),
+// with its flow store and summary (docs/broker.md, Split tasks).
+struct LatePartOutput {
+  std::string task_id;  // the split task
+  std::string path;
+  FileIdentity file;
+};
+
 // What the core asks the shell to do. The shell performs the writes before it hands the
 // core its next event, and sends the messages once the writes are committed (or, for
 // worker messages, when it sends without committing; see broker.cpp). Reused (clear() keeps
@@ -131,10 +142,12 @@ struct Effects {
   std::vector<Write> writes;
   std::vector<Addressed<ToWorker>> to_workers;
   std::vector<Addressed<ToClient>> to_clients;
+  std::vector<LatePartOutput> late_part_outputs;
   void clear() {
     writes.clear();
     to_workers.clear();
     to_clients.clear();
+    late_part_outputs.clear();
   }
 };
 
@@ -350,8 +363,17 @@ class Core {
   // Part id -> its split task, while the task lives (parts ended included): a cancel of a part
   // is its task's, and a succeeded part's output is not anyone else's until the task ended.
   std::unordered_map<std::string, std::string> split_parts_;
-  std::vector<Worker*> order_;  // dispatch's scratch: the workers in round-robin order
-  BatchKeys batch_keys_;        // admit's scratch: key -> (task id, fingerprint); spares lookups
+  // The parts of split tasks that ended, the latest kEndedPartsKept: a late success of one
+  // (its worker was given up) names a file nobody owns any more (LatePartOutput).
+  struct EndedPart {
+    std::string task_id;  // the split task
+    std::string output;
+  };
+  static constexpr std::size_t kEndedPartsKept = 1u << 16;
+  std::unordered_map<std::string, EndedPart> ended_parts_;
+  std::deque<std::string> ended_order_;  // oldest first
+  std::vector<Worker*> order_;           // dispatch's scratch: the workers in round-robin order
+  BatchKeys batch_keys_;  // admit's scratch: key -> (task id, fingerprint); spares lookups
   std::unordered_map<std::string, std::string> batch_outputs_;  // admit's scratch: output -> task
   std::size_t rr_ = 0;  // round-robin offset among equally loaded workers
   double clock_ = 0;    // the latest `now` the core was given (for backoffs)
