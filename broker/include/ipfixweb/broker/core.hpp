@@ -304,8 +304,8 @@ class Core {
   void split_progress(const std::string& id, const Split& sp, Effects& fx);
   // A part is dispatched or claimed: its split task is running from then on.
   void part_started(const std::string& part_id, Effects& fx);
-  // Ends a queued or orphaned task at once (true), or asks its worker to stop it (false, it
-  // ends when the worker reports); nothing when the broker does not hold it.
+  // Ends a queued or orphaned task at once (Ended), or asks its worker to stop it (Stopping: it
+  // ends when the worker reports); NotHeld when the broker does not hold it.
   enum class Stopped { NotHeld, Ended, Stopping };
   Stopped stop(const std::string& id, const std::string& reason, Effects& fx);
   // Why a submission from the frontend cannot be accepted ("" when it can).
