@@ -104,6 +104,7 @@ export function mount(main) {
   });
 
   function matches(t) {
+    if (t.parent_id) return false;  // a split task's part: on its task's page, as in the api's list
     if (filter.state && t.state !== filter.state) return false;
     if (filter.created_after && !(t.created_at > filter.created_after)) return false;
     if (filter.created_before && !(t.created_at < filter.created_before)) return false;

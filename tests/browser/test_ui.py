@@ -16,7 +16,8 @@ with a fresh data directory, then drives the page through Selenium (chromedriver
     filtered (every row checked against the filter), a filter error with its position, sorting,
     the NDJSON download (parsed), the packets of one flow (an extract task, its pcap downloaded);
   - a task split across workers from the form ("Split across workers": 2): it succeeds, its page
-    names its parts, a part's page links back to it (and loads no flows: they were merged);
+    names its parts, a part's page links back to it (and loads no flows: they were merged); the
+    live tasks list shows a split task and none of its parts;
   - the tasks list updated live (server-sent events when the api has /api/v1/events, else
     polling), a long task followed live and cancelled from the list, the service view, the
     views at 375 px, the keyboard path, an api without tokens (plain-link downloads);
@@ -483,6 +484,21 @@ class UiTest:
         link.click()
         self.wait(lambda: self.driver.current_url.endswith(f"#/task/{task_id}"), "back at the task")
         check(True, "a part's page links to the task it is part of")
+        # The list, kept live by the parts' events too, shows the task and none of its parts.
+        self.go("#/tasks")
+        self.wait(lambda: self.all("#live-mode") and self.css("#live-mode").get_attribute("data-mode")
+                  in ("events", "polling"), "the tasks list")
+        status, _, body = self.stack.request("POST", "/api/v1/tasks", body={
+            "pcap_files": ["sample.pcap"], "output_path": "split-live.ipfix", "parallelism": 2})
+        live = json.loads(body)["task_id"] if status == 202 else ""
+        check(bool(live), f"a second split task submitted beside the list ({status})")
+        self.wait(lambda: self.all(f'tr[data-task-id="{live}"][data-state="succeeded"]'),
+                  "the split task's row to reach succeeded", 60)
+        time.sleep(0.5)  # the parts' last events
+        status, _, body = self.stack.request("GET", f"/api/v1/tasks?parent={live}")
+        part_ids = [p["task_id"] for p in json.loads(body)["tasks"]]
+        shown = [p for p in part_ids if self.all(f'tr[data-task-id="{p}"]')]
+        check(len(part_ids) == 2 and not shown, f"no part in the live list (shown: {shown})")
 
     def resumed_upload(self, sample):
         s = self.stack
