@@ -43,8 +43,10 @@ export function mount(main, {id}) {
   const actions = h('div', {class: 'actions'});
   const meta = h('dl', {class: 'meta', id: 'task-meta'});
   const errorBox = h('p', {class: 'error-text', id: 'task-error', hidden: true});
+  // A split task's parts: state, progress and worker of each (GET /api/v1/tasks?parent=ID).
+  const partList = h('ol', {class: 'plain parts', id: 'task-parts', start: 0, hidden: true});
   const head = h('section', {class: 'task-head', 'aria-labelledby': 'task-title'},
-    h('div', {class: 'view-head'}, title, badge, bar, liveMode, actions), meta, errorBox);
+    h('div', {class: 'view-head'}, title, badge, bar, liveMode, actions), meta, partList, errorBox);
   title.id = 'task-title';
 
   const cards = h('div', {class: 'cards', id: 'summary-cards'});
@@ -60,8 +62,36 @@ export function mount(main, {id}) {
     h('section', {'aria-labelledby': 'h-events'}, h('h2', {id: 'h-events'}, 'History'), timeline));
 
   // --- live state -------------------------------------------------------------------------------
+  // The parts are read again at most once a second while their task changes, and once more when
+  // it has ended.
+  let partsAt = 0;
+  let partsTimer = null;
+  async function refreshParts() {
+    partsTimer = null;
+    partsAt = Date.now();
+    try {
+      const body = await get(withQuery('/api/v1/tasks', {parent: id, limit: 100}));
+      const parts = [...body.tasks].sort((a, b) =>
+        (a.request?.partition ?? 0) - (b.request?.partition ?? 0));
+      replaceChildren(partList, ...parts.map((p) => h('li', {dataset: {state: p.state}},
+        h('a', {href: `#/task/${p.task_id}`, class: 'mono'}, shortId(p.task_id)), ' ', stateBadge(p.state),
+        p.state === 'running' ? ` ${Math.round((Number(p.progress) || 0) * 100)} %` : '',
+        p.worker ? h('span', {class: 'muted'}, ` on ${p.worker}`) : null)));
+      partList.hidden = parts.length === 0;
+    } catch (e) {
+      if (!(e instanceof ApiError)) console.warn('parts refresh failed', e);
+    }
+  }
+  function scheduleParts(t) {
+    if (!t.parts || partsTimer) return;
+    const wait = TERMINAL.has(t.state) ? 0 : Math.max(0, 1000 - (Date.now() - partsAt));
+    partsTimer = setTimeout(refreshParts, wait);
+  }
+  cleanups.push(() => clearTimeout(partsTimer));
+
   function showTask(t) {
     task = t;
+    scheduleParts(t);
     replaceChildren(badge, stateBadge(t.state));
     bar.value = t.state === 'succeeded' ? 1 : Math.max(0, Math.min(1, Number(t.progress) || 0));
     document.title = `${shortId(id)} ${t.state} · ipfixweb`;

@@ -474,6 +474,9 @@ class UiTest:
         self.wait(lambda: self.text("#task-state") == "succeeded", "the split task to succeed", 60)
         meta = self.text("#task-meta")
         check("2, on as many workers, then merged" in meta, f"the task names its parts: {meta!r}")
+        self.wait(lambda: len(self.all('#task-parts li[data-state="succeeded"]')) == 2,
+                  "its two parts listed as succeeded")
+        check(True, f"its parts listed on its page: {self.text('#task-parts')!r}")
         status, _, body = self.stack.request("GET", f"/api/v1/tasks?parent={task_id}")
         parts = json.loads(body)["tasks"] if status == 200 else []
         check(len(parts) == 2 and all(p["state"] == "succeeded" for p in parts),
