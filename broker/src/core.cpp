@@ -122,12 +122,7 @@ void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) 
     }
     if (!rec.parent_id.empty()) part_of_[rec.id] = PartOf{rec.parent_id, p.spec.partition};
     if (rec.state == TaskState::Running) {
-      // Its worker may still be running it: wait for it to re-register.
-      Running r;
-      r.task = std::move(p);
-      r.since = now;
-      r.orphan_deadline = now + settings_.orphan_grace_s;
-      running_.emplace(rec.id, std::move(r));
+      hold_orphan(std::move(p), now);
       ++orphaned;
     } else {
       enqueue(std::move(p));
@@ -143,6 +138,17 @@ void Core::recover(std::vector<TaskRecord> unfinished, double now, Effects& fx) 
   if (queued || orphaned || !splits_.empty())
     log_->info("recovered {} queued and {} running tasks and {} split tasks from the database",
                queued, orphaned, splits_.size());
+}
+
+// A task recorded running when the broker started: its worker may still be running it, so it
+// waits for the worker to re-register (claim) until the orphan grace is over (expire()).
+void Core::hold_orphan(Pending p, double now) {
+  Running r;
+  r.since = now;
+  r.orphan_deadline = now + settings_.orphan_grace_s;
+  const std::string id = p.id;
+  r.task = std::move(p);
+  running_.emplace(id, std::move(r));
 }
 
 // A split task as the database holds it: waiting for parts (recovered above), or merging.
@@ -186,13 +192,9 @@ void Core::recover_split(const TaskRecord& rec, Pending task,
   } else if (sp.succeeded < n) {
     splits_.emplace(id, std::move(sp));
   } else if (merge_dispatched) {  // its worker may still be merging: an orphan
-    Running r;
-    r.task = std::move(sp.merge);
-    r.since = now;
-    r.orphan_deadline = now + settings_.orphan_grace_s;
     sp.merging = true;
+    hold_orphan(std::move(sp.merge), now);
     splits_.emplace(id, std::move(sp));
-    running_.emplace(id, std::move(r));
   } else {
     sp.merging = true;
     enqueue(std::move(sp.merge));
@@ -802,7 +804,9 @@ void Core::finish(const std::string& id, TaskState st, std::string summary, std:
                   std::optional<FileIdentity> output, std::string unrecorded_output,
                   bool unrecorded_partition) {
   stats_.finished(st);
-  const std::string why = error.empty() ? reason : error;
+  auto part = part_of_.find(id);
+  // A part's end is its split task's business: what it says, before the texts move.
+  const std::string why = part == part_of_.end() ? std::string() : error.empty() ? reason : error;
   write::Finish f{
       id,     st,     std::move(summary),           std::move(error),     std::move(reason),
       totals, output, std::move(unrecorded_output), unrecorded_partition, {}};
@@ -810,26 +814,26 @@ void Core::finish(const std::string& id, TaskState st, std::string summary, std:
     // A split task ended: its parts' outputs go, and the parts still live end with it.
     Split sp = std::move(split->second);
     splits_.erase(split);
-    for (std::uint32_t i = 0; i < sp.parts; ++i)
+    for (std::uint32_t i = 0; i < sp.parts; ++i) {
       f.part_outputs.push_back(proto::part_output(sp.output, i, sp.parts));
-    for (std::size_t i = 0; i < sp.part_ids.size(); ++i) {
-      const std::string& part = sp.part_ids[i];
-      split_parts_.erase(part);
+      if (i >= sp.part_ids.size()) continue;  // not recorded (recover_split fails such a task)
+      const std::string& part_id = sp.part_ids[i];
+      split_parts_.erase(part_id);
       if (ended_parts_.size() >= kEndedPartsKept) {
         ended_parts_.erase(ended_order_.front());
         ended_order_.pop_front();
       }
-      ended_parts_[part] =
-          EndedPart{id, proto::part_output(sp.output, static_cast<std::uint32_t>(i), sp.parts)};
-      ended_order_.push_back(part);
+      ended_parts_[part_id] = EndedPart{id, f.part_outputs.back()};
+      ended_order_.push_back(part_id);
     }
     fx.writes.push_back(std::move(f));
-    for (const auto& part : sp.part_ids)
-      if (part_of_.count(part)) stop(part, "its split task ended", fx);
+    for (const auto& part_id : sp.part_ids)
+      if (part_of_.count(part_id)) stop(part_id, "its split task ended", fx);
   } else {
     fx.writes.push_back(std::move(f));
   }
-  if (auto part = part_of_.find(id); part != part_of_.end()) {
+  // stop() above ends other tasks only (their own finish() erases their entries): `part` holds.
+  if (part != part_of_.end()) {
     const PartOf of = part->second;
     part_of_.erase(part);
     part_ended(of, st, why, fx);

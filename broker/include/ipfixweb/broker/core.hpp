@@ -293,6 +293,8 @@ class Core {
   proto::SubmitReply admit_one(proto::Submit& s, std::size_t& in_system, std::size_t capacity);
   // Records an admitted submission and queues it (a split task: its parts), filling `r`.
   void record(proto::Submit& s, proto::SubmitReply& r, std::size_t& in_system);
+  // recover(): a task recorded running waits for its worker to claim it (an orphan).
+  void hold_orphan(Pending p, double now);
   // recover() for split tasks, after their parts were recovered like any task.
   // `unreadable`: tasks recover() failed for an unreadable spec (their rows still say
   // otherwise until the writes are performed).
