@@ -70,7 +70,38 @@ std::int64_t mtime_ms(int dir_fd, const std::string& name) {
   return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1000000;
 }
 
+// Whether `name` in `dir_fd` is a regular file with that inode and size (not followed).
+bool is_file(int dir_fd, const std::string& name, const FileIdentity& file) {
+  struct stat st {};
+  return ::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+         static_cast<std::int64_t>(st.st_ino) == file.inode &&
+         static_cast<std::int64_t>(st.st_size) == file.size;
+}
+
+// The names published beside a task's output `name` (a flow partition's: its summary too).
+std::vector<std::string> beside(const std::string& name, bool partition) {
+  std::vector<std::string> names{flows::store_name_for(name)};
+  if (partition) names.push_back(proto::part_summary_name(name));
+  return names;
+}
+
 }  // namespace
+
+bool Retention::remove_written_after(const std::string& task_id, std::int64_t made_ms, int dir_fd,
+                                     const std::vector<std::string>& names) {
+  bool removed = false;
+  for (const std::string& name : names) {
+    const std::int64_t t = mtime_ms(dir_fd, name);
+    // None, or older than the task: not one of its runs'. File times come from the kernel's
+    // coarse clock (a tick, up to 10 ms, behind the precise time the id was made with).
+    if (t < 0 || t < made_ms - 10) continue;
+    if (::unlinkat(dir_fd, name.c_str(), 0) == 0)
+      removed = true;
+    else
+      log_->warn("cannot remove {} of task {}: {}", name, task_id, std::strerror(errno));
+  }
+  return removed;
+}
 
 bool Retention::remove_unrecorded_output(const std::string& task_id, const std::string& output_path,
                                          bool partition, bool quiet) {
@@ -80,19 +111,9 @@ bool Retention::remove_unrecorded_output(const std::string& task_id, const std::
   if (!root_) return false;
   auto at = locate(root_->root, output_path);
   if (!at) return false;
-  bool removed = false;
-  std::vector<std::string> names{at->name, flows::store_name_for(at->name)};
-  if (partition) names.push_back(proto::part_summary_name(at->name));
-  for (const std::string& name : names) {
-    const std::int64_t t = mtime_ms(at->dir_fd, name);
-    // None, or older than the task: not one of its runs'. File times come from the kernel's
-    // coarse clock (a tick, up to 10 ms, behind the precise time the id was made with).
-    if (t < 0 || t < *made - 10) continue;
-    if (::unlinkat(at->dir_fd, name.c_str(), 0) == 0)
-      removed = true;
-    else
-      log_->warn("cannot remove {} of task {}: {}", name, task_id, std::strerror(errno));
-  }
+  std::vector<std::string> names = beside(at->name, partition);
+  names.insert(names.begin(), at->name);
+  const bool removed = remove_written_after(task_id, *made, at->dir_fd, names);
   if (removed && quiet)
     log_->debug("task {} ended; removed {}", task_id, output_path);
   else if (removed)
@@ -105,20 +126,17 @@ bool Retention::remove_unrecorded_output(const std::string& task_id, const std::
 
 bool Retention::remove_late_part_output(const std::string& task_id, const std::string& output_path,
                                         const FileIdentity& file) {
+  const auto made = uuid_v7_unix_ms(task_id);
+  if (!made) return false;
   open_root();
   if (!root_) return false;
   auto at = locate(root_->root, output_path);
-  if (!at) return false;
-  struct stat st {};
-  if (::fstatat(at->dir_fd, at->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-      !S_ISREG(st.st_mode) || static_cast<std::int64_t>(st.st_ino) != file.inode ||
-      static_cast<std::int64_t>(st.st_size) != file.size)
-    return false;
+  if (!at || !is_file(at->dir_fd, at->name, file)) return false;
   if (::unlinkat(at->dir_fd, at->name.c_str(), 0) != 0) {
     log_->warn("cannot remove {} of task {}: {}", output_path, task_id, std::strerror(errno));
     return false;
   }
-  remove_unrecorded_output(task_id, output_path, /*partition=*/true, /*quiet=*/true);
+  remove_written_after(task_id, *made, at->dir_fd, beside(at->name, /*partition=*/true));
   log_->warn(
       "removed {}: a part of task {} published after the task had ended, by a run "
       "whose worker had been given up",
@@ -153,11 +171,8 @@ bool Retention::remove_output(const TaskRecord& t) {
   if (!at) return false;
   const int dir_fd = at->dir_fd;
   const std::string& name = at->name;
+  if (!is_file(dir_fd, name, *t.output_file)) return false;
   struct stat st {};
-  if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
-      static_cast<std::int64_t>(st.st_ino) != t.output_file->inode ||
-      static_cast<std::int64_t>(st.st_size) != t.output_file->size)
-    return false;
   if (::unlinkat(dir_fd, name.c_str(), 0) != 0) {
     log_->warn("retention: cannot remove {}: {}", t.output_path, std::strerror(errno));
     return false;

@@ -6,9 +6,11 @@
 // root is not visible (a broker on another host), only the rows go.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -49,6 +51,10 @@ class Retention {
 
  private:
   bool remove_output(const TaskRecord& t);
+  // Of `names` in the directory `dir_fd`, removes each written after task `task_id` was made
+  // (`made_ms`, the time in its id); true if any was.
+  bool remove_written_after(const std::string& task_id, std::int64_t made_ms, int dir_fd,
+                            const std::vector<std::string>& names);
   void open_root();
 
   TaskStore& store_;
