@@ -174,7 +174,7 @@ std::string read_small(int fd, const std::string& name) {
 // cannot be swapped for a link elsewhere once checked). Throws confine::Error.
 void open_parts(const confine::Roots& roots, engine::Options& o, TaskFiles& f) {
   for (const auto& in : o.inputs) {
-    const std::string summary = summary_name_for(in);
+    const std::string summary = proto::part_summary_name(in);
     o.part_summaries.push_back(read_small(roots.open_in_output(summary).get(), summary));
     if (o.flows_db.empty()) continue;
     f.part_stores.push_back(roots.open_in_output(flows::store_name_for(in)));
@@ -194,7 +194,7 @@ TaskFiles open_task_files(const confine::Roots& roots, engine::Options& o) {
   o.output_dir_fd = f.output.dir.get();
   o.output_name = f.output.name;
   if (!o.flows_db.empty()) o.flows_db = flows::store_name_for(f.output.name);
-  if (o.partitions > 1) o.summary_file = summary_name_for(f.output.name);  // for the merge
+  if (o.partitions > 1) o.summary_file = proto::part_summary_name(f.output.name);  // for the merge
   return f;
 }
 
@@ -298,10 +298,8 @@ void become_runner(int fd, const RunnerLimits& limits) {
 
 }  // namespace
 
-std::string summary_name_for(const std::string& output) { return proto::part_summary_name(output); }
-
 std::array<std::string, 3> published_names(const std::string& output_name) {
-  return {output_name, flows::store_name_for(output_name), summary_name_for(output_name)};
+  return {output_name, flows::store_name_for(output_name), proto::part_summary_name(output_name)};
 }
 
 std::array<std::string, 3> task_temporaries(const std::string& output_name, pid_t pid) {

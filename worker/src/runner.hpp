@@ -28,11 +28,6 @@ struct RunnerLimits {
 [[noreturn]] void runner_main(engine::Engine& engine, const confine::Roots& roots, int fd,
                               const RunnerLimits& limits);
 
-// Where a flow partition's conversion (TaskSpec::partitions > 1) leaves its summary, beside its
-// output, for the merge task that makes the parts into the whole conversion:
-// "<output>.summary.json".
-std::string summary_name_for(const std::string& output);
-
 // The names a task publishes in its output's directory: the output, its flow store and (a
 // partition's) summary.
 std::array<std::string, 3> published_names(const std::string& output_name);
