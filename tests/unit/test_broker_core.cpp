@@ -319,6 +319,19 @@ class BrokerCore : public ::testing::Test {
     d.grant = grant_of(id, worker);
     event([&](Core& c) { c.done(worker, d, now, fx); });
   }
+  void report_progress(const std::string& worker, const std::string& id, double v) {
+    event([&](Core& c) { c.progress(worker, proto::ProgressMsg{id, v, 0}, now, fx); });
+  }
+  // Workers w1 and w2 (one slot each) and a task "big" split in 2 parts, not dispatched yet.
+  std::string split_in_two_on_two_workers() {
+    ready("w1");
+    ready("w2");
+    proto::Submit s = request("big");
+    s.parallelism = 2;
+    auto r = submit(std::move(s));
+    EXPECT_TRUE(r.accepted) << r.reason;
+    return r.task_id;
+  }
   // Starts one task on a worker of one slot.
   std::string running_task(const std::string& worker = "w") {
     ready(worker);
@@ -1575,9 +1588,7 @@ TEST_F(BrokerCore, ASplitTaskIsRecordedWithItsPartsWhichAreQueuedAsOrdinaryTasks
 }
 
 TEST_F(BrokerCore, ASplitTaskMergesItsPartsOutputsOnceEveryPartSucceeded) {
-  ready("w1");
-  ready("w2");
-  const std::string id = submit(split_request("big", 2)).task_id;
+  const std::string id = split_in_two_on_two_workers();
   auto parts = dispatch();
   ASSERT_EQ(parts.size(), 2u);
   done(parts[0].first, parts[0].second, Outcome::Succeeded);
@@ -1604,24 +1615,19 @@ TEST_F(BrokerCore, ASplitTaskMergesItsPartsOutputsOnceEveryPartSucceeded) {
 }
 
 TEST_F(BrokerCore, ASplitTasksProgressIsItsPartsMeanThenItsMerge) {
-  ready("w1");
-  ready("w2");
-  const std::string id = submit(split_request("big", 2)).task_id;
+  const std::string id = split_in_two_on_two_workers();
   auto parts = dispatch();
-  auto report = [&](const std::string& worker, const std::string& task, double v) {
-    event([&](Core& c) { c.progress(worker, proto::ProgressMsg{task, v}, now, fx); });
-  };
-  report(parts[0].first, parts[0].second, 0.5);
+  report_progress(parts[0].first, parts[0].second, 0.5);
   EXPECT_DOUBLE_EQ(db[parts[0].second].progress, 0.5);
   EXPECT_DOUBLE_EQ(db[id].progress, 0.9 * 0.25);
-  report(parts[1].first, parts[1].second, 1.0);
+  report_progress(parts[1].first, parts[1].second, 1.0);
   EXPECT_DOUBLE_EQ(db[id].progress, 0.9 * 0.75);
   done(parts[0].first, parts[0].second, Outcome::Succeeded);
   done(parts[1].first, parts[1].second, Outcome::Succeeded);
   auto merge = dispatch();
   ASSERT_EQ(merge.size(), 1u);
   EXPECT_DOUBLE_EQ(db[id].progress, 0.9);
-  report(merge[0].first, id, 0.5);
+  report_progress(merge[0].first, id, 0.5);
   EXPECT_DOUBLE_EQ(db[id].progress, 0.95);
 }
 
@@ -1654,9 +1660,7 @@ TEST_F(BrokerCore, APartThatFailsForGoodFailsItsTaskAndStopsTheOtherParts) {
 }
 
 TEST_F(BrokerCore, APartLostWithItsWorkerRunsAgainAndTheTaskGoesOn) {
-  ready("w1");
-  ready("w2");
-  const std::string id = submit(split_request("big", 2)).task_id;
+  const std::string id = split_in_two_on_two_workers();
   auto parts = dispatch();
   event([&](Core& c) { c.unreachable(parts[0].first, fx); });
   EXPECT_EQ(db[parts[0].second].state, TaskState::Queued);
@@ -1753,9 +1757,7 @@ TEST_F(BrokerCore, AfterARestartASplitTaskWaitsForItsRemainingPartsThenMerges) {
 }
 
 TEST_F(BrokerCore, AfterARestartASplitTaskWhosePartsAllSucceededMerges) {
-  ready("w1");
-  ready("w2");
-  const std::string id = submit(split_request("big", 2)).task_id;
+  const std::string id = split_in_two_on_two_workers();
   for (auto& [w, part] : dispatch()) done(w, part, Outcome::Succeeded);
   restart();  // before the merge was dispatched
   EXPECT_EQ(core().queued(), 1u);
@@ -1827,9 +1829,7 @@ TEST_F(BrokerCore, ASplitTaskIsRefusedWhenALiveTaskWritesOneOfItsPartsOutputs) {
 // Found in review: the first orphan's failure failed the task, which ended the second orphan
 // while expire() still held its id (std::out_of_range: a broker crash loop).
 TEST_F(BrokerCore, OrphanedPartsThatUseUpTheirAttemptsFailTheTaskOnceWithoutCrashing) {
-  ready("w1");
-  ready("w2");
-  const std::string id = submit(split_request("big", 2)).task_id;
+  const std::string id = split_in_two_on_two_workers();
   auto first = dispatch();
   ASSERT_EQ(first.size(), 2u);
   for (auto& [w, part] : first) done(w, part, Outcome::Failed, "runner crashed", true);
@@ -1890,15 +1890,11 @@ TEST_F(BrokerCore, CancellingAFinishedPartDuringTheMergeStopsTheMerge) {
 }
 
 TEST_F(BrokerCore, ASplitTasksProgressFollowsItsPartsSuccessesAndRetries) {
-  ready("w1");
-  ready("w2");
-  const std::string id = submit(split_request("big", 2)).task_id;
+  const std::string id = split_in_two_on_two_workers();
   auto parts = dispatch();
   done(parts[0].first, parts[0].second, Outcome::Succeeded);
   EXPECT_DOUBLE_EQ(db[id].progress, 0.45);
-  event([&](Core& c) {
-    c.progress(parts[1].first, proto::ProgressMsg{parts[1].second, 0.5}, now, fx);
-  });
+  report_progress(parts[1].first, parts[1].second, 0.5);
   EXPECT_DOUBLE_EQ(db[id].progress, 0.9 * 0.75);
   event([&](Core& c) { c.unreachable(parts[1].first, fx); });  // it starts over
   EXPECT_DOUBLE_EQ(db[id].progress, 0.45);
@@ -1908,9 +1904,7 @@ TEST_F(BrokerCore, ASplitTasksProgressFollowsItsPartsSuccessesAndRetries) {
 // merged and ended and its parts' files were removed; then the first worker came back, published
 // its run of the part and repeated its result. That file belonged to nobody.
 TEST_F(BrokerCore, ALateSuccessOfAPartOfAnEndedSplitTaskNamesItsFileForRemoval) {
-  ready("w1");
-  ready("w2");
-  const std::string id = submit(split_request("big", 2)).task_id;
+  const std::string id = split_in_two_on_two_workers();
   auto parts = dispatch();
   const auto lost = parts[0];
   event([&](Core& c) { c.unreachable(lost.first, fx); });
