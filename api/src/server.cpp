@@ -230,8 +230,8 @@ struct Server::Impl {
   void routes();
   void metrics_text(Response& res);
   void download(const Request& req, Response& res);
-  // `default_key`: the Idempotency-Key when the request has none.
   void split_automatically(ParsedRequest& parsed, const proto::TaskSpec& spec);
+  // `default_key`: the Idempotency-Key when the request has none.
   void submit(const Request& req, Response& res, const json& body, UnknownFields unknown,
               const std::string& default_key = {});
   void submit_body(const Request& req, Response& res, UnknownFields unknown);
