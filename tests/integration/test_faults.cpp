@@ -73,9 +73,7 @@ TEST(Faults, WorkerKilledMidTaskLosesNothing) {
       20s));
   s.workers()[0]->signal(SIGKILL);
   for (auto& id : ids) {
-    // Four tasks of 14M packets on one worker left: well over a minute under ASan while other
-    // heavy tests share the two cores (ctest -j2).
-    auto t = s.wait_terminal(id, 200s);
+    auto t = s.wait_terminal(id, 60s);
     EXPECT_EQ(t["state"], "succeeded") << t.dump();
     EXPECT_EQ(terminal_events(events_of(s, id)), 1);
   }
