@@ -477,6 +477,7 @@ class UiTest:
         self.wait(lambda: len(self.all('#task-parts li[data-state="succeeded"]')) == 2,
                   "its two parts listed as succeeded")
         check(True, f"its parts listed on its page: {self.text('#task-parts')!r}")
+        self.screenshot("task-split.png")
         status, _, body = self.stack.request("GET", f"/api/v1/tasks?parent={task_id}")
         parts = json.loads(body)["tasks"] if status == 200 else []
         check(len(parts) == 2 and all(p["state"] == "succeeded" for p in parts),
