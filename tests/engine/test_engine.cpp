@@ -29,6 +29,11 @@ bool no_temp_left(const std::string& dir) {
   return true;
 }
 
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
 // 3 flows: a TCP connection (SYN..FIN, 7 packets), a DNS exchange over IPv6 (2), ICMP echo (2),
 // plus an ARP frame (not metered).
 void write_small_capture(const std::string& path) {
@@ -320,6 +325,72 @@ TEST(Engine, AFullDiskFailsTheConversionAndKeepsThePreviousOutput) {
   std::string previous;
   std::getline(in, previous);
   EXPECT_EQ(previous, "the previous output");
+  EXPECT_TRUE(no_temp_left(dir.path()));
+}
+
+// Found by scripts/chaos: a frozen worker's run was given up, the task ran again elsewhere and
+// succeeded, then the frozen run woke and renamed its own output over the good one, so the
+// file no longer was the one the broker recorded (downloads answered 410). A run now publishes
+// nothing when another writer put a file under its output's name while it went on: not the
+// IPFIX file, not the flow store, not the summary.
+TEST(Engine, ARunDoesNotReplaceAnOutputPublishedByAnotherWriterWhileItRan) {
+  test::TempDir dir;
+  {
+    test::PcapWriter w(dir.file("many.pcap"));
+    std::uint64_t t = 1'700'000'000'000'000ULL;
+    for (std::uint16_t i = 0; i < 3000; ++i)
+      w.add(t += 1000,
+            test::ether4(test::ipv4("10.0.0.1", "10.0.0.2", 17,
+                                    test::udp(static_cast<std::uint16_t>(1024 + i), 53, 20))));
+  }
+  for (const bool with_store : {true, false}) {
+    SCOPED_TRACE(with_store ? "with a flow store" : "without a flow store");
+    const std::string out = dir.file(with_store ? "a.ipfix" : "b.ipfix");
+    Options o;
+    o.inputs = {dir.file("many.pcap")};
+    o.output = out;
+    if (with_store) o.flows_db = out + ".flows.sqlite";
+    o.summary_file = out + ".summary.json";
+    o.progress_every_packets = 100;
+    bool published = false;
+    // The later run publishes its files midway through this one (temporary, then rename).
+    const auto later_run = [&](const Progress& p) {
+      if (published || p.packets < 1000) return;
+      for (const std::string& f : {out, out + ".flows.sqlite", out + ".summary.json"}) {
+        std::ofstream(f + ".other") << "the later run's " << f;
+        fs::rename(f + ".other", f);
+      }
+      published = true;
+    };
+    EXPECT_THROW(engine().convert(o, later_run), OutputReplaced);
+    ASSERT_TRUE(published);
+    for (const std::string& f : {out, out + ".flows.sqlite", out + ".summary.json"})
+      EXPECT_TRUE(slurp(f) == "the later run's " + f) << f << " was replaced";
+    EXPECT_TRUE(no_temp_left(dir.path()));
+  }
+}
+
+// What the check leaves alone: a file that was under the name before the run (an overwrite)
+// is replaced, and one removed while the run went on is no newer output.
+TEST(Engine, ARunReplacesTheFileThatWasThereBeforeItAndOneRemovedMeanwhile) {
+  test::TempDir dir;
+  write_small_capture(dir.file("in.pcap"));
+  Options o;
+  o.inputs = {dir.file("in.pcap")};
+  o.output = dir.file("out.ipfix");
+  o.flows_db = dir.file("out.ipfix.flows.sqlite");
+  std::ofstream(o.output) << "an older output";
+  std::ofstream(o.flows_db) << "an older store";
+  engine().convert(o);
+  EXPECT_TRUE(slurp(o.output) != "an older output");
+  EXPECT_TRUE(slurp(o.flows_db) != "an older store");
+  bool removed = false;
+  o.progress_every_packets = 1;
+  engine().convert(o, [&](const Progress& p) {
+    if (!removed && p.packets < 6) removed = fs::remove(o.output);  // of 12 packets
+  });
+  EXPECT_TRUE(removed);
+  EXPECT_TRUE(fs::exists(o.output));
   EXPECT_TRUE(no_temp_left(dir.path()));
 }
 

@@ -770,6 +770,94 @@ TEST(Faults, AnOutputPublishedByARunWhoseResultWasLostGoesWhenTheTaskFails) {
   }
 }
 
+// Found by scripts/chaos (seed 17): a frozen worker was given up for lost, its task ran again
+// elsewhere and succeeded; then the frozen run woke, finished its conversion and renamed its own
+// output over the good one, so the file no longer was the one the broker recorded and the
+// download answered 410. A run now publishes nothing when another writer put a file under its
+// output's name while it went on.
+TEST(Faults, ARunGivenUpForLostDoesNotReplaceTheOutputOfTheRunThatSucceeded) {
+  StackOptions o;
+  o.workers = 2;
+  o.slots = 1;
+  Stack s(o);
+  auto [st, body] = s.submit(long_task(s, kSanitized ? 4 : 20, "late.ipfix"));
+  ASSERT_EQ(st, 202) << body.dump();
+  const std::string id = body["task_id"];
+  // Frozen midway: the worker (it stops heartbeating) and the runner converting the task.
+  Process* first = nullptr;
+  long runner = 0;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const json t = s.get_task(id);
+        if (t.value("progress", 0.0) <= 0) return false;
+        const std::string marker = "task " + id + " started in runner ";
+        for (auto& w : s.workers()) {
+          const std::string log = read_file(w->log_path());
+          if (auto at = log.find(marker); at != std::string::npos) {
+            first = w.get();
+            runner = std::strtol(log.c_str() + at + marker.size(), nullptr, 10);
+          }
+        }
+        return runner > 0;
+      },
+      30s));
+  ASSERT_EQ(::kill(static_cast<pid_t>(runner), SIGSTOP), 0);
+  first->signal(SIGSTOP);
+  struct Thaw {  // whatever happens below, the stack can be stopped
+    Process* w;
+    long r;
+    ~Thaw() {
+      ::kill(static_cast<pid_t>(r), SIGCONT);
+      w->signal(SIGCONT);
+    }
+  } thaw{first, runner};
+
+  // The broker gives the worker up; the task runs again on the other one and succeeds.
+  const json t = s.wait_terminal(id, 120s);
+  ASSERT_EQ(t.value("state", ""), "succeeded") << t.dump();
+  ASSERT_NE(first->name(), "worker " + t.value("worker", std::string())) << t.dump();
+  const std::string out = s.output_dir() + "/late.ipfix";
+  const auto recorded = fs::status(out);
+  ASSERT_TRUE(fs::exists(recorded));
+  auto r = s.client()->Get("/api/v1/tasks/" + id + "/output");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+
+  // The frozen run wakes (its worker stays frozen) and goes to the end of its conversion.
+  ASSERT_EQ(::kill(static_cast<pid_t>(runner), SIGCONT), 0);
+  const std::string mine = "." + std::to_string(runner);
+  EXPECT_TRUE(wait_until(
+      [&] {
+        for (const auto& tmp : s.temporaries())
+          if (tmp.size() > mine.size() &&
+              tmp.compare(tmp.size() - mine.size(), mine.size(), mine) == 0)
+            return false;
+        std::ifstream stat("/proc/" + std::to_string(runner) + "/stat");
+        std::string pid, comm, state;
+        stat >> pid >> comm >> state;
+        return state == "S";  // waiting for the next task: its conversion ended
+      },
+      120s));
+  std::this_thread::sleep_for(200ms);
+  r = s.client()->Get("/api/v1/tasks/" + id + "/output");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << "the woken run replaced the output: " << r->body;
+  EXPECT_TRUE(s.temporaries().empty());
+  // Its worker wakes too: the task stays as it ended.
+  first->signal(SIGCONT);
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return read_file(first->log_path()).find("another writer put a file") != std::string::npos;
+      },
+      10s))
+      << "the woken run did not report why it published nothing";
+  const json after = s.get_task(id);
+  EXPECT_EQ(after.value("state", ""), "succeeded") << after.dump();
+  r = s.client()->Get("/api/v1/tasks/" + id + "/output");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
 // Found by scripts/chaos (seed 1001): a worker killed in the middle of a task left its runner's
 // flow-store temporary behind; the task was cancelled meanwhile, so no rerun on this host swept
 // it. The runner now removes its task's temporaries when its supervisor dies.

@@ -249,6 +249,12 @@ proto::Done run_task(engine::Engine& engine, const confine::Roots& roots, const 
     d.bytes = result.bytes;
     d.flows = result.flows;
     d.summary = std::move(result.summary);
+  } catch (const engine::OutputReplaced& e) {
+    // Not the task's doing: a later run of it published while this one went on (this run's
+    // worker was given up for lost). Normally nobody is listening any more; if this is the
+    // live run after all, the task runs again without using an attempt.
+    d.state = Outcome::Aborted;
+    d.error = e.what();
   } catch (const std::exception& e) {
     d = result_of_failed_run(t.task_id, e.what());
   }

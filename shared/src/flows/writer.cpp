@@ -751,7 +751,7 @@ void Writer::add(const FlowRow& r) {
   last_ms_ = std::max(last_ms_, r.end_ms);
 }
 
-void Writer::commit() {
+void Writer::commit(const std::function<void()>& before_rename) {
   Impl& m = *impl_;
   const std::string& name = cfg_.name;
   const bool timing = std::getenv("IPFIXWEB_FLOWS_TIMING") != nullptr;
@@ -854,6 +854,7 @@ void Writer::commit() {
     lap("optimize and close");
     if (cfg_.sync && ::fsync(m.file_fd) != 0) m.fail("fsync: " + errno_text(), name);
     lap("fsync");
+    if (before_rename) before_rename();
     if (::renameat(m.dir_fd, m.temp.c_str(), m.dir_fd, m.final_name.c_str()) != 0)
       m.fail("cannot rename it into place: " + errno_text(), name);
     committed_ = true;

@@ -525,4 +525,8 @@ void IpfixExporter::publish() {
 
 void IpfixExporter::commit() { publish(); }
 
+void IpfixExporter::check_unreplaced() const {
+  if (impl_->file) impl_->file->check_unreplaced();
+}
+
 }  // namespace ipfixweb::engine

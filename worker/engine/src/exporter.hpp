@@ -82,6 +82,9 @@ class IpfixExporter {
   // into place and syncs its directory.
   void finish();
   void publish();
+  // Files: throws OutputReplaced when another writer put a file under the output's name since
+  // this exporter was made (OutputFile::check_unreplaced). publish() checks it itself.
+  void check_unreplaced() const;
   std::uint64_t records() const { return records_; }
   std::uint64_t messages_hint() const { return appended_; }
   bool is_network() const { return network_; }

@@ -1,6 +1,7 @@
 #include "output_file.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -46,9 +47,25 @@ void OutputFile::open_directory() {
   dir_owned_ = true;
 }
 
+OutputFile::Identity OutputFile::under_name() const {
+  struct stat st {};
+  if (::fstatat(dir_fd_, name_.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return {};
+  return {static_cast<unsigned long long>(st.st_dev), static_cast<unsigned long long>(st.st_ino)};
+}
+
+void OutputFile::check_unreplaced() const {
+  const Identity now = under_name();
+  // Gone (removed meanwhile, e.g. an expired overwritten output) is not a newer output.
+  if (now.ino == 0 || now == before_) return;
+  throw OutputReplaced("not publishing " + cfg_.what + " '" + cfg_.path +
+                       "': another writer put a file under that name while this run went on "
+                       "(a later run of the same task?); that file stays");
+}
+
 OutputFile::OutputFile(const OutputFileConfig& cfg) : cfg_(cfg) {
   if (cfg_.path.empty()) throw EngineError("no output file given");
   open_directory();
+  before_ = under_name();
   int fd = -1;
   if (cfg_.unnamed_temporary && proc_fd_links()) {
     // Fails where the file system has no O_TMPFILE (EOPNOTSUPP, or EISDIR/EINVAL from old
@@ -106,6 +123,7 @@ void OutputFile::sync() {
 
 void OutputFile::publish() {
   if (!synced_) sync();
+  check_unreplaced();
   FILE* fp = file_.get();
   if (unnamed_) {
     // The data is on disk: give it the temporary name, then rename that over the output

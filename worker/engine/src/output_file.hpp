@@ -39,6 +39,11 @@ class OutputFile {
   // close, rename, directory fsync).
   void sync();
   void publish();
+  // Throws OutputReplaced when the name now holds a file other than the one it held when this
+  // object was made (none, or the file an overwrite replaces). publish() checks it right before
+  // its rename; the flow store's rename is checked with it too (outputs.hpp). The check and the
+  // rename are two steps: a writer that renames in between is not caught.
+  void check_unreplaced() const;
   // Closes and removes what was written (idempotent).
   void abort() noexcept;
   // Throws the EngineError "error writing <what> '<path>': <detail>".
@@ -50,6 +55,13 @@ class OutputFile {
   };
   void open_directory();
   OutputFileConfig cfg_;
+  // What was under the name when the run began: no file (ino 0), or this one.
+  struct Identity {
+    unsigned long long dev = 0, ino = 0;
+    bool operator==(const Identity& o) const { return dev == o.dev && ino == o.ino; }
+  };
+  Identity under_name() const;
+  Identity before_;
   int dir_fd_ = -1;
   bool dir_owned_ = false;
   std::string name_;      // the file's final name in the directory

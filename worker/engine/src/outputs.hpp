@@ -2,6 +2,7 @@
 // options, the flow store writer, and their publication in order.
 #pragma once
 
+#include <exception>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -28,13 +29,16 @@ void publish_summary(const Options& opts, const std::string& summary);
 // The flow store first, then the IPFIX file, so that whoever sees the IPFIX file finds the
 // store. The IPFIX file's last message and fsync run on a thread of their own while the store
 // commits (its last rows, COMMIT, its own fsync and rename); then the IPFIX file is renamed
-// into place. Errors come back to the caller's thread as text and are thrown there.
+// into place. Neither is renamed when another writer published the output meanwhile
+// (OutputReplaced, checked right before each rename). Errors come back to the caller's thread
+// and are thrown there.
 inline void publish_outputs(IpfixExporter& exporter, flows::Writer* store) {
   if (!store) {
     exporter.commit();
     return;
   }
   std::string ipfix_error, store_error;
+  std::exception_ptr replaced;
   std::thread finishing([&] {
     try {
       exporter.finish();
@@ -43,11 +47,14 @@ inline void publish_outputs(IpfixExporter& exporter, flows::Writer* store) {
     }
   });
   try {
-    store->commit();
+    store->commit([&exporter] { exporter.check_unreplaced(); });
+  } catch (const OutputReplaced&) {
+    replaced = std::current_exception();
   } catch (const std::exception& e) {
     store_error = e.what();
   }
   finishing.join();
+  if (replaced) std::rethrow_exception(replaced);
   if (!store_error.empty()) throw EngineError(store_error);
   if (!ipfix_error.empty()) throw EngineError(ipfix_error);
   exporter.publish();

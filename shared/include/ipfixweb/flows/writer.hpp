@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -212,9 +213,11 @@ class Writer {
 
   void add(const FlowRow& row);  // the next record (id = rows() after the call); copied
   SeriesBuilder& series() { return series_; }
-  // Series and meta; closes, syncs and renames the file into place. With the environment
-  // variable IPFIXWEB_FLOWS_TIMING set, prints the time of each step to stderr.
-  void commit();
+  // Series and meta; closes, syncs and renames the file into place. `before_rename`, when
+  // given, runs right before the rename: what it throws aborts the store (nothing is renamed)
+  // and comes out of commit() as it was thrown. With the environment variable
+  // IPFIXWEB_FLOWS_TIMING set, prints the time of each step to stderr.
+  void commit(const std::function<void()>& before_rename = {});
   std::uint64_t rows() const { return rows_; }
 
  private:

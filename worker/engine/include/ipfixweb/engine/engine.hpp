@@ -123,6 +123,16 @@ class EngineError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Thrown at publication when another writer put a different file under the output's name
+// while this run went on: typically a later run of the same task, after this run's worker was
+// given up for lost and the task ran again elsewhere. This run publishes nothing (IPFIX file,
+// flow store, summary), so the newer output, and what the broker recorded of it, stay as they
+// are. A file that was there before the run (overwrite) is replaced as usual.
+class OutputReplaced : public EngineError {
+ public:
+  using EngineError::EngineError;
+};
+
 // Thrown when the cancel flag was raised; no output is left behind.
 class Cancelled : public std::runtime_error {
  public:
