@@ -258,6 +258,8 @@ Broker::Impl::Impl(Config cfg, zmq::context_t& ctx)
   core_->recover(store_.unfinished(), now_mono(), fx_);
   perform();
   commit_then_send(true);
+  // Parts of split tasks that ended before a crash may have been left (Retention).
+  retention_.check_recent_splits(now_unix(), now_mono());
   log_->info("broker listening: frontend {} backend {} db {} (synchronous={}, max_queue={})",
              cfg_.frontend, cfg_.backend, cfg_.db_path, cfg_.synchronous, cfg_.max_queue);
 }
@@ -333,6 +335,7 @@ void Broker::Impl::handle_events() {
   if (backend_drained) core_->expire(now_mono(), fx_);
   core_->dispatch(now_mono(), fx_);
   expire_old_tasks();
+  retention_.run_split_checks(now_mono());
   if (now_mono() >= next_heartbeat_) {
     core_->heartbeat(fx_);
     next_heartbeat_ = now_mono() + cfg_.heartbeat_s;
@@ -449,8 +452,13 @@ void Broker::Impl::commit_then_send(bool force) {
     }
     completions_.write(now_mono());
     // Written after the task they belong to was made, so no other task's (Retention).
-    for (const auto& [task, output] : part_removals_)
+    const std::string* last = nullptr;
+    for (const auto& [task, output] : part_removals_) {
       retention_.remove_unrecorded_output(task, output, /*partition=*/true, /*quiet=*/true);
+      // Checked again later: a run given up may still publish its part (Retention).
+      if (!last || *last != task) retention_.check_split_later(task, now_mono());
+      last = &task;
+    }
     part_removals_.clear();
   }
   // A worker that cannot be reached is lost; what that writes goes into a new transaction,

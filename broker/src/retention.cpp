@@ -144,6 +144,54 @@ bool Retention::remove_late_part_output(const std::string& task_id, const std::s
   return true;
 }
 
+void Retention::check_split_later(const std::string& split_id, double now_mono) {
+  if (split_checks_.size() >= kMaxSplitChecks) split_checks_.erase(split_checks_.begin());
+  split_checks_.emplace(now_mono + kSplitCheckDelays[0], SplitCheck{split_id, 0, now_mono});
+}
+
+void Retention::check_recent_splits(double now_unix, double now_mono) {
+  const auto ids = store_.splits_finished_since(iso_time(now_unix - kSplitStartWindow),
+                                                static_cast<int>(kMaxSplitChecks));
+  for (const auto& id : ids) {
+    if (split_checks_.size() >= kMaxSplitChecks) break;
+    // Checked now, and once more a while later: a run given up before the restart may still
+    // publish.
+    split_checks_.emplace(now_mono, SplitCheck{id, 0, now_mono - kSplitCheckDelays[0]});
+  }
+}
+
+std::size_t Retention::run_split_checks(double now_mono, std::size_t batch) {
+  std::size_t removed = 0;
+  for (std::size_t n = 0; n < batch && !split_checks_.empty(); ++n) {
+    auto it = split_checks_.begin();
+    if (it->first > now_mono) break;
+    SplitCheck c = std::move(it->second);
+    split_checks_.erase(it);
+    removed += sweep_split(c.split_id);
+    if (++c.done < std::size(kSplitCheckDelays))
+      split_checks_.emplace(c.ended + kSplitCheckDelays[c.done], std::move(c));
+  }
+  return removed;
+}
+
+std::size_t Retention::sweep_split(const std::string& split_id) {
+  std::size_t removed = 0;
+  const auto split = store_.get(split_id);
+  if (!split || !is_terminal(split->state)) return 0;  // gone (retention), or not ended
+  for (const auto& part : store_.parts_of(split_id)) {
+    if (part.output_path.empty()) continue;
+    // A newer task writes or wrote that name (a split of the same output, say): its file.
+    if (auto owner = store_.output_owner(part.output_path); owner && owner->task_id != part.id)
+      continue;
+    if (remove_unrecorded_output(split_id, part.output_path, /*partition=*/true, /*quiet=*/true)) {
+      log_->warn("removed {}, a part of task {} left after the task had ended", part.output_path,
+                 split_id);
+      ++removed;
+    }
+  }
+  return removed;
+}
+
 Retention::Pass Retention::run(double now_unix, int batch) {
   Pass pass;
   if (!on()) return pass;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,6 +50,24 @@ class Retention {
   bool remove_late_part_output(const std::string& task_id, const std::string& output_path,
                                const FileIdentity& file);
 
+  // Leftover parts of split tasks that ended. The broker removes a split task's part outputs
+  // right after the commit that ends it; what is left after that (the broker died between the
+  // commit and the removal, or a run the broker had given up published its part later and
+  // its result never came) is removed here: each split task that ended is checked
+  // kSplitChecks times, the first kSplitCheckDelays[0] s after its end; at start, every split
+  // task that ended in the last kSplitStartWindow s is checked at once. A part's output (and
+  // its flow store and summary) goes when it was written after the split task was made and no
+  // newer task owns its path.
+  static constexpr double kSplitCheckDelays[] = {60, 600};
+  static constexpr double kSplitStartWindow = 86400;
+  void check_split_later(const std::string& split_id, double now_mono);
+  void check_recent_splits(double now_unix, double now_mono);
+  // The checks that are due (at most `batch`); returns the files removed.
+  std::size_t run_split_checks(double now_mono, std::size_t batch = 200);
+  // One split task's check; returns the part outputs removed.
+  std::size_t sweep_split(const std::string& split_id);
+  std::size_t split_checks_pending() const { return split_checks_.size(); }
+
  private:
   bool remove_output(const TaskRecord& t);
   // Of `names` in the directory `dir_fd`, removes each written after task `task_id` was made
@@ -63,6 +82,13 @@ class Retention {
   std::shared_ptr<spdlog::logger> log_;
   struct RootHandle;
   std::unique_ptr<RootHandle> root_;  // opened on first use; null while not visible
+  struct SplitCheck {
+    std::string split_id;
+    std::size_t done = 0;  // checks made so far
+    double ended = 0;      // monotonic time of its end (of the broker's start for old ones)
+  };
+  std::multimap<double, SplitCheck> split_checks_;  // by due time (monotonic)
+  static constexpr std::size_t kMaxSplitChecks = 100000;
 };
 
 }  // namespace ipfixweb::broker

@@ -157,6 +157,10 @@ void TaskStore::prepare() {
       db_, "SELECT " + cols +
                " FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?1 "
                "AND state IN ('succeeded','failed','cancelled') ORDER BY finished_at LIMIT ?2");
+  splits_finished_since_ = db::Statement(
+      db_,
+      "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at >= ?1 AND parts > 0 "
+      "ORDER BY finished_at LIMIT ?2");
   output_owner_ = db::Statement(db_,
                                 "SELECT id, state FROM tasks WHERE output_path = ?1 AND state IN "
                                 "('queued','running','succeeded') ORDER BY seq DESC LIMIT 1");
@@ -287,6 +291,14 @@ std::vector<TaskRecord> TaskStore::finished_before(const std::string& before, in
   std::vector<TaskRecord> out;
   while (finished_before_.step()) out.push_back(read_row(finished_before_));
   finished_before_.reset();
+  return out;
+}
+
+std::vector<std::string> TaskStore::splits_finished_since(const std::string& since, int limit) {
+  splits_finished_since_.bind(1, since).bind(2, limit);
+  std::vector<std::string> out;
+  while (splits_finished_since_.step()) out.push_back(splits_finished_since_.col_text(0));
+  splits_finished_since_.reset();
   return out;
 }
 

@@ -249,6 +249,37 @@ TEST(SplitTask, AParallelTaskRunsItsPartsOnTwoWorkersAndIsTheWholeConversion) {
   EXPECT_TRUE(s.temporaries().empty());
 }
 
+// Found in review: a broker that died between the commit of a split task's end and the removal
+// of its parts' outputs left them for good. At start the broker now checks the split tasks that
+// ended in the last day and removes what is left of their parts.
+TEST(SplitTask, PartsOutputsLeftByABrokerThatDiedBeforeRemovingThemGoAtItsNextStart) {
+  StackOptions o;
+  o.workers = 2;
+  Stack s(o);
+  s.wait_ready(2);
+  json req = small_task("left.ipfix");
+  req["parallelism"] = 2;
+  const std::string id = submit_ok(s, req);
+  ASSERT_EQ(s.wait_terminal(id)["state"], "succeeded");
+  const std::set<std::string> kept{"left.ipfix", "left.ipfix.flows.sqlite"};
+  ASSERT_EQ(settled_output_files(s, kept), kept);
+  s.broker().signal(SIGKILL);
+  ASSERT_TRUE(s.broker().wait(5s));
+  // What a broker killed right after that commit leaves: the parts' files, as published.
+  std::set<std::string> left = kept;
+  for (int i = 0; i < 2; ++i) {
+    const std::string part = "left.ipfix.part-" + std::to_string(i) + "-of-2";
+    for (const std::string& f : {part, part + ".flows.sqlite", part + ".summary.json"}) {
+      std::ofstream(s.output_dir() + "/" + f) << "a part's file";
+      left.insert(f);
+    }
+  }
+  ASSERT_EQ(output_files(s), left);
+  s.start_broker();
+  EXPECT_EQ(settled_output_files(s, kept), kept);
+  EXPECT_EQ(s.wait_terminal(submit_ok(s, small_task("after.ipfix")))["state"], "succeeded");
+}
+
 // A part's worker is killed mid-run: the part runs again on the other worker and the task
 // succeeds once, with the whole capture's packets.
 TEST(SplitTask, APartsWorkerKilledMidRunRunsThePartAgainAndTheTaskSucceeds) {

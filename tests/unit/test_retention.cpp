@@ -76,3 +76,116 @@ TEST_F(RetentionFiles, AnUnrecordedOutputTakesItsSummaryAlongOnlyForAFlowPartiti
   EXPECT_TRUE(retention_->remove_unrecorded_output(task, part, /*partition=*/true));
   EXPECT_FALSE(exists(part + ".summary.json"));
 }
+
+namespace {
+
+// A split task of two parts, recorded as the broker records one (the task, then its parts,
+// each writing "<output>.part-I-of-2"), with every part ended as given and the task as given.
+struct Split {
+  std::string id, parts[2], outputs[2];
+};
+
+Split record_split(TaskStore& store, const std::string& dir, TaskState part0, TaskState part1,
+                   std::optional<TaskState> task) {
+  Split s;
+  s.id = new_uuid_v7();
+  db::Transaction tx(store.db());
+  TaskStore::NewTask t;
+  t.id = s.id;
+  t.request = "{}";
+  t.spec = "{}";
+  t.output_path = dir + "/big.ipfix";
+  t.parts = 2;
+  store.insert(t, now_iso());
+  for (int i = 0; i < 2; ++i) {
+    TaskStore::NewTask p;
+    p.id = s.parts[i] = new_uuid_v7();
+    p.request = "{}";
+    p.spec = "{}";
+    p.output_path = s.outputs[i] = dir + "/big.ipfix.part-" + std::to_string(i) + "-of-2";
+    p.parent_id = s.id;
+    store.insert(p, now_iso());
+    store.set_running(p.id, "w1", 1, now_iso());
+    store.finish(p.id, i == 0 ? part0 : part1, "{}", "", "", now_iso());
+  }
+  if (task) store.finish(s.id, *task, "{}", "", "", now_iso());
+  tx.commit();
+  return s;
+}
+
+}  // namespace
+
+// Found in review of the split clean-up: a broker that died between the commit of a split
+// task's end and the removal of its parts' outputs left them for good, and so did a part that
+// a given-up run published after the task had ended when that run's result never came.
+TEST_F(RetentionFiles, ALeftoverPartOfASplitTaskThatEndedGoesUnlessANewerTaskOwnsItsName) {
+  const std::string out = (dir_ / "out").string();
+  const Split s =
+      record_split(*store_, out, TaskState::Succeeded, TaskState::Succeeded, TaskState::Succeeded);
+  // A newer task writes the second part's name (an ordinary task, queued).
+  {
+    db::Transaction tx(store_->db());
+    TaskStore::NewTask t;
+    t.id = new_uuid_v7();
+    t.request = "{}";
+    t.spec = "{}";
+    t.output_path = s.outputs[1];
+    store_->insert(t, now_iso());
+    tx.commit();
+  }
+  publish("big.ipfix.part-0-of-2");
+  publish("big.ipfix.part-1-of-2");
+  EXPECT_EQ(retention_->sweep_split(s.id), 1u);
+  for (const std::string& f :
+       {s.outputs[0], s.outputs[0] + ".flows.sqlite", s.outputs[0] + ".summary.json"})
+    EXPECT_FALSE(exists(f)) << f;
+  EXPECT_TRUE(exists(s.outputs[1])) << "the newer task's";
+  EXPECT_EQ(retention_->sweep_split(s.id), 0u) << "nothing left to remove";
+}
+
+TEST_F(RetentionFiles, ASplitTaskThatHasNotEndedKeepsItsPartsOutputs) {
+  const std::string out = (dir_ / "out").string();
+  // Both parts succeeded; the task merges them (running): the merge reads these files.
+  const Split s =
+      record_split(*store_, out, TaskState::Succeeded, TaskState::Succeeded, std::nullopt);
+  publish("big.ipfix.part-0-of-2");
+  publish("big.ipfix.part-1-of-2");
+  EXPECT_EQ(retention_->sweep_split(s.id), 0u);
+  EXPECT_TRUE(exists(s.outputs[0]));
+  EXPECT_TRUE(exists(s.outputs[1]));
+}
+
+TEST_F(RetentionFiles, ASplitTaskIsCheckedAMinuteAfterItsEndAndAgainTenMinutesAfter) {
+  const std::string out = (dir_ / "out").string();
+  const Split s =
+      record_split(*store_, out, TaskState::Succeeded, TaskState::Failed, TaskState::Failed);
+  const double ended = 1000;
+  retention_->check_split_later(s.id, ended);
+  publish("big.ipfix.part-1-of-2");  // a given-up run of the failed part published it late
+  EXPECT_EQ(retention_->run_split_checks(ended + 30), 0u) << "not due yet";
+  EXPECT_TRUE(exists(s.outputs[1]));
+  EXPECT_EQ(retention_->run_split_checks(ended + 61), 1u);
+  EXPECT_FALSE(exists(s.outputs[1]));
+  publish("big.ipfix.part-0-of-2");
+  EXPECT_EQ(retention_->run_split_checks(ended + 400), 0u);
+  EXPECT_EQ(retention_->run_split_checks(ended + 601), 1u) << "the second check";
+  EXPECT_FALSE(exists(s.outputs[0]));
+  EXPECT_EQ(retention_->split_checks_pending(), 0u) << "no third check";
+}
+
+TEST_F(RetentionFiles, AtStartEverySplitTaskThatEndedInTheLastDayIsCheckedAtOnce) {
+  const std::string out = (dir_ / "out").string();
+  const Split ended =
+      record_split(*store_, out, TaskState::Succeeded, TaskState::Succeeded, TaskState::Succeeded);
+  publish("big.ipfix.part-0-of-2");
+  publish("big.ipfix.part-1-of-2");
+  retention_->check_recent_splits(now_unix(), 50);
+  EXPECT_EQ(retention_->split_checks_pending(), 1u);
+  EXPECT_EQ(retention_->run_split_checks(50), 2u);
+  EXPECT_FALSE(exists(ended.outputs[0]));
+  EXPECT_FALSE(exists(ended.outputs[1]));
+  EXPECT_EQ(retention_->split_checks_pending(), 1u) << "and once more later";
+  // A day later it is not among them.
+  retention_->check_recent_splits(now_unix() + 2 * 86400, 50);
+  EXPECT_EQ(retention_->split_checks_pending(), 1u);
+}

@@ -138,6 +138,9 @@ class TaskStore {
   std::optional<Owner> output_owner(const std::string& output_path);
   // Finished tasks that finished before `before` (ISO time), oldest first, at most `limit`.
   std::vector<TaskRecord> finished_before(const std::string& before, int limit);
+  // The ids of split tasks (parts > 0) that finished at or after `since` (ISO time), oldest
+  // first, at most `limit`.
+  std::vector<std::string> splits_finished_since(const std::string& since, int limit);
 
  private:
   explicit TaskStore(db::Database db);
@@ -147,7 +150,7 @@ class TaskStore {
   db::Database db_;
   db::Statement insert_, insert_event_, set_running_, set_progress_, finish_, requeue_, get_,
       by_key_, events_, unfinished_, counts_, output_owner_, finished_before_, remove_events_,
-      remove_, events_between_, last_event_, running_progress_, parts_of_;
+      remove_, events_between_, last_event_, running_progress_, parts_of_, splits_finished_since_;
 };
 
 }  // namespace ipfixweb
