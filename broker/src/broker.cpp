@@ -116,8 +116,9 @@ class Broker::Impl {
   // With CURVE: a worker's routing id belongs to the key that registered it while the core
   // knows that worker; a peer with another key cannot speak in its name.
   bool key_holds(const std::string& identity, zmq::message_t& frame);
-  void handle_events();     // one iteration's messages, timers and their effects
-  void expire_old_tasks();  // retention, a batch when due
+  void handle_events();          // one iteration's messages, timers and their effects
+  void expire_old_tasks();       // retention, a batch when due
+  void check_split_leftovers();  // Retention::run_split_checks
   long poll_timeout_ms() const;
   // Reads up to kMaxBatch messages; false when it stopped at the cap with messages possibly
   // left.
@@ -259,7 +260,7 @@ Broker::Impl::Impl(Config cfg, zmq::context_t& ctx)
   perform();
   commit_then_send(true);
   // Parts of split tasks that ended before a crash may have been left (Retention).
-  retention_.check_recent_splits(now_unix(), now_mono());
+  retention_.check_recent_splits(now_mono());
   log_->info("broker listening: frontend {} backend {} db {} (synchronous={}, max_queue={})",
              cfg_.frontend, cfg_.backend, cfg_.db_path, cfg_.synchronous, cfg_.max_queue);
 }
@@ -335,7 +336,7 @@ void Broker::Impl::handle_events() {
   if (backend_drained) core_->expire(now_mono(), fx_);
   core_->dispatch(now_mono(), fx_);
   expire_old_tasks();
-  retention_.run_split_checks(now_mono());
+  check_split_leftovers();
   if (now_mono() >= next_heartbeat_) {
     core_->heartbeat(fx_);
     next_heartbeat_ = now_mono() + cfg_.heartbeat_s;
@@ -489,6 +490,14 @@ void Broker::Impl::expire_old_tasks() {
   }
   const double period = std::clamp(cfg_.retention_days * 86400 / 10, 1.0, 60.0);
   next_retention_ = now_mono() + (pass.more ? 0.0 : period);
+}
+
+void Broker::Impl::check_split_leftovers() {
+  try {
+    retention_.run_split_checks(now_mono());
+  } catch (const db::Error& e) {
+    throw StorageFailure(std::string("split clean-up: ") + e.what());
+  }
 }
 
 void Broker::Impl::check_storage(double now) {

@@ -145,13 +145,12 @@ bool Retention::remove_late_part_output(const std::string& task_id, const std::s
 }
 
 void Retention::check_split_later(const std::string& split_id, double now_mono) {
-  if (split_checks_.size() >= kMaxSplitChecks) split_checks_.erase(split_checks_.begin());
+  if (split_checks_.size() >= kMaxSplitChecks) return;  // the oldest ones are due first
   split_checks_.emplace(now_mono + kSplitCheckDelays[0], SplitCheck{split_id, 0, now_mono});
 }
 
-void Retention::check_recent_splits(double now_unix, double now_mono) {
-  const auto ids = store_.splits_finished_since(iso_time(now_unix - kSplitStartWindow),
-                                                static_cast<int>(kMaxSplitChecks));
+void Retention::check_recent_splits(double now_mono) {
+  const auto ids = store_.splits_ended_last(kSplitStartWindow, static_cast<int>(kMaxSplitChecks));
   for (const auto& id : ids) {
     if (split_checks_.size() >= kMaxSplitChecks) break;
     // Checked now, and once more a while later: a run given up before the restart may still
@@ -160,11 +159,12 @@ void Retention::check_recent_splits(double now_unix, double now_mono) {
   }
 }
 
-std::size_t Retention::run_split_checks(double now_mono, std::size_t batch) {
+std::size_t Retention::run_split_checks(double now_mono, std::size_t batch, double budget_s) {
   std::size_t removed = 0;
+  const double until = ipfixweb::now_mono() + budget_s;
   for (std::size_t n = 0; n < batch && !split_checks_.empty(); ++n) {
     auto it = split_checks_.begin();
-    if (it->first > now_mono) break;
+    if (it->first > now_mono || (n > 0 && ipfixweb::now_mono() > until)) break;
     SplitCheck c = std::move(it->second);
     split_checks_.erase(it);
     removed += sweep_split(c.split_id);

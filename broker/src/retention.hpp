@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -54,19 +55,25 @@ class Retention {
   // right after the commit that ends it; what is left after that (the broker died between the
   // commit and the removal, or a run the broker had given up published its part later and
   // its result never came) is removed here: each split task that ended is checked
-  // kSplitChecks times, the first kSplitCheckDelays[0] s after its end; at start, every split
-  // task that ended in the last kSplitStartWindow s is checked at once. A part's output (and
-  // its flow store and summary) goes when it was written after the split task was made and no
-  // newer task owns its path.
+  // kSplitCheckDelays.size() times, the first kSplitCheckDelays[0] s after its end; at start,
+  // the split tasks that ended within kSplitStartWindow s of the last task's end are checked
+  // at once and once more later. A part's output (and its flow store and summary) goes when it
+  // was written after the split task was made and no newer task owns its path. A run that
+  // publishes a part later than the last check and never reports is not caught.
   static constexpr double kSplitCheckDelays[] = {60, 600};
-  static constexpr double kSplitStartWindow = 86400;
+  static constexpr double kSplitStartWindow = 900;
   void check_split_later(const std::string& split_id, double now_mono);
-  void check_recent_splits(double now_unix, double now_mono);
-  // The checks that are due (at most `batch`); returns the files removed.
-  std::size_t run_split_checks(double now_mono, std::size_t batch = 200);
+  void check_recent_splits(double now_mono);
+  // The checks that are due, at most `batch` of them and for about `budget_s` (the broker's
+  // loop runs them between messages); returns the files removed.
+  std::size_t run_split_checks(double now_mono, std::size_t batch = 20, double budget_s = 0.005);
   // One split task's check; returns the part outputs removed.
   std::size_t sweep_split(const std::string& split_id);
   std::size_t split_checks_pending() const { return split_checks_.size(); }
+  std::size_t split_checks_due(double now_mono) const {
+    return static_cast<std::size_t>(
+        std::distance(split_checks_.begin(), split_checks_.upper_bound(now_mono)));
+  }
 
  private:
   bool remove_output(const TaskRecord& t);

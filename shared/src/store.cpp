@@ -157,10 +157,13 @@ void TaskStore::prepare() {
       db_, "SELECT " + cols +
                " FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?1 "
                "AND state IN ('succeeded','failed','cancelled') ORDER BY finished_at LIMIT ?2");
-  splits_finished_since_ = db::Statement(
+  // (The window ends at the latest end of any task: a broker down for days still finds the
+  // split tasks that ended last. strftime writes the format of iso_time.)
+  splits_ended_last_ = db::Statement(
       db_,
-      "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at >= ?1 AND parts > 0 "
-      "ORDER BY finished_at LIMIT ?2");
+      "SELECT id FROM tasks WHERE parts > 0 AND finished_at >= (SELECT "
+      "strftime('%Y-%m-%dT%H:%M:%fZ', max(finished_at), '-' || ?1 || ' seconds') FROM tasks "
+      "WHERE finished_at IS NOT NULL) ORDER BY finished_at DESC LIMIT ?2");
   output_owner_ = db::Statement(db_,
                                 "SELECT id, state FROM tasks WHERE output_path = ?1 AND state IN "
                                 "('queued','running','succeeded') ORDER BY seq DESC LIMIT 1");
@@ -294,11 +297,11 @@ std::vector<TaskRecord> TaskStore::finished_before(const std::string& before, in
   return out;
 }
 
-std::vector<std::string> TaskStore::splits_finished_since(const std::string& since, int limit) {
-  splits_finished_since_.bind(1, since).bind(2, limit);
+std::vector<std::string> TaskStore::splits_ended_last(double window_s, int limit) {
+  splits_ended_last_.bind(1, static_cast<std::int64_t>(window_s)).bind(2, limit);
   std::vector<std::string> out;
-  while (splits_finished_since_.step()) out.push_back(splits_finished_since_.col_text(0));
-  splits_finished_since_.reset();
+  while (splits_ended_last_.step()) out.push_back(splits_ended_last_.col_text(0));
+  splits_ended_last_.reset();
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "ipfixweb/engine/engine.hpp"
+#include "output_file.hpp"
 #include "pcap_writer.hpp"
 
 namespace ipfixweb::engine {
@@ -392,6 +393,42 @@ TEST(Engine, ARunReplacesTheFileThatWasThereBeforeItAndOneRemovedMeanwhile) {
   EXPECT_TRUE(removed);
   EXPECT_TRUE(fs::exists(o.output));
   EXPECT_TRUE(no_temp_left(dir.path()));
+}
+
+// The same rule for a file written under its temporary name from the start (file systems
+// without O_TMPFILE) and for one in an unnamed file: a free name is taken by a hard link,
+// atomically, so a file another writer put there meanwhile stays even if this process still
+// saw the name free (an NFS client's cache); a file that was there at the start is replaced.
+TEST(OutputFileTest, AFreeNameIsTakenByALinkThatFailsIfAnotherWriterGotThereFirst) {
+  test::TempDir dir;
+  for (const bool unnamed : {true, false}) {
+    SCOPED_TRACE(unnamed ? "unnamed temporary" : "named temporary");
+    OutputFileConfig cfg;
+    cfg.path = dir.file(unnamed ? "u.ipfix" : "n.ipfix");
+    cfg.unnamed_temporary = unnamed;
+    {
+      OutputFile f(cfg);
+      std::fputs("mine", f.file());
+      std::ofstream(cfg.path) << "another writer's";  // created in place, no rename
+      EXPECT_THROW(f.commit(), OutputReplaced);
+    }
+    EXPECT_EQ(slurp(cfg.path), "another writer's");
+    EXPECT_TRUE(no_temp_left(dir.path()));
+    {
+      OutputFile f(cfg);  // the name holds a file now: an overwrite
+      std::fputs("mine", f.file());
+      f.commit();
+    }
+    EXPECT_EQ(slurp(cfg.path), "mine");
+    fs::remove(cfg.path);
+    {
+      OutputFile f(cfg);  // free, and free at the end
+      std::fputs("mine again", f.file());
+      f.commit();
+    }
+    EXPECT_EQ(slurp(cfg.path), "mine again");
+    EXPECT_TRUE(no_temp_left(dir.path()));
+  }
 }
 
 TEST(Engine, ForkedChildrenShareTheInitialisedEngine) {

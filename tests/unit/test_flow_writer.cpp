@@ -7,8 +7,10 @@
 
 #include <array>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -263,4 +265,80 @@ TEST_F(FlowWriter, AnExportStoppedEarlyEndsItsReaderThread) {
     EXPECT_TRUE(rows.fill(piece, 100));
     EXPECT_FALSE(piece.empty());
   }  // destroyed with rows left to read
+}
+
+namespace {
+
+std::string slurp(const std::filesystem::path& p) {
+  std::FILE* f = std::fopen(p.c_str(), "rb");
+  std::string out;
+  if (!f) return out;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
+bool temporary_left(const std::filesystem::path& dir) {
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename().string().find(".tmp") != std::string::npos) return true;
+  return false;
+}
+
+// One flow, then commit; `meanwhile` runs between the writer's making and its commit.
+void write_one(const std::string& path, const std::function<void()>& meanwhile) {
+  fl::WriterConfig cfg;
+  cfg.name = path;
+  cfg.sync = false;
+  cfg.sync_dir = false;
+  fl::Writer w(cfg);
+  fl::FlowRow r;
+  r.start_ms = r.end_ms = 1'700'000'000'000ull;
+  r.ip_version = 4;
+  r.proto = 17;
+  r.fwd_packets = 1;
+  r.fwd_bytes = 60;
+  w.add(r);
+  meanwhile();
+  w.commit();
+}
+
+}  // namespace
+
+// The store's own part of "a run given up for lost does not replace the output of the run
+// that succeeded" (found by review: a later run's store could be replaced between the IPFIX
+// file's check and the store's rename): a name that was free is taken by a hard link, which
+// fails when another writer got there first; a name that held a file is renamed over only
+// while it still holds that file.
+TEST(FlowWriterPublication, AStoreDoesNotReplaceAFileAnotherWriterPutUnderItsName) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("ipfixweb-writer-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto other = [&](const std::filesystem::path& p) {
+    return [p] {
+      const auto tmp = p.string() + ".other";
+      std::FILE* f = std::fopen(tmp.c_str(), "wb");
+      std::fputs("another writer's store", f);
+      std::fclose(f);
+      std::filesystem::rename(tmp, p);
+    };
+  };
+  // Free at the start, taken meanwhile.
+  const auto free_name = dir / "free.flows.sqlite";
+  EXPECT_THROW(write_one(free_name.string(), other(free_name)), fl::Replaced);
+  EXPECT_EQ(slurp(free_name), "another writer's store");
+  // Held a file at the start (an overwrite), replaced meanwhile.
+  const auto held = dir / "held.flows.sqlite";
+  other(held)();
+  EXPECT_THROW(write_one(held.string(), other(held)), fl::Replaced);
+  EXPECT_EQ(slurp(held), "another writer's store");
+  // Held a file that stays: replaced by the store, as an overwrite does.
+  write_one(held.string(), [] {});
+  EXPECT_EQ(slurp(held).rfind("SQLite format 3", 0), 0u);
+  // Free, and free at the end: the store.
+  const auto fresh = dir / "fresh.flows.sqlite";
+  write_one(fresh.string(), [] {});
+  EXPECT_EQ(slurp(fresh).rfind("SQLite format 3", 0), 0u);
+  EXPECT_FALSE(temporary_left(dir));
+  std::filesystem::remove_all(dir);
 }

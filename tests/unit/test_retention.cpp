@@ -179,13 +179,43 @@ TEST_F(RetentionFiles, AtStartEverySplitTaskThatEndedInTheLastDayIsCheckedAtOnce
       record_split(*store_, out, TaskState::Succeeded, TaskState::Succeeded, TaskState::Succeeded);
   publish("big.ipfix.part-0-of-2");
   publish("big.ipfix.part-1-of-2");
-  retention_->check_recent_splits(now_unix(), 50);
+  retention_->check_recent_splits(50);
   EXPECT_EQ(retention_->split_checks_pending(), 1u);
   EXPECT_EQ(retention_->run_split_checks(50), 2u);
   EXPECT_FALSE(exists(ended.outputs[0]));
   EXPECT_FALSE(exists(ended.outputs[1]));
   EXPECT_EQ(retention_->split_checks_pending(), 1u) << "and once more later";
-  // A day later it is not among them.
-  retention_->check_recent_splits(now_unix() + 2 * 86400, 50);
+}
+
+// The window ends at the last task's end, not at the broker's start: a broker that was down
+// for long still finds the split tasks that ended last; older ones are not checked again.
+TEST_F(RetentionFiles,
+       AtStartTheSplitTasksThatEndedInTheLastQuarterHourBeforeTheLastEndAreChecked) {
+  const std::string out = (dir_ / "out").string();
+  const Split old_split =
+      record_split(*store_, out, TaskState::Succeeded, TaskState::Succeeded, TaskState::Succeeded);
+  const Split last_split =
+      record_split(*store_, out, TaskState::Succeeded, TaskState::Succeeded, TaskState::Failed);
+  {  // the first ended an hour before the second, both long ago
+    db::Transaction tx(store_->db());
+    store_->db().exec("UPDATE tasks SET finished_at = '2020-01-01T10:00:00.000Z' WHERE id = '" +
+                      old_split.id + "' OR parent_id = '" + old_split.id + "'");
+    store_->db().exec("UPDATE tasks SET finished_at = '2020-01-01T11:00:00.000Z' WHERE id = '" +
+                      last_split.id + "' OR parent_id = '" + last_split.id + "'");
+    tx.commit();
+  }
+  EXPECT_EQ(store_->splits_ended_last(900, 10), std::vector<std::string>{last_split.id});
+  retention_->check_recent_splits(50);
   EXPECT_EQ(retention_->split_checks_pending(), 1u);
+}
+
+// The broker runs the checks between messages: a few at a time.
+TEST_F(RetentionFiles, AtMostABatchOfChecksRunsAtOnce) {
+  for (int i = 0; i < 30; ++i) retention_->check_split_later(new_uuid_v7(), 0);
+  EXPECT_EQ(retention_->split_checks_due(100), 30u);
+  retention_->run_split_checks(100, 20, 10.0);
+  EXPECT_EQ(retention_->split_checks_due(100), 10u);
+  EXPECT_EQ(retention_->split_checks_pending(), 30u) << "20 wait for their second check";
+  retention_->run_split_checks(100, 20, 0.0);
+  EXPECT_EQ(retention_->split_checks_due(100), 9u) << "at least one runs, whatever the budget";
 }

@@ -57,6 +57,10 @@ void OutputFile::check_unreplaced() const {
   const Identity now = under_name();
   // Gone (removed meanwhile, e.g. an expired overwritten output) is not a newer output.
   if (now.ino == 0 || now == before_) return;
+  throw_replaced();
+}
+
+void OutputFile::throw_replaced() const {
   throw OutputReplaced("not publishing " + cfg_.what + " '" + cfg_.path +
                        "': another writer put a file under that name while this run went on "
                        "(a later run of the same task?); that file stays");
@@ -123,13 +127,16 @@ void OutputFile::sync() {
 
 void OutputFile::publish() {
   if (!synced_) sync();
-  check_unreplaced();
   FILE* fp = file_.get();
+  const std::string self = "/proc/self/fd/" + std::to_string(fileno(fp));
+  if (before_.ino == 0 && link_in_place(self)) return;
+  // A file was there when the run began (an overwrite), or this file system has no hard links:
+  // check, then rename over it.
+  check_unreplaced();
   if (unnamed_) {
     // The data is on disk: give it the temporary name, then rename that over the output
     // (linkat cannot replace an existing file; rename does, atomically).
     const std::string tmp = temporary_output_name(name_, ::getpid());
-    const std::string self = "/proc/self/fd/" + std::to_string(fileno(fp));
     int rc = ::linkat(AT_FDCWD, self.c_str(), dir_fd_, tmp.c_str(), AT_SYMLINK_FOLLOW);
     if (rc != 0 && errno == EEXIST) {  // left by a dead process that had our pid: replace it
       ::unlinkat(dir_fd_, tmp.c_str(), 0);
@@ -148,7 +155,31 @@ void OutputFile::publish() {
   }
   tmp_name_.clear();
   committed_ = true;
-  // The rename is durable only once the directory is: a crash must not lose a reported output.
+  sync_directory();
+}
+
+// Nothing was under the name when the run began: the file gets the name by a hard link, which
+// fails if another writer put a file there meanwhile: atomically, also on NFS, whose client
+// may answer "no such file" from its cache for a while after another host created one (a
+// check before a rename could miss it there). False when this file system has no hard links.
+bool OutputFile::link_in_place(const std::string& self) {
+  const int rc = unnamed_
+                     ? ::linkat(AT_FDCWD, self.c_str(), dir_fd_, name_.c_str(), AT_SYMLINK_FOLLOW)
+                     : ::linkat(dir_fd_, tmp_name_.c_str(), dir_fd_, name_.c_str(), 0);
+  if (rc != 0) {
+    if (errno == EEXIST) throw_replaced();
+    return false;
+  }
+  committed_ = true;
+  if (!unnamed_) ::unlinkat(dir_fd_, tmp_name_.c_str(), 0);
+  tmp_name_.clear();
+  if (std::fclose(file_.release()) != 0) fail(std::strerror(errno));
+  sync_directory();
+  return true;
+}
+
+void OutputFile::sync_directory() {
+  // The name is durable only once the directory is: a crash must not lose a reported output.
   const int d = ::openat(dir_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   const bool synced = d >= 0 && ::fsync(d) == 0;
   const int e = errno;

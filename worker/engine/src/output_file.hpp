@@ -1,7 +1,8 @@
 // A file that appears under its final name only once complete: written into an unnamed file
-// (O_TMPFILE) or under "<name>.tmp.<host>.<pid>", then flushed, fsynced, renamed over the
-// name within one directory descriptor (whatever is under the name, a file or a symbolic link,
-// is replaced, never followed) and the directory synced. Without commit() nothing is left.
+// (O_TMPFILE) or under "<name>.tmp.<host>.<pid>", then flushed, fsynced, linked to the name
+// (when it was free at the start) or renamed over it within one directory descriptor (whatever
+// is under the name, a file or a symbolic link, is replaced, never followed) and the directory
+// synced. Without commit() nothing is left.
 // Used for the IPFIX file (exporter.cpp) and the pcap of an extract (extract.cpp).
 #pragma once
 
@@ -40,9 +41,11 @@ class OutputFile {
   void sync();
   void publish();
   // Throws OutputReplaced when the name now holds a file other than the one it held when this
-  // object was made (none, or the file an overwrite replaces). publish() checks it right before
-  // its rename; the flow store's rename is checked with it too (outputs.hpp). The check and the
-  // rename are two steps: a writer that renames in between is not caught.
+  // object was made (none, or the file an overwrite replaces). publish() does not replace such
+  // a file: when the name was free it links the file to it (which fails if another writer got
+  // there first, atomically), else it checks right before its rename (two steps: a writer that
+  // renames in between is not caught). The flow store's publication is checked with it too
+  // (outputs.hpp).
   void check_unreplaced() const;
   // Closes and removes what was written (idempotent).
   void abort() noexcept;
@@ -54,6 +57,9 @@ class OutputFile {
     void operator()(FILE* f) const noexcept { std::fclose(f); }
   };
   void open_directory();
+  bool link_in_place(const std::string& self);
+  void sync_directory();
+  [[noreturn]] void throw_replaced() const;
   OutputFileConfig cfg_;
   // What was under the name when the run began: no file (ino 0), or this one.
   struct Identity {

@@ -29,9 +29,10 @@ void publish_summary(const Options& opts, const std::string& summary);
 // The flow store first, then the IPFIX file, so that whoever sees the IPFIX file finds the
 // store. The IPFIX file's last message and fsync run on a thread of their own while the store
 // commits (its last rows, COMMIT, its own fsync and rename); then the IPFIX file is renamed
-// into place. Neither is renamed when another writer published the output meanwhile
-// (OutputReplaced, checked right before each rename). Errors come back to the caller's thread
-// and are thrown there.
+// into place. Neither replaces a file another writer put under its name meanwhile, and the
+// store is not published when the IPFIX file's name holds such a file (OutputReplaced; the
+// store's own check comes out as flows::Replaced and is thrown as OutputReplaced). Errors come
+// back to the caller's thread and are thrown there.
 inline void publish_outputs(IpfixExporter& exporter, flows::Writer* store) {
   if (!store) {
     exporter.commit();
@@ -50,6 +51,8 @@ inline void publish_outputs(IpfixExporter& exporter, flows::Writer* store) {
     store->commit([&exporter] { exporter.check_unreplaced(); });
   } catch (const OutputReplaced&) {
     replaced = std::current_exception();
+  } catch (const flows::Replaced& e) {
+    replaced = std::make_exception_ptr(OutputReplaced(e.what()));
   } catch (const std::exception& e) {
     store_error = e.what();
   }

@@ -23,6 +23,13 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Thrown by Writer::commit when another writer put a different file under the store's name
+// while this one was written: nothing is renamed (the temporary goes).
+class Replaced : public Error {
+ public:
+  using Error::Error;
+};
+
 // The time buckets one record's packets fell into, kept on the flow while it is metered
 // (most records touch one or two buckets: the first entry is inline).
 struct BucketEntry {
@@ -213,10 +220,14 @@ class Writer {
 
   void add(const FlowRow& row);  // the next record (id = rows() after the call); copied
   SeriesBuilder& series() { return series_; }
-  // Series and meta; closes, syncs and renames the file into place. `before_rename`, when
-  // given, runs right before the rename: what it throws aborts the store (nothing is renamed)
-  // and comes out of commit() as it was thrown. With the environment variable
-  // IPFIXWEB_FLOWS_TIMING set, prints the time of each step to stderr.
+  // Series and meta; closes, syncs and puts the file in place: when nothing was under its name
+  // as the writer was made, by a hard link to the name, which fails if another writer put a
+  // file there meanwhile (Replaced; atomic, also on NFS); else (an overwrite, or no hard links
+  // on this file system) by a rename, after checking that the name still holds the file it
+  // held then (Replaced if not). `before_rename`, when given, runs right before that: what it
+  // throws aborts the store (nothing is renamed) and comes out of commit() as it was thrown.
+  // With the environment variable IPFIXWEB_FLOWS_TIMING set, prints the time of each step to
+  // stderr.
   void commit(const std::function<void()>& before_rename = {});
   std::uint64_t rows() const { return rows_; }
 

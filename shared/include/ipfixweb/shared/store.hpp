@@ -68,7 +68,7 @@ class TaskStore {
   // (PRAGMA journal_size_limit). In steady work it stays near SQLite's autocheckpoint point
   // (1000 pages, about 4 MiB); a reader holding one transaction open for minutes lets it
   // grow (checkpoints cannot pass the reader's snapshot) and this is what it shrinks back to
-  // once the reader is gone (docs/operations.md, "The WAL and long readers").
+  // once the reader is gone (docs/schema.md, "The WAL and long readers").
   static constexpr long long kWalSizeLimit = 16ll << 20;
   enum class Sync { Off, Normal, Full, Extra };
   static Sync parse_sync(const std::string& s);  // throws std::invalid_argument
@@ -138,9 +138,9 @@ class TaskStore {
   std::optional<Owner> output_owner(const std::string& output_path);
   // Finished tasks that finished before `before` (ISO time), oldest first, at most `limit`.
   std::vector<TaskRecord> finished_before(const std::string& before, int limit);
-  // The ids of split tasks (parts > 0) that finished at or after `since` (ISO time), oldest
-  // first, at most `limit`.
-  std::vector<std::string> splits_finished_since(const std::string& since, int limit);
+  // The ids of split tasks (parts > 0) that finished within `window_s` seconds before the
+  // latest finished_at of any task, the latest first, at most `limit`.
+  std::vector<std::string> splits_ended_last(double window_s, int limit);
 
  private:
   explicit TaskStore(db::Database db);
@@ -150,7 +150,7 @@ class TaskStore {
   db::Database db_;
   db::Statement insert_, insert_event_, set_running_, set_progress_, finish_, requeue_, get_,
       by_key_, events_, unfinished_, counts_, output_owner_, finished_before_, remove_events_,
-      remove_, events_between_, last_event_, running_progress_, parts_of_, splits_finished_since_;
+      remove_, events_between_, last_event_, running_progress_, parts_of_, splits_ended_last_;
 };
 
 }  // namespace ipfixweb
