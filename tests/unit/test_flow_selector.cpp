@@ -117,3 +117,16 @@ TEST(FlowSelector, MatchesBothDirectionsOnlyWhenAskedAndOnlyInsideTheSpanAndVlan
   EXPECT_TRUE(selector_matches(one, 4, 17, a, b, 1000, 53, 0, 1));
   EXPECT_FALSE(selector_matches(one, 4, 17, b, a, 53, 1000, 0, 1));
 }
+
+// Found by fuzz_task_request: the address went to inet_pton as a C string, so a NUL byte ended
+// it there ("2001:db9::\0" + "2" read as 2001:db9::); the api accepted such an extract request
+// and the broker refused it.
+TEST(FlowSelector, AnAddressWithANulByteIsNotAnAddress) {
+  const auto with_nul = [](std::string before, const char* after) {
+    before.push_back('\0');
+    return before + after;
+  };
+  EXPECT_EQ(refused(with_nul("udp [2001:db9::", "2]:53 -> [ff02::fb]:2676")).position, 4u);
+  EXPECT_EQ(refused(with_nul("udp 10.0.0.1", "9:53 -> 10.0.0.2:53")).position, 4u);
+  EXPECT_EQ(refused(with_nul("udp 10.0.0.1:53 -> 10.0.0.2", ":53")).position, 19u);
+}

@@ -204,6 +204,16 @@ TEST(Validation, AnExtractNeedsAFlowSelectorThatParsesAndOnlyAnExtractTakesOne) 
             "not a flow selector: at 15: expected '<->' (both directions) or '->' (src to dst "
             "only)");
 
+  // Found by fuzz_task_request: taken by the api, refused by the broker.
+  json nul = ok;
+  std::string with_nul = "udp [2001:db9::";
+  with_nul.push_back('\0');
+  nul["flow"] = with_nul + "2]:53 -> [ff02::fb]:2676";
+  auto e5 = errors_of(nul);
+  ASSERT_EQ(e5.size(), 1u);
+  EXPECT_EQ(e5[0].field, "flow");
+  EXPECT_EQ(e5[0].message, "not a flow selector: at 4: not an IPv6 address");
+
   json stray = base;
   stray["flow"] = ok["flow"];
   auto e3 = errors_of(stray);
