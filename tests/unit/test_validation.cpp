@@ -212,7 +212,7 @@ TEST(Validation, AnExtractNeedsAFlowSelectorThatParsesAndOnlyAnExtractTakesOne) 
   auto e5 = errors_of(nul);
   ASSERT_EQ(e5.size(), 1u);
   EXPECT_EQ(e5[0].field, "flow");
-  EXPECT_EQ(e5[0].message, "not a flow selector: at 4: not an IPv6 address");
+  EXPECT_EQ(e5[0].message, "contains a NUL byte");
 
   json stray = base;
   stray["flow"] = ok["flow"];
@@ -227,6 +227,33 @@ TEST(Validation, AnExtractNeedsAFlowSelectorThatParsesAndOnlyAnExtractTakesOne) 
   auto e4 = errors_of(filtered);
   ASSERT_EQ(e4.size(), 1u);
   EXPECT_EQ(e4[0].field, "filter");
+}
+
+// Found by fuzz_task_request: a BPF filter with a NUL byte ("tcp \u00000") was compiled by
+// libpcap up to the NUL and accepted; the broker refuses NUL bytes in every string. The api
+// now refuses them in every string field and list item, with the field named.
+TEST(Validation, NoStringFieldMayHoldANulByte) {
+  const json base = {{"pcap_files", {"p"}}, {"output_path", "o"}};
+  std::string nul = "tcp ";
+  nul.push_back('\0');
+  nul += "0";
+  json filtered = base;
+  filtered["filter"] = nul;
+  auto e1 = errors_of(filtered);
+  ASSERT_EQ(e1.size(), 1u);
+  EXPECT_EQ(e1[0].field, "filter");
+  EXPECT_EQ(e1[0].message, "contains a NUL byte");
+  json output = base;
+  output["output_path"] = nul;
+  auto e2 = errors_of(output);
+  ASSERT_EQ(e2.size(), 1u);
+  EXPECT_EQ(e2[0].field, "output_path");
+  json inputs = base;
+  inputs["pcap_files"] = {"a.pcap", nul};
+  auto e3 = errors_of(inputs);
+  ASSERT_EQ(e3.size(), 1u);
+  EXPECT_EQ(e3[0].field, "pcap_files[1]");
+  EXPECT_EQ(e3[0].message, "contains a NUL byte");
 }
 
 // A request may ask for one flow partition of a conversion; the two fields are written into the
