@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fuzz_util.hpp"
 #include "ipfixweb/shared/protocol.hpp"
@@ -48,6 +49,50 @@ void check_spec(const proto::TaskSpec& spec) {
   FUZZ_CHECK(proto::check_spec(back, roots()).empty(), text);
 }
 
+// Whether the frame holds a number that becomes 2^64 as a double (a float of 2^64 or more, an
+// unsigned integer of 2^64 - 1024 or more). msgpack-cxx 4.1's pack_double converts such a
+// double to uint64_t (undefined behaviour, UBSan's report; found by this target): its bound
+// double(UINT64_MAX) rounds up to 2^64. No process packs a double a peer sent it without
+// checking its range first (specs go through check_spec, progress is clamped, the rest are
+// the sender's own values), so only this harness's re-encoding meets it: it is skipped then.
+bool holds_2_pow_64(const std::uint8_t* data, std::size_t size) {
+  msgpack::object_handle h;
+  try {
+    h = msgpack::unpack(reinterpret_cast<const char*>(data), size);
+  } catch (const std::exception&) {
+    return false;
+  }
+  constexpr double kTwoPow64 = 18446744073709551616.0;
+  std::vector<const msgpack::object*> todo{&h.get()};
+  while (!todo.empty()) {
+    const msgpack::object* o = todo.back();
+    todo.pop_back();
+    switch (o->type) {
+      case msgpack::type::FLOAT32:
+      case msgpack::type::FLOAT64:
+        if (o->via.f64 >= kTwoPow64) return true;
+        break;
+      case msgpack::type::POSITIVE_INTEGER:
+        if (static_cast<double>(o->via.u64) >= kTwoPow64) return true;
+        break;
+      case msgpack::type::ARRAY:
+        for (std::uint32_t i = 0; i < o->via.array.size; ++i) todo.push_back(&o->via.array.ptr[i]);
+        break;
+      case msgpack::type::MAP:
+        for (std::uint32_t i = 0; i < o->via.map.size; ++i) {
+          todo.push_back(&o->via.map.ptr[i].key);
+          todo.push_back(&o->via.map.ptr[i].val);
+        }
+        break;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
+bool g_skip_reencode = false;
+
 template <class T>
 void round_trip(const proto::Envelope& env) {
   std::string error;
@@ -56,6 +101,7 @@ void round_trip(const proto::Envelope& env) {
     FUZZ_CHECK(!error.empty());
     return;
   }
+  if (g_skip_reencode) return;
   const std::string once = proto::encode(env.type, *body);
   std::string why;
   auto env2 = proto::decode(once.data(), once.size(), &why);
@@ -95,6 +141,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // (decode() counts only frames over 4 KiB; the counter must accept whatever it accepts.)
   FUZZ_CHECK(proto::within_object_limit(data, size, proto::kMaxObjects),
              "decode() accepted a frame within_object_limit refuses");
+  g_skip_reencode = holds_2_pow_64(data, size);
   // Every reader of every side, whatever the type says (a peer chooses the type).
   round_trip<proto::Submit>(*env);
   round_trip<proto::SubmitReply>(*env);
