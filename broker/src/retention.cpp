@@ -161,6 +161,8 @@ void Retention::check_recent_splits(double now_mono) {
 
 std::size_t Retention::run_split_checks(double now_mono, std::size_t batch, double budget_s) {
   std::size_t removed = 0;
+  // (The common case, nothing due, reads no clock: this runs on every pass of the loop.)
+  if (split_checks_.empty() || split_checks_.begin()->first > now_mono) return 0;
   const double until = ipfixweb::now_mono() + budget_s;
   for (std::size_t n = 0; n < batch && !split_checks_.empty(); ++n) {
     auto it = split_checks_.begin();

@@ -35,6 +35,17 @@ std::string slurp(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+// `count` single-packet UDP flows (10.0.0.1 -> 10.0.0.2:53, source ports from 1024), one every
+// `step_us` microseconds.
+void write_udp_flows(const std::string& path, std::uint16_t count, std::uint64_t step_us) {
+  test::PcapWriter w(path);
+  std::uint64_t t = 1'700'000'000'000'000ULL;
+  for (std::uint16_t i = 0; i < count; ++i)
+    w.add(t += step_us,
+          test::ether4(test::ipv4("10.0.0.1", "10.0.0.2", 17,
+                                  test::udp(static_cast<std::uint16_t>(1024 + i), 53, 20))));
+}
+
 // 3 flows: a TCP connection (SYN..FIN, 7 packets), a DNS exchange over IPv6 (2), ICMP echo (2),
 // plus an ARP frame (not metered).
 void write_small_capture(const std::string& path) {
@@ -252,14 +263,7 @@ TEST(Engine, CancelLeavesNoOutput) {
 // file nor the store, nor a temporary of either, is left.
 TEST(Engine, CancelMidwayLeavesNeitherOutputNorFlowStore) {
   test::TempDir dir;
-  {
-    test::PcapWriter w(dir.file("many.pcap"));
-    std::uint64_t t = 1'700'000'000'000'000ULL;
-    for (std::uint16_t i = 0; i < 5000; ++i)  // single-packet flows, ended by the idle timeout
-      w.add(t += 1'000'000,
-            test::ether4(test::ipv4("10.0.0.1", "10.0.0.2", 17,
-                                    test::udp(static_cast<std::uint16_t>(1024 + i), 53, 20))));
-  }
+  write_udp_flows(dir.file("many.pcap"), 5000, 1'000'000);  // ended by the idle timeout
   Options o;
   o.inputs = {dir.file("many.pcap")};
   o.output = dir.file("out.ipfix");
@@ -286,14 +290,7 @@ TEST(Engine, CancelMidwayLeavesNeitherOutputNorFlowStore) {
 // stays as it was and no temporary is left.
 TEST(Engine, AFullDiskFailsTheConversionAndKeepsThePreviousOutput) {
   test::TempDir dir;
-  {
-    test::PcapWriter w(dir.file("many.pcap"));
-    std::uint64_t t = 1'700'000'000'000'000ULL;
-    for (std::uint16_t i = 0; i < 3000; ++i)  // 3,000 flows: far more IPFIX than the limit
-      w.add(t += 1000,
-            test::ether4(test::ipv4("10.0.0.1", "10.0.0.2", 17,
-                                    test::udp(static_cast<std::uint16_t>(1024 + i), 53, 20))));
-  }
+  write_udp_flows(dir.file("many.pcap"), 3000, 1000);  // far more IPFIX than the limit
   std::ofstream(dir.file("out.ipfix")) << "the previous output";
   Engine& e = engine();
   const pid_t pid = fork();
@@ -336,14 +333,7 @@ TEST(Engine, AFullDiskFailsTheConversionAndKeepsThePreviousOutput) {
 // IPFIX file, not the flow store, not the summary.
 TEST(Engine, ARunDoesNotReplaceAnOutputPublishedByAnotherWriterWhileItRan) {
   test::TempDir dir;
-  {
-    test::PcapWriter w(dir.file("many.pcap"));
-    std::uint64_t t = 1'700'000'000'000'000ULL;
-    for (std::uint16_t i = 0; i < 3000; ++i)
-      w.add(t += 1000,
-            test::ether4(test::ipv4("10.0.0.1", "10.0.0.2", 17,
-                                    test::udp(static_cast<std::uint16_t>(1024 + i), 53, 20))));
-  }
+  write_udp_flows(dir.file("many.pcap"), 3000, 1000);
   for (const bool with_store : {true, false}) {
     SCOPED_TRACE(with_store ? "with a flow store" : "without a flow store");
     const std::string out = dir.file(with_store ? "a.ipfix" : "b.ipfix");

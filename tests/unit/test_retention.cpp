@@ -85,28 +85,30 @@ struct Split {
   std::string id, parts[2], outputs[2];
 };
 
+// A task row as the broker inserts one (call inside a transaction); returns its id.
+std::string insert_task(TaskStore& store, const std::string& output, const std::string& parent = "",
+                        int parts = 0) {
+  TaskStore::NewTask t;
+  t.id = new_uuid_v7();
+  t.request = "{}";
+  t.spec = "{}";
+  t.output_path = output;
+  t.parent_id = parent;
+  t.parts = parts;
+  store.insert(t, now_iso());
+  return t.id;
+}
+
 Split record_split(TaskStore& store, const std::string& dir, TaskState part0, TaskState part1,
                    std::optional<TaskState> task) {
   Split s;
-  s.id = new_uuid_v7();
   db::Transaction tx(store.db());
-  TaskStore::NewTask t;
-  t.id = s.id;
-  t.request = "{}";
-  t.spec = "{}";
-  t.output_path = dir + "/big.ipfix";
-  t.parts = 2;
-  store.insert(t, now_iso());
+  s.id = insert_task(store, dir + "/big.ipfix", "", 2);
   for (int i = 0; i < 2; ++i) {
-    TaskStore::NewTask p;
-    p.id = s.parts[i] = new_uuid_v7();
-    p.request = "{}";
-    p.spec = "{}";
-    p.output_path = s.outputs[i] = dir + "/big.ipfix.part-" + std::to_string(i) + "-of-2";
-    p.parent_id = s.id;
-    store.insert(p, now_iso());
-    store.set_running(p.id, "w1", 1, now_iso());
-    store.finish(p.id, i == 0 ? part0 : part1, "{}", "", "", now_iso());
+    s.outputs[i] = dir + "/big.ipfix.part-" + std::to_string(i) + "-of-2";
+    s.parts[i] = insert_task(store, s.outputs[i], s.id);
+    store.set_running(s.parts[i], "w1", 1, now_iso());
+    store.finish(s.parts[i], i == 0 ? part0 : part1, "{}", "", "", now_iso());
   }
   if (task) store.finish(s.id, *task, "{}", "", "", now_iso());
   tx.commit();
@@ -125,12 +127,7 @@ TEST_F(RetentionFiles, ALeftoverPartOfASplitTaskThatEndedGoesUnlessANewerTaskOwn
   // A newer task writes the second part's name (an ordinary task, queued).
   {
     db::Transaction tx(store_->db());
-    TaskStore::NewTask t;
-    t.id = new_uuid_v7();
-    t.request = "{}";
-    t.spec = "{}";
-    t.output_path = s.outputs[1];
-    store_->insert(t, now_iso());
+    insert_task(*store_, s.outputs[1]);
     tx.commit();
   }
   publish("big.ipfix.part-0-of-2");

@@ -15,8 +15,10 @@
 #include <ctime>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 
+#include "ipfixweb/shared/name_guard.hpp"
 #include "packed.hpp"
 
 namespace ipfixweb::flows {
@@ -418,17 +420,7 @@ struct Writer::Impl {
   int file_fd = -1;
   std::string temp;  // name in dir_fd
   std::string final_name;
-  // What was under final_name as the writer was made: no file (ino 0), or this one.
-  struct Identity {
-    unsigned long long dev = 0, ino = 0;
-    bool operator==(const Identity& o) const { return dev == o.dev && ino == o.ino; }
-  };
-  Identity at_start;
-  Identity under_name() const {
-    struct stat st {};
-    if (::fstatat(dir_fd, final_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return {};
-    return {static_cast<unsigned long long>(st.st_dev), static_cast<unsigned long long>(st.st_ino)};
-  }
+  std::optional<NameGuard> name_guard;  // what was under final_name as the writer was made
   [[noreturn]] void replaced(const std::string& name) const {
     throw Replaced("not publishing flow store '" + name +
                    "': another writer put a file under that name while this one was written; "
@@ -437,15 +429,16 @@ struct Writer::Impl {
   // Commit's last step (the class comment in writer.hpp): link when the name was free, else
   // check and rename.
   void put_in_place(const std::string& name) {
-    if (at_start.ino == 0) {
-      if (::linkat(dir_fd, temp.c_str(), dir_fd, final_name.c_str(), 0) == 0) {
+    switch (name_guard->link_if_free(dir_fd, temp, 0)) {
+      case NameGuard::Link::Linked:
         ::unlinkat(dir_fd, temp.c_str(), 0);
         return;
-      }
-      if (errno == EEXIST) replaced(name);
+      case NameGuard::Link::Taken:
+        replaced(name);
+      case NameGuard::Link::NotLinked:
+        break;
     }
-    const Identity now = under_name();
-    if (now.ino != 0 && !(now == at_start)) replaced(name);
+    if (name_guard->replaced()) replaced(name);
     if (::renameat(dir_fd, temp.c_str(), dir_fd, final_name.c_str()) != 0)
       fail("cannot rename it into place: " + errno_text(), name);
   }
@@ -580,7 +573,7 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
     if (m.dir_fd < 0) m.fail("cannot open its directory: " + errno_text(), name);
     m.own_dir = true;
   }
-  m.at_start = m.under_name();
+  m.name_guard.emplace(m.dir_fd, m.final_name);
   m.temp = m.final_name + cfg_.temp_suffix;
   if (cfg_.temp_suffix.empty()) m.temp += ".tmp";
   for (int attempt = 0; attempt < 2 && m.file_fd < 0; ++attempt) {

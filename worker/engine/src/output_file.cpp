@@ -1,7 +1,6 @@
 #include "output_file.hpp"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -47,17 +46,8 @@ void OutputFile::open_directory() {
   dir_owned_ = true;
 }
 
-OutputFile::Identity OutputFile::under_name() const {
-  struct stat st {};
-  if (::fstatat(dir_fd_, name_.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return {};
-  return {static_cast<unsigned long long>(st.st_dev), static_cast<unsigned long long>(st.st_ino)};
-}
-
 void OutputFile::check_unreplaced() const {
-  const Identity now = under_name();
-  // Gone (removed meanwhile, e.g. an expired overwritten output) is not a newer output.
-  if (now.ino == 0 || now == before_) return;
-  throw_replaced();
+  if (guard_->replaced()) throw_replaced();
 }
 
 void OutputFile::throw_replaced() const {
@@ -69,7 +59,7 @@ void OutputFile::throw_replaced() const {
 OutputFile::OutputFile(const OutputFileConfig& cfg) : cfg_(cfg) {
   if (cfg_.path.empty()) throw EngineError("no output file given");
   open_directory();
-  before_ = under_name();
+  guard_.emplace(dir_fd_, name_);
   int fd = -1;
   if (cfg_.unnamed_temporary && proc_fd_links()) {
     // Fails where the file system has no O_TMPFILE (EOPNOTSUPP, or EISDIR/EINVAL from old
@@ -129,7 +119,7 @@ void OutputFile::publish() {
   if (!synced_) sync();
   FILE* fp = file_.get();
   const std::string self = "/proc/self/fd/" + std::to_string(fileno(fp));
-  if (before_.ino == 0 && link_in_place(self)) return;
+  if (link_in_place(self)) return;
   // A file was there when the run began (an overwrite), or this file system has no hard links:
   // check, then rename over it.
   check_unreplaced();
@@ -158,18 +148,13 @@ void OutputFile::publish() {
   sync_directory();
 }
 
-// Nothing was under the name when the run began: the file gets the name by a hard link, which
-// fails if another writer put a file there meanwhile: atomically, also on NFS, whose client
-// may answer "no such file" from its cache for a while after another host created one (a
-// check before a rename could miss it there). False when this file system has no hard links.
+// When the name was free as the run began, the file gets it by a hard link (NameGuard).
+// False when it did not (check, then rename).
 bool OutputFile::link_in_place(const std::string& self) {
-  const int rc = unnamed_
-                     ? ::linkat(AT_FDCWD, self.c_str(), dir_fd_, name_.c_str(), AT_SYMLINK_FOLLOW)
-                     : ::linkat(dir_fd_, tmp_name_.c_str(), dir_fd_, name_.c_str(), 0);
-  if (rc != 0) {
-    if (errno == EEXIST) throw_replaced();
-    return false;
-  }
+  const auto linked = unnamed_ ? guard_->link_if_free(AT_FDCWD, self, AT_SYMLINK_FOLLOW)
+                               : guard_->link_if_free(dir_fd_, tmp_name_, 0);
+  if (linked == NameGuard::Link::Taken) throw_replaced();
+  if (linked == NameGuard::Link::NotLinked) return false;
   committed_ = true;
   if (!unnamed_) ::unlinkat(dir_fd_, tmp_name_.c_str(), 0);
   tmp_name_.clear();

@@ -8,7 +8,10 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
+
+#include "ipfixweb/shared/name_guard.hpp"
 
 namespace ipfixweb::engine {
 
@@ -61,13 +64,7 @@ class OutputFile {
   void sync_directory();
   [[noreturn]] void throw_replaced() const;
   OutputFileConfig cfg_;
-  // What was under the name when the run began: no file (ino 0), or this one.
-  struct Identity {
-    unsigned long long dev = 0, ino = 0;
-    bool operator==(const Identity& o) const { return dev == o.dev && ino == o.ino; }
-  };
-  Identity under_name() const;
-  Identity before_;
+  std::optional<NameGuard> guard_;  // what was under the name when the run began
   int dir_fd_ = -1;
   bool dir_owned_ = false;
   std::string name_;      // the file's final name in the directory
