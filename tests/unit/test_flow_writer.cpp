@@ -5,13 +5,16 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "ipfixweb/flows/export.hpp"
@@ -341,4 +344,147 @@ TEST(FlowWriterPublication, AStoreDoesNotReplaceAFileAnotherWriterPutUnderItsNam
   EXPECT_EQ(slurp(fresh).rfind("SQLite format 3", 0), 0u);
   EXPECT_FALSE(temporary_left(dir));
   std::filesystem::remove_all(dir);
+}
+
+// The series as the engine builds them (buckets per record while it is metered, summed when
+// it ends; the bucket size doubles as the span grows, here from 1 ms to 8 s, with packets
+// before the first one seen too): the cells equal a plain sum of every packet and record at
+// the final bucket size.
+TEST(SeriesBuilder, CellsSummedAsRecordsEndEqualPlainSumsAtTheFinalBucketSize) {
+  fl::SeriesBuilder series;
+  Lcg g;
+  constexpr int kFlows = 40;
+  std::vector<fl::RecordBuckets> live(kFlows);
+  std::vector<std::uint64_t> start(kFlows, 0);
+  std::vector<std::uint8_t> proto(kFlows);
+  std::vector<std::string> app(kFlows);
+  const char* apps[] = {"TLS", "DNS", "", "QUIC"};
+  struct Packet {
+    std::uint64_t ts, bytes;
+    int flow;
+  };
+  std::map<std::tuple<int, std::string, std::uint64_t>, std::array<std::uint64_t, 3>> want;
+  std::uint64_t t = 5'000'000'000'000ull;
+  for (int f = 0; f < kFlows; ++f) {
+    proto[f] = static_cast<std::uint8_t>(std::array{6, 17, 1}[g.below(3)]);
+    app[f] = apps[g.below(4)];
+  }
+  std::vector<std::tuple<int, std::string, std::uint8_t, std::vector<Packet>>> records;
+  std::vector<std::vector<Packet>> of(kFlows);
+  for (int i = 0; i < 20000; ++i) {
+    // Mostly forward in time, by growing steps (the span reaches about 3.5 hours), now and
+    // then a packet from before the first one.
+    t += g.below(1 + static_cast<std::uint64_t>(i) / 8);
+    const std::uint64_t ts = i % 997 == 500 ? 5'000'000'000'000ull - g.below(100'000) : t;
+    const int f = static_cast<int>(g.below(kFlows));
+    const std::uint64_t bytes = 40 + g.below(1400);
+    series.on_packet(live[f], ts, bytes);
+    if (of[f].empty()) start[f] = ts;
+    of[f].push_back({ts, bytes, f});
+    if (g.below(50) == 0) {  // the record ends; its slot starts another one
+      series.count_record(start[f], app[f], proto[f]);
+      series.on_flow(live[f], app[f], proto[f]);
+      records.emplace_back(f, app[f], proto[f], std::move(of[f]));
+      of[f].clear();
+      app[f] = apps[g.below(4)];
+    }
+  }
+  for (int f = 0; f < kFlows; ++f) {
+    if (of[f].empty()) continue;
+    series.count_record(start[f], app[f], proto[f]);
+    series.on_flow(live[f], app[f], proto[f]);
+    records.emplace_back(f, app[f], proto[f], std::move(of[f]));
+  }
+  const std::uint64_t res = series.bucket_ms();
+  EXPECT_GE(res, 4096u);  // twelve or more doublings
+  // The smallest size that holds the span in kMaxBuckets buckets.
+  std::uint64_t lo = UINT64_MAX, hi = 0;
+  for (const auto& rec : records)
+    for (const auto& x : std::get<3>(rec)) {
+      lo = std::min(lo, x.ts);
+      hi = std::max(hi, x.ts);
+    }
+  EXPECT_LE(hi / res - lo / res + 1, fl::kMaxBuckets);
+  EXPECT_GT(hi / (res / 2) - lo / (res / 2) + 1, fl::kMaxBuckets);
+  for (const auto& rec : records) {
+    const std::string& a = std::get<1>(rec);
+    const std::uint8_t p = std::get<2>(rec);
+    const std::vector<Packet>& pk = std::get<3>(rec);
+    const auto add = [&](int dim, const std::string& key) {
+      if (dim == fl::SeriesBuilder::kApp && a.empty()) return;
+      want[{dim, key, pk.front().ts / res * res}][2] += 1;
+      for (const auto& x : pk) {
+        auto& c = want[{dim, key, x.ts / res * res}];
+        c[0] += 1;
+        c[1] += x.bytes;
+      }
+    };
+    add(fl::SeriesBuilder::kProto, fl::proto_name(p));
+    add(fl::SeriesBuilder::kApp, a);
+  }
+  std::map<std::tuple<int, std::string, std::uint64_t>, std::array<std::uint64_t, 3>> got;
+  series.for_each([&](fl::SeriesBuilder::Dim dim, const std::string& key, std::uint64_t b,
+                      const fl::SeriesBuilder::Cell& c) {
+    got[{dim, key, b}] = {c.packets, c.bytes, c.flows};
+  });
+  EXPECT_GT(want.size(), 100u);
+  EXPECT_EQ(got, want);
+}
+
+// A row with every number at its largest, IPv6 addresses and long texts is stored and read
+// back as it was written (the packed form is written into room made for its largest size).
+TEST(FlowWriterRows, ARowWithEveryValueAtItsLargestIsStoredAsItWasWritten) {
+  char tmpl[] = "/tmp/flow-writer-max-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string path = std::string(tmpl) + "/max.flows.sqlite";
+  const std::string app(300, 'a'), server(5000, 's'), ja3(200, 'j'), cid(100, 'c'),
+      risks(3000, 'r');
+  {
+    fl::WriterConfig cfg;
+    cfg.name = path;
+    cfg.sync = false;
+    cfg.sync_dir = false;
+    fl::Writer w(cfg);
+    fl::FlowRow r;
+    r.start_ms = 0;
+    r.end_ms = UINT64_MAX;  // the largest zigzag duration
+    r.ip_version = 6;
+    r.src.fill(0xFF);
+    r.dst.fill(0xFE);
+    r.proto = 255;
+    r.sport = r.dport = r.vlan = UINT16_MAX;
+    r.fwd_packets = r.fwd_bytes = r.rev_packets = r.rev_bytes = UINT64_MAX / 4;
+    r.has_rev = r.has_flags = r.has_app = true;
+    r.tcp_flags = r.rev_tcp_flags = r.icmp_type_code = r.rev_icmp_type_code = UINT16_MAX;
+    r.tos = r.rev_tos = 255;
+    r.end_reason = 255;
+    r.app_id = UINT16_MAX;
+    r.risk = UINT64_MAX;
+    r.risk_score = UINT32_MAX;
+    r.app = app;
+    r.server_name = server;
+    r.ja3c = ja3;
+    r.community_id = cid;
+    r.risks = risks;
+    for (int i = 0; i < 3; ++i) w.add(r);
+    w.commit();
+  }
+  fl::Store store(path);
+  const auto q = std::get<fl::ListQuery>(fl::build_list({.unbounded = true}));
+  fl::RowExport rows(store.handle(), q, fl::Format::Ndjson);
+  std::string all;
+  for (bool more = true; more;) more = rows.fill(all, 1 << 20);
+  const std::string want_prefix = "{\"id\":1,";
+  EXPECT_EQ(all.compare(0, want_prefix.size(), want_prefix), 0) << all.substr(0, 200);
+  for (const std::string& part : std::vector<std::string>{
+           "\"src\":\"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff\"", "\"sport\":65535",
+           "\"fwd_bytes\":" + std::to_string(UINT64_MAX / 4),
+           "\"risk\":" + std::to_string(static_cast<std::int64_t>(UINT64_MAX)),
+           "\"risk_score\":4294967295", "\"app\":\"" + app + "\"",
+           "\"server_name\":\"" + server + "\"", "\"risks\":\"" + risks + "\"",
+           "\"community_id\":\"" + cid + "\"", "\"ja3c\":\"" + ja3 + "\""}) {
+    EXPECT_NE(all.find(part), std::string::npos) << part.substr(0, 80);
+  }
+  EXPECT_EQ(std::count(all.begin(), all.end(), '\n'), 3);
+  std::filesystem::remove_all(tmpl);
 }

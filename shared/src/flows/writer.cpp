@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -29,18 +30,31 @@ void SeriesBuilder::widen(std::uint64_t ts_ms) {
   min_ms_ = std::min(min_ms_, ts_ms);
   max_ms_ = std::max(max_ms_, ts_ms);
   while ((max_ms_ / res_ - min_ms_ / res_) + 1 > kMaxBuckets) res_ *= 2;
+  update_bounds();
 }
 
-SeriesBuilder::Cell& SeriesBuilder::Cells::operator[](std::uint64_t k) {
+void SeriesBuilder::update_bounds() {
+  mask_ = ~(res_ - 1);
+  shift_ = static_cast<unsigned>(std::countr_zero(res_));
+  if (min_ms_ == UINT64_MAX) {
+    fit_ms_ = 0;
+    return;
+  }
+  const std::uint64_t first = min_ms_ / res_, room = UINT64_MAX / res_;
+  fit_ms_ = room < kMaxBuckets || first > room - kMaxBuckets ? UINT64_MAX
+                                                             : (first + kMaxBuckets) * res_ - 1;
+}
+
+std::size_t SeriesBuilder::Cells::slot(std::uint64_t k) {
   if ((used_ + 1) * 2 > slots_.size()) grow();
   const std::size_t mask = slots_.size() - 1;
   for (std::size_t i = (k * 0x9E3779B97F4A7C15ull) >> 20 & mask;; i = (i + 1) & mask) {
     Slot& s = slots_[i];
-    if (s.key == k + 1) return s.cell;
+    if (s.key == k + 1) return i;
     if (s.key == 0) {
       s.key = k + 1;
       ++used_;
-      return s.cell;
+      return i;
     }
   }
 }
@@ -64,42 +78,53 @@ std::uint32_t SeriesBuilder::key_id(Dim dim, std::string_view name) {
   return id;
 }
 
-void SeriesBuilder::push(std::uint32_t key, std::uint64_t start_ms, const Cell& c) {
-  pending_.push_back({key, start_ms, c});
-  if (pending_.size() >= (1u << 20)) fold();
+std::uint32_t SeriesBuilder::app_key(std::string_view app) {
+  if (last_app_ == UINT32_MAX || app != last_app_name_) {
+    last_app_ = key_id(kApp, app);
+    last_app_name_.assign(app);
+  }
+  return last_app_;
 }
 
-void SeriesBuilder::fold() {
-  if (totals_res_ != res_) {
-    Cells merged;
-    totals_.for_each([&](std::uint64_t k, const Cell& c) {
-      Cell& m = merged[pack(key_of(k), (k >> 20) * totals_res_ / res_)];
-      m.packets += c.packets;
-      m.bytes += c.bytes;
-      m.flows += c.flows;
-    });
-    totals_ = std::move(merged);
-    totals_res_ = res_;
+void SeriesBuilder::push(std::uint32_t key, std::uint64_t start_ms, const Cell& c) {
+  if (totals_res_ != res_) rebucket();
+  // A record's pushes come in pairs (its protocol's cell, its application's) and the next
+  // record's are often the same cells: the last two are remembered.
+  const std::uint64_t k = pack(key, start_ms >> shift_);
+  std::size_t i = 0;
+  if (near_[0].key == k) {
+    i = near_[0].slot;
+  } else if (near_[1].key == k) {
+    i = near_[1].slot;
+  } else {
+    const std::size_t slots = totals_.capacity();
+    i = totals_.slot(k);
+    if (totals_.capacity() != slots) near_[next_ ^ 1u] = Near{};  // cells moved
+    near_[next_] = {k, i};
+    next_ ^= 1u;
   }
-  for (const auto& p : pending_) {
-    Cell& m = totals_[pack(p.key, p.start_ms / res_)];
-    m.packets += p.cell.packets;
-    m.bytes += p.cell.bytes;
-    m.flows += p.cell.flows;
-  }
-  pending_.clear();
+  Cell& m = totals_.cell(i);
+  m.packets += c.packets;
+  m.bytes += c.bytes;
+  m.flows += c.flows;
+}
+
+void SeriesBuilder::rebucket() {
+  Cells merged;
+  totals_.for_each([&](std::uint64_t k, const Cell& c) {
+    Cell& m = merged[pack(key_of(k), (k >> 20) * totals_res_ / res_)];
+    m.packets += c.packets;
+    m.bytes += c.bytes;
+    m.flows += c.flows;
+  });
+  totals_ = std::move(merged);
+  totals_res_ = res_;
+  near_[0] = near_[1] = Near{};
 }
 
 void SeriesBuilder::on_flow(RecordBuckets& b, std::string_view app, std::uint8_t proto) {
   const std::uint32_t pkey = proto_key(proto);
-  std::uint32_t akey = UINT32_MAX;
-  if (!app.empty()) {
-    if (last_app_ == UINT32_MAX || app != last_app_name_) {
-      last_app_ = key_id(kApp, app);
-      last_app_name_.assign(app);
-    }
-    akey = last_app_;
-  }
+  const std::uint32_t akey = app.empty() ? UINT32_MAX : app_key(app);
   b.for_each([&](const BucketEntry& e) {
     const Cell c{e.packets, e.bytes, 0};
     push(pkey, e.start_ms, c);
@@ -111,6 +136,7 @@ void SeriesBuilder::on_flow(RecordBuckets& b, std::string_view app, std::uint8_t
 void SeriesBuilder::add_cell(Dim dim, std::string_view key, std::uint64_t bucket_ms,
                              std::uint64_t start_ms, const Cell& c) {
   while (res_ < bucket_ms) res_ *= 2;
+  update_bounds();
   const std::uint64_t end_ms = start_ms + bucket_ms - 1;
   if (start_ms < min_ms_ || start_ms > max_ms_) widen(start_ms);
   if (end_ms > max_ms_) widen(end_ms);
@@ -121,7 +147,7 @@ void SeriesBuilder::count_record(std::uint64_t start_ms, std::string_view app, s
   if (start_ms < min_ms_ || start_ms > max_ms_) widen(start_ms);
   const Cell c{0, 0, 1};
   push(proto_key(proto), start_ms, c);
-  if (!app.empty()) push(key_id(kApp, app), start_ms, c);
+  if (!app.empty()) push(app_key(app), start_ms, c);
 }
 
 void SeriesBuilder::on_spread_record(std::uint64_t start_ms, std::uint64_t end_ms,
@@ -135,7 +161,7 @@ void SeriesBuilder::on_spread_record(std::uint64_t start_ms, std::uint64_t end_m
   const std::uint64_t first = start_ms / res_, last = end_ms / res_;
   const std::uint64_t n = last - first + 1;
   const std::uint32_t pkey = proto_key(proto);
-  const std::uint32_t akey = app.empty() ? UINT32_MAX : key_id(kApp, app);
+  const std::uint32_t akey = app.empty() ? UINT32_MAX : app_key(app);
   for (std::uint64_t i = 0; i < n; ++i) {
     const std::uint64_t p = packets / n + (i < packets % n ? 1 : 0);
     const std::uint64_t y = bytes / n + (i < bytes % n ? 1 : 0);
@@ -368,32 +394,34 @@ int compare_keys(std::size_t dim, std::string_view a, std::string_view b) {
   }
 }
 
-// Binds a group's key(s) as `flows` holds them: NULL, text or the port number.
-void bind_key(sqlite3_stmt* s, std::size_t dim, std::string_view k) {
+// Binds a group's key(s) as `flows` holds them: NULL, text or the port number, to the
+// parameters at+1 (key) and at+2 (key2).
+void bind_key(sqlite3_stmt* s, int at, std::size_t dim, std::string_view k) {
   const auto text = [&](int i, const std::string& t) {
-    sqlite3_bind_text(s, i, t.data(), static_cast<int>(t.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, at + i, t.data(), static_cast<int>(t.size()), SQLITE_TRANSIENT);
   };
-  sqlite3_bind_null(s, 5);
+  sqlite3_bind_null(s, at + 2);
   switch (dim) {
     case 1:
     case 2:
-      return text(4, address_key_text(k));
+      return text(1, address_key_text(k));
     case 3: {
       const std::size_t n = address_key_size(k);
-      text(4, address_key_text(k.substr(0, n)));
-      return text(5, address_key_text(k.substr(n)));
+      text(1, address_key_text(k.substr(0, n)));
+      return text(2, address_key_text(k.substr(n)));
     }
     case 6:
-      sqlite3_bind_int64(s, 4,
+      sqlite3_bind_int64(s, at + 1,
                          static_cast<std::uint8_t>(k[0]) << 8 | static_cast<std::uint8_t>(k[1]));
       return;
     case 7:
-      return text(4, proto_name(static_cast<std::uint8_t>(k[0])));
+      return text(1, proto_name(static_cast<std::uint8_t>(k[0])));
     default:
       if (k[0] == '\0')
-        sqlite3_bind_null(s, 4);
+        sqlite3_bind_null(s, at + 1);
       else
-        sqlite3_bind_text(s, 4, k.data() + 1, static_cast<int>(k.size() - 1), SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, at + 1, k.data() + 1, static_cast<int>(k.size() - 1),
+                          SQLITE_TRANSIENT);
   }
 }
 
@@ -413,6 +441,7 @@ struct Batch {
 constexpr std::size_t kBatchRows = 2048;
 constexpr std::size_t kMaxQueued = 8;  // batches waiting for the thread
 constexpr std::size_t kBatchesPerCommit = 16;
+constexpr std::size_t kIdleCommitBatches = 2;
 
 struct Writer::Impl {
   int dir_fd = -1;  // owned when opened here
@@ -450,14 +479,15 @@ struct Writer::Impl {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<Batch> queue;
-  std::vector<Batch> spare;  // emptied batches for reuse
-  Batch current;             // being filled by add()
-  bool closing = false;      // no more batches
-  bool stop = false;         // abandon what is queued
-  std::string error;         // the first insert failure
-  std::size_t batches = 0;   // inserted by the thread
-  TopBuilder top;            // the thread's: the groups of every row inserted
-  FlowRow row;               // the thread's: the row being inserted
+  std::vector<Batch> spare;     // emptied batches for reuse
+  Batch current;                // being filled by add()
+  bool closing = false;         // no more batches
+  bool stop = false;            // abandon what is queued
+  std::string error;            // the first insert failure
+  std::size_t batches = 0;      // inserted by the thread
+  std::size_t uncommitted = 0;  // batches inserted since the last commit (the thread's)
+  TopBuilder top;               // the thread's: the groups of every row inserted
+  FlowRow row;                  // the thread's: the row being inserted
 
   void insert_row(const FlowRow& r, std::string_view packed);
   std::string write_top(const std::string& name);
@@ -484,10 +514,20 @@ struct Writer::Impl {
             begin = end;
           }
           // Hand the pages to the kernel as they fill and have it start writing them back,
-          // so the commit and fsync at the end find little left to do.
-          if (++batches % kBatchesPerCommit == 0) {
+          // so the commit and fsync at the end find little left to do: whenever the thread
+          // has caught up (it waits for the next batch anyway), at least every
+          // kBatchesPerCommit batches.
+          ++batches;
+          ++uncommitted;
+          bool idle = false;
+          {
+            std::lock_guard lock(mu);
+            idle = queue.empty() && !closing;
+          }
+          if (uncommitted >= kBatchesPerCommit || (idle && uncommitted >= kIdleCommitBatches)) {
             exec("COMMIT; BEGIN", final_name);
             ::sync_file_range(file_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+            uncommitted = 0;
           }
         } catch (const std::exception& e) {
           std::lock_guard lock(mu);
@@ -539,6 +579,34 @@ struct Writer::Impl {
     if (const int e = db ? sqlite3_system_errno(db) : 0; e != 0)
       why += std::string(" (") + std::strerror(e) + ")";
     fail(std::string(what) + ": " + why, name);
+  }
+  // Inserts n rows of `columns` values each into `table`, kRowsPerInsert rows per statement
+  // (the small tables written at commit, series and top, go in at about twice the rate of one
+  // row per statement). bind(stmt, i, at) binds row i's values to parameters at+1, at+2, ...
+  template <class Bind>
+  void insert_rows(const char* table, int columns, std::size_t n, Bind&& bind, const char* what,
+                   const std::string& name) {
+    constexpr std::size_t kRowsPerInsert = 16;
+    const auto run = [&](std::size_t first, std::size_t end, std::size_t per) {
+      std::string sql = std::string("INSERT INTO ") + table + " VALUES";
+      for (std::size_t r = 0; r < per; ++r) {
+        sql += r ? ",(" : "(";
+        for (int c = 0; c < columns; ++c) sql += c ? ",?" : "?";
+        sql += ')';
+      }
+      sqlite3_stmt* st = nullptr;
+      check(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr), "prepare", name);
+      std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(st, sqlite3_finalize);
+      for (std::size_t i = first; i < end; i += per) {
+        for (std::size_t r = 0; r < per; ++r) bind(st, i + r, static_cast<int>(r) * columns);
+        const int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) check(rc, what, name);
+      }
+    };
+    const std::size_t full = n / kRowsPerInsert * kRowsPerInsert;
+    if (full) run(0, full, kRowsPerInsert);
+    if (n > full) run(full, n, n - full);
   }
   void exec(const std::string& sql, const std::string& name) const {
     char* err = nullptr;
@@ -699,12 +767,15 @@ void Writer::Impl::insert_row(const FlowRow& r, std::string_view packed) {
 // The top table (schema.hpp): for each dimension and metric the first kTopK groups in /top's
 // order. Returns the dimensions written, comma-separated (top_dims).
 std::string Writer::Impl::write_top(const std::string& name) {
-  sqlite3_stmt* s = nullptr;
-  check(sqlite3_prepare_v2(db, "INSERT INTO top VALUES(?,?,?,?,?,?,?,?)", -1, &s, nullptr),
-        "prepare", name);
-  std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(s, sqlite3_finalize);
   static_assert(kMetrics.size() == 3 && kMetrics[0] == "bytes" && kMetrics[1] == "packets" &&
                 kMetrics[2] == "flows");  // the order of `value` below
+  struct TopRow {
+    std::uint32_t dim;
+    std::uint32_t metric;
+    std::uint32_t rank;   // 1, 2, ...
+    std::uint32_t group;  // in top.dim(dim)
+  };
+  std::vector<TopRow> rows;
   std::string dims;
   std::vector<std::uint32_t> order;
   for (std::size_t d = 0; d < kTopDims.size(); ++d) {
@@ -739,24 +810,27 @@ std::string Writer::Impl::write_top(const std::string& name) {
       const std::size_t n = std::min(k, order.size());
       std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
                         before);
-      for (std::size_t r = 0; r < n; ++r) {
-        const Totals& t = g.totals(order[r]);
-        sqlite3_bind_text(s, 1, kTopDims[d].data(), static_cast<int>(kTopDims[d].size()),
-                          SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, kMetrics[static_cast<std::size_t>(metric)].data(),
-                          static_cast<int>(kMetrics[static_cast<std::size_t>(metric)].size()),
-                          SQLITE_STATIC);
-        sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(r + 1));
-        bind_key(s, d, g.key(order[r]));
-        bind_u64(s, 6, t.bytes);
-        bind_u64(s, 7, t.packets);
-        bind_u64(s, 8, t.flows);
-        const int rc = sqlite3_step(s);
-        sqlite3_reset(s);
-        if (rc != SQLITE_DONE) check(rc, "top", name);
-      }
+      for (std::size_t r = 0; r < n; ++r)
+        rows.push_back({static_cast<std::uint32_t>(d), static_cast<std::uint32_t>(metric),
+                        static_cast<std::uint32_t>(r + 1), order[r]});
     }
   }
+  insert_rows(
+      "top", 8, rows.size(),
+      [&](sqlite3_stmt* s, std::size_t i, int at) {
+        const TopRow& r = rows[i];
+        const Groups& g = top.dim(r.dim);
+        const Totals& t = g.totals(r.group);
+        const std::string_view dim = kTopDims[r.dim], metric = kMetrics[r.metric];
+        sqlite3_bind_text(s, at + 1, dim.data(), static_cast<int>(dim.size()), SQLITE_STATIC);
+        sqlite3_bind_text(s, at + 2, metric.data(), static_cast<int>(metric.size()), SQLITE_STATIC);
+        sqlite3_bind_int64(s, at + 3, r.rank);
+        bind_key(s, at + 3, r.dim, g.key(r.group));
+        bind_u64(s, at + 6, t.bytes);
+        bind_u64(s, at + 7, t.packets);
+        bind_u64(s, at + 8, t.flows);
+      },
+      "top", name);
   return dims;
 }
 
@@ -829,24 +903,22 @@ void Writer::commit(const std::function<void()>& before_rename) {
     }
     sqlite3_finalize(m.insert);
     m.insert = nullptr;
-    sqlite3_stmt* s = nullptr;
-    m.check(sqlite3_prepare_v2(m.db, "INSERT INTO series VALUES(?,?,?,?,?,?)", -1, &s, nullptr),
-            "prepare", name);
-    std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(s, sqlite3_finalize);
-    for (const auto& r : series_rows) {
-      sqlite3_bind_text(s, 1, r.dim, -1, SQLITE_STATIC);
-      sqlite3_bind_text(s, 2, r.key->data(), static_cast<int>(r.key->size()), SQLITE_STATIC);
-      bind_u64(s, 3, r.start);
-      bind_u64(s, 4, r.cell.packets);
-      bind_u64(s, 5, r.cell.bytes);
-      bind_u64(s, 6, r.cell.flows);
-      const int rc = sqlite3_step(s);
-      sqlite3_reset(s);
-      if (rc != SQLITE_DONE) m.check(rc, "series", name);
-    }
-    guard.reset();
+    m.insert_rows(
+        "series", 6, series_rows.size(),
+        [&](sqlite3_stmt* s, std::size_t i, int at) {
+          const SeriesRow& r = series_rows[i];
+          sqlite3_bind_text(s, at + 1, r.dim, -1, SQLITE_STATIC);
+          sqlite3_bind_text(s, at + 2, r.key->data(), static_cast<int>(r.key->size()),
+                            SQLITE_STATIC);
+          bind_u64(s, at + 3, r.start);
+          bind_u64(s, at + 4, r.cell.packets);
+          bind_u64(s, at + 5, r.cell.bytes);
+          bind_u64(s, at + 6, r.cell.flows);
+        },
+        "series", name);
+    lap("series inserted");
     const std::string top_dims = m.write_top(name);
-    lap("series and top inserted");
+    lap("top inserted");
     // meta
     char created[32] = {};
     const std::time_t now = std::time(nullptr);

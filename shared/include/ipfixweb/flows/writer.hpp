@@ -61,17 +61,26 @@ class RecordBuckets {
 // Packets, bytes and flows per time bucket by application and by IP protocol. The bucket
 // size starts at 1 ms and doubles whenever the span seen so far needs more than kMaxBuckets
 // buckets, so the whole capture ends up in at most kMaxBuckets buckets of a power of two
-// milliseconds, aligned to multiples of that size since 1970. Finished records only append
-// their buckets to a list (no lookups per record); the list is summed by (key, bucket) when
-// it grows large and at the end, when the final bucket size is known.
+// milliseconds, aligned to multiples of that size since 1970. A record's buckets are kept
+// on it while it is metered and added to the cells of the current bucket size when it ends
+// (cells at a finer size sum exactly into a coarser one when the size grows).
 class SeriesBuilder {
  public:
   // One packet of a record at time ts_ms (packet time).
+  // Per packet: no division (the bucket size is a power of two) and no call while the span
+  // still fits in kMaxBuckets at the current size.
   void on_packet(RecordBuckets& b, std::uint64_t ts_ms, std::uint64_t bytes) {
-    if (ts_ms < min_ms_ || ts_ms > max_ms_) widen(ts_ms);
-    const std::uint64_t start = ts_ms / res_ * res_;
+    if (ts_ms > max_ms_) {
+      if (ts_ms > fit_ms_)
+        widen(ts_ms);
+      else
+        max_ms_ = ts_ms;
+    } else if (ts_ms < min_ms_) {
+      widen(ts_ms);
+    }
+    const std::uint64_t start = ts_ms & mask_;
     BucketEntry* last = b.last();
-    if (last && last->start_ms / res_ * res_ == start) {
+    if (last && (last->start_ms & mask_) == start) {
       ++last->packets;
       last->bytes += bytes;
       return;
@@ -112,7 +121,7 @@ class SeriesBuilder {
   // Calls f(dim, key, bucket_start, cell) for every non-empty cell, at the final bucket size.
   template <class F>
   void for_each(F&& f) {
-    fold();
+    if (totals_res_ != res_) rebucket();
     totals_.for_each([&](std::uint64_t k, const Cell& cell) {
       const auto& [dim, name] = keys_[key_of(k)];
       f(dim, name, bucket_of(k), cell);
@@ -121,24 +130,24 @@ class SeriesBuilder {
 
  private:
   static constexpr std::uint64_t kKeyMask = 0xFFFFF;
-  // An appended entry: a key id, a bucket start and counts.
-  struct Pending {
-    std::uint32_t key;
-    std::uint64_t start_ms;
-    Cell cell;
-  };
   void widen(std::uint64_t ts_ms);
   std::uint32_t key_id(Dim dim, std::string_view name);
+  std::uint32_t app_key(std::string_view app);  // key_id(kApp, app), the last one remembered
+  // Adds c to the cell of (key, the bucket of start_ms at the current size).
   void push(std::uint32_t key, std::uint64_t start_ms, const Cell& c);
-  void fold();  // pending_ -> totals_ at the current bucket size
+  void rebucket();  // totals_ from totals_res_ to the current bucket size
   static std::uint64_t pack(std::uint32_t key, std::uint64_t bucket_index) {
     return (bucket_index << 20) | key;
   }
   static std::uint32_t key_of(std::uint64_t k) { return static_cast<std::uint32_t>(k & kKeyMask); }
   std::uint64_t bucket_of(std::uint64_t k) const { return (k >> 20) * res_; }
 
-  std::uint64_t res_ = 1;
+  std::uint64_t res_ = 1;                   // a power of two
+  std::uint64_t mask_ = ~std::uint64_t{0};  // ~(res_ - 1): a time's bucket start
+  unsigned shift_ = 0;                      // log2(res_): a time's bucket index
   std::uint64_t min_ms_ = UINT64_MAX, max_ms_ = 0;
+  std::uint64_t fit_ms_ = 0;  // the last time that still fits in kMaxBuckets at res_
+  void update_bounds();       // mask_, shift_ and fit_ms_ after res_ or min_ms_ changed
   std::vector<std::pair<Dim, std::string>> keys_;
   struct KeyHash {
     using is_transparent = void;
@@ -158,14 +167,20 @@ class SeriesBuilder {
   }
   std::uint32_t last_app_ = UINT32_MAX;  // the key id of the last application name seen
   std::string last_app_name_;
-  std::vector<Pending> pending_;
   std::uint64_t totals_res_ = 1;
-  // pack(key, start / totals_res_) -> counts: open addressing (an unordered_map's node per
-  // cell made summing the series a visible part of a conversion).
+  // pack(key, start / totals_res_) -> counts, summed as records end (one lookup per bucket of
+  // a record; re-bucketed when the bucket size grows, a few times per capture, mostly while
+  // the table is small). Open addressing: an unordered_map's node per cell made summing the
+  // series a visible part of a conversion, and so did a list of every record's buckets
+  // summed later (tens of MB on a large capture).
   class Cells {
    public:
-    Cell& operator[](std::uint64_t k);
+    // The slot of key k's cell (added empty if k is new; may grow the table).
+    std::size_t slot(std::uint64_t k);
+    Cell& cell(std::size_t slot) { return slots_[slot].cell; }
+    Cell& operator[](std::uint64_t k) { return cell(slot(k)); }
     std::size_t size() const { return used_; }
+    std::size_t capacity() const { return slots_.size(); }  // changes when cells move
     template <class F>
     void for_each(F&& f) const {
       for (const auto& s : slots_)
@@ -186,6 +201,12 @@ class SeriesBuilder {
     std::size_t used_ = 0;
   };
   Cells totals_;
+  struct Near {  // a cell of totals_ pushed to lately: its key and slot
+    std::uint64_t key = UINT64_MAX;
+    std::size_t slot = 0;
+  };
+  std::array<Near, 2> near_{};
+  unsigned next_ = 0;  // the entry of near_ to replace next
 };
 
 struct WriterConfig {
