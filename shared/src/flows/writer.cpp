@@ -61,7 +61,7 @@ std::size_t SeriesBuilder::Cells::slot(std::uint64_t k) {
 
 void SeriesBuilder::Cells::grow() {
   std::vector<Slot> old = std::move(slots_);
-  slots_.assign(old.empty() ? 1024 : old.size() * 2, Slot{});
+  slots_.assign(old.empty() ? kMinSlots : old.size() * 2, Slot{});
   used_ = 0;
   for (const auto& s : old)
     if (s.key) (*this)[s.key - 1] = s.cell;
@@ -110,7 +110,7 @@ void SeriesBuilder::push(std::uint32_t key, std::uint64_t start_ms, const Cell& 
 }
 
 void SeriesBuilder::rebucket() {
-  Cells merged;
+  Cells merged(totals_.capacity());  // as many cells at most: no growing on the way
   totals_.for_each([&](std::uint64_t k, const Cell& c) {
     Cell& m = merged[pack(key_of(k), (k >> 20) * totals_res_ / res_)];
     m.packets += c.packets;
@@ -815,6 +815,12 @@ std::string Writer::Impl::write_top(const std::string& name) {
                         static_cast<std::uint32_t>(r + 1), order[r]});
     }
   }
+  // In primary key order (dim, metric, rank by their texts): appended, not inserted all over
+  // the table.
+  std::stable_sort(rows.begin(), rows.end(), [](const TopRow& a, const TopRow& b) {
+    if (a.dim != b.dim) return kTopDims[a.dim] < kTopDims[b.dim];
+    return kMetrics[a.metric] < kMetrics[b.metric];
+  });
   insert_rows(
       "top", 8, rows.size(),
       [&](sqlite3_stmt* s, std::size_t i, int at) {
@@ -896,6 +902,16 @@ void Writer::commit(const std::function<void()>& before_rename) {
     m.end_thread(true);
     lap("writer thread caught up");
     if (!m.error.empty()) throw Error(m.error);
+    // The rows' last pages go to the kernel now and are written back (a thread of its own
+    // starts that: it can block for milliseconds) while the series and the top table are
+    // inserted: the final fsync then waits for those only.
+    std::jthread writeback;
+    if (cfg_.sync && !cfg_.indexes_last) {
+      m.exec("COMMIT; BEGIN", name);
+      writeback =
+          std::jthread([fd = m.file_fd] { ::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); });
+      lap("rows committed");
+    }
     if (cfg_.indexes_last) {
       m.exec("PRAGMA threads=4", name);
       m.exec(create_indexes_sql(), name);
@@ -949,6 +965,7 @@ void Writer::commit(const std::function<void()>& before_rename) {
     m.db = nullptr;
     if (rc != SQLITE_OK) m.fail(std::string("close: ") + sqlite3_errstr(rc), name);
     lap("optimize and close");
+    if (writeback.joinable()) writeback.join();
     if (cfg_.sync && ::fsync(m.file_fd) != 0) m.fail("fsync: " + errno_text(), name);
     lap("fsync");
     if (before_rename) before_rename();

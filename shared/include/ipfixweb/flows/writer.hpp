@@ -4,6 +4,7 @@
 // writer destroyed without commit() removes its temporary file.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -175,6 +176,9 @@ class SeriesBuilder {
   // summed later (tens of MB on a large capture).
   class Cells {
    public:
+    Cells() = default;
+    // Room for slots / 2 cells (slots: a power of two).
+    explicit Cells(std::size_t slots) : slots_(std::max(slots, kMinSlots)) {}
     // The slot of key k's cell (added empty if k is new; may grow the table).
     std::size_t slot(std::uint64_t k);
     Cell& cell(std::size_t slot) { return slots_[slot].cell; }
@@ -196,6 +200,7 @@ class SeriesBuilder {
       std::uint64_t key = 0;  // packed key + 1; 0: empty
       Cell cell;
     };
+    static constexpr std::size_t kMinSlots = 1024;
     void grow();
     std::vector<Slot> slots_;
     std::size_t used_ = 0;
