@@ -390,7 +390,7 @@ class InputFile {
       }
       return finish();
     }
-    const std::uint8_t* h = buf_.data() + begin_;
+    const std::uint8_t* h = buf_.get() + begin_;
     const std::uint16_t version = be16(h);
     const std::uint16_t mlen = be16(h + 2);
     if (version != 10 || mlen < 16) {
@@ -404,7 +404,7 @@ class InputFile {
                     std::to_string(end_ - begin_) + " of its " + std::to_string(mlen) + " bytes";
       return finish();
     }
-    msg = buf_.data() + begin_;
+    msg = buf_.get() + begin_;
     len = mlen;
     begin_ += mlen;
     consumed_ += mlen;
@@ -416,7 +416,8 @@ class InputFile {
 
   bool finish() {  // the end: the buffer is not needed any more
     done_ = true;
-    std::vector<std::uint8_t>().swap(buf_);
+    buf_.reset();
+    buf_size_ = 0;
     begin_ = end_ = 0;
     return false;
   }
@@ -465,16 +466,19 @@ class InputFile {
 
   // At least `n` unread bytes in the buffer, or false at the end of the file.
   bool ensure(std::size_t n) {
-    if (buf_.empty()) buf_.resize(kBufferSize);
+    if (!buf_) {  // not zero-filled: only the pages a file's bytes reach are touched
+      buf_ = std::make_unique_for_overwrite<std::uint8_t[]>(kBufferSize);
+      buf_size_ = kBufferSize;
+    }
     while (end_ - begin_ < n) {
       if (eof_) return false;
-      if (buf_.size() - begin_ < n || buf_.size() - end_ < 65536) {
-        std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+      if (buf_size_ - begin_ < n || buf_size_ - end_ < 65536) {
+        std::memmove(buf_.get(), buf_.get() + begin_, end_ - begin_);
         end_ -= begin_;
         begin_ = 0;
       }
       const ssize_t r =
-          ::pread(fd_, buf_.data() + end_, buf_.size() - end_, static_cast<off_t>(file_off_));
+          ::pread(fd_, buf_.get() + end_, buf_size_ - end_, static_cast<off_t>(file_off_));
       if (r < 0) {
         if (errno == EINTR) continue;
         throw EngineError("cannot read input '" + path_ + "': " + std::strerror(errno));
@@ -492,7 +496,8 @@ class InputFile {
   std::string path_;
   int fd_ = -1;
   std::uint64_t size_ = 0;
-  std::vector<std::uint8_t> buf_;
+  std::unique_ptr<std::uint8_t[]> buf_;
+  std::size_t buf_size_ = 0;
   std::size_t begin_ = 0, end_ = 0;
   std::uint64_t file_off_ = 0;  // bytes read from the file
   std::uint64_t consumed_ = 0;  // bytes of complete messages handed out
