@@ -180,18 +180,21 @@ std::size_t Retention::sweep_split(const std::string& split_id) {
   std::size_t removed = 0;
   const auto split = store_.get(split_id);
   if (!split || !is_terminal(split->state)) return 0;  // gone (retention), or not ended
-  for (const auto& part : store_.parts_of(split_id)) {
-    if (part.output_path.empty()) continue;
-    // A newer task writes or wrote that name (a split of the same output, say): its file.
-    if (auto owner = store_.output_owner(part.output_path); owner && owner->task_id != part.id)
-      continue;
-    if (remove_unrecorded_output(split_id, part.output_path, /*partition=*/true, /*quiet=*/true)) {
-      log_->warn("removed {}, a part of task {} left after the task had ended", part.output_path,
-                 split_id);
-      ++removed;
-    }
-  }
+  for (const auto& part : store_.parts_of(split_id))
+    if (remove_part_leftover(split_id, part)) ++removed;
   return removed;
+}
+
+bool Retention::remove_part_leftover(const std::string& split_id, const TaskRecord& part) {
+  if (part.output_path.empty()) return false;
+  // A newer task writes or wrote that name (a split of the same output, say): its file.
+  if (auto owner = store_.output_owner(part.output_path); owner && owner->task_id != part.id)
+    return false;
+  if (!remove_unrecorded_output(split_id, part.output_path, /*partition=*/true, /*quiet=*/true))
+    return false;
+  log_->warn("removed {}, a part of task {} left after the task had ended", part.output_path,
+             split_id);
+  return true;
 }
 
 Retention::Pass Retention::run(double now_unix, int batch) {
@@ -200,7 +203,10 @@ Retention::Pass Retention::run(double now_unix, int batch) {
   open_root();
   const auto due = store_.finished_before(iso_time(now_unix - days_ * 86400), batch);
   for (const auto& t : due) {
-    if (t.state == TaskState::Succeeded && remove_output(t)) ++pass.files;
+    if (t.state == TaskState::Succeeded && remove_output(t))
+      ++pass.files;
+    else if (!t.parent_id.empty() && remove_part_leftover(t.parent_id, t))
+      ++pass.files;  // a part published after its split task's last check
     store_.remove(t.id);
     ++pass.tasks;
   }

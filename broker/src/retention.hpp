@@ -31,7 +31,9 @@ class Retention {
     std::size_t tasks = 0, files = 0;
     bool more = false;  // the batch was full: run again soon
   };
-  // One batch, in the caller's open transaction. `now_unix`: the wall clock in seconds.
+  // One batch, in the caller's open transaction. `now_unix`: the wall clock in seconds. A
+  // task's recorded output goes with it; a split task's part takes along the output a run
+  // published after the split task had ended (remove_part_leftover).
   Pass run(double now_unix, int batch = 500);
 
   // The other clean-up beneath the output root, whether retention is on or not: the output of
@@ -55,12 +57,13 @@ class Retention {
   // right after the commit that ends it; what is left after that (the broker died between the
   // commit and the removal, or a run the broker had given up published its part later and
   // its result never came) is removed here: each split task that ended is checked
-  // kSplitCheckDelays.size() times, the first kSplitCheckDelays[0] s after its end; at start,
-  // the split tasks that ended within kSplitStartWindow s of the last task's end are checked
-  // at once and once more later. A part's output (and its flow store and summary) goes when it
-  // was written after the split task was made and no newer task owns its path. A run that
-  // publishes a part later than the last check and never reports is not caught.
-  static constexpr double kSplitCheckDelays[] = {60, 600};
+  // kSplitCheckDelays.size() times (1 minute, 10 minutes, an hour and a day after its end);
+  // at start, the split tasks that ended within kSplitStartWindow s of the last task's end are
+  // checked at once and then at the later delays. A part's output (and its flow store and
+  // summary) goes when it was written after the split task was made and no newer task owns
+  // its path. A part published later than a day after its task ended, by a run that never
+  // reports, goes when retention (run()) removes the part's task.
+  static constexpr double kSplitCheckDelays[] = {60, 600, 3600, 86400};
   static constexpr double kSplitStartWindow = 900;
   void check_split_later(const std::string& split_id, double now_mono);
   void check_recent_splits(double now_mono);
@@ -69,6 +72,8 @@ class Retention {
   std::size_t run_split_checks(double now_mono, std::size_t batch = 20, double budget_s = 0.005);
   // One split task's check; returns the part outputs removed.
   std::size_t sweep_split(const std::string& split_id);
+  // A part's output left after its split task ended (sweep_split's rule for one part).
+  bool remove_part_leftover(const std::string& split_id, const TaskRecord& part);
   std::size_t split_checks_pending() const { return split_checks_.size(); }
   std::size_t split_checks_due(double now_mono) const {
     return static_cast<std::size_t>(
