@@ -203,10 +203,11 @@ Retention::Pass Retention::run(double now_unix, int batch) {
   open_root();
   const auto due = store_.finished_before(iso_time(now_unix - days_ * 86400), batch);
   for (const auto& t : due) {
-    if (t.state == TaskState::Succeeded && remove_output(t))
-      ++pass.files;
-    else if (!t.parent_id.empty() && remove_part_leftover(t.parent_id, t))
-      ++pass.files;  // a part published after its split task's last check
+    bool removed = t.state == TaskState::Succeeded && remove_output(t);
+    // A split task's part: what a run published after the split task's last check, and the
+    // summary beside a part's output, which remove_output leaves.
+    if (!t.parent_id.empty()) removed = remove_part_leftover(t.parent_id, t) || removed;
+    if (removed) ++pass.files;
     store_.remove(t.id);
     ++pass.tasks;
   }

@@ -264,3 +264,31 @@ TEST_F(RetentionFiles, AtMostABatchOfChecksRunsAtOnce) {
   retention_->run_split_checks(100, 20, 0.0);
   EXPECT_EQ(retention_->split_checks_due(100), 9u) << "at least one runs, whatever the budget";
 }
+
+// Found in review: retention removed a succeeded part's recorded output and flow store but not
+// the summary published beside it (a broker that died before removing its split task's parts,
+// and no check after its restart).
+TEST_F(RetentionFiles, ASucceededPartsOutputGoesWithItsSummaryWhenRetentionRemovesItsTask) {
+  const std::string out = (dir_ / "out").string();
+  broker::Retention retention(*store_, out, 1.0, spdlog::default_logger());
+  std::string split, part;
+  const std::string path = publish("big.ipfix.part-0-of-1");
+  {
+    db::Transaction tx(store_->db());
+    split = insert_task(*store_, out + "/big.ipfix", "", 1);
+    part = insert_task(*store_, path, split);
+    tx.commit();
+  }
+  publish("big.ipfix.part-0-of-1");  // written after both tasks were made
+  {
+    db::Transaction tx(store_->db());
+    store_->set_running(part, "w1", 1, now_iso());
+    store_->finish(part, TaskState::Succeeded, "{}", "", "", now_iso(), identity(path));
+    store_->finish(split, TaskState::Succeeded, "{}", "", "", now_iso());
+    const auto pass = retention.run(static_cast<double>(std::time(nullptr)) + 3 * 86400.0);
+    EXPECT_EQ(pass.tasks, 2u);
+    tx.commit();
+  }
+  for (const std::string& f : {path, path + ".flows.sqlite", path + ".summary.json"})
+    EXPECT_FALSE(exists(f)) << f;
+}

@@ -17,6 +17,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <system_error>
 #include <thread>
 
 #include "ipfixweb/shared/name_guard.hpp"
@@ -72,7 +73,9 @@ std::uint32_t SeriesBuilder::key_id(Dim dim, std::string_view name) {
   const auto it = ids.find(name);
   if (it != ids.end()) return it->second;
   const auto id = static_cast<std::uint32_t>(keys_.size());
-  if (id > kKeyMask) throw Error("flow store: too many distinct series keys");
+  // kKeyMask itself is not an id: pack() of it with an all-ones bucket index would be
+  // UINT64_MAX, the key that marks an empty entry (Near, and Cells' key + 1).
+  if (id >= kKeyMask) throw Error("flow store: too many distinct series keys");
   keys_.emplace_back(dim, std::string(name));
   ids.emplace(std::string(name), id);
   return id;
@@ -908,8 +911,11 @@ void Writer::commit(const std::function<void()>& before_rename) {
     std::jthread writeback;
     if (cfg_.sync && !cfg_.indexes_last) {
       m.exec("COMMIT; BEGIN", name);
-      writeback =
-          std::jthread([fd = m.file_fd] { ::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); });
+      try {
+        writeback =
+            std::jthread([fd = m.file_fd] { ::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); });
+      } catch (const std::system_error&) {  // no thread to be had: the fsync does it all
+      }
       lap("rows committed");
     }
     if (cfg_.indexes_last) {
