@@ -507,15 +507,7 @@ struct Writer::Impl {
       cv.notify_all();
       if (error.empty()) {
         try {
-          std::size_t begin = 0;
-          for (const std::uint32_t end : b.ends) {
-            const std::string_view p(b.data.data() + begin, end - begin);
-            std::size_t stored = 0;
-            if (!packed::decode(p.data(), p.size(), row, &stored))
-              throw Error("flow store: bad batch");
-            insert_row(row, p.substr(0, stored));
-            begin = end;
-          }
+          insert_batch(b);
           // Hand the pages to the kernel as they fill and have it start writing them back,
           // so the commit and fsync at the end find little left to do: whenever the thread
           // has caught up (it waits for the next batch anyway), at least every
@@ -541,7 +533,21 @@ struct Writer::Impl {
       spare.push_back(std::move(b));
     }
   }
+  // The rows of a batch (the thread's, or the committing thread's when there is none).
+  void insert_batch(const Batch& b) {
+    std::size_t begin = 0;
+    for (const std::uint32_t end : b.ends) {
+      const std::string_view p(b.data.data() + begin, end - begin);
+      std::size_t stored = 0;
+      if (!packed::decode(p.data(), p.size(), row, &stored)) throw Error("flow store: bad batch");
+      insert_row(row, p.substr(0, stored));
+      begin = end;
+    }
+  }
+  // The thread starts with the first full batch: a store of fewer rows (a tiny task's) is
+  // written by the thread that commits it, without a thread of its own.
   void hand_over() {
+    if (!thread.joinable()) thread = std::thread([this] { run(); });
     std::unique_lock lock(mu);
     cv.wait(lock, [&] { return queue.size() < kMaxQueued; });
     queue.push_back(std::move(current));
@@ -675,7 +681,6 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
     if (!cfg_.indexes_last) m.exec(create_indexes_sql(), name);
     m.check(sqlite3_prepare_v3(m.db, kInsert, -1, SQLITE_PREPARE_PERSISTENT, &m.insert, nullptr),
             "prepare", name);
-    m.thread = std::thread([&m] { m.run(); });
   } catch (...) {
     abort();
     throw;
@@ -882,7 +887,8 @@ void Writer::commit(const std::function<void()>& before_rename) {
     c0 = c;
   };
   try {
-    if (m.current.size()) m.hand_over();
+    const bool threaded = m.thread.joinable();
+    if (m.current.size() && threaded) m.hand_over();
     // The series are summed and sorted here while the thread inserts its last batches.
     struct SeriesRow {
       const char* dim;
@@ -902,14 +908,19 @@ void Writer::commit(const std::function<void()>& before_rename) {
       return a.start < b.start;
     });
     lap("series summed and sorted");
-    m.end_thread(true);
-    lap("writer thread caught up");
-    if (!m.error.empty()) throw Error(m.error);
-    // The rows' last pages go to the kernel now and are written back (a thread of its own
-    // starts that: it can block for milliseconds) while the series and the top table are
-    // inserted: the final fsync then waits for those only.
+    if (threaded) {
+      m.end_thread(true);
+      lap("writer thread caught up");
+      if (!m.error.empty()) throw Error(m.error);
+    } else if (m.current.size()) {
+      m.insert_batch(m.current);
+      lap("rows inserted");
+    }
+    // A large store's last rows go to the kernel now and are written back (a thread of its
+    // own starts that: it can block for milliseconds) while the series and the top table are
+    // inserted: the final fsync then waits for those only. (A small store's fsync is short.)
     std::jthread writeback;
-    if (cfg_.sync && !cfg_.indexes_last) {
+    if (cfg_.sync && !cfg_.indexes_last && m.batches >= kBatchesPerCommit) {
       m.exec("COMMIT; BEGIN", name);
       try {
         writeback =
