@@ -145,8 +145,15 @@ bool Retention::remove_late_part_output(const std::string& task_id, const std::s
 }
 
 void Retention::check_split_later(const std::string& split_id, double now_mono) {
-  if (split_checks_.size() >= kMaxSplitChecks) return;  // the oldest ones are due first
-  split_checks_.emplace(now_mono + kSplitCheckDelays[0], SplitCheck{split_id, 0, now_mono});
+  const double due = now_mono + kSplitCheckDelays[0];
+  if (split_checks_.size() >= kMaxSplitChecks) {
+    // Full: the check due last (an older task's later one) makes room for this task's first,
+    // the one most likely to find something.
+    const auto last = std::prev(split_checks_.end());
+    if (last->first <= due) return;
+    split_checks_.erase(last);
+  }
+  split_checks_.emplace(due, SplitCheck{split_id, 0, now_mono});
 }
 
 void Retention::check_recent_splits(double now_mono) {

@@ -100,6 +100,10 @@ class Retention {
     double ended = 0;      // monotonic time of its end (of the broker's start for old ones)
   };
   std::multimap<double, SplitCheck> split_checks_;  // by due time (monotonic)
+
+ public:
+  // At most this many checks wait (a day's worth of split tasks at more than one a second);
+  // when full, a new task's first check replaces the check due last.
   static constexpr std::size_t kMaxSplitChecks = 100000;
 };
 

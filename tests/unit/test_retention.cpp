@@ -292,3 +292,19 @@ TEST_F(RetentionFiles, ASucceededPartsOutputGoesWithItsSummaryWhenRetentionRemov
   for (const std::string& f : {path, path + ".flows.sqlite", path + ".summary.json"})
     EXPECT_FALSE(exists(f)) << f;
 }
+
+// Found in review: with day-long checks the list can fill up (more than one split task a
+// second for a day); a new task's first check must not be the one dropped.
+TEST_F(RetentionFiles, WhenTheChecksAreFullANewTasksFirstCheckReplacesTheOneDueLast) {
+  const std::size_t full = broker::Retention::kMaxSplitChecks;
+  for (std::size_t i = 0; i < full; ++i) retention_->check_split_later(new_uuid_v7(), 0);
+  EXPECT_EQ(retention_->split_checks_pending(), full);
+  retention_->check_split_later(new_uuid_v7(), 100);  // due at 160: after all the others
+  EXPECT_EQ(retention_->split_checks_due(160), full) << "due later than every other: dropped";
+  // The first checks of the tasks above ran: their later checks wait, an hour and more away.
+  retention_->run_split_checks(61, full, 1e9);
+  EXPECT_EQ(retention_->split_checks_pending(), full);
+  retention_->check_split_later(new_uuid_v7(), 100);
+  EXPECT_EQ(retention_->split_checks_pending(), full);
+  EXPECT_EQ(retention_->split_checks_due(160), 1u) << "it took the place of a later check";
+}
