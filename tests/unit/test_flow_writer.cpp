@@ -488,3 +488,20 @@ TEST(FlowWriterRows, ARowWithEveryValueAtItsLargestIsStoredAsItWasWritten) {
   EXPECT_EQ(std::count(all.begin(), all.end(), '\n'), 3);
   std::filesystem::remove_all(tmpl);
 }
+
+// A store starts as the bytes of an empty store made once per process: its schema is what the
+// schema's SQL makes, and the file is sound.
+TEST_F(FlowWriter, AStoreStartsWithTheSchemaItsSqlMakes) {
+  sqlite3* mem = nullptr;
+  ASSERT_EQ(sqlite3_open(":memory:", &mem), SQLITE_OK);
+  const std::string sql = fl::create_tables_sql() + fl::create_indexes_sql();
+  ASSERT_EQ(sqlite3_exec(mem, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  const std::string master = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name";
+  const auto want = rows_of(mem, master, {});
+  sqlite3_close(mem);
+  fl::Store store(path_);
+  EXPECT_EQ(rows_of(store.handle(), master, {}), want);
+  EXPECT_EQ(rows_of(store.handle(), "PRAGMA integrity_check", {}),
+            std::vector<std::string>{"Tok|"});
+  EXPECT_EQ(rows_of(store.handle(), "PRAGMA page_size", {}), std::vector<std::string>{"I4096|"});
+}

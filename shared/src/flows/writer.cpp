@@ -634,6 +634,42 @@ struct Writer::Impl {
   }
 };
 
+namespace {
+
+// The bytes of an empty store (its schema, with or without the indexes), made once per process
+// in SQLite's in-memory database and written into each new store's file. Creating the schema
+// from its SQL cost ~0.35 ms of CPU per store (a third of what a tiny task's store costs); a
+// store opened on the image costs ~0.12 ms. Throws Error.
+const std::string& empty_store_image(bool indexes) {
+  static std::mutex mu;
+  static std::string images[2];
+  const std::lock_guard lock(mu);
+  std::string& image = images[indexes ? 1 : 0];
+  if (!image.empty()) return image;
+  sqlite3* db = nullptr;
+  std::unique_ptr<sqlite3, int (*)(sqlite3*)> guard(nullptr, sqlite3_close);
+  const auto check = [&](int rc, const char* what) {
+    if (rc != SQLITE_OK)
+      throw Error(std::string("flow store: the empty store's ") + what + ": " +
+                  (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+  };
+  check(sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr),
+        "open");
+  guard.reset(db);
+  std::string sql = "PRAGMA page_size=4096; BEGIN;\n" + create_tables_sql();
+  if (indexes) sql += create_indexes_sql();
+  sql += "COMMIT;";
+  check(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), "schema");
+  sqlite3_int64 size = 0;
+  unsigned char* bytes = sqlite3_serialize(db, "main", &size, 0);
+  if (!bytes || size <= 0) throw Error("flow store: the empty store's image: out of memory");
+  image.assign(reinterpret_cast<const char*>(bytes), static_cast<std::size_t>(size));
+  sqlite3_free(bytes);
+  return image;
+}
+
+}  // namespace
+
 Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   const std::string& name = cfg_.name;
@@ -664,8 +700,17 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
     m.fail("cannot create its temporary file: " + e, name);
   }
   try {
-    // SQLite opens the file we just created through its descriptor's /proc link, so the
-    // name cannot be swapped for a link elsewhere between creating and opening it.
+    // The empty store's bytes first (the schema), then SQLite opens the file we just created
+    // through its descriptor's /proc link, so the name cannot be swapped for a link elsewhere
+    // between creating and opening it.
+    const std::string& image = empty_store_image(!cfg_.indexes_last);
+    for (std::size_t done = 0; done < image.size();) {
+      const ssize_t w =
+          ::pwrite(m.file_fd, image.data() + done, image.size() - done, static_cast<off_t>(done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) m.fail("cannot write its schema: " + errno_text(), name);
+      done += static_cast<std::size_t>(w);
+    }
     const std::string path = "/proc/self/fd/" + std::to_string(m.file_fd);
     const int rc =
         sqlite3_open_v2(path.c_str(), &m.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
@@ -674,11 +719,7 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
         "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE; "
         "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-131072; PRAGMA page_size=4096;",
         name);
-    // The schema in the same transaction as the rows: one write of its pages, at the first
-    // commit, instead of a transaction (and writes) per CREATE statement (2 ms per store).
     m.exec("BEGIN", name);
-    m.exec(create_tables_sql(), name);
-    if (!cfg_.indexes_last) m.exec(create_indexes_sql(), name);
     m.check(sqlite3_prepare_v3(m.db, kInsert, -1, SQLITE_PREPARE_PERSISTENT, &m.insert, nullptr),
             "prepare", name);
   } catch (...) {
