@@ -613,8 +613,11 @@ struct Writer::Impl {
         if (rc != SQLITE_DONE) check(rc, what, name);
       }
     };
+    // A few rows (a tiny task's) go one per statement: preparing the long statements would
+    // cost more than they save.
+    if (n < 4 * kRowsPerInsert) return run(0, n, 1);
     const std::size_t full = n / kRowsPerInsert * kRowsPerInsert;
-    if (full) run(0, full, kRowsPerInsert);
+    run(0, full, kRowsPerInsert);
     if (n > full) run(full, n, n - full);
   }
   void exec(const std::string& sql, const std::string& name) const {
