@@ -35,22 +35,6 @@ namespace ipfixweb::flows::packed {
 
 inline constexpr std::uint8_t kPackedTag = 1;
 
-inline void put_varint(std::string& out, std::uint64_t v) {
-  char buf[10];
-  int n = 0;
-  while (v >= 0x80) {
-    buf[n++] = static_cast<char>((v & 0x7F) | 0x80);
-    v >>= 7;
-  }
-  buf[n++] = static_cast<char>(v);
-  out.append(buf, static_cast<std::size_t>(n));
-}
-
-inline void put_string(std::string& out, std::string_view s) {
-  put_varint(out, s.size());
-  out.append(s);
-}
-
 // Writes v as a varint at p; returns the end (at most 10 bytes).
 inline char* put_varint(char* p, std::uint64_t v) {
   while (v >= 0x80) {
@@ -59,6 +43,12 @@ inline char* put_varint(char* p, std::uint64_t v) {
   }
   *p++ = static_cast<char>(v);
   return p;
+}
+
+// Appends v as a varint to out.
+inline void put_varint(std::string& out, std::uint64_t v) {
+  char buf[10];
+  out.append(buf, static_cast<std::size_t>(put_varint(buf, v) - buf));
 }
 
 inline char* put_string(char* p, std::string_view s) {
