@@ -106,19 +106,13 @@ void SeriesBuilder::push(std::uint32_t key, std::uint64_t start_ms, const Cell& 
     near_[next_] = {k, i};
     next_ ^= 1u;
   }
-  Cell& m = totals_.cell(i);
-  m.packets += c.packets;
-  m.bytes += c.bytes;
-  m.flows += c.flows;
+  totals_.cell(i) += c;
 }
 
 void SeriesBuilder::rebucket() {
   Cells merged(totals_.capacity());  // as many cells at most: no growing on the way
   totals_.for_each([&](std::uint64_t k, const Cell& c) {
-    Cell& m = merged[pack(key_of(k), (k >> 20) * totals_res_ / res_)];
-    m.packets += c.packets;
-    m.bytes += c.bytes;
-    m.flows += c.flows;
+    merged[pack(key_of(k), (k >> 20) * totals_res_ / res_)] += c;
   });
   totals_ = std::move(merged);
   totals_res_ = res_;

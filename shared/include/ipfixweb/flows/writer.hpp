@@ -112,6 +112,12 @@ class SeriesBuilder {
 
   struct Cell {
     std::uint64_t packets = 0, bytes = 0, flows = 0;
+    Cell& operator+=(const Cell& o) {
+      packets += o.packets;
+      bytes += o.bytes;
+      flows += o.flows;
+      return *this;
+    }
   };
   enum Dim : std::uint8_t { kApp = 0, kProto = 1 };
   // A cell of another series whose buckets are `bucket_ms` long (a power of two; a merge sums
