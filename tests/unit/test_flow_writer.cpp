@@ -36,15 +36,21 @@ struct Lcg {
   std::uint64_t below(std::uint64_t n) { return next() % n; }
 };
 
+// A writer of the store at `path` that does not fsync (tests only).
+fl::WriterConfig unsynced(const std::string& path) {
+  fl::WriterConfig cfg;
+  cfg.name = path;
+  cfg.sync = false;
+  cfg.sync_dir = false;
+  return cfg;
+}
+
 // A store of `rows` generated flows with many ties (values from small ranges), NULL keys,
 // IPv6 and IPv4-mapped IPv6 addresses, texts that need escaping or are not UTF-8.
 std::string write_store(const std::filesystem::path& dir, int rows, bool indexes_last = false) {
   const std::string path =
       (dir / (indexes_last ? "gen-indexed-last.flows.sqlite" : "gen.flows.sqlite")).string();
-  fl::WriterConfig cfg;
-  cfg.name = path;
-  cfg.sync = false;
-  cfg.sync_dir = false;
+  fl::WriterConfig cfg = unsynced(path);
   cfg.indexes_last = indexes_last;
   fl::Writer w(cfg);
   Lcg g;
@@ -290,11 +296,7 @@ bool temporary_left(const std::filesystem::path& dir) {
 
 // One flow, then commit; `meanwhile` runs between the writer's making and its commit.
 void write_one(const std::string& path, const std::function<void()>& meanwhile) {
-  fl::WriterConfig cfg;
-  cfg.name = path;
-  cfg.sync = false;
-  cfg.sync_dir = false;
-  fl::Writer w(cfg);
+  fl::Writer w(unsynced(path));
   fl::FlowRow r;
   r.start_ms = r.end_ms = 1'700'000'000'000ull;
   r.ip_version = 4;
@@ -440,11 +442,7 @@ TEST(FlowWriterRows, ARowWithEveryValueAtItsLargestIsStoredAsItWasWritten) {
   const std::string app(300, 'a'), server(5000, 's'), ja3(200, 'j'), cid(100, 'c'),
       risks(3000, 'r');
   {
-    fl::WriterConfig cfg;
-    cfg.name = path;
-    cfg.sync = false;
-    cfg.sync_dir = false;
-    fl::Writer w(cfg);
+    fl::Writer w(unsynced(path));
     fl::FlowRow r;
     r.start_ms = 0;
     r.end_ms = UINT64_MAX;  // the largest zigzag duration
