@@ -472,8 +472,10 @@ bool CaptureStore::remove_upload(const std::string& id) {
   if (!valid_upload_id(id)) return false;
   auto u = upload(id);
   const std::string base = uploads_dir() + "/" + id;
-  const bool had = ::unlink((base + ".json").c_str()) == 0;
+  // The data first: a crash between the two leaves a state file without data, which reads as
+  // no upload and which the sweeper removes; the other order could leave data nobody owns.
   ::unlink((base + ".part").c_str());
+  const bool had = ::unlink((base + ".json").c_str()) == 0;
   std::uint64_t held = 0;
   {
     std::lock_guard lock(mu_);
@@ -498,12 +500,24 @@ void CaptureStore::unlock_upload(const std::string& id) {
 
 void CaptureStore::expire_uploads() {
   std::vector<std::string> ids;
+  const auto now = std::chrono::system_clock::now();
+  const auto expiry = std::chrono::duration_cast<std::chrono::system_clock::duration>(
+      std::chrono::duration<double>(opts_.upload_expiry_s));
   for (const auto& e : fs::directory_iterator(uploads_dir())) {
     const std::string fname = e.path().filename().string();
-    if (fname.size() > 5 && fname.substr(fname.size() - 5) == ".json")
+    if (fname.size() > 5 && fname.substr(fname.size() - 5) == ".json") {
       ids.push_back(fname.substr(0, fname.size() - 5));
+    } else if (fname.size() > 5 && fname.substr(fname.size() - 5) == ".part") {
+      // Data without a state file: a crash between creating the two, or between removing
+      // them. Created first, so a young one may belong to an upload being created.
+      const std::string id = fname.substr(0, fname.size() - 5);
+      std::chrono::system_clock::time_point touched;
+      file_size(e.path().string(), &touched);
+      if (valid_upload_id(id) && !fs::exists(uploads_dir() + "/" + id + ".json") &&
+          touched + expiry <= now)
+        ids.push_back(id);
+    }
   }
-  const auto now = std::chrono::system_clock::now();
   for (auto& id : ids) {
     {
       std::lock_guard lock(mu_);
