@@ -72,8 +72,11 @@ Clock::duration seconds(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
 
-// A graceful close reads and drops at most this much, for at most this long.
-constexpr std::size_t kLingerBytes = 1 << 20;
+// A graceful close reads and drops at most this much, for at most this long (nginx drains by
+// time alone, 30 s): a client that writes its whole body before it reads, as cpp-httplib and
+// curl without "Expect: 100-continue" do, then reads its 413 instead of a reset when the body
+// is a few MiB over; one that sends more pays a reset. Draining is ~15 ms per 32 MiB here.
+constexpr std::size_t kLingerBytes = 32u << 20;
 constexpr auto kLingerTime = std::chrono::seconds(2);
 // A file is sent in pieces of this size; the same buffer drops what a closing client sends.
 constexpr std::size_t kPiece = 64 * 1024;
