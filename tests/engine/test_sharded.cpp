@@ -1,5 +1,5 @@
 // ShardedMeter (the threaded engine's core): both directions of a flow in one shard, packet time
-// reaching idle shards, and a failing shard reaching the caller as EngineError.
+// reaching idle shards, a failing shard reaching the caller, the reading thread's share.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -34,16 +34,19 @@ struct Recorder {
   std::vector<std::pair<FlowKey, EndReason>> ended;
   std::atomic<int> fail_after{-1};  // packets metered before on_packet throws
   std::atomic<int> packets{0};
+  int failing_shard = -1;  // only this shard fails (-1: any)
 };
 
 class RecordingWork final : public ShardWork, public FlowSink {
  public:
-  explicit RecordingWork(Recorder& r) : r_(r) {}
+  RecordingWork(Recorder& r, unsigned shard) : r_(r), shard_(shard) {}
   FlowSink& sink() override { return *this; }
   void set_now(std::uint64_t) override {}
   void on_packet(Flow&, const DecodedPacket&, std::uint64_t) override {
     const int n = r_.packets.fetch_add(1);
-    if (r_.fail_after >= 0 && n >= r_.fail_after) throw std::bad_alloc();
+    if (r_.fail_after >= 0 && n >= r_.fail_after &&
+        (r_.failing_shard < 0 || static_cast<unsigned>(r_.failing_shard) == shard_))
+      throw std::bad_alloc();
   }
   void on_flow_end(Flow& f, EndReason reason) override {
     const std::lock_guard<std::mutex> g(r_.lock);
@@ -52,10 +55,11 @@ class RecordingWork final : public ShardWork, public FlowSink {
 
  private:
   Recorder& r_;
+  unsigned shard_;
 };
 
 ShardWorkFactory recording(Recorder& r) {
-  return [&r](unsigned) { return std::make_unique<RecordingWork>(r); };
+  return [&r](unsigned shard) { return std::make_unique<RecordingWork>(r, shard); };
 }
 
 TEST(ShardedMeter, BothDirectionsOfAFlowMeetInOneShard) {
@@ -71,7 +75,10 @@ TEST(ShardedMeter, BothDirectionsOfAFlowMeetInOneShard) {
     m.add(rev, 1000 + a, true);
   }
   m.finish();
-  EXPECT_EQ(used.size(), 4u);
+  // Every shard with a share of the hash space got flows (the reading thread's shard 0 has
+  // none with 4 shards: it only reads).
+  for (unsigned s = 0; s < 4; ++s)
+    EXPECT_EQ(used.count(s), ShardedMeter::inline_share(4) > 0 || s > 0 ? 1u : 0u) << s;
   EXPECT_EQ(r.ended.size(), 99u);  // one biflow each
 }
 
@@ -111,6 +118,7 @@ TEST(ShardedMeter, PacketTimeReachesShardsWithoutPackets) {
 TEST(ShardedMeter, ShardFailureReachesTheCallerAsEngineError) {
   Recorder r;
   r.fail_after = 5000;
+  r.failing_shard = 2;  // one on a thread of its own
   auto meter = std::make_unique<ShardedMeter>(3, FlowTableConfig{}, recording(r), false);
   bool thrown = false;
   try {
@@ -124,6 +132,50 @@ TEST(ShardedMeter, ShardFailureReachesTheCallerAsEngineError) {
   }
   EXPECT_TRUE(thrown);
   meter.reset();  // joins (already joined): must not hang or throw
+}
+
+// Shard 0 is metered by the reading thread: what its work throws reaches the caller as it is
+// (as in the single-threaded engine), and destroying the meter then joins the other threads.
+TEST(ShardedMeter, AFailureOfTheReadingThreadsOwnShardReachesTheCallerAsItIs) {
+  Recorder r;
+  r.fail_after = 5000;
+  r.failing_shard = 0;
+  auto meter = std::make_unique<ShardedMeter>(2, FlowTableConfig{}, recording(r), false);
+  EXPECT_THROW(
+      {
+        for (int i = 0; i < 200'000; ++i)
+          meter->add(udp_packet(static_cast<std::uint8_t>(i), 9, static_cast<std::uint16_t>(i), 53),
+                     static_cast<std::uint64_t>(i), true);
+        meter->finish();
+      },
+      std::bad_alloc);
+  meter.reset();  // stops and joins shard 1: must not hang or throw
+}
+
+// The reading thread meters shard 0 itself beside its reading, so it takes a smaller share of
+// the flows: (1 - r) / 2 with one other shard, less with more, never more than an even share.
+TEST(ShardedMeter, TheReadingThreadsShardTakesASmallerShareOfTheFlows) {
+  EXPECT_NEAR(ShardedMeter::inline_share(2), (1 - ShardedMeter::kReaderCost) / 2, 1e-9);
+  EXPECT_DOUBLE_EQ(ShardedMeter::inline_share(1), 1.0);
+  for (unsigned n = 2; n <= 8; ++n) {
+    EXPECT_LE(ShardedMeter::inline_share(n), 1.0 / n) << n;
+    EXPECT_LE(ShardedMeter::inline_share(n + 1), ShardedMeter::inline_share(n)) << n;
+  }
+  for (unsigned n : {2u, 3u, 5u}) {
+    Recorder r;
+    ShardedMeter m(n, FlowTableConfig{}, recording(r), false);
+    std::vector<int> per(n);
+    const int flows = 60'000;
+    for (int i = 0; i < flows; ++i) {
+      const auto p = udp_packet(static_cast<std::uint8_t>(i), static_cast<std::uint8_t>(i >> 8),
+                                static_cast<std::uint16_t>(i * 7), 443);
+      ++per[m.shard_of(p.key)];
+    }
+    const double rest = (1 - ShardedMeter::inline_share(n)) / (n - 1);
+    EXPECT_NEAR(per[0] / double(flows), ShardedMeter::inline_share(n), 0.01) << n;
+    for (unsigned s = 1; s < n; ++s) EXPECT_NEAR(per[s] / double(flows), rest, 0.01) << n;
+    m.finish();
+  }
 }
 
 // The caller abandons the run (cancel, a reader error): destroying the meter stops and joins

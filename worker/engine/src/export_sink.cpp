@@ -96,7 +96,7 @@ void ExportSink::on_flow_end(Flow& f, EndReason reason) {
     label.risks = &dpi_->risk_names(f.risk);
   }
   if (lock_) {
-    const std::lock_guard<std::mutex> guard(*lock_);
+    const std::lock_guard<SpinMutex> guard(*lock_);
     write(f, reason, label, name);
   } else {
     write(f, reason, label, name);

@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <mutex>
+
 #include <string>
+#include "spin_mutex.hpp"
 
 #include "dpi.hpp"
 #include "exporter.hpp"
@@ -28,7 +30,7 @@ void store_records(const Flow& f, EndReason reason, const FlowLabel& label, bool
 class ExportSink final : public FlowSink {
  public:
   ExportSink(IpfixExporter& exporter, Dpi* dpi, Summary& summary, flows::Writer* store, bool biflow,
-             std::mutex* outputs_lock = nullptr)
+             SpinMutex* outputs_lock = nullptr)
       : exporter_(exporter),
         dpi_(dpi),
         summary_(summary),
@@ -45,7 +47,7 @@ class ExportSink final : public FlowSink {
   Summary& summary_;
   flows::Writer* store_;
   bool biflow_;
-  std::mutex* lock_;
+  SpinMutex* lock_;
   std::uint64_t now_ms_ = 0;
   std::string ja3_;
 };

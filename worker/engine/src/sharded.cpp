@@ -1,5 +1,6 @@
 #include "sharded.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -7,15 +8,31 @@
 
 namespace ipfixweb::engine {
 
+double ShardedMeter::inline_share(unsigned shards) {
+  if (shards <= 1) return 1.0;
+  const double others = shards - 1;
+  // Even: r + s = (1 - s) / others, with the metering of all flows as 1.
+  return std::clamp((1.0 / others - kReaderCost) / (1.0 + 1.0 / others), 0.0, 1.0);
+}
+
 ShardedMeter::ShardedMeter(unsigned shards, const FlowTableConfig& cfg, ShardWorkFactory make_work,
                            bool payload)
-    : cfg_(cfg), payload_(payload), round_limit_(kRoundPacketsPerShard * shards) {
+    : cfg_(cfg),
+      payload_(payload),
+      round_limit_(kRoundPacketsPerShard * shards),
+      threads_(shards - 1),
+      cut_(shards <= 1 ? std::uint64_t{1} << 32
+                       : static_cast<std::uint64_t>(inline_share(shards) * 4294967296.0)) {
   shards_.reserve(shards);
   for (unsigned i = 0; i < shards; ++i) shards_.push_back(std::make_unique<Shard>());
+  // Shard 0, on this thread.
+  shards_[0]->work = make_work(0);
+  shards_[0]->table = std::make_unique<FlowTable>(cfg_, shards_[0]->work->sink());
   auto factory = std::make_shared<ShardWorkFactory>(std::move(make_work));
   try {
-    for (unsigned i = 0; i < shards; ++i) {
+    for (unsigned i = 1; i < shards; ++i) {
       Shard& sh = *shards_[i];
+      sh.ring.reset(new Batch[kRingSlots]);
       sh.thread = std::thread([this, &sh, i, factory] { run(sh, i, *factory); });
     }
   } catch (...) {  // std::system_error: no thread could be started
@@ -47,11 +64,15 @@ std::size_t ShardedMeter::peak_flows() const {
 
 void ShardedMeter::acquire(Shard& sh) {
   const std::uint32_t t = sh.tail.load(std::memory_order_relaxed);
-  for (;;) {
-    if (failed_.load(std::memory_order_acquire)) rethrow_failure();
-    const std::uint32_t h = sh.head.load(std::memory_order_acquire);
-    if (t - h < kRingSlots) break;
-    sh.head.wait(h, std::memory_order_acquire);
+  if (t - sh.head.load(std::memory_order_acquire) >= kRingSlots) {
+    // Full: wait until half of it is free, one wake-up per half ring rather than per batch
+    // (the shard notifies from then on).
+    for (;;) {
+      if (failed_.load(std::memory_order_acquire)) rethrow_failure();
+      const std::uint32_t h = sh.head.load(std::memory_order_acquire);
+      if (t - h <= kRingSlots / 2) break;
+      sh.head.wait(h, std::memory_order_acquire);
+    }
   }
   Batch& b = sh.ring[t % kRingSlots];
   b.count = 0;
@@ -65,18 +86,24 @@ void ShardedMeter::publish(Shard& sh, bool last) {
   b.end_now_ms = now_ms_;
   b.last = last;
   sh.filling = nullptr;
-  sh.tail.fetch_add(1, std::memory_order_release);
-  sh.tail.notify_one();
+  const std::uint32_t t = sh.tail.fetch_add(1, std::memory_order_release) + 1;
+  // A shard that waits, waits for kWakeBatches (or the last one): a wake-up per few batches.
+  // A stale head only makes this notify early.
+  if (last || t - sh.head.load(std::memory_order_relaxed) >= kWakeBatches) sh.tail.notify_one();
 }
 
 void ShardedMeter::begin_round() {
   if (failed_.load(std::memory_order_relaxed)) rethrow_failure();
-  for (auto& sh : shards_) acquire(*sh);
+  for (std::size_t i = 1; i < shards_.size(); ++i) acquire(*shards_[i]);
 }
 
 void ShardedMeter::end_round() {
-  for (auto& sh : shards_) publish(*sh, false);
+  for (std::size_t i = 1; i < shards_.size(); ++i) publish(*shards_[i], false);
   round_packets_ = 0;
+  // Shard 0 moves to the clock as the others do at the end of their batches.
+  Shard& here = *shards_[0];
+  here.work->set_now(now_ms_);
+  here.table->advance(now_ms_);
 }
 
 void ShardedMeter::push(unsigned s, const DecodedPacket& p, std::uint64_t ts_ms, std::uint64_t hash,
@@ -118,8 +145,13 @@ void ShardedMeter::copy_payload(unsigned s, Item& it) {
 
 void ShardedMeter::finish() {
   if (round_packets_ == 0) begin_round();
-  for (auto& sh : shards_) publish(*sh, true);
+  for (std::size_t i = 1; i < shards_.size(); ++i) publish(*shards_[i], true);
   round_packets_ = 0;
+  // Shard 0 ends its flows while the threads end theirs.
+  Shard& here = *shards_[0];
+  here.work->set_now(now_ms_);
+  here.table->advance(now_ms_);
+  here.table->flush(EndReason::kForcedEnd);
   for (auto& sh : shards_)
     if (sh->thread.joinable()) sh->thread.join();
   if (failed_.load(std::memory_order_acquire)) rethrow_failure();
@@ -149,17 +181,23 @@ void ShardedMeter::run(Shard& sh, unsigned index, const ShardWorkFactory& make_w
     sh.work = make_work(index);
     sh.table = std::make_unique<FlowTable>(cfg_, sh.work->sink());
     for (std::uint32_t h = 0;; ++h) {
-      std::uint32_t t;
-      while ((t = sh.tail.load(std::memory_order_acquire)) == h) {
-        if (stopping_.load(std::memory_order_acquire)) return;
-        sh.tail.wait(t, std::memory_order_acquire);
+      if (sh.tail.load(std::memory_order_acquire) == h) {
+        // Empty: wait for kWakeBatches, or for the last batch (the reader notifies then).
+        for (;;) {
+          if (stopping_.load(std::memory_order_acquire)) return;
+          const std::uint32_t t = sh.tail.load(std::memory_order_acquire);
+          if (t - h >= kWakeBatches || (t != h && sh.ring[(t - 1) % kRingSlots].last)) break;
+          sh.tail.wait(t, std::memory_order_acquire);
+        }
       }
       if (stopping_.load(std::memory_order_acquire)) return;
       Batch& b = sh.ring[h % kRingSlots];
       meter(sh, b);
       const bool last = b.last;
       sh.head.store(h + 1, std::memory_order_release);
-      sh.head.notify_one();
+      // The reader waits on a full ring until half of it is free.
+      if (sh.tail.load(std::memory_order_acquire) - (h + 1) <= kRingSlots / 2)
+        sh.head.notify_one();
       if (last) break;
     }
     sh.table->flush(EndReason::kForcedEnd);

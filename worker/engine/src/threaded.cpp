@@ -12,7 +12,7 @@ namespace {
 // One shard's DPI, time buckets and sink of finished flows.
 class MeterShard final : public ShardWork {
  public:
-  MeterShard(NdpiSlot* slot, const ThreadedOutputs& out, bool biflow, std::mutex& lock)
+  MeterShard(NdpiSlot* slot, const ThreadedOutputs& out, bool biflow, SpinMutex& lock)
       : dpi_(slot ? std::make_unique<Dpi>(slot->fresh(false)) : nullptr),
         sink_(out.exporter, dpi_.get(), out.summary, out.store, biflow, &lock),
         buckets_(out.store != nullptr) {}
@@ -48,7 +48,7 @@ MeterResult meter_threaded(PacketSource& source, const Options& opts, const Flow
   // nDPI's process-wide set-up (libgcrypt's initialisation) runs with the first module: on this
   // thread, before any shard thread initialises a module of its own.
   if (dpi_slots && !(*dpi_slots)[0].module) (*dpi_slots)[0].make();
-  std::mutex lock;  // the outputs: exporter, flow store, the summary's record counts
+  SpinMutex lock;  // the outputs: exporter, flow store, the summary's record counts
   const bool biflow = opts.biflow;
   ShardWorkFactory make = [&](unsigned i) -> std::unique_ptr<ShardWork> {
     return std::make_unique<MeterShard>(dpi_slots ? &(*dpi_slots)[i] : nullptr, outputs, biflow,
@@ -65,7 +65,7 @@ MeterResult meter_threaded(PacketSource& source, const Options& opts, const Flow
     else
       meter.add(pkt, ts_ms, source.payload_stable());
     if (live && (++packets & 255) == 0) {
-      const std::lock_guard<std::mutex> guard(lock);
+      const std::lock_guard<SpinMutex> guard(lock);
       outputs.exporter.tick(meter.now_ms());
     }
   }
