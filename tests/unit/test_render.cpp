@@ -62,6 +62,34 @@ TEST(Render, StringsAreEscapedLikeJson) {
 // is_valid_utf8 against an independent judge: nlohmann's strict dump() throws on exactly the
 // byte sequences that are not UTF-8. All 1- and 2-byte strings, and 3- and 4-byte ones for
 // every lead and second byte with boundary values after them.
+// Runs of plain characters are appended whole: every ASCII character alone, at the start, the
+// middle and the end of a run, and random ASCII strings, come out as nlohmann writes them.
+TEST(JsonEscape, EscapedTextIsWhatNlohmannWrites) {
+  auto same = [](const std::string& s) {
+    std::string mine;
+    append_json_string(mine, s);
+    EXPECT_EQ(mine, nlohmann::json(s).dump()) << "for a string of " << s.size() << " bytes";
+  };
+  same("");
+  for (int c = 0; c < 128; ++c) {
+    const std::string ch(1, static_cast<char>(c));
+    same(ch);
+    same(ch + "abc");
+    same("abc" + ch + "def");
+    same("abc" + ch);
+    same(ch + ch);
+  }
+  std::uint32_t x = 12345;
+  for (int n = 0; n < 2000; ++n) {
+    std::string s;
+    for (int i = n % 40; i > 0; --i) {
+      x = x * 1103515245u + 12345u;
+      s.push_back(static_cast<char>((x >> 16) % 128));
+    }
+    same(s);
+  }
+}
+
 TEST(JsonEscape, Utf8ValidationAgreesWithNlohmann) {
   auto nlohmann_accepts = [](const std::string& s) {
     try {

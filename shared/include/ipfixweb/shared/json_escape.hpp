@@ -13,7 +13,13 @@ namespace ipfixweb {
 template <class Out>
 void append_json_escaped(Out& out, std::string_view s) {
   auto put = [&out](std::string_view v) { out.append(v.data(), v.data() + v.size()); };
-  for (char c : s) {
+  const char* run = s.data();  // characters that need no escape are appended a run at a time
+  const char* const end = s.data() + s.size();
+  for (const char* p = run; p != end; ++p) {
+    const char c = *p;
+    if (static_cast<unsigned char>(c) >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(run, p);
+    run = p + 1;
     switch (c) {
       case '"':
         put("\\\"");
@@ -36,16 +42,14 @@ void append_json_escaped(Out& out, std::string_view s) {
       case '\f':
         put("\\f");
         break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          int n = std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-          out.append(buf, buf + n);
-        } else {
-          out.push_back(c);
-        }
+      default: {
+        char buf[8];
+        int n = std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+        out.append(buf, buf + n);
+      }
     }
   }
+  out.append(run, end);
 }
 
 // Whether `s` is well-formed UTF-8 (Unicode table 3-7: no overlong forms, no surrogates,
