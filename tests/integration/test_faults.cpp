@@ -860,6 +860,57 @@ TEST(Faults, ARunGivenUpForLostDoesNotReplaceTheOutputOfTheRunThatSucceeded) {
   EXPECT_EQ(r->status, 200);
 }
 
+// Found by scripts/chaos (seed 17, again): a worker frozen before it read a dispatch was given up
+// for lost and the task succeeded on another worker; when it woke, it read the dispatch still
+// waiting in its socket and ran the task again. That run began with the good output already in
+// place, took it for an output to overwrite, and replaced it: the file was no longer the one the
+// broker recorded and the download answered 410. A worker that wakes to a broker silent for the
+// whole liveness window now drops its socket, and what was queued in it, before reading it.
+TEST(Faults, AWorkerGivenUpForLostDoesNotRunWhatWasQueuedForItWhenItWakes) {
+  StackOptions o;
+  o.workers = 1;
+  o.slots = 1;
+  Stack s(o);
+  Process* first = s.workers()[0].get();
+  first->signal(SIGSTOP);
+  struct Thaw {
+    Process* w;
+    ~Thaw() { w->signal(SIGCONT); }
+  } thaw{first};
+  auto [st, body] = s.submit(small_task("queued-for-the-frozen.ipfix"));
+  ASSERT_EQ(st, 202) << body.dump();
+  const std::string id = body["task_id"];
+  // The broker dispatches it to the frozen worker (it still has its credit), gives the worker
+  // up, and a second worker runs it.
+  ASSERT_TRUE(wait_until([&] { return s.get_task(id).value("state", "") == "running"; }, 10s));
+  Process& second = s.start_worker("w2");
+  const json t = s.wait_terminal(id, 60s);
+  ASSERT_EQ(t.value("state", ""), "succeeded") << t.dump();
+  ASSERT_EQ(t.value("worker", ""), "w2") << t.dump();
+  auto r = s.client()->Get("/api/v1/tasks/" + id + "/output");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+
+  first->signal(SIGCONT);
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return read_file(first->log_path()).find("dropping whatever it sent") != std::string::npos;
+      },
+      10s))
+      << read_file(first->log_path());
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(read_file(first->log_path()).find("task " + id + " started"), std::string::npos)
+      << "the woken worker ran the task that had gone to " << second.name();
+  r = s.client()->Get("/api/v1/tasks/" + id + "/output");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << "the woken worker replaced the output: " << r->body;
+  EXPECT_EQ(s.get_task(id).value("state", ""), "succeeded");
+  // It serves again: a new task runs.
+  auto [st2, b2] = s.submit(small_task("after-the-thaw.ipfix"));
+  ASSERT_EQ(st2, 202);
+  EXPECT_EQ(s.wait_terminal(b2["task_id"], 60s).value("state", ""), "succeeded");
+}
+
 // Found by scripts/chaos (seed 1001): a worker killed in the middle of a task left its runner's
 // flow-store temporary behind; the task was cancelled meanwhile, so no rerun on this host swept
 // it. The runner now removes its task's temporaries when its supervisor dies.

@@ -79,6 +79,12 @@ Session::Session(const Config& cfg, zmq::context_t& ctx, std::function<Registrat
 zmq::pollitem_t Session::poll_item() { return {sock_->handle(), 0, ZMQ_POLLIN, 0}; }
 
 void Session::receive(const Deliver& deliver) {
+  // Silence is judged before the backlog is read. A worker that did not run for the whole
+  // liveness window (stopped, a paused VM, swapped out) has been given up for lost by the
+  // broker, which has re-queued what it sent meanwhile: a dispatch waiting in the socket may
+  // have run elsewhere already, and running it now could replace that run's published output.
+  // The fresh socket drops the backlog; the registration tells the broker what really runs.
+  if (reconnect_if_silent(now_mono())) return;
   using Handler = void (Session::*)(const proto::Envelope&);
   static constexpr std::pair<std::string_view, Handler> kHandlers[] = {
       {proto::type::kHeartbeat, &Session::on_heartbeat},
@@ -114,14 +120,21 @@ void Session::tick(double now) {
   if (liveness_.heartbeat_due(now))
     send(proto::type::kHeartbeat,
          proto::encode(proto::type::kHeartbeat, proto::Heartbeat{++hb_seq_}));
-  if (liveness_.silent(now)) {
-    // Broker silent: fresh socket, exponential backoff (1 s .. 32 s).
-    log_->warn("broker silent for {:.1f} s; reconnecting (next wait {:.0f} s)",
-               liveness_.silent_for(now), liveness_.backoff());
-    connect();
-    liveness_.reconnected(now_mono());
-    register_now();
-  }
+  reconnect_if_silent(now);
+}
+
+bool Session::reconnect_if_silent(double now) {
+  if (!liveness_.silent(now)) return false;
+  // Broker silent: fresh socket (what the old one holds is dropped), exponential backoff
+  // (1 s .. 32 s).
+  log_->warn(
+      "broker silent for {:.1f} s; reconnecting (next wait {:.0f} s), dropping whatever it sent "
+      "before: it gave us up for lost",
+      liveness_.silent_for(now), liveness_.backoff());
+  connect();
+  liveness_.reconnected(now_mono());
+  register_now();
+  return true;
 }
 
 void Session::connect() {

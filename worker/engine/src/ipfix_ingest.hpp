@@ -40,4 +40,8 @@ Conversion ingest_ipfix(const Options& opts, const ProgressFn& progress,
                         const std::atomic<bool>* cancel, const ProtocolNameFn& ndpi_name,
                         const IngestRole& role = {});
 
+// How many libfixbuf information models ingests have built in this process (tests: a model is
+// reused by the next ingest unless reading added elements to it).
+std::uint64_t ingest_models_made();
+
 }  // namespace ipfixweb::engine

@@ -119,6 +119,8 @@ class Session {
 
  private:
   void connect();
+  // Connects afresh and registers when the broker has been silent for the liveness window.
+  bool reconnect_if_silent(double now);
   void on_heartbeat(const proto::Envelope& msg);
   void on_reregister(const proto::Envelope& msg);
 
