@@ -178,8 +178,33 @@ TEST(ShardedMeter, TheReadingThreadsShardTakesASmallerShareOfTheFlows) {
   }
 }
 
-// The caller abandons the run (cancel, a reader error): destroying the meter stops and joins
-// the shards without metering the rest or flushing their tables.
+// max_flows is shared out by the shards' shares of the hash space, so they fill up together: 700
+// flows in a meter of max_flows 1000 on 2 shards (a quarter and three quarters of the flows)
+// evict none, as one table of 1000 would not (with halves, the second shard's 500 overflowed).
+TEST(ShardedMeter, MaxFlowsIsSharedOutByTheShardsSharesOfTheFlows) {
+  FlowTableConfig whole;
+  whole.max_flows = 1000;
+  std::size_t sum = 0;
+  for (unsigned i = 0; i < 2; ++i) sum += ShardedMeter::table_config(whole, 2, i).max_flows;
+  EXPECT_EQ(ShardedMeter::table_config(whole, 2, 0).max_flows, 250u);
+  EXPECT_EQ(sum, 1000u);
+  EXPECT_EQ(ShardedMeter::table_config(whole, 4, 0).max_flows, 1u);  // reads only
+  EXPECT_EQ(ShardedMeter::table_config(whole, 1, 0).max_flows, 1000u);
+  Recorder r;
+  {
+    ShardedMeter m(2, whole, recording(r), false);
+    for (int i = 0; i < 700; ++i)
+      m.add(udp_packet(static_cast<std::uint8_t>(i), static_cast<std::uint8_t>(i >> 8),
+                       static_cast<std::uint16_t>(1000 + i), 53),
+            1000, true);
+    m.finish();
+  }
+  ASSERT_EQ(r.ended.size(), 700u);
+  for (const auto& [k, reason] : r.ended) EXPECT_EQ(reason, EndReason::kForcedEnd);
+}
+
+// The caller abandons the run// The caller abandons the run (cancel, a reader error): destroying
+// the meter stops and joins the shards without metering the rest or flushing their tables.
 TEST(ShardedMeter, DestroyedMidRunStopsItsThreads) {
   Recorder r;
   {

@@ -1,6 +1,7 @@
 #include "sharded.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -15,6 +16,16 @@ double ShardedMeter::inline_share(unsigned shards) {
   return std::clamp((1.0 / others - kReaderCost) / (1.0 + 1.0 / others), 0.0, 1.0);
 }
 
+FlowTableConfig ShardedMeter::table_config(const FlowTableConfig& whole, unsigned shards,
+                                           unsigned shard) {
+  FlowTableConfig c = whole;
+  const double s0 = inline_share(shards);
+  const double share = shard == 0 ? s0 : (1.0 - s0) / (shards - 1);
+  c.max_flows = std::max<std::size_t>(
+      1, static_cast<std::size_t>(std::ceil(static_cast<double>(whole.max_flows) * share)));
+  return c;
+}
+
 ShardedMeter::ShardedMeter(unsigned shards, const FlowTableConfig& cfg, ShardWorkFactory make_work,
                            bool payload)
     : cfg_(cfg),
@@ -27,7 +38,8 @@ ShardedMeter::ShardedMeter(unsigned shards, const FlowTableConfig& cfg, ShardWor
   for (unsigned i = 0; i < shards; ++i) shards_.push_back(std::make_unique<Shard>());
   // Shard 0, on this thread.
   shards_[0]->work = make_work(0);
-  shards_[0]->table = std::make_unique<FlowTable>(cfg_, shards_[0]->work->sink());
+  shards_[0]->table =
+      std::make_unique<FlowTable>(table_config(cfg_, shards, 0), shards_[0]->work->sink());
   auto factory = std::make_shared<ShardWorkFactory>(std::move(make_work));
   try {
     for (unsigned i = 1; i < shards; ++i) {
@@ -179,7 +191,8 @@ void ShardedMeter::rethrow_failure() {
 void ShardedMeter::run(Shard& sh, unsigned index, const ShardWorkFactory& make_work) {
   try {
     sh.work = make_work(index);
-    sh.table = std::make_unique<FlowTable>(cfg_, sh.work->sink());
+    sh.table = std::make_unique<FlowTable>(
+        table_config(cfg_, static_cast<unsigned>(shards_.size()), index), sh.work->sink());
     for (std::uint32_t h = 0;; ++h) {
       if (sh.tail.load(std::memory_order_acquire) == h) {
         // Empty: wait for kWakeBatches, or for the last batch (the reader notifies then).
@@ -196,8 +209,7 @@ void ShardedMeter::run(Shard& sh, unsigned index, const ShardWorkFactory& make_w
       const bool last = b.last;
       sh.head.store(h + 1, std::memory_order_release);
       // The reader waits on a full ring until half of it is free.
-      if (sh.tail.load(std::memory_order_acquire) - (h + 1) <= kRingSlots / 2)
-        sh.head.notify_one();
+      if (sh.tail.load(std::memory_order_acquire) - (h + 1) <= kRingSlots / 2) sh.head.notify_one();
       if (last) break;
     }
     sh.table->flush(EndReason::kForcedEnd);

@@ -46,9 +46,10 @@ class ShardedMeter {
  public:
   // `shards` >= 1: shard 0's work is made here, on the calling thread; shards - 1 threads
   // start at once and `make_work` runs on each of them first. `cfg` is the configuration of
-  // each shard's table. `payload`: the shards read the packets' IP bytes (DPI); they are then
-  // copied into the batch unless `payload_stable` says the caller's bytes stay valid and
-  // unchanged until finish() (a memory-mapped capture).
+  // the whole conversion's table: each shard's gets its share of max_flows (table_config).
+  // `payload`: the shards read the packets' IP bytes (DPI); they are then copied into the batch
+  // unless `payload_stable` says the caller's bytes stay valid and unchanged until finish() (a
+  // memory-mapped capture).
   ShardedMeter(unsigned shards, const FlowTableConfig& cfg, ShardWorkFactory make_work,
                bool payload);
   // Stops and joins the threads (what they did not finish is dropped).
@@ -103,6 +104,10 @@ class ShardedMeter {
   // reading thread only reads). Measured on the 2 M-packet benchmark capture, 2 threads:
   // shares of 0.20 / 0.25 / 0.30 / 0.35 / 0.50 took 0.51 / 0.49 / 0.51 / 0.59 / 0.69 s.
   static double inline_share(unsigned shards);
+  // Shard `shard`'s table of `shards`: max_flows shared out in proportion to the shard's share
+  // of the hash space (rounded up, at least 1), so that the shards fill up together.
+  static FlowTableConfig table_config(const FlowTableConfig& whole, unsigned shards,
+                                      unsigned shard);
   static constexpr double kReaderCost = 0.5;
 
   static constexpr std::uint32_t kRingSlots = 32;

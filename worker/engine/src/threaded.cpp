@@ -35,12 +35,6 @@ class MeterShard final : public ShardWork {
 
 }  // namespace
 
-FlowTableConfig shard_table_config(const FlowTableConfig& whole, unsigned threads) {
-  FlowTableConfig c = whole;
-  c.max_flows = std::max<std::size_t>(1, (whole.max_flows + threads - 1) / threads);
-  return c;
-}
-
 MeterResult meter_threaded(PacketSource& source, const Options& opts, const FlowTableConfig& tcfg,
                            const ThreadedOutputs& outputs, std::vector<NdpiSlot>* dpi_slots) {
   const unsigned n = opts.threads;
@@ -55,7 +49,7 @@ MeterResult meter_threaded(PacketSource& source, const Options& opts, const Flow
                                         lock);
   };
   const bool live = outputs.exporter.is_network();
-  ShardedMeter meter(n, shard_table_config(tcfg, n), std::move(make), dpi_slots != nullptr);
+  ShardedMeter meter(n, tcfg, std::move(make), dpi_slots != nullptr);
   DecodedPacket pkt;
   std::uint64_t ts_ms = 0;
   std::uint64_t packets = 0;

@@ -27,9 +27,6 @@ struct MeterResult {
   DpiStats dpi;
 };
 
-// The table configuration of each of `threads` shards: max_flows is shared out (rounded up).
-FlowTableConfig shard_table_config(const FlowTableConfig& whole, unsigned threads);
-
 // Meters every packet of `source` on opts.threads shards and flushes their tables into
 // `outputs`. `dpi_slots` (null: no DPI) is grown to one module per shard; shard i labels with
 // slot i's module, reset or initialised on the shard's own thread.
