@@ -259,11 +259,18 @@ void CaptureStore::load() {
     auto u = j ? upload_from_json(*j) : std::nullopt;
     if (!u || !valid_upload_id(u->id)) continue;
     if (!u->capture.empty()) continue;  // complete: its capture is counted
-    const std::uint64_t have = file_size(uploads_dir() + "/" + u->id + ".part");
-    const std::uint64_t held = std::max(have, u->length.value_or(0));
+    const std::string part = uploads_dir() + "/" + u->id + ".part";
+    struct stat st {};
+    if (::stat(part.c_str(), &st) != 0) {
+      // Its data is gone (a crash while it was removed, data first): nothing to resume.
+      ::unlink(e.path().c_str());
+      continue;
+    }
+    const std::uint64_t held =
+        std::max(static_cast<std::uint64_t>(st.st_size), u->length.value_or(0));
     total_ += held;
     by_owner_[u->owner] += held;
-    upload_reserved_[u->id] = held;
+    upload_reserved_[u->id] = {u->owner, held};
   }
   log_->info("captures in {}: {} ({} bytes with uploads in progress)", opts_.dir, captures_.size(),
              total_);
@@ -397,6 +404,13 @@ std::variant<UploadState, CaptureRefusal> CaptureStore::create_upload(
   u.metadata = std::move(metadata);
   u.owner = std::move(owner);
   u.created_at = now_iso();
+  // Marked as being written while its files are made, so that the sweeper leaves them alone.
+  lock_upload(u.id);
+  struct Unlock {  // holds a copy: `u` is moved into the answer before this runs
+    CaptureStore& store;
+    const std::string id;
+    ~Unlock() { store.unlock_upload(id); }
+  } unlock{*this, u.id};
   // The state's text before anything is reserved or created: a state that cannot be stored
   // (JSON strings are UTF-8) leaves nothing behind.
   std::string text;
@@ -415,7 +429,7 @@ std::variant<UploadState, CaptureRefusal> CaptureStore::create_upload(
   if (fd >= 0) ::close(fd);
   if (made && write_durably(uploads_dir() + "/" + u.id + ".json", text)) {
     std::lock_guard lock(mu_);
-    upload_reserved_[u.id] = length.value_or(0);
+    upload_reserved_[u.id] = {u.owner, length.value_or(0)};
     u.expires = std::chrono::system_clock::now() +
                 std::chrono::duration_cast<std::chrono::system_clock::duration>(
                     std::chrono::duration<double>(opts_.upload_expiry_s));
@@ -455,7 +469,9 @@ bool CaptureStore::save_upload(const UploadState& st) {
 CaptureRefusal CaptureStore::reserve_for_upload(const UploadState& st, std::uint64_t bytes) {
   if (auto r = reserve(st.owner, bytes)) return r;
   std::lock_guard lock(mu_);
-  upload_reserved_[st.id] += bytes;
+  Held& h = upload_reserved_[st.id];
+  h.owner = st.owner;
+  h.bytes += bytes;
   return {};
 }
 
@@ -463,28 +479,27 @@ std::uint64_t CaptureStore::take_upload_reservation(const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = upload_reserved_.find(id);
   if (it == upload_reserved_.end()) return 0;
-  const std::uint64_t n = it->second;
+  const std::uint64_t n = it->second.bytes;
   upload_reserved_.erase(it);
   return n;
 }
 
 bool CaptureStore::remove_upload(const std::string& id) {
   if (!valid_upload_id(id)) return false;
-  auto u = upload(id);
   const std::string base = uploads_dir() + "/" + id;
   // The data first: a crash between the two leaves a state file without data, which reads as
   // no upload and which the sweeper removes; the other order could leave data nobody owns.
   ::unlink((base + ".part").c_str());
   const bool had = ::unlink((base + ".json").c_str()) == 0;
-  std::uint64_t held = 0;
+  Held held;
   {
     std::lock_guard lock(mu_);
     if (auto it = upload_reserved_.find(id); it != upload_reserved_.end()) {
-      held = it->second;
+      held = std::move(it->second);
       upload_reserved_.erase(it);
     }
   }
-  if (held && u) release(u->owner, held);
+  if (held.bytes) release(held.owner, held.bytes);
   return had;
 }
 
@@ -511,7 +526,7 @@ void CaptureStore::expire_uploads() {
       // Data without a state file: a crash between creating the two, or between removing
       // them. Created first, so a young one may belong to an upload being created.
       const std::string id = fname.substr(0, fname.size() - 5);
-      std::chrono::system_clock::time_point touched;
+      std::chrono::system_clock::time_point touched = now;  // gone meanwhile: not expired
       file_size(e.path().string(), &touched);
       if (valid_upload_id(id) && !fs::exists(uploads_dir() + "/" + id + ".json") &&
           touched + expiry <= now)
@@ -519,14 +534,11 @@ void CaptureStore::expire_uploads() {
     }
   }
   for (auto& id : ids) {
-    {
-      std::lock_guard lock(mu_);
-      if (writing_.count(id)) continue;
-    }
+    if (!valid_upload_id(id) || !lock_upload(id)) continue;  // being written or created
     auto u = upload(id);
-    if (u && u->expires > now) continue;
-    if (!u && !valid_upload_id(id)) continue;
-    if (remove_upload(id)) log_->info("upload {} expired and was removed", id);
+    if (!(u && u->expires > now) && remove_upload(id))
+      log_->info("upload {} expired and was removed", id);
+    unlock_upload(id);
   }
 }
 

@@ -145,11 +145,15 @@ class CaptureStore {
   CaptureOptions opts_;
   std::shared_ptr<spdlog::logger> log_;
   mutable std::mutex mu_;
-  std::map<std::string, CaptureInfo> captures_;           // by sha256
-  std::map<std::string, std::uint64_t> by_owner_;         // captures plus reservations
-  std::uint64_t total_ = 0;                               // likewise, everyone's
-  std::set<std::string> writing_;                         // uploads being written
-  std::map<std::string, std::uint64_t> upload_reserved_;  // per upload id
+  std::map<std::string, CaptureInfo> captures_;    // by sha256
+  std::map<std::string, std::uint64_t> by_owner_;  // captures plus reservations
+  std::uint64_t total_ = 0;                        // likewise, everyone's
+  std::set<std::string> writing_;                  // uploads being written
+  struct Held {  // what is counted for an upload, and against whom
+    std::string owner;
+    std::uint64_t bytes = 0;
+  };
+  std::map<std::string, Held> upload_reserved_;  // per upload id
   bool stop_ = false;
   std::condition_variable wake_;
   std::thread sweeper_;
