@@ -115,6 +115,13 @@ void OutputFile::sync() {
   synced_ = true;
 }
 
+void OutputFile::start_writeback() {
+  FILE* fp = file_.get();
+  if (!fp) return;
+  // Errors show at sync(): a failed write leaves ferror set, and fsync reports the rest.
+  if (std::fflush(fp) == 0) ::sync_file_range(fileno(fp), 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
 void OutputFile::publish() {
   if (!synced_) sync();
   FILE* fp = file_.get();

@@ -43,6 +43,9 @@ class OutputFile {
   // close, rename, directory fsync).
   void sync();
   void publish();
+  // Hands what was written so far to the kernel and has it start writing it back (does not
+  // wait), so that sync() at the end finds little left to write. Called every few MiB.
+  void start_writeback();
   // Throws OutputReplaced when the name now holds a file other than the one it held when this
   // object was made (none, or the file an overwrite replaces). publish() does not replace such
   // a file: when the name was free it links the file to it (which fails if another writer got
