@@ -726,6 +726,10 @@ TEST(Faults, RetrySweepsOnlyThisHostsDeadWritersTemporaries) {
 TEST(Faults, AnOutputPublishedByARunWhoseResultWasLostGoesWhenTheTaskFails) {
   StackOptions o;
   o.workers = 0;
+  // The fake worker sends no heartbeats: with the tests' 0.2 s beat, a loaded machine that kept
+  // this thread from its `done` for 0.6 s made the broker give it up, and the task waited in the
+  // queue for a worker that never came (failed once beside a fuzzer and ctest -j2).
+  o.heartbeat = 2.0;
   Stack s(o);
   const std::string before = s.output_dir() + "/before.ipfix";
   {
