@@ -162,6 +162,24 @@ std::string human_bytes(std::uint64_t n) {
   return s.str();
 }
 
+// An upload marked as being written (CaptureStore::lock_upload) for as long as this lives.
+class UploadLock {
+ public:
+  UploadLock(CaptureStore& store, std::string id)
+      : store_(store), id_(std::move(id)), held_(store.lock_upload(id_)) {}
+  ~UploadLock() {
+    if (held_) store_.unlock_upload(id_);
+  }
+  UploadLock(const UploadLock&) = delete;
+  UploadLock& operator=(const UploadLock&) = delete;
+  explicit operator bool() const { return held_; }  // false: someone else is writing it
+
+ private:
+  CaptureStore& store_;
+  const std::string id_;  // a copy: the caller's id may be moved away before this ends
+  const bool held_;
+};
+
 }  // namespace
 
 std::optional<std::string> capture_name_problem(const std::string& name) {
@@ -405,12 +423,7 @@ std::variant<UploadState, CaptureRefusal> CaptureStore::create_upload(
   u.owner = std::move(owner);
   u.created_at = now_iso();
   // Marked as being written while its files are made, so that the sweeper leaves them alone.
-  lock_upload(u.id);
-  struct Unlock {  // holds a copy: `u` is moved into the answer before this runs
-    CaptureStore& store;
-    const std::string id;
-    ~Unlock() { store.unlock_upload(id); }
-  } unlock{*this, u.id};
+  const UploadLock writing(*this, u.id);
   // The state's text before anything is reserved or created: a state that cannot be stored
   // (JSON strings are UTF-8) leaves nothing behind.
   std::string text;
@@ -520,25 +533,25 @@ void CaptureStore::expire_uploads() {
       std::chrono::duration<double>(opts_.upload_expiry_s));
   for (const auto& e : fs::directory_iterator(uploads_dir())) {
     const std::string fname = e.path().filename().string();
-    if (fname.size() > 5 && fname.substr(fname.size() - 5) == ".json") {
-      ids.push_back(fname.substr(0, fname.size() - 5));
-    } else if (fname.size() > 5 && fname.substr(fname.size() - 5) == ".part") {
+    const std::string id = fname.substr(0, fname.size() - std::min<std::size_t>(5, fname.size()));
+    if (fname.ends_with(".json")) {
+      ids.push_back(id);
+    } else if (fname.ends_with(".part")) {
       // Data without a state file: a crash between creating the two, or between removing
       // them. Created first, so a young one may belong to an upload being created.
-      const std::string id = fname.substr(0, fname.size() - 5);
       std::chrono::system_clock::time_point touched = now;  // gone meanwhile: not expired
       file_size(e.path().string(), &touched);
-      if (valid_upload_id(id) && !fs::exists(uploads_dir() + "/" + id + ".json") &&
-          touched + expiry <= now)
+      if (!fs::exists(uploads_dir() + "/" + id + ".json") && touched + expiry <= now)
         ids.push_back(id);
     }
   }
   for (auto& id : ids) {
-    if (!valid_upload_id(id) || !lock_upload(id)) continue;  // being written or created
+    if (!valid_upload_id(id)) continue;
+    const UploadLock judging(*this, id);
+    if (!judging) continue;  // being written or created
     auto u = upload(id);
     if (!(u && u->expires > now) && remove_upload(id))
       log_->info("upload {} expired and was removed", id);
-    unlock_upload(id);
   }
 }
 

@@ -203,7 +203,7 @@ TEST(ShardedMeter, MaxFlowsIsSharedOutByTheShardsSharesOfTheFlows) {
   for (const auto& [k, reason] : r.ended) EXPECT_EQ(reason, EndReason::kForcedEnd);
 }
 
-// The caller abandons the run// The caller abandons the run (cancel, a reader error): destroying
+// The caller abandons the run (cancel, a reader error): destroying
 // the meter stops and joins the shards without metering the rest or flushing their tables.
 TEST(ShardedMeter, DestroyedMidRunStopsItsThreads) {
   Recorder r;

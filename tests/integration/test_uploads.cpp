@@ -362,11 +362,19 @@ TEST_F(Uploads, ReferencesToNoCaptureAreRefusedWith422) {
   EXPECT_EQ(body["errors"][0]["field"], "pcap_files[0]");
 }
 
-TEST(UploadLimits, AnUploadBeyondTheSizeLimitOrTheQuotaIsRefusedWith413NamingTheLimit) {
+// No workers; captures of at most 100,000 bytes, 120,000 in all: sample.pcap (77,512 bytes)
+// fits once.
+namespace {
+StackOptions small_limits() {
   StackOptions o;
   o.workers = 0;
   o.extra_api_args = {"--max-capture-size", "100000", "--capture-quota", "120000"};
-  Stack stack(o);
+  return o;
+}
+}  // namespace
+
+TEST(UploadLimits, AnUploadBeyondTheSizeLimitOrTheQuotaIsRefusedWith413NamingTheLimit) {
+  Stack stack(small_limits());
   auto cli = stack.client();
   const std::string data = read_file(stack.input_dir() + "/sample.pcap");  // 77512 bytes
   auto too_big =
@@ -437,10 +445,7 @@ TEST(UploadLimits, UploadDataLeftWithoutItsStateByACrashIsSweptAfterTheExpiry) {
 // starts next counts nothing for it and removes it. (Found in review: the state's announced
 // length was counted against the quota and never given back.)
 TEST(UploadLimits, AnUploadStateWithoutItsDataAfterACrashHoldsNoQuota) {
-  StackOptions o;
-  o.workers = 0;
-  o.extra_api_args = {"--max-capture-size", "100000", "--capture-quota", "120000"};
-  Stack stack(o);
+  Stack stack(small_limits());
   auto cli = stack.client();
   auto created = cli->Post("/api/v1/uploads", tus({{"Upload-Length", "100000"}}), "",
                            "application/offset+octet-stream");

@@ -129,7 +129,7 @@ bool Session::reconnect_if_silent(double now) {
   // (1 s .. 32 s).
   log_->warn(
       "broker silent for {:.1f} s; reconnecting (next wait {:.0f} s), dropping whatever it sent "
-      "before: it gave us up for lost",
+      "before (a broker silent this long has given us up for lost, or is gone)",
       liveness_.silent_for(now), liveness_.backoff());
   connect();
   liveness_.reconnected(now_mono());

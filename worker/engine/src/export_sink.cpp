@@ -1,6 +1,7 @@
 #include "export_sink.hpp"
 
 #include <algorithm>
+#include <mutex>
 
 #include "community_id.hpp"
 

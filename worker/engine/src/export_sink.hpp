@@ -3,15 +3,13 @@
 #pragma once
 
 #include <cstdint>
-#include <mutex>
-
 #include <string>
-#include "spin_mutex.hpp"
 
 #include "dpi.hpp"
 #include "exporter.hpp"
 #include "flow_table.hpp"
 #include "ipfixweb/flows/writer.hpp"
+#include "spin_mutex.hpp"
 #include "summary.hpp"
 
 namespace ipfixweb::engine {

@@ -234,8 +234,9 @@ struct ModelDeleter {
 };
 using ModelPtr = std::unique_ptr<fbInfoModel_t, ModelDeleter>;
 
-// One model per ingest: libfixbuf adds the alien elements of the files it reads to it, so it is
-// not shared with the exporter's (0.6 ms to build).
+// An ingest's own model (0.6 ms to build): libfixbuf adds the alien elements of the files it
+// reads to it, so it is not shared with the exporter's, nor with another ingest at the same
+// time (ModelPool).
 std::atomic<std::uint64_t> g_models_made{0};
 ModelPtr make_model() {
   g_models_made.fetch_add(1, std::memory_order_relaxed);

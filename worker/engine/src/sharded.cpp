@@ -32,8 +32,7 @@ ShardedMeter::ShardedMeter(unsigned shards, const FlowTableConfig& cfg, ShardWor
       payload_(payload),
       round_limit_(kRoundPacketsPerShard * shards),
       threads_(shards - 1),
-      cut_(shards <= 1 ? std::uint64_t{1} << 32
-                       : static_cast<std::uint64_t>(inline_share(shards) * 4294967296.0)) {
+      cut_(static_cast<std::uint64_t>(inline_share(shards) * 4294967296.0)) {  // 1: all
   shards_.reserve(shards);
   for (unsigned i = 0; i < shards; ++i) shards_.push_back(std::make_unique<Shard>());
   // Shard 0, on this thread.
@@ -113,9 +112,7 @@ void ShardedMeter::end_round() {
   for (std::size_t i = 1; i < shards_.size(); ++i) publish(*shards_[i], false);
   round_packets_ = 0;
   // Shard 0 moves to the clock as the others do at the end of their batches.
-  Shard& here = *shards_[0];
-  here.work->set_now(now_ms_);
-  here.table->advance(now_ms_);
+  move_clock(*shards_[0], now_ms_);
 }
 
 void ShardedMeter::push(unsigned s, const DecodedPacket& p, std::uint64_t ts_ms, std::uint64_t hash,
@@ -160,10 +157,8 @@ void ShardedMeter::finish() {
   for (std::size_t i = 1; i < shards_.size(); ++i) publish(*shards_[i], true);
   round_packets_ = 0;
   // Shard 0 ends its flows while the threads end theirs.
-  Shard& here = *shards_[0];
-  here.work->set_now(now_ms_);
-  here.table->advance(now_ms_);
-  here.table->flush(EndReason::kForcedEnd);
+  move_clock(*shards_[0], now_ms_);
+  shards_[0]->table->flush(EndReason::kForcedEnd);
   for (auto& sh : shards_)
     if (sh->thread.joinable()) sh->thread.join();
   if (failed_.load(std::memory_order_acquire)) rethrow_failure();
@@ -228,8 +223,7 @@ void ShardedMeter::meter(Shard& sh, Batch& b) {
     const FlowTable::Hit hit = table.update(it.pkt, it.ts_ms, it.hash);
     work.on_packet(*hit.flow, it.pkt, it.ts_ms);
   }
-  work.set_now(b.end_now_ms);
-  table.advance(b.end_now_ms);
+  move_clock(sh, b.end_now_ms);
 }
 
 void ShardedMeter::fail(Shard& sh, std::exception_ptr e) {

@@ -133,8 +133,7 @@ class ShardedMeter {
     std::size_t arena_used = 0;
   };
   struct Shard {
-    std::unique_ptr<Batch[]> ring;  // shards on threads of their own
-
+    std::unique_ptr<Batch[]> ring;                   // shards on threads of their own
     alignas(64) std::atomic<std::uint32_t> head{0};  // batches consumed (shard writes)
     alignas(64) std::atomic<std::uint32_t> tail{0};  // batches published (reader writes)
     Batch* filling = nullptr;                        // reader's current batch
@@ -144,10 +143,15 @@ class ShardedMeter {
     std::thread thread;
   };
 
+  // A shard's table moves to the reader's clock: its work first learns the time that what ends
+  // is exported at.
+  static void move_clock(Shard& sh, std::uint64_t now_ms) {
+    sh.work->set_now(now_ms);
+    sh.table->advance(now_ms);
+  }
   void meter_here(const DecodedPacket& p, std::uint64_t ts_ms, std::uint64_t hash) {
     Shard& sh = *shards_[0];
-    sh.work->set_now(now_ms_);
-    sh.table->advance(now_ms_);
+    move_clock(sh, now_ms_);
     const FlowTable::Hit hit = sh.table->update(p, ts_ms, hash);
     sh.work->on_packet(*hit.flow, p, ts_ms);
   }

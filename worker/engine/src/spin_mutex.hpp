@@ -2,7 +2,7 @@
 // outputs: one finished flow written at a time, a few microseconds). It spins a while before
 // it sleeps: with std::mutex, two shards that finish flows at the same moment put one of them
 // to sleep in the kernel and wake it again (a context switch each way per collision, about
-// 1,400 per second-long conversion on two cores), which costs more than the wait itself.
+// 2,400 per second-long conversion on two cores), which costs more than the wait itself.
 #pragma once
 
 #include <atomic>
@@ -30,7 +30,8 @@ class SpinMutex {
       relax();
       if (i % 32 == 0 && std::chrono::steady_clock::now() >= until) break;
     }
-    // Sleeps (Drepper's "futexes are tricky", mutex 2): kContended tells unlock() to wake.
+    // Sleeps (the futex mutex of Drepper's "Futexes Are Tricky"): kContended tells unlock() to
+    // wake.
     int c = state_.exchange(kContended, std::memory_order_acquire);
     while (c != kFree) {
       state_.wait(kContended, std::memory_order_relaxed);
