@@ -868,8 +868,8 @@ TEST(Faults, ARunGivenUpForLostDoesNotReplaceTheOutputOfTheRunThatSucceeded) {
 // for lost and the task succeeded on another worker; when it woke, it read the dispatch still
 // waiting in its socket and ran the task again. That run began with the good output already in
 // place, took it for an output to overwrite, and replaced it: the file was no longer the one the
-// broker recorded and the download answered 410. A worker that wakes to a broker silent for the
-// whole liveness window now drops its socket, and what was queued in it, before reading it.
+// broker recorded and the download answered 410. A worker that wakes after sending no heartbeat
+// for the whole liveness window now drops its socket, and what was queued in it, unread.
 TEST(Faults, AWorkerGivenUpForLostDoesNotRunWhatWasQueuedForItWhenItWakes) {
   StackOptions o;
   o.workers = 1;
@@ -898,7 +898,8 @@ TEST(Faults, AWorkerGivenUpForLostDoesNotRunWhatWasQueuedForItWhenItWakes) {
   first->signal(SIGCONT);
   EXPECT_TRUE(wait_until(
       [&] {
-        return read_file(first->log_path()).find("dropping whatever it sent") != std::string::npos;
+        return read_file(first->log_path()).find("dropping what it sent meanwhile") !=
+               std::string::npos;
       },
       10s))
       << read_file(first->log_path());

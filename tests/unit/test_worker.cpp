@@ -271,6 +271,22 @@ TEST(Liveness, TheBrokerIsGivenUpAfterLivenessIntervalsOfSilence) {
   EXPECT_TRUE(l.silent(15.01));
 }
 
+// The broker gives a worker up after `liveness` intervals without a heartbeat from it; the
+// worker knows when that happened to it (it did not run) by its own last heartbeat.
+TEST(Liveness, AWorkerThatSentNoHeartbeatForLivenessIntervalsKnowsItWasGivenUp) {
+  Liveness l(1.0, 3);
+  l.connected(10.0);
+  EXPECT_FALSE(l.quiet(13.0));  // counted from the connection
+  EXPECT_TRUE(l.heartbeat_due(11.0));
+  EXPECT_FALSE(l.quiet(14.0));
+  EXPECT_TRUE(l.quiet(14.01));
+  EXPECT_DOUBLE_EQ(l.quiet_for(20.0), 9.0);
+  l.heard(19.0);  // hearing the broker does not make up for heartbeats we did not send
+  EXPECT_TRUE(l.quiet(20.0));
+  EXPECT_TRUE(l.heartbeat_due(20.0));
+  EXPECT_FALSE(l.quiet(20.5));
+}
+
 TEST(Liveness, FreshConnectionsBackOffDoublingUpTo32Seconds) {
   Liveness l(1.0, 3);
   l.connected(0.0);

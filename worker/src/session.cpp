@@ -79,12 +79,21 @@ Session::Session(const Config& cfg, zmq::context_t& ctx, std::function<Registrat
 zmq::pollitem_t Session::poll_item() { return {sock_->handle(), 0, ZMQ_POLLIN, 0}; }
 
 void Session::receive(const Deliver& deliver) {
-  // Silence is judged before the backlog is read. A worker that did not run for the whole
-  // liveness window (stopped, a paused VM, swapped out) has been given up for lost by the
-  // broker, which has re-queued what it sent meanwhile: a dispatch waiting in the socket may
-  // have run elsewhere already, and running it now could replace that run's published output.
-  // The fresh socket drops the backlog; the registration tells the broker what really runs.
-  if (reconnect_if_silent(now_mono())) return;
+  // A worker that did not run for the whole liveness window (stopped, a paused VM, swapped
+  // out) sent no heartbeat and has been given up for lost by the broker, which has re-queued
+  // what it sent meanwhile: a dispatch waiting in the socket may have run elsewhere already,
+  // and running it now could replace that run's published output. This is judged before the
+  // backlog is read: the fresh socket drops it, the registration tells the broker what really
+  // runs. (A broker that was slow while this worker ran heard our heartbeats: its backlog is
+  // read as usual.)
+  if (const double now = now_mono(); liveness_.quiet(now)) {
+    log_->warn(
+        "did not run for {:.1f} s: the broker has given us up for lost; dropping what it "
+        "sent meanwhile",
+        liveness_.quiet_for(now));
+    reconnect();
+    return;
+  }
   using Handler = void (Session::*)(const proto::Envelope&);
   static constexpr std::pair<std::string_view, Handler> kHandlers[] = {
       {proto::type::kHeartbeat, &Session::on_heartbeat},
@@ -120,21 +129,18 @@ void Session::tick(double now) {
   if (liveness_.heartbeat_due(now))
     send(proto::type::kHeartbeat,
          proto::encode(proto::type::kHeartbeat, proto::Heartbeat{++hb_seq_}));
-  reconnect_if_silent(now);
+  if (liveness_.silent(now)) {
+    // Broker silent: fresh socket, exponential backoff (1 s .. 32 s).
+    log_->warn("broker silent for {:.1f} s; reconnecting (next wait {:.0f} s)",
+               liveness_.silent_for(now), liveness_.backoff());
+    reconnect();
+  }
 }
 
-bool Session::reconnect_if_silent(double now) {
-  if (!liveness_.silent(now)) return false;
-  // Broker silent: fresh socket (what the old one holds is dropped), exponential backoff
-  // (1 s .. 32 s).
-  log_->warn(
-      "broker silent for {:.1f} s; reconnecting (next wait {:.0f} s), dropping whatever it sent "
-      "before (a broker silent this long has given us up for lost, or is gone)",
-      liveness_.silent_for(now), liveness_.backoff());
+void Session::reconnect() {
   connect();
   liveness_.reconnected(now_mono());
   register_now();
-  return true;
 }
 
 void Session::connect() {

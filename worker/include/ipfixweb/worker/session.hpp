@@ -40,6 +40,10 @@ class Liveness {
   // True when the broker has been silent for `liveness` intervals: connect afresh.
   bool silent(double now) const { return silent_for(now) > interval_ * liveness_; }
   double silent_for(double now) const { return now - last_heard_; }
+  // True when we have sent the broker no heartbeat for `liveness` intervals (this process did
+  // not run): by the broker's own rule it has given us up for lost.
+  bool quiet(double now) const { return quiet_for(now) > interval_ * liveness_; }
+  double quiet_for(double now) const { return now - (next_heartbeat_ - interval_); }
   // After a fresh connection because of silence, the next one comes no sooner than the
   // back-off (1 s, doubling up to 32 s) unless the broker is heard from before.
   void reconnected(double now);
@@ -119,8 +123,8 @@ class Session {
 
  private:
   void connect();
-  // Connects afresh and registers when the broker has been silent for the liveness window.
-  bool reconnect_if_silent(double now);
+  // Connects afresh (dropping what the old socket holds) and registers.
+  void reconnect();
   void on_heartbeat(const proto::Envelope& msg);
   void on_reregister(const proto::Envelope& msg);
 
