@@ -51,8 +51,10 @@
 #include <limits>
 #include <list>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 #include "ipfixweb/api/handler_pool.hpp"
 #include "ipfixweb/api/http.hpp"
@@ -618,6 +620,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return send(std::move(res), false);
     }
     phase_ = Phase::Handler;
+    if (route_->deferred) {
+      if (!route_->blocking) {  // here, under the lock: an answer given during the call waits
+        if (auto now = handle_deferred()) send(std::move(*now), false);
+        return;
+      }
+      s_.handlers.post([self = shared_from_this()] {
+        auto now = self->handle_deferred();
+        if (now) self->answer(std::move(*now));
+      });
+      return;
+    }
     if (!route_->blocking) return send(handle(), false);
     s_.handlers.post([self = shared_from_this()] {
       Response res = self->handle();  // the request is this thread's alone meanwhile
@@ -636,6 +649,72 @@ class Connection : public std::enable_shared_from_this<Connection> {
       s_.error(res, 500, "the request failed; see the api log");
     }
     return res;
+  }
+
+  // A deferred route's answer (Route::deferred), given once: during the handler's call it is
+  // kept for the calling thread to send (returned by handle_deferred), after it an I/O
+  // thread sends it. Dropped unanswered, it answers 500.
+  class Deferred {
+   public:
+    explicit Deferred(std::shared_ptr<Connection> c) : conn_(std::move(c)) {}
+    Deferred(const Deferred&) = delete;
+    Deferred& operator=(const Deferred&) = delete;
+    ~Deferred() {
+      if (answered_) return;
+      conn_->s_.log->error("a deferred handler dropped its request unanswered");
+      Response res;
+      conn_->s_.error(res, 500, "the request was not answered; see the api log");
+      later(std::move(res));
+    }
+    void answer(Response res) {
+      std::unique_lock lock(mu_);
+      if (answered_) return;
+      answered_ = true;
+      if (in_call_) {
+        early_ = std::move(res);
+        return;
+      }
+      lock.unlock();
+      later(std::move(res));
+    }
+    // The handler returned: the answer it gave meanwhile, if any.
+    std::optional<Response> returned() {
+      std::lock_guard lock(mu_);
+      in_call_ = false;
+      return std::exchange(early_, std::nullopt);
+    }
+
+   private:
+    void later(Response res) {
+      auto& conn = *conn_;
+      asio::post(conn.socket_.get_executor(),
+                 [c = std::move(conn_), r = std::move(res)]() mutable { c->answer(std::move(r)); });
+    }
+    std::shared_ptr<Connection> conn_;
+    std::mutex mu_;
+    bool in_call_ = true;
+    bool answered_ = false;
+    std::optional<Response> early_;
+  };
+
+  // Runs a deferred route's handler; returns the answer it gave during the call, if any.
+  std::optional<Response> handle_deferred() {
+    auto deferred = std::make_shared<Deferred>(shared_from_this());
+    try {
+      route_->deferred(req_, [deferred](Response res) { deferred->answer(std::move(res)); });
+    } catch (const std::exception& e) {
+      s_.log->error("request failed: {}", e.what());
+      Response res;
+      s_.error(res, 500, "the request failed; see the api log");
+      deferred->answer(std::move(res));  // unless it answered before it threw
+    }
+    return deferred->returned();
+  }
+
+  // An answer from outside the connection's own steps (a handler thread, a deferred answer).
+  void answer(Response res) {
+    std::lock_guard lock(mu_);
+    if (!closed_) guarded([&] { send(std::move(res), false); });
   }
 
   // A refusal before the request was read whole: the connection closes after the answer.

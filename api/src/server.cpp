@@ -231,10 +231,20 @@ struct Server::Impl {
   void metrics_text(Response& res);
   void download(const Request& req, Response& res);
   void split_automatically(ParsedRequest& parsed, const proto::TaskSpec& spec);
+  void add_deferred(const std::string& method, const std::string& path, Role role,
+                    http::DeferredHandler fn);
+  // A task request as the broker takes it, or nullopt when `res` holds the refusal.
   // `default_key`: the Idempotency-Key when the request has none.
+  std::optional<proto::Submit> submission(const Request& req, Response& res, const json& body,
+                                          UnknownFields unknown, const std::string& default_key);
+  // The broker's answer to a submission (nullopt: none in time) as the client gets it.
+  void answer_submission(const std::optional<proto::SubmitReply>& reply, Response& res);
+  // A submission answered once the broker has answered (the drop folder's).
   void submit(const Request& req, Response& res, const json& body, UnknownFields unknown,
               const std::string& default_key = {});
-  void submit_body(const Request& req, Response& res, UnknownFields unknown);
+  // POST /api/v1/tasks: answered when the broker has answered, by the submitter's thread, so
+  // that no handler thread waits for the broker.
+  void submit_body(const Request& req, const http::Respond& respond, UnknownFields unknown);
   LeasePool<TaskStore>::Lease store_or_503(
       Response& res, const char* detail = "the task database is not available");
   std::optional<TaskRecord> find_task(const Request& req, Response& res);
@@ -277,7 +287,10 @@ struct Server::Impl {
                 http::SinkFactory make);
 };
 
-void Server::Impl::submit_body(const Request& req, Response& res, UnknownFields unknown) {
+void Server::Impl::submit_body(const Request& req, const http::Respond& respond,
+                               UnknownFields unknown) {
+  Response res;
+  const auto refuse = [&] { respond(std::move(res)); };
   const std::string& raw = req.body;
   std::string ctype = req.header("Content-Type");
   std::string base = ctype.substr(0, ctype.find(';'));
@@ -286,7 +299,7 @@ void Server::Impl::submit_body(const Request& req, Response& res, UnknownFields 
                  [](unsigned char c) { return std::tolower(c); });
   if (base != "application/json") {
     problem(res, 415, "send the task as JSON with Content-Type: application/json");
-    return;
+    return refuse();
   }
   // nlohmann builds a value per nesting level: a 1 MiB body of '[' cost about 100 MB.
   bool too_deep = false;
@@ -295,13 +308,19 @@ void Server::Impl::submit_body(const Request& req, Response& res, UnknownFields 
     problem(res, 400,
             "the request body nests arrays or objects deeper than " +
                 std::to_string(cfg.max_json_depth) + " levels");
-    return;
+    return refuse();
   }
   if (!body) {
     problem(res, 400, "the request body is not valid JSON");
-    return;
+    return refuse();
   }
-  submit(req, res, *body, unknown);
+  auto s = submission(req, res, *body, unknown, {});
+  if (!s) return refuse();
+  submitter->submit_async(std::move(*s), [this, respond](std::optional<proto::SubmitReply> r) {
+    Response answer;
+    answer_submission(r, answer);
+    respond(std::move(answer));
+  });
 }
 
 // --split-above: a conversion of large captures that does not say `parallelism` is split.
@@ -327,6 +346,14 @@ void Server::Impl::split_automatically(ParsedRequest& parsed, const proto::TaskS
 
 void Server::Impl::submit(const Request& req, Response& res, const json& body,
                           UnknownFields unknown, const std::string& default_key) {
+  auto s = submission(req, res, body, unknown, default_key);
+  if (!s) return;
+  answer_submission(ask_broker_to_submit(std::move(*s)), res);
+}
+
+std::optional<proto::Submit> Server::Impl::submission(const Request& req, Response& res,
+                                                      const json& body, UnknownFields unknown,
+                                                      const std::string& default_key) {
   metrics.submitted.fetch_add(1, std::memory_order_relaxed);
   std::vector<FieldError> errors;
   auto parsed = parse_task_request(body, errors, unknown);
@@ -335,14 +362,14 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
   if (!parsed || !errors.empty() || !resolve_under_roots(*parsed, spec, errors)) {
     metrics.invalid.fetch_add(1, std::memory_order_relaxed);
     problem(res, 422, "the task request is not valid", errors);
-    return;
+    return std::nullopt;
   }
   std::string key = req.header("Idempotency-Key");
   if (key.empty()) key = default_key;
   if (key.size() > 255) {
     problem(res, 422, "Idempotency-Key is longer than 255 characters",
             {{"Idempotency-Key", "is longer than 255 characters"}});
-    return;
+    return std::nullopt;
   }
   proto::Submit s;
   // Of the request as sent: a retry finds its task whatever the automatic split decides.
@@ -354,7 +381,11 @@ void Server::Impl::submit(const Request& req, Response& res, const json& body,
   s.priority = parsed->extras.priority;
   s.overwrite = parsed->extras.overwrite;
   s.parallelism = parsed->extras.parallelism;
-  auto reply = ask_broker_to_submit(std::move(s));
+  return s;
+}
+
+void Server::Impl::answer_submission(const std::optional<proto::SubmitReply>& reply,
+                                     Response& res) {
   if (!reply) {
     metrics.refused_unavailable.fetch_add(1, std::memory_order_relaxed);
     res.set_header("Retry-After", "1");
@@ -812,6 +843,28 @@ namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
+}  // namespace
+
+// A route answered later (http::Route::deferred): counted and timed when its answer is given.
+void Server::Impl::add_deferred(const std::string& method, const std::string& path, Role role,
+                                http::DeferredHandler fn) {
+  int idx = metrics.route(method, path);
+  http::Route route;
+  route.method = method;
+  route.path = path;
+  route.role = role;
+  if (method == "POST") route.max_body = cfg.max_body;
+  route.deferred = [this, idx, fn = std::move(fn)](const Request& q, http::Respond respond) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn(q, [this, idx, t0, respond = std::move(respond)](Response r) {
+      metrics.observe(idx, r.status, seconds_since(t0));
+      respond(std::move(r));
+    });
+  };
+  router.add(std::move(route));
+}
+
+namespace {
 
 // An upload's answer and time (from its header to its answer) in the route's metrics, like
 // any other request's; an upload that never completes is not counted.
@@ -874,12 +927,13 @@ void Server::Impl::routes() {
   add("GET", "/readyz", Role::Read, [this](Q, R res) { readyz(res); });
   add("GET", "/metrics", Role::Read, [this](Q, R res) { metrics_text(res); });
   add("GET", "/openapi.json", Role::Read, serve_openapi, kNeverBlocks);
-  auto post = [this](Q q, R r) { submit_body(q, r, UnknownFields::Refuse); };
+  using A = const http::Respond&;
+  auto post = [this](Q q, A a) { submit_body(q, a, UnknownFields::Refuse); };
   // The original service's route ignores fields it does not know, as that service did.
-  auto post_lenient = [this](Q q, R r) { submit_body(q, r, UnknownFields::Ignore); };
+  auto post_lenient = [this](Q q, A a) { submit_body(q, a, UnknownFields::Ignore); };
   auto get = [this](Q q, R r) { get_task(q, r); };
   auto list = [this](Q q, R r) { list_tasks(q, r); };
-  add("POST", "/api/v1/tasks", Role::Submit, post);
+  add_deferred("POST", "/api/v1/tasks", Role::Submit, post);
   add("GET", "/api/v1/tasks", Role::Read, list);
   add("GET", "/api/v1/tasks/{id}", Role::Read, get);
   add("DELETE", "/api/v1/tasks/{id}", Role::Submit, [this](Q q, R r) { cancel_task(q, r); });
@@ -931,7 +985,7 @@ void Server::Impl::routes() {
            [&cr](Q q, R r) { return cr.tus_patch(q, r); });
   add("DELETE", "/api/v1/uploads/{id}", Role::Submit, [&cr](Q q, R r) { cr.tus_delete(q, r); });
   // Compatibility with the original service (IPyFIXweb).
-  add("POST", "/api/export-task", Role::Submit, post_lenient);
+  add_deferred("POST", "/api/export-task", Role::Submit, post_lenient);
   add("GET", "/api/task-status/{id}", Role::Read, get);
   add("GET", "/api/tasks", Role::Read, list);
   add("GET", "/api/v1/test/health", Role::Read, health, kNeverBlocks);

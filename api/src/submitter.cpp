@@ -19,18 +19,23 @@
 
 namespace ipfixweb::api {
 
-// One waiting submission. The handler thread keeps only the future; the
-// submitter thread owns everything else.
+// One waiting submission, owned by the submitter thread once queued.
 struct BatchSubmitter::Slot {
   proto::Submit submit;
   double deadline = 0;  // monotonic seconds
-  std::promise<std::optional<proto::SubmitReply>> promise;
+  Done done;
   bool answered = false;
 
-  void answer(std::optional<proto::SubmitReply> r) {
+  void answer(std::optional<proto::SubmitReply> r) noexcept {
     if (answered) return;
     answered = true;
-    promise.set_value(std::move(r));
+    try {
+      done(std::move(r));
+    } catch (const std::exception& e) {
+      logger("api")->error("a submission's answer failed: {}", e.what());
+    } catch (...) {
+      logger("api")->error("a submission's answer failed");
+    }
   }
 };
 
@@ -74,19 +79,11 @@ void BatchSubmitter::wake() {
 }
 
 std::optional<proto::SubmitReply> BatchSubmitter::submit(proto::Submit s) {
-  auto slot = std::make_shared<Slot>();
-  slot->submit = std::move(s);
-  slot->deadline = now_mono() + opts_.timeout_s;
-  auto reply = slot->promise.get_future();
-  bool need_wake = false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stop_) return std::nullopt;
-    pending_.push_back(std::move(slot));
-    need_wake = idle_;
-    idle_ = false;
-  }
-  if (need_wake) wake();
+  auto promise = std::make_shared<std::promise<std::optional<proto::SubmitReply>>>();
+  auto reply = promise->get_future();
+  submit_async(std::move(s), [promise](std::optional<proto::SubmitReply> r) {
+    promise->set_value(std::move(r));
+  });
   if (reply.wait_for(std::chrono::duration<double>(opts_.timeout_s)) != std::future_status::ready)
     return std::nullopt;
   try {
@@ -94,6 +91,25 @@ std::optional<proto::SubmitReply> BatchSubmitter::submit(proto::Submit s) {
   } catch (const std::future_error&) {  // the submitter thread failed and dropped it
     return std::nullopt;
   }
+}
+
+void BatchSubmitter::submit_async(proto::Submit s, Done done) {
+  auto slot = std::make_shared<Slot>();
+  slot->submit = std::move(s);
+  slot->deadline = now_mono() + opts_.timeout_s;
+  slot->done = std::move(done);
+  bool need_wake = false, queued = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stop_) {
+      pending_.push_back(slot);
+      queued = true;
+      need_wake = idle_;
+      idle_ = false;
+    }
+  }
+  if (!queued) return slot->answer(std::nullopt);  // stopping
+  if (need_wake) wake();
 }
 
 // Exceptions never leave the thread: a failure is logged, every waiting

@@ -1,6 +1,7 @@
 // Batched submissions: the broker's `submit_batch` message, sent raw as any
 // frontend client may, and the api's batching of concurrent HTTP submissions.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <chrono>
 #include <filesystem>
@@ -231,4 +232,48 @@ TEST(Batching, ConcurrentHttpSubmissionsShareMessagesAndEachGetsItsOwnAnswer) {
   EXPECT_GT(batches, 0);
   EXPECT_LT(batches, kThreads * kEach);
   std::cerr << kThreads * kEach << " submissions in " << batches << " messages\n";
+}
+
+// A submission waiting for the broker holds no handler thread (http::Route::deferred): with a
+// frozen broker and four handler threads, forty waiting submissions leave the task list
+// (a SQLite read on a handler thread) answering at once; each submission gets its answer once
+// the broker wakes, or 503 once the broker timeout has passed.
+TEST(Batching, SubmissionsWaitingForTheBrokerHoldNoHandlerThread) {
+  StackOptions o;
+  o.workers = 0;
+  o.max_queue = 100000;
+  o.extra_api_args = {"--threads", "4", "--broker-timeout", "4"};
+  Stack s(o);
+  ASSERT_EQ(s.submit(json{{"pcap_files", {"sample.pcap"}}, {"output_path", "first.ipfix"}}).first,
+            202);
+  s.broker().signal(SIGSTOP);
+  constexpr int kWaiting = 40;
+  std::vector<std::thread> threads;
+  std::vector<int> statuses(kWaiting, 0);
+  for (int i = 0; i < kWaiting; ++i) {
+    threads.emplace_back([&, i] {
+      auto c = s.client();
+      c->set_read_timeout(20, 0);
+      auto r = c->Post("/api/v1/tasks",
+                       json{{"pcap_files", {"sample.pcap"}},
+                            {"output_path", "wait/" + std::to_string(i) + ".ipfix"}}
+                           .dump(),
+                       "application/json");
+      statuses[static_cast<std::size_t>(i)] = r ? r->status : -1;
+    });
+  }
+  std::this_thread::sleep_for(500ms);  // the submissions are in and waiting
+  for (int i = 0; i < 3; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = s.client()->Get("/api/v1/tasks?limit=5");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << "round " << i;
+  }
+  s.broker().signal(SIGCONT);
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kWaiting; ++i)
+    EXPECT_TRUE(statuses[static_cast<std::size_t>(i)] == 202 ||
+                statuses[static_cast<std::size_t>(i)] == 503)
+        << i << ": " << statuses[static_cast<std::size_t>(i)];
 }

@@ -273,6 +273,55 @@ struct Feeds {
 };
 Feeds g_feeds;
 
+// Deferred routes' answers not yet given: GET /later keeps its Respond here.
+struct Later {
+  std::mutex mu;
+  std::vector<std::pair<std::string, Respond>> waiting;  // the request's ?id=, its answer
+  std::size_t size() {
+    std::lock_guard lock(mu);
+    return waiting.size();
+  }
+  std::vector<std::pair<std::string, Respond>> take() {
+    std::lock_guard lock(mu);
+    return std::exchange(waiting, {});
+  }
+};
+Later g_later;
+
+Response text(int status, const std::string& body) {
+  Response res;
+  res.status = status;
+  res.set_content(body, "text/plain");
+  return res;
+}
+
+// Deferred routes: GET /later?id=X answers later (the test gives the answer, g_later);
+// GET /now answers during the call (/now-io likewise, on the I/O thread); GET /forget drops
+// its Respond unanswered; GET /throw throws; GET /twice answers twice.
+void add_deferred_routes(Router& r) {
+  const auto add = [&](const char* path, DeferredHandler h, bool blocking = true) {
+    Route route;
+    route.method = "GET";
+    route.path = path;
+    route.deferred = std::move(h);
+    route.blocking = blocking;
+    r.add(std::move(route));
+  };
+  add("/later", [](const Request& req, Respond respond) {
+    std::lock_guard lock(g_later.mu);
+    g_later.waiting.emplace_back(req.query_value("id"), std::move(respond));
+  });
+  add("/now", [](const Request&, Respond respond) { respond(text(200, "now\n")); });
+  add(
+      "/now-io", [](const Request&, Respond respond) { respond(text(200, "now-io\n")); }, false);
+  add("/forget", [](const Request&, Respond) {});
+  add("/throw", [](const Request&, Respond) -> void { throw std::runtime_error("broken"); });
+  add("/twice", [](const Request&, Respond respond) {
+    respond(text(200, "first\n"));
+    respond(text(201, "second\n"));
+  });
+}
+
 // Routes: GET /stream?bytes=N&throw_at=K&delay_ms=D streams the pattern (each parameter
 // optional; endless without bytes);
 // GET /export?missing=1 is a handler that answers 404 before it would stream; GET /plain
@@ -342,6 +391,7 @@ Router routes(std::shared_ptr<Probe> probe) {
     return std::make_unique<RecordingSink>(g_sinks, after);
   };
   r.add(sink);
+  add_deferred_routes(r);
   return r;
 }
 
@@ -812,6 +862,103 @@ TEST(HttpServer, AStreamedBodyReachesASlowClientWithoutHoldingAHandlerThread) {
   slow.clear();
   EXPECT_TRUE(eventually([&] { return probe->destroyed == kStreams; }, 10s)) << probe->destroyed;
   EXPECT_FALSE(probe->overlapped);
+}
+
+// Deferred answers (Route::deferred): a request whose answer comes later holds no thread;
+// the answer given later, from a thread of the test's, reaches its own client, and the
+// connection stays usable for the next request.
+TEST(HttpServer, ADeferredAnswerGivenLaterFromAnotherThreadReachesItsClientAndHoldsNoThread) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool(2));
+  g_later.take();
+  constexpr int kWaiting = 50;  // far more than the handler threads
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kWaiting; ++i) {
+    clients.push_back(std::make_unique<Client>(s.port()));
+    ASSERT_TRUE(clients.back()->send(get("/later?id=" + std::to_string(i))));
+  }
+  ASSERT_TRUE(eventually([&] { return g_later.size() == kWaiting; })) << g_later.size();
+  for (int i = 0; i < 3; ++i) {  // the handler threads are free for other requests
+    Client c(s.port());
+    const auto t0 = Clock::now();
+    ASSERT_TRUE(c.send(get("/plain")));
+    EXPECT_EQ(status_of(c.head(2s)), 200) << i;
+    EXPECT_LT(seconds_since(t0), 0.5) << i;
+  }
+  std::thread answering([waiting = g_later.take()] {
+    for (const auto& [id, respond] : waiting) respond(text(200, "answer " + id + "\n"));
+  });
+  answering.join();
+  for (int i = 0; i < kWaiting; ++i) {
+    auto& c = *clients[static_cast<std::size_t>(i)];
+    const std::string head = c.head();
+    ASSERT_EQ(status_of(head), 200) << i;
+    const std::string want = "answer " + std::to_string(i) + "\n";
+    EXPECT_TRUE(has_field(head, "Content-Length: " + std::to_string(want.size()))) << head;
+    EXPECT_EQ(c.body(want.size()), want);
+    ASSERT_TRUE(c.send(get("/plain")));  // keep-alive: the next request on the same connection
+    EXPECT_EQ(status_of(c.head()), 200) << i;
+    EXPECT_EQ(c.body(3), "ok\n");
+  }
+}
+
+TEST(HttpServer, ADeferredAnswerGivenDuringTheCallIsSentAsAnOrdinaryHandlersIs) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool(2));
+  Client c(s.port());
+  for (int round = 0; round < 3; ++round) {
+    for (const std::string path : {"/now", "/now-io"}) {
+      ASSERT_TRUE(c.send(get(path)));
+      EXPECT_EQ(status_of(c.head()), 200) << path;
+      EXPECT_EQ(c.body(path.size()), path.substr(1) + "\n");  // "/now": "now\n"
+    }
+  }
+}
+
+TEST(HttpServer, ADeferredHandlerThatDropsItsRequestOrThrowsAnswers500) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool(2));
+  Client c(s.port());
+  for (const char* path : {"/forget", "/throw", "/forget"}) {
+    ASSERT_TRUE(c.send(get(path)));
+    const std::string head = c.head();
+    EXPECT_EQ(status_of(head), 500) << path << "\n" << head;
+    const auto at = head.find("Content-Length: ");
+    ASSERT_NE(at, std::string::npos) << head;
+    c.body(std::stoul(head.substr(at + 16)));
+  }
+  ASSERT_TRUE(c.send(get("/plain")));
+  EXPECT_EQ(status_of(c.head()), 200);
+}
+
+// A second answer is ignored: the next request on the connection gets its own answer.
+TEST(HttpServer, OnlyTheFirstAnswerOfADeferredHandlerIsSent) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool(2));
+  Client c(s.port());
+  ASSERT_TRUE(c.send(get("/twice")));
+  EXPECT_EQ(status_of(c.head()), 200);
+  EXPECT_EQ(c.body(6), "first\n");
+  ASSERT_TRUE(c.send(get("/plain")));
+  EXPECT_EQ(status_of(c.head()), 200);
+  EXPECT_EQ(c.body(3), "ok\n");
+}
+
+// A client that went away before its answer: the answer is dropped, the server serves on.
+TEST(HttpServer, ADeferredAnswerForAClientThatWentAwayIsDropped) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool(2));
+  g_later.take();
+  {
+    Client gone(s.port());
+    ASSERT_TRUE(gone.send(get("/later?id=gone")));
+    ASSERT_TRUE(eventually([&] { return g_later.size() == 1; }));
+  }
+  std::this_thread::sleep_for(100ms);  // the server notices the close or not: either is fine
+  for (auto& [id, respond] : g_later.take()) respond(text(200, "too late\n"));
+  Client c(s.port());
+  ASSERT_TRUE(c.send(get("/plain")));
+  EXPECT_EQ(status_of(c.head()), 200);
 }
 
 // stop() lets a stream run for a few seconds, then cuts it off (no terminating chunk), the

@@ -162,6 +162,14 @@ struct Response {
 
 using Handler = std::function<void(const Request&, Response&)>;
 
+// The answer of a deferred handler (Route::deferred): call it once, from any thread, now or
+// later. Further calls do nothing. Dropping every copy of it unanswered answers 500 (a
+// handler that forgot its request never leaves the client waiting).
+using Respond = std::function<void(Response)>;
+// A handler whose answer may come later, from another thread (e.g. once the broker has
+// answered): no thread waits for it meanwhile. The Request is valid only during the call.
+using DeferredHandler = std::function<void(const Request&, Respond)>;
+
 // A request body taken piece by piece as it arrives (Route::sink), for bodies too large to
 // hold (uploads). A route's SinkFactory runs once the header is in and the request passed the
 // server's checks (route, token, announced size), before any of the body is read (and before
@@ -207,6 +215,10 @@ struct Route {
   // false: the handler never blocks (no I/O, no locks held by others) and runs on the I/O
   // thread, saving the hand-off to a handler thread.
   bool blocking = true;
+  // When set (and `sink` is not), runs instead of `handler`, on a handler thread (on the I/O
+  // thread when !blocking): see DeferredHandler. An answer given during the call is sent by
+  // the calling thread, one given later by an I/O thread.
+  DeferredHandler deferred;
 };
 
 class Router {

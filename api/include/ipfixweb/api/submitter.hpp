@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -43,6 +44,13 @@ class BatchSubmitter {
   // the timeout (broker unreachable, reply lost) or while stopping: the
   // caller answers 503. Never throws for the broker's behaviour.
   std::optional<proto::SubmitReply> submit(proto::Submit s);
+
+  // Thread-safe. Returns at once; `done` is called once with the broker's answer, or with
+  // nullopt after the timeout (broker unreachable, reply lost) or while stopping. It runs on
+  // the submitter's thread (or on the caller's, when stopping), must not block, and its
+  // exceptions are logged and dropped.
+  using Done = std::function<void(std::optional<proto::SubmitReply>)>;
+  void submit_async(proto::Submit s, Done done);
 
   // Counters for tests and metrics.
   std::uint64_t batches_sent() const { return batches_sent_.load(std::memory_order_relaxed); }
