@@ -391,6 +391,19 @@ Router routes(std::shared_ptr<Probe> probe) {
     return std::make_unique<RecordingSink>(g_sinks, after);
   };
   r.add(sink);
+  // POST /count answers the size of the body it was given, and the body's pattern check.
+  Route count;
+  count.method = "POST";
+  count.path = "/count";
+  count.max_body = 1u << 20;
+  count.handler = [](const Request& req, Response& res) {
+    bool same = true;
+    for (std::size_t i = 0; i < req.body.size(); ++i)
+      same = same && req.body[i] == static_cast<char>('a' + i % 23);
+    res.set_content(std::to_string(req.body.size()) + (same ? " same\n" : " differs\n"),
+                    "text/plain");
+  };
+  r.add(count);
   add_deferred_routes(r);
   return r;
 }
@@ -862,6 +875,43 @@ TEST(HttpServer, AStreamedBodyReachesASlowClientWithoutHoldingAHandlerThread) {
   slow.clear();
   EXPECT_TRUE(eventually([&] { return probe->destroyed == kStreams; }, 10s)) << probe->destroyed;
   EXPECT_FALSE(probe->overlapped);
+}
+
+// A body read whole for its handler arrives whole, whatever its size against the server's
+// read piece (64 KiB) and however it is framed and cut up on the way.
+TEST(HttpServer, ABodyOfAnySizeReachesItsHandlerWholeAsSentOrChunked) {
+  auto probe = std::make_shared<Probe>();
+  Running s(probe, small_pool(2));
+  Client c(s.port());
+  const auto answer = [&](std::size_t n) {
+    const std::string head = c.head();
+    EXPECT_EQ(status_of(head), 200) << n << "\n" << head;
+    const std::string want = std::to_string(n) + " same\n";
+    EXPECT_EQ(c.body(want.size()), want) << n;
+  };
+  for (const std::size_t n : {0, 1, 300, 65535, 65536, 65537, 200000}) {
+    std::string body(n, ' ');
+    for (std::size_t i = 0; i < n; ++i) body[i] = static_cast<char>('a' + i % 23);
+    // Announced, sent in three writes with pauses.
+    ASSERT_TRUE(c.send("POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(n) +
+                       "\r\n\r\n"));
+    for (std::size_t at = 0, part = n / 3 + 1; at < n; at += part) {
+      ASSERT_TRUE(c.send(body.substr(at, part)));
+      std::this_thread::sleep_for(2ms);
+    }
+    answer(n);
+    // Chunked, in chunks of 1000 bytes.
+    std::string framed = "POST /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (std::size_t at = 0; at < n; at += 1000) {
+      const std::string chunk = body.substr(at, 1000);
+      char size[16];
+      std::snprintf(size, sizeof size, "%zx\r\n", chunk.size());
+      framed += size + chunk + "\r\n";
+    }
+    framed += "0\r\n\r\n";
+    ASSERT_TRUE(c.send(framed));
+    answer(n);
+  }
 }
 
 // Deferred answers (Route::deferred): a request whose answer comes later holds no thread;
