@@ -666,10 +666,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     Deferred& operator=(const Deferred&) = delete;
     ~Deferred() {
       if (answered_) return;
-      conn_->s_.log->error("a deferred handler dropped its request unanswered");
-      Response res;
-      conn_->s_.error(res, 500, "the request was not answered; see the api log");
-      later(std::move(res));
+      try {
+        conn_->s_.log->error("a deferred handler dropped its request unanswered");
+        Response res;
+        conn_->s_.error(res, 500, "the request was not answered; see the api log");
+        later(std::move(res));
+      } catch (...) {  // no memory for the answer: the connection closes when the server stops
+      }
     }
     void answer(Response res) {
       std::unique_lock lock(mu_);
@@ -680,7 +683,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
         return;
       }
       lock.unlock();
-      later(std::move(res));
+      try {
+        later(std::move(res));
+      } catch (...) {  // not sent: the destructor's 500 is the answer then
+        lock.lock();
+        answered_ = false;
+        throw;
+      }
     }
     // The handler returned: the answer it gave meanwhile, if any.
     std::optional<Response> returned() {
@@ -693,7 +702,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     void later(Response res) {
       auto& conn = *conn_;
       asio::post(conn.socket_.get_executor(),
-                 [c = std::move(conn_), r = std::move(res)]() mutable { c->answer(std::move(r)); });
+                 [c = conn_, r = std::move(res)]() mutable { c->answer(std::move(r)); });
     }
     std::shared_ptr<Connection> conn_;
     std::mutex mu_;

@@ -125,6 +125,9 @@ struct Server::Impl {
   // Before http, whose handler threads hold leases until it stops.
   LeasePool<BrokerClient> brokers;
   LeasePool<TaskStore> stores;
+  // Before http and submitter: the submitter's destructor answers what still waits, and
+  // those answers are counted here.
+  Metrics metrics;
   std::unique_ptr<EventHub> event_hub;  // before http: streams may outlive it, not the server
   std::unique_ptr<http::Server> http;
   std::atomic<bool> draining{false};
@@ -219,7 +222,6 @@ struct Server::Impl {
     });
   }
 
-  Metrics metrics;
   http::Router router;
   std::string openapi;                        // the document served at /openapi.json
   std::vector<Server::RouteInfo> route_list;  // as registered
@@ -854,10 +856,23 @@ void Server::Impl::add_deferred(const std::string& method, const std::string& pa
   route.path = path;
   route.role = role;
   if (method == "POST") route.max_body = cfg.max_body;
+  // Counted once: with the status of the first answer, or as the 500 the HTTP layer answers
+  // for a handler that threw or dropped its request.
+  struct Observation {
+    Observation(Metrics& m, int i) : metrics(m), idx(i) {}
+    Metrics& metrics;
+    int idx;
+    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+    std::atomic<bool> done{false};
+    void operator()(int status) {
+      if (!done.exchange(true)) metrics.observe(idx, status, seconds_since(t0));
+    }
+    ~Observation() { (*this)(500); }
+  };
   route.deferred = [this, idx, fn = std::move(fn)](const Request& q, http::Respond respond) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn(q, [this, idx, t0, respond = std::move(respond)](Response r) {
-      metrics.observe(idx, r.status, seconds_since(t0));
+    auto observe = std::make_shared<Observation>(metrics, idx);
+    fn(q, [observe, respond = std::move(respond)](Response r) {
+      (*observe)(r.status);
       respond(std::move(r));
     });
   };

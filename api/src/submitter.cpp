@@ -26,6 +26,13 @@ struct BatchSubmitter::Slot {
   Done done;
   bool answered = false;
 
+  Slot() = default;
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+  // A submission dropped on any path (the thread failed or stopped) is answered with nullopt
+  // (503 and Retry-After), never left unanswered.
+  ~Slot() { answer(std::nullopt); }
+
   void answer(std::optional<proto::SubmitReply> r) noexcept {
     if (answered) return;
     answered = true;

@@ -288,6 +288,12 @@ struct Later {
 };
 Later g_later;
 
+// Drops the answers a test left waiting (a failed assertion) before its server goes: declared
+// after the test's Running, so destroyed before it.
+struct ForgetLater {
+  ~ForgetLater() { g_later.take(); }
+};
+
 Response text(int status, const std::string& body) {
   Response res;
   res.status = status;
@@ -920,6 +926,7 @@ TEST(HttpServer, ABodyOfAnySizeReachesItsHandlerWholeAsSentOrChunked) {
 TEST(HttpServer, ADeferredAnswerGivenLaterFromAnotherThreadReachesItsClientAndHoldsNoThread) {
   auto probe = std::make_shared<Probe>();
   Running s(probe, small_pool(2));
+  ForgetLater forget;
   g_later.take();
   constexpr int kWaiting = 50;  // far more than the handler threads
   std::vector<std::unique_ptr<Client>> clients;
@@ -998,6 +1005,7 @@ TEST(HttpServer, OnlyTheFirstAnswerOfADeferredHandlerIsSent) {
 TEST(HttpServer, ADeferredAnswerForAClientThatWentAwayIsDropped) {
   auto probe = std::make_shared<Probe>();
   Running s(probe, small_pool(2));
+  ForgetLater forget;
   g_later.take();
   {
     Client gone(s.port());

@@ -164,7 +164,8 @@ using Handler = std::function<void(const Request&, Response&)>;
 
 // The answer of a deferred handler (Route::deferred): call it once, from any thread, now or
 // later. Further calls do nothing. Dropping every copy of it unanswered answers 500 (a
-// handler that forgot its request never leaves the client waiting).
+// handler that forgot its request never leaves the client waiting). Every copy must be called
+// or dropped before the Server is destroyed (it refers to the server's connection).
 using Respond = std::function<void(Response)>;
 // A handler whose answer may come later, from another thread (e.g. once the broker has
 // answered): no thread waits for it meanwhile. The Request is valid only during the call.

@@ -1,9 +1,10 @@
-// Submissions to the broker, batched: HTTP handler threads hand their
-// submission to one submitter thread and wait; the submitter sends everything
-// that is waiting as one `submit_batch` message (docs/protocol.md) and hands
-// each reply back to its handler. While a batch is at the broker, new
-// submissions gather for the next one, so batches grow with the load and a
-// lone submission goes out at once.
+// Submissions to the broker, batched: HTTP handlers hand their submission to
+// one submitter thread with a callback (submit_async; the drop folder waits
+// with submit); the submitter sends everything that is waiting as one
+// `submit_batch` message (docs/protocol.md) and calls each submission's
+// callback with its reply. While a batch is at the broker, new submissions
+// gather for the next one, so batches grow with the load and a lone
+// submission goes out at once.
 #pragma once
 
 #include <condition_variable>
