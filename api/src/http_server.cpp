@@ -428,7 +428,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                             : Clock::duration::zero();
     set_deadline(body_start_ + seconds(limits().body_timeout_s) + allowance);
     auto& body = parser_->get().body();
-    read_to_sink_ = sink_ || sink_running_;
+    // sink_running_ first: while a handler thread has the sink, sink_ is that thread's alone.
+    read_to_sink_ = sink_running_ || sink_;
     if (read_to_sink_) {
       auto& piece = sink_pieces_[read_into_];
       if (!piece) piece = std::make_unique<char[]>(kSinkPiece);
