@@ -8,7 +8,8 @@
 // bearer tokens, routing, bodies read whole or into a sink, keep-alive, pipelining), then the
 // connection is half-closed and the answer read to its end. The pure parts are also run on the
 // request line and the header fields found in the input: parse_target (percent-decoding),
-// the router, role_of.
+// the router, role_of. POST /api/v1/tasks is a deferred route (answered later from another
+// thread, during the call with ?now, or dropped unanswered with ?drop), as in the api.
 //
 // Properties checked besides "no crash, no sanitizer report":
 //  - the server answers or closes within 5 s once the client has stopped sending, and every
@@ -28,13 +29,16 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "fuzz_util.hpp"
@@ -86,6 +90,59 @@ void echo(const http::Request& req, http::Response& res) {
   if (req.has_query("hdr")) res.set_header("X-Echo", req.query_value("hdr"));  // line breaks
 }
 
+// Answers deferred requests from a thread of its own, as the api's submitter answers
+// submissions (http::Route::deferred): in arrival order, each after the next poll.
+class Answerer {
+ public:
+  Answerer() : thread_([this] { run(); }) {}
+  ~Answerer() {  // before the server goes (a Respond refers to its connection)
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void later(http::Respond respond, http::Response res) {
+    {
+      std::lock_guard lock(mu_);
+      queue_.emplace_back(std::move(respond), std::move(res));
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      auto batch = std::exchange(queue_, {});
+      lock.unlock();
+      for (auto& [respond, res] : batch) respond(std::move(res));
+      batch.clear();
+      lock.lock();
+      if (stop_ && queue_.empty()) return;
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::pair<http::Respond, http::Response>> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+Answerer* g_answerer = nullptr;
+
+// POST /api/v1/tasks is deferred, as in the api: answered later from the answerer's thread,
+// or during the call (?now), or dropped unanswered (?drop: the server answers 500).
+void deferred_echo(const http::Request& req, http::Respond respond) {
+  http::Response res;
+  echo(req, res);
+  if (req.has_query("drop")) return;
+  if (req.has_query("now") || !g_answerer) return respond(std::move(res));
+  g_answerer->later(std::move(respond), std::move(res));
+}
+
 // A body taken piece by piece (an upload's PATCH): counts, refuses past 100 kB.
 class CountingSink : public http::BodySink {
  public:
@@ -134,6 +191,7 @@ http::Router make_router() {
     if (method == "POST" && path == "/api/v1/tasks") {
       route.role = api::Role::Submit;
       route.max_body = 4096;
+      route.deferred = deferred_echo;
     }
     if (method == "DELETE") route.role = api::Role::Admin;
     if (path == "/api/v1/stream")
@@ -182,16 +240,21 @@ class LiveServer {
       res.set_content(detail, "text/plain");
     };
     server_ = std::make_unique<http::Server>(std::move(o), make_router());
+    answerer_ = std::make_unique<Answerer>();
+    g_answerer = answerer_.get();
     thread_ = std::thread([this] { server_->serve(); });
   }
   ~LiveServer() {
     server_->stop();
     thread_.join();
+    g_answerer = nullptr;
+    answerer_.reset();  // answers what it still holds, before the server goes
   }
   int port() const { return server_->port(); }
 
  private:
   std::unique_ptr<http::Server> server_;
+  std::unique_ptr<Answerer> answerer_;
   std::thread thread_;
 };
 
