@@ -235,6 +235,8 @@ struct Server::Impl {
   void split_automatically(ParsedRequest& parsed, const proto::TaskSpec& spec);
   void add_deferred(const std::string& method, const std::string& path, Role role,
                     http::DeferredHandler fn);
+  // What every route shares: method, path, role, the POST body limit, its metrics row.
+  http::Route route_for(const std::string& method, const std::string& path, Role role, int& idx);
   // A task request as the broker takes it, or nullopt when `res` holds the refusal.
   // `default_key`: the Idempotency-Key when the request has none.
   std::optional<proto::Submit> submission(const Request& req, Response& res, const json& body,
@@ -821,41 +823,43 @@ void Server::Impl::download(const Request& req, Response& res) {
   res.set_header("Content-Disposition", "attachment; filename=\"" + filename + "\"");
 }
 
-// Every route's time and status go to the metrics, labelled by its template.
-void Server::Impl::add(const std::string& method, const std::string& path, Role role,
-                       http::Handler fn, bool blocking) {
-  int idx = metrics.route(method, path);
-  http::Route route;
-  route.method = method;
-  route.path = path;
-  route.role = role;
-  route.open = path == "/livez";
-  route.blocking = blocking;
-  if (method == "POST") route.max_body = cfg.max_body;
-  route.handler = [this, idx, fn = std::move(fn)](const Request& q, Response& r) {
-    auto t0 = std::chrono::steady_clock::now();
-    fn(q, r);
-    metrics.observe(idx, r.status,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  };
-  router.add(std::move(route));
-}
-
 namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 }  // namespace
 
-// A route answered later (http::Route::deferred): counted and timed when its answer is given.
-void Server::Impl::add_deferred(const std::string& method, const std::string& path, Role role,
-                                http::DeferredHandler fn) {
-  int idx = metrics.route(method, path);
+http::Route Server::Impl::route_for(const std::string& method, const std::string& path, Role role,
+                                    int& idx) {
+  idx = metrics.route(method, path);
   http::Route route;
   route.method = method;
   route.path = path;
   route.role = role;
   if (method == "POST") route.max_body = cfg.max_body;
+  return route;
+}
+
+// Every route's time and status go to the metrics, labelled by its template.
+void Server::Impl::add(const std::string& method, const std::string& path, Role role,
+                       http::Handler fn, bool blocking) {
+  int idx = 0;
+  http::Route route = route_for(method, path, role, idx);
+  route.open = path == "/livez";
+  route.blocking = blocking;
+  route.handler = [this, idx, fn = std::move(fn)](const Request& q, Response& r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn(q, r);
+    metrics.observe(idx, r.status, seconds_since(t0));
+  };
+  router.add(std::move(route));
+}
+
+// A route answered later (http::Route::deferred): counted and timed when its answer is given.
+void Server::Impl::add_deferred(const std::string& method, const std::string& path, Role role,
+                                http::DeferredHandler fn) {
+  int idx = 0;
+  http::Route route = route_for(method, path, role, idx);
   // Counted once: with the status of the first answer, or as the 500 the HTTP layer answers
   // for a handler that threw or dropped its request.
   struct Observation {
@@ -910,11 +914,8 @@ class MeteredSink : public http::BodySink {
 // A route whose body streams to a sink (uploads): limited by the capture size, not max_body.
 void Server::Impl::add_sink(const std::string& method, const std::string& path, Role role,
                             http::SinkFactory make) {
-  int idx = metrics.route(method, path);
-  http::Route route;
-  route.method = method;
-  route.path = path;
-  route.role = role;
+  int idx = 0;
+  http::Route route = route_for(method, path, role, idx);
   // The multipart form's framing comes on top of the capture.
   route.max_body = static_cast<std::size_t>(std::min<std::uint64_t>(
       cfg.max_capture_size + (1u << 20), std::numeric_limits<std::size_t>::max()));
