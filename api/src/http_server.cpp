@@ -638,11 +638,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return;
     }
     if (!route_->blocking) return send(handle(), false);
-    s_.handlers.post([self = shared_from_this()] {
-      Response res = self->handle();  // the request is this thread's alone meanwhile
-      std::lock_guard lock(self->mu_);
-      if (!self->closed_) self->guarded([&] { self->send(std::move(res), false); });
-    });
+    // The request is this thread's alone while handle() runs.
+    s_.handlers.post([self = shared_from_this()] { self->answer(self->handle()); });
   }
 
   Response handle() {

@@ -235,6 +235,30 @@ TEST(Batching, ConcurrentHttpSubmissionsShareMessagesAndEachGetsItsOwnAnswer) {
   std::cerr << kThreads * kEach << " submissions in " << batches << " messages\n";
 }
 
+namespace {
+
+// Starts `n` submissions to outputs under `dir`, each on a thread of its own that waits up to
+// 30 s for its answer and records its status in `statuses` (-1: none).
+std::vector<std::thread> submit_in_threads(Stack& s, int n, const std::string& dir,
+                                           std::vector<int>& statuses) {
+  statuses.assign(static_cast<std::size_t>(n), 0);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i)
+    threads.emplace_back([&s, &statuses, dir, i] {
+      auto c = s.client();
+      c->set_read_timeout(30, 0);
+      auto r = c->Post("/api/v1/tasks",
+                       json{{"pcap_files", {"sample.pcap"}},
+                            {"output_path", dir + "/" + std::to_string(i) + ".ipfix"}}
+                           .dump(),
+                       "application/json");
+      statuses[static_cast<std::size_t>(i)] = r ? r->status : -1;
+    });
+  return threads;
+}
+
+}  // namespace
+
 // A submission waiting for the broker holds no handler thread (http::Route::deferred): with a
 // frozen broker and four handler threads, forty waiting submissions leave the task list
 // (a SQLite read on a handler thread) answering at once; each submission gets its answer once
@@ -249,20 +273,8 @@ TEST(Batching, SubmissionsWaitingForTheBrokerHoldNoHandlerThread) {
             202);
   s.broker().signal(SIGSTOP);
   constexpr int kWaiting = 40;
-  std::vector<std::thread> threads;
-  std::vector<int> statuses(kWaiting, 0);
-  for (int i = 0; i < kWaiting; ++i) {
-    threads.emplace_back([&, i] {
-      auto c = s.client();
-      c->set_read_timeout(20, 0);
-      auto r = c->Post("/api/v1/tasks",
-                       json{{"pcap_files", {"sample.pcap"}},
-                            {"output_path", "wait/" + std::to_string(i) + ".ipfix"}}
-                           .dump(),
-                       "application/json");
-      statuses[static_cast<std::size_t>(i)] = r ? r->status : -1;
-    });
-  }
+  std::vector<int> statuses;
+  auto threads = submit_in_threads(s, kWaiting, "wait", statuses);
   std::this_thread::sleep_for(500ms);  // the submissions are in and waiting
   for (int i = 0; i < 3; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -291,17 +303,8 @@ TEST(Batching, AnApiStoppedWhileSubmissionsWaitForAFrozenBrokerExitsCleanly) {
   ASSERT_EQ(s.submit(json{{"pcap_files", {"sample.pcap"}}, {"output_path", "first.ipfix"}}).first,
             202);
   s.broker().signal(SIGSTOP);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < 5; ++i)
-    threads.emplace_back([&, i] {
-      auto c = s.client();
-      c->set_read_timeout(30, 0);
-      c->Post("/api/v1/tasks",
-              json{{"pcap_files", {"sample.pcap"}},
-                   {"output_path", "stop/" + std::to_string(i) + ".ipfix"}}
-                  .dump(),
-              "application/json");
-    });
+  std::vector<int> statuses;
+  auto threads = submit_in_threads(s, 5, "stop", statuses);
   std::this_thread::sleep_for(500ms);
   s.api().signal(SIGTERM);
   const auto status = s.api().wait(20s);
