@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <memory>
+#include <type_traits>
+#include <variant>
 
 #include <nlohmann/json.hpp>
 
@@ -80,27 +82,6 @@ class ExportProducer final : public http::Producer {
   bool more_ = false;
   bool started_ = false;
 };
-
-// Appends a result column as JSON by its SQLite type.
-void append_value(json& obj, const std::string& key, sqlite3_stmt* s, int i) {
-  switch (sqlite3_column_type(s, i)) {
-    case SQLITE_INTEGER:
-      obj[key] = sqlite3_column_int64(s, i);
-      break;
-    case SQLITE_FLOAT:
-      obj[key] = sqlite3_column_double(s, i);
-      break;
-    case SQLITE_NULL:
-      obj[key] = nullptr;
-      break;
-    default: {
-      std::string text;
-      const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
-      if (p) text.assign(p, static_cast<std::size_t>(sqlite3_column_bytes(s, i)));
-      obj[key] = std::move(text);  // dumped with invalid UTF-8 replaced
-    }
-  }
-}
 
 }  // namespace
 
@@ -396,19 +377,33 @@ void FlowRoutes::top(const Request& req, Response& res) {
                                  .top_k = static_cast<std::int64_t>(store->meta_u64("top_k"))});
   if (auto* e = std::get_if<flows::ParamError>(&built)) return parameter_problem(res, *e);
   const auto& q = std::get<flows::TopQuery>(built);
-  json groups = json::array();
-  flows::QueryBudget budget(store->handle(), opts_.query_budget);
-  const auto outcome = flows::run_query(
-      store->handle(), q.sql, q.binds,
-      [&](sqlite3_stmt* s) {
-        json g = json::object();
-        for (std::size_t i = 0; i < q.columns.size(); ++i)
-          append_value(g, q.columns[i], s, static_cast<int>(i));
-        groups.push_back(std::move(g));
-        return true;
-      },
-      &budget);
+  std::vector<flows::TopGroup> found;
+  const int fd = o->fd.get();
+  const auto outcome =
+      flows::run_top(store->handle(), q,
+                     {.threads = opts_.top_threads,
+                      .open = [fd] { return std::make_unique<flows::Store>(sqlite_path(fd)); },
+                      .budget = opts_.query_budget},
+                     found);
   if (answered_failure(outcome, o->task.id, "narrow the filter", res)) return;
+  json groups = json::array();
+  for (const auto& f : found) {
+    json g = json::object();
+    for (std::size_t i = 0; i < f.keys.size() && i < q.key_count; ++i)
+      std::visit(
+          [&](const auto& v) {
+            using V = std::decay_t<decltype(v)>;
+            if constexpr (std::is_same_v<V, std::monostate>)
+              g[q.columns[i]] = nullptr;
+            else
+              g[q.columns[i]] = v;  // a text is dumped with invalid UTF-8 replaced
+          },
+          f.keys[i]);
+    g["bytes"] = f.bytes;
+    g["packets"] = f.packets;
+    g["flows"] = f.flows;
+    groups.push_back(std::move(g));
+  }
   json body = {{"by", q.by}, {"metric", q.metric}, {"groups", groups}};
   res.status = 200;
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");

@@ -19,6 +19,7 @@
 #include <limits>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -965,7 +966,9 @@ void Server::Impl::routes() {
       [](R r, int status, const std::string& detail, const std::vector<FieldError>& errors) {
         problem(r, status, detail, errors);
       },
-      FlowRoutes::Options{std::chrono::milliseconds(cfg.flow_query_ms)});
+      FlowRoutes::Options{.query_budget = std::chrono::milliseconds(cfg.flow_query_ms),
+                          .top_threads = static_cast<int>(
+                              std::clamp(std::thread::hardware_concurrency(), 1u, 4u))});
   auto& fr = *flow_routes;
   add("GET", "/api/v1/tasks/{id}/flows", Role::Read, [&fr](Q q, R r) { fr.flows(q, r); });
   add("GET", "/api/v1/tasks/{id}/flows.ndjson", Role::Read,

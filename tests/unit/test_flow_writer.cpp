@@ -503,3 +503,110 @@ TEST_F(FlowWriter, AStoreStartsWithTheSchemaItsSqlMakes) {
             std::vector<std::string>{"Tok|"});
   EXPECT_EQ(rows_of(store.handle(), "PRAGMA page_size", {}), std::vector<std::string>{"I4096|"});
 }
+
+namespace {
+
+// A /top answer in rows_of's form.
+std::vector<std::string> rows_of_groups(const std::vector<fl::TopGroup>& groups) {
+  std::vector<std::string> out;
+  for (const auto& g : groups) {
+    std::string row;
+    for (const auto& k : g.keys) {
+      if (std::holds_alternative<std::monostate>(k)) row += "N|";
+      if (const auto* i = std::get_if<std::int64_t>(&k)) row += "I" + std::to_string(*i) + "|";
+      if (const auto* s = std::get_if<std::string>(&k)) row += "T" + *s + "|";
+      if (std::holds_alternative<double>(k)) row += "F?|";
+    }
+    for (auto v : {g.bytes, g.packets, g.flows}) row += "I" + std::to_string(v) + "|";
+    out.push_back(row);
+  }
+  return out;
+}
+
+}  // namespace
+
+// /top over a filter groups the flows by a hash aggregation (flows::run_top) in place of
+// SQLite's GROUP BY: on one connection or several (each over a range of flow ids), with every
+// group in the first table or spilled into partitions, it answers the GROUP BY's groups,
+// totals and order, ties broken by the key as SQLite orders it (NULL first, texts as bytes,
+// IPv6 and IPv4 addresses as texts).
+TEST_F(FlowWriter, TopGroupedByHashEqualsTheGroupByOnAnyNumberOfConnections) {
+  fl::Store store(path_);
+  const std::string filters[] = {"", "proto udp", "bytes > 100 and not port 53",
+                                 "app ~ \"tls\" or port 443", "bytes > 100000000000"};
+  struct Shape {
+    int threads;
+    std::int64_t rows_per_thread;
+    std::size_t local_groups;
+  };
+  const Shape shapes[] = {{1, 65536, 65536}, {1, 65536, 16}, {3, 1000, 65536}, {2, 1000, 4}};
+  std::size_t compared = 0, spilled = 0;
+  for (const auto& d : fl::kTopDimensions) {
+    for (const auto metric : fl::kMetrics) {
+      for (const auto& filter : filters) {
+        for (const char* n : {"1", "7", "1000"}) {
+          const auto built =
+              fl::build_top({.filter = filter, .by = d.name, .metric = metric, .n = n});
+          const auto& q = std::get<fl::TopQuery>(built);
+          ASSERT_TRUE(q.grouping.has_value());
+          const auto want = rows_of(store.handle(), q.sql, q.binds);
+          for (const auto& shape : shapes) {
+            SCOPED_TRACE(std::string(d.name) + " by " + std::string(metric) + " where '" + filter +
+                         "' n " + n + ", " + std::to_string(shape.threads) + " connections, " +
+                         std::to_string(shape.local_groups) + " groups in the table");
+            fl::TopRun::Plan plan;
+            std::vector<fl::TopGroup> got;
+            fl::TopRun run;
+            run.threads = shape.threads;
+            run.open = [] { return std::make_unique<fl::Store>(path_); };
+            run.rows_per_thread = shape.rows_per_thread;
+            run.local_groups = shape.local_groups;
+            run.plan = &plan;
+            const auto o = fl::run_top(store.handle(), q, run, got);
+            ASSERT_TRUE(o.ok()) << o.message;
+            EXPECT_TRUE(plan.grouped);
+            EXPECT_EQ(plan.threads, shape.threads);
+            EXPECT_EQ(rows_of_groups(got), want);
+            ++compared;
+            spilled += plan.spilled;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(compared, fl::kTopDimensions.size() * 3 * 5 * 3 * 4);
+  EXPECT_GT(spilled, compared / 2);
+}
+
+// Past its memory limit the grouping gives way to SQLite's GROUP BY (which spills to
+// temporary files): the same answer, grouped by SQL.
+TEST_F(FlowWriter, TopGroupsBeyondTheMemoryLimitAreLeftToTheGroupBy) {
+  fl::Store store(path_);
+  const auto q =
+      std::get<fl::TopQuery>(fl::build_top({.filter = "bytes > 0", .by = "pair", .n = "50"}));
+  fl::TopRun::Plan plan;
+  std::vector<fl::TopGroup> got;
+  fl::TopRun run;
+  run.memory_limit = 4096;
+  run.plan = &plan;
+  ASSERT_TRUE(fl::run_top(store.handle(), q, run, got).ok());
+  EXPECT_FALSE(plan.grouped);
+  EXPECT_EQ(rows_of_groups(got), rows_of(store.handle(), q.sql, q.binds));
+  EXPECT_EQ(got.size(), 50u);
+  // With room, the same store is grouped by hash.
+  run.memory_limit = fl::TopRun{}.memory_limit;
+  ASSERT_TRUE(fl::run_top(store.handle(), q, run, got).ok());
+  EXPECT_TRUE(plan.grouped);
+  EXPECT_EQ(rows_of_groups(got), rows_of(store.handle(), q.sql, q.binds));
+}
+
+// A grouping that runs out of its budget reports TimedOut, as the GROUP BY would.
+TEST_F(FlowWriter, TopGroupingOutOfTimeIsTimedOut) {
+  fl::Store store(path_);
+  const auto q = std::get<fl::TopQuery>(fl::build_top({.filter = "bytes > 0", .by = "src"}));
+  std::vector<fl::TopGroup> got;
+  fl::TopRun run;
+  run.budget = std::chrono::milliseconds(0);
+  const auto o = fl::run_top(store.handle(), q, run, got);
+  EXPECT_EQ(o.status, fl::QueryStatus::TimedOut) << o.message;
+}

@@ -547,6 +547,7 @@ std::variant<TopQuery, ParamError> build_top(const TopParams& params) {
   if (!w.sql.empty()) q.sql += " WHERE " + w.sql;
   q.sql += " GROUP BY " + keys + " ORDER BY " + std::to_string(metric_col) + " DESC" + order +
            " LIMIT ?";
+  q.grouping = TopQuery::Grouping{w.sql, w.binds, metric_col - q.key_count - 1, *n};
   q.binds = std::move(w.binds);
   q.binds.push_back({*n});
   q.columns.insert(q.columns.end(), {"bytes", "packets", "flows"});

@@ -20,6 +20,7 @@
 #include <system_error>
 #include <thread>
 
+#include "group_table.hpp"
 #include "ipfixweb/shared/name_guard.hpp"
 #include "packed.hpp"
 
@@ -188,76 +189,29 @@ struct Totals {
   std::uint64_t bytes = 0, packets = 0, flows = 0;
 };
 
-// Totals per group of one dimension, the group's key a short byte string (kept in an arena):
-// open addressing over indexes into the entries, so a group costs its key plus about 40 bytes.
+// Totals per group of one dimension, the group's key a short byte string. Past kTopMaxGroups
+// groups the dimension is given up (overflowed: left out of the top table).
 class Groups {
  public:
   void add(std::string_view key, std::uint64_t bytes, std::uint64_t packets) {
     if (overflowed_) return;
-    if ((entries_.size() + 1) * 4 > slots_.size() * 3) grow();
-    const std::size_t mask = slots_.size() - 1;
-    const std::uint64_t h = hash(key);
-    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
-      std::uint32_t& s = slots_[i];
-      if (s == 0) {
-        if (entries_.size() >= kTopMaxGroups) return overflow();
-        entries_.push_back({static_cast<std::uint32_t>(arena_.size()),
-                            static_cast<std::uint32_t>(key.size()),
-                            {}});
-        arena_.append(key);
-        s = static_cast<std::uint32_t>(entries_.size());
-        Totals& t = entries_.back().totals;
-        t.bytes = bytes;
-        t.packets = packets;
-        t.flows = 1;
-        return;
-      }
-      Entry& e = entries_[s - 1];
-      if (e.len == key.size() && std::memcmp(arena_.data() + e.off, key.data(), key.size()) == 0) {
-        e.totals.bytes += bytes;
-        e.totals.packets += packets;
-        ++e.totals.flows;
-        return;
-      }
-    }
+    Totals* t = table_.upsert(key, detail::hash_key(key), kTopMaxGroups);
+    if (!t) return overflow();
+    t->bytes += bytes;
+    t->packets += packets;
+    ++t->flows;
   }
   bool overflowed() const { return overflowed_; }
-  std::size_t size() const { return entries_.size(); }
-  std::string_view key(std::size_t i) const {
-    return {arena_.data() + entries_[i].off, entries_[i].len};
-  }
-  const Totals& totals(std::size_t i) const { return entries_[i].totals; }
+  std::size_t size() const { return table_.size(); }
+  std::string_view key(std::size_t i) const { return table_.key(i); }
+  const Totals& totals(std::size_t i) const { return table_.value(i); }
 
  private:
-  struct Entry {
-    std::uint32_t off, len;
-    Totals totals;
-  };
-  static std::uint64_t hash(std::string_view k) {
-    std::uint64_t h = 0x9E3779B97F4A7C15ull ^ k.size();
-    for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001B3ull;
-    return h ^ (h >> 29);
-  }
-  void grow() {
-    std::vector<std::uint32_t> old = std::move(slots_);
-    slots_.assign(old.empty() ? 64 : old.size() * 2, 0);
-    const std::size_t mask = slots_.size() - 1;
-    for (std::uint32_t s : old) {
-      if (!s) continue;
-      std::size_t i = hash(key(s - 1)) & mask;
-      while (slots_[i]) i = (i + 1) & mask;
-      slots_[i] = s;
-    }
-  }
   void overflow() {
     overflowed_ = true;
-    entries_ = {};
-    slots_ = {};
-    arena_ = {};
+    table_.clear();
   }
-  std::vector<Entry> entries_;
-  std::vector<std::uint32_t> slots_;  // entry index + 1; 0: empty
-  std::string arena_;
+  detail::GroupTable<Totals> table_;
   bool overflowed_ = false;
 };
 

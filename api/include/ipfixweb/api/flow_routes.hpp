@@ -41,6 +41,9 @@ class FlowRoutes {
     // A query (a page, top, a time series, one piece of an export) that runs longer is
     // stopped: 422 for the request's filter, or the end of an export.
     std::chrono::milliseconds query_budget{5000};
+    // Connections (threads) a /top that groups the flows uses at once on a large store
+    // (flows::TopRun).
+    int top_threads = 2;
   };
 
   FlowRoutes(const confine::Root& output_root, FindTask find, Problem problem, Options opts);

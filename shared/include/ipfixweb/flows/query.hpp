@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -163,9 +164,55 @@ struct TopQuery {
   std::vector<std::string> columns;
   std::size_t key_count = 1;
   std::string by, metric;
+  // Set when the answer groups the flows (a filter, or a dimension or n that neither the top
+  // table nor the series answers): run_top then groups them itself, and `sql` is the same
+  // answer as a GROUP BY, which it falls back to.
+  struct Grouping {
+    std::string where;  // the filter's SQL condition over flows; "": every flow
+    std::vector<SqlValue> binds;
+    std::size_t metric = 0;  // index into kMetrics (schema.hpp)
+    std::int64_t n = kDefaultTopN;
+  };
+  std::optional<Grouping> grouping;
 };
 
 std::variant<TopQuery, ParamError> build_top(const TopParams& params);
+
+// A group of /top's answer: its key(s) as `flows` holds them (NULL, a number or a text) and its
+// totals.
+struct TopGroup {
+  using Key = std::variant<std::monostate, std::int64_t, double, std::string>;
+  std::vector<Key> keys;
+  std::int64_t bytes = 0, packets = 0, flows = 0;
+};
+
+class Store;
+
+// How run_top may group the flows.
+struct TopRun {
+  // Connections that group at once, each over a range of flow ids (1: the caller's alone; more
+  // only for stores of at least rows_per_thread flows per connection). `open` gives another
+  // read-only connection to the same store for each one beyond the first.
+  int threads = 1;
+  std::function<std::unique_ptr<Store>()> open;
+  std::chrono::milliseconds budget{std::chrono::seconds(10)};
+  // The groups' memory beyond which the answer is left to SQLite's GROUP BY (which spills to
+  // temporary files): each connection's first local_groups groups, then every matching
+  // flow's key and totals (about 30 to 60 bytes a flow).
+  std::size_t memory_limit = std::size_t{256} << 20;
+  // Flows per connection at least; groups each connection keeps in its table before it
+  // spills (smaller values in tests exercise the partitions on small stores).
+  std::int64_t rows_per_thread = 65536;
+  std::size_t local_groups = 65536;
+  // What run_top did, when not null: grouped the flows itself (or left it to SQL), on how
+  // many connections, and whether any spilled into partitions.
+  struct Plan {
+    bool grouped = false;
+    int threads = 0;
+    bool spilled = false;
+  };
+  Plan* plan = nullptr;
+};
 
 // GET /timeseries: a metric per time bucket for the largest applications or protocols.
 //
@@ -248,6 +295,17 @@ class QueryBudget {
 QueryOutcome run_query(sqlite3* db, std::string_view sql, const std::vector<SqlValue>& binds,
                        const std::function<bool(sqlite3_stmt*)>& on_row,
                        const QueryBudget* budget = nullptr);
+
+// Runs a TopQuery and puts its groups in `out`, in its order. Without `grouping`, `sql` as it
+// is. With it, a hash aggregation instead of SQLite's sorting GROUP BY (docs/flow-store.md,
+// "Grouping"): each connection steps through its range of the matching flows once, keeping
+// its first groups in a table and spilling the rest by the key's hash into partitions; the
+// partitions are then summed and ranked one by one, on every connection's thread, and the
+// best n of each ranked together. Same groups, totals and order as `sql` (ties by the key
+// as SQLite orders it), which it runs instead when the keys are of a type it does not order
+// (floats, blobs), a total overflows, or the groups outgrow memory_limit. Within the budget,
+// else TimedOut.
+QueryOutcome run_top(sqlite3* db, const TopQuery& q, const TopRun& run, std::vector<TopGroup>& out);
 
 // Runs a time series query and builds the api's answer:
 //   {"bucket_ms": N, "time": [t0, t1, ...],

@@ -1,0 +1,497 @@
+// run_top (query.hpp): /top's groups, by a hash aggregation of the matching flows when the
+// answer groups them.
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <iterator>
+#include <new>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "group_table.hpp"
+#include "ipfixweb/flows/query.hpp"
+#include "ipfixweb/flows/schema.hpp"
+#include "ipfixweb/flows/store.hpp"
+
+namespace ipfixweb::flows {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// ---- keys --------------------------------------------------------------------------------------
+//
+// A group's key(s) as one byte string whose byte order (memcmp, then length) is the order of
+// ORDER BY over the key columns: per key a type byte (NULL 0 < integer 1 < text 2, as SQLite
+// orders the storage classes) then, for an integer, its 8 bytes big-endian with the sign bit
+// flipped, for a text its bytes (BINARY collation). A text followed by a second key must not
+// hold a byte below 3, or a shorter text could sort after a longer one (the second key of a
+// pair follows an address).
+
+constexpr char kNull = 0, kInteger = 1, kText = 2;
+
+// Appends a value's key; false for what it does not order (a float, a blob, a text as above).
+bool append_key(std::string& k, sqlite3_value* v, bool last) {
+  switch (sqlite3_value_type(v)) {
+    case SQLITE_NULL:
+      k.push_back(kNull);
+      return true;
+    case SQLITE_INTEGER: {
+      const auto u = static_cast<std::uint64_t>(sqlite3_value_int64(v)) ^ (std::uint64_t{1} << 63);
+      k.push_back(kInteger);
+      for (int shift = 56; shift >= 0; shift -= 8) k.push_back(static_cast<char>(u >> shift));
+      return true;
+    }
+    case SQLITE_TEXT: {
+      const auto* p = reinterpret_cast<const char*>(sqlite3_value_text(v));
+      const auto n = static_cast<std::size_t>(sqlite3_value_bytes(v));
+      if (!last && std::any_of(p, p + n, [](char c) { return static_cast<unsigned char>(c) < 3; }))
+        return false;
+      k.push_back(kText);
+      k.append(p, n);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+// The keys of a group back as values.
+std::vector<TopGroup::Key> decode_keys(std::string_view k, std::size_t count) {
+  std::vector<TopGroup::Key> keys;
+  std::size_t i = 0;
+  for (std::size_t j = 0; j < count && i < k.size(); ++j) {
+    const char type = k[i++];
+    if (type == kNull) {
+      keys.emplace_back(std::monostate{});
+    } else if (type == kInteger) {
+      std::uint64_t u = 0;
+      for (int b = 0; b < 8; ++b) u = u << 8 | static_cast<unsigned char>(k[i + b]);
+      keys.emplace_back(static_cast<std::int64_t>(u ^ (std::uint64_t{1} << 63)));
+      i += 8;
+    } else {
+      // A text ends where the next key's type byte (below 3) starts, or at the end.
+      std::size_t end = i;
+      if (j + 1 < count)
+        while (end < k.size() && static_cast<unsigned char>(k[end]) >= 3) ++end;
+      else
+        end = k.size();
+      keys.emplace_back(std::string(k.substr(i, end - i)));
+      i = end;
+    }
+  }
+  return keys;
+}
+
+// ---- totals ------------------------------------------------------------------------------------
+
+struct Sums {
+  std::int64_t bytes = 0, packets = 0, flows = 0;
+  // false when a total leaves int64 (SQLite's sum() fails with "integer overflow" there).
+  [[nodiscard]] bool add(std::int64_t b, std::int64_t p, std::int64_t f) {
+    return !__builtin_add_overflow(bytes, b, &bytes) &&
+           !__builtin_add_overflow(packets, p, &packets) &&
+           !__builtin_add_overflow(flows, f, &flows);
+  }
+  std::int64_t metric(std::size_t m) const { return m == 0 ? bytes : m == 1 ? packets : flows; }
+};
+
+// ---- one connection's scan ---------------------------------------------------------------------
+
+constexpr std::size_t kParts = 64;  // partitions by the key's hash (its lowest bits)
+
+// Why the grouping gives way to SQL: a key it does not order, a total beyond int64, the groups
+// beyond the memory limit, a store whose flow ids it cannot read.
+enum class Stop : std::uint8_t { None, Unordered, Overflow, Memory, Unreadable };
+
+// A spilled group: [u16 key length][key][bytes][packets][flows], the three numbers as LEB128
+// varints of their 64 bits (a row's flows is 1: one byte; small counts take a few).
+char* put_varint(char* p, std::int64_t v) {
+  auto u = static_cast<std::uint64_t>(v);
+  while (u >= 0x80) {
+    *p++ = static_cast<char>(u | 0x80);
+    u >>= 7;
+  }
+  *p++ = static_cast<char>(u);
+  return p;
+}
+const char* get_varint(const char* p, std::int64_t& v) {
+  std::uint64_t u = 0;
+  for (int shift = 0;; shift += 7) {
+    const auto b = static_cast<unsigned char>(*p++);
+    u |= std::uint64_t{b & 0x7fu} << shift;
+    if (b < 0x80) break;
+  }
+  v = static_cast<std::int64_t>(u);
+  return p;
+}
+
+void append_record(std::string& out, std::string_view key, const Sums& s) {
+  const auto n = static_cast<std::uint16_t>(key.size());
+  char head[2];
+  std::memcpy(head, &n, 2);
+  out.append(head, 2);
+  out.append(key);
+  char tail[30];
+  char* end = put_varint(put_varint(put_varint(tail, s.bytes), s.packets), s.flows);
+  out.append(tail, static_cast<std::size_t>(end - tail));
+}
+
+// Calls f(key, sums) for each record of a partition.
+template <class F>
+void for_each_record(const std::string& part, F&& f) {
+  const char* p = part.data();
+  const char* const end = p + part.size();
+  while (p < end) {
+    std::uint16_t n;
+    std::memcpy(&n, p, 2);
+    const std::string_view key(p + 2, n);
+    Sums s;
+    p = get_varint(get_varint(get_varint(p + 2 + n, s.bytes), s.packets), s.flows);
+    f(key, s);
+  }
+}
+
+// The aggregate function's state: ipfixweb_group(key [, key2], bytes, packets) over one range of
+// flow ids.
+struct Scan {
+  std::size_t key_count = 1;
+  std::size_t memory_limit = 0;  // of this scan
+  std::size_t local_groups = 0;
+  detail::GroupTable<Sums> local;
+  std::array<std::string, kParts> parts;
+  std::array<std::size_t, kParts> records{};
+  std::size_t spilled = 0;  // bytes in parts
+  // Bytes a partition reserves when it spills first: room for its share of the range's rows
+  // (memory not touched is not used), so that it rarely grows by copying.
+  std::size_t first_reserve = 0;
+  bool use_local = true;
+  std::size_t hits = 0, misses = 0;  // since the table was last judged
+  Stop stop = Stop::None;
+  std::string key;  // scratch
+
+  static constexpr std::size_t kSampleRows = 4096;
+
+  void add(sqlite3_value** v) {
+    key.clear();
+    for (std::size_t i = 0; i < key_count; ++i)
+      if (!append_key(key, v[i], i + 1 == key_count) || key.size() > 0xffff) {
+        stop = Stop::Unordered;
+        return;
+      }
+    const Sums one{sqlite3_value_int64(v[key_count]), sqlite3_value_int64(v[key_count + 1]), 1};
+    const std::uint64_t h = detail::hash_key(key);
+    if (use_local) {
+      const std::size_t groups = local.size();
+      if (Sums* s = local.upsert(key, h, local_groups)) {
+        if (!s->add(one.bytes, one.packets, one.flows)) stop = Stop::Overflow;
+        if (local.size() != groups && local.footprint() > memory_limit) stop = Stop::Memory;
+        ++hits;
+        return;
+      }
+      // Once the table is full, it is looked up only while it holds most rows' groups: a
+      // search that misses costs as much as spilling.
+      if (++misses >= kSampleRows) {
+        use_local = hits >= misses;
+        hits = misses = 0;
+      }
+    }
+    const std::size_t p = h & (kParts - 1);
+    std::string& part = parts[p];
+    if (part.empty()) part.reserve(first_reserve);
+    const std::size_t before = part.size();
+    append_record(part, key, one);
+    ++records[p];
+    spilled += part.size() - before;
+    if (spilled > memory_limit) stop = Stop::Memory;
+  }
+
+  // Moves the table's groups into the partitions (when others' must be added to them).
+  void spill_local() {
+    for (std::size_t i = 0; i < local.size(); ++i) {
+      const std::size_t p = detail::hash_key(local.key(i)) & (kParts - 1);
+      append_record(parts[p], local.key(i), local.value(i));
+      ++records[p];
+    }
+    local.clear();
+  }
+};
+
+void group_step(sqlite3_context* ctx, int, sqlite3_value** v) {
+  auto* scan = static_cast<Scan*>(sqlite3_user_data(ctx));
+  if (scan->stop != Stop::None) return;
+  try {
+    scan->add(v);
+  } catch (const std::bad_alloc&) {
+    scan->stop = Stop::Memory;
+  }
+  if (scan->stop != Stop::None) sqlite3_result_error(ctx, "grouping stopped", -1);
+}
+
+void group_final(sqlite3_context* ctx) { sqlite3_result_null(ctx); }
+
+// Steps through the flows with ids first..last that match the filter, on `db`.
+QueryOutcome scan_range(sqlite3* db, const TopQuery& q, std::int64_t first, std::int64_t last,
+                        Clock::time_point deadline, Scan& scan) {
+  const auto& g = *q.grouping;
+  const int args = static_cast<int>(q.key_count) + 2;
+  int rc = sqlite3_create_function_v2(db, "ipfixweb_group", args, SQLITE_UTF8, &scan, nullptr,
+                                      group_step, group_final, nullptr);
+  if (rc != SQLITE_OK) return {QueryStatus::Failed, sqlite3_errmsg(db)};
+  std::string sql = "SELECT ipfixweb_group(";
+  for (std::size_t i = 0; i < q.key_count; ++i) sql += q.columns[i] + ", ";
+  sql += "bytes, packets) FROM flows WHERE ";
+  if (!g.where.empty()) sql += "(" + g.where + ") AND ";
+  sql += "id BETWEEN ? AND ?";
+  std::vector<SqlValue> binds = g.binds;
+  binds.push_back({first});
+  binds.push_back({last});
+  QueryOutcome o;
+  {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    QueryBudget budget(db, std::max(left, std::chrono::milliseconds(0)));
+    o = run_query(db, sql, binds, nullptr, &budget);
+  }
+  sqlite3_create_function_v2(db, "ipfixweb_group", args, SQLITE_UTF8, nullptr, nullptr, nullptr,
+                             nullptr, nullptr);
+  if (scan.stop != Stop::None) return {};  // the caller looks at scan.stop
+  return o;
+}
+
+// ---- ranking -----------------------------------------------------------------------------------
+
+struct Candidate {
+  std::string key;
+  Sums sums;
+};
+
+// Appends the best n of `table` (metric descending, then key ascending) to `out`.
+void best_of(const detail::GroupTable<Sums>& table, std::size_t metric, std::size_t n,
+             std::vector<Candidate>& out) {
+  std::vector<std::uint32_t> order(table.size());
+  for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  const auto before = [&](std::uint32_t a, std::uint32_t b) {
+    const std::int64_t x = table.value(a).metric(metric), y = table.value(b).metric(metric);
+    if (x != y) return x > y;
+    return table.key(a) < table.key(b);
+  };
+  n = std::min(n, order.size());
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
+                    before);
+  for (std::size_t i = 0; i < n; ++i)
+    out.push_back({std::string(table.key(order[i])), table.value(order[i])});
+}
+
+// Sums partitions p = first, first + step, ... of every scan and keeps the best n of each.
+Stop rank_parts(const std::vector<Scan>& scans, std::size_t first, std::size_t step,
+                std::size_t metric, std::size_t n, Clock::time_point deadline, bool& timed_out,
+                std::vector<Candidate>& out) {
+  for (std::size_t p = first; p < kParts; p += step) {
+    if (Clock::now() >= deadline) {
+      timed_out = true;
+      return Stop::None;
+    }
+    detail::GroupTable<Sums> table;
+    std::size_t records = 0;
+    for (const Scan& s : scans) records += s.records[p];
+    table.reserve(records);
+    bool overflow = false;
+    for (const Scan& s : scans)
+      for_each_record(s.parts[p], [&](std::string_view key, const Sums& add) {
+        if (!table.upsert(key)->add(add.bytes, add.packets, add.flows)) overflow = true;
+      });
+    if (overflow) return Stop::Overflow;
+    best_of(table, metric, n, out);
+  }
+  return Stop::None;
+}
+
+void to_groups(std::vector<Candidate>& all, std::size_t metric, std::size_t n,
+               std::size_t key_count, std::vector<TopGroup>& out) {
+  n = std::min(n, all.size());
+  std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n), all.end(),
+                    [&](const Candidate& a, const Candidate& b) {
+                      const std::int64_t x = a.sums.metric(metric), y = b.sums.metric(metric);
+                      if (x != y) return x > y;
+                      return a.key < b.key;
+                    });
+  for (std::size_t i = 0; i < n; ++i)
+    out.push_back({decode_keys(all[i].key, key_count), all[i].sums.bytes, all[i].sums.packets,
+                   all[i].sums.flows});
+}
+
+// ---- the SQL answer ----------------------------------------------------------------------------
+
+QueryOutcome run_sql(sqlite3* db, const TopQuery& q, Clock::time_point deadline,
+                     std::vector<TopGroup>& out) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  QueryBudget budget(db, std::max(left, std::chrono::milliseconds(0)));
+  const int k = static_cast<int>(q.key_count);
+  return run_query(
+      db, q.sql, q.binds,
+      [&](sqlite3_stmt* s) {
+        TopGroup g;
+        for (int i = 0; i < k; ++i) {
+          switch (sqlite3_column_type(s, i)) {
+            case SQLITE_NULL:
+              g.keys.emplace_back(std::monostate{});
+              break;
+            case SQLITE_INTEGER:
+              g.keys.emplace_back(static_cast<std::int64_t>(sqlite3_column_int64(s, i)));
+              break;
+            case SQLITE_FLOAT:
+              g.keys.emplace_back(sqlite3_column_double(s, i));
+              break;
+            default: {
+              const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+              g.keys.emplace_back(
+                  std::string(p ? p : "", static_cast<std::size_t>(sqlite3_column_bytes(s, i))));
+            }
+          }
+        }
+        g.bytes = sqlite3_column_int64(s, k);
+        g.packets = sqlite3_column_int64(s, k + 1);
+        g.flows = sqlite3_column_int64(s, k + 2);
+        out.push_back(std::move(g));
+        return true;
+      },
+      &budget);
+}
+
+// The store's first or last flow id (`which`: "min" or "max"): nullopt for an empty store,
+// false when it cannot be read.
+bool id_bound(sqlite3* db, const char* which, std::optional<std::int64_t>& id) {
+  id.reset();
+  const auto o =
+      run_query(db, std::string("SELECT ") + which + "(id) FROM flows", {}, [&](sqlite3_stmt* s) {
+        if (sqlite3_column_type(s, 0) == SQLITE_INTEGER) id = sqlite3_column_int64(s, 0);
+        return false;
+      });
+  return o.ok();
+}
+
+// The grouped answer; Stop::None and the outcome, or why SQL must answer instead.
+Stop run_grouped(sqlite3* db, const TopQuery& q, const TopRun& run, Clock::time_point deadline,
+                 QueryOutcome& outcome, std::vector<TopGroup>& out) {
+  const auto& g = *q.grouping;
+  std::optional<std::int64_t> low, high;
+  if (!id_bound(db, "min", low) || !id_bound(db, "max", high)) return Stop::Unreadable;
+  if (!low || !high) return Stop::None;  // no flows, no groups
+  const std::int64_t first = *low, last = *high;
+  const std::int64_t rows = last - first + 1;
+  std::size_t threads = 1;
+  const std::int64_t per = std::max<std::int64_t>(1, run.rows_per_thread);
+  if (run.threads > 1 && run.open && rows >= 2 * per)
+    threads = static_cast<std::size_t>(std::min<std::int64_t>(run.threads, rows / per));
+
+  std::vector<Scan> scans(threads);
+  std::vector<QueryOutcome> outcomes(threads);
+  for (Scan& s : scans) {
+    s.key_count = q.key_count;
+    s.memory_limit = run.memory_limit / threads;
+    s.local_groups = run.local_groups;
+  }
+  const auto range_of = [&](std::size_t i) {
+    const std::int64_t a =
+        first + rows * static_cast<std::int64_t>(i) / static_cast<std::int64_t>(threads);
+    const std::int64_t b =
+        first + rows * static_cast<std::int64_t>(i + 1) / static_cast<std::int64_t>(threads) - 1;
+    return std::pair{a, b};
+  };
+  const auto scan_on = [&](std::size_t i, sqlite3* conn) {
+    const auto [a, b] = range_of(i);
+    scans[i].first_reserve = std::min(static_cast<std::size_t>(b - a + 1) / kParts * 32 + 4096,
+                                      run.memory_limit / kParts);
+    outcomes[i] = scan_range(conn, q, a, b, deadline, scans[i]);
+  };
+  // Every thread beyond the caller's opens its own connection.
+  const auto scan_opened = [&](std::size_t i) {
+    try {
+      auto store = run.open();
+      scan_on(i, store->handle());
+    } catch (const std::exception& e) {
+      outcomes[i] = {QueryStatus::Failed, e.what()};
+    }
+  };
+  {
+    std::vector<std::jthread> helpers;
+    for (std::size_t i = 1; i < threads; ++i) helpers.emplace_back(scan_opened, i);
+    scan_on(0, db);
+  }
+  for (const Scan& s : scans)
+    if (s.stop != Stop::None) return s.stop;
+  for (const QueryOutcome& o : outcomes)
+    if (!o.ok()) {
+      outcome = o;
+      return Stop::None;
+    }
+
+  std::vector<Candidate> all;
+  const auto n = static_cast<std::size_t>(g.n);
+  const bool spilled = threads > 1 || std::any_of(scans[0].parts.begin(), scans[0].parts.end(),
+                                                  [](const std::string& p) { return !p.empty(); });
+  if (!spilled) {
+    best_of(scans[0].local, g.metric, n, all);
+  } else {
+    for (Scan& s : scans) s.spill_local();
+    std::vector<std::vector<Candidate>> best(threads);
+    std::vector<Stop> stops(threads, Stop::None);
+    std::vector<char> late(threads, 0);
+    const auto rank_on = [&](std::size_t i) {
+      bool timed_out = false;
+      try {
+        stops[i] = rank_parts(scans, i, threads, g.metric, n, deadline, timed_out, best[i]);
+      } catch (const std::bad_alloc&) {
+        stops[i] = Stop::Memory;
+      }
+      late[i] = timed_out;
+    };
+    {
+      std::vector<std::jthread> helpers;
+      for (std::size_t i = 1; i < threads; ++i) helpers.emplace_back(rank_on, i);
+      rank_on(0);
+    }
+    for (Stop s : stops)
+      if (s != Stop::None) return s;
+    if (std::any_of(late.begin(), late.end(), [](char c) { return c != 0; })) {
+      outcome = {QueryStatus::TimedOut, "the query ran out of time"};
+      return Stop::None;
+    }
+    for (auto& b : best) std::move(b.begin(), b.end(), std::back_inserter(all));
+  }
+  to_groups(all, g.metric, n, q.key_count, out);
+  if (run.plan) *run.plan = {true, static_cast<int>(threads), spilled};
+  return Stop::None;
+}
+
+}  // namespace
+
+QueryOutcome run_top(sqlite3* db, const TopQuery& q, const TopRun& run,
+                     std::vector<TopGroup>& out) {
+  const Clock::time_point deadline = Clock::now() + run.budget;
+  out.clear();
+  if (run.plan) *run.plan = {};
+  if (q.grouping) {
+    QueryOutcome outcome;
+    Stop stop = Stop::None;
+    try {
+      stop = run_grouped(db, q, run, deadline, outcome, out);
+    } catch (const std::bad_alloc&) {
+      stop = Stop::Memory;
+    }
+    if (stop == Stop::None) return outcome;
+    out.clear();  // SQLite answers what the grouping could not
+  }
+  return run_sql(db, q, deadline, out);
+}
+
+}  // namespace ipfixweb::flows
