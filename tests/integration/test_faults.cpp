@@ -32,6 +32,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// The heartbeat interval of stacks whose only worker is a FakeWorker that is to stay alive: it
+// sends no heartbeats, and the broker gives a worker up after three silent intervals (15 s:
+// longer than any wait of these tests, however loaded the machine).
+constexpr double kSilentWorkerBeat = 5.0;
+
 json events_of(Stack& s, const std::string& id) {
   auto r = s.client()->Get("/api/v1/tasks/" + id + "/events");
   return r ? json::parse(r->body)["events"] : json();
@@ -534,7 +539,7 @@ void kill_and_restart_broker(Stack& s) {
 TEST(Faults, ADispatchTheBrokerDiedBeforeRecordingIsAdoptedFromItsWorker) {
   StackOptions o;
   o.workers = 0;
-  o.heartbeat = 2.0;                                 // the fake worker does not heartbeat
+  o.heartbeat = kSilentWorkerBeat;                   // the fake worker does not heartbeat
   o.extra_broker_args = {"--commit-interval", "1"};  // a wide window between send and commit
   Stack s(o);
   // Queued (and committed: before its 202) while no worker is there; dispatched in a later
@@ -574,7 +579,7 @@ TEST(Faults, ADispatchTheBrokerDiedBeforeRecordingIsAdoptedFromItsWorker) {
 TEST(Faults, ATaskNeverReachesAWorkerBeforeItsSubmissionIsCommitted) {
   StackOptions o;
   o.workers = 0;
-  o.heartbeat = 2.0;  // the fake worker does not heartbeat
+  o.heartbeat = kSilentWorkerBeat;  // the fake worker does not heartbeat
   Stack s(o);
   FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
   w.ready({});
@@ -678,7 +683,7 @@ TEST(Faults, AnUnreadableStoredSpecFailsTheTaskWithACompletionLine) {
 TEST(Faults, RetrySweepsOnlyThisHostsDeadWritersTemporaries) {
   StackOptions o;
   o.workers = 0;
-  o.heartbeat = 2.0;  // the fake worker does not heartbeat
+  o.heartbeat = kSilentWorkerBeat;  // the fake worker does not heartbeat
   Stack s(o);
   FakeWorker w(s.broker_backend(), "fake", "incarnation-1");
   w.ready({});
@@ -730,8 +735,9 @@ TEST(Faults, AnOutputPublishedByARunWhoseResultWasLostGoesWhenTheTaskFails) {
   o.workers = 0;
   // The fake worker sends no heartbeats: with the tests' 0.2 s beat, a loaded machine that kept
   // this thread from its `done` for 0.6 s made the broker give it up, and the task waited in the
-  // queue for a worker that never came (failed once beside a fuzzer and ctest -j2).
-  o.heartbeat = 2.0;
+  // queue for a worker that never came (failed once beside a fuzzer and ctest -j2; then once
+  // more with a 2 s beat, 6 s of silence, in a full run beside two fuzzers).
+  o.heartbeat = kSilentWorkerBeat;
   Stack s(o);
   const std::string before = s.output_dir() + "/before.ipfix";
   {
