@@ -360,6 +360,14 @@ std::optional<FlowRoutes::ExtractRequest> FlowRoutes::extract_request(const Requ
   return ExtractRequest{std::move(body), "flow-pcap:" + id + ":" + number};
 }
 
+flows::GroupRun FlowRoutes::group_run(int store_fd) const {
+  flows::GroupRun run;
+  run.threads = opts_.group_threads;
+  run.open = [store_fd] { return std::make_unique<flows::Store>(sqlite_path(store_fd)); };
+  run.budget = opts_.query_budget;
+  return run;
+}
+
 void FlowRoutes::top(const Request& req, Response& res) {
   auto o = open(req, res);
   if (!o) return;
@@ -378,13 +386,7 @@ void FlowRoutes::top(const Request& req, Response& res) {
   if (auto* e = std::get_if<flows::ParamError>(&built)) return parameter_problem(res, *e);
   const auto& q = std::get<flows::TopQuery>(built);
   std::vector<flows::TopGroup> found;
-  const int fd = o->fd.get();
-  const auto outcome =
-      flows::run_top(store->handle(), q,
-                     {.threads = opts_.top_threads,
-                      .open = [fd] { return std::make_unique<flows::Store>(sqlite_path(fd)); },
-                      .budget = opts_.query_budget},
-                     found);
+  const auto outcome = flows::run_top(store->handle(), q, group_run(o->fd.get()), found);
   if (answered_failure(outcome, o->task.id, "narrow the filter", res)) return;
   json groups = json::array();
   for (const auto& f : found) {
@@ -425,9 +427,8 @@ void FlowRoutes::timeseries(const Request& req, Response& res) {
   auto built = flows::build_timeseries(p);
   if (auto* e = std::get_if<flows::ParamError>(&built)) return parameter_problem(res, *e);
   json body;
-  flows::QueryBudget budget(store->handle(), opts_.query_budget);
   const auto outcome = flows::run_timeseries(
-      store->handle(), std::get<flows::TimeseriesQuery>(built), body, &budget);
+      store->handle(), std::get<flows::TimeseriesQuery>(built), group_run(o->fd.get()), body);
   if (answered_failure(outcome, o->task.id, "narrow the filter", res)) return;
   res.status = 200;
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");

@@ -967,7 +967,7 @@ void Server::Impl::routes() {
         problem(r, status, detail, errors);
       },
       FlowRoutes::Options{.query_budget = std::chrono::milliseconds(cfg.flow_query_ms),
-                          .top_threads = static_cast<int>(
+                          .group_threads = static_cast<int>(
                               std::clamp(std::thread::hardware_concurrency(), 1u, 4u))});
   auto& fr = *flow_routes;
   add("GET", "/api/v1/tasks/{id}/flows", Role::Read, [&fr](Q q, R r) { fr.flows(q, r); });

@@ -554,9 +554,9 @@ TEST_F(FlowWriter, TopGroupedByHashEqualsTheGroupByOnAnyNumberOfConnections) {
             SCOPED_TRACE(std::string(d.name) + " by " + std::string(metric) + " where '" + filter +
                          "' n " + n + ", " + std::to_string(shape.threads) + " connections, " +
                          std::to_string(shape.local_groups) + " groups in the table");
-            fl::TopRun::Plan plan;
+            fl::GroupRun::Plan plan;
             std::vector<fl::TopGroup> got;
-            fl::TopRun run;
+            fl::GroupRun run;
             run.threads = shape.threads;
             run.open = [] { return std::make_unique<fl::Store>(path_); };
             run.rows_per_thread = shape.rows_per_thread;
@@ -584,9 +584,9 @@ TEST_F(FlowWriter, TopGroupsBeyondTheMemoryLimitAreLeftToTheGroupBy) {
   fl::Store store(path_);
   const auto q =
       std::get<fl::TopQuery>(fl::build_top({.filter = "bytes > 0", .by = "pair", .n = "50"}));
-  fl::TopRun::Plan plan;
+  fl::GroupRun::Plan plan;
   std::vector<fl::TopGroup> got;
-  fl::TopRun run;
+  fl::GroupRun run;
   run.memory_limit = 4096;
   run.plan = &plan;
   ASSERT_TRUE(fl::run_top(store.handle(), q, run, got).ok());
@@ -594,7 +594,7 @@ TEST_F(FlowWriter, TopGroupsBeyondTheMemoryLimitAreLeftToTheGroupBy) {
   EXPECT_EQ(rows_of_groups(got), rows_of(store.handle(), q.sql, q.binds));
   EXPECT_EQ(got.size(), 50u);
   // With room, the same store is grouped by hash.
-  run.memory_limit = fl::TopRun{}.memory_limit;
+  run.memory_limit = fl::GroupRun{}.memory_limit;
   ASSERT_TRUE(fl::run_top(store.handle(), q, run, got).ok());
   EXPECT_TRUE(plan.grouped);
   EXPECT_EQ(rows_of_groups(got), rows_of(store.handle(), q.sql, q.binds));
@@ -605,8 +605,52 @@ TEST_F(FlowWriter, TopGroupingOutOfTimeIsTimedOut) {
   fl::Store store(path_);
   const auto q = std::get<fl::TopQuery>(fl::build_top({.filter = "bytes > 0", .by = "src"}));
   std::vector<fl::TopGroup> got;
-  fl::TopRun run;
+  fl::GroupRun run;
   run.budget = std::chrono::milliseconds(0);
   const auto o = fl::run_top(store.handle(), q, run, got);
   EXPECT_EQ(o.status, fl::QueryStatus::TimedOut) << o.message;
+}
+
+// A filtered /timeseries groups the flows as /top does (keys: the series' key and the bucket)
+// and answers what its GROUP BY answers, whatever the connections and spilling.
+TEST_F(FlowWriter, FilteredTimeseriesGroupedByHashEqualsTheGroupBy) {
+  fl::Store store(path_);
+  std::size_t compared = 0, spilled = 0;
+  for (const std::string by : {"app", "proto"}) {
+    for (const auto metric : fl::kMetrics) {
+      for (const std::string filter :
+           {"bytes > 0", "proto udp", "not port 53", "bytes > 1000000000000"}) {
+        for (const std::string top : {"3", "100"}) {
+          fl::TimeseriesParams p{.filter = filter, .by = by, .metric = metric, .top = top};
+          p.store_bucket_ms = static_cast<std::int64_t>(store.meta_u64("bucket_ms"));
+          p.first_ms = static_cast<std::int64_t>(store.meta_u64("first_ms"));
+          p.last_ms = static_cast<std::int64_t>(store.meta_u64("last_ms"));
+          const auto q = std::get<fl::TimeseriesQuery>(fl::build_timeseries(p));
+          ASSERT_TRUE(q.grouping.has_value());
+          nlohmann::json want;
+          ASSERT_TRUE(fl::run_timeseries(store.handle(), q, want).ok());
+          for (const auto& [threads, local] : {std::pair{1, 65536}, std::pair{3, 2}}) {
+            SCOPED_TRACE(by + " by " + std::string(metric) + " where '" + filter + "' top " + top +
+                         ", " + std::to_string(threads) + " connections");
+            fl::GroupRun::Plan plan;
+            fl::GroupRun run;
+            run.threads = threads;
+            run.open = [] { return std::make_unique<fl::Store>(path_); };
+            run.rows_per_thread = 1000;
+            run.local_groups = static_cast<std::size_t>(local);
+            run.plan = &plan;
+            nlohmann::json got;
+            const auto o = fl::run_timeseries(store.handle(), q, run, got);
+            ASSERT_TRUE(o.ok()) << o.message;
+            EXPECT_TRUE(plan.grouped);
+            EXPECT_EQ(got, want);
+            ++compared;
+            spilled += plan.spilled;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(compared, 2u * 3 * 4 * 2 * 2);
+  EXPECT_GE(spilled, compared / 2);
 }

@@ -1,5 +1,5 @@
 // A hash table of groups keyed by short byte strings, for the top table the writer ranks and
-// for /top's grouping of filtered flows (top_groups.cpp). Internal to the flows library.
+// for /top's grouping of filtered flows (grouping.cpp). Internal to the flows library.
 #pragma once
 
 #include <cstdint>

@@ -2,6 +2,8 @@
 // keyset pagination, and running statements within a time budget.
 #include "ipfixweb/flows/query.hpp"
 
+#include "series_answer.hpp"
+
 #include <limits>
 
 #include <sqlite3.h>
@@ -11,6 +13,7 @@
 #include <map>
 
 #include "fields.hpp"
+#include "series_answer.hpp"
 
 namespace ipfixweb::flows {
 namespace {
@@ -547,7 +550,10 @@ std::variant<TopQuery, ParamError> build_top(const TopParams& params) {
   if (!w.sql.empty()) q.sql += " WHERE " + w.sql;
   q.sql += " GROUP BY " + keys + " ORDER BY " + std::to_string(metric_col) + " DESC" + order +
            " LIMIT ?";
-  q.grouping = TopQuery::Grouping{w.sql, w.binds, metric_col - q.key_count - 1, *n};
+  q.grouping =
+      Grouping{std::vector<std::string>(
+                   q.columns.begin(), q.columns.begin() + static_cast<std::ptrdiff_t>(q.key_count)),
+               w.sql, w.binds, metric_col - q.key_count - 1, *n};
   q.binds = std::move(w.binds);
   q.binds.push_back({*n});
   q.columns.insert(q.columns.end(), {"bytes", "packets", "flows"});
@@ -628,26 +634,25 @@ std::variant<TimeseriesQuery, ParamError> build_timeseries(const TimeseriesParam
   } else {
     q.basis = TimeseriesQuery::Basis::Flows;
     std::string value = column == "flows" ? "count(*)" : "sum(" + column + ")";
-    q.sql = "SELECT " + std::string(by == "app" ? "app" : "proto_name") +
-            ", start_ms / ? * ? AS t, " + value + " FROM flows WHERE " + w.sql + " GROUP BY 1, 2";
+    const std::string key = by == "app" ? "app" : "proto_name";
+    q.sql = "SELECT " + key + ", start_ms / ? * ? AS t, " + value + " FROM flows WHERE " + w.sql +
+            " GROUP BY 1, 2";
     q.binds = {{q.bucket_ms}, {q.bucket_ms}};
     q.binds.insert(q.binds.end(), w.binds.begin(), w.binds.end());
+    const auto metric_index = static_cast<std::size_t>(
+        std::find(kMetrics.begin(), kMetrics.end(), column) - kMetrics.begin());
+    q.grouping = Grouping{{key, "start_ms / ? * ?"}, w.sql, q.binds, metric_index, 0};
   }
   return q;
 }
 
 QueryOutcome run_timeseries(sqlite3* db, const TimeseriesQuery& q, nlohmann::json& out,
                             const QueryBudget* budget) {
-  struct Row {
-    std::optional<std::string> key;
-    std::int64_t t;
-    std::int64_t value;
-  };
-  std::vector<Row> rows;
+  std::vector<detail::SeriesRow> rows;
   QueryOutcome r = run_query(
       db, q.sql, q.binds,
       [&](sqlite3_stmt* s) {
-        Row row;
+        detail::SeriesRow row;
         if (sqlite3_column_type(s, 0) != SQLITE_NULL) {
           const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
           row.key = std::string(p ? p : "", static_cast<std::size_t>(sqlite3_column_bytes(s, 0)));
@@ -659,7 +664,11 @@ QueryOutcome run_timeseries(sqlite3* db, const TimeseriesQuery& q, nlohmann::jso
       },
       budget);
   if (!r.ok()) return r;
+  return detail::build_series(q, rows, out);
+}
 
+QueryOutcome detail::build_series(const TimeseriesQuery& q, const std::vector<SeriesRow>& rows,
+                                  nlohmann::json& out) {
   // The axis: the store's span, widened to any bucket the data has outside it.
   const std::int64_t B = q.bucket_ms;
   std::int64_t lo = q.first_bucket, count = q.bucket_count;

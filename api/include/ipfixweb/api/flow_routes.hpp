@@ -41,9 +41,9 @@ class FlowRoutes {
     // A query (a page, top, a time series, one piece of an export) that runs longer is
     // stopped: 422 for the request's filter, or the end of an export.
     std::chrono::milliseconds query_budget{5000};
-    // Connections (threads) a /top that groups the flows uses at once on a large store
-    // (flows::TopRun).
-    int top_threads = 2;
+    // Connections (threads) a /top or a filtered /timeseries that groups the flows uses at
+    // once on a large store (flows::GroupRun).
+    int group_threads = 2;
   };
 
   FlowRoutes(const confine::Root& output_root, FindTask find, Problem problem, Options opts);
@@ -66,6 +66,8 @@ class FlowRoutes {
   std::optional<ExtractRequest> extract_request(const http::Request& req, http::Response& res);
 
  private:
+  // How a query that groups the flows of the store open as store_fd may run.
+  flows::GroupRun group_run(int store_fd) const;
   struct Opened;
   std::optional<Opened> open(const http::Request& req, http::Response& res);
   void stream(const http::Request& req, http::Response& res, bool csv);

@@ -134,6 +134,17 @@ struct ListQuery {
 
 std::variant<ListQuery, ParamError> build_list(const ListParams& params);
 
+// How run_top and run_timeseries group the flows themselves, for the answer of
+//   SELECT <keys>, sum(bytes), sum(packets), count(*) FROM flows WHERE <where> GROUP BY <keys>
+// ordered by a metric (descending), then the keys (ascending): a hash aggregation (run_top).
+struct Grouping {
+  std::vector<std::string> keys;  // SQL expressions over the flows' columns
+  std::string where;              // a condition over flows; "": every flow
+  std::vector<SqlValue> binds;    // the keys' parameters, then the condition's
+  std::size_t metric = 0;         // index into kMetrics (schema.hpp)
+  std::int64_t n = 0;             // the first n groups; 0: every group, in no order
+};
+
 // GET /top: the n largest groups of flows.
 struct TopParams {
   std::string_view filter{};
@@ -167,12 +178,6 @@ struct TopQuery {
   // Set when the answer groups the flows (a filter, or a dimension or n that neither the top
   // table nor the series answers): run_top then groups them itself, and `sql` is the same
   // answer as a GROUP BY, which it falls back to.
-  struct Grouping {
-    std::string where;  // the filter's SQL condition over flows; "": every flow
-    std::vector<SqlValue> binds;
-    std::size_t metric = 0;  // index into kMetrics (schema.hpp)
-    std::int64_t n = kDefaultTopN;
-  };
   std::optional<Grouping> grouping;
 };
 
@@ -189,7 +194,7 @@ struct TopGroup {
 class Store;
 
 // How run_top may group the flows.
-struct TopRun {
+struct GroupRun {
   // Connections that group at once, each over a range of flow ids (1: the caller's alone; more
   // only for stores of at least rows_per_thread flows per connection). `open` gives another
   // read-only connection to the same store for each one beyond the first.
@@ -248,6 +253,9 @@ struct TimeseriesQuery {
   std::int64_t first_bucket = 0;  // the time axis: first_bucket + i * bucket_ms,
   std::int64_t bucket_count = 0;  //   i = 0 .. bucket_count - 1
   std::int64_t top = kDefaultTimeseriesTop;
+  // Basis::Flows: the same rows as `sql`, grouped by run_timeseries itself (keys: the series'
+  // key, the bucket) when it is given a GroupRun; `sql` is what it falls back to.
+  std::optional<Grouping> grouping;
 };
 
 std::variant<TimeseriesQuery, ParamError> build_timeseries(const TimeseriesParams& params);
@@ -305,7 +313,8 @@ QueryOutcome run_query(sqlite3* db, std::string_view sql, const std::vector<SqlV
 // as SQLite orders it), which it runs instead when the keys are of a type it does not order
 // (floats, blobs), a total overflows, or the groups outgrow memory_limit. Within the budget,
 // else TimedOut.
-QueryOutcome run_top(sqlite3* db, const TopQuery& q, const TopRun& run, std::vector<TopGroup>& out);
+QueryOutcome run_top(sqlite3* db, const TopQuery& q, const GroupRun& run,
+                     std::vector<TopGroup>& out);
 
 // Runs a time series query and builds the api's answer:
 //   {"bucket_ms": N, "time": [t0, t1, ...],
@@ -315,5 +324,9 @@ QueryOutcome run_top(sqlite3* db, const TopQuery& q, const TopRun& run, std::vec
 // null key (flows without DPI, filtered timeseries only) is JSON null.
 QueryOutcome run_timeseries(sqlite3* db, const TimeseriesQuery& query, nlohmann::json& out,
                             const QueryBudget* budget = nullptr);
+// The same, grouping the flows as run_top does (a filtered series over many flows), within
+// run.budget.
+QueryOutcome run_timeseries(sqlite3* db, const TimeseriesQuery& query, const GroupRun& run,
+                            nlohmann::json& out);
 
 }  // namespace ipfixweb::flows

@@ -20,6 +20,7 @@
 #include "ipfixweb/flows/query.hpp"
 #include "ipfixweb/flows/schema.hpp"
 #include "ipfixweb/flows/store.hpp"
+#include "series_answer.hpp"
 
 namespace ipfixweb::flows {
 
@@ -238,16 +239,15 @@ void group_step(sqlite3_context* ctx, int, sqlite3_value** v) {
 
 void group_final(sqlite3_context* ctx) { sqlite3_result_null(ctx); }
 
-// Steps through the flows with ids first..last that match the filter, on `db`.
-QueryOutcome scan_range(sqlite3* db, const TopQuery& q, std::int64_t first, std::int64_t last,
+// Steps through the flows with ids first..last that match the grouping's condition, on `db`.
+QueryOutcome scan_range(sqlite3* db, const Grouping& g, std::int64_t first, std::int64_t last,
                         Clock::time_point deadline, Scan& scan) {
-  const auto& g = *q.grouping;
-  const int args = static_cast<int>(q.key_count) + 2;
+  const int args = static_cast<int>(g.keys.size()) + 2;
   int rc = sqlite3_create_function_v2(db, "ipfixweb_group", args, SQLITE_UTF8, &scan, nullptr,
                                       group_step, group_final, nullptr);
   if (rc != SQLITE_OK) return {QueryStatus::Failed, sqlite3_errmsg(db)};
   std::string sql = "SELECT ipfixweb_group(";
-  for (std::size_t i = 0; i < q.key_count; ++i) sql += q.columns[i] + ", ";
+  for (const auto& k : g.keys) sql += k + ", ";
   sql += "bytes, packets) FROM flows WHERE ";
   if (!g.where.empty()) sql += "(" + g.where + ") AND ";
   sql += "id BETWEEN ? AND ?";
@@ -274,9 +274,15 @@ struct Candidate {
   Sums sums;
 };
 
-// Appends the best n of `table` (metric descending, then key ascending) to `out`.
+// Appends the best n of `table` (metric descending, then key ascending) to `out`; n 0: every
+// group, in no order.
 void best_of(const detail::GroupTable<Sums>& table, std::size_t metric, std::size_t n,
              std::vector<Candidate>& out) {
+  if (n == 0) {
+    for (std::size_t i = 0; i < table.size(); ++i)
+      out.push_back({std::string(table.key(i)), table.value(i)});
+    return;
+  }
   std::vector<std::uint32_t> order(table.size());
   for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
   const auto before = [&](std::uint32_t a, std::uint32_t b) {
@@ -315,8 +321,9 @@ Stop rank_parts(const std::vector<Scan>& scans, std::size_t first, std::size_t s
   return Stop::None;
 }
 
-void to_groups(std::vector<Candidate>& all, std::size_t metric, std::size_t n,
-               std::size_t key_count, std::vector<TopGroup>& out) {
+// The best n of `all`, in order (n 0: all of them, in no order).
+void keep_best(std::vector<Candidate>& all, std::size_t metric, std::size_t n) {
+  if (n == 0) return;
   n = std::min(n, all.size());
   std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n), all.end(),
                     [&](const Candidate& a, const Candidate& b) {
@@ -324,9 +331,7 @@ void to_groups(std::vector<Candidate>& all, std::size_t metric, std::size_t n,
                       if (x != y) return x > y;
                       return a.key < b.key;
                     });
-  for (std::size_t i = 0; i < n; ++i)
-    out.push_back({decode_keys(all[i].key, key_count), all[i].sums.bytes, all[i].sums.packets,
-                   all[i].sums.flows});
+  all.resize(n);
 }
 
 // ---- the SQL answer ----------------------------------------------------------------------------
@@ -379,10 +384,10 @@ bool id_bound(sqlite3* db, const char* which, std::optional<std::int64_t>& id) {
   return o.ok();
 }
 
-// The grouped answer; Stop::None and the outcome, or why SQL must answer instead.
-Stop run_grouped(sqlite3* db, const TopQuery& q, const TopRun& run, Clock::time_point deadline,
-                 QueryOutcome& outcome, std::vector<TopGroup>& out) {
-  const auto& g = *q.grouping;
+// The groups of `g` in `out` (the best g.n in order, or all); Stop::None and the outcome, or
+// why SQL must answer instead.
+Stop group_flows(sqlite3* db, const Grouping& g, const GroupRun& run, Clock::time_point deadline,
+                 QueryOutcome& outcome, std::vector<Candidate>& out) {
   std::optional<std::int64_t> low, high;
   if (!id_bound(db, "min", low) || !id_bound(db, "max", high)) return Stop::Unreadable;
   if (!low || !high) return Stop::None;  // no flows, no groups
@@ -396,7 +401,7 @@ Stop run_grouped(sqlite3* db, const TopQuery& q, const TopRun& run, Clock::time_
   std::vector<Scan> scans(threads);
   std::vector<QueryOutcome> outcomes(threads);
   for (Scan& s : scans) {
-    s.key_count = q.key_count;
+    s.key_count = g.keys.size();
     s.memory_limit = run.memory_limit / threads;
     s.local_groups = run.local_groups;
   }
@@ -411,7 +416,7 @@ Stop run_grouped(sqlite3* db, const TopQuery& q, const TopRun& run, Clock::time_
     const auto [a, b] = range_of(i);
     scans[i].first_reserve = std::min(static_cast<std::size_t>(b - a + 1) / kParts * 32 + 4096,
                                       run.memory_limit / kParts);
-    outcomes[i] = scan_range(conn, q, a, b, deadline, scans[i]);
+    outcomes[i] = scan_range(conn, g, a, b, deadline, scans[i]);
   };
   // Every thread beyond the caller's opens its own connection.
   const auto scan_opened = [&](std::size_t i) {
@@ -435,7 +440,7 @@ Stop run_grouped(sqlite3* db, const TopQuery& q, const TopRun& run, Clock::time_
       return Stop::None;
     }
 
-  std::vector<Candidate> all;
+  std::vector<Candidate>& all = out;
   const auto n = static_cast<std::size_t>(g.n);
   const bool spilled = threads > 1 || std::any_of(scans[0].parts.begin(), scans[0].parts.end(),
                                                   [](const std::string& p) { return !p.empty(); });
@@ -468,30 +473,75 @@ Stop run_grouped(sqlite3* db, const TopQuery& q, const TopRun& run, Clock::time_
     }
     for (auto& b : best) std::move(b.begin(), b.end(), std::back_inserter(all));
   }
-  to_groups(all, g.metric, n, q.key_count, out);
+  keep_best(all, g.metric, n);
   if (run.plan) *run.plan = {true, static_cast<int>(threads), spilled};
   return Stop::None;
 }
 
+// Groups with g; true when it answered (ok or not: `outcome`), false when SQL must.
+bool try_grouping(sqlite3* db, const Grouping& g, const GroupRun& run, Clock::time_point deadline,
+                  QueryOutcome& outcome, std::vector<Candidate>& out) {
+  Stop stop = Stop::None;
+  try {
+    stop = group_flows(db, g, run, deadline, outcome, out);
+  } catch (const std::bad_alloc&) {
+    stop = Stop::Memory;
+  }
+  if (stop == Stop::None) return true;
+  out.clear();
+  outcome = {};
+  return false;
+}
+
 }  // namespace
 
-QueryOutcome run_top(sqlite3* db, const TopQuery& q, const TopRun& run,
+QueryOutcome run_top(sqlite3* db, const TopQuery& q, const GroupRun& run,
                      std::vector<TopGroup>& out) {
   const Clock::time_point deadline = Clock::now() + run.budget;
   out.clear();
   if (run.plan) *run.plan = {};
   if (q.grouping) {
     QueryOutcome outcome;
-    Stop stop = Stop::None;
-    try {
-      stop = run_grouped(db, q, run, deadline, outcome, out);
-    } catch (const std::bad_alloc&) {
-      stop = Stop::Memory;
+    std::vector<Candidate> groups;
+    if (try_grouping(db, *q.grouping, run, deadline, outcome, groups)) {
+      for (const Candidate& c : groups)
+        out.push_back(
+            {decode_keys(c.key, q.key_count), c.sums.bytes, c.sums.packets, c.sums.flows});
+      return outcome;
     }
-    if (stop == Stop::None) return outcome;
-    out.clear();  // SQLite answers what the grouping could not
   }
   return run_sql(db, q, deadline, out);
+}
+
+QueryOutcome run_timeseries(sqlite3* db, const TimeseriesQuery& q, const GroupRun& run,
+                            nlohmann::json& out) {
+  const Clock::time_point deadline = Clock::now() + run.budget;
+  if (run.plan) *run.plan = {};
+  if (q.grouping) {
+    QueryOutcome outcome;
+    std::vector<Candidate> groups;
+    if (try_grouping(db, *q.grouping, run, deadline, outcome, groups)) {
+      if (!outcome.ok()) return outcome;
+      std::vector<detail::SeriesRow> rows;
+      rows.reserve(groups.size());
+      for (const Candidate& c : groups) {
+        auto keys = decode_keys(c.key, 2);
+        detail::SeriesRow row;
+        if (const auto* text = std::get_if<std::string>(&keys[0])) row.key = *text;
+        if (const auto* number = std::get_if<std::int64_t>(&keys[0]))
+          row.key = std::to_string(*number);
+        const auto* t = keys.size() == 2 ? std::get_if<std::int64_t>(&keys[1]) : nullptr;
+        if (!t) return {QueryStatus::Failed, "a bucket that is not a number"};
+        row.t = *t;
+        row.value = c.sums.metric(q.grouping->metric);
+        rows.push_back(std::move(row));
+      }
+      return detail::build_series(q, rows, out);
+    }
+  }
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  QueryBudget budget(db, std::max(left, std::chrono::milliseconds(0)));
+  return run_timeseries(db, q, out, &budget);
 }
 
 }  // namespace ipfixweb::flows
