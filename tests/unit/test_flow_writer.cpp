@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -653,4 +654,31 @@ TEST_F(FlowWriter, FilteredTimeseriesGroupedByHashEqualsTheGroupBy) {
   }
   EXPECT_EQ(compared, 2u * 3 * 4 * 2 * 2);
   EXPECT_GE(spilled, compared / 2);
+}
+
+// Found by the ipfix_ingest fuzzer (tests/fuzz/regressions/ipfix_ingest/): an IPFIX record
+// from 0 to 2^64 - 1 ms made the count of buckets the span needs overflow to 0, so the bucket
+// size stayed 1 ms, and the next record (0 to 1.35 * 10^19 ms) was spread over that many
+// buckets until memory ran out. Any span now fits in kMaxBuckets buckets, and the spread
+// records' totals are kept.
+TEST(SeriesBuilder, ARecordSpanningAllOfTimeFitsInTheBucketsAndKeepsItsTotals) {
+  fl::SeriesBuilder series;
+  series.on_spread_record(0, UINT64_MAX, 10, 1000, "DNS", 17);
+  series.on_spread_record(293277563685400ull, 293277563685400ull, 3, 300, "DNS", 17);
+  series.on_spread_record(0, 13527612320720337851ull, 7, 700, "", 6);
+  std::uint64_t packets = 0, bytes = 0, flows = 0;
+  std::map<std::string, std::set<std::uint64_t>> buckets;
+  series.for_each([&](fl::SeriesBuilder::Dim dim, const std::string& key, std::uint64_t b,
+                      const fl::SeriesBuilder::Cell& c) {
+    if (dim != fl::SeriesBuilder::kProto) return;
+    packets += c.packets;
+    bytes += c.bytes;
+    flows += c.flows;
+    buckets[key].insert(b);
+  });
+  EXPECT_EQ(packets, 20u);
+  EXPECT_EQ(bytes, 2000u);
+  EXPECT_EQ(flows, 3u);
+  for (const auto& [key, b] : buckets) EXPECT_LE(b.size(), fl::kMaxBuckets) << key;
+  EXPECT_LE(UINT64_MAX / series.bucket_ms(), fl::kMaxBuckets);
 }

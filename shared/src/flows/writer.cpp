@@ -31,7 +31,10 @@ namespace ipfixweb::flows {
 void SeriesBuilder::widen(std::uint64_t ts_ms) {
   min_ms_ = std::min(min_ms_, ts_ms);
   max_ms_ = std::max(max_ms_, ts_ms);
-  while ((max_ms_ / res_ - min_ms_ / res_) + 1 > kMaxBuckets) res_ *= 2;
+  // The buckets the span needs, less one: counting them would overflow for a span of all of
+  // time (an IPFIX record from 0 to 2^64 - 1 ms), which then took one bucket of 1 ms and a
+  // later record was spread over 10^19 of them. At most 2^53 ms a bucket: no overflow.
+  while (max_ms_ / res_ - min_ms_ / res_ >= kMaxBuckets) res_ *= 2;
   update_bounds();
 }
 
@@ -133,9 +136,12 @@ void SeriesBuilder::on_flow(RecordBuckets& b, std::string_view app, std::uint8_t
 
 void SeriesBuilder::add_cell(Dim dim, std::string_view key, std::uint64_t bucket_ms,
                              std::uint64_t start_ms, const Cell& c) {
+  if (bucket_ms == 0 || bucket_ms > (std::uint64_t{1} << 62))
+    throw Error("flow store: a series bucket of " + std::to_string(bucket_ms) + " ms");
   while (res_ < bucket_ms) res_ *= 2;
   update_bounds();
-  const std::uint64_t end_ms = start_ms + bucket_ms - 1;
+  const std::uint64_t end_ms =
+      start_ms > UINT64_MAX - (bucket_ms - 1) ? UINT64_MAX : start_ms + bucket_ms - 1;
   if (start_ms < min_ms_ || start_ms > max_ms_) widen(start_ms);
   if (end_ms > max_ms_) widen(end_ms);
   push(key_id(dim, key), start_ms, c);
