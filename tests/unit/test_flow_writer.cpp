@@ -566,7 +566,9 @@ TEST_F(FlowWriter, TopGroupedByHashEqualsTheGroupByOnAnyNumberOfConnections) {
             const auto o = fl::run_top(store.handle(), q, run, got);
             ASSERT_TRUE(o.ok()) << o.message;
             EXPECT_TRUE(plan.grouped);
-            EXPECT_EQ(plan.threads, shape.threads);
+            // A range of bytes is read from its index on one connection (ranges of flow ids
+            // would cost that index: FlowWriter.TopOverAnIndexedRangeKeepsTheIndex).
+            EXPECT_EQ(plan.threads, filter.starts_with("bytes >") ? 1 : shape.threads);
             EXPECT_EQ(rows_of_groups(got), want);
             ++compared;
             spilled += plan.spilled;
@@ -576,7 +578,7 @@ TEST_F(FlowWriter, TopGroupedByHashEqualsTheGroupByOnAnyNumberOfConnections) {
     }
   }
   EXPECT_EQ(compared, fl::kTopDimensions.size() * 3 * 5 * 3 * 4);
-  EXPECT_GT(spilled, compared / 2);
+  EXPECT_GT(spilled, compared / 3);
 }
 
 // Past its memory limit the grouping gives way to SQLite's GROUP BY (which spills to
@@ -601,6 +603,142 @@ TEST_F(FlowWriter, TopGroupsBeyondTheMemoryLimitAreLeftToTheGroupBy) {
   EXPECT_EQ(rows_of_groups(got), rows_of(store.handle(), q.sql, q.binds));
 }
 
+// Found in review: the ranges of flow ids that spread a grouping over connections made SQLite
+// scan every row of each range instead of reading a selective index (an indexed range such as
+// `bytes > N` or a time window cannot be combined with a range of ids): 149 ms instead of
+// 0.1 ms on a million flows. Such a filter is read through its index on one connection; an
+// equality on an indexed column combines with the ranges and keeps them; no index, ranges.
+TEST_F(FlowWriter, TopOverAnIndexedRangeKeepsTheIndex) {
+  fl::Store store(path_);
+  const std::pair<const char*, int> cases[] = {{"bytes > 100000", 1},
+                                               {"start > 1700000000000", 1},
+                                               {"bytes > 10 and bytes < 20", 1},
+                                               {"dst port 53", 3},
+                                               {"proto udp", 3},
+                                               {"", 3}};
+  for (const auto& [filter, threads] : cases) {
+    SCOPED_TRACE(filter);
+    const auto q = std::get<fl::TopQuery>(fl::build_top({.filter = filter, .by = "src"}));
+    fl::GroupRun::Plan plan;
+    fl::GroupRun run;
+    run.threads = 3;
+    run.open = [] { return std::make_unique<fl::Store>(path_); };
+    run.rows_per_thread = 1000;
+    run.plan = &plan;
+    std::vector<fl::TopGroup> got;
+    ASSERT_TRUE(fl::run_top(store.handle(), q, run, got).ok());
+    EXPECT_TRUE(plan.grouped);
+    EXPECT_EQ(plan.threads, threads);
+    EXPECT_EQ(rows_of_groups(got), rows_of(store.handle(), q.sql, q.binds));
+  }
+}
+
+// A second connection that cannot be had (EMFILE, say) leaves the answer to SQLite on the
+// caller's connection, not a failed request.
+TEST_F(FlowWriter, TopWithoutASecondConnectionIsAnsweredBySql) {
+  fl::Store store(path_);
+  const auto q = std::get<fl::TopQuery>(fl::build_top({.filter = "proto udp", .by = "src"}));
+  for (const bool throws : {true, false}) {
+    fl::GroupRun::Plan plan;
+    fl::GroupRun run;
+    run.threads = 2;
+    run.open = [throws]() -> std::unique_ptr<fl::Store> {
+      if (throws) throw fl::Error("cannot open the flow store: Too many open files");
+      return nullptr;
+    };
+    run.rows_per_thread = 1000;
+    run.plan = &plan;
+    std::vector<fl::TopGroup> got;
+    const auto o = fl::run_top(store.handle(), q, run, got);
+    ASSERT_TRUE(o.ok()) << o.message;
+    EXPECT_FALSE(plan.grouped);
+    EXPECT_EQ(rows_of_groups(got), rows_of(store.handle(), q.sql, q.binds));
+  }
+}
+
+// Found in review: a float among the summed values (a store written by another tool) was
+// truncated by the grouping, where SQLite's sum() adds it as it is: such a store is grouped by
+// SQL. The same for a key that is a float.
+TEST(FlowGrouping, AFloatToSumOrToGroupByIsLeftToSql) {
+  char tmpl[] = "/tmp/flow-grouping-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string path = write_store(dir, 3000);
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "UPDATE flow_rows SET bytes = bytes + 0.5 WHERE id % 3 = 0", nullptr,
+                           nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  fl::Store store(path);
+  const auto q = std::get<fl::TopQuery>(fl::build_top({.filter = "proto udp", .by = "app"}));
+  fl::GroupRun::Plan plan;
+  fl::GroupRun run;
+  run.plan = &plan;
+  std::vector<fl::TopGroup> got;
+  ASSERT_TRUE(fl::run_top(store.handle(), q, run, got).ok());
+  EXPECT_FALSE(plan.grouped);
+  EXPECT_EQ(got.size(), rows_of_groups(got).size());
+  EXPECT_FALSE(got.empty());
+  std::filesystem::remove_all(dir);
+}
+
+// Found in review: flow ids spread over more than 2^62 (a store another tool wrote) overflowed
+// the arithmetic that cuts them into ranges, and rows went missing from the answer.
+TEST(FlowGrouping, IdsSpreadOverTheWholeRangeAreAllGrouped) {
+  char tmpl[] = "/tmp/flow-grouping-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string path = write_store(dir, 3000);
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "UPDATE flow_rows SET id = -9223372036854775807 WHERE id = 1;"
+                           "UPDATE flow_rows SET id = 4611686018427387904, bytes = 900000000 "
+                           "WHERE id = 2;"
+                           "UPDATE flow_rows SET id = 9223372036854775807, bytes = 800000000 "
+                           "WHERE id = 3;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  fl::Store store(path);
+  for (const char* by : {"src", "app"}) {
+    SCOPED_TRACE(by);
+    const auto q =
+        std::get<fl::TopQuery>(fl::build_top({.filter = "proto udp or proto tcp", .by = by}));
+    fl::GroupRun::Plan plan;
+    fl::GroupRun run;
+    run.threads = 3;
+    run.open = [path] { return std::make_unique<fl::Store>(path); };
+    run.rows_per_thread = 1000;
+    run.plan = &plan;
+    std::vector<fl::TopGroup> got;
+    ASSERT_TRUE(fl::run_top(store.handle(), q, run, got).ok());
+    EXPECT_TRUE(plan.grouped);
+    EXPECT_EQ(plan.threads, 3);
+    std::vector<std::string> want;
+    fl::run_query(store.handle(), q.sql, q.binds, [&](sqlite3_stmt* s) {
+      std::string row;
+      for (int i = 0; i < sqlite3_column_count(s); ++i) {
+        const int t = sqlite3_column_type(s, i);
+        const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+        row += std::string(t == SQLITE_NULL      ? "N"
+                           : t == SQLITE_INTEGER ? "I"
+                                                 : "T") +
+               (p ? p : "") + "|";
+      }
+      want.push_back(row);
+      return true;
+    });
+    EXPECT_EQ(rows_of_groups(got), want);
+  }
+  std::filesystem::remove_all(dir);
+}
+
 // A grouping that runs out of its budget reports TimedOut, as the GROUP BY would.
 TEST_F(FlowWriter, TopGroupingOutOfTimeIsTimedOut) {
   fl::Store store(path_);
@@ -620,7 +758,7 @@ TEST_F(FlowWriter, FilteredTimeseriesGroupedByHashEqualsTheGroupBy) {
   for (const std::string by : {"app", "proto"}) {
     for (const auto metric : fl::kMetrics) {
       for (const std::string filter :
-           {"bytes > 0", "proto udp", "not port 53", "bytes > 1000000000000"}) {
+           {"proto udp", "not port 53", "app ~ \"tls\" or port 443", "bytes > 1000000000000"}) {
         for (const std::string top : {"3", "100"}) {
           fl::TimeseriesParams p{.filter = filter, .by = by, .metric = metric, .top = top};
           p.store_bucket_ms = static_cast<std::int64_t>(store.meta_u64("bucket_ms"));
@@ -653,7 +791,7 @@ TEST_F(FlowWriter, FilteredTimeseriesGroupedByHashEqualsTheGroupBy) {
     }
   }
   EXPECT_EQ(compared, 2u * 3 * 4 * 2 * 2);
-  EXPECT_GE(spilled, compared / 2);
+  EXPECT_GE(spilled, compared / 3);
 }
 
 // Found by the ipfix_ingest fuzzer (tests/fuzz/regressions/ipfix_ingest/): an IPFIX record

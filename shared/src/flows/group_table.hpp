@@ -37,7 +37,7 @@ template <class Value>
 class GroupTable {
  public:
   // The value of `key` (`hash` = hash_key(key)), made Value{} when new; nullptr when the key
-  // is new and the table already holds `limit` groups.
+  // is new and the table already holds `limit` groups (or 2^32 - 2, or 4 GiB of keys).
   Value* upsert(std::string_view key, std::uint64_t hash, std::size_t limit = kUnlimited) {
     if ((entries_.size() + 1) * 4 > slots_.size() * 3) grow();
     const auto tag = static_cast<std::uint32_t>(hash >> 32);
@@ -45,7 +45,10 @@ class GroupTable {
     for (std::size_t i = tag & mask;; i = (i + 1) & mask) {
       std::uint64_t& s = slots_[i];
       if (s == 0) {
-        if (entries_.size() >= limit) return nullptr;
+        // Entry indexes and key offsets are 32 bits: a table that would need more is full.
+        if (entries_.size() >= limit || entries_.size() >= kUnlimited - 1 ||
+            arena_.size() + key.size() > kUnlimited)
+          return nullptr;
         entries_.push_back({static_cast<std::uint32_t>(arena_.size()),
                             static_cast<std::uint32_t>(key.size()), Value{}});
         arena_.append(key);

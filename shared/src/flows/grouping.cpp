@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -11,8 +12,10 @@
 #include <iterator>
 #include <new>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -109,9 +112,10 @@ struct Sums {
 
 constexpr std::size_t kParts = 64;  // partitions by the key's hash (its lowest bits)
 
-// Why the grouping gives way to SQL: a key it does not order, a total beyond int64, the groups
-// beyond the memory limit, a store whose flow ids it cannot read.
-enum class Stop : std::uint8_t { None, Unordered, Overflow, Memory, Unreadable };
+// Why the grouping gives way to SQL: a key it does not order or a value it does not sum exactly
+// (a float, a blob), a total beyond int64, the groups beyond the memory limit, a store whose
+// flow ids or a second connection it cannot have. Aborted: another connection stopped first.
+enum class Stop : std::uint8_t { None, Unordered, Overflow, Memory, Unreadable, Aborted };
 
 // A spilled group: [u16 key length][key][bytes][packets][flows], the three numbers as LEB128
 // varints of their 64 bits (a row's flows is 1: one byte; small counts take a few).
@@ -165,41 +169,56 @@ void for_each_record(const std::string& part, F&& f) {
 // flow ids.
 struct Scan {
   std::size_t key_count = 1;
-  std::size_t memory_limit = 0;  // of this scan
+  std::size_t memory_limit = 0;  // of this scan: its table and its partitions' capacity
   std::size_t local_groups = 0;
   detail::GroupTable<Sums> local;
   std::array<std::string, kParts> parts;
   std::array<std::size_t, kParts> records{};
-  std::size_t spilled = 0;  // bytes in parts
-  // Bytes a partition reserves when it spills first: room for its share of the range's rows
-  // (memory not touched is not used), so that it rarely grows by copying.
+  std::size_t spilled = 0;  // capacity of the partitions, bytes
+  // Bytes a partition reserves when it spills first: room for its share of the range's rows,
+  // so that it rarely grows by copying.
   std::size_t first_reserve = 0;
   bool use_local = true;
   std::size_t hits = 0, misses = 0;  // since the table was last judged
   Stop stop = Stop::None;
-  std::string key;  // scratch
+  std::atomic<bool>* abort = nullptr;  // shared by the scans of a grouping: set by the first
+                                       // that stops, the others then stop too
+  std::string key;                     // scratch
 
   static constexpr std::size_t kSampleRows = 4096;
 
+  std::size_t memory() const { return local.footprint() + spilled; }
+
   void add(sqlite3_value** v) {
+    if (abort && abort->load(std::memory_order_relaxed)) {
+      stop = Stop::Aborted;
+      return;
+    }
     key.clear();
     for (std::size_t i = 0; i < key_count; ++i)
       if (!append_key(key, v[i], i + 1 == key_count) || key.size() > 0xffff) {
         stop = Stop::Unordered;
         return;
       }
+    if (sqlite3_value_type(v[key_count]) != SQLITE_INTEGER ||
+        sqlite3_value_type(v[key_count + 1]) != SQLITE_INTEGER) {
+      stop = Stop::Unordered;  // sum() of a float is a float
+      return;
+    }
     const Sums one{sqlite3_value_int64(v[key_count]), sqlite3_value_int64(v[key_count + 1]), 1};
     const std::uint64_t h = detail::hash_key(key);
     if (use_local) {
       const std::size_t groups = local.size();
       if (Sums* s = local.upsert(key, h, local_groups)) {
         if (!s->add(one.bytes, one.packets, one.flows)) stop = Stop::Overflow;
-        if (local.size() != groups && local.footprint() > memory_limit) stop = Stop::Memory;
+        if (local.size() != groups && memory() > memory_limit) stop = Stop::Memory;
         ++hits;
         return;
       }
-      // Once the table is full, it is looked up only while it holds most rows' groups: a
-      // search that misses costs as much as spilling.
+      // Once the table is full, it is searched only while most rows find their group there:
+      // a search that misses costs as much as spilling. Judged every kSampleRows misses; once
+      // given up, the table is not searched again (its groups' later rows are spilled, and
+      // summed with them in the partitions).
       if (++misses >= kSampleRows) {
         use_local = hits >= misses;
         hits = misses = 0;
@@ -207,12 +226,12 @@ struct Scan {
     }
     const std::size_t p = h & (kParts - 1);
     std::string& part = parts[p];
+    const std::size_t before = part.capacity();
     if (part.empty()) part.reserve(first_reserve);
-    const std::size_t before = part.size();
     append_record(part, key, one);
     ++records[p];
-    spilled += part.size() - before;
-    if (spilled > memory_limit) stop = Stop::Memory;
+    spilled += part.capacity() - before;
+    if (memory() > memory_limit) stop = Stop::Memory;
   }
 
   // Moves the table's groups into the partitions (when others' must be added to them).
@@ -234,37 +253,98 @@ void group_step(sqlite3_context* ctx, int, sqlite3_value** v) {
   } catch (const std::bad_alloc&) {
     scan->stop = Stop::Memory;
   }
-  if (scan->stop != Stop::None) sqlite3_result_error(ctx, "grouping stopped", -1);
+  if (scan->stop != Stop::None) {
+    if (scan->abort) scan->abort->store(true, std::memory_order_relaxed);
+    sqlite3_result_error(ctx, "grouping stopped", -1);
+  }
 }
 
 void group_final(sqlite3_context* ctx) { sqlite3_result_null(ctx); }
 
-// Steps through the flows with ids first..last that match the grouping's condition, on `db`.
-QueryOutcome scan_range(sqlite3* db, const Grouping& g, std::int64_t first, std::int64_t last,
-                        Clock::time_point deadline, Scan& scan) {
-  const int args = static_cast<int>(g.keys.size()) + 2;
-  int rc = sqlite3_create_function_v2(db, "ipfixweb_group", args, SQLITE_UTF8, &scan, nullptr,
-                                      group_step, group_final, nullptr);
-  if (rc != SQLITE_OK) return {QueryStatus::Failed, sqlite3_errmsg(db)};
-  std::string sql = "SELECT ipfixweb_group(";
-  for (const auto& k : g.keys) sql += k + ", ";
-  sql += "bytes, packets) FROM flows WHERE ";
-  if (!g.where.empty()) sql += "(" + g.where + ") AND ";
-  sql += "id BETWEEN ? AND ?";
-  std::vector<SqlValue> binds = g.binds;
-  binds.push_back({first});
-  binds.push_back({last});
-  QueryOutcome o;
-  {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    QueryBudget budget(db, std::max(left, std::chrono::milliseconds(0)));
-    o = run_query(db, sql, binds, nullptr, &budget);
+// ipfixweb_group registered on a connection for as long as this lives (its user data is a Scan
+// that must not outlive it).
+class GroupFunction {
+ public:
+  GroupFunction(sqlite3* db, int args, Scan* scan) : db_(db), args_(args) {
+    rc_ = sqlite3_create_function_v2(db, "ipfixweb_group", args, SQLITE_UTF8, scan, nullptr,
+                                     group_step, group_final, nullptr);
   }
-  sqlite3_create_function_v2(db, "ipfixweb_group", args, SQLITE_UTF8, nullptr, nullptr, nullptr,
-                             nullptr, nullptr);
+  ~GroupFunction() {
+    if (rc_ == SQLITE_OK)  // every statement is finalized by now (run_query)
+      sqlite3_create_function_v2(db_, "ipfixweb_group", args_, SQLITE_UTF8, nullptr, nullptr,
+                                 nullptr, nullptr, nullptr);
+  }
+  GroupFunction(const GroupFunction&) = delete;
+  GroupFunction& operator=(const GroupFunction&) = delete;
+  int rc() const { return rc_; }
+
+ private:
+  sqlite3* db_;
+  int args_;
+  int rc_;
+};
+
+// The statement that selects the grouping's rows: its key expressions and the summed columns,
+// as the arguments of ipfixweb_group (`function`) or as plain columns (for its query plan);
+// with a range of flow ids (two more parameters) or over every matching flow.
+std::string rows_sql(const Grouping& g, bool function, bool ranged) {
+  std::string sql = function ? "SELECT ipfixweb_group(" : "SELECT ";
+  for (const auto& k : g.keys) sql += k + ", ";
+  sql += function ? "bytes, packets) FROM flows" : "bytes, packets FROM flows";
+  if (!g.where.empty() || ranged) sql += " WHERE ";
+  if (!g.where.empty()) sql += "(" + g.where + ")";
+  if (!g.where.empty() && ranged) sql += " AND ";
+  if (ranged) sql += "id BETWEEN ? AND ?";
+  return sql;
+}
+
+// Steps through the flows that match the grouping's condition on `db`: those with ids
+// first..last, or all of them (range nullopt).
+QueryOutcome scan_rows(sqlite3* db, const Grouping& g,
+                       std::optional<std::pair<std::int64_t, std::int64_t>> range,
+                       Clock::time_point deadline, Scan& scan) {
+  const std::string sql = rows_sql(g, true, range.has_value());
+  std::vector<SqlValue> binds = g.binds;
+  if (range) {
+    binds.push_back({range->first});
+    binds.push_back({range->second});
+  }
+  GroupFunction function(db, static_cast<int>(g.keys.size()) + 2, &scan);
+  if (function.rc() != SQLITE_OK) return {QueryStatus::Failed, sqlite3_errmsg(db)};
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  QueryBudget budget(db, std::max(left, std::chrono::milliseconds(0)));
+  QueryOutcome o = run_query(db, sql, binds, nullptr, &budget);
   if (scan.stop != Stop::None) return {};  // the caller looks at scan.stop
   return o;
+}
+
+// The indexes a statement's query plan uses (EXPLAIN QUERY PLAN: "… USING [COVERING] INDEX
+// name …"); nullopt when it cannot be planned.
+std::optional<std::vector<std::string>> plan_indexes(sqlite3* db, const std::string& sql) {
+  std::vector<std::string> names;
+  const auto o = run_query(db, "EXPLAIN QUERY PLAN " + sql, {}, [&](sqlite3_stmt* s) {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, 3));
+    const std::string_view detail = p ? p : "";
+    const auto at = detail.find(" INDEX ");
+    if (at != std::string_view::npos) {
+      const auto name = detail.substr(at + 7);
+      names.emplace_back(name.substr(0, name.find(' ')));
+    }
+    return true;
+  });
+  if (!o.ok()) return std::nullopt;
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Whether the flows can be scanned in ranges of ids without losing an index the filter would use
+// (a range on an indexed column, `bytes > 1M` or a time window, cannot be combined with a range
+// of ids: SQLite would then scan every row of each range instead of the index's few).
+bool ranges_keep_the_plan(sqlite3* db, const Grouping& g) {
+  const auto whole = plan_indexes(db, rows_sql(g, false, false));
+  const auto ranged = plan_indexes(db, rows_sql(g, false, true));
+  return whole && ranged &&
+         std::includes(ranged->begin(), ranged->end(), whole->begin(), whole->end());
 }
 
 // ---- ranking -----------------------------------------------------------------------------------
@@ -310,11 +390,16 @@ Stop rank_parts(const std::vector<Scan>& scans, std::size_t first, std::size_t s
     std::size_t records = 0;
     for (const Scan& s : scans) records += s.records[p];
     table.reserve(records);
-    bool overflow = false;
+    bool overflow = false, full = false;
     for (const Scan& s : scans)
       for_each_record(s.parts[p], [&](std::string_view key, const Sums& add) {
-        if (!table.upsert(key)->add(add.bytes, add.packets, add.flows)) overflow = true;
+        Sums* sums = table.upsert(key);
+        if (!sums)
+          full = true;
+        else if (!sums->add(add.bytes, add.packets, add.flows))
+          overflow = true;
       });
+    if (full) return Stop::Memory;
     if (overflow) return Stop::Overflow;
     best_of(table, metric, n, out);
   }
@@ -384,47 +469,71 @@ bool id_bound(sqlite3* db, const char* which, std::optional<std::int64_t>& id) {
   return o.ok();
 }
 
+__extension__ using Wide = __int128;  // id ranges: a span of ids may exceed int64
+
+// The ranges of flow ids the scans take: one per connection, nullopt (every flow, no range)
+// when one connection does it all.
+std::vector<std::optional<std::pair<std::int64_t, std::int64_t>>> id_ranges(sqlite3* db,
+                                                                            const Grouping& g,
+                                                                            const GroupRun& run,
+                                                                            Stop& stop) {
+  stop = Stop::None;
+  if (run.threads < 2 || !run.open) return {std::nullopt};
+  std::optional<std::int64_t> low, high;
+  if (!id_bound(db, "min", low) || !id_bound(db, "max", high)) {
+    stop = Stop::Unreadable;
+    return {};
+  }
+  if (!low || !high) return {std::nullopt};  // no flows
+  const Wide rows = Wide{*high} - Wide{*low} + 1;
+  const Wide per = std::max<std::int64_t>(1, run.rows_per_thread);
+  if (rows < 2 * per || !ranges_keep_the_plan(db, g)) return {std::nullopt};
+  const auto threads = static_cast<std::size_t>(std::min<Wide>(run.threads, rows / per));
+  std::vector<std::optional<std::pair<std::int64_t, std::int64_t>>> ranges;
+  for (std::size_t i = 0; i < threads; ++i) {
+    const Wide a = Wide{*low} + rows * static_cast<Wide>(i) / static_cast<Wide>(threads);
+    const Wide b = Wide{*low} + rows * static_cast<Wide>(i + 1) / static_cast<Wide>(threads) - 1;
+    ranges.emplace_back(std::pair{static_cast<std::int64_t>(a), static_cast<std::int64_t>(b)});
+  }
+  return ranges;
+}
+
 // The groups of `g` in `out` (the best g.n in order, or all); Stop::None and the outcome, or
 // why SQL must answer instead.
 Stop group_flows(sqlite3* db, const Grouping& g, const GroupRun& run, Clock::time_point deadline,
                  QueryOutcome& outcome, std::vector<Candidate>& out) {
-  std::optional<std::int64_t> low, high;
-  if (!id_bound(db, "min", low) || !id_bound(db, "max", high)) return Stop::Unreadable;
-  if (!low || !high) return Stop::None;  // no flows, no groups
-  const std::int64_t first = *low, last = *high;
-  const std::int64_t rows = last - first + 1;
-  std::size_t threads = 1;
-  const std::int64_t per = std::max<std::int64_t>(1, run.rows_per_thread);
-  if (run.threads > 1 && run.open && rows >= 2 * per)
-    threads = static_cast<std::size_t>(std::min<std::int64_t>(run.threads, rows / per));
+  Stop unreadable = Stop::None;
+  const auto ranges = id_ranges(db, g, run, unreadable);
+  if (unreadable != Stop::None) return unreadable;
+  const std::size_t threads = ranges.size();
 
+  std::atomic<bool> abort{false};
   std::vector<Scan> scans(threads);
   std::vector<QueryOutcome> outcomes(threads);
   for (Scan& s : scans) {
     s.key_count = g.keys.size();
     s.memory_limit = run.memory_limit / threads;
     s.local_groups = run.local_groups;
+    s.abort = &abort;
   }
-  const auto range_of = [&](std::size_t i) {
-    const std::int64_t a =
-        first + rows * static_cast<std::int64_t>(i) / static_cast<std::int64_t>(threads);
-    const std::int64_t b =
-        first + rows * static_cast<std::int64_t>(i + 1) / static_cast<std::int64_t>(threads) - 1;
-    return std::pair{a, b};
-  };
   const auto scan_on = [&](std::size_t i, sqlite3* conn) {
-    const auto [a, b] = range_of(i);
-    scans[i].first_reserve = std::min(static_cast<std::size_t>(b - a + 1) / kParts * 32 + 4096,
-                                      run.memory_limit / kParts);
-    outcomes[i] = scan_range(conn, g, a, b, deadline, scans[i]);
+    const auto& r = ranges[i];
+    const std::size_t rows = r ? static_cast<std::size_t>(Wide{r->second} - r->first + 1) : 0;
+    scans[i].first_reserve =
+        std::min(std::min<std::size_t>(rows, std::size_t{1} << 26) / kParts * 32 + 4096,
+                 scans[i].memory_limit / kParts);
+    outcomes[i] = scan_rows(conn, g, r, deadline, scans[i]);
   };
-  // Every thread beyond the caller's opens its own connection.
+  // Every thread beyond the caller's opens its own connection; one that cannot gives the
+  // answer to SQL on the caller's.
   const auto scan_opened = [&](std::size_t i) {
     try {
       auto store = run.open();
+      if (!store) throw std::runtime_error("no connection");
       scan_on(i, store->handle());
-    } catch (const std::exception& e) {
-      outcomes[i] = {QueryStatus::Failed, e.what()};
+    } catch (const std::exception&) {
+      scans[i].stop = Stop::Unreadable;
+      abort.store(true);
     }
   };
   {
@@ -432,8 +541,9 @@ Stop group_flows(sqlite3* db, const Grouping& g, const GroupRun& run, Clock::tim
     for (std::size_t i = 1; i < threads; ++i) helpers.emplace_back(scan_opened, i);
     scan_on(0, db);
   }
+  // The first reason a scan stopped for (not Aborted, which only follows another's).
   for (const Scan& s : scans)
-    if (s.stop != Stop::None) return s.stop;
+    if (s.stop != Stop::None && s.stop != Stop::Aborted) return s.stop;
   for (const QueryOutcome& o : outcomes)
     if (!o.ok()) {
       outcome = o;
@@ -486,6 +596,8 @@ bool try_grouping(sqlite3* db, const Grouping& g, const GroupRun& run, Clock::ti
     stop = group_flows(db, g, run, deadline, outcome, out);
   } catch (const std::bad_alloc&) {
     stop = Stop::Memory;
+  } catch (const std::system_error&) {  // no thread to be had
+    stop = Stop::Unreadable;
   }
   if (stop == Stop::None) return true;
   out.clear();
@@ -510,7 +622,9 @@ QueryOutcome run_top(sqlite3* db, const TopQuery& q, const GroupRun& run,
       return outcome;
     }
   }
-  return run_sql(db, q, deadline, out);
+  // SQLite answers what the grouping could not, within a budget of its own (a grouping that
+  // gave way late must not leave the GROUP BY without the time it needs).
+  return run_sql(db, q, q.grouping ? Clock::now() + run.budget : deadline, out);
 }
 
 QueryOutcome run_timeseries(sqlite3* db, const TimeseriesQuery& q, const GroupRun& run,
@@ -539,8 +653,12 @@ QueryOutcome run_timeseries(sqlite3* db, const TimeseriesQuery& q, const GroupRu
       return detail::build_series(q, rows, out);
     }
   }
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  QueryBudget budget(db, std::max(left, std::chrono::milliseconds(0)));
+  QueryBudget budget(
+      db,
+      q.grouping
+          ? run.budget
+          : std::max(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()),
+                     std::chrono::milliseconds(0)));
   return run_timeseries(db, q, out, &budget);
 }
 
