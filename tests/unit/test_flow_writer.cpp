@@ -48,11 +48,14 @@ fl::WriterConfig unsynced(const std::string& path) {
 
 // A store of `rows` generated flows with many ties (values from small ranges), NULL keys,
 // IPv6 and IPv4-mapped IPv6 addresses, texts that need escaping or are not UTF-8.
-std::string write_store(const std::filesystem::path& dir, int rows, bool indexes_last = false) {
-  const std::string path =
-      (dir / (indexes_last ? "gen-indexed-last.flows.sqlite" : "gen.flows.sqlite")).string();
+std::string write_store(const std::filesystem::path& dir, int rows, bool indexes_last = false,
+                        std::uint32_t page_size = 4096) {
+  const std::string path = (dir / ((indexes_last ? "gen-indexed-last" : "gen") +
+                                   std::to_string(page_size) + ".flows.sqlite"))
+                               .string();
   fl::WriterConfig cfg = unsynced(path);
   cfg.indexes_last = indexes_last;
+  cfg.page_size = page_size;
   fl::Writer w(cfg);
   Lcg g;
   const char* apps[] = {"TLS.YouTube", "DNS", "Unknown", "HTTP", "QUIC", "", "TLS", "NTP"};
@@ -185,6 +188,31 @@ TEST_F(FlowWriter, AStoreWhoseIndexesAreBuiltLastIsTheSameStore) {
     EXPECT_FALSE(want.empty()) << sql;
     EXPECT_EQ(rows_of(b.handle(), sql, {}), want) << sql;
   }
+}
+
+// A store of larger pages (the engine's for large inputs) holds the same schema, rows, series,
+// top table and meta, and answers a grouped /top the same.
+TEST_F(FlowWriter, AStoreOfLargerPagesIsTheSameStore) {
+  const std::string large = write_store(dir_, 5000, false, fl::kLargeStorePageSize);
+  fl::Store a(path_), b(large);
+  EXPECT_EQ(rows_of(a.handle(), "PRAGMA page_size", {}), std::vector<std::string>{"I4096|"});
+  EXPECT_EQ(rows_of(b.handle(), "PRAGMA page_size", {}), std::vector<std::string>{"I16384|"});
+  for (const std::string sql :
+       {"SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name",
+        "SELECT * FROM flow_rows ORDER BY rowid", "SELECT * FROM series ORDER BY 1, 2, 3",
+        "SELECT * FROM top ORDER BY 1, 2, 3",
+        "SELECT * FROM meta WHERE key <> 'created_at' ORDER BY key"}) {
+    const auto want = rows_of(a.handle(), sql, {});
+    EXPECT_FALSE(want.empty()) << sql;
+    EXPECT_EQ(rows_of(b.handle(), sql, {}), want) << sql;
+  }
+  EXPECT_THROW(
+      {
+        fl::WriterConfig cfg = unsynced((dir_ / "odd.flows.sqlite").string());
+        cfg.page_size = 3000;
+        fl::Writer w(cfg);
+      },
+      fl::Error);
 }
 
 TEST_F(FlowWriter, TheTopTableIsTheFirstGroupsOfAGroupByOverTheFlows) {

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <system_error>
@@ -638,11 +639,11 @@ namespace {
 // in SQLite's in-memory database and written into each new store's file. Creating the schema
 // from its SQL cost ~0.35 ms of CPU per store (a third of what a tiny task's store costs); a
 // store opened on the image costs ~0.12 ms. Throws Error.
-const std::string& empty_store_image(bool indexes) {
+const std::string& empty_store_image(bool indexes, std::uint32_t page_size) {
   static std::mutex mu;
-  static std::string images[2];
+  static std::map<std::pair<bool, std::uint32_t>, std::string> images;
   const std::lock_guard lock(mu);
-  std::string& image = images[indexes ? 1 : 0];
+  std::string& image = images[{indexes, page_size}];
   if (!image.empty()) return image;
   sqlite3* db = nullptr;
   std::unique_ptr<sqlite3, int (*)(sqlite3*)> guard(nullptr, sqlite3_close);
@@ -654,7 +655,8 @@ const std::string& empty_store_image(bool indexes) {
   check(sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr),
         "open");
   guard.reset(db);
-  std::string sql = "PRAGMA page_size=4096; BEGIN;\n" + create_tables_sql();
+  std::string sql =
+      "PRAGMA page_size=" + std::to_string(page_size) + "; BEGIN;\n" + create_tables_sql();
   if (indexes) sql += create_indexes_sql();
   sql += "COMMIT;";
   check(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), "schema");
@@ -672,6 +674,9 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
   Impl& m = *impl_;
   const std::string& name = cfg_.name;
   if (name.empty()) throw Error("flow store: no file name given");
+  if (cfg_.page_size < 512 || cfg_.page_size > 65536 || (cfg_.page_size & (cfg_.page_size - 1)))
+    throw Error("flow store: a page size of " + std::to_string(cfg_.page_size) +
+                " bytes (a power of two from 512 to 65536)");
   if (cfg_.dir_fd >= 0) {
     m.dir_fd = cfg_.dir_fd;
     m.final_name = name;
@@ -701,7 +706,7 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
     // The empty store's bytes first (the schema), then SQLite opens the file we just created
     // through its descriptor's /proc link, so the name cannot be swapped for a link elsewhere
     // between creating and opening it.
-    const std::string& image = empty_store_image(!cfg_.indexes_last);
+    const std::string& image = empty_store_image(!cfg_.indexes_last, cfg_.page_size);
     for (std::size_t done = 0; done < image.size();) {
       const ssize_t w =
           ::pwrite(m.file_fd, image.data() + done, image.size() - done, static_cast<off_t>(done));
@@ -715,7 +720,7 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
     m.check(rc, "cannot open", name);
     m.exec(
         "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE; "
-        "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-131072; PRAGMA page_size=4096;",
+        "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-131072;",
         name);
     m.exec("BEGIN", name);
     m.check(sqlite3_prepare_v3(m.db, kInsert, -1, SQLITE_PREPARE_PERSISTENT, &m.insert, nullptr),

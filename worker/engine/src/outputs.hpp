@@ -2,6 +2,7 @@
 // options, the flow store writer, and their publication in order.
 #pragma once
 
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <string>
@@ -15,6 +16,11 @@
 namespace ipfixweb::engine {
 
 ExporterConfig exporter_config(const Options& opts);
+
+// The flow store's page size for inputs of `input_bytes` in all: flows::kLargeStorePageSize
+// from kLargeStoreInput on, else SQLite's 4 KiB (a tiny task's store stays small).
+inline constexpr std::uint64_t kLargeStoreInput = std::uint64_t{16} << 20;
+std::uint32_t store_page_size(std::uint64_t input_bytes);
 
 // The flow store writer (docs/flow-store.md), or null when none was asked for. `source` and
 // `dpi` go into its meta table ("pcap" or "ipfix"; whether nDPI labelled every record);

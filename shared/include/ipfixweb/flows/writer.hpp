@@ -233,11 +233,18 @@ struct WriterConfig {
   // of keeping them up to date row by row: faster when nothing runs beside the writer's thread
   // (a merge, whose records come as fast as they are read), slower when metering does.
   bool indexes_last = false;
+  // SQLite's page size (a power of two, 512..65536). Larger pages make a large store faster to
+  // write and to read through (fewer page splits, fewer reads), and a small one larger (every
+  // table and index takes a page at least): the engine takes kLargeStorePageSize for large
+  // inputs (docs/flow-store.md, Pages).
+  std::uint32_t page_size = 4096;
   // meta
   std::string source = "pcap";  // "pcap" | "ipfix"
   bool biflow = true;
   bool dpi = true;
 };
+
+inline constexpr std::uint32_t kLargeStorePageSize = 16384;
 
 // Rows are inserted by a thread of the writer's own, in batches, while the caller goes on
 // metering (on a 2-core machine that takes the store's cost off the conversion's path). An
