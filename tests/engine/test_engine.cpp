@@ -305,6 +305,18 @@ TEST(Engine, AFlowStoresPagesAreLargerForLargeInputs) {
   unsigned char header[18] = {};
   ASSERT_TRUE(f.read(reinterpret_cast<char*>(header), sizeof header));
   EXPECT_EQ(header[16] << 8 | header[17], 4096);  // the SQLite header's page size
+  // A merge's store is written from its parts' files and their stores: they count, whether
+  // named by path or opened (sparse files of 10 MiB).
+  for (const char* name : {"part0.ipfix", "part0.ipfix.flows.sqlite"}) {
+    std::ofstream(dir.file(name)).close();
+    fs::resize_file(dir.file(name), std::uint64_t{10} << 20);
+  }
+  Options m;
+  m.inputs = {dir.file("part0.ipfix")};
+  EXPECT_EQ(store_input_bytes(m), std::uint64_t{10} << 20);
+  m.part_stores = {dir.file("part0.ipfix.flows.sqlite"), dir.file("missing.flows.sqlite")};
+  EXPECT_EQ(store_input_bytes(m), std::uint64_t{20} << 20);
+  EXPECT_EQ(store_page_size(store_input_bytes(m)), flows::kLargeStorePageSize);
 }
 
 // A full disk, as far as this process can tell: RLIMIT_FSIZE makes writes past the limit fail

@@ -26,21 +26,23 @@ std::uint32_t store_page_size(std::uint64_t input_bytes) {
   return input_bytes >= kLargeStoreInput ? flows::kLargeStorePageSize : 4096;
 }
 
-namespace {
-
-// The inputs' sizes in all (those that cannot be told count as nothing).
-std::uint64_t input_bytes(const Options& opts) {
+std::uint64_t store_input_bytes(const Options& opts) {
   std::uint64_t total = 0;
+  const auto add = [&](bool known, const struct stat& st) {
+    if (known && S_ISREG(st.st_mode)) total += static_cast<std::uint64_t>(st.st_size);
+  };
   for (std::size_t i = 0; i < opts.inputs.size(); ++i) {
     struct stat st {};
-    const bool known = i < opts.input_fds.size() ? ::fstat(opts.input_fds[i], &st) == 0
-                                                 : ::stat(opts.inputs[i].c_str(), &st) == 0;
-    if (known && S_ISREG(st.st_mode)) total += static_cast<std::uint64_t>(st.st_size);
+    add(i < opts.input_fds.size() ? ::fstat(opts.input_fds[i], &st) == 0
+                                  : ::stat(opts.inputs[i].c_str(), &st) == 0,
+        st);
+  }
+  for (const auto& path : opts.part_stores) {
+    struct stat st {};
+    add(::stat(path.c_str(), &st) == 0, st);
   }
   return total;
 }
-
-}  // namespace
 
 std::unique_ptr<flows::Writer> open_store(const Options& opts, bool live, std::string_view source,
                                           bool dpi, bool indexes_last) {
@@ -56,7 +58,7 @@ std::unique_ptr<flows::Writer> open_store(const Options& opts, bool live, std::s
   cfg.biflow = opts.biflow;
   cfg.dpi = dpi;
   cfg.indexes_last = indexes_last;
-  cfg.page_size = store_page_size(input_bytes(opts));
+  cfg.page_size = store_page_size(store_input_bytes(opts));
   try {
     return std::make_unique<flows::Writer>(std::move(cfg));
   } catch (const flows::Error& e) {

@@ -21,6 +21,9 @@ ExporterConfig exporter_config(const Options& opts);
 // from kLargeStoreInput on, else SQLite's 4 KiB (a tiny task's store stays small).
 inline constexpr std::uint64_t kLargeStoreInput = std::uint64_t{16} << 20;
 std::uint32_t store_page_size(std::uint64_t input_bytes);
+// What a conversion's store is written from, in bytes: its inputs (captures, IPFIX files, a
+// merge's part files) and a merge's part stores (those that cannot be told count as nothing).
+std::uint64_t store_input_bytes(const Options& opts);
 
 // The flow store writer (docs/flow-store.md), or null when none was asked for. `source` and
 // `dpi` go into its meta table ("pcap" or "ipfix"; whether nDPI labelled every record);
