@@ -1,5 +1,6 @@
-// run_top (query.hpp): /top's groups, by a hash aggregation of the matching flows when the
-// answer groups them.
+// run_top and run_timeseries' grouping overload (query.hpp): /top's groups and a filtered time
+// series, by a hash aggregation of the matching flows on one or more connections
+// (docs/flow-store.md, Grouping), with SQLite's GROUP BY as the fallback.
 #include <sqlite3.h>
 
 #include <algorithm>
