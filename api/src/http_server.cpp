@@ -90,11 +90,13 @@ constexpr auto kStopGrace = std::chrono::seconds(5);
 // sweeper still runs and the producer is gone before serve() returns.
 constexpr auto kStreamStopGrace = kStopGrace - std::chrono::seconds(1);
 
+// (A body cut short by the client comes from Beast as partial_message: the stream ended
+// before the message did.)
 bool closed_by_peer(const beast::error_code& ec) {
-  return ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
-         ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
-         ec == asio::error::broken_pipe || ec == asio::error::shut_down ||
-         ec == asio::error::bad_descriptor;
+  return ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
+         ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::operation_aborted || ec == asio::error::broken_pipe ||
+         ec == asio::error::shut_down || ec == asio::error::bad_descriptor;
 }
 
 class Connection;
@@ -481,7 +483,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!to_sink) req_.body.resize(read_from_ + got);
     if (sink_refusal_) return send(std::move(*sink_refusal_), true);  // the sink refused meanwhile
     if (ec == bhttp::error::body_limit) return abort_sink_then([this] { refuse_body(); });
-    if (closed_by_peer(ec)) return close();
+    if (closed_by_peer(ec)) return body_cut_short(to_sink ? got : 0);
     if (ec)
       return abort_sink_then([this] { refuse(400, "the request body is not valid HTTP/1.1"); });
     const bool done = parser_->is_done();
@@ -499,6 +501,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!done) return read_body_some();
     no_deadline();
     dispatch();
+  }
+
+  // The client went (or was cut off) before the body's end, `got` bytes into the piece just
+  // read. What it sent still goes to the sink, that piece and one waiting for the sink, before
+  // the connection closes and the sink is aborted: a resumable upload keeps every byte that
+  // arrived (its offset is where the client goes on), not only the pieces written before.
+  void body_cut_short(std::size_t got) {
+    const bool sink_alive = (sink_running_ || sink_) && !sink_dead_ && !sink_refusal_;
+    if (!sink_alive || (got == 0 && !ready_)) return close();
+    peer_gone_ = true;
+    if (got == 0) return;  // the waiting piece goes once the sink is done (feed_sink)
+    if (sink_running_) {
+      ready_ = Ready{read_into_, got, false};  // after the piece the sink has now
+    } else {
+      start_feed(read_into_, got, false);
+    }
+    read_into_ ^= 1;
   }
 
   // A route with a BodySink: the factory runs on a handler thread. The body is read only
@@ -593,8 +612,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
         const Ready r = *ready_;
         ready_.reset();
         start_feed(r.buf, r.got, r.done);
-        if (!r.done && !reading_) read_body_some();
+        if (!r.done && !reading_ && !peer_gone_) read_body_some();
+        return;
       }
+      if (peer_gone_) close();  // every piece the client sent is with the sink: it is aborted
     });
   }
 
@@ -1068,6 +1089,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool done;
   };
   std::optional<Ready> ready_;            // a piece read while the sink was busy
+  bool peer_gone_ = false;                // the body was cut short: its pieces still go to
+                                          // the sink, then the connection closes
   std::optional<Response> sink_refusal_;  // the sink's refusal, sent once the read ends
   bool finished_sink_ = false;            // the sink finished without a body
   std::optional<Registry::Slot> slot_;

@@ -453,9 +453,11 @@ TEST_F(ipfixctl, AnUploadWhoseConnectionIsCutRetriesAndGoesOnFromTheServersOffse
   EXPECT_GE(j["requests"].get<int>(), 2) << r;
   EXPECT_EQ(j["resumed_from"], 0);
   // What reached the server before the cut was not sent again: after the cut, the client sent
-  // the rest of the file, not all of it.
+  // the rest of the file, not all of it. The server keeps every byte that reached it, the
+  // piece it was filling when the body was cut short included (the proxy forwards 1 MiB, of
+  // which a few hundred bytes are the requests' headers).
   EXPECT_GT(proxy.bytes_after_cut(), 0u);
-  EXPECT_LT(proxy.bytes_after_cut(), size - (512u << 10)) << r;
+  EXPECT_LT(proxy.bytes_after_cut(), size - (1000u << 10)) << r;
   EXPECT_EQ(j["capture"]["sha256"], sha256sum(file));
   EXPECT_EQ(sha256sum(j["capture"]["path"]), sha256sum(file));
   EXPECT_NE(r.err.find("interrupted"), std::string::npos) << r;
