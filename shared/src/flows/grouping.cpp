@@ -24,6 +24,7 @@
 #include "ipfixweb/flows/query.hpp"
 #include "ipfixweb/flows/schema.hpp"
 #include "ipfixweb/flows/store.hpp"
+#include "packed.hpp"
 #include "series_answer.hpp"
 
 namespace ipfixweb::flows {
@@ -118,50 +119,28 @@ constexpr std::size_t kParts = 64;  // partitions by the key's hash (its lowest 
 // flow ids or a second connection it cannot have. Aborted: another connection stopped first.
 enum class Stop : std::uint8_t { None, Unordered, Overflow, Memory, Unreadable, Aborted };
 
-// A spilled group: [u16 key length][key][bytes][packets][flows], the three numbers as LEB128
-// varints of their 64 bits (a row's flows is 1: one byte; small counts take a few).
-char* put_varint(char* p, std::int64_t v) {
-  auto u = static_cast<std::uint64_t>(v);
-  while (u >= 0x80) {
-    *p++ = static_cast<char>(u | 0x80);
-    u >>= 7;
-  }
-  *p++ = static_cast<char>(u);
-  return p;
-}
-const char* get_varint(const char* p, std::int64_t& v) {
-  std::uint64_t u = 0;
-  for (int shift = 0;; shift += 7) {
-    const auto b = static_cast<unsigned char>(*p++);
-    u |= std::uint64_t{b & 0x7fu} << shift;
-    if (b < 0x80) break;
-  }
-  v = static_cast<std::int64_t>(u);
-  return p;
-}
-
+// A spilled group: its key as a packed string (a varint length, then the bytes), then bytes,
+// packets and flows as varints of their 64 bits (packed.hpp's: a row's flows is 1, one byte).
 void append_record(std::string& out, std::string_view key, const Sums& s) {
-  const auto n = static_cast<std::uint16_t>(key.size());
-  char head[2];
-  std::memcpy(head, &n, 2);
-  out.append(head, 2);
+  packed::put_varint(out, key.size());
   out.append(key);
   char tail[30];
-  char* end = put_varint(put_varint(put_varint(tail, s.bytes), s.packets), s.flows);
+  char* end = tail;
+  for (const std::int64_t v : {s.bytes, s.packets, s.flows})
+    end = packed::put_varint(end, static_cast<std::uint64_t>(v));
   out.append(tail, static_cast<std::size_t>(end - tail));
 }
 
-// Calls f(key, sums) for each record of a partition.
+// Calls f(key, sums) for each record of a partition (which this process wrote: whole).
 template <class F>
 void for_each_record(const std::string& part, F&& f) {
-  const char* p = part.data();
-  const char* const end = p + part.size();
-  while (p < end) {
-    std::uint16_t n;
-    std::memcpy(&n, p, 2);
-    const std::string_view key(p + 2, n);
+  packed::Reader in(reinterpret_cast<const std::uint8_t*>(part.data()), part.size());
+  while (in.left() > 0) {
+    const std::string_view key = in.string();
     Sums s;
-    p = get_varint(get_varint(get_varint(p + 2 + n, s.bytes), s.packets), s.flows);
+    s.bytes = static_cast<std::int64_t>(in.varint());
+    s.packets = static_cast<std::int64_t>(in.varint());
+    s.flows = static_cast<std::int64_t>(in.varint());
     f(key, s);
   }
 }
@@ -196,6 +175,7 @@ struct Scan {
       return;
     }
     key.clear();
+    // (A key over 64 KiB, which no store of ours has, is left to SQL too.)
     for (std::size_t i = 0; i < key_count; ++i)
       if (!append_key(key, v[i], i + 1 == key_count) || key.size() > 0xffff) {
         stop = Stop::Unordered;
@@ -350,6 +330,12 @@ bool ranges_keep_the_plan(sqlite3* db, const Grouping& g) {
 
 // ---- ranking -----------------------------------------------------------------------------------
 
+// Whether group (x, key a) comes before group (y, key b): the metric descending, then the key as
+// ORDER BY orders it.
+bool ranks_before(std::int64_t x, std::string_view a, std::int64_t y, std::string_view b) {
+  return x != y ? x > y : a < b;
+}
+
 struct Candidate {
   std::string key;
   Sums sums;
@@ -367,9 +353,8 @@ void best_of(const detail::GroupTable<Sums>& table, std::size_t metric, std::siz
   std::vector<std::uint32_t> order(table.size());
   for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
   const auto before = [&](std::uint32_t a, std::uint32_t b) {
-    const std::int64_t x = table.value(a).metric(metric), y = table.value(b).metric(metric);
-    if (x != y) return x > y;
-    return table.key(a) < table.key(b);
+    return ranks_before(table.value(a).metric(metric), table.key(a), table.value(b).metric(metric),
+                        table.key(b));
   };
   n = std::min(n, order.size());
   std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
@@ -413,9 +398,8 @@ void keep_best(std::vector<Candidate>& all, std::size_t metric, std::size_t n) {
   n = std::min(n, all.size());
   std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n), all.end(),
                     [&](const Candidate& a, const Candidate& b) {
-                      const std::int64_t x = a.sums.metric(metric), y = b.sums.metric(metric);
-                      if (x != y) return x > y;
-                      return a.key < b.key;
+                      return ranks_before(a.sums.metric(metric), a.key, b.sums.metric(metric),
+                                          b.key);
                     });
   all.resize(n);
 }
