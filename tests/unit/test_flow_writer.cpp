@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -119,6 +120,32 @@ std::string write_store(const std::filesystem::path& dir, int rows, bool indexes
   return path;
 }
 
+// Every row of a statement as text: each value's type letter and text.
+std::vector<std::string> rows_of(sqlite3* db, const std::string& sql,
+                                 const std::vector<fl::SqlValue>& binds) {
+  std::vector<std::string> out;
+  const auto r = fl::run_query(db, sql, binds, [&](sqlite3_stmt* s) {
+    std::string row;
+    for (int i = 0; i < sqlite3_column_count(s); ++i) {
+      const int t = sqlite3_column_type(s, i);
+      row += "NIFTB"[t == SQLITE_NULL      ? 0
+                     : t == SQLITE_INTEGER ? 1
+                     : t == SQLITE_FLOAT   ? 2
+                     : t == SQLITE_TEXT    ? 3
+                                           : 4];
+      if (t != SQLITE_NULL) {
+        const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+        row.append(p, static_cast<std::size_t>(sqlite3_column_bytes(s, i)));
+      }
+      row += '|';
+    }
+    out.push_back(row);
+    return true;
+  });
+  EXPECT_TRUE(r.ok()) << r.message << "\n" << sql;
+  return out;
+}
+
 class FlowWriter : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -128,32 +155,6 @@ class FlowWriter : public ::testing::Test {
     path_ = write_store(dir_, 5000);
   }
   static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
-
-  // Every row of a statement as text: each value's type letter and text.
-  static std::vector<std::string> rows_of(sqlite3* db, const std::string& sql,
-                                          const std::vector<fl::SqlValue>& binds) {
-    std::vector<std::string> out;
-    const auto r = fl::run_query(db, sql, binds, [&](sqlite3_stmt* s) {
-      std::string row;
-      for (int i = 0; i < sqlite3_column_count(s); ++i) {
-        const int t = sqlite3_column_type(s, i);
-        row += "NIFTB"[t == SQLITE_NULL      ? 0
-                       : t == SQLITE_INTEGER ? 1
-                       : t == SQLITE_FLOAT   ? 2
-                       : t == SQLITE_TEXT    ? 3
-                                             : 4];
-        if (t != SQLITE_NULL) {
-          const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
-          row.append(p, static_cast<std::size_t>(sqlite3_column_bytes(s, i)));
-        }
-        row += '|';
-      }
-      out.push_back(row);
-      return true;
-    });
-    EXPECT_TRUE(r.ok()) << r.message << "\n" << sql;
-    return out;
-  }
 
   static std::string export_text(sqlite3* db, fl::ListQuery q, fl::Format f, bool packed) {
     if (!packed) q.packed_sql.clear();
@@ -552,6 +553,42 @@ std::vector<std::string> rows_of_groups(const std::vector<fl::TopGroup>& groups)
   return out;
 }
 
+// A grouping over up to `threads` connections to the store at `path`, one per 1000 flows at
+// least (small stores are spread too), reporting what it did to `plan`.
+fl::GroupRun spread_over(int threads, const std::string& path, fl::GroupRun::Plan* plan) {
+  fl::GroupRun run;
+  run.threads = threads;
+  run.open = [path] { return std::make_unique<fl::Store>(path); };
+  run.rows_per_thread = 1000;
+  run.plan = plan;
+  return run;
+}
+
+// A generated store of 3000 flows, in a directory of its own, then changed by `sql`: a store
+// another tool might have written.
+class EditedStore {
+ public:
+  explicit EditedStore(const char* sql) {
+    char tmpl[] = "/tmp/flow-grouping-XXXXXX";
+    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+    path_ = write_store(dir_, 3000);
+    sqlite3* db = nullptr;
+    const bool ok = sqlite3_open(path_.c_str(), &db) == SQLITE_OK &&
+                    sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK;
+    const std::string error = db ? sqlite3_errmsg(db) : "no connection";
+    sqlite3_close(db);
+    if (!ok) throw std::runtime_error("editing the store: " + error);
+  }
+  ~EditedStore() { std::filesystem::remove_all(dir_); }
+  EditedStore(const EditedStore&) = delete;
+  EditedStore& operator=(const EditedStore&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string dir_, path_;
+};
+
 }  // namespace
 
 // /top over a filter groups the flows by a hash aggregation (flows::run_top) in place of
@@ -585,12 +622,9 @@ TEST_F(FlowWriter, TopGroupedByHashEqualsTheGroupByOnAnyNumberOfConnections) {
                          std::to_string(shape.local_groups) + " groups in the table");
             fl::GroupRun::Plan plan;
             std::vector<fl::TopGroup> got;
-            fl::GroupRun run;
-            run.threads = shape.threads;
-            run.open = [] { return std::make_unique<fl::Store>(path_); };
+            fl::GroupRun run = spread_over(shape.threads, path_, &plan);
             run.rows_per_thread = shape.rows_per_thread;
             run.local_groups = shape.local_groups;
-            run.plan = &plan;
             const auto o = fl::run_top(store.handle(), q, run, got);
             ASSERT_TRUE(o.ok()) << o.message;
             EXPECT_TRUE(plan.grouped);
@@ -648,11 +682,7 @@ TEST_F(FlowWriter, TopOverAnIndexedRangeKeepsTheIndex) {
     SCOPED_TRACE(filter);
     const auto q = std::get<fl::TopQuery>(fl::build_top({.filter = filter, .by = "src"}));
     fl::GroupRun::Plan plan;
-    fl::GroupRun run;
-    run.threads = 3;
-    run.open = [] { return std::make_unique<fl::Store>(path_); };
-    run.rows_per_thread = 1000;
-    run.plan = &plan;
+    const fl::GroupRun run = spread_over(3, path_, &plan);
     std::vector<fl::TopGroup> got;
     ASSERT_TRUE(fl::run_top(store.handle(), q, run, got).ok());
     EXPECT_TRUE(plan.grouped);
@@ -668,14 +698,11 @@ TEST_F(FlowWriter, TopWithoutASecondConnectionIsAnsweredBySql) {
   const auto q = std::get<fl::TopQuery>(fl::build_top({.filter = "proto udp", .by = "src"}));
   for (const bool throws : {true, false}) {
     fl::GroupRun::Plan plan;
-    fl::GroupRun run;
-    run.threads = 2;
+    fl::GroupRun run = spread_over(2, path_, &plan);
     run.open = [throws]() -> std::unique_ptr<fl::Store> {
       if (throws) throw fl::Error("cannot open the flow store: Too many open files");
       return nullptr;
     };
-    run.rows_per_thread = 1000;
-    run.plan = &plan;
     std::vector<fl::TopGroup> got;
     const auto o = fl::run_top(store.handle(), q, run, got);
     ASSERT_TRUE(o.ok()) << o.message;
@@ -688,19 +715,8 @@ TEST_F(FlowWriter, TopWithoutASecondConnectionIsAnsweredBySql) {
 // truncated by the grouping, where SQLite's sum() adds it as it is: such a store is grouped by
 // SQL. The same for a key that is a float.
 TEST(FlowGrouping, AFloatToSumOrToGroupByIsLeftToSql) {
-  char tmpl[] = "/tmp/flow-grouping-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
-  const std::string path = write_store(dir, 3000);
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, "UPDATE flow_rows SET bytes = bytes + 0.5 WHERE id % 3 = 0", nullptr,
-                           nullptr, nullptr),
-              SQLITE_OK);
-    sqlite3_close(db);
-  }
-  fl::Store store(path);
+  const EditedStore edited("UPDATE flow_rows SET bytes = bytes + 0.5 WHERE id % 3 = 0");
+  fl::Store store(edited.path());
   const auto q = std::get<fl::TopQuery>(fl::build_top({.filter = "proto udp", .by = "app"}));
   fl::GroupRun::Plan plan;
   fl::GroupRun run;
@@ -708,63 +724,29 @@ TEST(FlowGrouping, AFloatToSumOrToGroupByIsLeftToSql) {
   std::vector<fl::TopGroup> got;
   ASSERT_TRUE(fl::run_top(store.handle(), q, run, got).ok());
   EXPECT_FALSE(plan.grouped);
-  EXPECT_EQ(got.size(), rows_of_groups(got).size());
   EXPECT_FALSE(got.empty());
-  std::filesystem::remove_all(dir);
+  EXPECT_EQ(got.size(), rows_of(store.handle(), q.sql, q.binds).size());
 }
 
 // Found in review: flow ids spread over more than 2^62 (a store another tool wrote) overflowed
 // the arithmetic that cuts them into ranges, and rows went missing from the answer.
 TEST(FlowGrouping, IdsSpreadOverTheWholeRangeAreAllGrouped) {
-  char tmpl[] = "/tmp/flow-grouping-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
-  const std::string path = write_store(dir, 3000);
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db,
-                           "UPDATE flow_rows SET id = -9223372036854775807 WHERE id = 1;"
-                           "UPDATE flow_rows SET id = 4611686018427387904, bytes = 900000000 "
-                           "WHERE id = 2;"
-                           "UPDATE flow_rows SET id = 9223372036854775807, bytes = 800000000 "
-                           "WHERE id = 3;",
-                           nullptr, nullptr, nullptr),
-              SQLITE_OK);
-    sqlite3_close(db);
-  }
-  fl::Store store(path);
+  const EditedStore edited(
+      "UPDATE flow_rows SET id = -9223372036854775807 WHERE id = 1;"
+      "UPDATE flow_rows SET id = 4611686018427387904, bytes = 900000000 WHERE id = 2;"
+      "UPDATE flow_rows SET id = 9223372036854775807, bytes = 800000000 WHERE id = 3;");
+  fl::Store store(edited.path());
   for (const char* by : {"src", "app"}) {
     SCOPED_TRACE(by);
     const auto q =
         std::get<fl::TopQuery>(fl::build_top({.filter = "proto udp or proto tcp", .by = by}));
     fl::GroupRun::Plan plan;
-    fl::GroupRun run;
-    run.threads = 3;
-    run.open = [path] { return std::make_unique<fl::Store>(path); };
-    run.rows_per_thread = 1000;
-    run.plan = &plan;
     std::vector<fl::TopGroup> got;
-    ASSERT_TRUE(fl::run_top(store.handle(), q, run, got).ok());
+    ASSERT_TRUE(fl::run_top(store.handle(), q, spread_over(3, edited.path(), &plan), got).ok());
     EXPECT_TRUE(plan.grouped);
     EXPECT_EQ(plan.threads, 3);
-    std::vector<std::string> want;
-    fl::run_query(store.handle(), q.sql, q.binds, [&](sqlite3_stmt* s) {
-      std::string row;
-      for (int i = 0; i < sqlite3_column_count(s); ++i) {
-        const int t = sqlite3_column_type(s, i);
-        const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
-        row += std::string(t == SQLITE_NULL      ? "N"
-                           : t == SQLITE_INTEGER ? "I"
-                                                 : "T") +
-               (p ? p : "") + "|";
-      }
-      want.push_back(row);
-      return true;
-    });
-    EXPECT_EQ(rows_of_groups(got), want);
+    EXPECT_EQ(rows_of_groups(got), rows_of(store.handle(), q.sql, q.binds));
   }
-  std::filesystem::remove_all(dir);
 }
 
 // A grouping that runs out of its budget reports TimedOut, as the GROUP BY would.
@@ -800,12 +782,8 @@ TEST_F(FlowWriter, FilteredTimeseriesGroupedByHashEqualsTheGroupBy) {
             SCOPED_TRACE(by + " by " + std::string(metric) + " where '" + filter + "' top " + top +
                          ", " + std::to_string(threads) + " connections");
             fl::GroupRun::Plan plan;
-            fl::GroupRun run;
-            run.threads = threads;
-            run.open = [] { return std::make_unique<fl::Store>(path_); };
-            run.rows_per_thread = 1000;
+            fl::GroupRun run = spread_over(threads, path_, &plan);
             run.local_groups = static_cast<std::size_t>(local);
-            run.plan = &plan;
             nlohmann::json got;
             const auto o = fl::run_timeseries(store.handle(), q, run, got);
             ASSERT_TRUE(o.ok()) << o.message;
