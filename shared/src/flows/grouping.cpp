@@ -406,10 +406,9 @@ void keep_best(std::vector<Candidate>& all, std::size_t metric, std::size_t n) {
 
 // ---- the SQL answer ----------------------------------------------------------------------------
 
-QueryOutcome run_sql(sqlite3* db, const TopQuery& q, Clock::time_point deadline,
+QueryOutcome run_sql(sqlite3* db, const TopQuery& q, std::chrono::milliseconds limit,
                      std::vector<TopGroup>& out) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  QueryBudget budget(db, std::max(left, std::chrono::milliseconds(0)));
+  QueryBudget budget(db, limit);
   const int k = static_cast<int>(q.key_count);
   return run_query(
       db, q.sql, q.binds,
@@ -594,13 +593,12 @@ bool try_grouping(sqlite3* db, const Grouping& g, const GroupRun& run, Clock::ti
 
 QueryOutcome run_top(sqlite3* db, const TopQuery& q, const GroupRun& run,
                      std::vector<TopGroup>& out) {
-  const Clock::time_point deadline = Clock::now() + run.budget;
   out.clear();
   if (run.plan) *run.plan = {};
   if (q.grouping) {
     QueryOutcome outcome;
     std::vector<Candidate> groups;
-    if (try_grouping(db, *q.grouping, run, deadline, outcome, groups)) {
+    if (try_grouping(db, *q.grouping, run, Clock::now() + run.budget, outcome, groups)) {
       for (const Candidate& c : groups)
         out.push_back(
             {decode_keys(c.key, q.key_count), c.sums.bytes, c.sums.packets, c.sums.flows});
@@ -609,17 +607,16 @@ QueryOutcome run_top(sqlite3* db, const TopQuery& q, const GroupRun& run,
   }
   // SQLite answers what the grouping could not, within a budget of its own (a grouping that
   // gave way late must not leave the GROUP BY without the time it needs).
-  return run_sql(db, q, q.grouping ? Clock::now() + run.budget : deadline, out);
+  return run_sql(db, q, run.budget, out);
 }
 
 QueryOutcome run_timeseries(sqlite3* db, const TimeseriesQuery& q, const GroupRun& run,
                             nlohmann::json& out) {
-  const Clock::time_point deadline = Clock::now() + run.budget;
   if (run.plan) *run.plan = {};
   if (q.grouping) {
     QueryOutcome outcome;
     std::vector<Candidate> groups;
-    if (try_grouping(db, *q.grouping, run, deadline, outcome, groups)) {
+    if (try_grouping(db, *q.grouping, run, Clock::now() + run.budget, outcome, groups)) {
       if (!outcome.ok()) return outcome;
       std::vector<detail::SeriesRow> rows;
       rows.reserve(groups.size());
@@ -638,12 +635,7 @@ QueryOutcome run_timeseries(sqlite3* db, const TimeseriesQuery& q, const GroupRu
       return detail::build_series(q, rows, out);
     }
   }
-  QueryBudget budget(
-      db,
-      q.grouping
-          ? run.budget
-          : std::max(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()),
-                     std::chrono::milliseconds(0)));
+  QueryBudget budget(db, run.budget);  // as for run_top: SQLite's own budget
   return run_timeseries(db, q, out, &budget);
 }
 
