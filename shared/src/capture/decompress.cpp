@@ -24,14 +24,15 @@ std::string ratio_text(double r) {
 
 // The file, the codec and the bounds: everything the decoding needs, on whichever thread.
 struct Decompressor::Source {
-  Source(int given_fd, const DecompressLimits& lim) : limits(lim), in(kInputBuffer) {
+  Source(int given_fd, const DecompressLimits& lim)
+      : limits(lim), in(std::make_unique_for_overwrite<std::uint8_t[]>(kInputBuffer)) {
     fd = ::fcntl(given_fd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0) read_failed();
     try {
       // The magic number needs at most 6 bytes; the first read takes a whole buffer.
       while (end < 6 && !eof) fill_input();
-      compression = sniff_compression(
-          std::string_view(reinterpret_cast<const char*>(in.data()), end - begin));
+      compression =
+          sniff_compression(std::string_view(reinterpret_cast<const char*>(in.get()), end - begin));
       if (compression == Compression::None) {
         throw DecompressError(DecompressError::Kind::Corrupt,
                               "not gzip, zstd, xz or bzip2 data (no known magic number)");
@@ -54,14 +55,14 @@ struct Decompressor::Source {
   // More of the file after the unread input (moved to the front first).
   void fill_input() {
     if (begin > 0) {
-      std::memmove(in.data(), in.data() + begin, end - begin);
+      std::memmove(in.get(), in.get() + begin, end - begin);
       end -= begin;
       begin = 0;
     }
     for (;;) {
-      const ssize_t r =
-          seekable ? ::pread(fd, in.data() + end, in.size() - end, static_cast<off_t>(file_offset))
-                   : ::read(fd, in.data() + end, in.size() - end);
+      const ssize_t r = seekable ? ::pread(fd, in.get() + end, kInputBuffer - end,
+                                           static_cast<off_t>(file_offset))
+                                 : ::read(fd, in.get() + end, kInputBuffer - end);
       if (r < 0) {
         if (errno == EINTR) continue;
         if (errno == ESPIPE && seekable && file_offset == 0) {
@@ -108,7 +109,7 @@ struct Decompressor::Source {
       while (produced < n && !finished) {
         if (begin == end && !eof) fill_input();
         const detail::Codec::Step s =
-            codec->step(in.data() + begin, end - begin, out + produced, n - produced, eof);
+            codec->step(in.get() + begin, end - begin, out + produced, n - produced, eof);
         begin += s.consumed;
         consumed += s.consumed;
         produced += s.produced;
@@ -118,7 +119,7 @@ struct Decompressor::Source {
         if (s.consumed || s.produced) continue;
         // No progress: the decoder needs more input than it has.
         if (!eof) {
-          if (end - begin == in.size()) {  // a full buffer is more than any codec asks for
+          if (end - begin == kInputBuffer) {  // a full buffer is more than any codec asks for
             throw DecompressError(DecompressError::Kind::Corrupt,
                                   "corrupt " + std::string(name(compression)) +
                                       " data: the decoder makes no progress");
@@ -144,9 +145,9 @@ struct Decompressor::Source {
   DecompressLimits limits;
   int fd = -1;
   bool seekable = true;
-  std::uint64_t file_offset = 0;  // bytes read from the file
-  std::vector<std::uint8_t> in;
-  std::size_t begin = 0, end = 0;  // unread input in `in`
+  std::uint64_t file_offset = 0;       // bytes read from the file
+  std::unique_ptr<std::uint8_t[]> in;  // not zeroed: see Buffer
+  std::size_t begin = 0, end = 0;      // unread input in `in`
   bool eof = false;
   Compression compression = Compression::None;
   std::unique_ptr<detail::Codec> codec;
@@ -162,7 +163,10 @@ Decompressor::Decompressor(int fd, const Options& options)
     : src_(std::make_unique<Source>(fd, options.limits)) {
   compression_ = src_->compression;
   ring_.resize(options.read_ahead ? kRingBuffers : 1);
-  for (auto& b : ring_) b.data.resize(kRingBufferSize);
+  for (auto& b : ring_) {
+    b.data = std::make_unique_for_overwrite<std::uint8_t[]>(kRingBufferSize);
+    b.capacity = kRingBufferSize;
+  }
   if (options.read_ahead) thread_ = std::thread([this] { run_ahead(); });
 }
 
@@ -182,7 +186,7 @@ void Decompressor::fill(Buffer& b) {
   b.end = false;
   b.error = nullptr;
   try {
-    b.size = src_->decode(b.data.data(), b.data.size());
+    b.size = src_->decode(b.data.get(), b.capacity);
     if (b.size == 0) {
       b.end = true;
       b.truncated = src_->truncated;
@@ -238,7 +242,7 @@ std::size_t Decompressor::read(void* buf, std::size_t n) {
     if (head_pos_ < b->size) {
       if (head_pos_ == 0) compressed_position_ = b->compressed_end;
       const std::size_t k = std::min(n - got, b->size - head_pos_);
-      std::memcpy(out + got, b->data.data() + head_pos_, k);
+      std::memcpy(out + got, b->data.get() + head_pos_, k);
       head_pos_ += k;
       got += k;
       output_position_ += k;

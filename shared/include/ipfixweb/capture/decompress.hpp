@@ -98,7 +98,10 @@ class Decompressor {
   // The decoding state, driven by read() or by the read-ahead thread.
   struct Source;
   struct Buffer {
-    std::vector<std::uint8_t> data;
+    // Not zeroed when allocated: the decoder writes every byte before it is read, and zeroing
+    // (with the page faults it causes) cost more than a small capture's whole decoding.
+    std::unique_ptr<std::uint8_t[]> data;
+    std::size_t capacity = 0;
     std::size_t size = 0;
     std::uint64_t compressed_end = 0;  // compressed position once this buffer is consumed
     bool end = false;                  // no buffer follows this one
