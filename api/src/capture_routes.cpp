@@ -13,10 +13,12 @@
 #include <ctime>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "ipfixweb/api/handler_pool.hpp"
 #include "ipfixweb/api/multipart.hpp"
 #include "ipfixweb/capture/format.hpp"
 #include "ipfixweb/shared/json_escape.hpp"
@@ -71,18 +73,15 @@ class Digest {
 
 // A Digest updated on a thread of its own while the caller writes the same bytes to disk:
 // hashing (about 1 GB/s) and writing then overlap instead of adding up. start() hands over a
-// piece (which must stay valid until wait() returns); wait() waits for it.
+// piece (which must stay valid until wait() returns); wait() waits for it. The thread lives as
+// long as the BackgroundDigest; release() gives the digest back (to be kept between the
+// requests of a resumable upload without a thread, and resumed by the next one).
 class BackgroundDigest {
  public:
-  BackgroundDigest() : thread_([this] { run(); }) {}
-  ~BackgroundDigest() {
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
+  explicit BackgroundDigest(std::unique_ptr<Digest> resumed = nullptr)
+      : digest_(resumed ? std::move(resumed) : std::make_unique<Digest>()),
+        thread_([this] { run(); }) {}
+  ~BackgroundDigest() { stop(); }
   void start(std::string_view piece) {
     {
       std::lock_guard lock(mu_);
@@ -97,24 +96,41 @@ class BackgroundDigest {
   }
   std::string hex() {
     wait();
-    return digest_.hex();
+    return digest_->hex();
+  }
+  // Stops the thread: the digest of every piece given so far.
+  std::unique_ptr<Digest> release() {
+    stop();
+    return std::move(digest_);
   }
 
  private:
+  void stop() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
   void run() {
     std::unique_lock lock(mu_);
     for (;;) {
       cv_.wait(lock, [this] { return stop_ || busy_; });
+      if (busy_) {
+        const std::string_view p = piece_;
+        lock.unlock();
+        digest_->update(p);
+        lock.lock();
+        busy_ = false;
+        cv_.notify_all();
+        continue;
+      }
       if (stop_) return;
-      const std::string_view p = piece_;
-      lock.unlock();
-      digest_.update(p);
-      lock.lock();
-      busy_ = false;
-      cv_.notify_all();
     }
   }
-  Digest digest_;
+  std::unique_ptr<Digest> digest_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::string_view piece_;
@@ -318,14 +334,17 @@ struct CaptureRoutes::Impl {
   InUse in_use;
   std::shared_ptr<spdlog::logger> log = logger("api");
 
-  // The running SHA-256 of resumable uploads, by id: valid while it has hashed exactly the
-  // upload's bytes (`at`); otherwise the file is hashed again when the upload completes.
+  // The running SHA-256 of resumable uploads between their requests, by id (no thread: a
+  // request hashes on a thread of its own while it lasts): valid while it has hashed exactly
+  // the upload's bytes (`at`); otherwise the file is hashed again when the upload completes.
+  // Dropped with the upload (CaptureStore's removal callback).
   struct Running {
-    std::unique_ptr<BackgroundDigest> digest;
+    std::unique_ptr<Digest> digest;
     std::uint64_t at = 0;
   };
   std::mutex mu;
   std::map<std::string, Running> running;
+  std::set<std::string> waiting;  // uploads a PATCH waits for (one each)
 
   Impl(CaptureStore& s, Problem p, InUse u)
       : store(s), problem(std::move(p)), in_use(std::move(u)) {}
@@ -601,9 +620,30 @@ std::unique_ptr<http::BodySink> CaptureRoutes::post_capture(const Request& req, 
   return std::make_unique<PostSink>(im, temp, fd, name, *expected, owner, reserve, boundary);
 }
 
+namespace {
+
+// The capture list's cursor names the last capture of a page ("<uploaded_at>~<sha256>"), not
+// a position, so that captures uploaded or removed between pages neither come twice nor are
+// skipped. The list's order is uploaded_at descending, then sha256 ascending.
+std::string list_cursor(const CaptureInfo& c) { return c.uploaded_at + "~" + c.sha256; }
+
+std::optional<std::pair<std::string, std::string>> parse_list_cursor(const std::string& v) {
+  const auto tilde = v.rfind('~');
+  if (tilde == std::string::npos || tilde == 0 || tilde > 64) return std::nullopt;
+  std::string at = v.substr(0, tilde);
+  for (unsigned char ch : at)
+    if (!std::isalnum(ch) && ch != ':' && ch != '.' && ch != '-' && ch != '+') return std::nullopt;
+  auto sha = parse_sha256(std::string_view(v).substr(tilde + 1));
+  if (!sha) return std::nullopt;
+  return std::make_pair(std::move(at), std::move(*sha));
+}
+
+}  // namespace
+
 void CaptureRoutes::list(const Request& req, Response& res) {
   auto& im = *impl_;
-  std::size_t limit = 100, from = 0;
+  std::size_t limit = 100;
+  std::optional<std::pair<std::string, std::string>> after;
   std::vector<FieldError> errors;
   if (req.has_query("limit")) {
     auto v = parse_u64(req.query_value("limit"));
@@ -613,21 +653,24 @@ void CaptureRoutes::list(const Request& req, Response& res) {
       limit = *v;
   }
   if (req.has_query("next")) {
-    auto v = parse_u64(req.query_value("next"));
-    if (!v)
-      errors.push_back({"next", "is not a cursor this server issued"});
-    else
-      from = *v;
+    after = parse_list_cursor(req.query_value("next"));
+    if (!after) errors.push_back({"next", "is not a cursor this server issued"});
   }
   if (!errors.empty()) return im.problem(res, 422, "invalid query parameters", errors);
   const auto all = im.store.list();
   json items = json::array();
-  for (std::size_t i = from; i < all.size() && items.size() < limit; ++i)
-    items.push_back(capture_value(all[i]));
-  const std::size_t end = from + items.size();
+  std::size_t i = 0;
+  if (after) {
+    while (i < all.size() &&
+           (all[i].uploaded_at > after->first ||
+            (all[i].uploaded_at == after->first && all[i].sha256 <= after->second)))
+      ++i;
+  }
+  const std::size_t from = i;
+  for (; i < all.size() && items.size() < limit; ++i) items.push_back(capture_value(all[i]));
   json body = {
       {"captures", items},
-      {"next", end < all.size() ? json(std::to_string(end)) : json(nullptr)},
+      {"next", i < all.size() && i > from ? json(list_cursor(all[i - 1])) : json(nullptr)},
       {"used_bytes", im.store.used()},
       {"quota_bytes", im.store.options().quota ? json(im.store.options().quota) : json(nullptr)}};
   res.status = 200;
@@ -674,14 +717,15 @@ class PatchSink : public http::BodySink {
         created_status_(created_status),
         checksum_(std::move(checksum)),
         checksum_expected_(std::move(checksum_expected)) {
-    std::lock_guard lock(im_.mu);
-    auto& r = im_.running[u_.id];
-    if (r.digest && r.at == start_) {
-      digest_ = std::move(r.digest);
-    } else if (start_ == 0) {
-      digest_ = std::make_unique<BackgroundDigest>();
+    std::unique_ptr<Digest> resumed;
+    {
+      std::lock_guard lock(im_.mu);
+      if (auto it = im_.running.find(u_.id); it != im_.running.end()) {
+        if (it->second.at == start_) resumed = std::move(it->second.digest);
+        im_.running.erase(it);
+      }
     }
-    im_.running.erase(u_.id);
+    if (resumed || start_ == 0) digest_ = std::make_unique<BackgroundDigest>(std::move(resumed));
   }
   ~PatchSink() override {
     if (!done_) abort();
@@ -701,6 +745,7 @@ class PatchSink : public http::BodySink {
                                 std::to_string(im_.store.options().max_size) + " bytes"},
                       true);
       if (auto r = im_.store.reserve_for_upload(u_, piece.size())) return refuse(res, r, true);
+      reserved_here_ += piece.size();
     }
     if (digest_) digest_->start(piece);  // hashed beside the write
     auto written = out_.write(piece);
@@ -722,6 +767,7 @@ class PatchSink : public http::BodySink {
     if (checksum_ && hex_of(checksum_->raw()) != checksum_expected_) {
       rollback();
       im_.tus_headers(res);
+      if (created_status_ == 201) res.set_header("Location", "/api/v1/uploads/" + u_.id);
       res.status = 460;
       res.set_content(
           R"({"type":"about:blank","title":"Checksum Mismatch","status":460,"detail":"the body's checksum does not match Upload-Checksum: the bytes were not kept"})",
@@ -804,25 +850,37 @@ class PatchSink : public http::BodySink {
     im_.tus_headers(res);
   }
 
-  // A refused body: the upload goes back to where this request started.
+  // A refused body: the upload goes back to where this request started. A creation's upload
+  // goes altogether: the refusal does not tell the client its address.
   bool refuse(Response& res, const CaptureRefusal& r, bool roll_back) {
     done_ = true;
-    if (roll_back) rollback();
+    if (created_status_ == 201) {
+      im_.store.remove_upload(u_.id);
+      digest_.reset();
+    } else if (roll_back) {
+      rollback();
+    }
     im_.store.unlock_upload(u_.id);
     im_.fail(res, r);
     im_.tus_headers(res);
     return false;
   }
+  // This request's bytes are dropped, and no longer counted (a deferred length counts them as
+  // they come).
   void rollback() {
     if (::ftruncate(out_.fd(), static_cast<off_t>(start_)) == 0) ::fsync(out_.fd());
+    im_.store.release_for_upload(u_, reserved_here_);
+    reserved_here_ = 0;
     digest_.reset();
     im_.store.unlock_upload(u_.id);
   }
 
   void keep_digest() {
     if (!digest_) return;
+    auto d = digest_->release();
+    digest_.reset();
     std::lock_guard lock(im_.mu);
-    im_.running[u_.id] = {std::move(digest_), out_.offset()};
+    im_.running[u_.id] = {std::move(d), out_.offset()};
   }
 
   CaptureRoutes::Impl& im_;
@@ -834,6 +892,7 @@ class PatchSink : public http::BodySink {
   std::string checksum_expected_;
   std::unique_ptr<BackgroundDigest> digest_;
   std::string format_;
+  std::uint64_t reserved_here_ = 0;  // counted by this request (a deferred length)
   bool done_ = false;
 };
 
@@ -859,6 +918,29 @@ std::map<std::string, std::string> parse_metadata(const std::string& v, bool& ok
     out[key] = *value;
   }
   return out;
+}
+
+// Upload-Checksum ("<sha1|sha256|md5> <base64>", tus's checksum extension): the digest to run
+// over the request's body and the hex value it must end at; {nullptr, ""} when the request has
+// none; false (answered 400) when it is malformed.
+bool upload_checksum(CaptureRoutes::Impl& im, const Request& req, Response& res,
+                     std::unique_ptr<Digest>& digest, std::string& expected) {
+  if (!req.has_header("Upload-Checksum")) return true;
+  const std::string v = req.header("Upload-Checksum");
+  const auto sp = v.find(' ');
+  const std::string alg = lower(v.substr(0, sp));
+  const EVP_MD* md = alg == "sha1"     ? EVP_sha1()
+                     : alg == "sha256" ? EVP_sha256()
+                     : alg == "md5"    ? EVP_md5()
+                                       : nullptr;
+  auto raw = sp == std::string::npos ? std::nullopt : base64_decode(v.substr(sp + 1));
+  if (!md || !raw) {
+    im.problem(res, 400, "Upload-Checksum must be '<sha1|sha256|md5> <base64>'", {});
+    return false;
+  }
+  digest = std::make_unique<Digest>(md);
+  expected = hex_of(*raw);
+  return true;
 }
 
 }  // namespace
@@ -932,6 +1014,15 @@ std::unique_ptr<http::BodySink> CaptureRoutes::tus_create(const Request& req, Re
     im.problem(res, 415, std::string("an upload's data is sent as ") + kOffsetType, {});
     return nullptr;
   }
+  if (length && parse_u64(req.header("Content-Length")).value_or(0) > *length) {
+    im.problem(res, 413,
+               "the body goes beyond the upload's length of " + std::to_string(*length) + " bytes",
+               {});
+    return nullptr;
+  }
+  std::unique_ptr<Digest> checksum;
+  std::string checksum_expected;
+  if (with_body && !upload_checksum(im, req, res, checksum, checksum_expected)) return nullptr;
   auto made = im.store.create_upload(length, name, expected, metadata, owner_of(req));
   if (auto* r = std::get_if<CaptureRefusal>(&made)) {
     im.fail(res, *r);
@@ -954,7 +1045,7 @@ std::unique_ptr<http::BodySink> CaptureRoutes::tus_create(const Request& req, Re
     im.fail(res, io_refusal(errno, "cannot open the upload"));
     return nullptr;
   }
-  return std::make_unique<PatchSink>(im, u, fd, 201, nullptr, "");
+  return std::make_unique<PatchSink>(im, u, fd, 201, std::move(checksum), checksum_expected);
 }
 
 void CaptureRoutes::tus_head(const Request& req, Response& res) {
@@ -985,28 +1076,28 @@ std::unique_ptr<http::BodySink> CaptureRoutes::tus_patch(const Request& req, Res
   }
   std::unique_ptr<Digest> checksum;
   std::string checksum_expected;
-  if (req.has_header("Upload-Checksum")) {
-    const std::string v = req.header("Upload-Checksum");
-    const auto sp = v.find(' ');
-    const std::string alg = lower(v.substr(0, sp));
-    const EVP_MD* md = alg == "sha1"     ? EVP_sha1()
-                       : alg == "sha256" ? EVP_sha256()
-                       : alg == "md5"    ? EVP_md5()
-                                         : nullptr;
-    auto raw = sp == std::string::npos ? std::nullopt : base64_decode(v.substr(sp + 1));
-    if (!md || !raw) {
-      im.problem(res, 400, "Upload-Checksum must be '<sha1|sha256|md5> <base64>'", {});
-      return nullptr;
-    }
-    checksum = std::make_unique<Digest>(md);
-    checksum_expected = hex_of(*raw);
-  }
+  if (!upload_checksum(im, req, res, checksum, checksum_expected)) return nullptr;
   // A client resuming right after its connection broke may come before the api has seen the
-  // old request end (and released the upload): wait a little for it.
+  // old request end (and released the upload): wait a little for it. The wait is a WaitScope:
+  // the handler pool runs other requests meanwhile (clients retrying against an upload still
+  // held would otherwise take every handler thread for up to 2 s each).
+  // At most one request waits per upload; others are answered at once.
   bool locked = im.store.lock_upload(id);
-  for (int i = 0; !locked && i < 100; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    locked = im.store.lock_upload(id);
+  bool first_waiter = false;
+  if (!locked) {
+    std::lock_guard lock(im.mu);
+    first_waiter = im.waiting.insert(id).second;
+  }
+  if (first_waiter) {
+    {
+      http::WaitScope waiting;
+      for (int i = 0; !locked && i < 100; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        locked = im.store.lock_upload(id);
+      }
+    }
+    std::lock_guard lock(im.mu);
+    im.waiting.erase(id);
   }
   if (!locked) {
     im.problem(res, 409, "another request is writing upload " + id + " now", {});
@@ -1035,11 +1126,14 @@ std::unique_ptr<http::BodySink> CaptureRoutes::tus_patch(const Request& req, Res
       return refuse(413, "the capture is larger than the limit of " +
                              std::to_string(im.store.options().max_size) + " bytes");
     if (!u->length) {
-      const std::uint64_t held = im.store.take_upload_reservation(id);
-      im.store.release(u->owner, held);
-      if (auto r = im.store.reserve_for_upload(*u, *len)) {
-        im.store.reserve_for_upload(*u, 0);
-        return refuse(r.status, r.detail);
+      // The upload counts its bytes so far: the whole length is counted from now on, or, when
+      // the quota refuses it, nothing changes.
+      const std::uint64_t held = im.store.upload_reservation(id);
+      if (*len > held) {
+        if (auto r = im.store.reserve_for_upload(*u, *len - held))
+          return refuse(r.status, r.detail);
+      } else {
+        im.store.release_for_upload(*u, held - *len);
       }
       u->length = len;
       im.store.save_upload(*u);
@@ -1063,10 +1157,6 @@ void CaptureRoutes::tus_delete(const Request& req, Response& res) {
     return im.problem(res, 409, "another request is writing upload " + id + " now", {});
   const bool had = im.store.remove_upload(id);
   im.store.unlock_upload(id);
-  {
-    std::lock_guard lock(im.mu);
-    im.running.erase(id);
-  }
   if (!had) return im.problem(res, 404, "no upload " + id, {});
   im.tus_headers(res);
   res.status = 204;
@@ -1123,7 +1213,13 @@ std::optional<std::string> CaptureRoutes::resolve_reference(const std::string& e
 }
 
 CaptureRoutes::CaptureRoutes(CaptureStore& store, Problem problem, InUse in_use)
-    : impl_(std::make_unique<Impl>(store, std::move(problem), std::move(in_use))) {}
-CaptureRoutes::~CaptureRoutes() = default;
+    : impl_(std::make_unique<Impl>(store, std::move(problem), std::move(in_use))) {
+  // An upload that goes (completed, terminated, expired, refused) takes its running digest.
+  store.on_upload_removed([im = impl_.get()](const std::string& id) {
+    std::lock_guard lock(im->mu);
+    im->running.erase(id);
+  });
+}
+CaptureRoutes::~CaptureRoutes() { impl_->store.on_upload_removed(nullptr); }
 
 }  // namespace ipfixweb::api

@@ -187,9 +187,21 @@ std::optional<std::string> capture_name_problem(const std::string& name) {
   if (name.size() > 255) return "is longer than 255 bytes";
   if (!is_valid_utf8(name)) return "is not UTF-8";
   if (name == "." || name == "..") return "must not be '.' or '..'";
-  for (unsigned char c : name) {
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(name[i]);
     if (c < 0x20 || c == 0x7f) return "holds a control character";
     if (c == '/' || c == '\\') return "must be a file name, without '/' or '\\'";
+    // The code point of a multi-byte sequence (valid UTF-8, checked above).
+    if (c < 0xc0) continue;
+    const std::size_t n = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+    char32_t cp = c & (0x7f >> n);
+    for (std::size_t k = 1; k < n; ++k) cp = (cp << 6) | (name[i + k] & 0x3f);
+    i += n - 1;
+    if (cp >= 0x80 && cp <= 0x9f) return "holds a control character";
+    // Bidirectional formatting: "\u202Egpj.exe" is shown as "exe.jpg".
+    if (cp == 0x061c || cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
+        (cp >= 0x2066 && cp <= 0x2069))
+      return "holds a bidirectional formatting character";
   }
   return std::nullopt;
 }
@@ -472,6 +484,8 @@ std::optional<UploadState> CaptureStore::upload(const std::string& id) {
   }
   u->expires = touched + std::chrono::duration_cast<std::chrono::system_clock::duration>(
                              std::chrono::duration<double>(opts_.upload_expiry_s));
+  // Past its expiry an upload is gone, whether or not the sweeper came by yet.
+  if (u->expires <= std::chrono::system_clock::now()) return std::nullopt;
   return u;
 }
 
@@ -486,6 +500,28 @@ CaptureRefusal CaptureStore::reserve_for_upload(const UploadState& st, std::uint
   h.owner = st.owner;
   h.bytes += bytes;
   return {};
+}
+
+void CaptureStore::release_for_upload(const UploadState& st, std::uint64_t bytes) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = upload_reserved_.find(st.id);
+    if (it == upload_reserved_.end()) return;
+    bytes = std::min(bytes, it->second.bytes);
+    it->second.bytes -= bytes;
+  }
+  release(st.owner, bytes);
+}
+
+std::uint64_t CaptureStore::upload_reservation(const std::string& id) const {
+  std::lock_guard lock(mu_);
+  auto it = upload_reserved_.find(id);
+  return it == upload_reserved_.end() ? 0 : it->second.bytes;
+}
+
+void CaptureStore::on_upload_removed(std::function<void(const std::string&)> f) {
+  std::lock_guard lock(mu_);
+  on_upload_removed_ = std::move(f);
 }
 
 std::uint64_t CaptureStore::take_upload_reservation(const std::string& id) {
@@ -513,6 +549,8 @@ bool CaptureStore::remove_upload(const std::string& id) {
     }
   }
   if (held.bytes) release(held.owner, held.bytes);
+  std::lock_guard lock(mu_);
+  if (on_upload_removed_) on_upload_removed_(id);
   return had;
 }
 

@@ -331,6 +331,47 @@ TEST_F(Uploads, AResumableUploadGoesOnFromTheOffsetAfterABrokenConnection) {
   EXPECT_EQ(stack().wait_terminal(body["task_id"])["state"], "succeeded");
 }
 
+// Review finding: while one request held an upload (its connection stalled midway), every
+// PATCH of that upload slept up to 2 s on a handler thread waiting for it, and the handler
+// pool runs only as many handlers as there are CPUs: 16 such PATCHes held a listing of the
+// captures for 15.9 s. Now one request waits per upload, without counting against the pool,
+// and the others are answered 409 at once.
+TEST_F(Uploads, PatchesOfAnUploadHeldByAStalledRequestLeaveTheApiServing) {
+  const std::string data = read_file(sample());
+  auto cli = stack().client();
+  auto created = cli->Post("/api/v1/uploads", tus({{"Upload-Length", std::to_string(data.size())}}),
+                           "", "application/offset+octet-stream");
+  ASSERT_TRUE(created);
+  ASSERT_EQ(created->status, 201) << created->body;
+  const std::string loc = created->get_header_value("Location");
+  Raw stalled(stack().http_port());
+  ASSERT_TRUE(stalled.send("PATCH " + loc +
+                           " HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+                           "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+                           "Content-Length: " +
+                           std::to_string(data.size()) + "\r\n\r\n" + data.substr(0, 100)));
+  std::this_thread::sleep_for(300ms);
+  std::vector<std::thread> retries;
+  std::vector<int> statuses(16, 0);
+  for (int i = 0; i < 16; ++i)
+    retries.emplace_back([&, i] {
+      auto c = stack().client();
+      auto r = c->Patch(loc.c_str(), tus({{"Upload-Offset", "0"}}), "x",
+                        "application/offset+octet-stream");
+      statuses[static_cast<std::size_t>(i)] = r ? r->status : -1;
+    });
+  std::this_thread::sleep_for(200ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto listed = cli->Get("/api/v1/captures");
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->status, 200);
+  EXPECT_LT(took, 1s) << "the listing waited behind the PATCHes";
+  for (auto& t : retries) t.join();
+  for (int st : statuses) EXPECT_EQ(st, 409);
+  stalled.close();
+}
+
 TEST_F(Uploads, TusAsksForItsVersionAndDropsAChunkWhoseChecksumDiffers) {
   auto cli = stack().client();
   auto no_version = cli->Post("/api/v1/uploads", {{"Upload-Length", "10"}}, "", "text/plain");

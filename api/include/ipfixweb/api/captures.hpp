@@ -123,10 +123,17 @@ class CaptureStore {
   bool save_upload(const UploadState& st);  // after the length was set, or completion
   // Counts `bytes` more against an upload (a deferred length's data as it arrives).
   CaptureRefusal reserve_for_upload(const UploadState& st, std::uint64_t bytes);
+  // Counts `bytes` less (at most what it holds): data of a refused request, dropped again.
+  void release_for_upload(const UploadState& st, std::uint64_t bytes);
+  // What is counted for an upload now.
+  std::uint64_t upload_reservation(const std::string& id) const;
   // What is counted for an upload, no longer under its id: for publish() to settle.
   std::uint64_t take_upload_reservation(const std::string& id);
   // Removes its files and settles its reservation; false when there is none.
   bool remove_upload(const std::string& id);
+  // Called with an upload's id after remove_upload() removed it (also when it expired), under
+  // the store's lock: it must not call the store. nullptr: none (waits for a call in progress).
+  void on_upload_removed(std::function<void(const std::string&)> f);
   // Marks an upload as being written (one request at a time); false when it already is.
   bool lock_upload(const std::string& id);
   void unlock_upload(const std::string& id);
@@ -154,6 +161,7 @@ class CaptureStore {
     std::uint64_t bytes = 0;
   };
   std::map<std::string, Held> upload_reserved_;  // per upload id
+  std::function<void(const std::string&)> on_upload_removed_;
   bool stop_ = false;
   std::condition_variable wake_;
   std::thread sweeper_;
