@@ -796,6 +796,9 @@ class PatchSink : public http::BodySink {
   void abort() override {
     if (done_) return;
     done_ = true;
+    // A request that carried Upload-Checksum is kept whole and verified, or not at all: its
+    // bytes cannot be checked when it breaks off.
+    if (checksum_) return rollback();
     ::fsync(out_.fd());  // what arrived is kept: the client resumes from it
     keep_digest();
     im_.store.unlock_upload(u_.id);

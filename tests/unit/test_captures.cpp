@@ -414,3 +414,39 @@ TEST_F(Captures, WalkingTheCaptureListMeetsEveryCaptureOnceWhileOthersComeAndGo)
   req.query = {{"next", "7"}};
   EXPECT_EQ(call(&CaptureRoutes::list, req).status, 422);
 }
+
+// Review finding: a PATCH with Upload-Checksum that broke off kept its bytes unverified (a
+// broken connection keeps every byte that arrived, which the client then cannot check): such a
+// request is kept whole and verified, or not at all.
+TEST_F(Captures, APatchWithAChecksumThatBreaksOffKeepsNoneOfItsBytes) {
+  const std::string data = pcap_bytes(400, 8);
+  const std::string id = create({{"Upload-Length", std::to_string(data.size())}});
+  ASSERT_EQ(patch(id, 0, data.substr(0, 1000)).status, 204);
+  http::Request req = tus("PATCH", {{"Content-Type", "application/offset+octet-stream"},
+                                    {"Upload-Offset", "1000"},
+                                    {"Content-Length", std::to_string(data.size() - 1000)},
+                                    {"Upload-Checksum", "sha1 " + sha1_base64(data.substr(1000))}});
+  req.path_params = {id};
+  http::Response res;
+  auto sink = routes_->tus_patch(req, res);
+  ASSERT_NE(sink, nullptr) << res.body;
+  ASSERT_TRUE(sink->write(std::string_view(data).substr(1000, 5000), res));
+  sink->abort();
+  EXPECT_EQ(header(head(id), "Upload-Offset"), "1000");
+  // Without a checksum what arrived is kept, as before.
+  std::erase_if(req.headers, [](const auto& f) { return f.first == "Upload-Checksum"; });
+  sink = routes_->tus_patch(req, res);
+  ASSERT_NE(sink, nullptr) << res.body;
+  ASSERT_TRUE(sink->write(std::string_view(data).substr(1000, 5000), res));
+  sink->abort();
+  EXPECT_EQ(header(head(id), "Upload-Offset"), "6000");
+  // And the upload completes into the client's bytes.
+  auto done = patch(id, 6000, data.substr(6000));
+  ASSERT_EQ(done.status, 204) << done.body;
+  const std::string loc = header(done, "Content-Location");
+  auto c = store_->find(loc.substr(loc.rfind('/') + 1));
+  ASSERT_TRUE(c);
+  std::ifstream in(c->path, std::ios::binary);
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()),
+            data);
+}
