@@ -370,37 +370,53 @@ std::variant<CaptureStore::Published, CaptureRefusal> CaptureStore::publish(
   c.uploaded_at = now_iso();
   c.owner = owner;
   c.path = data_path(c);
-  std::lock_guard lock(mu_);
-  auto settle = [&](std::uint64_t keep) {
+  std::unique_lock lock(mu_);
+  auto settle = [&](std::uint64_t keep) {  // under mu_
     total_ = total_ - std::min(total_, reserved) + keep;
     auto& o = by_owner_[owner];
     o = o - std::min(o, reserved) + keep;
   };
-  if (auto it = captures_.find(sha256); it != captures_.end()) {
-    ::unlink(temp.c_str());
-    settle(0);
-    return Published{it->second, true};
+  // One request publishes a given content at a time (the others then find it published);
+  // the store's lock is not held over the writes and fsyncs below, which would hold up every
+  // listing, reservation and reference lookup meanwhile.
+  for (;;) {
+    if (auto it = captures_.find(sha256); it != captures_.end()) {
+      ::unlink(temp.c_str());
+      settle(0);
+      return Published{it->second, true};
+    }
+    if (publishing_.insert(sha256).second) break;
+    published_.wait(lock);
   }
+  lock.unlock();
+  const auto refuse = [&](CaptureRefusal r) -> std::variant<Published, CaptureRefusal> {
+    std::lock_guard again(mu_);
+    publishing_.erase(sha256);
+    published_.notify_all();
+    settle(0);
+    return r;
+  };
   json meta = info_json(c);
   if (!write_durably(opts_.dir + "/" + sha256 + ".json", meta.dump())) {
     const int e = errno;
     ::unlink(temp.c_str());
-    settle(0);
-    if (e == ENOSPC || e == EDQUOT) return CaptureRefusal{507, "the capture disk is full"};
-    return CaptureRefusal{500,
-                          std::string("cannot write the capture's record: ") + std::strerror(e)};
+    if (e == ENOSPC || e == EDQUOT) return refuse({507, "the capture disk is full"});
+    return refuse({500, std::string("cannot write the capture's record: ") + std::strerror(e)});
   }
   if (::rename(temp.c_str(), c.path.c_str()) != 0) {
     const int e = errno;
     ::unlink(temp.c_str());
     ::unlink((opts_.dir + "/" + sha256 + ".json").c_str());
-    settle(0);
-    return CaptureRefusal{500, std::string("cannot store the capture: ") + std::strerror(e)};
+    return refuse({500, std::string("cannot store the capture: ") + std::strerror(e)});
   }
   fsync_dir(opts_.dir);
   fsync_dir(uploads_dir());
+  lock.lock();
+  publishing_.erase(sha256);
+  published_.notify_all();
   settle(c.size);
   captures_[sha256] = c;
+  lock.unlock();
   log_->info("capture {} stored: {} bytes, {}, '{}'", sha256, c.size, format, name);
   return Published{c, false};
 }

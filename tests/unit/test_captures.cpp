@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <openssl/evp.h>
@@ -449,4 +451,37 @@ TEST_F(Captures, APatchWithAChecksumThatBreaksOffKeepsNoneOfItsBytes) {
   std::ifstream in(c->path, std::ios::binary);
   EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()),
             data);
+}
+
+// The store publishes a capture without holding its lock over the writes and fsyncs (listings,
+// reservations and reference lookups went on waiting for them); the same content published by
+// many requests at once is still stored once, counted once, and the others get it as existing.
+TEST_F(Captures, TheSameContentPublishedByManyRequestsAtOnceIsStoredAndCountedOnce) {
+  const std::string data = pcap_bytes(500, 9);
+  constexpr int kRequests = 8;
+  std::vector<std::thread> threads;
+  std::atomic<int> fresh{0}, existing{0}, listed{0};
+  std::atomic<bool> go{false};
+  for (int i = 0; i < kRequests; ++i)
+    threads.emplace_back([&, i] {
+      const std::string temp = store_->uploads_dir() + "/post-" + std::to_string(i) + ".part";
+      { std::ofstream(temp, std::ios::binary) << data; }
+      ASSERT_FALSE(store_->reserve("", data.size()));
+      const int fd = ::open(temp.c_str(), O_RDONLY | O_CLOEXEC);
+      ASSERT_GE(fd, 0);
+      while (!go) std::this_thread::yield();
+      auto r =
+          store_->publish(fd, temp, std::string(64, 'a'), "pcap", "same.pcap", "", data.size());
+      ::close(fd);
+      ASSERT_TRUE(std::holds_alternative<CaptureStore::Published>(r));
+      (std::get<CaptureStore::Published>(r).existing ? existing : fresh)++;
+      listed += static_cast<int>(store_->list().size());
+    });
+  go = true;
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(fresh, 1);
+  EXPECT_EQ(existing, kRequests - 1);
+  EXPECT_EQ(store_->used(), data.size());
+  EXPECT_EQ(store_->list().size(), 1u);
+  EXPECT_TRUE(uploads_dir_entries().empty()) << uploads_dir_entries().front();
 }

@@ -153,6 +153,8 @@ class CaptureStore {
   std::shared_ptr<spdlog::logger> log_;
   mutable std::mutex mu_;
   std::map<std::string, CaptureInfo> captures_;    // by sha256
+  std::set<std::string> publishing_;               // contents being published (by sha256)
+  std::condition_variable published_;              // one of them was (or failed)
   std::map<std::string, std::uint64_t> by_owner_;  // captures plus reservations
   std::uint64_t total_ = 0;                        // likewise, everyone's
   std::set<std::string> writing_;                  // uploads being written
