@@ -4,7 +4,13 @@
 
 namespace ipfixweb::db {
 
+void configure_process() {
+  // A no-op (SQLITE_MISUSE) if SQLite was initialised before: settings stay the defaults.
+  [[maybe_unused]] static const int once = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 Database::Database(const std::string& path, Mode mode) {
+  configure_process();
   int flags = SQLITE_OPEN_NOMUTEX;  // one connection per thread; never shared
   flags |=
       mode == Mode::ReadOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "ipfixweb/shared/json_escape.hpp"
+#include "ipfixweb/shared/sqlite.hpp"
 #include "render.hpp"
 
 namespace ipfixweb::flows {
@@ -174,6 +175,7 @@ Store::Store(const std::string& path) {
     }
   }
   encoded += "?mode=ro&immutable=1";
+  ipfixweb::db::configure_process();
   int rc = sqlite3_open_v2(encoded.c_str(), &db_,
                            SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {

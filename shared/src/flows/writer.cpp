@@ -23,6 +23,7 @@
 
 #include "group_table.hpp"
 #include "ipfixweb/shared/name_guard.hpp"
+#include "ipfixweb/shared/sqlite.hpp"
 #include "packed.hpp"
 
 namespace ipfixweb::flows {
@@ -652,6 +653,7 @@ const std::string& empty_store_image(bool indexes, std::uint32_t page_size) {
       throw Error(std::string("flow store: the empty store's ") + what + ": " +
                   (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
   };
+  ipfixweb::db::configure_process();
   check(sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr),
         "open");
   guard.reset(db);
@@ -715,6 +717,7 @@ Writer::Writer(WriterConfig cfg) : cfg_(std::move(cfg)), impl_(std::make_unique<
       done += static_cast<std::size_t>(w);
     }
     const std::string path = "/proc/self/fd/" + std::to_string(m.file_fd);
+    ipfixweb::db::configure_process();
     const int rc =
         sqlite3_open_v2(path.c_str(), &m.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
     m.check(rc, "cannot open", name);

@@ -23,6 +23,12 @@ class Error : public std::runtime_error {
   int code_;
 };
 
+// Process-wide SQLite settings, applied once before the process's first connection (every
+// open in the project calls it): no memory statistics. With them on (SQLite's default), every
+// allocation of every connection takes one global mutex, which the api's handler threads and
+// the grouping's connections then share; the project never reads those statistics.
+void configure_process();
+
 class Database {
  public:
   enum class Mode { ReadWriteCreate, ReadOnly };
