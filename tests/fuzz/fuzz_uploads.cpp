@@ -17,8 +17,10 @@
 //    sent (what HEAD reports), whatever was refused, rolled back or broken off;
 //  - a finished upload is a capture whose SHA-256 (computed here) and bytes are the client's
 //    file; the same for one-shot uploads;
-//  - the quota accounting: with no upload left, the bytes counted are exactly the captures'
-//    sizes, and with nothing left, zero.
+//  - the quota accounting: after every operation an unfinished upload counts its length (or,
+//    deferred, the bytes it holds), and the bytes counted are exactly the captures' sizes plus
+//    what the unfinished uploads count (no upload the client was not told of holds any); with
+//    no upload left, exactly the captures' sizes, and with nothing left, zero.
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
@@ -443,6 +445,7 @@ class Client {
   // Every upload the store has: its data is the client's first `offset` bytes; a complete one
   // is a capture of the client's file.
   void check_uploads() {
+    std::uint64_t counted = 0;  // by the unfinished uploads
     for (auto& u : uploads_) {
       if (u.gone) continue;
       auto st = store_->upload(u.id);
@@ -467,7 +470,18 @@ class Client {
                  "upload " + u.id + " holds " + std::to_string(part.size()) +
                      " bytes that are not the client's");
       if (st->length) FUZZ_CHECK(st->offset <= *st->length);
+      const std::uint64_t held = store_->upload_reservation(u.id);
+      FUZZ_CHECK(held == st->length.value_or(st->offset),
+                 "upload " + u.id + " counts " + std::to_string(held) + " bytes, holds " +
+                     std::to_string(st->offset) + " of " +
+                     (st->length ? std::to_string(*st->length) : std::string("a deferred length")));
+      counted += held;
     }
+    std::uint64_t sizes = 0;
+    for (const auto& c : store_->list()) sizes += c.size;
+    FUZZ_CHECK(store_->used() == sizes + counted,
+               "used " + std::to_string(store_->used()) + ", captures " + std::to_string(sizes) +
+                   ", unfinished uploads " + std::to_string(counted));
   }
 
   // Removes every upload, then every capture: the bytes counted follow.
