@@ -92,11 +92,6 @@ void strip_one(std::string& s, std::initializer_list<std::string_view> suffixes)
 
 json null_if_empty(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
 
-std::string string_or_empty(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
 }  // namespace
 
 std::string ignored_name(std::string_view name) {
@@ -189,31 +184,58 @@ json to_json(const Entry& e) {
   return j;
 }
 
-std::optional<Entry> parse_entry(std::string_view line) {
+std::optional<Entry> parse_entry(std::string_view line, std::string* why) {
+  auto no = [&](std::string reason) -> std::optional<Entry> {
+    if (why) *why = std::move(reason);
+    return std::nullopt;
+  };
   json j = json::parse(line, nullptr, false);
-  if (!j.is_object()) return std::nullopt;
+  if (!j.is_object()) return no("not a JSON object (a torn line?)");
   Entry e;
-  e.outcome = string_or_empty(j, "outcome");
-  e.file = string_or_empty(j, "file");
-  if (e.outcome.empty() || e.file.empty()) return std::nullopt;
-  for (const char* k : {"size", "mtime_ns", "dev", "ino"}) {
-    auto it = j.find(k);
-    if (it == j.end() || !it->is_number_integer()) return std::nullopt;
+  // Text fields: a string, null or absent; anything else makes the line no entry.
+  using Text = std::pair<const char*, std::string*>;
+  for (auto [key, field] : std::initializer_list<Text>{{"at", &e.at},
+                                                       {"folder", &e.folder},
+                                                       {"file", &e.file},
+                                                       {"outcome", &e.outcome},
+                                                       {"reason", &e.reason},
+                                                       {"task_id", &e.task_id},
+                                                       {"key", &e.key},
+                                                       {"sha256", &e.sha256},
+                                                       {"format", &e.format},
+                                                       {"kind", &e.kind},
+                                                       {"output_path", &e.output_path}}) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_string()) return no(std::string("\"") + key + "\" is not a string");
+    *field = it->get<std::string>();
   }
-  e.at = string_or_empty(j, "at");
-  e.folder = string_or_empty(j, "folder");
-  e.reason = string_or_empty(j, "reason");
-  e.task_id = string_or_empty(j, "task_id");
-  e.key = string_or_empty(j, "key");
-  e.sha256 = string_or_empty(j, "sha256");
-  e.format = string_or_empty(j, "format");
-  e.kind = string_or_empty(j, "kind");
-  e.output_path = string_or_empty(j, "output_path");
-  e.existing = j.value("existing", false);
-  e.stat.size = j["size"].get<std::uint64_t>();
-  e.stat.mtime_ns = j["mtime_ns"].get<std::int64_t>();
-  e.stat.dev = j["dev"].get<std::uint64_t>();
-  e.stat.ino = j["ino"].get<std::uint64_t>();
+  if (e.file.empty()) return no("no \"file\"");
+  if (std::find(kOutcomes.begin(), kOutcomes.end(), e.outcome) == kOutcomes.end())
+    return no("\"outcome\" is not one of submitted, duplicate, skipped, refused");
+  // The version: counts are integers from 0, times any integer.
+  using Count = std::pair<const char*, std::uint64_t*>;
+  for (auto [key, field] : std::initializer_list<Count>{
+           {"size", &e.stat.size}, {"dev", &e.stat.dev}, {"ino", &e.stat.ino}}) {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_number_unsigned())
+      return no(std::string("\"") + key + "\" is not an integer from 0");
+    *field = it->get<std::uint64_t>();
+  }
+  auto time_field = [&](const char* key, std::int64_t& out) {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_number_integer()) return false;
+    if (it->is_number_unsigned() &&
+        it->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
+      return false;
+    out = it->get<std::int64_t>();
+    return true;
+  };
+  if (!time_field("mtime_ns", e.stat.mtime_ns)) return no("\"mtime_ns\" is not an integer");
+  if (auto it = j.find("existing"); it != j.end()) {
+    if (!it->is_boolean()) return no("\"existing\" is not true or false");
+    e.existing = it->get<bool>();
+  }
   return e;
 }
 
@@ -228,7 +250,8 @@ using drop::Entry;
 using drop::FileStat;
 
 constexpr std::size_t kRecentEntries = drop::kMaxDropEntries;
-constexpr double kMaxBackoff = 60;  // seconds between attempts the broker refused
+constexpr double kMaxBackoff = 60;               // seconds between attempts the broker refused
+constexpr std::size_t kMaxJournalWarnings = 20;  // journal lines that are no entry, one by one
 
 constexpr std::uint32_t kWatchMask = IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO |
                                      IN_MOVED_FROM | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF |
@@ -467,23 +490,26 @@ struct DropFolder::Impl {
         ::open(journal_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640));
     if (!journal)
       throw std::runtime_error("--drop-journal " + journal_path + ": " + errno_text(errno));
-    std::size_t bad = 0, good = 0;
+    std::size_t bad = 0, good = 0, line_no = 0;
     for (std::size_t start = 0; start < text.size();) {
       std::size_t end = std::min(text.find('\n', start), text.size());
       const std::string_view line(text.data() + start, end - start);
+      ++line_no;
       if (!line.empty()) {
-        if (auto e = drop::parse_entry(line)) {
+        std::string why;
+        if (auto e = drop::parse_entry(line, &why)) {
           remember(*e);
           ++good;
-        } else {
-          ++bad;
+        } else if (++bad <= kMaxJournalWarnings) {
+          log->warn("drop folder: journal {} line {} is not an entry ({}): ignored", journal_path,
+                    line_no, why);
         }
       }
       start = end + 1;
     }
     // A torn last line (a crash while it was written) must not swallow the next one.
     if (!text.empty() && text.back() != '\n') write_all("\n");
-    if (bad > 0)
+    if (bad > kMaxJournalWarnings)
       log->warn("drop folder: {} lines of the journal {} are not entries (ignored)", bad,
                 journal_path);
     log->info("drop folder: journal {} has {} entries", journal_path, good);

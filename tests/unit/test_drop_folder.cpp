@@ -201,6 +201,26 @@ TEST(DropJournal, AnEntryRoundTripsAndATornLineIsNotAnEntry) {
   EXPECT_FALSE(drop::parse_entry(R"({"outcome":"skipped"})"));
 }
 
+TEST(DropJournal, ALineWithWronglyTypedFieldsIsNotAnEntryAndSaysWhy) {
+  const std::string good =
+      R"({"outcome":"submitted","file":"x.pcap","size":1,"mtime_ns":-5,"dev":1,"ino":1)";
+  ASSERT_TRUE(drop::parse_entry(good + "}"));
+  EXPECT_EQ(drop::parse_entry(good + "}")->stat.mtime_ns, -5);  // before 1970: still a time
+  for (const std::string& bad : std::vector<std::string>{
+           good + R"(,"existing":"true"})", good + R"(,"existing":null})", good + R"(,"file":7})",
+           good + R"(,"sha256":["a"]})", good + R"(,"task_id":{}})", good + R"(,"outcome":"won"})",
+           R"({"outcome":"submitted","file":"x.pcap","size":-1,"mtime_ns":1,"dev":1,"ino":1})",
+           R"({"outcome":"submitted","file":"x.pcap","size":1.5,"mtime_ns":1,"dev":1,"ino":1})",
+           R"({"outcome":"submitted","file":"x.pcap","size":1,"mtime_ns":"1","dev":1,"ino":1})",
+           R"({"outcome":"submitted","file":"x.pcap","size":1,"mtime_ns":1,"dev":-2,"ino":1})",
+           R"({"outcome":"submitted","file":"x.pcap","size":1,"mtime_ns":18446744073709551615,)"
+           R"("dev":1,"ino":1})"}) {
+    std::string why;
+    EXPECT_FALSE(drop::parse_entry(bad, &why)) << bad;
+    EXPECT_NE(why, "") << bad;
+  }
+}
+
 // ---- the watcher -------------------------------------------------------------------------
 
 namespace {
@@ -452,6 +472,28 @@ TEST_F(DropFolderTest, ARestartWithTheSameJournalSubmitsNothingAgain) {
   EXPECT_EQ(calls_.size(), 2u);
   start();
   EXPECT_EQ(entries().size(), 3u);
+}
+
+TEST_F(DropFolderTest, AJournalLineWithWronglyTypedFieldsIsSkippedNotFatal) {
+  write_file(folder() + "/a.pcap", sample_pcap());
+  start();
+  run(100, 110);
+  ASSERT_EQ(calls_.size(), 1u);
+  // Someone edited the journal by hand; the next line (the api's own) must still count.
+  const std::string ours = read_file(journal());
+  write_file(journal(),
+             R"({"outcome":"submitted","file":"x.pcap","size":1,"mtime_ns":1,"dev":1,"ino":1,)"
+             R"("existing":"true"})"
+             "\n" +
+                 ours +
+                 R"({"outcome":"skipped","file":"y.pcap","size":-1,"mtime_ns":1,"dev":1,"ino":1})"
+                 "\n");
+  ASSERT_NO_THROW(start());
+  auto e = entries();
+  ASSERT_EQ(e.size(), 1u) << e.dump();
+  EXPECT_EQ(e[0]["file"], "a.pcap");
+  run(0, 20);
+  EXPECT_EQ(calls_.size(), 1u) << "the version the good line names was submitted again";
 }
 
 TEST_F(DropFolderTest, ARenameIsNotANewTaskButNewContentUnderTheSameNameIs) {

@@ -131,8 +131,10 @@ struct Entry {
   FileStat stat;
 };
 nlohmann::json to_json(const Entry& e);
-// nullopt for a line that is not an entry (a torn last line after a crash).
-std::optional<Entry> parse_entry(std::string_view line);
+// nullopt for a line that is not an entry: a torn last line after a crash, or a line whose
+// fields have the wrong JSON type or range (a negative size, "existing": "true"); `why`, when
+// given, says what is wrong with it.
+std::optional<Entry> parse_entry(std::string_view line, std::string* why = nullptr);
 
 }  // namespace drop
 
