@@ -103,6 +103,47 @@ std::string ignored_name(std::string_view name) {
   return {};
 }
 
+std::string log_text(std::string_view text) {
+  static const char* const kHex = "0123456789abcdef";
+  std::string out = "\"";
+  auto hex = [&](unsigned char c) {
+    out += "\\x";
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 0xF]);
+  };
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(c));
+      ++i;
+    } else if (c == '\n' || c == '\r' || c == '\t') {
+      out += c == '\n' ? "\\n" : c == '\r' ? "\\r" : "\\t";
+      ++i;
+    } else if (c < 0x20 || c == 0x7f) {
+      hex(c);
+      ++i;
+    } else if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+    } else {
+      // One UTF-8 character, unless it is not one or it is a C1 control (U+0080..U+009F).
+      const std::size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+      const std::string_view ch = text.substr(i, n);
+      if (ch.size() == n && is_valid_utf8(ch) &&
+          !(c == 0xC2 && static_cast<unsigned char>(ch[1]) < 0xA0)) {
+        out.append(ch);
+        i += n;
+      } else {
+        hex(c);
+        ++i;
+      }
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
 bool Settle::observe(const FileStat& st, double now) {
   if (seen_ && st == last_) return false;
   seen_ = true;
@@ -554,10 +595,11 @@ struct DropFolder::Impl {
     if (!write_all(line) || ::fdatasync(journal.get()) != 0)
       log->error("drop folder: cannot write the journal {}: {}", journal_path, errno_text(errno));
     if (e.outcome == kSkipped || e.outcome == kRefused)
-      log->warn("drop folder {}: {} {}: {}", e.folder, e.file, e.outcome, e.reason);
+      log->warn("drop folder {}: {} {}: {}", e.folder, drop::log_text(e.file), e.outcome,
+                drop::log_text(e.reason));
     else
-      log->info("drop folder {}: {} {} as task {}{}", e.folder, e.file, e.outcome, e.task_id,
-                e.reason.empty() ? "" : " (" + e.reason + ")");
+      log->info("drop folder {}: {} {} as task {}{}", e.folder, drop::log_text(e.file), e.outcome,
+                e.task_id, e.reason.empty() ? "" : " (" + drop::log_text(e.reason) + ")");
     remember(e);
   }
 
@@ -674,7 +716,7 @@ struct DropFolder::Impl {
           it = files.erase(it);
           continue;
         }
-        log->warn("drop folder {}: {}: {}", f.path, key.second, errno_text(errno));
+        log->warn("drop folder {}: {}: {}", f.path, drop::log_text(key.second), errno_text(errno));
         ++it;
         continue;
       }
@@ -726,8 +768,8 @@ struct DropFolder::Impl {
     t.next_try = now + std::max(backoff, std::min(hint, kMaxBackoff));
     t.reason = std::move(reason);
     t.state = State::Retrying;
-    log->info("drop folder {}: {}: not submitted yet ({}); again in {:.1f} s", f.path, name,
-              t.reason, t.next_try - now);
+    log->info("drop folder {}: {}: not submitted yet ({}); again in {:.1f} s", f.path,
+              drop::log_text(name), drop::log_text(t.reason), t.next_try - now);
   }
 
   // A ready file: skipped, a duplicate, or submitted.

@@ -9,14 +9,17 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
 #include <nlohmann/json.hpp>
 
 #include "ipfixweb/api/drop_folder.hpp"
 #include "ipfixweb/capture/format.hpp"
+#include "ipfixweb/shared/logging.hpp"
 #include "ipfixweb/shared/paths.hpp"
 
 using namespace ipfixweb;
@@ -163,6 +166,17 @@ TEST(DropKey, TheSameNameInTwoFoldersOrWithNewContentGetsAnotherOutput) {
   EXPECT_NE(drop::output_path("drop", "", "x.pcap", a), drop::output_path("drop", "", "x.pcap", b));
   // The same content under two names is one key: one task.
   EXPECT_EQ(drop::idempotency_key(a), drop::idempotency_key(sha256_hex("capture one")));
+}
+
+TEST(DropLog, NamesAreQuotedWithControlCharactersAndBytesThatAreNotUtf8Escaped) {
+  EXPECT_EQ(drop::log_text("day1.pcap"), "\"day1.pcap\"");
+  EXPECT_EQ(drop::log_text("a\nb\r\t\"q\"\\"), R"("a\nb\r\t\"q\"\\")");
+  EXPECT_EQ(drop::log_text("\x1b[2J\x7f"), R"("\x1b[2J\x7f")");
+  EXPECT_EQ(drop::log_text("caf\xc3\xa9 \xe2\x82\xac"), "\"caf\xc3\xa9 \xe2\x82\xac\"");  // é €
+  EXPECT_EQ(drop::log_text("\xc2\x9b"
+                           "31m"),
+            R"("\xc2\x9b31m")");  // C1 CSI
+  EXPECT_EQ(drop::log_text("\xff\xc3"), R"("\xff\xc3")");
 }
 
 TEST(DropDecide, CapturesAreConvertedIpfixIsIngestedAndAnythingElseIsSkipped) {
@@ -533,6 +547,27 @@ TEST_F(DropFolderTest, ACopyOfSubmittedContentIsRecordedAsADuplicateOfItsTask) {
   run(0, 20);
   EXPECT_EQ(calls_.size(), 1u);
   EXPECT_EQ(entries()[0]["outcome"], "duplicate");
+}
+
+TEST_F(DropFolderTest, AFileNameCannotForgeLogLines) {
+  std::ostringstream out;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out);
+  auto log = logger("api");
+  log->sinks().push_back(sink);
+  const std::string forged = "2026-12-05 13:00:00.000 critical [api:1] admin token leaked";
+  write_file(folder() + "/x\n" + forged + "\ny.txt", "not a capture\n");
+  write_file(folder() + "/\x1b]0;owned\x07.txt", "not a capture either\n");
+  start();
+  run(100, 110);
+  log->sinks().pop_back();
+  ASSERT_EQ(entries().size(), 2u);
+  const std::string text = out.str();
+  EXPECT_NE(text.find(R"(\n2026-12-05 13:00:00.000 critical)"), std::string::npos) << text;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_NE(line.rfind("2026-12-05", 0), 0u) << "a forged line: " << line;
+    EXPECT_EQ(line.find('\x1b'), std::string::npos) << "a raw escape: " << line;
+  }
 }
 
 TEST_F(DropFolderTest, SymbolicLinksAreSkippedNeverFollowed) {

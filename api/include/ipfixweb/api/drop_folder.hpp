@@ -54,6 +54,12 @@ namespace drop {
 // ("*.part", "*.tmp", "*~", ...).
 std::string ignored_name(std::string_view name);
 
+// A file name (or a text that may hold one) as the log shows it: in double quotes, with
+// quotes, backslashes, control characters (C0, DEL, C1) and bytes that are not UTF-8 escaped
+// ("\n", "\x1b", "\xff"), so that a dropped file's name cannot forge log lines or send
+// terminal escapes.
+std::string log_text(std::string_view text);
+
 // What stat() says of one version of a file.
 struct FileStat {
   std::uint64_t dev = 0, ino = 0, size = 0;
