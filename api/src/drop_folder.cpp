@@ -424,8 +424,9 @@ struct DropFolder::Impl {
 
   // Shared with listing().
   mutable std::mutex mu;
-  std::deque<Entry> recent;  // guarded by mu
-  json waiting;              // guarded by mu
+  std::deque<Entry> recent;       // guarded by mu
+  json waiting;                   // guarded by mu: the first kRecentEntries files waiting
+  std::size_t waiting_total = 0;  // guarded by mu: all files waiting
 
   Impl(DropConfig c, const Roots& r, const std::string& db_path, Submit s)
       : cfg(std::move(c)), roots(r), submit(std::move(s)) {
@@ -850,9 +851,10 @@ struct DropFolder::Impl {
 
   void publish() {
     json list = json::array();
+    std::size_t total = 0;
     for (const auto& [key, t] : files) {
       if (t.state == State::Done) continue;
-      if (list.size() >= kRecentEntries) break;
+      if (++total > kRecentEntries) continue;
       json w = {{"folder", folders[key.first].path},
                 {"file", key.second},
                 {"size", t.settle.last().size},
@@ -867,6 +869,7 @@ struct DropFolder::Impl {
     }
     std::lock_guard<std::mutex> lock(mu);
     waiting = std::move(list);
+    waiting_total = total;
   }
 
   double step(double now) {
@@ -931,6 +934,8 @@ json DropFolder::listing(std::size_t limit) const {
           {"folders", std::move(folders)},
           {"settle_seconds", impl_->cfg.settle_s},
           {"waiting", impl_->waiting},
+          {"waiting_total", impl_->waiting_total},
+          {"waiting_truncated", impl_->waiting_total > impl_->waiting.size()},
           {"entries", std::move(entries)}};
 }
 
@@ -953,11 +958,10 @@ void drop_route(const DropFolder* drop, const http::Request& req, http::Response
                      {{"limit", "must be from 1 to " + std::to_string(kRecentEntries)}});
     limit = static_cast<std::size_t>(n);
   }
-  json body = drop ? drop->listing(limit)
-                   : json{{"enabled", false},
-                          {"folders", json::array()},
-                          {"waiting", json::array()},
-                          {"entries", json::array()}};
+  json body =
+      drop ? drop->listing(limit)
+           : json{{"enabled", false},   {"folders", json::array()},   {"waiting", json::array()},
+                  {"waiting_total", 0}, {"waiting_truncated", false}, {"entries", json::array()}};
   res.status = 200;
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }

@@ -611,14 +611,19 @@ json schemas() {
   json drop = closed_object(
       {{"enabled", {{"type", "boolean"}}},
        {"folders", {{"type", "array"}, {"items", closed_object({{"path", string_schema()}})}}},
-       {"waiting", {{"type", "array"}, {"items", waiting}}},
+       {"waiting", {{"type", "array"}, {"items", waiting}, {"maxItems", drop::kMaxDropEntries}}},
+       {"waiting_total", count},
+       {"waiting_truncated", {{"type", "boolean"}}},
        {"entries", {{"type", "array"}, {"items", ref("DropEntry")}}}});
-  drop["required"] = {"enabled", "folders", "waiting", "entries"};
+  drop["required"] = {"enabled",       "folders",           "waiting",
+                      "waiting_total", "waiting_truncated", "entries"};
+  drop["properties"]["waiting"]["description"] =
+      "the files not yet decided, at most " + std::to_string(drop::kMaxDropEntries) +
+      " (waiting_total counts them all; waiting_truncated is true when some are not listed)";
   drop["properties"]["settle_seconds"] = {{"type", "number"}, {"minimum", 0}};
-  drop["example"] = {{"enabled", false},
-                     {"folders", json::array()},
-                     {"waiting", json::array()},
-                     {"entries", json::array()}};
+  drop["example"] = {{"enabled", false},           {"folders", json::array()},
+                     {"waiting", json::array()},   {"waiting_total", 0},
+                     {"waiting_truncated", false}, {"entries", json::array()}};
 
   return {{"Problem", problem},
           {"ValidationProblem", validation},

@@ -634,6 +634,24 @@ TEST_F(DropFolderTest, StartRefusesFoldersOutsideTheInputRootsAndOptionsTheApiRe
   EXPECT_TRUE(fs::is_directory(dir_ + "/input/new/inbox"));
 }
 
+TEST_F(DropFolderTest, TheWaitingListSaysHowManyFilesWaitWhenItIsCut) {
+  const std::size_t n = drop::kMaxDropEntries + 5;
+  for (std::size_t i = 0; i < n; ++i)
+    write_file(folder() + "/f" + std::to_string(i) + ".pcap", "x");
+  start();
+  run(100, 101);  // still settling
+  json l = watcher_->listing(1);
+  EXPECT_EQ(l["waiting"].size(), drop::kMaxDropEntries);
+  EXPECT_EQ(l["waiting_total"], n);
+  EXPECT_EQ(l["waiting_truncated"], true);
+  for (std::size_t i = 0; i < 5; ++i) fs::remove(folder() + "/f" + std::to_string(i) + ".pcap");
+  run(101.5, 101.5);
+  l = watcher_->listing(1);
+  EXPECT_EQ(l["waiting"].size(), drop::kMaxDropEntries);
+  EXPECT_EQ(l["waiting_total"], drop::kMaxDropEntries);
+  EXPECT_EQ(l["waiting_truncated"], false);
+}
+
 TEST_F(DropFolderTest, TheRouteListsTheNewestEntriesFirstAndIsEmptyWhenOff) {
   for (int i = 0; i < 3; ++i)
     write_file(folder() + "/n" + std::to_string(i) + ".txt", "text " + std::to_string(i));
@@ -662,4 +680,6 @@ TEST_F(DropFolderTest, TheRouteListsTheNewestEntriesFirstAndIsEmptyWhenOff) {
   drop_route(nullptr, http::Request{}, off, problem);
   EXPECT_EQ(off.status, 200);
   EXPECT_EQ(json::parse(off.body)["enabled"], false);
+  EXPECT_EQ(json::parse(off.body)["waiting_total"], 0);
+  EXPECT_EQ(json::parse(off.body)["waiting_truncated"], false);
 }
