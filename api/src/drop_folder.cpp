@@ -761,6 +761,12 @@ struct DropFolder::Impl {
     }
   }
 
+  // Whether `path` still names this version of the file (not followed if it is a link).
+  static bool still_there(const std::string& path, const FileStat& st) {
+    struct stat sb {};
+    return ::lstat(path.c_str(), &sb) == 0 && S_ISREG(sb.st_mode) && stat_of(sb) == st;
+  }
+
   // Tried again after a backoff of 1, 2, 4 ... s (at most kMaxBackoff), or `hint` seconds.
   void later(const Folder& f, const std::string& name, Tracked& t, double now, std::string reason,
              double hint = 0) {
@@ -822,6 +828,9 @@ struct DropFolder::Impl {
       return finish(t, st);
     }
     e.output_path = drop::output_path(cfg.output, f.tag, name, e.sha256);
+    // The task names the file by its path: it must still lead to this version (a rename while
+    // it was read would make the api refuse a path that no longer exists).
+    if (!still_there(path, st)) return;
     json body = options;
     body["pcap_files"] = {path};
     body["output_path"] = e.output_path;
@@ -843,6 +852,15 @@ struct DropFolder::Impl {
     }
     if (res.status >= 500)  // the broker is busy, away or short of space: later
       return later(f, name, t, now, refusal_text(res), retry_after(res));
+    // Renamed or replaced while the api checked the request ("does not exist"): not a refusal
+    // of this version; the next round finds the file under its new name.
+    if (!still_there(path, st)) {
+      log->info(
+          "drop folder {}: {} was renamed or replaced while it was submitted ({}); "
+          "looking at it again",
+          f.path, drop::log_text(name), drop::log_text(refusal_text(res)));
+      return;
+    }
     e.outcome = kRefused;
     e.reason = refusal_text(res);
     record(std::move(e));

@@ -11,6 +11,7 @@
 #include <functional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -267,6 +268,7 @@ class DropFolderTest : public ::testing::Test {
     watcher_ = std::make_unique<DropFolder>(
         cfg_, roots_, dir_ + "/ipfixweb.db", [this](const json& body, const std::string& key) {
           calls_.push_back({body, key});
+          if (auto during = std::exchange(during_submit_, nullptr)) during();
           http::Response res;
           if (!answers_.empty()) {
             res = answers_.front();
@@ -298,6 +300,7 @@ class DropFolderTest : public ::testing::Test {
   std::unique_ptr<DropFolder> watcher_;
   std::vector<Call> calls_;
   std::vector<http::Response> answers_;  // given in order; then 202
+  std::function<void()> during_submit_;  // done once, while the next submission is under way
 };
 
 http::Response answer(int status, const std::string& detail, const std::string& retry_after = "") {
@@ -464,6 +467,25 @@ TEST_F(DropFolderTest, ARefusalByTheApiIsRecordedAndNotRetried) {
   write_file(folder() + "/a.pcap", tiny_pcap());
   run(200, 210, 1);
   EXPECT_EQ(calls_.size(), 2u);
+}
+
+TEST_F(DropFolderTest, AFileRenamedWhileItIsSubmittedIsNotRefusedButTakenUnderItsNewName) {
+  write_file(folder() + "/big.pcap", sample_pcap());
+  // The api checks the request after the rename: the old path does not exist.
+  answers_ = {answer(422, "the task request is not valid: pcap_files[0]: does not exist")};
+  during_submit_ = [&] { fs::rename(folder() + "/big.pcap", folder() + "/site-a_big.pcap"); };
+  start();
+  run(100, 130);
+  ASSERT_EQ(calls_.size(), 2u);
+  EXPECT_EQ(calls_[0].body["pcap_files"][0], folder() + "/big.pcap");
+  EXPECT_EQ(calls_[1].body["pcap_files"][0], folder() + "/site-a_big.pcap");
+  EXPECT_EQ(calls_[1].key, calls_[0].key);
+  auto e = entries();
+  ASSERT_EQ(e.size(), 1u) << e.dump();
+  EXPECT_EQ(e[0]["file"], "site-a_big.pcap");
+  EXPECT_EQ(e[0]["outcome"], "submitted");
+  run(130, 200, 5);
+  EXPECT_EQ(calls_.size(), 2u) << "taken once under its new name";
 }
 
 TEST_F(DropFolderTest, ARestartWithTheSameJournalSubmitsNothingAgain) {
