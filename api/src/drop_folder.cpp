@@ -219,6 +219,7 @@ json to_json(const Entry& e) {
             {"output_path", null_if_empty(e.output_path)},
             {"size", e.stat.size},
             {"mtime_ns", e.stat.mtime_ns},
+            {"ctime_ns", e.stat.ctime_ns == kUnknownCtime ? json(nullptr) : json(e.stat.ctime_ns)},
             {"dev", e.stat.dev},
             {"ino", e.stat.ino}};
   if (e.outcome == kSubmitted) j["existing"] = e.existing;
@@ -273,6 +274,11 @@ std::optional<Entry> parse_entry(std::string_view line, std::string* why) {
     return true;
   };
   if (!time_field("mtime_ns", e.stat.mtime_ns)) return no("\"mtime_ns\" is not an integer");
+  // Journals written before the ctime was recorded have none.
+  if (auto it = j.find("ctime_ns"); it == j.end() || it->is_null())
+    e.stat.ctime_ns = kUnknownCtime;
+  else if (!time_field("ctime_ns", e.stat.ctime_ns) || e.stat.ctime_ns == kUnknownCtime)
+    return no("\"ctime_ns\" is not an integer");
   if (auto it = j.find("existing"); it != j.end()) {
     if (!it->is_boolean()) return no("\"existing\" is not true or false");
     e.existing = it->get<bool>();
@@ -301,7 +307,8 @@ constexpr std::uint32_t kWatchMask = IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN
 FileStat stat_of(const struct stat& st) {
   return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
           static_cast<std::uint64_t>(st.st_size),
-          static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+          static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+          static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec};
 }
 
 std::string errno_text(int err) { return std::strerror(err); }
@@ -417,7 +424,16 @@ struct DropFolder::Impl {
 
   // Owned by the thread that calls step().
   std::map<Key, Tracked> files;
-  std::set<FileStat> decided;            // versions the journal has an entry for
+  // What the journal knows of a version, whatever its ctime: its last entry.
+  struct Prior {
+    std::string outcome, reason, sha256;
+    bool ctime_known = true;
+    // Refused before it was read (the api could not open it): tried again when the ctime
+    // changes (chmod).
+    bool unread_refusal() const { return outcome == kRefused && sha256.empty(); }
+  };
+  std::set<FileStat> decided;            // versions (with their ctime) the journal has an entry for
+  std::map<FileStat, Prior> priors;      // by the version without its ctime (base())
   std::map<std::string, Entry> by_hash;  // submitted content: its entry
   double next_rescan = -1e300;           // the first round lists every folder
   double tick = 1;                       // seconds between rounds while files wait
@@ -575,9 +591,41 @@ struct DropFolder::Impl {
     return true;
   }
 
+  static FileStat base(FileStat st) {
+    st.ctime_ns = 0;
+    return st;
+  }
+
+  // What the journal has for this version when only its ctime differs (renamed, chmod'ed, or
+  // rewritten with the modification time set back); null when nothing or the same ctime.
+  const Prior* prior_of(const FileStat& st) const {
+    if (decided.count(st)) return nullptr;
+    auto p = priors.find(base(st));
+    return p == priors.end() ? nullptr : &p->second;
+  }
+
+  // Decided: the journal has this version, or has it without a ctime (written by an api that
+  // did not record it) and did not refuse it unread.
+  bool is_decided(const FileStat& st) const {
+    if (decided.count(st)) return true;
+    const Prior* p = prior_of(st);
+    return p && !p->ctime_known && !p->unread_refusal();
+  }
+
+  // The same content (or the same skip) as the journal's entry for this version with another
+  // ctime: known from now on, with no journal line and no task.
+  void decided_again(const Folder& f, const std::string& name, Tracked& t, const FileStat& st) {
+    decided.insert(st);
+    log->debug("drop folder {}: {}: renamed or its attributes changed; nothing new", f.path,
+               drop::log_text(name));
+    finish(t, st);
+  }
+
   // What the journal says is known: the versions decided, and the content submitted.
   void remember(const Entry& e) {
-    decided.insert(e.stat);
+    const bool ctime_known = e.stat.ctime_ns != drop::kUnknownCtime;
+    if (ctime_known) decided.insert(e.stat);
+    priors[base(e.stat)] = {e.outcome, e.reason, e.sha256, ctime_known};
     if ((e.outcome == kSubmitted || e.outcome == kDuplicate) && !e.sha256.empty() &&
         !e.task_id.empty())
       by_hash.emplace(e.sha256, e);
@@ -727,7 +775,9 @@ struct DropFolder::Impl {
       }
       const FileStat st = stat_of(sb);
       if (!S_ISREG(sb.st_mode)) {
-        if (!decided.count(st)) {
+        if (is_decided(st) || prior_of(st)) {
+          decided.insert(st);  // a link or FIFO renamed or chown'ed: nothing new
+        } else {
           Entry e = entry_for(f, key.second, st);
           e.outcome = kSkipped;
           e.reason = S_ISLNK(sb.st_mode)
@@ -750,7 +800,7 @@ struct DropFolder::Impl {
         t.reason.clear();
         if (changed) t.sha256.clear();
       }
-      if (decided.count(st)) {  // renamed, or decided before a restart
+      if (is_decided(st)) {  // decided before a restart
         finish(t, st);
         ++it;
         continue;
@@ -782,21 +832,25 @@ struct DropFolder::Impl {
   // A ready file: skipped, a duplicate, or submitted.
   void take(const Folder& f, const std::string& name, Tracked& t, const FileStat& st, double now) {
     Entry e = entry_for(f, name, st);
-    auto skip = [&](std::string reason) {
-      e.outcome = kSkipped;
+    // Only the ctime differs from a version the journal has: decided again when the outcome is
+    // the same (a renamed or chmod'ed file); new content, or a file refused unread that can be
+    // read now, goes on.
+    const Prior* prior = prior_of(st);
+    auto unread = [&](std::string_view outcome, std::string reason) {
+      if (prior && prior->outcome == outcome && prior->reason == reason && prior->sha256.empty())
+        return decided_again(f, name, t, st);
+      e.outcome = outcome;
       e.reason = std::move(reason);
       record(std::move(e));
       finish(t, st);
     };
+    auto skip = [&](std::string reason) { unread(kSkipped, std::move(reason)); };
     if (!is_valid_utf8(name)) return skip("the name is not valid UTF-8 (task paths are JSON text)");
     const std::string path = f.path + "/" + name;
     confine::Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
     if (!fd) {
       if (errno == ENOENT || errno == ELOOP) return;  // replaced: the next round sees it
-      e.outcome = kRefused;
-      e.reason = "cannot be read: " + errno_text(errno);
-      record(std::move(e));
-      return finish(t, st);
+      return unread(kRefused, "cannot be read: " + errno_text(errno));
     }
     struct stat sb {};
     if (::fstat(fd.get(), &sb) != 0 || !S_ISREG(sb.st_mode) || stat_of(sb) != st) return;
@@ -817,13 +871,14 @@ struct DropFolder::Impl {
       if (::fstat(fd.get(), &sb) != 0 || stat_of(sb) != st || h->bytes != st.size) return;
       t.sha256 = h->hex;
     }
+    if (prior && prior->sha256 == t.sha256) return decided_again(f, name, t, st);
     e.sha256 = t.sha256;
     e.key = drop::idempotency_key(e.sha256);
-    if (auto prior = by_hash.find(e.sha256); prior != by_hash.end()) {
+    if (auto first = by_hash.find(e.sha256); first != by_hash.end()) {
       e.outcome = kDuplicate;
-      e.task_id = prior->second.task_id;
-      e.output_path = prior->second.output_path;
-      e.reason = "the same content as " + prior->second.folder + "/" + prior->second.file;
+      e.task_id = first->second.task_id;
+      e.output_path = first->second.output_path;
+      e.reason = "the same content as " + first->second.folder + "/" + first->second.file;
       record(std::move(e));
       return finish(t, st);
     }

@@ -595,6 +595,7 @@ json schemas() {
       {"output_path", nullable(string_schema())},
       {"size", count},
       {"mtime_ns", {{"type", "integer"}}},
+      {"ctime_ns", nullable({{"type", "integer"}})},
       {"dev", count},
       {"ino", count},
   });

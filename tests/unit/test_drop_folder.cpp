@@ -1,9 +1,13 @@
 // The drop folder (docs/drop-folder.md): its pure rules (ignored names, readiness, key and
 // output name, what a file is, the journal line), then the watcher itself on real directories
 // driven by a clock the test moves and a fake submit route in place of the broker.
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include <cstdlib>
 #include <filesystem>
@@ -214,6 +218,13 @@ TEST(DropJournal, AnEntryRoundTripsAndATornLineIsNotAnEntry) {
   EXPECT_FALSE(drop::parse_entry(line.substr(0, line.size() / 2)));
   EXPECT_FALSE(drop::parse_entry(""));
   EXPECT_FALSE(drop::parse_entry(R"({"outcome":"skipped"})"));
+  // A journal written before the ctime was recorded: the ctime is unknown.
+  json old = drop::to_json(e);
+  old.erase("ctime_ns");
+  auto legacy = drop::parse_entry(old.dump());
+  ASSERT_TRUE(legacy);
+  EXPECT_EQ(legacy->stat.ctime_ns, drop::kUnknownCtime);
+  EXPECT_TRUE(drop::to_json(*legacy)["ctime_ns"].is_null());
 }
 
 TEST(DropJournal, ALineWithWronglyTypedFieldsIsNotAnEntryAndSaysWhy) {
@@ -547,6 +558,117 @@ TEST_F(DropFolderTest, ARenameIsNotANewTaskButNewContentUnderTheSameNameIs) {
   ASSERT_EQ(calls_.size(), 2u);
   EXPECT_EQ(calls_[1].key, "drop:sha256:" + sha256_hex(tiny_pcap()));
   EXPECT_NE(calls_[1].body["output_path"], calls_[0].body["output_path"]);
+}
+
+TEST_F(DropFolderTest, NewContentWithTheSameInodeSizeAndModificationTimeIsANewTask) {
+  const std::string a = sample_pcap();
+  std::string b = a;
+  b.back() = static_cast<char>(b.back() ^ 0x55);  // inside the last packet's data
+  const std::string path = folder() + "/day1.pcap";
+  write_file(path, a);
+  start();
+  run(100, 110);
+  ASSERT_EQ(calls_.size(), 1u);
+  struct stat before {};
+  ASSERT_EQ(::lstat(path.c_str(), &before), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // another ctime
+  {
+    // Rewritten in place, then its modification time set back (cp --preserve=timestamps,
+    // rsync --inplace -t).
+    std::fstream out(path, std::ios::binary | std::ios::in | std::ios::out);
+    out.write(b.data(), static_cast<std::streamsize>(b.size()));
+  }
+  const timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
+  struct stat after {};
+  ASSERT_EQ(::lstat(path.c_str(), &after), 0);
+  ASSERT_EQ(after.st_ino, before.st_ino);
+  ASSERT_EQ(after.st_size, before.st_size);
+  ASSERT_EQ(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
+  run(110, 130);
+  ASSERT_EQ(calls_.size(), 2u);
+  EXPECT_EQ(calls_[1].key, "drop:sha256:" + sha256_hex(b));
+  // The same content touched back the same way: nothing new.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
+  run(130, 150);
+  EXPECT_EQ(calls_.size(), 2u);
+  EXPECT_EQ(entries().size(), 2u);
+}
+
+TEST_F(DropFolderTest, AFileRefusedAsUnreadableIsTakenOnceItsPermissionsAreFixed) {
+  const std::string path = folder() + "/day1.pcap";
+  write_file(path, sample_pcap());
+  ::chmod(path.c_str(), 0600);
+  // The journal of an api that could not open it (running as another user than the file's).
+  struct stat sb {};
+  ASSERT_EQ(::lstat(path.c_str(), &sb), 0);
+  drop::Entry refused;
+  refused.at = "2026-01-02T03:04:05.678Z";
+  refused.folder = folder();
+  refused.file = "day1.pcap";
+  refused.outcome = "refused";
+  refused.reason = "cannot be read: Permission denied";
+  refused.stat = {static_cast<std::uint64_t>(sb.st_dev), static_cast<std::uint64_t>(sb.st_ino),
+                  static_cast<std::uint64_t>(sb.st_size),
+                  sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec,
+                  sb.st_ctim.tv_sec * 1000000000LL + sb.st_ctim.tv_nsec};
+  write_file(journal(), drop::to_json(refused).dump() + "\n");
+  start();
+  run(100, 130);
+  EXPECT_TRUE(calls_.empty()) << "the refused version was tried again unchanged";
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ::chmod(path.c_str(), 0644);  // the operator fixes the permission: only the ctime changes
+  run(130, 150);
+  ASSERT_EQ(calls_.size(), 1u);
+  auto e = entries();
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ(e[0]["outcome"], "submitted");
+  // Once submitted, a chmod or a rename (both change the ctime only) is nothing new.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ::chmod(path.c_str(), 0640);
+  run(150, 170);
+  fs::rename(path, folder() + "/day1-renamed.pcap");
+  run(170, 190);
+  EXPECT_EQ(calls_.size(), 1u);
+  EXPECT_EQ(entries().size(), 2u);
+  // Neither after a restart: the file is read again, silently.
+  start();
+  run(0, 20);
+  EXPECT_EQ(calls_.size(), 1u);
+  EXPECT_EQ(entries().size(), 2u);
+}
+
+TEST_F(DropFolderTest, JournalLinesWithoutACtimeStillCountButAnUnreadRefusalIsTriedOnceMore) {
+  const std::string a = folder() + "/a.pcap", b = folder() + "/b.pcap";
+  write_file(a, sample_pcap());
+  write_file(b, tiny_pcap());
+  std::string lines;
+  for (const auto& [path, outcome] : {std::pair{a, "submitted"}, std::pair{b, "refused"}}) {
+    struct stat sb {};
+    ASSERT_EQ(::lstat(path.c_str(), &sb), 0);
+    json j = {{"at", "2026-01-02T03:04:05.678Z"},
+              {"folder", folder()},
+              {"file", fs::path(path).filename().string()},
+              {"outcome", outcome},
+              {"size", sb.st_size},
+              {"mtime_ns", sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec},
+              {"dev", sb.st_dev},
+              {"ino", sb.st_ino}};
+    if (std::string(outcome) == "submitted") {
+      j["task_id"] = "task-0";
+      j["sha256"] = sha256_hex(sample_pcap());
+    } else {
+      j["reason"] = "cannot be read: Permission denied";
+    }
+    lines += j.dump() + "\n";
+  }
+  write_file(journal(), lines);
+  start();
+  run(100, 130);
+  ASSERT_EQ(calls_.size(), 1u) << "a.pcap was submitted again";
+  EXPECT_EQ(calls_[0].body["pcap_files"][0], b);
+  EXPECT_EQ(entries().size(), 3u);
 }
 
 TEST_F(DropFolderTest, ACopyOfSubmittedContentIsRecordedAsADuplicateOfItsTask) {

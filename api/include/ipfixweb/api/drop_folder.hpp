@@ -60,10 +60,13 @@ std::string ignored_name(std::string_view name);
 // terminal escapes.
 std::string log_text(std::string_view text);
 
-// What stat() says of one version of a file.
+// What stat() says of one version of a file. The ctime changes with the content (also when
+// the modification time is set back, as cp --preserve=timestamps or rsync -t do), with the
+// permissions, and with a rename.
 struct FileStat {
   std::uint64_t dev = 0, ino = 0, size = 0;
   std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
   bool operator==(const FileStat&) const = default;
   auto operator<=>(const FileStat&) const = default;
 };
@@ -123,6 +126,9 @@ inline constexpr std::string_view kRetrying = "retrying";  // its submission is 
 inline constexpr std::array<std::string_view, 3> kWaitingStates{kSettling, kWriting, kRetrying};
 // Journal entries (and waiting files) GET /api/v1/drop can show: its largest `limit`.
 inline constexpr std::size_t kMaxDropEntries = 1000;
+
+// The ctime of a journal entry written before the ctime was recorded.
+inline constexpr std::int64_t kUnknownCtime = INT64_MIN;
 
 // One line of the journal: what became of one version of one file.
 struct Entry {
