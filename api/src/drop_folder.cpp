@@ -437,6 +437,11 @@ struct DropFolder::Impl {
   std::map<std::string, Entry> by_hash;  // submitted content: its entry
   double next_rescan = -1e300;           // the first round lists every folder
   double tick = 1;                       // seconds between rounds while files wait
+  // After a "try again later" answer nothing is submitted before gate_until (the backoff of
+  // gate_failures such answers in a row).
+  double gate_until = -1e300;
+  int gate_failures = 0;
+  std::string gate_reason;
 
   // Shared with listing().
   mutable std::mutex mu;
@@ -805,8 +810,14 @@ struct DropFolder::Impl {
         ++it;
         continue;
       }
-      if (t.settle.ready(now, cfg.settle_s) && (t.state == State::Waiting || now >= t.next_try))
+      // While the broker asked to wait, files already read are left alone; the others are
+      // still read (a duplicate or a skip needs no broker) but not submitted.
+      const bool held = now < gate_until && !t.sha256.empty();
+      if (t.settle.ready(now, cfg.settle_s) && !held &&
+          (t.state == State::Waiting || now >= t.next_try)) {
         take(f, key.second, t, st, now);
+        publish(now);  // a round may take long (hashing, a broker that does not answer)
+      }
       ++it;
     }
   }
@@ -886,6 +897,7 @@ struct DropFolder::Impl {
     // The task names the file by its path: it must still lead to this version (a rename while
     // it was read would make the api refuse a path that no longer exists).
     if (!still_there(path, st)) return;
+    if (now < gate_until) return;  // the broker asked to wait: not before then
     json body = options;
     body["pcap_files"] = {path};
     body["output_path"] = e.output_path;
@@ -898,6 +910,7 @@ struct DropFolder::Impl {
       res.body = json{{"detail", ex.what()}}.dump();
     }
     if (res.status == 200 || res.status == 202) {
+      gate_failures = 0;
       json answer = json::parse(res.body, nullptr, false);
       e.outcome = kSubmitted;
       e.task_id = answer.is_object() ? answer.value("task_id", std::string()) : std::string();
@@ -905,8 +918,16 @@ struct DropFolder::Impl {
       record(std::move(e));
       return finish(t, st);
     }
-    if (res.status >= 500)  // the broker is busy, away or short of space: later
-      return later(f, name, t, now, refusal_text(res), retry_after(res));
+    if (res.status >= 500) {  // the broker is busy, away or short of space: later
+      // No other file is submitted before the backoff: each attempt may cost a broker timeout.
+      ++gate_failures;
+      const double hint = retry_after(res);
+      gate_until = now + std::max(std::min(kMaxBackoff, std::pow(2.0, gate_failures - 1)),
+                                  std::min(hint, kMaxBackoff));
+      gate_reason = refusal_text(res);
+      return later(f, name, t, now, gate_reason, hint);
+    }
+    gate_failures = 0;
     // Renamed or replaced while the api checked the request ("does not exist"): not a refusal
     // of this version; the next round finds the file under its new name.
     if (!still_there(path, st)) {
@@ -922,21 +943,27 @@ struct DropFolder::Impl {
     finish(t, st);
   }
 
-  void publish() {
+  void publish(double now) {
     json list = json::array();
     std::size_t total = 0;
     for (const auto& [key, t] : files) {
       if (t.state == State::Done) continue;
       if (++total > kRecentEntries) continue;
+      // Ready, but the broker asked to wait: retrying with the others.
+      const bool held =
+          t.state == State::Waiting && now < gate_until && t.settle.ready(now, cfg.settle_s);
       json w = {{"folder", folders[key.first].path},
                 {"file", key.second},
                 {"size", t.settle.last().size},
-                {"state", t.state == State::Retrying ? kRetrying
-                          : t.settle.writing()       ? kWriting
-                                                     : kSettling}};
+                {"state", t.state == State::Retrying || held ? kRetrying
+                          : t.settle.writing()               ? kWriting
+                                                             : kSettling}};
       if (t.state == State::Retrying) {
         w["attempts"] = t.attempts;
         w["reason"] = t.reason;
+      } else if (held) {
+        w["attempts"] = 0;
+        w["reason"] = "another file's submission was answered " + gate_reason;
       }
       list.push_back(std::move(w));
     }
@@ -949,7 +976,7 @@ struct DropFolder::Impl {
     read_events(now);
     if (now >= next_rescan) rescan(now);
     check(now);
-    publish();
+    publish(now);
     const bool busy = std::any_of(files.begin(), files.end(),
                                   [](const auto& kv) { return kv.second.state != State::Done; });
     return busy ? std::min(next_rescan, now + tick) : next_rescan;

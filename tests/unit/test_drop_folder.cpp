@@ -458,6 +458,44 @@ TEST_F(DropFolderTest, ABusyBrokerIsAskedAgainWithBackoffAndTheFileIsSubmittedOn
   EXPECT_TRUE(watcher_->listing(10)["waiting"].empty());
 }
 
+TEST_F(DropFolderTest, ABrokerThatIsAwayCostsOneAttemptPerBackoffNotOnePerFile) {
+  for (int i = 0; i < 5; ++i)
+    write_file(folder() + "/f" + std::to_string(i) + ".pcap", tiny_pcap() + std::to_string(i));
+  for (int i = 0; i < 4; ++i) answers_.push_back(answer(503, "the broker did not answer"));
+  start();
+  run(100, 104.5);
+  ASSERT_TRUE(calls_.empty());
+  // Each attempt may cost a broker timeout: one per round, then 1, 2, 4, 8 s apart.
+  const std::vector<std::pair<double, std::size_t>> expected = {
+      {105, 1}, {105.5, 1}, {106, 2}, {107.5, 2}, {108, 3}, {111.5, 3}, {112, 4}, {119.5, 4}};
+  for (const auto& [at, n] : expected) {
+    watcher_->step(at);
+    ASSERT_EQ(calls_.size(), n) << "at " << at;
+    if (at == 105) {
+      auto waiting = watcher_->listing(10)["waiting"];
+      ASSERT_EQ(waiting.size(), 5u) << waiting.dump();
+      for (const auto& w : waiting) EXPECT_EQ(w["state"], "retrying") << w.dump();
+    }
+  }
+  watcher_->step(120);  // the broker is back: all files in one round
+  EXPECT_EQ(calls_.size(), 9u);
+  EXPECT_EQ(entries().size(), 5u);
+  EXPECT_TRUE(watcher_->listing(10)["waiting"].empty());
+}
+
+TEST_F(DropFolderTest, TheWaitingListIsPublishedAfterEachFileNotAfterTheRound) {
+  for (int i = 0; i < 3; ++i)
+    write_file(folder() + "/f" + std::to_string(i) + ".pcap", tiny_pcap() + std::to_string(i));
+  json seen;
+  during_submit_ = [&] { during_submit_ = [&] { seen = watcher_->listing(10)["waiting"]; }; };
+  start();
+  run(100, 105);
+  ASSERT_EQ(calls_.size(), 3u);
+  // While the second file was submitted, the first was no longer waiting.
+  ASSERT_EQ(seen.size(), 2u) << seen.dump();
+  EXPECT_EQ(seen[0]["file"], "f1.pcap");
+}
+
 TEST_F(DropFolderTest, ARefusalByTheApiIsRecordedAndNotRetried) {
   http::Response refused = answer(422, "the task request is not valid");
   refused.body = json{{"detail", "the task request is not valid"},
