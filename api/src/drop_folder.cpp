@@ -1,5 +1,6 @@
 #include "ipfixweb/api/drop_folder.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <poll.h>
@@ -13,6 +14,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -394,7 +396,12 @@ struct DropFolder::Impl {
   struct Folder {
     std::string path;  // canonical
     std::string tag;   // its path below its input root ("" when it is the root)
-    int wd = -1;       // inotify watch; -1 while not watched (gone, or the watch failed)
+    // The directory `path` led to when it was checked (no symbolic link on the way): every
+    // file is looked at through it (fstatat, openat). Closed while `path` leads elsewhere.
+    confine::Fd dir;
+    std::uint64_t dev = 0, ino = 0;  // of `dir`
+    int wd = -1;        // inotify watch; -1 while not watched (gone, or the watch failed)
+    bool lost = false;  // logged that it is gone or no longer the real directory
   };
   enum class State { Waiting, Retrying, Done };
   struct Tracked {
@@ -459,7 +466,10 @@ struct DropFolder::Impl {
     if (!inotify) throw std::runtime_error("drop folder: inotify_init1: " + errno_text(errno));
     wake = confine::Fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!wake) throw std::runtime_error("drop folder: eventfd: " + errno_text(errno));
-    for (auto& f : folders) watch(f);
+    for (auto& f : folders)
+      if (!attach(f))
+        log->warn("drop folder {}: cannot open it ({}); looking for it every {} s", f.path,
+                  errno_text(errno), cfg.rescan_s);
     waiting = json::array();
   }
 
@@ -578,11 +588,55 @@ struct DropFolder::Impl {
     log->info("drop folder: journal {} has {} entries", journal_path, good);
   }
 
-  void watch(Folder& f) {
-    f.wd = ::inotify_add_watch(inotify.get(), f.path.c_str(), kWatchMask);
-    if (f.wd < 0)
+  // Whether `path` is still the real directory it was: no symbolic link in it or on the way
+  // (it canonicalises to itself), the same inode.
+  static bool still_the_folder(const Folder& f) {
+    struct stat sb {};
+    if (::lstat(f.path.c_str(), &sb) != 0 || !S_ISDIR(sb.st_mode)) return false;
+    if (static_cast<std::uint64_t>(sb.st_dev) != f.dev ||
+        static_cast<std::uint64_t>(sb.st_ino) != f.ino)
+      return false;
+    std::unique_ptr<char, decltype(&std::free)> real(::realpath(f.path.c_str(), nullptr),
+                                                     std::free);
+    return real && f.path == real.get();
+  }
+
+  // Opens and watches the folder when its path leads to a real directory, following no
+  // symbolic link (the folder was checked against the input roots at start only).
+  bool attach(Folder& f) {
+    confine::Fd d(::open(f.path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat sb {};
+    if (!d || ::fstat(d.get(), &sb) != 0) return false;
+    f.dev = static_cast<std::uint64_t>(sb.st_dev);
+    f.ino = static_cast<std::uint64_t>(sb.st_ino);
+    if (!still_the_folder(f)) return false;
+    f.wd = ::inotify_add_watch(inotify.get(), f.path.c_str(), kWatchMask | IN_DONT_FOLLOW);
+    if (f.wd < 0) {
       log->warn("drop folder {}: cannot watch it ({}): found by listing it every {} s only", f.path,
                 errno_text(errno), cfg.rescan_s);
+    } else if (!still_the_folder(f)) {  // replaced between the open and the watch
+      ::inotify_rm_watch(inotify.get(), f.wd);
+      f.wd = -1;
+      return false;
+    }
+    f.dir = std::move(d);
+    return true;
+  }
+
+  // The folder is gone, or its path no longer leads to the directory that was checked: nothing
+  // in it is looked at until it is a real directory inside the roots again.
+  void detach(Folder& f, std::size_t index, double now, const char* why) {
+    if (f.wd >= 0) ::inotify_rm_watch(inotify.get(), f.wd);
+    f.wd = -1;
+    f.dir.reset();
+    for (auto t = files.lower_bound({index, std::string()});
+         t != files.end() && t->first.first == index;)
+      t = files.erase(t);
+    if (!f.lost)
+      log->warn("drop folder {} {}; not following it, looking for the real directory every {} s",
+                f.path, why, cfg.rescan_s);
+    f.lost = true;
+    next_rescan = std::min(next_rescan, now + cfg.rescan_s);
   }
 
   bool write_all(const std::string& text) {
@@ -702,11 +756,8 @@ struct DropFolder::Impl {
                           [&](const Folder& x) { return x.wd >= 0 && x.wd == ev.wd; });
     if (f == folders.end()) return;
     if (ev.mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) {
-      if (!(ev.mask & IN_IGNORED)) ::inotify_rm_watch(inotify.get(), f->wd);
-      f->wd = -1;
-      log->warn("drop folder {} was removed or moved; looking for it every {} s", f->path,
-                cfg.rescan_s);
-      next_rescan = std::min(next_rescan, now + cfg.rescan_s);
+      if (ev.mask & IN_IGNORED) f->wd = -1;  // the kernel dropped the watch already
+      detach(*f, static_cast<std::size_t>(f - folders.begin()), now, "was removed or moved");
       return;
     }
     if (ev.len == 0 || (ev.mask & IN_ISDIR)) return;
@@ -723,32 +774,57 @@ struct DropFolder::Impl {
     if (ev.mask & IN_CLOSE_WRITE) t.settle.closed();
   }
 
+  // Every round: a folder whose path no longer leads to the directory that was checked (moved
+  // away, replaced by a symbolic link, a link put on the way) is let go.
+  void verify_folders(double now) {
+    for (std::size_t i = 0; i < folders.size(); ++i)
+      if (folders[i].dir && !still_the_folder(folders[i]))
+        detach(folders[i], i, now, "is no longer the directory it was (replaced or moved)");
+  }
+
   void rescan(double now) {
     next_rescan = now + cfg.rescan_s;
     for (std::size_t i = 0; i < folders.size(); ++i) {
       auto& f = folders[i];
-      if (f.wd < 0) {
-        std::error_code ec;
-        if (!fs::is_directory(f.path, ec)) continue;
-        watch(f);
-        if (f.wd >= 0) log->info("drop folder {}: watched again", f.path);
+      if (!f.dir) {
+        if (!attach(f)) continue;
+        log->info("drop folder {}: a real directory again, watched", f.path);
+        f.lost = false;
       }
-      std::error_code ec;
-      fs::directory_iterator it(f.path, ec), end;
-      if (ec) {
-        log->warn("drop folder {}: cannot list it: {}", f.path, ec.message());
+      // Listed through the directory itself, never through its path.
+      confine::Fd listed(::openat(f.dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      DIR* d = listed ? ::fdopendir(listed.get()) : nullptr;
+      if (!d) {
+        log->warn("drop folder {}: cannot list it: {}", f.path, errno_text(errno));
         continue;
       }
+      listed.release();  // closedir closes it
+      struct Closedir {
+        void operator()(DIR* x) const { ::closedir(x); }
+      };
+      std::unique_ptr<DIR, Closedir> closer(d);
       std::set<std::string> present;
-      for (; it != end; it.increment(ec)) {
-        const std::string name = it->path().filename().string();
+      bool cut = false;
+      while (true) {
+        errno = 0;
+        const dirent* de = ::readdir(d);
+        if (!de) {
+          cut = errno != 0;
+          break;
+        }
+        const std::string name = de->d_name;
         if (!drop::ignored_name(name).empty()) continue;
-        std::error_code tec;
-        if (it->symlink_status(tec).type() == fs::file_type::directory) continue;
+        bool is_dir = de->d_type == DT_DIR;
+        if (de->d_type == DT_UNKNOWN) {
+          struct stat sb {};
+          is_dir = ::fstatat(f.dir.get(), name.c_str(), &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+                   S_ISDIR(sb.st_mode);
+        }
+        if (is_dir) continue;
         present.insert(name);
         files[{i, name}].dirty = true;
       }
-      if (ec) continue;  // a listing cut short: forget nothing
+      if (cut) continue;  // a listing cut short: forget nothing
       for (auto t = files.lower_bound({i, std::string()}); t != files.end() && t->first.first == i;)
         t = present.count(t->first.second) ? std::next(t) : files.erase(t);
     }
@@ -763,9 +839,12 @@ struct DropFolder::Impl {
       }
       t.dirty = false;
       const Folder& f = folders[key.first];
-      const std::string path = f.path + "/" + key.second;
+      if (!f.dir) {
+        it = files.erase(it);
+        continue;
+      }
       struct stat sb {};
-      if (::lstat(path.c_str(), &sb) != 0) {
+      if (::fstatat(f.dir.get(), key.second.c_str(), &sb, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT || errno == ENOTDIR) {
           it = files.erase(it);
           continue;
@@ -822,10 +901,12 @@ struct DropFolder::Impl {
     }
   }
 
-  // Whether `path` still names this version of the file (not followed if it is a link).
-  static bool still_there(const std::string& path, const FileStat& st) {
+  // Whether the folder's path still leads to it and `name` in it still names this version of
+  // the file (not followed if it is a link): the task names the file by that path.
+  static bool still_there(const Folder& f, const std::string& name, const FileStat& st) {
     struct stat sb {};
-    return ::lstat(path.c_str(), &sb) == 0 && S_ISREG(sb.st_mode) && stat_of(sb) == st;
+    return f.dir && ::fstatat(f.dir.get(), name.c_str(), &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+           S_ISREG(sb.st_mode) && stat_of(sb) == st && still_the_folder(f);
   }
 
   // Tried again after a backoff of 1, 2, 4 ... s (at most kMaxBackoff), or `hint` seconds.
@@ -858,7 +939,8 @@ struct DropFolder::Impl {
     auto skip = [&](std::string reason) { unread(kSkipped, std::move(reason)); };
     if (!is_valid_utf8(name)) return skip("the name is not valid UTF-8 (task paths are JSON text)");
     const std::string path = f.path + "/" + name;
-    confine::Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+    confine::Fd fd(::openat(f.dir.get(), name.c_str(),
+                            O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
     if (!fd) {
       if (errno == ENOENT || errno == ELOOP) return;  // replaced: the next round sees it
       return unread(kRefused, "cannot be read: " + errno_text(errno));
@@ -896,7 +978,7 @@ struct DropFolder::Impl {
     e.output_path = drop::output_path(cfg.output, f.tag, name, e.sha256);
     // The task names the file by its path: it must still lead to this version (a rename while
     // it was read would make the api refuse a path that no longer exists).
-    if (!still_there(path, st)) return;
+    if (!still_there(f, name, st)) return;
     if (now < gate_until) return;  // the broker asked to wait: not before then
     json body = options;
     body["pcap_files"] = {path};
@@ -930,7 +1012,7 @@ struct DropFolder::Impl {
     gate_failures = 0;
     // Renamed or replaced while the api checked the request ("does not exist"): not a refusal
     // of this version; the next round finds the file under its new name.
-    if (!still_there(path, st)) {
+    if (!still_there(f, name, st)) {
       log->info(
           "drop folder {}: {} was renamed or replaced while it was submitted ({}); "
           "looking at it again",
@@ -974,6 +1056,7 @@ struct DropFolder::Impl {
 
   double step(double now) {
     read_events(now);
+    verify_folders(now);
     if (now >= next_rescan) rescan(now);
     check(now);
     publish(now);

@@ -767,6 +767,48 @@ TEST_F(DropFolderTest, SymbolicLinksAreSkippedNeverFollowed) {
   }
 }
 
+TEST_F(DropFolderTest, AFolderReplacedByASymbolicLinkIsNotFollowedUntilItIsARealDirectoryAgain) {
+  cfg_.rescan_s = 2;
+  fs::create_directories(dir_ + "/outside");
+  write_file(dir_ + "/outside/secret.pcap", sample_pcap());
+  write_file(dir_ + "/outside/notes.txt", "not a capture\n");
+  start();
+  run(100, 102);
+  fs::rename(folder(), folder() + ".old");
+  fs::create_directory_symlink(dir_ + "/outside", folder());
+  run(102, 130);
+  EXPECT_TRUE(calls_.empty()) << calls_[0].body.dump();
+  EXPECT_TRUE(entries().empty()) << entries().dump();
+  EXPECT_TRUE(watcher_->listing(10)["waiting"].empty());
+  // A real directory again: watched, and its files taken.
+  fs::remove(folder());
+  fs::create_directory(folder());
+  write_file(folder() + "/a.pcap", tiny_pcap());
+  run(130, 150);
+  ASSERT_EQ(calls_.size(), 1u);
+  EXPECT_EQ(calls_[0].body["pcap_files"][0], folder() + "/a.pcap");
+}
+
+TEST_F(DropFolderTest, AFolderReachedThroughASymbolicLinkPutOnItsWayIsLetGo) {
+  cfg_.folders = {"site/drop"};
+  cfg_.rescan_s = 2;
+  fs::create_directories(dir_ + "/input/site/drop");
+  fs::create_directories(dir_ + "/outside/drop");
+  write_file(dir_ + "/outside/drop/secret.pcap", sample_pcap());
+  start();
+  run(100, 102);
+  // The folder itself is not moved (no event for it): its parent is replaced by a link.
+  fs::rename(dir_ + "/input/site", dir_ + "/input/site.old");
+  fs::create_directory_symlink(dir_ + "/outside", dir_ + "/input/site");
+  write_file(dir_ + "/outside/drop/late.pcap", tiny_pcap());
+  // A file in the directory that was watched: its path now leads outside the roots.
+  write_file(dir_ + "/input/site.old/drop/a.pcap", tiny_pcap());
+  run(102, 130);
+  EXPECT_TRUE(calls_.empty()) << calls_[0].body.dump();
+  EXPECT_TRUE(entries().empty()) << entries().dump();
+  EXPECT_TRUE(watcher_->listing(10)["waiting"].empty());
+}
+
 TEST_F(DropFolderTest, StartRefusesFoldersOutsideTheInputRootsAndOptionsTheApiRefuses) {
   auto refused = [&](DropConfig c) -> std::string {
     try {
