@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -159,8 +160,15 @@ void Settle::written(double now) {
   since_ = now;
 }
 
-void Settle::closed() { writer_ = false; }
-void Settle::forget_writer() { writer_ = false; }
+void Settle::held_open(double now) {
+  held_ = true;
+  since_ = now;
+}
+
+void Settle::released() { held_ = false; }
+
+void Settle::closed() { writer_ = held_ = false; }
+void Settle::forget_writer() { writer_ = held_ = false; }
 
 bool Settle::ready(double now, double settle_s) const {
   return seen_ && !writer_ && last_.size > 0 && now - since_ >= settle_s;
@@ -347,6 +355,27 @@ std::optional<Hashed> sha256_of(int fd, const std::atomic<bool>& stop) {
   return h;
 }
 
+// Whether anyone holds an open file open for writing, asked of the kernel: a read lease
+// (F_SETLEASE F_RDLCK) is refused with EAGAIN then, and given back at once otherwise. Unknown
+// when leases are not available: the api is neither the file's owner nor has CAP_LEASE, or the
+// file system has no leases (`err` says why).
+enum class Writers { None, Some, Unknown };
+Writers writers_of(int fd, int& err) {
+  // A writer that opens the file while the lease is held breaks it, and the kernel signals the
+  // holder: with SIGIO by default, which ends a process that does not handle it. SIGURG is
+  // ignored unless handled.
+  if (::fcntl(fd, F_SETSIG, SIGURG) != 0) {
+    err = errno;
+    return Writers::Unknown;
+  }
+  if (::fcntl(fd, F_SETLEASE, F_RDLCK) == 0) {
+    ::fcntl(fd, F_SETLEASE, F_UNLCK);
+    return Writers::None;
+  }
+  err = errno;
+  return err == EAGAIN ? Writers::Some : Writers::Unknown;
+}
+
 // Up to `n` bytes from the start of an open file.
 std::optional<std::string> read_head(int fd, std::size_t n) {
   std::string head(n, '\0');
@@ -447,6 +476,7 @@ struct DropFolder::Impl {
   // After a "try again later" answer nothing is submitted before gate_until (the backoff of
   // gate_failures such answers in a row).
   double gate_until = -1e300;
+  bool leases_unavailable_logged = false;
   int gate_failures = 0;
   std::string gate_reason;
 
@@ -947,6 +977,26 @@ struct DropFolder::Impl {
     }
     struct stat sb {};
     if (::fstat(fd.get(), &sb) != 0 || !S_ISREG(sb.st_mode) || stat_of(sb) != st) return;
+    // inotify shows only the writers that wrote while the api watched; the kernel knows them all.
+    int err = 0;
+    switch (writers_of(fd.get(), err)) {
+      case Writers::Some:
+        t.settle.held_open(now);
+        log->debug("drop folder {}: {} is open for writing: waiting", f.path, drop::log_text(name));
+        return;
+      case Writers::None:
+        t.settle.released();
+        break;
+      case Writers::Unknown:
+        if (!leases_unavailable_logged)
+          log->info(
+              "drop folder: cannot ask the kernel whether a file is open for writing "
+              "(F_SETLEASE: {}; it needs the file's owner or CAP_LEASE): only the writes "
+              "inotify reports hold a file back",
+              errno_text(err));
+        leases_unavailable_logged = true;
+        break;
+    }
     auto head = read_head(fd.get(), capture::kSniffBytes);
     if (!head) return later(f, name, t, now, "cannot be read: " + errno_text(errno));
     const auto sniff = capture::sniff(*head, head->size() == st.size);

@@ -381,6 +381,61 @@ TEST_F(DropFolderTest, AWriterThatKeepsTheFileOpenHoldsItBackLongerThanTheSettle
   EXPECT_EQ(calls_[0].key, "drop:sha256:" + sha256_hex(pcap));
 }
 
+namespace {
+// Whether the kernel gives read leases on this file system (the drop folder's check for writers
+// it did not see).
+bool leases_work(const std::string& dir) {
+  const std::string probe = dir + "/lease-probe";
+  write_file(probe, "x");
+  const int fd = ::open(probe.c_str(), O_RDONLY);
+  const bool ok = fd >= 0 && ::fcntl(fd, F_SETLEASE, F_RDLCK) == 0;
+  if (fd >= 0) ::close(fd);
+  fs::remove(probe);
+  return ok;
+}
+}  // namespace
+
+TEST_F(DropFolderTest, AWriterThatOpenedTheFileBeforeTheApiStartedHoldsItBack) {
+  if (!leases_work(dir_)) GTEST_SKIP() << "no read leases here";
+  const std::string pcap = sample_pcap();
+  const std::string path = folder() + "/live.pcap";
+  {
+    std::ofstream out(path, std::ios::binary);  // tcpdump -w, running before the api
+    out << pcap.substr(0, 1000);
+    out.flush();
+    start();
+    run(100, 160, 5);
+    EXPECT_TRUE(calls_.empty()) << "half a capture was submitted";
+    auto waiting = watcher_->listing(10)["waiting"];
+    ASSERT_EQ(waiting.size(), 1u);
+    EXPECT_EQ(waiting[0]["state"], "writing");
+    out << pcap.substr(1000);
+  }
+  run(160, 175);
+  ASSERT_EQ(calls_.size(), 1u);
+  EXPECT_EQ(calls_[0].key, "drop:sha256:" + sha256_hex(pcap));
+}
+
+TEST_F(DropFolderTest, AnotherOpenerClosingTheFileDoesNotReleaseTheWriter) {
+  if (!leases_work(dir_)) GTEST_SKIP() << "no read leases here";
+  const std::string pcap = sample_pcap();
+  const std::string path = folder() + "/live.pcap";
+  start();
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << pcap.substr(0, 1000);
+    out.flush();
+    run(100, 102);
+    ::close(::open(path.c_str(), O_WRONLY));  // touch: opens for writing and closes
+    run(102, 160, 2);
+    EXPECT_TRUE(calls_.empty()) << "half a capture was submitted";
+    out << pcap.substr(1000);
+  }
+  run(160, 175);
+  ASSERT_EQ(calls_.size(), 1u);
+  EXPECT_EQ(calls_[0].key, "drop:sha256:" + sha256_hex(pcap));
+}
+
 TEST_F(DropFolderTest, ANonCaptureIsRecordedAsSkippedAndNeverSubmitted) {
   write_file(folder() + "/notes.txt", "not a capture at all\n");
   write_file(folder() + "/.hidden.pcap", sample_pcap());

@@ -71,9 +71,10 @@ struct FileStat {
   auto operator<=>(const FileStat&) const = default;
 };
 
-// When a file is ready: its size and modification time (and inode) stayed the same for the
-// settle time, as observed on this clock; it is not empty; and no writer is known to hold it
-// open (inotify showed a write and no close-after-write since).
+// When a file is ready: its size and modification time (and inode and ctime) stayed the same
+// for the settle time, as observed on this clock; it is not empty; and no writer is known to
+// hold it open (inotify showed a write and no close-after-write since). DropFolder also asks
+// the kernel (a read lease) before it takes a ready file.
 class Settle {
  public:
   // Records an observation; returns true when the file differs from the last one (the settle
@@ -82,14 +83,20 @@ class Settle {
   void written(double now);  // IN_MODIFY: a writer has it open
   void closed();             // IN_CLOSE_WRITE: that writer closed it
   void forget_writer();      // inotify lost events (overflow): only the settle time counts
+  // When it was ready, the kernel said a writer holds it open (one inotify did not see: it
+  // opened the file before the api watched, or another opener's close came in between): the
+  // settle time starts again.
+  void held_open(double now);
+  void released();  // the kernel said no writer holds it open
   bool ready(double now, double settle_s) const;
-  bool writing() const { return writer_; }
+  bool writing() const { return writer_ || held_; }
   const FileStat& last() const { return last_; }
 
  private:
   FileStat last_;
   bool seen_ = false;
   bool writer_ = false;
+  bool held_ = false;
   double since_ = 0;
 };
 
