@@ -44,6 +44,7 @@ using fixbuf::kReversePen;
 using fixbuf::take_error;
 constexpr std::uint16_t kCertReverseBit = 0x4000;        // CERT's reverse elements: number | 0x4000
 constexpr std::uint64_t kNtpUnixOffset = 2208988800ULL;  // 1900-01-01 to 1970-01-01, seconds
+constexpr std::uint64_t kMaxIngestCount = std::uint64_t{1} << 53;  // packets or bytes per record
 
 // ---- the elements read ---------------------------------------------------------------------
 
@@ -1047,6 +1048,14 @@ class Ingest {
       ++stats_.skipped_no_address;
       return;
     }
+    // A count of 2^53 packets or bytes (9 PB) in one record is an exporter's error (or a
+    // hostile file): beyond it JSON readers lose digits, and the store's signed 64-bit columns
+    // and sums would turn 2^63 and more negative.
+    if (std::max({flow_.fwd.packets, flow_.fwd.octets, flow_.rev.packets, flow_.rev.octets}) >
+        kMaxIngestCount) {
+      ++stats_.skipped_implausible_counts;
+      return;
+    }
     emit();
   }
 
@@ -1490,6 +1499,11 @@ Conversion ingest_ipfix(const Options& opts, const ProgressFn& progress,
     summary.warn(std::to_string(st.skipped_no_address) +
                  " records had no source and destination addresses of one IP version and "
                  "were skipped");
+  }
+  if (st.skipped_implausible_counts) {
+    summary.warn(std::to_string(st.skipped_implausible_counts) +
+                 " records counted more than 2^53 packets or bytes (not plausible) and were "
+                 "skipped");
   }
   if (st.not_exported) {
     summary.warn(std::to_string(st.not_exported) +

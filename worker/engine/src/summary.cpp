@@ -302,6 +302,7 @@ void Summary::write_ipfix(JsonWriter& o) const {
   o.key("options_records").value(s.options_records);
   o.key("options_templates").value(s.options_templates);
   o.key("skipped_no_address").value(s.skipped_no_address);
+  o.key("skipped_implausible_counts").value(s.skipped_implausible_counts);
   o.key("sysuptime_from_export_time").value(s.sysuptime_from_export_time);
   o.key("templates").value(s.templates);
   o.key("times_from_export_time").value(s.times_from_export_time);

@@ -57,6 +57,9 @@ struct IpfixIngestStats {
   std::uint64_t uniflow_records = 0;
   std::uint64_t labelled_records = 0;  // with an application label carried over
   std::uint64_t skipped_no_address = 0;
+  // Packet or octet counts above kMaxIngestCount: not plausible, and beyond what JSON readers
+  // and the flow store's signed sums represent exactly.
+  std::uint64_t skipped_implausible_counts = 0;
   std::uint64_t not_exported = 0;  // uniflow output: records with no packet in either direction
   std::uint64_t times_from_export_time = 0;      // no time element: start = end = export time
   std::uint64_t sysuptime_from_export_time = 0;  // sysUpTime times without an init time
