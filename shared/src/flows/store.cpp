@@ -46,17 +46,27 @@ void append_json_text(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
+// A CSV field (RFC 4180 quoting), UTF-8 as the JSON one: an ill-formed string's bytes stand
+// for themselves (as Latin-1).
 void append_csv_text(std::string& out, std::string_view s) {
-  if (s.find_first_of(",\"\r\n") == std::string_view::npos) {
+  const bool utf8 = is_valid_utf8(s);
+  const bool quoted = s.find_first_of(",\"\r\n") != std::string_view::npos;
+  if (utf8 && !quoted) {
     out.append(s);
     return;
   }
-  out.push_back('"');
+  if (quoted) out.push_back('"');
   for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
     if (c == '"') out.push_back('"');
-    out.push_back(c);
+    if (!utf8 && u >= 0x80) {
+      out.push_back(static_cast<char>(0xC0 | (u >> 6)));
+      out.push_back(static_cast<char>(0x80 | (u & 0x3F)));
+    } else {
+      out.push_back(c);
+    }
   }
-  out.push_back('"');
+  if (quoted) out.push_back('"');
 }
 
 std::string_view col_text(sqlite3_stmt* s, int i) {
@@ -406,7 +416,7 @@ char* put_text(char* p, std::string_view s, bool json) {
   for (char c : s) {
     const auto u = static_cast<unsigned char>(c);
     if (json ? (u < 0x20 || u >= 0x80 || c == '"' || c == '\\')
-             : (c == ',' || c == '"' || c == '\r' || c == '\n')) {
+             : (u >= 0x80 || c == ',' || c == '"' || c == '\r' || c == '\n')) {
       plain = false;
       break;
     }
