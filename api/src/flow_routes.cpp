@@ -258,10 +258,10 @@ void FlowRoutes::stream(const Request& req, Response& res, bool csv) {
   const std::string base = o->file_name.substr(0, o->file_name.size() - 7);  // "….flows"
   if (csv) {
     res.set_header("Content-Type", "text/csv; charset=utf-8; header=present");
-    res.set_header("Content-Disposition", "attachment; filename=\"" + base + ".csv\"");
+    res.set_header("Content-Disposition", http::attachment(base + ".csv"));
   } else {
     res.set_header("Content-Type", "application/x-ndjson");
-    res.set_header("Content-Disposition", "attachment; filename=\"" + base + ".ndjson\"");
+    res.set_header("Content-Disposition", http::attachment(base + ".ndjson"));
   }
 }
 
@@ -270,7 +270,7 @@ void FlowRoutes::store_file(const Request& req, Response& res) {
   if (!o) return;
   res.file = std::make_shared<http::File>(o->fd.release(), o->size);
   res.set_header("Content-Type", "application/vnd.sqlite3");
-  res.set_header("Content-Disposition", "attachment; filename=\"" + o->file_name + "\"");
+  res.set_header("Content-Disposition", http::attachment(o->file_name));
 }
 
 namespace {

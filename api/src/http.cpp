@@ -1,6 +1,8 @@
 // The pure parts of the HTTP layer: fields, targets, the router (unit-tested).
 #include <unistd.h>
 
+#include <cctype>
+#include <cstring>
 #include <stdexcept>
 
 #include "ipfixweb/api/http.hpp"
@@ -124,6 +126,29 @@ Router::Match Router::match_exact(std::string_view method, std::string_view path
   }
   m.params.clear();
   return m;
+}
+
+std::string attachment(std::string_view file_name) {
+  static const char* const kHex = "0123456789ABCDEF";
+  std::string ascii, encoded;
+  for (char c : file_name) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u >= 0x7f) {
+      ascii.push_back('_');
+    } else {
+      if (c == '"' || c == '\\') ascii.push_back('\\');
+      ascii.push_back(c);
+    }
+    // RFC 8187 attr-char: ALPHA / DIGIT / "!#$&+-.^_`|~"; everything else percent-encoded.
+    if (std::isalnum(u) || (c != '\0' && std::strchr("!#$&+-.^_`|~", c))) {
+      encoded.push_back(c);
+    } else {
+      encoded.push_back('%');
+      encoded.push_back(kHex[u >> 4]);
+      encoded.push_back(kHex[u & 15]);
+    }
+  }
+  return "attachment; filename=\"" + ascii + "\"; filename*=UTF-8''" + encoded;
 }
 
 std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {

@@ -821,7 +821,7 @@ void Server::Impl::download(const Request& req, Response& res) {
   res.file = std::make_shared<http::File>(fd.release(), static_cast<std::uint64_t>(st.st_size));
   res.set_header("Content-Type",
                  is_extract(*t) ? "application/vnd.tcpdump.pcap" : "application/ipfix");
-  res.set_header("Content-Disposition", "attachment; filename=\"" + filename + "\"");
+  res.set_header("Content-Disposition", http::attachment(filename));
 }
 
 namespace {

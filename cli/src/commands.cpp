@@ -275,17 +275,38 @@ void end_of_stream(const Api::Streamed& s, const std::string& doing,
     throw Failure(kExitUnreachable, doing + ": the answer broke off (" + s.error + ")");
 }
 
+}  // namespace
+
 std::string disposition_filename(const std::string& v) {
-  const auto at = v.find("filename=\"");
-  if (at == std::string::npos) return {};
-  const auto end = v.find('"', at + 10);
-  if (end == std::string::npos) return {};
-  std::string name = fs::path(v.substr(at + 10, end - at - 10)).filename().string();
-  if (name == "." || name == ".." || name.find('\0') != std::string::npos) return {};
+  std::string lower = v;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::string name;
+  if (const auto at = lower.find("filename*=utf-8''"); at != std::string::npos) {
+    const auto end = v.find(';', at);
+    const std::string enc = v.substr(at + 17, end == std::string::npos ? end : end - (at + 17));
+    const auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+    for (std::size_t i = 0; i < enc.size(); ++i) {
+      if (enc[i] == '%' && i + 2 < enc.size() && hex(enc[i + 1]) && hex(enc[i + 2])) {
+        name.push_back(static_cast<char>(std::stoi(enc.substr(i + 1, 2), nullptr, 16)));
+        i += 2;
+      } else {
+        name.push_back(enc[i]);
+      }
+    }
+  } else if (const auto q = lower.find("filename=\""); q != std::string::npos) {
+    for (std::size_t i = q + 10; i < v.size() && v[i] != '"'; ++i) {
+      if (v[i] == '\\' && i + 1 < v.size()) ++i;
+      name.push_back(v[i]);
+    }
+  } else {
+    return {};
+  }
+  if (name.find('\0') != std::string::npos) return {};
+  name = fs::path(name).filename().string();
+  if (name == "." || name == "..") return {};
   return name;
 }
-
-}  // namespace
 
 std::uint64_t parse_size(const std::string& text, const std::string& what) {
   std::size_t used = 0;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "ipfixweb/api/http.hpp"
 #include "ipfixweb/cli/client.hpp"
 #include "ipfixweb/cli/commands.hpp"
 #include "ipfixweb/cli/config.hpp"
@@ -261,4 +262,22 @@ TEST(ipfixctl_problem, ARefusalPrintsTheDetailThenEachFieldError) {
     EXPECT_EQ(f.code(), kExitUnreachable);
     EXPECT_EQ(std::string(f.what()), "submitting the task: 503 (retry after 2 s)");
   }
+}
+
+// Review finding (flows api): download names reached Content-Disposition unescaped, and the
+// client read `filename="…"` up to the first quote. The client now reads filename*= (RFC 6266)
+// or the quoted name with its escapes, whatever the api's name holds.
+TEST(DispositionFilename, AnyNameTheApiOffersIsTheNameTheClientSaves) {
+  for (std::string name : {"run-1.ipfix.flows.csv", "we\"ird; x=1.ipfix.flows.ndjson",
+                           "back\\slash.ipfix", "caf\xc3\xa9 100%.ipfix", "a;b=c.flows.sqlite"}) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(disposition_filename(ipfixweb::api::http::attachment(name)), name);
+  }
+  // A name with a path, or none: only its last component, or nothing.
+  EXPECT_EQ(disposition_filename("attachment; filename=\"../../etc/x.csv\""), "x.csv");
+  EXPECT_EQ(disposition_filename("attachment; filename*=UTF-8''..%2F..%2Fy.csv"), "y.csv");
+  EXPECT_EQ(disposition_filename("attachment; filename=\"..\""), "");
+  EXPECT_EQ(disposition_filename("attachment"), "");
+  // The quoted form alone (older apis).
+  EXPECT_EQ(disposition_filename("attachment; filename=\"x\\\"y.ipfix\""), "x\"y.ipfix");
 }

@@ -126,3 +126,16 @@ TEST(Router, NothingElseMatches) {
                               {"GET", "/"}})
     EXPECT_EQ(matched(r, method, path), "none") << method << " " << path;
 }
+
+// Review finding: download names went into Content-Disposition unescaped: an output named
+// `we"ird; x=1.ipfix` was saved by `curl -OJ` as `we`, and non-ASCII names were sent raw.
+TEST(Attachment, TheNameIsQuotedForOldClientsAndPercentEncodedInFilenameStar) {
+  EXPECT_EQ(
+      http::attachment("run-1.ipfix.flows.csv"),
+      "attachment; filename=\"run-1.ipfix.flows.csv\"; filename*=UTF-8''run-1.ipfix.flows.csv");
+  EXPECT_EQ(http::attachment("we\"ird; x=1\\.ipfix"),
+            "attachment; filename=\"we\\\"ird; x=1\\\\.ipfix\"; "
+            "filename*=UTF-8''we%22ird%3B%20x%3D1%5C.ipfix");
+  EXPECT_EQ(http::attachment("caf\xc3\xa9\n.ipfix"),
+            "attachment; filename=\"caf___.ipfix\"; filename*=UTF-8''caf%C3%A9%0A.ipfix");
+}

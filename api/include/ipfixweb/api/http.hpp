@@ -250,6 +250,11 @@ class Router {
 // followed by two hex digits, or the result is not UTF-8 or contains a NUL byte.
 std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space);
 
+// A Content-Disposition value that offers `file_name` for saving (RFC 6266): a quoted ASCII
+// filename (quotes and backslashes escaped, other bytes outside printable ASCII as '_') for
+// old clients, and filename*=UTF-8''<percent-encoded> with the name as it is.
+std::string attachment(std::string_view file_name);
+
 struct Target {
   std::string path;
   Fields query;

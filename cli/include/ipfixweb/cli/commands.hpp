@@ -99,6 +99,11 @@ int cmd_config(Context& ctx);
 // Failure(kExitUsage) when it is not such a size.
 std::uint64_t parse_size(const std::string& text, const std::string& what);
 
+// The file name a download's Content-Disposition offers (RFC 6266): filename*=UTF-8''… when
+// given, else the quoted filename (backslash escapes undone); only its last path component,
+// and "" when there is none or it is "." or "..".
+std::string disposition_filename(const std::string& content_disposition);
+
 // SIGPIPE ignored; SIGINT and SIGTERM remove a download's temporary file and exit 128 + signal.
 void install_signal_handlers();
 
