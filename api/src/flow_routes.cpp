@@ -4,7 +4,10 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <cstdlib>
 #include <memory>
 #include <type_traits>
 #include <variant>
@@ -160,16 +163,81 @@ std::unique_ptr<flows::Store> read_store(int fd, const std::string& task_id, Res
   }
 }
 
-bool wants(const Request& req, std::string_view type) {
-  return req.header("Accept").find(type) != std::string::npos;
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool same_text(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
 }
 
 }  // namespace
 
+FlowsFormat flows_format(std::string_view accept) {
+  if (trim(accept).empty()) return FlowsFormat::Page;
+  // For each format: the q of the most specific matching range (3 exact, 2 type/*, 1 */*).
+  struct Best {
+    int specificity = 0;
+    double q = 0;
+  };
+  Best best[3];
+  const std::string_view types[3][2] = {{"application/json", "application/json"},
+                                        {"application/x-ndjson", "application/ndjson"},
+                                        {"text/csv", "text/csv"}};
+  while (!accept.empty()) {
+    const auto comma = accept.find(',');
+    std::string_view range = accept.substr(0, comma);
+    accept = comma == std::string_view::npos ? std::string_view() : accept.substr(comma + 1);
+    const auto semi = range.find(';');
+    const std::string_view type = trim(range.substr(0, semi));
+    double q = 1;
+    for (std::string_view params = semi == std::string_view::npos ? "" : range.substr(semi + 1);
+         !params.empty();) {
+      const auto next = params.find(';');
+      const std::string_view p = trim(params.substr(0, next));
+      params = next == std::string_view::npos ? std::string_view() : params.substr(next + 1);
+      if (p.size() > 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
+        char* end = nullptr;
+        const std::string v(p.substr(2));
+        q = std::strtod(v.c_str(), &end);
+        if (end == v.c_str() || q < 0 || q > 1) q = 0;
+      }
+    }
+    for (int f = 0; f < 3; ++f) {
+      const std::string_view exact = types[f][0];
+      const std::string_view major = exact.substr(0, exact.find('/'));
+      int specificity = 0;
+      if (same_text(type, types[f][0]) || same_text(type, types[f][1]))
+        specificity = 3;
+      else if (type.size() == major.size() + 2 && same_text(type.substr(0, major.size()), major) &&
+               type.substr(major.size()) == "/*")
+        specificity = 2;
+      else if (type == "*/*")
+        specificity = 1;
+      if (specificity > best[f].specificity) best[f] = {specificity, q};
+    }
+  }
+  int chosen = 0;
+  for (int f = 1; f < 3; ++f)
+    if (best[f].q > best[chosen].q) chosen = f;
+  if (best[chosen].q <= 0) return FlowsFormat::Page;
+  return chosen == 1 ? FlowsFormat::Ndjson : chosen == 2 ? FlowsFormat::Csv : FlowsFormat::Page;
+}
+
 void FlowRoutes::flows(const Request& req, Response& res) {
-  if (wants(req, "application/x-ndjson") || wants(req, "application/ndjson"))
-    return stream(req, res, false);
-  if (wants(req, "text/csv")) return stream(req, res, true);
+  switch (flows_format(req.header("Accept"))) {
+    case FlowsFormat::Ndjson:
+      return stream(req, res, false);
+    case FlowsFormat::Csv:
+      return stream(req, res, true);
+    case FlowsFormat::Page:
+      break;
+  }
   auto o = open(req, res);
   if (!o) return;
   const std::string filter = req.query_value("filter"), fields = req.query_value("fields"),
@@ -236,6 +304,11 @@ void FlowRoutes::flows_csv(const Request& req, Response& res) { stream(req, res,
 void FlowRoutes::stream(const Request& req, Response& res, bool csv) {
   auto o = open(req, res);
   if (!o) return;
+  // An export is the whole filtered set (in sort order, up to `limit`): a page's cursor would
+  // be ignored, which a client should learn rather than get the set from its start again.
+  if (req.has_query("next"))
+    return parameter_problem(
+        res, {"next", "an export streams the whole filtered set and takes no cursor", {}});
   const std::string filter = req.query_value("filter"), fields = req.query_value("fields"),
                     sort = req.query_value("sort"), limit = req.query_value("limit");
   auto built = flows::build_list(

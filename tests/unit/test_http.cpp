@@ -1,6 +1,7 @@
 // The pure parts of the api's HTTP layer: decoding request targets, query strings, routing.
 #include <gtest/gtest.h>
 
+#include "ipfixweb/api/flow_routes.hpp"
 #include "ipfixweb/api/http.hpp"
 
 using namespace ipfixweb::api;
@@ -138,4 +139,27 @@ TEST(Attachment, TheNameIsQuotedForOldClientsAndPercentEncodedInFilenameStar) {
             "filename*=UTF-8''we%22ird%3B%20x%3D1%5C.ipfix");
   EXPECT_EQ(http::attachment("caf\xc3\xa9\n.ipfix"),
             "attachment; filename=\"caf___.ipfix\"; filename*=UTF-8''caf%C3%A9%0A.ipfix");
+}
+
+// Review finding: /flows took any Accept value holding "text/csv" or "application/x-ndjson"
+// for an export, q=0 ("not acceptable") included.
+TEST(FlowsFormat, AcceptIsReadWithItsQValues) {
+  using F = FlowsFormat;
+  EXPECT_EQ(flows_format(""), F::Page);
+  EXPECT_EQ(flows_format("application/json"), F::Page);
+  EXPECT_EQ(flows_format("text/csv"), F::Csv);
+  EXPECT_EQ(flows_format("application/x-ndjson"), F::Ndjson);
+  EXPECT_EQ(flows_format("application/ndjson; charset=utf-8"), F::Ndjson);
+  EXPECT_EQ(flows_format("text/csv;q=0, application/json"), F::Page);
+  EXPECT_EQ(flows_format("application/json, text/csv;q=0.1"), F::Page);
+  EXPECT_EQ(flows_format("application/json, application/x-ndjson;q=0"), F::Page);
+  EXPECT_EQ(flows_format("application/json;q=0.5, text/csv"), F::Csv);
+  EXPECT_EQ(flows_format("TEXT/CSV ; Q=0.9, application/json;q=0.2"), F::Csv);
+  EXPECT_EQ(flows_format("text/*, application/json;q=0.5"), F::Csv);
+  EXPECT_EQ(flows_format("text/*;q=0.3, text/csv;q=0, */*;q=0.1"), F::Page);
+  // A browser's default: everything at equal q: the page.
+  EXPECT_EQ(flows_format("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+            F::Page);
+  EXPECT_EQ(flows_format("image/png"), F::Page);
+  EXPECT_EQ(flows_format("text/csv;q=bogus"), F::Page);
 }

@@ -82,4 +82,11 @@ class FlowRoutes {
   Options opts_;
 };
 
+// What GET /api/v1/tasks/{id}/flows answers for an Accept value: a JSON page, or the whole set
+// as NDJSON or CSV. Media ranges and q-values as RFC 9110 reads them (q=0: not acceptable; the
+// most specific range that matches a type gives its q); the highest q wins, a tie goes to the
+// page, then NDJSON. No Accept, or none of the three acceptable: the page.
+enum class FlowsFormat { Page, Ndjson, Csv };
+FlowsFormat flows_format(std::string_view accept);
+
 }  // namespace ipfixweb::api
