@@ -635,13 +635,17 @@ std::variant<TimeseriesQuery, ParamError> build_timeseries(const TimeseriesParam
     q.basis = TimeseriesQuery::Basis::Flows;
     std::string value = column == "flows" ? "count(*)" : "sum(" + column + ")";
     const std::string key = by == "app" ? "app" : "proto_name";
-    q.sql = "SELECT " + key + ", start_ms / ? * ? AS t, " + value + " FROM flows WHERE " + w.sql +
-            " GROUP BY 1, 2";
+    // As the per-packet series: by application only the records that have one (a store
+    // without DPI has none; an ingest's unlabelled records neither).
+    const std::string labelled =
+        by == "app" ? "(" + w.sql + ") AND app IS NOT NULL AND app <> ''" : w.sql;
+    q.sql = "SELECT " + key + ", start_ms / ? * ? AS t, " + value + " FROM flows WHERE " +
+            labelled + " GROUP BY 1, 2";
     q.binds = {{q.bucket_ms}, {q.bucket_ms}};
     q.binds.insert(q.binds.end(), w.binds.begin(), w.binds.end());
     const auto metric_index = static_cast<std::size_t>(
         std::find(kMetrics.begin(), kMetrics.end(), column) - kMetrics.begin());
-    q.grouping = Grouping{{key, "start_ms / ? * ?"}, w.sql, q.binds, metric_index, 0};
+    q.grouping = Grouping{{key, "start_ms / ? * ?"}, labelled, q.binds, metric_index, 0};
   }
   return q;
 }
