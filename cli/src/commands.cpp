@@ -656,6 +656,7 @@ int cmd_download(Context& ctx, const DownloadArgs& a) {
 
   std::string dest, temp;
   int fd = -1;
+  bool direct = false;  // written straight into `dest` (not a regular file)
   std::uint64_t bytes = 0;
   std::optional<Failure> local;
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
@@ -674,6 +675,27 @@ int cmd_download(Context& ctx, const DownloadArgs& a) {
       dest = (fs::path(a.output) / name).string();
     else
       dest = a.output;
+    // Something that is not a regular file (a device such as /dev/null, a FIFO, /dev/stdout) is
+    // written to as it is: a temporary file renamed over it would replace the node.
+    struct stat st {};
+    if (::stat(dest.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+      fd = ::open(dest.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
+      if (fd < 0) {
+        local = Failure(kExitLocal, "cannot write " + dest + ": " + std::strerror(errno));
+        return true;
+      }
+      direct = true;
+      const std::string len = r.header("Content-Length");
+      total = len.empty() ? 0 : std::stoull(len);
+      return true;
+    }
+    // A symbolic link: its target is written (as cp and curl do), not the link replaced.
+    // (followed by hand: a link whose target does not exist yet is followed too)
+    for (int hops = 0; hops < 40 && fs::is_symlink(fs::symlink_status(dest, ec)); ++hops) {
+      const fs::path target = fs::read_symlink(dest, ec);
+      if (ec) break;
+      dest = (target.is_absolute() ? target : fs::path(dest).parent_path() / target).string();
+    }
     const fs::path dir = fs::absolute(dest).parent_path();
     std::string tmpl = (dir / ("." + fs::path(dest).filename().string() + ".XXXXXX")).string();
     fd = ::mkstemp(tmpl.data());
@@ -701,7 +723,8 @@ int cmd_download(Context& ctx, const DownloadArgs& a) {
       const ssize_t w = ::write(fd, d + done, n - done);
       if (w < 0 && errno == EINTR) continue;
       if (w <= 0) {
-        local = Failure(kExitLocal, "cannot write " + temp + ": " + std::strerror(errno));
+        local = Failure(kExitLocal,
+                        "cannot write " + (direct ? dest : temp) + ": " + std::strerror(errno));
         return false;
       }
       done += static_cast<std::size_t>(w);
@@ -724,13 +747,17 @@ int cmd_download(Context& ctx, const DownloadArgs& a) {
     if (total && bytes != total)
       throw Failure(kExitUnreachable,
                     doing + ": " + std::to_string(bytes) + " bytes of " + std::to_string(total));
-    if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    if (direct) {  // a device or FIFO: nothing to sync or rename
+      const int rc = ::close(fd);
+      fd = -1;
+      if (rc != 0) throw Failure(kExitLocal, "cannot write " + dest + ": " + std::strerror(errno));
+    } else if (::fsync(fd) != 0 || ::close(fd) != 0) {
       fd = -1;
       throw Failure(kExitLocal, "cannot write " + temp + ": " + std::strerror(errno));
     }
     fd = -1;
     std::error_code ec;
-    fs::rename(temp, dest, ec);
+    if (!direct) fs::rename(temp, dest, ec);
     if (ec)
       throw Failure(kExitLocal, "cannot rename " + temp + " to " + dest + ": " + ec.message());
     temp.clear();

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -813,6 +814,53 @@ TEST_F(ipfixctl, DownloadWritesTheWholeFileUnderItsNameAndLeavesNoTemporary) {
 }
 
 // --- workers ---
+
+// Review finding: `download -o` wrote a temporary file and renamed it over the name given:
+// a symbolic link, a FIFO or a device node (as root, /dev/null itself) was replaced by a
+// regular file. Their targets are written now, as cp and curl write them.
+TEST_F(ipfixctl, DownloadWritesThroughLinksFifosAndDevicesWithoutReplacingThem) {
+  const std::string dir = home_ + "/dl";
+  fs::create_directories(dir);
+  auto whole = ctl({"download", done_task_, "-o", dir + "/whole.ipfix"});
+  ASSERT_EQ(whole.code, 0) << whole;
+  const std::string want = read_file(dir + "/whole.ipfix");
+  // A link: its target gets the file, the link stays a link.
+  fs::create_symlink(dir + "/real.ipfix", dir + "/link.ipfix");
+  auto via_link = ctl({"download", done_task_, "-o", dir + "/link.ipfix"});
+  ASSERT_EQ(via_link.code, 0) << via_link;
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(dir + "/link.ipfix")));
+  EXPECT_EQ(read_file(dir + "/real.ipfix"), want);
+  // A FIFO: a reader gets the bytes, the FIFO stays.
+  ASSERT_EQ(::mkfifo((dir + "/fifo").c_str(), 0600), 0);
+  std::string got;
+  std::thread reader([&] {  // polls, so that a FIFO nobody writes to fails the test, not hangs it
+    const int fd = ::open((dir + "/fifo").c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return;
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < until) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 200) <= 0) continue;
+      char b[65536];
+      const ssize_t n = ::read(fd, b, sizeof b);
+      if (n > 0) got.append(b, static_cast<std::size_t>(n));
+      if (n == 0 && !got.empty()) break;  // the writer closed
+    }
+    ::close(fd);
+  });
+  auto via_fifo = ctl({"download", done_task_, "-o", dir + "/fifo"});
+  reader.join();
+  ASSERT_EQ(via_fifo.code, 0) << via_fifo;
+  EXPECT_EQ(got, want);
+  EXPECT_TRUE(fs::is_fifo(dir + "/fifo"));
+  // A device node (a null device of our own; needs root, as CI has).
+  if (::mknod((dir + "/null").c_str(), S_IFCHR | 0666, ::makedev(1, 3)) == 0) {
+    auto via_dev = ctl({"download", done_task_, "-o", dir + "/null"});
+    ASSERT_EQ(via_dev.code, 0) << via_dev;
+    EXPECT_TRUE(fs::is_character_file(dir + "/null"));
+  }
+  for (const auto& e : fs::directory_iterator(dir))
+    EXPECT_NE(e.path().filename().string().front(), '.') << "a temporary file is left";
+}
 
 TEST_F(ipfixctl, WorkersShowsTheBrokerAndItsWorkers) {
   auto r = ctl({"workers", "--json"});
