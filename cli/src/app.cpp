@@ -84,8 +84,12 @@ void build(CLI::App& app, Definition& d) {
   sub->add_option("--filter", s.filter, "BPF filter applied to the packets");
   sub->add_flag("--uniflow", s.uniflow, "One record per direction instead of biflows");
   sub->add_option("--analysis", s.analysis,
-                  "Protocol families of the summary (tcp,udp,icmp,dns,tls,http,quic,other)")
-      ->delimiter(',');
+                  "Protocol families of the summary (tcp,udp,icmp,dns,tls,http,quic,other), "
+                  "comma-separated or repeated")
+      ->delimiter(',')
+      ->expected(1)  // one argument each time: FILE after it is not taken for a family
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   sub->add_option("--priority", s.priority, "Priority -100..100 (higher runs first)")
       ->check(CLI::Range(-100, 100));
   sub->add_option("--idle-timeout", s.idle_timeout, "Seconds without packets that end a flow");

@@ -603,6 +603,21 @@ TEST_F(ipfixctl, SubmitWithoutWaitPrintsTheTaskIdAndServerPathsAndReferencesAreN
   EXPECT_EQ(stack().wait_terminal(j["task_id"])["state"], "succeeded");
 }
 
+// Review finding: --analysis took every argument after it (a FILE after it became a family:
+// "unknown analysis 'tiny.pcap'", or "FILE is required"). It takes one value each time,
+// comma-separated or repeated.
+TEST_F(ipfixctl, AnalysisTakesOneValueEachTimeAndLeavesTheFileAfterIt) {
+  auto r = ctl({"submit", "--analysis", "dns", "sha256:" + std::string(64, '0'), "-o",
+                "ctl/analysis.ipfix"});
+  EXPECT_NE(r.err.find("no capture"), std::string::npos) << r;  // the FILE was taken as FILE
+  auto ok = ctl({"submit", "--server-path", "sample.pcap", "--analysis", "dns,tls", "--analysis",
+                 "udp", "-o", "ctl/analysis.ipfix"});
+  ASSERT_EQ(ok.code, 0) << ok;
+  const std::string id = ok.out.substr(0, ok.out.find('\n'));
+  auto t = stack().wait_terminal(id);
+  EXPECT_EQ(t["request"]["analysis_list"], json({"dns", "tls", "udp"})) << t.dump();
+}
+
 TEST_F(ipfixctl, ARefusedSubmissionExitsThreeAndPrintsEachFieldError) {
   auto r = ctl({"submit", "--server-path", "../etc/passwd", "-o", "ctl/x.ipfix"});
   EXPECT_EQ(r.code, 3) << r;
