@@ -62,9 +62,19 @@ std::map<std::string, std::string> read_config_file(const std::string& path, boo
     }
     const std::string key = trim(l.substr(0, eq));
     std::string value = trim(l.substr(eq + 1));
-    if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') &&
-        value.back() == value.front())
-      value = value.substr(1, value.size() - 2);
+    if (!value.empty() && (value.front() == '"' || value.front() == '\'')) {
+      // Quoted: up to the closing quote (a comment may follow it).
+      const auto close = value.find(value.front(), 1);
+      if (close == std::string::npos) {
+        warnings.push_back(path + ":" + std::to_string(n) + ": a quote is not closed, ignored");
+        continue;
+      }
+      value = value.substr(1, close - 1);
+    } else if (const auto hash = value.find(" #"); hash != std::string::npos) {
+      value = trim(value.substr(0, hash));  // an unquoted value ends where a comment starts
+    } else if (const auto tab = value.find("\t#"); tab != std::string::npos) {
+      value = trim(value.substr(0, tab));
+    }
     if (key != "url" && key != "token") {
       warnings.push_back(path + ":" + std::to_string(n) + ": unknown key '" + key +
                          "' ignored (url, token)");

@@ -281,3 +281,26 @@ TEST(DispositionFilename, AnyNameTheApiOffersIsTheNameTheClientSaves) {
   // The quoted form alone (older apis).
   EXPECT_EQ(disposition_filename("attachment; filename=\"x\\\"y.ipfix\""), "x\"y.ipfix");
 }
+
+// Review finding: docs/cli.md shows `token = "…"      # the secret …`, but a comment after a
+// value became part of it (the token sent with the comment and its quotes: 401; a URL "with a
+// fragment": exit 2).
+TEST(ipfixctl_config_file, ACommentAfterAValueIsNotPartOfIt) {
+  const std::string path =
+      fs::temp_directory_path() / ("ipfixctl-conf-c-" + std::to_string(::getpid()));
+  std::ofstream(path) << "url = http://h:1   # my api\n"
+                         "token = \"se#cret x\"      # the secret, quoted\n";
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
+  bool exists = false;
+  std::vector<std::string> warnings;
+  auto m = read_config_file(path, &exists, warnings);
+  EXPECT_EQ(m["url"], "http://h:1");
+  EXPECT_EQ(m["token"], "se#cret x");
+  EXPECT_TRUE(warnings.empty()) << warnings.front();
+  std::ofstream(path) << "token = \"unclosed\n";
+  warnings.clear();
+  m = read_config_file(path, &exists, warnings);
+  EXPECT_FALSE(m.count("token"));
+  ASSERT_EQ(warnings.size(), 1u);
+  fs::remove(path);
+}
