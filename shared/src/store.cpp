@@ -346,7 +346,11 @@ std::vector<TaskRecord> TaskStore::list(const TaskFilter& f) {
   if (f.state) sql += " AND state = ?1";
   if (!f.created_after.empty()) sql += " AND created_at > ?2";
   if (!f.created_before.empty()) sql += " AND created_at < ?3";
-  if (!f.input.empty()) sql += " AND instr(spec, ?4) > 0";
+  // A substring of one of the task's input paths (not of its output or other spec fields).
+  if (!f.input.empty())
+    sql +=
+        " AND EXISTS (SELECT 1 FROM json_each(tasks.spec, '$.inputs') AS i"
+        " WHERE instr(i.value, ?4) > 0)";
   if (f.before_seq > 0) sql += " AND seq < ?5";
   sql += f.parent.empty() ? " AND parent_id IS NULL" : " AND parent_id = ?7";
   sql += " ORDER BY seq DESC LIMIT ?6";

@@ -144,6 +144,31 @@ TEST(Store, ListFiltersAndPagesNewestFirst) {
   EXPECT_EQ(store.list(after).size(), 2u);
 }
 
+// Review finding (CLI): the input filter matched the whole spec: `input=zebra` listed a task
+// whose output was zebra.ipfix, and `input=.ipfix` every task.
+TEST(Store, TheInputFilterMatchesInputPathsOnly) {
+  TempDb tmp;
+  auto store = TaskStore::open_writer(tmp.path);
+  auto a = new_task(), b = new_task();
+  a.spec = R"({"inputs":["/in/zebra.pcap","/in/x.pcap"],"output":"/out/a.ipfix"})";
+  b.spec = R"({"inputs":["/in/b.pcap"],"output":"/out/zebra.ipfix"})";
+  {
+    db::Transaction tx(store.db());
+    store.insert(a, "2026-01-01T00:00:00.000Z");
+    store.insert(b, "2026-01-01T00:00:01.000Z");
+    tx.commit();
+  }
+  TaskFilter f;
+  f.input = "zebra";
+  auto got = store.list(f);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].id, a.id);
+  f.input = ".ipfix";
+  EXPECT_TRUE(store.list(f).empty());
+  f.input = "x.pcap";
+  EXPECT_EQ(store.list(f).size(), 1u);
+}
+
 TEST(Store, IdempotencyKeyIsUnique) {
   TempDb tmp;
   auto store = TaskStore::open_writer(tmp.path);
