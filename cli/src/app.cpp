@@ -79,7 +79,8 @@ void build(CLI::App& app, Definition& d) {
                   "paths on the server")
       ->required();
   sub->add_option("-o,--output", s.output,
-                  "output_path on the server (default: the first input's name with .ipfix)");
+                  "output_path on the server (default: the first input's name with .ipfix; "
+                  ".merged.ipfix for a merge)");
   sub->add_flag("--no-dpi", s.no_dpi, "No nDPI labels (DPI false)");
   sub->add_option("--filter", s.filter, "BPF filter applied to the packets");
   sub->add_flag("--uniflow", s.uniflow, "One record per direction instead of biflows");

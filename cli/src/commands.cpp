@@ -394,7 +394,10 @@ int cmd_submit(Context& ctx, const SubmitArgs& a) {
       if (stem.size() > std::strlen(ext) &&
           stem.compare(stem.size() - std::strlen(ext), std::string::npos, ext) == 0)
         stem.resize(stem.size() - std::strlen(ext));
-    output = stem + (a.kind == "extract" ? ".pcap" : ".ipfix");
+    // A merge's inputs are IPFIX outputs: <stem>.ipfix would name its first input (refused).
+    output = stem + (a.kind == "extract" ? ".pcap"
+                     : a.kind == "merge" ? ".merged.ipfix"
+                                         : ".ipfix");
   }
   json body = {{"pcap_files", refs}, {"output_path", output}, {"DPI", !a.no_dpi}};
   if (!a.analysis.empty()) body["analysis_list"] = a.analysis;
@@ -555,8 +558,9 @@ int cmd_flows(Context& ctx, const FlowsArgs& a) {
   } else {
     for (const char* c : {"id", "start_time", "proto_name", "src", "sport", "dst", "dport",
                           "packets", "bytes", "app", "server_name"})
-      if (!rows.empty() && rows[0].contains(c)) cols.push_back(c);
+      if (rows.empty() || rows[0].contains(c)) cols.push_back(c);
   }
+  if (rows.empty()) ctx.note("no flows match");
   std::vector<std::string> header;
   for (const auto& c : cols) {
     std::string u = c;

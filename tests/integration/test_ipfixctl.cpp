@@ -562,6 +562,11 @@ TEST_F(ipfixctl, SubmitPartitionsThenAMergeOfTheirOutputsGivesTheWholeConversion
   EXPECT_EQ(lines.back()["task"]["summary"]["parts"], 2);
   EXPECT_EQ(lines.back()["task"]["summary"]["flows"], flows);
   EXPECT_EQ(lines.back()["task"]["summary"]["packets_read"], 347);
+  // Without -o a merge is named after its first input, not as it (review finding: refused,
+  // "must not overwrite an input file").
+  auto named = ctl({"submit", "--kind", "merge", "ctl/part1.ipfix", "ctl/part0.ipfix", "--wait"});
+  EXPECT_EQ(named.code, 0) << named;
+  EXPECT_NE(named.out.find("part1.merged.ipfix"), std::string::npos) << named;
   EXPECT_NE(ctl({"submit", "--server-path", "sample.pcap", "--partition", "2/2"}).code, 0);
 }
 
@@ -776,6 +781,11 @@ TEST_F(ipfixctl, FlowsStreamEveryRecordAsNdjsonOrCsvAndPagesAsATable) {
   ASSERT_EQ(table.code, 0) << table;
   EXPECT_EQ(table.out.rfind("ID", 0), 0u) << table;
   EXPECT_EQ(std::count(table.out.begin(), table.out.end(), '\n'), 4) << table;
+  // No match: the header, and a note on stderr (review finding: one blank line).
+  auto none = ctl({"flows", done_task_, "--filter", "bytes > 1G"});
+  ASSERT_EQ(none.code, 0) << none;
+  EXPECT_EQ(none.out.rfind("ID", 0), 0u) << none;
+  EXPECT_NE(none.err.find("no flows match"), std::string::npos) << none;
 
   auto bad = ctl({"flows", done_task_, "--filter", "bytes 5"});
   EXPECT_EQ(bad.code, 3) << bad;
