@@ -67,7 +67,7 @@ void build(CLI::App& app, Definition& d) {
       "upload", "Upload captures (resumable; prints each capture's sha256:<hex> reference)");
   up->add_option("FILE", d.upload.files, "Captures to upload")
       ->required()
-      ->check(CLI::ExistingFile);
+      ->check(CLI::ExistingPath);  // a directory is refused by the upload itself (exit 5)
   add_upload_options(up, d.upload);
   up->callback([&d] { d.action = [&d](Context& c) { return cmd_upload(c, d.upload); }; });
 
@@ -118,7 +118,8 @@ void build(CLI::App& app, Definition& d) {
       ->type_name("I/N");
   sub->add_option("--parallelism", s.parallelism,
                   "Split the conversion into N parts that run on different workers, then merge "
-                  "them (2..64; the server does both)")
+                  "them (2..64; 1: never split, also not above the server's --split-above; "
+                  "the server does both)")
       ->check(CLI::Range(1, 64));
   sub->add_flag("--overwrite", s.overwrite, "May replace the output of an earlier succeeded task");
   sub->add_option("--idempotency-key", s.idempotency_key,

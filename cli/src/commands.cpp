@@ -482,6 +482,8 @@ int cmd_list(Context& ctx, const ListArgs& a) {
     tab.add({str(t, "task_id"), str(t, "state"), percent_text(t), str(t, "created_at"),
              inputs_text(t), str(t, "output_path")});
   tab.print();
+  if (next.is_string())
+    ctx.note("more tasks match: --limit " + std::to_string(a.limit * 2) + " shows more");
   return kExitOk;
 }
 

@@ -502,6 +502,18 @@ TEST_F(ipfixctl, AFileThatIsNotACaptureIsRefusedWithExitCode3) {
 
 // --- submit ---
 
+// Review finding: `upload DIR` exited 2 (a usage error, from the option's check) where the
+// docs say a directory is refused with exit 5, as an empty file is.
+TEST_F(ipfixctl, UploadingADirectoryOrAnEmptyFileExitsFive) {
+  const std::string empty = home_ + "/empty.pcap";
+  std::ofstream(empty).close();
+  for (const std::string& what : {home_, empty}) {
+    auto r = ctl({"upload", what});
+    EXPECT_EQ(r.code, 5) << r;
+  }
+  EXPECT_EQ(ctl({"upload", home_ + "/missing.pcap"}).code, 2);
+}
+
 TEST_F(ipfixctl, SubmitWaitUploadsALocalCaptureAndExitsZeroWhenTheTaskSucceeds) {
   const std::string file = capture_of(2);
   auto r =
@@ -663,6 +675,8 @@ TEST_F(ipfixctl, StatusAndListShowWhatTheApiHolds) {
   ASSERT_EQ(table.code, 0) << table;
   EXPECT_EQ(table.out.rfind("TASK", 0), 0u) << table;
   EXPECT_EQ(std::count(table.out.begin(), table.out.end(), '\n'), 2) << table;
+  // More tasks than shown: said on stderr (review finding: the table ended silently).
+  EXPECT_NE(table.err.find("more tasks match"), std::string::npos) << table;
 
   auto missing = ctl({"status", "no-such-task"});
   EXPECT_EQ(missing.code, 3) << missing;
