@@ -277,6 +277,17 @@ UploadResult upload_file(Api& api, const std::string& path, const UploadOptions&
   Throttle throttle(o.limit_rate);
   int failures = 0;
   bool recreated = false;
+  // A file that changes while it is sent is the user's problem to fix, not the network's: it
+  // is refused with exit 5 however the change shows (a short read, the server's digest check).
+  const auto changed = [&] {
+    struct stat now {};
+    return ::fstat(f.fd, &now) != 0 || now.st_size != st.st_size ||
+           now.st_mtim.tv_sec != st.st_mtim.tv_sec || now.st_mtim.tv_nsec != st.st_mtim.tv_nsec;
+  };
+  const auto refuse_changed = [&] {
+    record.remove();
+    throw Failure(kExitLocal, path + " changed while it was uploaded");
+  };
   bool complete = false;
   std::string buf;
   while (!complete) {
@@ -306,6 +317,7 @@ UploadResult upload_file(Api& api, const std::string& path, const UploadOptions&
         api.send_body("PATCH", location, tus({{"Upload-Offset", std::to_string(offset)}}), len,
                       kOffsetType, next, r, &error);
     res.sent += sent_now;
+    if (!(answered && r.status == 204) && changed()) refuse_changed();
     if (answered && r.status == 204) {
       const auto off = parse_u64(r.header("Upload-Offset"));
       if (!off) throw Failure(kExitUnreachable, "the server's PATCH answer has no Upload-Offset");
@@ -358,11 +370,7 @@ UploadResult upload_file(Api& api, const std::string& path, const UploadOptions&
     }
   }
 
-  struct stat after {};
-  if (::fstat(f.fd, &after) == 0 &&
-      (after.st_size != st.st_size || after.st_mtim.tv_sec != st.st_mtim.tv_sec ||
-       after.st_mtim.tv_nsec != st.st_mtim.tv_nsec))
-    throw Failure(kExitLocal, path + " changed while it was uploaded");
+  if (changed()) refuse_changed();
 
   auto state = api.get(location);
   expect_ok(state, "reading upload " + res.upload_id);
