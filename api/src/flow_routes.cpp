@@ -4,8 +4,6 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
-#include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <memory>
@@ -169,13 +167,6 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-bool same_text(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 }  // namespace
 
 FlowsFormat flows_format(std::string_view accept) {
@@ -212,9 +203,10 @@ FlowsFormat flows_format(std::string_view accept) {
       const std::string_view exact = types[f][0];
       const std::string_view major = exact.substr(0, exact.find('/'));
       int specificity = 0;
-      if (same_text(type, types[f][0]) || same_text(type, types[f][1]))
+      if (http::iequals(type, types[f][0]) || http::iequals(type, types[f][1]))
         specificity = 3;
-      else if (type.size() == major.size() + 2 && same_text(type.substr(0, major.size()), major) &&
+      else if (type.size() == major.size() + 2 &&
+               http::iequals(type.substr(0, major.size()), major) &&
                type.substr(major.size()) == "/*")
         specificity = 2;
       else if (type == "*/*")

@@ -17,6 +17,12 @@ namespace ipfixweb::flows {
 
 namespace {
 
+// One byte of an ill-formed string as the character of that code point (Latin-1), in UTF-8.
+void append_latin1(std::string& out, unsigned char c) {
+  out.push_back(static_cast<char>(0xC0 | (c >> 6)));
+  out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+}
+
 // Text of a column that may not be UTF-8 (server names come off the wire): every byte of
 // an ill-formed string stands for itself (as Latin-1), so the JSON stays valid.
 void append_json_text(std::string& out, std::string_view s) {
@@ -38,8 +44,7 @@ void append_json_text(std::string& out, std::string_view s) {
       if (c < 0x80) {
         append_json_escaped(out, std::string_view(reinterpret_cast<const char*>(&c), 1));
       } else {
-        out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-        out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+        append_latin1(out, c);
       }
     }
   }
@@ -59,12 +64,10 @@ void append_csv_text(std::string& out, std::string_view s) {
   for (char c : s) {
     const auto u = static_cast<unsigned char>(c);
     if (c == '"') out.push_back('"');
-    if (!utf8 && u >= 0x80) {
-      out.push_back(static_cast<char>(0xC0 | (u >> 6)));
-      out.push_back(static_cast<char>(0x80 | (u & 0x3F)));
-    } else {
+    if (!utf8 && u >= 0x80)
+      append_latin1(out, u);
+    else
       out.push_back(c);
-    }
   }
   if (quoted) out.push_back('"');
 }

@@ -49,6 +49,8 @@ using Fields = std::vector<std::pair<std::string, std::string>>;
 
 // The value of the first field named `name` (ASCII case-insensitive); nullptr when absent.
 const std::string* find_field(const Fields& fields, std::string_view name);
+// ASCII case-insensitive equality (header names, media types).
+bool iequals(std::string_view a, std::string_view b);
 
 struct Request {
   std::string method;                    // as sent: "GET", "HEAD", "POST", …
