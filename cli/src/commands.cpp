@@ -672,6 +672,8 @@ int cmd_download(Context& ctx, const DownloadArgs& a) {
   std::uint64_t total = 0;
   auto on_head = [&](const Reply& r) {
     if (r.status != 200) return false;
+    const std::string len = r.header("Content-Length");
+    total = len.empty() ? 0 : std::stoull(len);
     std::string name = disposition_filename(r.header("Content-Disposition"));
     if (name.empty()) name = a.id + ext;
     std::error_code ec;
@@ -691,8 +693,6 @@ int cmd_download(Context& ctx, const DownloadArgs& a) {
         return true;
       }
       direct = true;
-      const std::string len = r.header("Content-Length");
-      total = len.empty() ? 0 : std::stoull(len);
       return true;
     }
     // A symbolic link: its target is written (as cp and curl do), not the link replaced.
@@ -718,8 +718,6 @@ int cmd_download(Context& ctx, const DownloadArgs& a) {
         }());
     temp = tmpl;
     cleanup = std::make_unique<CleanupOnSignal>(temp);
-    const std::string len = r.header("Content-Length");
-    total = len.empty() ? 0 : std::stoull(len);
     return true;
   };
   auto on_data = [&](const char* d, std::size_t n) {

@@ -70,10 +70,14 @@ std::map<std::string, std::string> read_config_file(const std::string& path, boo
         continue;
       }
       value = value.substr(1, close - 1);
-    } else if (const auto hash = value.find(" #"); hash != std::string::npos) {
-      value = trim(value.substr(0, hash));  // an unquoted value ends where a comment starts
-    } else if (const auto tab = value.find("\t#"); tab != std::string::npos) {
-      value = trim(value.substr(0, tab));
+    } else {
+      // An unquoted value ends where a comment starts: the first '#' after a space or tab.
+      for (auto h = value.find('#'); h != std::string::npos; h = value.find('#', h + 1)) {
+        if (h > 0 && (value[h - 1] == ' ' || value[h - 1] == '\t')) {
+          value = trim(value.substr(0, h));
+          break;
+        }
+      }
     }
     if (key != "url" && key != "token") {
       warnings.push_back(path + ":" + std::to_string(n) + ": unknown key '" + key +

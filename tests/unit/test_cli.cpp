@@ -297,6 +297,10 @@ TEST(ipfixctl_config_file, ACommentAfterAValueIsNotPartOfIt) {
   EXPECT_EQ(m["url"], "http://h:1");
   EXPECT_EQ(m["token"], "se#cret x");
   EXPECT_TRUE(warnings.empty()) << warnings.front();
+  // A tab before the comment, and a second '#' in it: the value ends at the first.
+  std::ofstream(path) << "url = http://h:2\t# tab # more\n";
+  m = read_config_file(path, &exists, warnings);
+  EXPECT_EQ(m["url"], "http://h:2");
   std::ofstream(path) << "token = \"unclosed\n";
   warnings.clear();
   m = read_config_file(path, &exists, warnings);
